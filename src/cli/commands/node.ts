@@ -1,0 +1,230 @@
+import fs from 'node:fs';
+import { Command, Option } from 'commander';
+import type { CliContext } from '../context.js';
+import { table, ago } from '../context.js';
+import { nodeJson } from '../../nodes/json.js';
+import { InvalidInput } from '../../nodes/mac.js';
+import type { Node } from '../../nodes/types.js';
+import { formatFromName, type NodeFormat } from '../../nodes/io.js';
+import { NODE_FIELDS } from '../../store/nodes.js';
+import type { Run } from '../main.js';
+
+function parseKv(list: string[] = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of list) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new InvalidInput(`--set takes KEY=VALUE, not "${kv}"`, 'set');
+    out[kv.slice(0, i)] = kv.slice(i + 1);
+  }
+  return out;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+function nodeTable(nodes: Node[]): string {
+  if (nodes.length === 0) return 'no nodes\n';
+  return table(
+    ['NAME', 'MAC', 'GROUP', 'VNFS', 'STATE', 'IP', 'LAST CONTACT', 'BOOT', 'ENABLED'],
+    nodes.map((n) => [n.name, n.mac, n.group || '-', n.vnfs || '-', n.state || '-', n.ip || '-', ago(n.lastContact), n.boot, n.enabled ? 'yes' : 'no']),
+  );
+}
+
+function nodeDetail(n: Node): string {
+  const lines = [
+    `name:         ${n.name}`,
+    `mac:          ${n.mac}`,
+    `group:        ${n.group || '-'}`,
+    `vnfs:         ${n.vnfs || '-'}`,
+    `enabled:      ${n.enabled ? 'yes' : 'no'}`,
+    `debug:        ${n.debug ? 'yes' : 'no'}`,
+    `boot:         ${n.boot}`,
+    `state:        ${n.state || '-'}`,
+    `ip:           ${n.ip || '-'}`,
+    `last contact: ${n.lastContact === null ? 'never' : `${new Date(n.lastContact).toISOString()} (${ago(n.lastContact)})`}`,
+  ];
+  const keys = Object.keys(n.attrs).sort();
+  if (keys.length) {
+    lines.push('attributes:');
+    for (const k of keys) lines.push(`  ${k} = ${n.attrs[k]}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function format(opt: string | undefined, file: string): NodeFormat {
+  const f = (opt as NodeFormat | undefined) ?? formatFromName(file);
+  if (!f) throw new InvalidInput(`cannot tell the format of "${file}" from its name: use --format csv|json|ethers`, 'format');
+  return f;
+}
+
+export function nodeCommand(run: Run): Command {
+  const node = new Command('node').description('register, list and change nodes');
+  const json = () => new Option('--json', 'machine-readable output (stable schema)');
+
+  node
+    .command('add')
+    .description('register a node by MAC (name from the naming pattern unless given)')
+    .argument('<MAC>', 'aa:bb:cc:dd:ee:ff, AA-BB-..., aabb.ccdd.eeff')
+    .argument('[NAME]', 'node name (default: next free name of nodes.name_pattern)')
+    .option('--group <G>', 'group (default: nodes.default_group)')
+    .option('--vnfs <V>', 'VNFS (default: nodes.default_vnfs)')
+    .option('--ip <IP>', 'fixed IPv4 address (DHCP reservation)')
+    .option('--boot <MODE>', 'provision | local | once | disabled')
+    .option('--set <KEY=VALUE>', 'attribute (repeatable)', collect)
+    .addOption(json())
+    .action(
+      run((ctx, mac: string, name: string | undefined, o: { group?: string; vnfs?: string; ip?: string; boot?: string; set?: string[] }) => {
+        const n = ctx.nodes.add({ mac, name, group: o.group, vnfs: o.vnfs, ip: o.ip, boot: o.boot as never, attrs: parseKv(o.set) });
+        ctx.print(nodeJson(n), () => `added ${n.name} (${n.mac})`);
+      }),
+    );
+
+  for (const [cmd, desc] of [
+    ['list', 'list nodes (all, or those matching NODES)'],
+    ['status', 'state and last contact of nodes'],
+  ] as const) {
+    node
+      .command(cmd)
+      .description(desc)
+      .argument('[NODES...]', 'names, globs (n00*), ranges (n00[00-15]) or a query (group:compute and not state:ready)')
+      .addOption(json())
+      .action(
+        run((ctx, args: string[]) => {
+          const nodes = ctx.nodes.list(args);
+          ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () =>
+            cmd === 'status'
+              ? nodes.length === 0
+                ? 'no nodes\n'
+                : table(
+                    ['NAME', 'STATE', 'IP', 'LAST CONTACT', 'BOOT'],
+                    nodes.map((n) => [n.name, n.state || '-', n.ip || '-', ago(n.lastContact), n.boot]),
+                  )
+              : nodeTable(nodes),
+          );
+        }),
+      );
+  }
+
+  node
+    .command('show')
+    .description('everything known about nodes')
+    .argument('<NODES...>', 'names, MACs, globs, ranges or a query')
+    .addOption(json())
+    .action(
+      run((ctx, args: string[]) => {
+        const nodes = ctx.nodes.select(args, { requireAll: true });
+        ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => (nodes.length ? nodes.map(nodeDetail).join('\n') : 'no nodes\n'));
+      }),
+    );
+
+  node
+    .command('set')
+    .description(`change a field or attribute of nodes (Perceus order: KEY VALUE NODES; KEY=VALUE NODES also works). Fields: ${NODE_FIELDS.join(', ')}; attributes: attr.KEY (empty value removes it)`)
+    .argument('<KEY>', 'field, attr.KEY, or KEY=VALUE')
+    .argument('[VALUE_AND_NODES...]', 'value followed by NODES')
+    .addOption(json())
+    .action(
+      run((ctx, key: string, rest: string[]) => {
+        let value: string;
+        let targets: string[];
+        const eq = key.indexOf('=');
+        if (eq > 0) {
+          value = key.slice(eq + 1);
+          key = key.slice(0, eq);
+          targets = rest;
+        } else {
+          if (rest.length === 0) throw new InvalidInput(`node set ${key}: missing VALUE and NODES`, 'value');
+          value = rest[0]!;
+          targets = rest.slice(1);
+        }
+        if (targets.length === 0) throw new InvalidInput(`node set ${key}: name the nodes to change`, 'nodes');
+        const nodes = ctx.nodes.set(key, value, targets);
+        ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => `set ${key}=${value} on ${nodes.length} node(s): ${nodes.map((n) => n.name).join(' ')}`);
+      }),
+    );
+
+  node
+    .command('delete')
+    .description('remove nodes from the database')
+    .argument('<NODES...>')
+    .addOption(json())
+    .action(
+      run((ctx, args: string[]) => {
+        const nodes = ctx.nodes.delete(args);
+        ctx.print({ deleted: nodes.map((n) => n.name) }, () => `deleted ${nodes.length} node(s)${nodes.length ? ': ' + nodes.map((n) => n.name).join(' ') : ''}`);
+      }),
+    );
+
+  for (const [cmd, value] of [
+    ['enable', 'yes'],
+    ['disable', 'no'],
+  ] as const) {
+    node
+      .command(cmd)
+      .description(`${cmd} nodes (a disabled node is refused provisioning)`)
+      .argument('<NODES...>')
+      .addOption(json())
+      .action(
+        run((ctx, args: string[]) => {
+          const nodes = ctx.nodes.set('enabled', value, args);
+          ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => `${cmd}d ${nodes.length} node(s): ${nodes.map((n) => n.name).join(' ')}`);
+        }),
+      );
+  }
+
+  node
+    .command('replace')
+    .description('new hardware for a node: keep name, group, VNFS and attributes, take the new MAC')
+    .argument('<OLD-NODE>', 'node name or MAC')
+    .argument('<NEW-MAC>')
+    .addOption(json())
+    .action(
+      run((ctx, old: string, mac: string) => {
+        const n = ctx.nodes.replace(old, mac);
+        ctx.print(nodeJson(n), () => `${n.name} now has MAC ${n.mac}`);
+      }),
+    );
+
+  node
+    .command('import')
+    .description('add nodes from a CSV (header: mac,name,group,vnfs,ip,enabled,debug,boot,attr.KEY...), JSON or ethers file; all or nothing')
+    .argument('<FILE>', "file, or - for standard input (then --format is required)")
+    .option('--format <F>', 'csv | json | ethers (default: from the file name)')
+    .addOption(json())
+    .action(
+      run((ctx, file: string, o: { format?: string }) => {
+        const f = format(o.format, file === '-' ? '' : file);
+        if (!['csv', 'json', 'ethers'].includes(f)) throw new InvalidInput(`--format must be csv, json or ethers, not "${f}"`, 'format');
+        let text: string;
+        try {
+          text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+        } catch (e) {
+          throw new InvalidInput(`cannot read ${file}: ${(e as Error).message}`, 'file');
+        }
+        const nodes = ctx.nodes.importText(text, f);
+        ctx.print({ imported: nodes.length, nodes: nodes.map((n) => n.name) }, () => `imported ${nodes.length} node(s)`);
+      }),
+    );
+
+  node
+    .command('export')
+    .description('write nodes to a CSV, JSON or ethers file')
+    .argument('<FILE>', 'file, or - for standard output (then --format is required)')
+    .argument('[NODES...]', 'which nodes (default: all)')
+    .option('--format <F>', 'csv | json | ethers (default: from the file name)')
+    .action(
+      run((ctx, file: string, args: string[], o: { format?: string }) => {
+        const f = format(o.format, file === '-' ? '' : file);
+        if (!['csv', 'json', 'ethers'].includes(f)) throw new InvalidInput(`--format must be csv, json or ethers, not "${f}"`, 'format');
+        const text = ctx.nodes.exportText(args, f);
+        if (file === '-') ctx.io.out(text);
+        else {
+          const tmp = `${file}.tmp-${process.pid}`;
+          fs.writeFileSync(tmp, text);
+          fs.renameSync(tmp, file);
+          ctx.io.err(`exported to ${file}\n`);
+        }
+      }),
+    );
+
+  return node;
+}

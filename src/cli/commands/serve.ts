@@ -1,0 +1,31 @@
+import { Command } from 'commander';
+import type { Run } from '../main.js';
+import { createLogger } from '../../util/log.js';
+import { startServer } from '../../server/server.js';
+import { RuntimeFailure } from '../context.js';
+
+export function serveCommand(run: Run): Command {
+  return new Command('serve')
+    .description('run all services in the foreground (logs to stdout); stops on SIGINT/SIGTERM')
+    .option('--log-level <LEVEL>', 'trace | debug | info | warn | error (default: log.level from the config)')
+    .action(
+      run(async (ctx, o: { logLevel?: string }) => {
+        const config = ctx.config;
+        const log = createLogger(o.logLevel ?? config.log.level);
+        const server = await startServer(config, log);
+        if (!server.services.some((s) => s.ok)) {
+          await server.stop();
+          throw new RuntimeFailure('no service could start: ' + server.services.map((s) => s.detail).join('; '));
+        }
+        await new Promise<void>((resolve) => {
+          const stop = (sig: string) => {
+            log.info({ signal: sig }, 'stopping');
+            resolve();
+          };
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.once('SIGTERM', () => stop('SIGTERM'));
+        });
+        await server.stop();
+      }),
+    );
+}

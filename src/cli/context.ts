@@ -1,0 +1,92 @@
+import fs from 'node:fs';
+import { loadConfig, ConfigError } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { Store } from '../store/store.js';
+import { NodeService } from '../nodes/service.js';
+import { InvalidInput } from '../nodes/mac.js';
+import { NotFound } from '../nodes/select.js';
+
+/** Exit codes scripts can trust. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+/** A command failed at run time (not the user's input): exit 1. */
+export class RuntimeFailure extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = EXIT_FAILURE,
+  ) {
+    super(message);
+  }
+}
+
+export interface CommonOpts {
+  config?: string;
+  json?: boolean;
+}
+
+/** What a command needs, built lazily so `--help` never touches the disk. */
+export class CliContext {
+  private _config?: Config;
+  private _store?: Store;
+  private _service?: NodeService;
+  constructor(
+    readonly opts: CommonOpts,
+    readonly io: { out: (s: string) => void; err: (s: string) => void } = {
+      out: (s) => process.stdout.write(s),
+      err: (s) => process.stderr.write(s),
+    },
+  ) {}
+
+  get config(): Config {
+    return (this._config ??= loadConfig(this.opts.config));
+  }
+  get store(): Store {
+    if (!this._store) {
+      fs.mkdirSync(this.config.statedir, { recursive: true });
+      this._store = Store.open(this.config.statedir);
+    }
+    return this._store;
+  }
+  get nodes(): NodeService {
+    return (this._service ??= new NodeService(this.store, this.config));
+  }
+
+  /** Print `data` as JSON (stable schema) with --json, else the human text. */
+  print(data: unknown, text: () => string): void {
+    if (this.opts.json) this.io.out(JSON.stringify(data, null, 2) + '\n');
+    else {
+      const t = text();
+      if (t) this.io.out(t.endsWith('\n') ? t : t + '\n');
+    }
+  }
+
+  close(): void {
+    this._store?.close();
+  }
+}
+
+/** Map an error to its exit code and one-line reason. */
+export function exitCodeFor(e: unknown): { code: number; message: string } {
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof InvalidInput || e instanceof ConfigError || e instanceof NotFound) return { code: EXIT_USAGE, message };
+  if (e instanceof RuntimeFailure) return { code: e.exitCode, message };
+  return { code: EXIT_FAILURE, message };
+}
+
+/** Aligned text table. */
+export function table(headers: string[], rows: (string | number)[][]): string {
+  const all = [headers, ...rows.map((r) => r.map(String))];
+  const widths = headers.map((_, i) => Math.max(...all.map((r) => String(r[i] ?? '').length)));
+  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? String(c) : String(c).padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+export function ago(ms: number | null, now = Date.now()): string {
+  if (ms === null) return 'never';
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h ago`;
+  return `${Math.floor(s / 86400)}d ago`;
+}

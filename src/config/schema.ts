@@ -1,0 +1,121 @@
+import { z } from 'zod';
+
+/**
+ * The configuration contract (DESIGN.md "Configuration"). Every key has a default, unknown
+ * keys are errors (a typo such as `dchp:` must not silently leave DHCP off), and values are
+ * checked here once so the rest of the program can trust them.
+ */
+const ipv4 = z
+  .string()
+  .regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'must be an IPv4 address such as 10.0.0.1');
+const port = z.number().int().min(0).max(65535);
+
+const subnet = z
+  .object({
+    /** Network this pool serves, e.g. 10.1.0.0/24; relayed requests pick it by giaddr. */
+    network: z.string().regex(/^\d+\.\d+\.\d+\.\d+\/\d{1,2}$/, 'must be a network such as 10.1.0.0/24'),
+    range: z.tuple([ipv4, ipv4]),
+    router: ipv4.optional(),
+    dns: z.array(ipv4).optional(),
+    lease_seconds: z.number().int().min(60).optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    statedir: z.string().min(1).default('./var'),
+    /** Interface DHCP/TFTP answer on; '' = any. */
+    interface: z.string().default(''),
+    /** Address nodes reach the master at; '' = taken from `interface`, else the first non-loopback IPv4. */
+    address: z.union([ipv4, z.literal('')]).default(''),
+    dhcp: z
+      .object({
+        mode: z.enum(['off', 'full', 'proxy']).default('off'),
+        range: z.tuple([ipv4, ipv4]).optional(),
+        netmask: ipv4.default('255.255.255.0'),
+        router: ipv4.optional(),
+        dns: z.array(ipv4).default([]),
+        domain: z.string().default(''),
+        lease_seconds: z.number().int().min(60).default(3600),
+        port: port.default(67),
+        /** ProxyDHCP boot server port (PXE clients ask here after the site DHCP answered). */
+        proxy_port: port.default(4011),
+        /** More pools, for relayed requests (giaddr). */
+        subnets: z.array(subnet).default([]),
+        /** Boot loader file names by client kind. */
+        boot_files: z
+          .object({
+            bios: z.string().default('undionly.kpxe'),
+            uefi_x64: z.string().default('ipxe.efi'),
+            uefi_arm64: z.string().default(''),
+            uefi_http: z.string().default('ipxe.efi'),
+          })
+          .strict()
+          .default({ bios: 'undionly.kpxe', uefi_x64: 'ipxe.efi', uefi_arm64: '', uefi_http: 'ipxe.efi' }),
+      })
+      .strict()
+      .prefault({}),
+    tftp: z
+      .object({
+        port: port.default(69),
+        /** '' = <statedir>/tftproot */
+        root: z.string().default(''),
+        max_blksize: z.number().int().min(8).max(65464).default(65464),
+        max_windowsize: z.number().int().min(1).max(65535).default(64),
+        max_transfers: z.number().int().min(1).default(256),
+        /** seconds between retransmissions unless the client negotiates `timeout` */
+        timeout_seconds: z.number().min(0.1).max(255).default(1),
+        retries: z.number().int().min(1).max(50).default(5),
+      })
+      .strict()
+      .prefault({}),
+    http: z.object({ port: port.default(8080), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
+    provisiond: z.object({ port: port.default(987), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
+    nodes: z
+      .object({
+        name_pattern: z.string().regex(/#/, 'must contain at least one # (the number), e.g. n####').default('n####'),
+        first_number: z.number().int().min(0).default(0),
+        default_group: z.string().default('cluster'),
+        default_vnfs: z.string().default(''),
+        auto_register: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    nodescripts: z
+      .object({
+        /** '' = <statedir>/nodescripts */
+        dir: z.string().default(''),
+        timeout_seconds: z.number().positive().default(60),
+        max_parallel: z.number().int().min(1).max(1024).default(8),
+        on_error: z.enum(['abort', 'continue']).default('abort'),
+      })
+      .strict()
+      .prefault({}),
+    vnfs: z
+      .object({
+        method: z.string().default('http'),
+        master: z.string().default(''),
+        prefix: z.string().default(''),
+      })
+      .strict()
+      .prefault({}),
+    security: z
+      .object({
+        node_tokens: z.boolean().default(true),
+        /** how long a per-boot token stays valid */
+        token_ttl_seconds: z.number().int().min(60).default(86400),
+      })
+      .strict()
+      .prefault({}),
+    admin: z
+      .object({ listen: z.string().default('127.0.0.1'), port: port.default(8081) })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;

@@ -1,0 +1,40 @@
+/**
+ * What the DHCP server needs from the rest of pxeherd. Kept narrow so the store can implement
+ * it over SQLite and tests can fake it in a few lines (see memory-backend.ts).
+ */
+import type { Node, Lease, EventSink } from '../nodes/types.js';
+
+export interface LeaseStore {
+  byMac(mac: string): Lease | undefined;
+  byIp(ip: string): Lease | undefined;
+  /** All non-expired offered/bound leases (for building the in-use set at start). */
+  active(now: number): Lease[];
+  /**
+   * One transaction, durable when it returns (WAL). The server batches: it collects the leases
+   * of all ACKs decided in one event-loop turn, calls putMany once, then sends those ACKs — every
+   * lease is on disk before its ACK leaves.
+   */
+  putMany(leases: Lease[]): void;
+}
+
+export interface DhcpBackend {
+  /** Node for a MAC. Unknown MAC: registers it (auto_register on) -> {node, registered:true}; off -> undefined. */
+  lookupNode(mac: string, hint: { hostname?: string }): { node: Node; registered: boolean } | undefined;
+  /** MAC of the node that has this IP as its fixed address (node.ip), if any: the pool must skip it for others. */
+  reservationOwner(ip: string): string | undefined;
+  /** Called after an ACK is sent: the lead records the node's IP/last contact. */
+  bound(mac: string, ip: string): void;
+  leases: LeaseStore;
+  /** kinds: dhcp.discover, dhcp.offer, dhcp.request, dhcp.ack, dhcp.nak, dhcp.decline, dhcp.release, dhcp.inform, dhcp.ignored, dhcp.proxy */
+  events: EventSink;
+}
+
+/**
+ * What `pxeherd explain` needs: like DhcpBackend but read-only — `findNode` must not register
+ * an unknown MAC (explaining a client must not change anything).
+ */
+export interface ExplainBackend {
+  findNode(mac: string): Node | undefined;
+  reservationOwner(ip: string): string | undefined;
+  leases: Pick<LeaseStore, 'byMac' | 'byIp' | 'active'>;
+}

@@ -1,0 +1,132 @@
+/**
+ * What a DHCP client should boot, decided from what it says about itself (options 60, 77, 93,
+ * 175). Pure: `pxeherd explain` reuses it to show the same decision the server makes.
+ */
+import type { Options } from './options.js';
+import { getArchs, getString, getUserClasses, Opt } from './options.js';
+
+export interface BootFiles {
+  bios: string;
+  uefi_x64: string;
+  uefi_arm64: string;
+  uefi_http: string;
+}
+
+/** What the client told us, distilled from its options (or given by `explain`). */
+export interface ClientKind {
+  /** First type from option 93, else the Arch field of a PXEClient vendor class. */
+  arch?: number;
+  /** Option 60 as sent. */
+  vendorClass?: string;
+  /** Running iPXE already: user class "iPXE" (77) or iPXE's option 175 present. */
+  ipxe: boolean;
+}
+
+export type BootKind = 'ipxe-script' | 'bios' | 'uefi-x64' | 'uefi-arm64' | 'uefi-http' | 'none';
+
+export interface BootDecision {
+  kind: BootKind;
+  /** The file name for the BOOTP file field / option 67 (a URL for HTTP and iPXE clients). */
+  bootFile?: string;
+  /** Set when the client fetches over HTTP (iPXE script, UEFI HTTP boot). */
+  bootUrl?: string;
+  /** Option 60 the reply must carry: PXE ROMs want PXEClient, UEFI HTTP boot wants HTTPClient. */
+  replyVendorClass?: 'PXEClient' | 'HTTPClient';
+  /** Send 175.176 = 1 so iPXE skips its ProxyDHCP wait. */
+  ipxeNoProxyWait: boolean;
+  /** Why, in words, for logs and `explain`. */
+  reasons: string[];
+}
+
+export interface BootContext {
+  mac: string;
+  /** Address the client reaches pxeherd at. */
+  serverAddress: string;
+  httpPort: number;
+  bootFiles: BootFiles;
+}
+
+/** RFC 4578 / IANA processor architecture types pxeherd knows. */
+export const ARCH_NAMES: Record<number, string> = {
+  0: 'x86 BIOS',
+  6: 'x86 UEFI (32-bit)',
+  7: 'x64 UEFI',
+  9: 'x64 UEFI (EBC)',
+  10: 'ARM 32-bit UEFI',
+  11: 'ARM 64-bit UEFI',
+  15: 'x86 UEFI HTTP',
+  16: 'x64 UEFI HTTP',
+  18: 'ARM 32-bit UEFI HTTP',
+  19: 'ARM 64-bit UEFI HTTP',
+};
+
+/** Read the client's kind from its request options. */
+export function clientKind(options: Options): ClientKind {
+  const vendorClass = getString(options, Opt.VendorClass);
+  let arch = getArchs(options)?.[0];
+  if (arch === undefined && vendorClass) {
+    // PXEClient:Arch:00007:UNDI:003016 — the arch is in the vendor class when 93 is absent.
+    const m = /^(?:PXEClient|HTTPClient):Arch:(\d{5})/.exec(vendorClass);
+    if (m) arch = Number(m[1]);
+  }
+  const ipxe = options.has(Opt.Ipxe) || getUserClasses(options).includes('iPXE');
+  return { arch, vendorClass, ipxe };
+}
+
+export function isPxeVendor(vc: string | undefined): boolean {
+  return !!vc && (vc.startsWith('PXEClient') || vc.startsWith('HTTPClient'));
+}
+
+export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
+  const reasons: string[] = [];
+  const http = (path: string) => `http://${ctx.serverAddress}:${ctx.httpPort}${path}`;
+  if (client.ipxe) {
+    // Loop-break: iPXE asking again must get its script, not another iPXE binary.
+    const url = http(`/boot/${ctx.mac}.ipxe`);
+    reasons.push('client is iPXE already (user class "iPXE" or option 175): hand it its boot script over HTTP');
+    return { kind: 'ipxe-script', bootFile: url, bootUrl: url, ipxeNoProxyWait: true, reasons };
+  }
+  const vc = client.vendorClass;
+  const httpClient = !!vc?.startsWith('HTTPClient');
+  if (!isPxeVendor(vc)) {
+    reasons.push(
+      vc === undefined ? 'no vendor class (60): not a network-boot client, address only' : `vendor class "${vc}" is neither PXEClient nor HTTPClient: address only`,
+    );
+    return { kind: 'none', ipxeNoProxyWait: false, reasons };
+  }
+  const arch = client.arch;
+  const archName = arch === undefined ? 'unknown arch' : `arch ${arch} (${ARCH_NAMES[arch] ?? 'unknown'})`;
+  if (httpClient || arch === 16 || arch === 15 || arch === 19) {
+    const file = arch === 19 ? ctx.bootFiles.uefi_arm64 : ctx.bootFiles.uefi_http;
+    if (!file) {
+      reasons.push(`UEFI HTTP boot client, ${archName}: no loader configured (dhcp.boot_files.${arch === 19 ? 'uefi_arm64' : 'uefi_http'})`);
+      return { kind: 'none', ipxeNoProxyWait: false, reasons };
+    }
+    const url = http(`/tftp/${file}`);
+    reasons.push(`UEFI HTTP boot client (${httpClient ? 'vendor class HTTPClient' : archName}): loader ${file} over HTTP, option 60 HTTPClient`);
+    return { kind: 'uefi-http', bootFile: url, bootUrl: url, replyVendorClass: 'HTTPClient', ipxeNoProxyWait: false, reasons };
+  }
+  const pick = (kind: BootKind, file: string, key: string): BootDecision => {
+    if (!file) {
+      reasons.push(`PXE client, ${archName}: no loader configured (dhcp.boot_files.${key})`);
+      return { kind: 'none', ipxeNoProxyWait: false, reasons };
+    }
+    reasons.push(`PXE client, ${archName}: TFTP ${file} (dhcp.boot_files.${key})`);
+    return { kind, bootFile: file, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
+  };
+  switch (arch) {
+    case undefined:
+      reasons.push('PXE client without an architecture (no option 93, none in the vendor class): assuming BIOS');
+      return pick('bios', ctx.bootFiles.bios, 'bios');
+    case 0:
+      return pick('bios', ctx.bootFiles.bios, 'bios');
+    case 7:
+    case 9:
+      return pick('uefi-x64', ctx.bootFiles.uefi_x64, 'uefi_x64');
+    case 11:
+      return pick('uefi-arm64', ctx.bootFiles.uefi_arm64, 'uefi_arm64');
+    default:
+      reasons.push(`PXE client, ${archName}: no loader for this architecture, address only`);
+      return { kind: 'none', ipxeNoProxyWait: false, reasons };
+  }
+}

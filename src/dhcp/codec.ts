@@ -1,0 +1,243 @@
+/**
+ * BOOTP/DHCP wire codec (RFC 951, RFC 2131 §2, RFC 2132, RFC 3396). Pure and total: decode
+ * returns a packet or a typed error and never throws, because every byte it reads comes from
+ * the network. Options are kept as raw bytes in arrival order; their meaning lives in
+ * options.ts, so the codec never has to understand an option to carry it.
+ */
+import { ipFromBuffer, ipToInt } from './ip.js';
+
+export const MAGIC_COOKIE = 0x63825363;
+/** Fixed BOOTP header (236 bytes) plus the magic cookie. */
+export const HEADER_LEN = 240;
+/** RFC 951 packets are at least 300 bytes; several PXE ROMs drop shorter replies. */
+export const MIN_PACKET = 300;
+/** Every DHCP host accepts 576-byte IP datagrams: 576 - 20 (IP) - 8 (UDP). */
+export const DEFAULT_MAX_MESSAGE = 548;
+
+export const OPT_PAD = 0;
+export const OPT_OVERLOAD = 52;
+export const OPT_END = 255;
+
+export interface DhcpPacket {
+  /** 1 BOOTREQUEST, 2 BOOTREPLY */
+  op: number;
+  htype: number;
+  hlen: number;
+  hops: number;
+  xid: number;
+  secs: number;
+  flags: number;
+  ciaddr: string;
+  yiaddr: string;
+  siaddr: string;
+  giaddr: string;
+  /** 16 bytes as on the wire; the MAC is the first `hlen` of them for Ethernet. */
+  chaddr: Buffer;
+  sname: string;
+  file: string;
+  /** Option code -> value, in first-appearance order; repeated options are concatenated (RFC 3396). */
+  options: Map<number, Buffer>;
+}
+
+export type DecodeError =
+  | 'short'
+  | 'bad-op'
+  | 'bad-hlen'
+  | 'no-cookie'
+  | 'truncated-option'
+  | 'bad-overload';
+
+export type DecodeResult = { ok: true; packet: DhcpPacket } | { ok: false; error: DecodeError; detail: string };
+
+function fail(error: DecodeError, detail: string): DecodeResult {
+  return { ok: false, error, detail };
+}
+
+function cString(buf: Buffer): string {
+  const nul = buf.indexOf(0);
+  return buf.toString('latin1', 0, nul < 0 ? buf.length : nul);
+}
+
+/** Walk one option area; appends into `into`. Returns an error text or undefined. */
+function readOptions(area: Buffer, into: Map<number, Buffer[]>): string | undefined {
+  let i = 0;
+  while (i < area.length) {
+    const code = area[i]!;
+    if (code === OPT_PAD) {
+      i++;
+      continue;
+    }
+    if (code === OPT_END) return undefined;
+    if (i + 1 >= area.length) return `option ${code} has no length byte`;
+    const len = area[i + 1]!;
+    if (i + 2 + len > area.length) return `option ${code} claims ${len} bytes, ${area.length - i - 2} left`;
+    const list = into.get(code);
+    const val = area.subarray(i + 2, i + 2 + len);
+    if (list) list.push(val);
+    else into.set(code, [val]);
+    i += 2 + len;
+  }
+  // Some clients omit the END option; the area simply runs out. Accept that.
+  return undefined;
+}
+
+export function decode(buf: Buffer): DecodeResult {
+  if (buf.length < HEADER_LEN) return fail('short', `${buf.length} bytes, need at least ${HEADER_LEN}`);
+  const op = buf[0]!;
+  if (op !== 1 && op !== 2) return fail('bad-op', `op ${op}`);
+  const hlen = buf[2]!;
+  if (hlen > 16) return fail('bad-hlen', `hlen ${hlen}`);
+  if (buf.readUInt32BE(236) !== MAGIC_COOKIE) return fail('no-cookie', 'no DHCP magic cookie (plain BOOTP is not served)');
+  const raw = new Map<number, Buffer[]>();
+  let err = readOptions(buf.subarray(HEADER_LEN), raw);
+  if (err) return fail('truncated-option', err);
+  let sname = cString(buf.subarray(44, 108));
+  let file = cString(buf.subarray(108, 236));
+  const ov = raw.get(OPT_OVERLOAD);
+  if (ov) {
+    const v = ov[0]!;
+    if (v.length !== 1 || v[0]! < 1 || v[0]! > 3) return fail('bad-overload', `option 52 value ${v.toString('hex')}`);
+    // RFC 2131 §4.1: file is read before sname.
+    if (v[0]! & 1) {
+      err = readOptions(buf.subarray(108, 236), raw);
+      if (err) return fail('truncated-option', `in file field: ${err}`);
+      file = '';
+    }
+    if (v[0]! & 2) {
+      err = readOptions(buf.subarray(44, 108), raw);
+      if (err) return fail('truncated-option', `in sname field: ${err}`);
+      sname = '';
+    }
+    raw.delete(OPT_OVERLOAD);
+  }
+  const options = new Map<number, Buffer>();
+  for (const [code, parts] of raw) options.set(code, parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts));
+  return {
+    ok: true,
+    packet: {
+      op,
+      htype: buf[1]!,
+      hlen,
+      hops: buf[3]!,
+      xid: buf.readUInt32BE(4),
+      secs: buf.readUInt16BE(8),
+      flags: buf.readUInt16BE(10),
+      ciaddr: ipFromBuffer(buf, 12),
+      yiaddr: ipFromBuffer(buf, 16),
+      siaddr: ipFromBuffer(buf, 20),
+      giaddr: ipFromBuffer(buf, 24),
+      chaddr: Buffer.from(buf.subarray(28, 44)),
+      sname,
+      file,
+      options,
+    },
+  };
+}
+
+export interface EncodeOptions {
+  /** Largest datagram the peer accepts (option 57); options spill into file/sname when they are free. */
+  maxSize?: number;
+}
+
+/** Bytes of one option, split into 255-byte pieces (RFC 3396) when longer. */
+function optionBytes(code: number, value: Buffer): Buffer[] {
+  const out: Buffer[] = [];
+  if (value.length === 0) {
+    out.push(Buffer.from([code, 0]));
+    return out;
+  }
+  for (let off = 0; off < value.length; off += 255) {
+    const part = value.subarray(off, off + 255);
+    out.push(Buffer.from([code, part.length]), part);
+  }
+  return out;
+}
+
+function writeIp(buf: Buffer, ip: string, offset: number): void {
+  buf.writeUInt32BE(ipToInt(ip) ?? 0, offset);
+}
+
+/**
+ * Serialize a packet. Options go in map order; when they do not fit in `maxSize` and the
+ * file/sname fields are empty, the rest overflows there with option 52 (RFC 2131 §4.1).
+ * An option never fitting anywhere is dropped rather than producing an invalid packet.
+ */
+export function encode(p: DhcpPacket, opts: EncodeOptions = {}): Buffer {
+  const maxSize = Math.max(DEFAULT_MAX_MESSAGE, Math.min(opts.maxSize ?? DEFAULT_MAX_MESSAGE, 65507));
+  // Whole options (each with all its pieces), the END byte is added per area.
+  const items: Buffer[] = [];
+  for (const [code, value] of p.options) {
+    if (code === OPT_PAD || code === OPT_END || code === OPT_OVERLOAD) continue;
+    items.push(Buffer.concat(optionBytes(code, value)));
+  }
+  const mainRoom = maxSize - HEADER_LEN - 1 - 3; // END, and room for an overload option
+  const main: Buffer[] = [];
+  const fileArea: Buffer[] = [];
+  const snameArea: Buffer[] = [];
+  let used = 0;
+  let fileUsed = 0;
+  let snameUsed = 0;
+  const fileFree = p.file === '';
+  const snameFree = p.sname === '';
+  const total = items.reduce((n, b) => n + b.length, 0);
+  const fitsAll = total + 1 <= maxSize - HEADER_LEN;
+  for (const item of items) {
+    if (fitsAll || used + item.length <= mainRoom) {
+      main.push(item);
+      used += item.length;
+    } else if (fileFree && fileUsed + item.length <= 127) {
+      fileArea.push(item);
+      fileUsed += item.length;
+    } else if (snameFree && snameUsed + item.length <= 63) {
+      snameArea.push(item);
+      snameUsed += item.length;
+    }
+    // else: dropped; the client's size limit leaves no room for it.
+  }
+  const overload = (fileArea.length ? 1 : 0) | (snameArea.length ? 2 : 0);
+  if (overload) main.push(Buffer.from([OPT_OVERLOAD, 1, overload]));
+  main.push(Buffer.from([OPT_END]));
+  const optBuf = Buffer.concat(main);
+  const len = Math.max(MIN_PACKET, HEADER_LEN + optBuf.length);
+  const buf = Buffer.alloc(len);
+  buf[0] = p.op;
+  buf[1] = p.htype;
+  buf[2] = p.hlen;
+  buf[3] = p.hops;
+  buf.writeUInt32BE(p.xid >>> 0, 4);
+  buf.writeUInt16BE(p.secs & 0xffff, 8);
+  buf.writeUInt16BE(p.flags & 0xffff, 10);
+  writeIp(buf, p.ciaddr, 12);
+  writeIp(buf, p.yiaddr, 16);
+  writeIp(buf, p.siaddr, 20);
+  writeIp(buf, p.giaddr, 24);
+  p.chaddr.copy(buf, 28, 0, Math.min(16, p.chaddr.length));
+  if (overload & 2) Buffer.concat([...snameArea, Buffer.from([OPT_END])]).copy(buf, 44);
+  else buf.write(p.sname.slice(0, 63), 44, 'latin1');
+  if (overload & 1) Buffer.concat([...fileArea, Buffer.from([OPT_END])]).copy(buf, 108);
+  else buf.write(p.file.slice(0, 127), 108, 'latin1');
+  buf.writeUInt32BE(MAGIC_COOKIE, 236);
+  optBuf.copy(buf, HEADER_LEN);
+  return buf;
+}
+
+/** A blank packet, for building requests in tests and replies in the handler. */
+export function emptyPacket(op: 1 | 2): DhcpPacket {
+  return {
+    op,
+    htype: 1,
+    hlen: 6,
+    hops: 0,
+    xid: 0,
+    secs: 0,
+    flags: 0,
+    ciaddr: '0.0.0.0',
+    yiaddr: '0.0.0.0',
+    siaddr: '0.0.0.0',
+    giaddr: '0.0.0.0',
+    chaddr: Buffer.alloc(16),
+    sname: '',
+    file: '',
+    options: new Map(),
+  };
+}

@@ -1,0 +1,47 @@
+import type { Group, Lease, Node, Vnfs, BootEvent } from './types.js';
+
+/**
+ * The stable JSON shapes of `--json` output and the REST API. Keys are snake_case, times
+ * are ISO 8601 strings (or null), and new keys may be added but none renamed or removed.
+ */
+export function nodeJson(n: Node, extra: { stale?: boolean; hardware?: unknown } = {}) {
+  return {
+    name: n.name,
+    mac: n.mac,
+    group: n.group,
+    vnfs: n.vnfs,
+    enabled: n.enabled,
+    debug: n.debug,
+    state: n.state,
+    ip: n.ip,
+    last_contact: n.lastContact === null ? null : new Date(n.lastContact).toISOString(),
+    boot: n.boot,
+    attrs: sortKeys(n.attrs),
+    created: new Date(n.createdAt).toISOString(),
+    updated: new Date(n.updatedAt).toISOString(),
+    ...(extra.stale !== undefined ? { stale: extra.stale } : {}),
+    ...(extra.hardware !== undefined ? { hardware: extra.hardware } : {}),
+  };
+}
+
+export function groupJson(g: Group & { nodes?: number }) {
+  return { name: g.name, nodes: g.nodes ?? 0, attrs: sortKeys(g.attrs) };
+}
+
+export function vnfsJson(v: Vnfs & { nodes?: number }) {
+  return { name: v.name, kernel: v.kernel, initrd: v.initrd, cmdline: v.cmdline, nodes: v.nodes ?? 0, attrs: sortKeys(v.attrs) };
+}
+
+export function leaseJson(l: Lease) {
+  return { mac: l.mac, ip: l.ip, state: l.state, hostname: l.hostname, subnet: l.subnet, expires: new Date(l.expiresAt).toISOString() };
+}
+
+export function eventJson(e: BootEvent) {
+  return { id: e.id ?? null, time: new Date(e.time ?? 0).toISOString(), mac: e.mac ?? null, node: e.node ?? null, kind: e.kind, detail: e.detail ?? {} };
+}
+
+function sortKeys(o: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(o).sort()) out[k] = o[k]!;
+  return out;
+}

@@ -1,0 +1,148 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/store.js';
+import type { NamingPolicy, NewNode } from '../store/nodes.js';
+import { InvalidInput, normalizeMac, parseMac } from './mac.js';
+import { validateName } from './names.js';
+import { parseSelector, selectNodes, NotFound, type Selector } from './select.js';
+import type { QueryContext } from './query.js';
+import type { Node, Vnfs } from './types.js';
+import { formatNodes, parseNodes, type NodeFormat } from './io.js';
+
+/**
+ * The admin operations behind both the CLI and the REST API: one implementation, one set of
+ * validation rules, one set of error messages.
+ */
+export class NodeService {
+  constructor(
+    private readonly store: Store,
+    private readonly config: Config,
+    private readonly queryContext: QueryContext = {},
+  ) {}
+
+  get policy(): NamingPolicy {
+    const n = this.config.nodes;
+    return { pattern: n.name_pattern, firstNumber: n.first_number, defaultGroup: n.default_group, defaultVnfs: n.default_vnfs };
+  }
+
+  /** Resolve NODES arguments. Exact names/MACs must exist when `requireAll`. */
+  select(args: string[], opts: { requireAll?: boolean } = {}): Node[] {
+    const sel: Selector = parseSelector(args);
+    return selectNodes(sel, this.store.nodes.all(), { requireAll: opts.requireAll, ctx: this.queryContext });
+  }
+
+  list(args: string[]): Node[] {
+    return args.length === 0 ? this.store.nodes.all() : this.select(args);
+  }
+
+  get(nameOrMac: string): Node {
+    const n = this.store.nodes.byName(nameOrMac) ?? (parseMac(nameOrMac).ok ? this.store.nodes.byMac(normalizeMac(nameOrMac)) : undefined);
+    if (!n) throw new NotFound(`no node named or with MAC "${nameOrMac}"`);
+    return n;
+  }
+
+  add(n: NewNode): Node {
+    this.checkVnfsExists(n.vnfs);
+    return this.store.nodes.add(n, this.policy);
+  }
+
+  set(key: string, value: string, args: string[]): Node[] {
+    const nodes = this.select(args, { requireAll: true });
+    if (nodes.length === 0) throw new NotFound(`no node matches "${args.join(' ')}"`);
+    if (key === 'vnfs') this.checkVnfsExists(value);
+    return this.store.nodes.set(
+      nodes.map((n) => n.mac),
+      key,
+      value,
+    );
+  }
+
+  delete(args: string[]): Node[] {
+    const nodes = this.select(args, { requireAll: true });
+    this.store.nodes.delete(nodes.map((n) => n.mac));
+    return nodes;
+  }
+
+  replace(oldNode: string, newMac: string): Node {
+    const mac = parseMac(newMac);
+    if (!mac.ok) throw new InvalidInput(mac.error, 'mac');
+    const old = this.get(oldNode);
+    return this.store.nodes.replace(old.mac, mac.mac);
+  }
+
+  importText(text: string, format: NodeFormat): Node[] {
+    const recs = parseNodes(text, format);
+    for (const r of recs) this.checkVnfsExists(r.node.vnfs, `line ${r.line}: `);
+    return this.store.nodes.addMany(
+      recs.map((r) => r.node),
+      this.policy,
+      (i, e) => (e instanceof InvalidInput ? new InvalidInput(`${format === 'json' ? 'record' : 'line'} ${recs[i]!.line}: ${e.message}`) : e),
+    );
+  }
+
+  exportText(args: string[], format: NodeFormat): string {
+    return formatNodes(this.list(args), format);
+  }
+
+  private checkVnfsExists(vnfs: string | undefined, prefix = ''): void {
+    if (vnfs && vnfs !== this.config.nodes.default_vnfs && !this.store.vnfs.get(vnfs)) {
+      validateName('vnfs', vnfs);
+      throw new InvalidInput(`${prefix}no VNFS named "${vnfs}": add it first with "pxeherd vnfs add ${vnfs} --kernel FILE --initrd FILE"`, 'vnfs');
+    }
+  }
+
+  // ---- VNFS -------------------------------------------------------------------------
+
+  vnfsDir(name: string): string {
+    return path.join(this.config.statedir, 'vnfs', validateName('vnfs', name));
+  }
+
+  /**
+   * Copy kernel and initrd into <statedir>/vnfs/NAME/ and record them. Files are written
+   * under a temporary name and renamed, so a crash never leaves a half-copied image
+   * that nodes would boot.
+   */
+  addVnfs(opts: { name: string; kernel: string; initrd: string; cmdline?: string; attrs?: Record<string, string> }): Vnfs {
+    validateName('vnfs', opts.name);
+    for (const [what, file] of [
+      ['kernel', opts.kernel],
+      ['initrd', opts.initrd],
+    ] as const) {
+      let st: fs.Stats;
+      try {
+        st = fs.statSync(file);
+      } catch {
+        throw new InvalidInput(`${what} file "${file}" does not exist`, what);
+      }
+      if (!st.isFile()) throw new InvalidInput(`${what} "${file}" is not a regular file`, what);
+    }
+    const dir = this.vnfsDir(opts.name);
+    fs.mkdirSync(dir, { recursive: true });
+    const kernel = safeBase(opts.kernel, 'vmlinuz');
+    const initrd = safeBase(opts.initrd, 'initrd.img');
+    if (kernel === initrd) throw new InvalidInput(`kernel and initrd must have different file names (both "${kernel}")`, 'initrd');
+    for (const [src, base] of [
+      [opts.kernel, kernel],
+      [opts.initrd, initrd],
+    ] as const) {
+      const dst = path.join(dir, base);
+      if (path.resolve(src) === path.resolve(dst)) continue;
+      const tmp = path.join(dir, `.${base}.tmp-${process.pid}`);
+      fs.copyFileSync(src, tmp);
+      fs.renameSync(tmp, dst);
+    }
+    return this.store.vnfs.put({ name: opts.name, kernel, initrd, cmdline: opts.cmdline ?? '', attrs: opts.attrs });
+  }
+
+  deleteVnfs(name: string, keepFiles = false): void {
+    this.store.vnfs.delete(name);
+    if (!keepFiles) fs.rmSync(this.vnfsDir(name), { recursive: true, force: true });
+  }
+}
+
+/** A file name safe to place in a VNFS directory (no dotfiles, no path). */
+function safeBase(file: string, fallback: string): string {
+  const b = path.basename(file);
+  return /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/.test(b) ? b : fallback;
+}

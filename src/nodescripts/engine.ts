@@ -1,0 +1,227 @@
+import path from 'node:path';
+import type { EventSink, Node } from '../nodes/types.js';
+import { stateError } from '../nodes/names.js';
+import { scriptLabel, type SkippedScript, type Where } from './collect.js';
+import { collectScripts } from './fsread.js';
+import { DEFAULT_PATH, scriptEnv, type EnvContext } from './env.js';
+import { Semaphore } from './semaphore.js';
+import type { SpawnResult, Spawner } from './spawner.js';
+import { ChildProcessSpawner } from './spawner.js';
+import { abortLines, continueLine, STREAM_END, STREAM_START, terminated } from './stream.js';
+
+export interface EngineOptions {
+  /** nodescripts.dir: holds <state>/{all,group/G,vnfs/V,node/N}/ */
+  dir: string;
+  /** STATEDIR for the scripts, and their working directory. */
+  statedir: string;
+  vnfs?: { method?: string; master?: string; prefix?: string };
+  timeoutSeconds?: number;
+  maxParallel?: number;
+  onError?: 'abort' | 'continue';
+  spawner?: Spawner;
+  events?: EventSink;
+  /** Merged attributes (group < node) for ATTR_ variables; default node.attrs. */
+  attrsFor?: (node: Node) => Record<string, string>;
+  /** Between SIGTERM and SIGKILL of a timed-out script's group. */
+  killGraceMs?: number;
+  maxStderrBytes?: number;
+  maxStdoutBytes?: number;
+  path?: string;
+}
+
+export interface ScriptListing {
+  order: { name: string; where: Where; path: string }[];
+  skipped: { name: string; where: Where; path: string; reason: string }[];
+  /** Invalid state word or node/group/VNFS names that could not be looked up. */
+  problems: string[];
+}
+
+export interface ScriptFailure {
+  script: string;
+  reason: string;
+  code: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  stderr: string;
+}
+
+export interface RunSummary {
+  ok: boolean;
+  /** Scripts that ran (successfully or not). */
+  scripts: number;
+  failures: ScriptFailure[];
+  skipped: SkippedScript[];
+  /** The client went away (signal aborted) before the stream ended. */
+  aborted: boolean;
+  durationMs: number;
+}
+
+export interface RunOptions {
+  /** Current address of the node (IPADDR); default node.ip. */
+  ip?: string;
+  attrs?: Record<string, string>;
+  /** Stop running further scripts (client disconnected). */
+  signal?: AbortSignal;
+}
+
+/** Receives the stream in order; may return a promise to apply backpressure. */
+export type ChunkWriter = (chunk: Buffer | string) => void | Promise<void>;
+
+const noEvents: EventSink = { record() {} };
+
+/**
+ * Runs a node's nodescripts for a state and streams their output. One engine per server:
+ * it owns the global bound on concurrently running scripts.
+ */
+export class NodescriptEngine {
+  readonly dir: string;
+  private readonly ctx: EnvContext;
+  private readonly timeoutMs: number;
+  private readonly onError: 'abort' | 'continue';
+  private readonly sem: Semaphore;
+  readonly spawner: Spawner;
+  private readonly events: EventSink;
+  private readonly attrsFor: (node: Node) => Record<string, string>;
+  private readonly graceMs: number;
+  private readonly maxStderr: number;
+  private readonly maxStdout: number;
+  private reqSeq = 0;
+
+  constructor(opts: EngineOptions) {
+    this.dir = path.resolve(opts.dir);
+    this.ctx = {
+      statedir: path.resolve(opts.statedir),
+      vnfsMethod: opts.vnfs?.method ?? 'http',
+      vnfsMaster: opts.vnfs?.master ?? '',
+      vnfsPrefix: opts.vnfs?.prefix ?? '',
+      path: opts.path ?? DEFAULT_PATH,
+    };
+    this.timeoutMs = Math.round((opts.timeoutSeconds ?? 60) * 1000);
+    this.onError = opts.onError ?? 'abort';
+    this.sem = new Semaphore(opts.maxParallel ?? 8);
+    this.spawner = opts.spawner ?? new ChildProcessSpawner();
+    this.events = opts.events ?? noEvents;
+    this.attrsFor = opts.attrsFor ?? ((n) => n.attrs ?? {});
+    this.graceMs = opts.killGraceMs ?? 2000;
+    this.maxStderr = opts.maxStderrBytes ?? 64 * 1024;
+    this.maxStdout = opts.maxStdoutBytes ?? 16 * 1024 * 1024;
+  }
+
+  /** Scripts currently running / waiting for a slot (for metrics). */
+  get load(): { running: number; waiting: number } {
+    return { running: this.sem.active, waiting: this.sem.waiting };
+  }
+
+  /** Which scripts would run for (node, state), in order, and which are skipped and why. */
+  async listScripts(node: Node, state: string): Promise<ScriptListing> {
+    const sErr = stateError(state);
+    if (sErr) return { order: [], skipped: [], problems: [sErr] };
+    const plan = await collectScripts(this.dir, state, node);
+    return {
+      order: plan.order.map(({ name, where, path: p }) => ({ name, where, path: p })),
+      skipped: plan.skipped.map(({ name, where, path: p, reason }) => ({ name, where, path: p, reason })),
+      problems: plan.problems,
+    };
+  }
+
+  /**
+   * Run the scripts and write the stream. Never throws for script problems: they are in the
+   * stream and the summary. The state word must have been validated by the caller.
+   */
+  async run(node: Node, state: string, write: ChunkWriter, opts: RunOptions = {}): Promise<RunSummary> {
+    const t0 = Date.now();
+    const sErr = stateError(state);
+    if (sErr) throw new Error(sErr);
+    const prio = this.reqSeq++;
+    const plan = await collectScripts(this.dir, state, node);
+    const env = scriptEnv(node, state, opts.attrs ?? this.attrsFor(node), this.ctx, opts.ip);
+    const failures: ScriptFailure[] = [];
+    let scripts = 0;
+    let aborted = false;
+    const base = { mac: node.mac, node: node.name };
+    for (const s of plan.skipped) {
+      if (s.kind === 'overridden') continue;
+      this.events.record({ ...base, kind: 'nodescript.skip', detail: { script: scriptLabel(state, s), reason: s.reason } });
+    }
+
+    await write(STREAM_START);
+    for (const s of plan.order) {
+      if (opts.signal?.aborted) {
+        aborted = true;
+        break;
+      }
+      const release = await this.sem.acquire(prio);
+      let res: SpawnResult;
+      try {
+        if (opts.signal?.aborted) {
+          aborted = true;
+          break;
+        }
+        res = await this.spawner.run({
+          path: s.path,
+          cwd: this.ctx.statedir,
+          env,
+          timeoutMs: this.timeoutMs,
+          graceMs: this.graceMs,
+          maxStdout: this.maxStdout,
+          maxStderr: this.maxStderr,
+        });
+      } finally {
+        release();
+      }
+      scripts++;
+      const label = scriptLabel(state, s);
+      const reason = this.failureReason(res);
+      if (!reason) {
+        if (res.stderr.length) {
+          this.events.record({ ...base, kind: 'nodescript.stderr', detail: { script: label, stderr: res.stderr.toString('utf8'), truncated: res.stderrTruncated } });
+        }
+        if (res.stdout.length) await write(terminated(res.stdout));
+        continue;
+      }
+      const failure: ScriptFailure = {
+        script: label,
+        reason,
+        code: res.code,
+        signal: res.signal,
+        timedOut: res.timedOut,
+        stderr: res.stderr.toString('utf8'),
+      };
+      failures.push(failure);
+      this.events.record({ ...base, kind: 'nodescript.fail', detail: { ...failure, pid: res.pid, stderrTruncated: res.stderrTruncated, onError: this.onError } });
+      if (this.onError === 'abort') {
+        await write(abortLines(label, reason));
+        break;
+      }
+      await write(continueLine(label, reason));
+      // Perceus sent a failing script's output anyway; keep that, except for output cut
+      // short by a kill (it may end in the middle of a command).
+      if (res.code !== null && !res.timedOut && !res.outputTooLarge && res.stdout.length) await write(terminated(res.stdout));
+    }
+    if (!aborted) await write(STREAM_END);
+    return { ok: failures.length === 0 && !aborted, scripts, failures, skipped: plan.skipped, aborted, durationMs: Date.now() - t0 };
+  }
+
+  /**
+   * The exact bytes a node would receive (same code path as the stream), for
+   * `pxeherd script render`. Note: this runs the scripts on the master.
+   */
+  async renderScript(node: Node, state: string, opts: Omit<RunOptions, 'signal'> = {}): Promise<{ text: string; ok: boolean; failure?: ScriptFailure; summary: RunSummary }> {
+    const chunks: Buffer[] = [];
+    const summary = await this.run(node, state, (c) => void chunks.push(typeof c === 'string' ? Buffer.from(c) : c), opts);
+    return { text: Buffer.concat(chunks).toString('utf8'), ok: summary.ok, failure: summary.failures[0], summary };
+  }
+
+  private failureReason(r: SpawnResult): string | undefined {
+    if (r.spawnError) return `cannot execute: ${r.spawnError}`;
+    if (r.timedOut) return `timed out after ${this.timeoutMs / 1000} s`;
+    if (r.outputTooLarge) return `output larger than ${this.maxStdout} bytes`;
+    if (r.signal) return `killed by ${r.signal}`;
+    if (r.code !== 0) return `exit code ${r.code}`;
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.spawner.close();
+  }
+}

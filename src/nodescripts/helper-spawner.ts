@@ -1,0 +1,188 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import { constants as osc } from 'node:os';
+import { ChildProcessSpawner, failed, type SpawnRequest, type SpawnResult, type Spawner } from './spawner.js';
+
+/**
+ * Spawner backed by native/spawner/pxeherd-spawner: a few-KB C process that forks the
+ * nodescripts, so the cost of fork() no longer grows with the Node heap. Wire format is
+ * documented in spawner.c; encode/decode here are pure and unit-tested.
+ */
+
+/** Where the helper is built (`make -C native/spawner`), seen from src/ and from dist/. */
+export const DEFAULT_HELPER_PATH = fileURLToPath(new URL('../../native/spawner/pxeherd-spawner', import.meta.url));
+
+export function encodeRequest(id: number, req: SpawnRequest): Buffer {
+  const strs = [req.path, req.cwd, ...Object.entries(req.env).map(([k, v]) => `${k}=${v}`)];
+  const parts = strs.map((s) => Buffer.from(s.replace(/\0/g, '') + '\0', 'utf8'));
+  const head = Buffer.alloc(28);
+  const bodyLen = 24 + parts.reduce((n, p) => n + p.length, 0);
+  head.writeUInt32LE(bodyLen, 0);
+  head.writeUInt32LE(id >>> 0, 4);
+  head.writeUInt32LE(clampU32(req.timeoutMs), 8);
+  head.writeUInt32LE(clampU32(req.graceMs), 12);
+  head.writeUInt32LE(clampU32(req.maxStdout), 16);
+  head.writeUInt32LE(clampU32(req.maxStderr), 20);
+  head.writeUInt32LE(strs.length, 24);
+  return Buffer.concat([head, ...parts]);
+}
+
+function clampU32(n: number): number {
+  return Math.max(0, Math.min(0xffffffff, Math.round(n)));
+}
+
+const SIGNAL_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(osc.signals).map(([name, num]) => [num as number, name]),
+);
+const ERRNO_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(osc.errno).map(([name, num]) => [num as number, name]),
+);
+
+export interface DecodedResponse {
+  id: number;
+  result: SpawnResult;
+}
+
+/** Incremental decoder: feed bytes, get complete responses. Malformed input is an error value. */
+export class ResponseDecoder {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): { responses: DecodedResponse[]; error?: string } {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const responses: DecodedResponse[] = [];
+    let off = 0;
+    while (this.buf.length - off >= 4) {
+      const len = this.buf.readUInt32LE(off);
+      if (len < 28) return { responses, error: `malformed helper response (length ${len})` };
+      if (this.buf.length - off - 4 < len) break;
+      const p = this.buf.subarray(off + 4, off + 4 + len);
+      off += 4 + len;
+      const id = p.readUInt32LE(0);
+      const pid = p.readInt32LE(4);
+      const kind = p[8]!;
+      const value = p.readInt32LE(12);
+      const olen = p.readUInt32LE(16);
+      if (20 + olen + 4 > len) return { responses, error: 'malformed helper response (stdout length)' };
+      const stdout = Buffer.from(p.subarray(20, 20 + olen));
+      const elen = p.readUInt32LE(20 + olen);
+      if (24 + olen + elen > len) return { responses, error: 'malformed helper response (stderr length)' };
+      const stderr = Buffer.from(p.subarray(24 + olen, 24 + olen + elen));
+      const result: SpawnResult = {
+        pid,
+        stdout,
+        stderr,
+        code: kind === 0 ? value : null,
+        signal: kind === 1 ? (SIGNAL_NAMES[value] ?? `signal ${value}`) : null,
+        timedOut: p[9] === 1,
+        outputTooLarge: p[10] === 1,
+        stderrTruncated: p[11] === 1,
+      };
+      if (kind === 2) result.spawnError = `${ERRNO_NAMES[value] ?? `errno ${value}`}: cannot execute`;
+      responses.push({ id, result });
+    }
+    this.buf = off === this.buf.length ? Buffer.alloc(0) : this.buf.subarray(off);
+    return { responses };
+  }
+}
+
+/** One helper process and the jobs in flight on it. */
+class Helper {
+  private proc: ChildProcess | undefined;
+  private decoder = new ResponseDecoder();
+  readonly pending = new Map<number, (r: SpawnResult) => void>();
+
+  constructor(
+    private readonly path: string,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  private ensure(): ChildProcess {
+    if (this.proc) return this.proc;
+    const proc = spawn(this.path, [], { stdio: ['pipe', 'pipe', 'inherit'], env: {} });
+    this.decoder = new ResponseDecoder();
+    proc.stdout!.on('data', (b: Buffer) => {
+      const { responses, error } = this.decoder.push(b);
+      for (const r of responses) {
+        const done = this.pending.get(r.id);
+        this.pending.delete(r.id);
+        done?.(r.result);
+      }
+      if (error) {
+        this.log(`nodescript spawner helper: ${error}; restarting it`);
+        proc.kill('SIGKILL');
+      }
+    });
+    const gone = (why: string) => {
+      if (this.proc !== proc) return;
+      this.proc = undefined;
+      for (const [, done] of this.pending) done(failed(0, `spawner helper ${why}`));
+      this.pending.clear();
+    };
+    proc.on('exit', (code, sig) => gone(`exited (${sig ?? code})`));
+    proc.on('error', (e) => gone(`failed: ${e.message}`));
+    proc.stdin!.on('error', () => {});
+    this.proc = proc;
+    return proc;
+  }
+
+  run(id: number, req: SpawnRequest): Promise<SpawnResult> {
+    return new Promise((resolve) => {
+      const proc = this.ensure();
+      this.pending.set(id, resolve);
+      proc.stdin!.write(encodeRequest(id, req));
+    });
+  }
+
+  async close(): Promise<void> {
+    const proc = this.proc;
+    if (!proc) return;
+    await new Promise<void>((resolve) => {
+      proc.once('exit', () => resolve());
+      // EOF tells the helper to kill running groups and exit.
+      proc.stdin!.end();
+      setTimeout(() => proc.kill('SIGKILL'), 2000).unref();
+    });
+  }
+}
+
+export class HelperSpawner implements Spawner {
+  readonly kind = 'native-helper';
+  private readonly helpers: Helper[];
+  private nextId = 1;
+
+  constructor(opts: { path?: string; helpers?: number; log?: (msg: string) => void } = {}) {
+    const n = Math.max(1, opts.helpers ?? Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
+    const log = opts.log ?? ((m: string) => console.error(m));
+    this.helpers = Array.from({ length: n }, () => new Helper(opts.path ?? DEFAULT_HELPER_PATH, log));
+  }
+
+  run(req: SpawnRequest): Promise<SpawnResult> {
+    // Least loaded helper: forks spread over the cores.
+    let best = this.helpers[0]!;
+    for (const h of this.helpers) if (h.pending.size < best.pending.size) best = h;
+    const id = this.nextId;
+    this.nextId = this.nextId >= 0xfffffff0 ? 1 : this.nextId + 1;
+    return best.run(id, req);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.helpers.map((h) => h.close()));
+  }
+}
+
+/**
+ * The native helper when it is built, else child_process with one clear log line saying
+ * how to get the fast path.
+ */
+export function createSpawner(opts: { helperPath?: string; helpers?: number; log?: (msg: string) => void; prefer?: 'auto' | 'native' | 'child_process' } = {}): Spawner {
+  const log = opts.log ?? ((m: string) => console.error(m));
+  const path = opts.helperPath ?? DEFAULT_HELPER_PATH;
+  const prefer = opts.prefer ?? 'auto';
+  if (prefer !== 'child_process' && existsSync(path)) return new HelperSpawner({ path, helpers: opts.helpers, log });
+  if (prefer !== 'child_process') {
+    log(`nodescripts: spawner helper ${path} not found, using child_process (slower); build it with: make -C native/spawner`);
+  }
+  return new ChildProcessSpawner();
+}

@@ -1,0 +1,13 @@
+export { planScripts, placesFor, scriptLabel, compareBytes, isIgnored } from './collect.js';
+export type { Where, EntryInfo, Listing, Plan, PlannedScript, SkippedScript, SkipKind } from './collect.js';
+export { collectScripts, readListing } from './fsread.js';
+export { scriptEnv, DEFAULT_PATH } from './env.js';
+export type { EnvContext } from './env.js';
+export { Semaphore } from './semaphore.js';
+export { ChildProcessSpawner } from './spawner.js';
+export type { Spawner, SpawnRequest, SpawnResult } from './spawner.js';
+export { HelperSpawner, createSpawner, DEFAULT_HELPER_PATH } from './helper-spawner.js';
+export { NodescriptEngine } from './engine.js';
+export type { EngineOptions, RunOptions, RunSummary, ScriptFailure, ScriptListing, ChunkWriter } from './engine.js';
+export { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from './install.js';
+export { STREAM_START, STREAM_END, shQuote, refusalLines } from './stream.js';

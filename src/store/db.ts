@@ -1,0 +1,115 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export type DB = Database.Database;
+
+/**
+ * Versioned migrations: each entry runs once, in order, inside one transaction together with
+ * the bump of `user_version`, so a crash mid-migration leaves the previous version intact.
+ */
+const MIGRATIONS: string[] = [
+  // 1: the base schema
+  `
+  CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE group_attrs (
+    grp TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE ON UPDATE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (grp, key)
+  ) WITHOUT ROWID;
+  CREATE TABLE vnfs (
+    name TEXT PRIMARY KEY,
+    kernel TEXT NOT NULL DEFAULT '',
+    initrd TEXT NOT NULL DEFAULT '',
+    cmdline TEXT NOT NULL DEFAULT '',
+    created_at INTEGER NOT NULL
+  );
+  CREATE TABLE vnfs_attrs (
+    vnfs TEXT NOT NULL REFERENCES vnfs(name) ON DELETE CASCADE ON UPDATE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (vnfs, key)
+  ) WITHOUT ROWID;
+  CREATE TABLE nodes (
+    mac TEXT PRIMARY KEY CHECK (length(mac) = 17),
+    name TEXT NOT NULL UNIQUE,
+    grp TEXT NOT NULL DEFAULT '',
+    vnfs TEXT NOT NULL DEFAULT '',
+    enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1)),
+    debug INTEGER NOT NULL DEFAULT 0 CHECK (debug IN (0, 1)),
+    state TEXT NOT NULL DEFAULT '',
+    ip TEXT NOT NULL DEFAULT '',
+    last_contact INTEGER,
+    boot TEXT NOT NULL DEFAULT 'provision' CHECK (boot IN ('provision', 'local', 'once', 'disabled')),
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE UNIQUE INDEX nodes_ip ON nodes(ip) WHERE ip <> '';
+  CREATE INDEX nodes_grp ON nodes(grp);
+  CREATE TABLE node_attrs (
+    mac TEXT NOT NULL REFERENCES nodes(mac) ON DELETE CASCADE ON UPDATE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (mac, key)
+  ) WITHOUT ROWID;
+  CREATE TABLE leases (
+    mac TEXT PRIMARY KEY,
+    ip TEXT NOT NULL UNIQUE,
+    expires_at INTEGER NOT NULL,
+    hostname TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined')),
+    subnet TEXT NOT NULL DEFAULT '',
+    updated_at INTEGER NOT NULL
+  );
+  CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    time INTEGER NOT NULL,
+    mac TEXT,
+    node TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}'
+  );
+  CREATE INDEX events_mac_time ON events(mac, time);
+  CREATE INDEX events_node_time ON events(node, time);
+  CREATE INDEX events_time ON events(time);
+  CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export function openDatabase(file: string): DB {
+  if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true });
+  const db = new Database(file);
+  // WAL: readers (CLI, API) never block the server's writers; NORMAL is durable against
+  // process crashes (kill -9), which is the failure the reliability suite exercises.
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  // Two processes registering nodes at once wait for each other instead of failing.
+  db.pragma('busy_timeout = 10000');
+  migrate(db);
+  return db;
+}
+
+export function migrate(db: DB): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > MIGRATIONS.length) {
+    throw new Error(
+      `database schema version ${current} is newer than this pxeherd understands (${MIGRATIONS.length}): upgrade pxeherd`,
+    );
+  }
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      // Another process may have migrated while we waited for the write lock.
+      const now = db.pragma('user_version', { simple: true }) as number;
+      if (now > v) return;
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    }).immediate();
+  }
+}

@@ -1,0 +1,362 @@
+import type { DB } from './db.js';
+import type { BootMode, Node } from '../nodes/types.js';
+import { BOOT_MODES } from '../nodes/types.js';
+import { InvalidInput, normalizeMac } from '../nodes/mac.js';
+import { validateAttrKey, validateName } from '../nodes/names.js';
+import { firstFreeNumber, formatName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
+import { NotFound } from '../nodes/select.js';
+
+interface NodeRow {
+  mac: string;
+  name: string;
+  grp: string;
+  vnfs: string;
+  enabled: number;
+  debug: number;
+  state: string;
+  ip: string;
+  last_contact: number | null;
+  boot: BootMode;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface NewNode {
+  mac: string;
+  name?: string;
+  group?: string;
+  vnfs?: string;
+  ip?: string;
+  enabled?: boolean;
+  debug?: boolean;
+  boot?: BootMode;
+  attrs?: Record<string, string>;
+}
+
+export interface NamingPolicy {
+  pattern: string;
+  firstNumber: number;
+  defaultGroup: string;
+  defaultVnfs: string;
+}
+
+/** Fields `node set` may change; anything else is an attribute written as attr.KEY. */
+export const NODE_FIELDS = ['name', 'group', 'vnfs', 'ip', 'enabled', 'debug', 'boot', 'state'] as const;
+export type NodeField = (typeof NODE_FIELDS)[number];
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+export function validateIp(ip: string): string {
+  if (ip !== '' && !IPV4.test(ip)) throw new InvalidInput(`invalid IPv4 address "${ip}"`, 'ip');
+  return ip;
+}
+
+export function parseBool(field: string, v: string | boolean): boolean {
+  if (typeof v === 'boolean') return v;
+  const s = v.toLowerCase();
+  if (['1', 'yes', 'true', 'on'].includes(s)) return true;
+  if (['0', 'no', 'false', 'off'].includes(s)) return false;
+  throw new InvalidInput(`${field} must be yes/no (or 1/0, true/false), not "${v}"`, field);
+}
+
+export function parseBootMode(v: string): BootMode {
+  if (!(BOOT_MODES as readonly string[]).includes(v)) {
+    throw new InvalidInput(`boot mode must be one of ${BOOT_MODES.join(', ')}, not "${v}"`, 'boot');
+  }
+  return v as BootMode;
+}
+
+/**
+ * Nodes and their attributes. Every multi-row change runs in one transaction; name
+ * allocation runs in an IMMEDIATE transaction so two processes registering at the same
+ * moment serialize on SQLite's write lock and can never pick the same name.
+ */
+export class NodeRepo {
+  private readonly q;
+  constructor(private readonly db: DB) {
+    this.q = {
+      byMac: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE mac = ?'),
+      byName: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE name = ?'),
+      byIp: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE ip = ? AND ip <> ''"),
+      all: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY name'),
+      attrsOf: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM node_attrs WHERE mac = ? ORDER BY key'),
+      allAttrs: db.prepare<[], { mac: string; key: string; value: string }>('SELECT mac, key, value FROM node_attrs ORDER BY mac, key'),
+      insert: db.prepare(
+        `INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
+         VALUES (@mac, @name, @grp, @vnfs, @enabled, @debug, '', @ip, NULL, @boot, @now, @now)`,
+      ),
+      setAttr: db.prepare('INSERT INTO node_attrs (mac, key, value) VALUES (?, ?, ?) ON CONFLICT (mac, key) DO UPDATE SET value = excluded.value'),
+      delAttr: db.prepare('DELETE FROM node_attrs WHERE mac = ? AND key = ?'),
+      names: db.prepare<[], { name: string }>('SELECT name FROM nodes'),
+      namesLike: db.prepare<[string, string], { name: string }>('SELECT name FROM nodes WHERE name >= ? AND name < ?'),
+      del: db.prepare('DELETE FROM nodes WHERE mac = ?'),
+      touch: db.prepare('UPDATE nodes SET state = ?, ip = CASE WHEN ? <> \'\' THEN ? ELSE ip END, last_contact = ?, updated_at = ? WHERE mac = ?'),
+      count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM nodes'),
+    };
+  }
+
+  private fromRow(r: NodeRow, attrs: Record<string, string>): Node {
+    return {
+      mac: r.mac,
+      name: r.name,
+      group: r.grp,
+      vnfs: r.vnfs,
+      enabled: r.enabled === 1,
+      debug: r.debug === 1,
+      state: r.state,
+      ip: r.ip,
+      lastContact: r.last_contact,
+      boot: r.boot,
+      attrs,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
+    };
+  }
+
+  private attrsOf(mac: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const a of this.q.attrsOf.all(mac)) out[a.key] = a.value;
+    return out;
+  }
+
+  byMac(mac: string): Node | undefined {
+    const r = this.q.byMac.get(mac);
+    return r && this.fromRow(r, this.attrsOf(r.mac));
+  }
+  byName(name: string): Node | undefined {
+    const r = this.q.byName.get(name);
+    return r && this.fromRow(r, this.attrsOf(r.mac));
+  }
+  byIp(ip: string): Node | undefined {
+    const r = this.q.byIp.get(ip);
+    return r && this.fromRow(r, this.attrsOf(r.mac));
+  }
+  count(): number {
+    return this.q.count.get()!.n;
+  }
+
+  /** All nodes, attributes included, sorted by name. Two queries, not one per node. */
+  all(): Node[] {
+    const attrs = new Map<string, Record<string, string>>();
+    for (const a of this.q.allAttrs.all()) {
+      let m = attrs.get(a.mac);
+      if (!m) attrs.set(a.mac, (m = {}));
+      m[a.key] = a.value;
+    }
+    return this.q.all.all().map((r) => this.fromRow(r, attrs.get(r.mac) ?? {}));
+  }
+
+  /** Next free name under the pattern. Call inside the write transaction that inserts it. */
+  private nextName(p: NamePattern, first: number): string {
+    // Only names that start with the prefix can carry a number; a range scan keeps this cheap.
+    const rows = p.prefix ? this.q.namesLike.all(p.prefix, p.prefix + '\uffff') : this.q.names.all();
+    return formatName(p, firstFreeNumber(p, first, rows.map((r) => r.name)));
+  }
+
+  private validateNew(n: NewNode, policy: NamingPolicy): Required<Omit<NewNode, 'name'>> & { name?: string } {
+    const mac = normalizeMac(n.mac);
+    if (n.name !== undefined) validateName('node', n.name);
+    const group = n.group ?? policy.defaultGroup;
+    if (group !== '') validateName('group', group);
+    const vnfs = n.vnfs ?? policy.defaultVnfs;
+    if (vnfs !== '') validateName('vnfs', vnfs);
+    const attrs = n.attrs ?? {};
+    for (const k of Object.keys(attrs)) validateAttrKey(k);
+    return {
+      mac,
+      name: n.name,
+      group,
+      vnfs,
+      ip: validateIp(n.ip ?? ''),
+      enabled: n.enabled ?? true,
+      debug: n.debug ?? false,
+      boot: n.boot ?? 'provision',
+      attrs,
+    };
+  }
+
+  private insertOne(v: ReturnType<NodeRepo['validateNew']>, policy: NamingPolicy, pattern: NamePattern, now: number): Node {
+    if (this.q.byMac.get(v.mac)) throw new InvalidInput(`a node with MAC ${v.mac} exists already (${this.q.byMac.get(v.mac)!.name})`, 'mac');
+    const name = v.name ?? this.nextName(pattern, policy.firstNumber);
+    if (this.q.byName.get(name)) throw new InvalidInput(`node name "${name}" is taken`, 'name');
+    if (v.ip !== '') {
+      const holder = this.q.byIp.get(v.ip);
+      if (holder) throw new InvalidInput(`address ${v.ip} is already node ${holder.name}'s`, 'ip');
+    }
+    this.q.insert.run({
+      mac: v.mac,
+      name,
+      grp: v.group,
+      vnfs: v.vnfs,
+      enabled: v.enabled ? 1 : 0,
+      debug: v.debug ? 1 : 0,
+      ip: v.ip,
+      boot: v.boot,
+      now,
+    });
+    for (const [k, val] of Object.entries(v.attrs)) this.q.setAttr.run(v.mac, k, val);
+    return this.byMac(v.mac)!;
+  }
+
+  /** Add nodes all-or-nothing: the first invalid record aborts the whole batch. */
+  addMany(nodes: NewNode[], policy: NamingPolicy, onRecordError?: (index: number, e: Error) => Error): Node[] {
+    const pattern = parseNamePattern(policy.pattern);
+    const validated = nodes.map((n, i) => {
+      try {
+        return this.validateNew(n, policy);
+      } catch (e) {
+        throw onRecordError ? onRecordError(i, e as Error) : e;
+      }
+    });
+    const now = Date.now();
+    return this.db
+      .transaction(() =>
+        validated.map((v, i) => {
+          try {
+            return this.insertOne(v, policy, pattern, now);
+          } catch (e) {
+            throw onRecordError ? onRecordError(i, e as Error) : e;
+          }
+        }),
+      )
+      .immediate();
+  }
+
+  add(n: NewNode, policy: NamingPolicy): Node {
+    return this.addMany([n], policy)[0]!;
+  }
+
+  /**
+   * Auto-registration for a booting MAC: returns the existing node, or creates one.
+   * `preferredName` is used only when valid and free.
+   */
+  register(mac: string, policy: NamingPolicy, opts: { preferredName?: string; ip?: string } = {}): { node: Node; created: boolean } {
+    const m = normalizeMac(mac);
+    const pattern = parseNamePattern(policy.pattern);
+    return this.db
+      .transaction(() => {
+        const existing = this.byMac(m);
+        if (existing) return { node: existing, created: false };
+        let name: string | undefined;
+        if (opts.preferredName && !validateNameSafe(opts.preferredName) && !this.q.byName.get(opts.preferredName)) name = opts.preferredName;
+        const v = this.validateNew({ mac: m, name }, policy);
+        // An address already someone else's is not taken over by registration.
+        if (opts.ip && IPV4.test(opts.ip) && !this.q.byIp.get(opts.ip)) v.ip = opts.ip;
+        return { node: this.insertOne(v, policy, pattern, Date.now()), created: true };
+      })
+      .immediate();
+  }
+
+  /** Apply one field or attribute change to nodes, in one transaction. */
+  set(macs: string[], key: string, value: string): Node[] {
+    const now = Date.now();
+    let column: string | undefined;
+    let v: string | number = value;
+    if (key.startsWith('attr.')) {
+      const k = validateAttrKey(key.slice(5));
+      this.db.transaction(() => {
+        for (const mac of macs) {
+          if (value === '') this.q.delAttr.run(mac, k);
+          else this.q.setAttr.run(mac, k, value);
+          this.db.prepare('UPDATE nodes SET updated_at = ? WHERE mac = ?').run(now, mac);
+        }
+      })();
+      return macs.map((m) => this.byMac(m)!);
+    }
+    switch (key as NodeField) {
+      case 'name':
+        if (macs.length !== 1) throw new InvalidInput(`name can be set on one node at a time, not ${macs.length}`, 'name');
+        validateName('node', value);
+        column = 'name';
+        break;
+      case 'group':
+        if (value !== '') validateName('group', value);
+        column = 'grp';
+        break;
+      case 'vnfs':
+        if (value !== '') validateName('vnfs', value);
+        column = 'vnfs';
+        break;
+      case 'ip':
+        validateIp(value);
+        if (value !== '' && macs.length !== 1) throw new InvalidInput(`ip can be set on one node at a time, not ${macs.length}`, 'ip');
+        column = 'ip';
+        break;
+      case 'enabled':
+      case 'debug':
+        v = parseBool(key, value) ? 1 : 0;
+        column = key;
+        break;
+      case 'boot':
+        parseBootMode(value);
+        column = 'boot';
+        break;
+      case 'state':
+        column = 'state';
+        break;
+      default:
+        throw new InvalidInput(
+          `unknown node field "${key}": use one of ${NODE_FIELDS.join(', ')}, or attr.KEY for an attribute`,
+          'key',
+        );
+    }
+    const stmt = this.db.prepare(`UPDATE nodes SET ${column} = ?, updated_at = ? WHERE mac = ?`);
+    this.db.transaction(() => {
+      for (const mac of macs) {
+        try {
+          stmt.run(v, now, mac);
+        } catch (e) {
+          if (/UNIQUE/.test((e as Error).message)) {
+            const holder = column === 'name' ? this.q.byName.get(String(v)) : this.q.byIp.get(String(v));
+            throw new InvalidInput(`${key} "${value}" is already taken by node ${holder?.name ?? '?'}`, key);
+          }
+          throw e;
+        }
+      }
+    })();
+    return macs.map((m) => this.byMac(m)!);
+  }
+
+  delete(macs: string[]): number {
+    return this.db.transaction(() => macs.reduce((n, mac) => n + this.q.del.run(mac).changes, 0))();
+  }
+
+  /** New hardware for an existing node: same name, group, attributes; new MAC. */
+  replace(oldMac: string, newMacInput: string): Node {
+    const newMac = normalizeMac(newMacInput);
+    return this.db
+      .transaction(() => {
+        if (!this.q.byMac.get(oldMac)) throw new NotFound(`no node with MAC ${oldMac}`);
+        const taken = this.q.byMac.get(newMac);
+        if (taken) throw new InvalidInput(`MAC ${newMac} already belongs to node ${taken.name}`, 'mac');
+        // ON UPDATE CASCADE carries the attributes along.
+        this.db.prepare("UPDATE nodes SET mac = ?, state = '', last_contact = NULL, updated_at = ? WHERE mac = ?").run(newMac, Date.now(), oldMac);
+        this.db.prepare('DELETE FROM leases WHERE mac = ?').run(oldMac);
+        return this.byMac(newMac)!;
+      })
+      .immediate();
+  }
+
+  /** A request from the node: its state word, address and time of contact. */
+  touch(mac: string, state: string, ip: string | undefined, now = Date.now()): void {
+    const addr = ip && IPV4.test(ip) ? ip : '';
+    try {
+      this.q.touch.run(state, addr, addr, now, now, mac);
+    } catch (e) {
+      // The address belongs to another node's reservation: record the contact, keep the addresses.
+      if (/UNIQUE/.test((e as Error).message)) this.q.touch.run(state, '', '', now, now, mac);
+      else throw e;
+    }
+  }
+}
+
+function validateNameSafe(name: string): string | undefined {
+  try {
+    validateName('node', name);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+export { BOOT_MODES };

@@ -1,0 +1,4 @@
+/** Public surface of the TFTP server for the wiring. */
+export { TftpServer, type TftpServerOptions, type TftpStats, type TftpLogger } from './server.js';
+export { installLoaders, DEFAULT_LOADERS, DEFAULT_LOADER_SOURCE, type LoaderReport } from './loaders.js';
+export { parseGeneratedName, type GenerateFn, type GeneratedRequest, type GeneratedName, type Peer } from './generated.js';

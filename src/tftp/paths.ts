@@ -1,0 +1,102 @@
+/**
+ * Safe resolution of a requested file name inside the TFTP root.
+ *
+ * Two layers: `cleanName` is pure and rejects names that could only be an attack or a
+ * mistake (.., NUL, backslash, control characters, invalid UTF-8); `openInRoot` then
+ * resolves symlinks with realpath, insists the result is still inside the real root,
+ * opens it without following a last-moment symlink and without blocking on a FIFO, and
+ * serves only regular files (checked on the open descriptor, so a swap after the
+ * realpath cannot smuggle in a device or a FIFO).
+ */
+import { constants, promises as fsp, type Stats } from 'node:fs';
+import path from 'node:path';
+import { ErrorCode } from './codec.js';
+
+export type Refusal = { ok: false; code: number; reason: string };
+export type CleanName = { ok: true; rel: string } | Refusal;
+
+const MAX_NAME = 1024;
+
+function refuse(code: number, reason: string): Refusal {
+  return { ok: false, code, reason };
+}
+
+/**
+ * Turn the name from a request (as decoded by the codec: one char per byte) into a
+ * root-relative path with '/' separators, or refuse it.
+ */
+export function cleanName(raw: string): CleanName {
+  if (raw.length === 0) return refuse(ErrorCode.FILE_NOT_FOUND, 'empty file name');
+  if (raw.length > MAX_NAME) return refuse(ErrorCode.ACCESS_VIOLATION, `file name longer than ${MAX_NAME} bytes`);
+  if (raw.includes('\0')) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name contains NUL');
+  // Windows-style separators are how "..\\" tricks reach a POSIX server; nothing pxeherd
+  // serves needs them.
+  if (raw.includes('\\')) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name contains a backslash');
+  if (/[\x00-\x1f\x7f]/.test(raw)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name contains control characters');
+  // The codec keeps bytes as latin1 chars; file names on disk are UTF-8.
+  const bytes = Buffer.from(raw, 'latin1');
+  const name = bytes.toString('utf8');
+  if (!Buffer.from(name, 'utf8').equals(bytes)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name is not valid UTF-8');
+  const parts: string[] = [];
+  // Leading '/' is stripped: pxelinux and many firmwares send absolute-looking names.
+  for (const seg of name.split('/')) {
+    if (seg === '' || seg === '.') continue;
+    if (seg === '..') return refuse(ErrorCode.ACCESS_VIOLATION, 'file name contains ".."');
+    parts.push(seg);
+  }
+  if (parts.length === 0) return refuse(ErrorCode.FILE_NOT_FOUND, 'no file name');
+  return { ok: true, rel: parts.join('/') };
+}
+
+export interface OpenedFile {
+  ok: true;
+  handle: fsp.FileHandle;
+  stat: Stats;
+  /** Path after resolving symlinks (inside the real root). */
+  realPath: string;
+}
+
+/**
+ * Open `rel` (from cleanName) below `root`. The caller owns the handle.
+ * ENOENT -> file not found; anything outside the root or not a regular file -> access violation.
+ */
+export async function openInRoot(root: string, rel: string): Promise<OpenedFile | Refusal> {
+  let realRoot: string;
+  try {
+    realRoot = await fsp.realpath(root);
+  } catch {
+    return refuse(ErrorCode.FILE_NOT_FOUND, 'TFTP root does not exist');
+  }
+  let real: string;
+  try {
+    real = await fsp.realpath(path.join(realRoot, rel));
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return refuse(ErrorCode.FILE_NOT_FOUND, 'file not found');
+    if (code === 'ELOOP') return refuse(ErrorCode.ACCESS_VIOLATION, 'symlink loop');
+    return refuse(ErrorCode.ACCESS_VIOLATION, `cannot resolve: ${code ?? 'error'}`);
+  }
+  const prefix = realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep;
+  if (!real.startsWith(prefix)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file resolves outside the TFTP root');
+  let handle: fsp.FileHandle;
+  try {
+    // O_NONBLOCK: opening a FIFO for reading must not hang the server waiting for a writer.
+    handle = await fsp.open(real, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return refuse(ErrorCode.FILE_NOT_FOUND, 'file not found');
+    return refuse(ErrorCode.ACCESS_VIOLATION, `cannot open: ${code ?? 'error'}`);
+  }
+  let stat: Stats;
+  try {
+    stat = await handle.stat();
+  } catch (e) {
+    await handle.close().catch(() => {});
+    return refuse(ErrorCode.ACCESS_VIOLATION, `cannot stat: ${(e as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  if (!stat.isFile()) {
+    await handle.close().catch(() => {});
+    return refuse(ErrorCode.ACCESS_VIOLATION, stat.isDirectory() ? 'is a directory' : 'not a regular file');
+  }
+  return { ok: true, handle, stat, realPath: real };
+}

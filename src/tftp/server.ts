@@ -1,0 +1,380 @@
+/**
+ * The TFTP listener: decodes requests on the well-known port, refuses what it must,
+ * resolves the file (generated or under the root), negotiates options and runs each
+ * transfer on its own ephemeral socket, connected to the client so the kernel filters
+ * other sources and sends need no address lookup.
+ *
+ * It never throws at its callers: malformed input is dropped and counted; every request
+ * ends in exactly one event (tftp.error for refusals) after tftp.start for accepted ones.
+ */
+import dgram from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import type { EventSink } from '../nodes/types.js';
+import { decode, encode, ErrorCode, errorPacket, OP_RRQ, OP_WRQ, toNetascii, type RequestPacket } from './codec.js';
+import { parseGeneratedName, type GenerateFn, type Peer } from './generated.js';
+import { negotiate } from './options.js';
+import { cleanName, openInRoot } from './paths.js';
+import { Session, type Outcome } from './session.js';
+import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
+
+/** pino-compatible subset. */
+export interface TftpLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  debug?(obj: object, msg?: string): void;
+}
+
+export interface TftpServerOptions {
+  /** Directory served (besides generated files). */
+  root: string;
+  /** Default 69; 0 picks a free port (tests). */
+  port?: number;
+  /** Default '0.0.0.0'. Transfer sockets bind to the same address. */
+  address?: string;
+  /** Default 65464 (config tftp.max_blksize). */
+  maxBlksize?: number;
+  /** Default 64 (config tftp.max_windowsize). */
+  maxWindowsize?: number;
+  /** Default 256 (config tftp.max_transfers). */
+  maxTransfers?: number;
+  /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
+  timeoutMs?: number;
+  /** Retransmissions without progress before a transfer is abandoned. Default 5 (config tftp.retries). */
+  retries?: number;
+  generate?: GenerateFn;
+  events?: EventSink;
+  logger?: TftpLogger;
+  cache?: FileCacheOptions;
+}
+
+export interface TftpStats {
+  requests: number;
+  started: number;
+  completed: number;
+  failed: number;
+  refused: number;
+  busy: number;
+  active: number;
+  /** Malformed or unexpected packets dropped (listener + transfers). */
+  badPackets: number;
+  duplicateRequests: number;
+  duplicateAcks: number;
+  retransmits: number;
+  bytesSent: number;
+}
+
+interface Transfer {
+  key: string;
+  file: string;
+  session?: Session;
+  socket?: dgram.Socket;
+  source?: Source;
+}
+
+const noopLogger: TftpLogger = { info() {}, warn() {} };
+
+export class TftpServer {
+  private socket: dgram.Socket | undefined;
+  /** By "ip:port" of the client: a repeated RRQ from the same TID is a retransmission. */
+  private readonly transfers = new Map<string, Transfer>();
+  private readonly cache: FileCache;
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache'>> &
+    Pick<TftpServerOptions, 'generate' | 'events'>;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private readonly s: Omit<TftpStats, 'active'> = {
+    requests: 0,
+    started: 0,
+    completed: 0,
+    failed: 0,
+    refused: 0,
+    busy: 0,
+    badPackets: 0,
+    duplicateRequests: 0,
+    duplicateAcks: 0,
+    retransmits: 0,
+    bytesSent: 0,
+  };
+
+  constructor(opts: TftpServerOptions) {
+    this.o = {
+      root: opts.root,
+      port: opts.port ?? 69,
+      address: opts.address ?? '0.0.0.0',
+      maxBlksize: opts.maxBlksize ?? 65464,
+      maxWindowsize: opts.maxWindowsize ?? 64,
+      maxTransfers: opts.maxTransfers ?? 256,
+      timeoutMs: opts.timeoutMs ?? 1000,
+      retries: opts.retries ?? 5,
+      logger: opts.logger ?? noopLogger,
+      generate: opts.generate,
+      events: opts.events,
+    };
+    this.cache = new FileCache(opts.cache);
+  }
+
+  /** Bind the listener. Rejects (e.g. EACCES/EADDRINUSE on port 69) with the socket error. */
+  async start(): Promise<{ address: string; port: number }> {
+    if (this.socket) throw new Error('TFTP server already started');
+    const sock = dgram.createSocket({ type: 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ port: this.o.port, address: this.o.address, exclusive: true }, () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    });
+    sock.on('error', (e) => this.o.logger.warn({ err: e.message }, 'tftp: listener socket error'));
+    sock.on('message', (msg, rinfo) => {
+      try {
+        this.onRequest(msg, { address: rinfo.address, port: rinfo.port });
+      } catch (e) {
+        this.s.badPackets++;
+        this.o.logger.warn({ err: (e as Error).message }, 'tftp: request handler failed');
+      }
+    });
+    this.socket = sock;
+    this.sweepTimer = setInterval(() => this.cache.sweep(), 10_000);
+    this.sweepTimer.unref();
+    const a = sock.address();
+    return { address: a.address, port: a.port };
+  }
+
+  /** Close the listener and abort running transfers (clients get an error packet). */
+  async stop(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = undefined;
+    for (const t of [...this.transfers.values()]) {
+      if (t.session) t.session.abort(ErrorCode.NOT_DEFINED, 'server shutting down');
+      else this.transfers.delete(t.key);
+    }
+    const sock = this.socket;
+    this.socket = undefined;
+    if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
+  }
+
+  get port(): number {
+    return this.socket?.address().port ?? 0;
+  }
+
+  stats(): TftpStats {
+    return { ...this.s, active: this.transfers.size };
+  }
+
+  private onRequest(msg: Buffer, peer: Peer): void {
+    const op = msg.length >= 2 ? msg.readUInt16BE(0) : -1;
+    const d = decode(msg);
+    if (!d.ok) {
+      this.s.badPackets++;
+      this.o.logger.debug?.({ peer: peerStr(peer), err: d.detail }, 'tftp: malformed packet dropped');
+      // Only a request deserves an answer; answering stray packets would make us a reflector.
+      if (op === OP_RRQ || op === OP_WRQ) this.reply(peer, ErrorCode.ILLEGAL_OPERATION, `malformed request: ${d.detail}`);
+      return;
+    }
+    const p = d.packet;
+    if (p.op !== 'rrq' && p.op !== 'wrq') {
+      // DATA/ACK/ERROR/OACK to the listening port: no transfer lives here.
+      this.s.badPackets++;
+      return;
+    }
+    this.s.requests++;
+    const file = printable(p.filename);
+    if (p.op === 'wrq') {
+      this.refuse(peer, file, ErrorCode.ACCESS_VIOLATION, 'write requests are refused: this TFTP server is read-only');
+      return;
+    }
+    if (p.mode === 'mail') {
+      this.refuse(peer, file, ErrorCode.ILLEGAL_OPERATION, 'mail mode is not supported');
+      return;
+    }
+    const key = `${peer.address}:${peer.port}`;
+    const existing = this.transfers.get(key);
+    if (existing) {
+      if (existing.file === file && !existing.session?.progressed) {
+        // The client repeated its RRQ because our first answer is late or lost: the
+        // running transfer's own retransmission covers it.
+        this.s.duplicateRequests++;
+        return;
+      }
+      // Same TID, new request: the client moved on; the old transfer is dead.
+      existing.session?.abort(ErrorCode.NOT_DEFINED, 'superseded by a new request', false);
+    }
+    if (this.transfers.size >= this.o.maxTransfers) {
+      this.s.busy++;
+      this.refuse(
+        peer,
+        file,
+        ErrorCode.NOT_DEFINED,
+        `server busy: ${this.transfers.size} transfers in progress (limit tftp.max_transfers=${this.o.maxTransfers}), retry later`,
+      );
+      return;
+    }
+    const t: Transfer = { key, file };
+    this.transfers.set(key, t);
+    this.begin(t, p, peer).catch((e: unknown) => {
+      if (this.transfers.get(key) === t) this.transfers.delete(key);
+      t.source?.release();
+      t.socket?.close();
+      this.refuse(peer, file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
+    });
+  }
+
+  private async begin(t: Transfer, req: RequestPacket, peer: Peer): Promise<void> {
+    const clean = cleanName(req.filename);
+    if (!clean.ok) return this.drop(t, peer, clean.code, clean.reason);
+    let source: Source | undefined;
+    let generated = false;
+    const g = this.o.generate ? parseGeneratedName(clean.rel) : undefined;
+    if (g && this.o.generate) {
+      const buf = await this.o.generate({ ...g, path: clean.rel }, peer);
+      if (buf) {
+        source = new BufferSource(buf);
+        generated = true;
+      }
+    }
+    if (!source) {
+      const opened = await openInRoot(this.o.root, clean.rel);
+      if (!opened.ok) return this.drop(t, peer, opened.code, opened.reason);
+      source = await this.cache.open(opened.handle, opened.stat);
+    }
+    if (this.transfers.get(t.key) !== t) {
+      // Superseded or server stopped while we were reading.
+      source.release();
+      return;
+    }
+    if (req.mode === 'netascii') {
+      if (!(source instanceof BufferSource)) {
+        source.release();
+        return this.drop(t, peer, ErrorCode.ILLEGAL_OPERATION, 'file too large for netascii mode: use octet');
+      }
+      const converted = new BufferSource(toNetascii(source.all()));
+      source.release();
+      source = converted;
+    }
+    t.source = source;
+    const n = negotiate(
+      req.options,
+      req.optionOrder,
+      { maxBlksize: this.o.maxBlksize, maxWindowsize: this.o.maxWindowsize, defaultTimeoutMs: this.o.timeoutMs },
+      source.size,
+    );
+    const sock = dgram.createSocket({ type: 'udp4' });
+    t.socket = sock;
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind({ port: 0, address: this.o.address, exclusive: true }, () => {
+        sock.connect(peer.port, peer.address, () => {
+          sock.off('error', reject);
+          resolve();
+        });
+      });
+    });
+    if (this.transfers.get(t.key) !== t) {
+      source.release();
+      sock.close();
+      return;
+    }
+    const startedAt = Date.now();
+    const oack = n.oack ? encode({ op: 'oack', options: n.oack, optionOrder: n.oackOrder }) : undefined;
+    const detail = {
+      file: t.file,
+      peer: peer.address,
+      port: peer.port,
+      size: source.size,
+      blksize: n.blksize,
+      windowsize: n.windowsize,
+      mode: req.mode,
+      generated,
+      options: n.oack ?? {},
+    };
+    const session = new Session(
+      { source, blksize: n.blksize, windowsize: n.windowsize, timeoutMs: n.timeoutMs, retries: this.o.retries, oack },
+      {
+        send: (m) => sock.send(m),
+        now: () => performance.now(),
+        setTimer: (fn, ms) => setTimeout(fn, ms),
+        clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+      },
+      (outcome) => this.end(t, detail, startedAt, outcome),
+    );
+    t.session = session;
+    sock.on('message', (m) => session.onPacket(m));
+    sock.on('error', (e) => session.abort(ErrorCode.NOT_DEFINED, `socket error: ${e.message}`, false));
+    this.s.started++;
+    this.emit('tftp.start', detail);
+    this.o.logger.debug?.(detail, 'tftp: transfer started');
+    session.start();
+  }
+
+  private end(t: Transfer, detail: Record<string, unknown>, startedAt: number, o: Outcome): void {
+    if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
+    t.source?.release();
+    try {
+      t.socket?.close();
+    } catch {
+      /* already closed */
+    }
+    const s = t.session!;
+    this.s.badPackets += s.badPackets;
+    this.s.duplicateAcks += s.duplicateAcks;
+    this.s.retransmits += s.retransmits;
+    this.s.bytesSent += o.bytes;
+    const durationMs = Date.now() - startedAt;
+    if (o.ok) {
+      this.s.completed++;
+      const ev = { ...detail, bytes: o.bytes, durationMs, retransmits: o.retransmits };
+      this.emit('tftp.done', ev);
+      this.o.logger.info(ev, `tftp: sent ${t.file} to ${String(detail.peer)}`);
+    } else {
+      this.s.failed++;
+      const ev = {
+        ...detail,
+        bytes: o.bytes,
+        durationMs,
+        code: o.code,
+        error: o.message,
+        byClient: o.byClient,
+        // UEFI firmware reads tsize from the OACK, ends with error 8, then asks again:
+        // normal, so consumers can tell it from a real failure.
+        probe: o.byClient && o.duringNegotiation,
+        retransmits: o.retransmits,
+      };
+      this.emit('tftp.error', ev);
+      if (ev.probe) this.o.logger.debug?.(ev, `tftp: ${t.file}: client ended option negotiation`);
+      else this.o.logger.warn(ev, `tftp: ${t.file} to ${String(detail.peer)} failed: ${o.message}`);
+    }
+  }
+
+  /** Refuse a request that had a transfer slot reserved. */
+  private drop(t: Transfer, peer: Peer, code: number, reason: string): void {
+    if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
+    this.refuse(peer, t.file, code, reason);
+  }
+
+  private refuse(peer: Peer, file: string, code: number, reason: string): void {
+    this.s.refused++;
+    this.reply(peer, code, reason);
+    this.emit('tftp.error', { file, peer: peer.address, port: peer.port, code, error: reason, refused: true });
+    this.o.logger.info({ file, peer: peer.address, code }, `tftp: refused ${file}: ${reason}`);
+  }
+
+  private reply(peer: Peer, code: number, message: string): void {
+    this.socket?.send(errorPacket(code, message), peer.port, peer.address);
+  }
+
+  private emit(kind: string, detail: Record<string, unknown>): void {
+    try {
+      this.o.events?.record({ kind, detail });
+    } catch (e) {
+      this.o.logger.warn({ err: (e as Error).message }, 'tftp: event sink failed');
+    }
+  }
+}
+
+function peerStr(p: Peer): string {
+  return `${p.address}:${p.port}`;
+}
+
+/** File names go into logs and events: keep them printable. */
+function printable(s: string): string {
+  return s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}

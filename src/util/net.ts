@@ -1,0 +1,16 @@
+import os from 'node:os';
+
+/** The address nodes reach the master at: config.address, else the interface's, else the first non-loopback IPv4. */
+export function resolveServerAddress(address: string, iface: string): { address: string; source: string } {
+  if (address) return { address, source: 'address' };
+  const nets = os.networkInterfaces();
+  if (iface) {
+    const a = (nets[iface] ?? []).find((n) => n.family === 'IPv4');
+    if (a) return { address: a.address, source: `interface ${iface}` };
+  }
+  for (const [name, list] of Object.entries(nets)) {
+    const a = (list ?? []).find((n) => n.family === 'IPv4' && !n.internal);
+    if (a) return { address: a.address, source: `first interface with IPv4 (${name})` };
+  }
+  return { address: '127.0.0.1', source: 'loopback (no other IPv4 address found)' };
+}
