@@ -55,7 +55,7 @@ export class ResponseDecoder {
     let off = 0;
     while (this.buf.length - off >= 4) {
       const len = this.buf.readUInt32LE(off);
-      if (len < 28) return { responses, error: `malformed helper response (length ${len})` };
+      if (len < 24) return { responses, error: `malformed helper response (length ${len})` };
       if (this.buf.length - off - 4 < len) break;
       const p = this.buf.subarray(off + 4, off + 4 + len);
       off += 4 + len;

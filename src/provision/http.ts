@@ -1,7 +1,7 @@
 import { Router, type Request, type Response } from 'express';
 import type { Node } from '../nodes/types.js';
 import type { ProvisionService } from './service.js';
-import { oneLine } from '../nodescripts/stream.js';
+import { oneLine, refusalLines } from '../nodescripts/stream.js';
 
 export type AuthorizeResult = { ok: true } | { ok: false; status: number; reason: string };
 
@@ -84,7 +84,7 @@ export function provisionRouter(service: ProvisionService, opts: ProvisionRouter
       await service.provision(r, write, { via: 'http', signal: gone.signal });
     } catch (e) {
       // Headers are out: all that can be done is to make the node's shell fail.
-      await write(`echo ${JSON.stringify(oneLine(`pxeherd: internal error: ${(e as Error).message}`)).replace(/[$`]/g, '')} >&2\nexit 1\n`);
+      await write(refusalLines(`internal error: ${(e as Error).message}`));
     }
     res.end();
   });

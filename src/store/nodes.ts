@@ -170,7 +170,7 @@ export class NodeRepo {
       ip: validateIp(n.ip ?? ''),
       enabled: n.enabled ?? true,
       debug: n.debug ?? false,
-      boot: n.boot ?? 'provision',
+      boot: n.boot === undefined ? 'provision' : parseBootMode(n.boot),
       attrs,
     };
   }

@@ -1,7 +1,5 @@
 import { Command } from 'commander';
 import type { Run } from '../main.js';
-import { createLogger } from '../../util/log.js';
-import { startServer } from '../../server/server.js';
 import { RuntimeFailure } from '../context.js';
 
 export function serveCommand(run: Run): Command {
@@ -10,6 +8,9 @@ export function serveCommand(run: Run): Command {
     .option('--log-level <LEVEL>', 'trace | debug | info | warn | error (default: log.level from the config)')
     .action(
       run(async (ctx, o: { logLevel?: string }) => {
+        // Loaded here so that every other command starts without express and the protocol servers.
+        const { createLogger } = await import('../../util/log.js');
+        const { startServer } = await import('../../server/server.js');
         const config = ctx.config;
         const log = createLogger(o.logLevel ?? config.log.level);
         const server = await startServer(config, log);

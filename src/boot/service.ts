@@ -1,0 +1,187 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BootMode, EventSink, Node, Vnfs } from '../nodes/types.js';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/store.js';
+import { parseMac } from '../nodes/mac.js';
+import type { NodeTokens } from '../security/tokens.js';
+import { buildContext, decideBoot, type BootDecision, type ServerInfo } from './decide.js';
+import { TemplateError, TemplateStore, templateCandidates, type TemplateKind } from './templates.js';
+
+/** The few things boot rendering needs from the database; a test fakes it in ten lines. */
+export interface BootBackend {
+  nodeByMac(mac: string): Node | undefined;
+  /** Group attributes overridden by the node's own. */
+  attrsFor(node: Node): Record<string, string>;
+  vnfs(name: string): Vnfs | undefined;
+  setBootMode(mac: string, mode: BootMode): void;
+}
+
+export function storeBootBackend(store: Store): BootBackend {
+  return {
+    nodeByMac: (mac) => store.nodes.byMac(mac),
+    attrsFor: (node) => store.attrsFor(node),
+    vnfs: (name) => store.vnfs.get(name),
+    setBootMode: (mac, mode) => void store.nodes.set([mac], 'boot', mode),
+  };
+}
+
+export interface Rendered {
+  text: string;
+  /** Template name used, e.g. ipxe/group/compute.ipxe */
+  template: string;
+  mode: BootDecision;
+  node?: Node;
+  vnfs?: string;
+}
+
+/** A boot script cannot be made: names the template (if any), the node and what is missing. */
+export class BootError extends Error {
+  constructor(
+    message: string,
+    readonly template: string,
+    readonly mode: BootDecision,
+    readonly node?: Node,
+  ) {
+    super(message);
+    this.name = 'BootError';
+  }
+}
+
+export interface BootServiceOptions {
+  backend: BootBackend;
+  templates: TemplateStore;
+  server: ServerInfo;
+  /** undefined = security.node_tokens off: scripts carry no token. */
+  tokens?: NodeTokens;
+  autoRegister: boolean;
+  defaultVnfs: string;
+  discoveryVnfs?: string;
+  events?: EventSink;
+}
+
+/** The repository's templates/ directory (src/boot/ or dist/boot/ -> ../../templates). */
+export function repoTemplatesDir(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'templates');
+}
+
+/** Override directory first, then the repository's templates. */
+export function defaultTemplateDirs(statedir: string): string[] {
+  return [path.join(statedir, 'templates'), repoTemplatesDir()];
+}
+
+/**
+ * "What does this machine boot?" rendered as an iPXE script, a pxelinux config or a grub
+ * config, from the same decision and the same template lookup.
+ */
+export class BootService {
+  readonly discoveryVnfs: string;
+  constructor(private readonly o: BootServiceOptions) {
+    this.discoveryVnfs = o.discoveryVnfs ?? 'stage1';
+  }
+
+  /**
+   * Render without side effects (what `pxeherd explain` shows). `mac` in any accepted
+   * spelling, or undefined when the loader did not say (pxelinux.cfg/default, grub.cfg).
+   */
+  render(kind: TemplateKind, mac: string | undefined): Rendered {
+    let canon = '';
+    if (mac !== undefined) {
+      const m = parseMac(mac);
+      if (!m.ok) throw new BootError(m.error, '', 'unknown');
+      canon = m.mac;
+    }
+    const node = canon ? this.o.backend.nodeByMac(canon) : undefined;
+    const decision = decideBoot(node, { autoRegister: this.o.autoRegister, defaultVnfs: this.o.defaultVnfs, discoveryVnfs: this.discoveryVnfs });
+    const who = node ? `node ${node.name} (${node.mac})` : canon ? `unknown machine ${canon}` : 'a machine that gave no MAC';
+    let vnfs: Vnfs | undefined;
+    if (decision.vnfs) {
+      vnfs = this.o.backend.vnfs(decision.vnfs);
+      if (!vnfs) {
+        const hint = decision.vnfs === this.discoveryVnfs ? 'build it with "pxeherd stage1 build"' : `add it with "pxeherd vnfs add ${decision.vnfs} --kernel FILE --initrd FILE"`;
+        throw new BootError(`${who} boots VNFS "${decision.vnfs}", which does not exist: ${hint}`, '', decision.mode, node);
+      }
+    }
+    const candidates = templateCandidates(kind, decision.select);
+    const found = this.o.templates.find(candidates);
+    if (!found) {
+      throw new BootError(`no ${kind} template for ${who} (mode ${decision.mode}): looked for ${candidates.join(', ')} in ${this.o.templates.dirs.join(', ')}`, '', decision.mode, node);
+    }
+    const token = this.o.tokens && canon ? this.o.tokens.issueToken(canon) : '';
+    const ctx = buildContext({ decision, mac: canon, node, attrs: node ? this.o.backend.attrsFor(node) : {}, vnfs, server: this.o.server, token });
+    let text: string;
+    try {
+      text = this.o.templates.render(found, ctx);
+    } catch (e) {
+      if (e instanceof TemplateError) throw new BootError(`${e.message}, rendering for ${who}`, found.name, decision.mode, node);
+      throw e;
+    }
+    return { text, template: found.name, mode: decision.mode, node, vnfs: decision.vnfs || undefined };
+  }
+
+  /**
+   * The script was handed to the machine: a node in boot mode `once` provisions this
+   * time only, so it switches to `local` now (Apache VCL's reclaim/reload: switch when
+   * the script is served, not when provisioning finishes, so a reboot loop cannot reinstall).
+   */
+  served(r: Rendered): { switchedTo?: BootMode } {
+    if (r.mode === 'once' && r.node) {
+      this.o.backend.setBootMode(r.node.mac, 'local');
+      return { switchedTo: 'local' };
+    }
+    return {};
+  }
+
+  /** `renderBootScript(mac) -> {text, template, mode}` for `pxeherd explain` (no side effects). */
+  renderBootScript(mac: string): Rendered {
+    return this.render('ipxe', mac);
+  }
+
+  /**
+   * Generated TFTP files (pxelinux.cfg/01-<mac>, pxelinux.cfg/default): the config, or
+   * undefined when none can be made (the TFTP server then answers from disk or "not found";
+   * the reason is recorded as `boot.error`). Serving counts as "served" for boot mode once
+   * unless dryRun.
+   */
+  renderPxelinux(mac: string | undefined, opts: { dryRun?: boolean } = {}): Buffer | undefined {
+    return this.generated('pxelinux', mac, opts);
+  }
+
+  /** grub/grub.cfg-01-<mac>, grub.cfg: as renderPxelinux. */
+  renderGrub(mac: string | undefined, opts: { dryRun?: boolean } = {}): Buffer | undefined {
+    return this.generated('grub', mac, opts);
+  }
+
+  private generated(kind: TemplateKind, mac: string | undefined, opts: { dryRun?: boolean }): Buffer | undefined {
+    try {
+      const r = this.render(kind, mac);
+      if (!opts.dryRun) this.served(r);
+      return Buffer.from(r.text);
+    } catch (e) {
+      if (!(e instanceof BootError)) throw e;
+      this.o.events?.record({ mac: e.node?.mac ?? (mac && parseMac(mac).ok ? (parseMac(mac) as { mac: string }).mac : undefined), node: e.node?.name, kind: 'boot.error', detail: { kind, template: e.template, error: e.message } });
+      return undefined;
+    }
+  }
+}
+
+/** BootService from the configuration, for the wiring and the CLI. */
+export function bootServiceFor(args: {
+  config: Config;
+  store: Store;
+  serverAddress: string;
+  tokens?: NodeTokens;
+  events?: EventSink;
+  templatesDirs?: string[];
+}): BootService {
+  const { config } = args;
+  return new BootService({
+    backend: storeBootBackend(args.store),
+    templates: new TemplateStore(args.templatesDirs ?? defaultTemplateDirs(config.statedir)),
+    server: { address: args.serverAddress, httpPort: config.http.port, tftpPort: config.tftp.port },
+    tokens: config.security.node_tokens ? args.tokens : undefined,
+    autoRegister: config.nodes.auto_register,
+    defaultVnfs: config.nodes.default_vnfs,
+    events: args.events,
+  });
+}

@@ -1,0 +1,47 @@
+/**
+ * Runs the DHCP server inside a network namespace for the integration tests and the bench:
+ *   ip netns exec NS node --import tsx test/integration/dhcp-runner.ts '<json>'
+ * json: { dhcp: <partial dhcp config>, serverAddress, httpPort?, statedir? (SQLite leases via the
+ * store; else in memory), nodes?: [{mac, ip?, name?}], autoRegister? }
+ * Prints "READY" or "ERROR <message>"; on SIGTERM prints "COUNTERS <json>" and exits.
+ */
+import { configSchema } from '../../src/config/schema.js';
+import { Store } from '../../src/store/store.js';
+import { MemoryDhcpBackend } from '../../src/dhcp/memory-backend.js';
+import { DhcpServer } from '../../src/dhcp/server.js';
+
+const arg = JSON.parse(process.argv[2] ?? '{}') as {
+  dhcp?: Record<string, unknown>;
+  serverAddress: string;
+  httpPort?: number;
+  statedir?: string;
+  nodes?: Array<{ mac: string; ip?: string; name?: string }>;
+  autoRegister?: boolean;
+};
+
+const cfg = configSchema.parse({ dhcp: arg.dhcp ?? {} });
+const store = arg.statedir ? Store.open(arg.statedir) : undefined;
+const backend = new MemoryDhcpBackend({ autoRegister: arg.autoRegister ?? true, nodes: arg.nodes, leases: store?.leases });
+const server = new DhcpServer({
+  config: cfg.dhcp,
+  serverAddress: arg.serverAddress,
+  httpPort: arg.httpPort ?? 8080,
+  backend,
+  logger: { info: (m) => console.error(m), warn: (m) => console.error(m), error: (m) => console.error(m) },
+});
+
+const finish = () => {
+  server.stop();
+  store?.close();
+  process.stdout.write(`COUNTERS ${JSON.stringify(server.counters)}\n`);
+  process.stdout.write(`EVENTS ${JSON.stringify(backend.events.list.slice(-200))}\n`, () => process.exit(0));
+};
+process.on('SIGTERM', finish);
+process.on('SIGINT', finish);
+
+server.start().then(
+  () => process.stdout.write('READY\n'),
+  (e: Error) => {
+    process.stdout.write(`ERROR ${e.message}\n`, () => process.exit(1));
+  },
+);
