@@ -1,0 +1,102 @@
+import path from 'node:path';
+import { Router, type NextFunction, type Request, type Response } from 'express';
+import type { EventSink } from '../nodes/types.js';
+import { parseMac } from '../nodes/mac.js';
+import { nameError } from '../nodes/names.js';
+import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type SendResult } from './files.js';
+
+/** What the VNFS router needs from the database (for naming events only). */
+export interface VnfsFilesBackend {
+  vnfs(name: string): { kernel: string; initrd: string } | undefined;
+  nodeName(mac: string): string | undefined;
+}
+
+export interface VnfsRouterDeps {
+  /** <statedir>/vnfs: each image in its own directory NAME/. */
+  vnfsRoot: string;
+  backend?: VnfsFilesBackend;
+  events: EventSink;
+}
+
+function macOf(q: unknown): string | undefined {
+  if (typeof q !== 'string') return undefined;
+  const m = parseMac(q);
+  return m.ok ? m.mac : undefined;
+}
+
+function errorHandler(err: Error & { status?: number }, _req: Request, res: Response, next: NextFunction): void {
+  if (res.headersSent) return next(err);
+  // Malformed percent-encoding and the like: say so in one line, never a stack trace.
+  refuse(res, err.status && err.status < 500 ? err.status : 500, err.status && err.status < 500 ? 'bad request path' : err.message);
+}
+
+/**
+ * GET/HEAD /vnfs/NAME/FILE[?mac=MAC]: a VNFS's files, confined to <vnfsRoot>/NAME/.
+ * Events: http.kernel / http.initrd (other files: http.file) with bytes, ms, status; the
+ * node is the one whose MAC the iPXE script appended to the URL.
+ */
+export function vnfsRouter(deps: VnfsRouterDeps): Router {
+  const router = Router();
+  router.get('/vnfs/*path', (req, res) => {
+    const segs = segmentsOf((req.params as Record<string, unknown>).path);
+    const mac = macOf(req.query.mac);
+    const deny = (status: number, reason: string) => {
+      deps.events.record({ mac, kind: 'http.error', detail: { path: req.path, status, error: reason } });
+      refuse(res, status, reason);
+    };
+    if (!segs || segs.length < 2) return deny(404, 'VNFS files are /vnfs/<NAME>/<FILE>');
+    const [name, ...rest] = segs;
+    const bad = nameError('vnfs', name!);
+    if (bad) return deny(403, bad);
+    const chk = checkRelPath(rest);
+    if (!chk.ok) return deny(403, chk.reason);
+    const r = resolveInside(path.join(deps.vnfsRoot, name!), chk.segments);
+    if (!r.ok) return deny(r.status, r.reason);
+    const file = chk.segments.join('/');
+    const v = deps.backend?.vnfs(name!);
+    const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
+    sendResolved(req, res, r.file, r.stat, (s: SendResult) => {
+      deps.events.record({
+        mac,
+        node: mac ? deps.backend?.nodeName(mac) : undefined,
+        kind,
+        detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
+      });
+    });
+  });
+  router.use(errorHandler);
+  return router;
+}
+
+export interface TftpHttpRouterDeps {
+  /** The TFTP root (boot loaders): served over HTTP for UEFI HTTP boot firmware. */
+  root: string;
+  events: EventSink;
+}
+
+/** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
+export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
+  const router = Router();
+  router.get('/tftp/*path', (req, res) => {
+    const segs = segmentsOf((req.params as Record<string, unknown>).path);
+    const deny = (status: number, reason: string) => {
+      deps.events.record({ kind: 'http.error', detail: { path: req.path, status, error: reason } });
+      refuse(res, status, reason);
+    };
+    if (!segs) return deny(404, 'no file named');
+    const chk = checkRelPath(segs);
+    if (!chk.ok) return deny(403, chk.reason);
+    const r = resolveInside(deps.root, chk.segments);
+    if (!r.ok) return deny(r.status, r.reason);
+    sendResolved(req, res, r.file, r.stat, (s) => {
+      deps.events.record({ kind: 'http.file', detail: { path: chk.segments.join('/'), method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, ip: req.socket.remoteAddress ?? null } });
+    });
+  });
+  router.use(errorHandler);
+  return router;
+}
+
+/** VnfsFilesBackend over the store. */
+export function storeVnfsFiles(store: { vnfs: { get(name: string): { kernel: string; initrd: string } | undefined }; nodes: { byMac(mac: string): { name: string } | undefined } }): VnfsFilesBackend {
+  return { vnfs: (n) => store.vnfs.get(n), nodeName: (mac) => store.nodes.byMac(mac)?.name };
+}
