@@ -66,8 +66,9 @@ async function fuzz() {
       inflight--;
       sent++;
     });
-    // Pace a little so the socket buffers, not this loop, decide what is dropped.
     if (inflight > 64) await new Promise((r) => setImmediate(r));
+    // Pace (`perMs` datagrams per millisecond) so the server, not its socket buffer, sees them.
+    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 100 / (arg.perMs ?? 20)));
   }
   while (inflight > 0) await new Promise((r) => setImmediate(r));
   process.stdout.write(`SENT ${sent}\n`);

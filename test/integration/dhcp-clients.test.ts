@@ -151,7 +151,7 @@ test('a relayed DISCOVER (giaddr 10.80.0.1) is answered to the relay on port 67 
   });
 });
 
-test('a port that cannot be bound makes start() reject with one clear line; the process keeps running', { skip }, async () => {
+test('a port that cannot be bound (in use, or no privilege) is reported as one clear line by start()', { skip }, async () => {
   // Port 67 held by another socket in the namespace.
   const holder = await startServer(lab.server, FULL);
   try {
