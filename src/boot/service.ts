@@ -27,6 +27,7 @@ export function storeBootBackend(store: Store): BootBackend {
 }
 
 export interface Rendered {
+  kind: TemplateKind;
   text: string;
   /** Template name used, e.g. ipxe/group/compute.ipxe */
   template: string;
@@ -58,6 +59,13 @@ export interface BootServiceOptions {
   defaultVnfs: string;
   discoveryVnfs?: string;
   events?: EventSink;
+  /**
+   * After boot mode `once` switched a node to local, the same TFTP-served config (pxelinux,
+   * grub) asked for again within this window gets the same provisioning answer: TFTP
+   * clients ask twice (tsize probe, retries). iPXE fetches its script once. Default 60 s.
+   */
+  onceGraceMs?: number;
+  now?: () => number;
 }
 
 /** The repository's templates/ directory (src/boot/ or dist/boot/ -> ../../templates). */
@@ -76,8 +84,11 @@ export function defaultTemplateDirs(statedir: string): string[] {
  */
 export class BootService {
   readonly discoveryVnfs: string;
+  private readonly recentOnce = new Map<string, { r: Rendered; until: number }>();
+  private readonly now: () => number;
   constructor(private readonly o: BootServiceOptions) {
     this.discoveryVnfs = o.discoveryVnfs ?? 'stage1';
+    this.now = o.now ?? Date.now;
   }
 
   /**
@@ -91,6 +102,8 @@ export class BootService {
       if (!m.ok) throw new BootError(m.error, '', 'unknown');
       canon = m.mac;
     }
+    const recent = canon ? this.recentOnce.get(`${kind}|${canon}`) : undefined;
+    if (recent && this.now() < recent.until) return recent.r;
     const node = canon ? this.o.backend.nodeByMac(canon) : undefined;
     const decision = decideBoot(node, { autoRegister: this.o.autoRegister, defaultVnfs: this.o.defaultVnfs, discoveryVnfs: this.discoveryVnfs });
     const who = node ? `node ${node.name} (${node.mac})` : canon ? `unknown machine ${canon}` : 'a machine that gave no MAC';
@@ -116,7 +129,7 @@ export class BootService {
       if (e instanceof TemplateError) throw new BootError(`${e.message}, rendering for ${who}`, found.name, decision.mode, node);
       throw e;
     }
-    return { text, template: found.name, mode: decision.mode, node, vnfs: decision.vnfs || undefined };
+    return { kind, text, template: found.name, mode: decision.mode, node, vnfs: decision.vnfs || undefined };
   }
 
   /**
@@ -126,7 +139,17 @@ export class BootService {
    */
   served(r: Rendered): { switchedTo?: BootMode } {
     if (r.mode === 'once' && r.node) {
+      if (r.kind === 'ipxe') {
+        this.o.backend.setBootMode(r.node.mac, 'local');
+        return { switchedTo: 'local' };
+      }
+      const key = `${r.kind}|${r.node.mac}`;
+      const now = this.now();
+      const again = this.recentOnce.get(key);
+      if (again && now < again.until) return {};
       this.o.backend.setBootMode(r.node.mac, 'local');
+      for (const [k, v] of this.recentOnce) if (v.until <= now) this.recentOnce.delete(k);
+      this.recentOnce.set(key, { r, until: now + (this.o.onceGraceMs ?? 60_000) });
       return { switchedTo: 'local' };
     }
     return {};

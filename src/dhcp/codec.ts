@@ -111,7 +111,8 @@ export function decode(buf: Buffer): DecodeResult {
     raw.delete(OPT_OVERLOAD);
   }
   const options = new Map<number, Buffer>();
-  for (const [code, parts] of raw) options.set(code, parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts));
+  // Single-piece values are views into `buf` (no copy): callers must not reuse the datagram buffer.
+  for (const [code, parts] of raw) options.set(code, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
   return {
     ok: true,
     packet: {

@@ -16,6 +16,13 @@ export class LeaseTable {
   private readonly mac = new Map<string, Lease>();
   /** Current record per address (any state); activity is checked by the reader. */
   private readonly ip = new Map<number, Lease>();
+  /**
+   * MACs and addresses the store was asked about and has no record of. Only this server writes
+   * leases, so a miss stays a miss until we set one: remembering it saves a query per packet
+   * from every new client.
+   */
+  private readonly noMac = new Set<string>();
+  private readonly noIp = new Set<number>();
 
   constructor(private readonly store: Pick<LeaseStore, 'byMac' | 'byIp' | 'active'>) {}
 
@@ -28,9 +35,10 @@ export class LeaseTable {
   /** The client's lease record, active or not; memory first, then the store. */
   get(mac: string): Lease | undefined {
     const m = this.mac.get(mac);
-    if (m) return m;
+    if (m || this.noMac.has(mac)) return m;
     const s = this.store.byMac(mac);
     if (s) this.set(s);
+    else this.noMac.add(mac);
     return s;
   }
 
@@ -42,7 +50,11 @@ export class LeaseTable {
 
   /** Whoever had this address last, even if expired (so a returning client can get it back). */
   lastOwner(ip: number, ipText: string): Lease | undefined {
-    return this.ip.get(ip) ?? this.store.byIp(ipText);
+    const m = this.ip.get(ip);
+    if (m || this.noIp.has(ip)) return m;
+    const s = this.store.byIp(ipText);
+    if (!s) this.noIp.add(ip);
+    return s;
   }
 
   set(l: Lease): void {
@@ -52,8 +64,12 @@ export class LeaseTable {
       if (p !== undefined && this.ip.get(p) === prev) this.ip.delete(p);
     }
     this.mac.set(l.mac, l);
+    this.noMac.delete(l.mac);
     const n = ipToInt(l.ip);
-    if (n !== undefined) this.ip.set(n, l);
+    if (n !== undefined) {
+      this.ip.set(n, l);
+      this.noIp.delete(n);
+    }
   }
 
   /** Forget an unpersisted offer (the client chose another server). */

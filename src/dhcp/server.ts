@@ -9,6 +9,7 @@ import { decode, encode } from './codec.js';
 import { DhcpHandler, newCounters, type DhcpCounters, type Outcome, type Reply, type RequestMeta } from './handler.js';
 import type { Lease } from '../nodes/types.js';
 import type { DhcpConfig } from './pools.js';
+import { socketFd } from './bindtodevice.js';
 
 export interface DhcpLogger {
   info(msg: string): void;
@@ -32,6 +33,11 @@ export interface DhcpServerOptions {
   counters?: DhcpCounters;
   /** Bind address for the listening sockets; tests only. */
   listenAddress?: string;
+  /**
+   * SO_RCVBUF for the DHCP sockets (the kernel caps it at net.core.rmem_max). A PXE storm of a
+   * rack powering on arrives in bursts; a deep buffer turns a short stall into latency, not loss.
+   */
+  recvBufferSize?: number;
 }
 
 const silent: DhcpLogger = { info() {}, warn() {}, error() {} };
@@ -78,15 +84,17 @@ export class DhcpServer {
       // Probe without SO_REUSEADDR first: a DHCP server already on the port must be reported,
       // not silently shared (the real sockets below need SO_REUSEADDR to coexist).
       await bindProbe(listen, cfg.port);
-      this.main = await openSocket(listen, cfg.port, true);
+      const rcv = this.opts.recvBufferSize ?? 4 << 20;
+      this.main = await openSocket(listen, cfg.port, true, rcv);
       this.main.setBroadcast(true);
       this.bindDevice(this.main);
       this.main.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
       this.main.on('error', (e) => this.log.error(`DHCP socket error: ${e.message}`));
       if (listen === '0.0.0.0') {
         try {
-          this.out = await openSocket(this.opts.serverAddress, cfg.port, true);
+          this.out = await openSocket(this.opts.serverAddress, cfg.port, true, rcv);
           this.out.setBroadcast(true);
+          this.bindDevice(this.out);
           this.out.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
           this.out.on('error', (e) => this.log.error(`DHCP socket error: ${e.message}`));
         } catch (e) {
@@ -102,6 +110,7 @@ export class DhcpServer {
       }
     } catch (e) {
       this.stop();
+      if ((e as Error).message.startsWith('cannot bind to interface')) throw new Error(`DHCP: ${(e as Error).message}`);
       throw new Error(bindMessage(e as NodeJS.ErrnoException, cfg.mode === 'proxy' ? `${cfg.port}/${cfg.proxy_port}` : String(cfg.port)));
     }
     this.log.info(`DHCP (${cfg.mode}) listening on UDP ${cfg.port}${this.proxySock ? ` and ${cfg.proxy_port}` : ''}, server ${this.opts.serverAddress}, ${n} active leases`);
@@ -178,7 +187,7 @@ export class DhcpServer {
   }
 
   private send(r: Reply): void {
-    const sock = r.via === 'proxy' ? this.proxySock : r.to.address === '255.255.255.255' ? (this.out ?? this.main) : (this.out ?? this.main);
+    const sock = r.via === 'proxy' ? this.proxySock : (this.out ?? this.main);
     if (!sock) return;
     const buf = encode(r.packet, { maxSize: r.maxSize });
     sock.send(buf, r.to.port, r.to.address, (err) => {
@@ -196,15 +205,19 @@ export class DhcpServer {
       this.log.warn(`DHCP: interface "${dev}" configured but the bindtodevice addon is not built: answering on all interfaces`);
       return;
     }
-    const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    if (typeof fd !== 'number' || fd < 0) throw new Error(`cannot find the socket's file descriptor to bind it to ${dev}`);
-    this.opts.bindToDevice(fd, dev);
+    const fd = socketFd(sock);
+    if (fd === undefined) throw new Error(`cannot find the socket's file descriptor to bind it to ${dev}`);
+    try {
+      this.opts.bindToDevice(fd, dev);
+    } catch (e) {
+      throw new Error(`cannot bind to interface ${dev}: ${(e as Error).message}`);
+    }
   }
 }
 
-function openSocket(address: string, port: number, reuseAddr: boolean): Promise<dgram.Socket> {
+function openSocket(address: string, port: number, reuseAddr: boolean, recvBufferSize?: number): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr });
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr, recvBufferSize });
     const onErr = (e: Error) => {
       s.close();
       reject(e);

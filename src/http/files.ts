@@ -80,7 +80,7 @@ export const SEND_HIGH_WATER_MARK = 1 << 20;
  * express's own ETags off (they hash whole bodies of dynamic responses); `send` then uses
  * it for If-None-Match and If-Range. `done` runs once, when the response ends or aborts.
  */
-export function sendResolved(req: Request, res: Response, file: string, stat: fs.Stats, done?: (r: SendResult) => void): void {
+export function sendResolved(req: Request, res: Response, file: string, stat: fs.Stats, done?: (r: SendResult) => void, highWaterMark = SEND_HIGH_WATER_MARK): void {
   const t0 = process.hrtime.bigint();
   const sock = res.socket;
   const before = sock?.bytesWritten ?? 0;
@@ -104,7 +104,7 @@ export function sendResolved(req: Request, res: Response, file: string, stat: fs
       lastModified: true,
       acceptRanges: true,
       // Passed through `send` to fs.createReadStream.
-      highWaterMark: SEND_HIGH_WATER_MARK,
+      highWaterMark,
     } as Parameters<Response['sendFile']>[1],
     (err?: Error) => {
       if (!err) return;

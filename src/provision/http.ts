@@ -33,11 +33,13 @@ export function provisionRouter(service: ProvisionService, opts: ProvisionRouter
   const authorize = opts.authorize ?? (() => ({ ok: true }) as const);
 
   router.get('/provision/:state', async (req: Request, res: Response) => {
-    const mac = single(req.query.mac) ?? single(req.query.nodeid);
-    if (mac === null || single(req.query.nodeid) === null) {
+    const macParam = single(req.query.mac);
+    const nodeidParam = single(req.query.nodeid);
+    if (macParam === null || nodeidParam === null) {
       refuse(res, 400, 'give mac= (or nodeid=) once');
       return;
     }
+    const mac = macParam ?? nodeidParam;
     const state = String(req.params.state);
     let r;
     try {

@@ -47,7 +47,9 @@ export class ProvisiondServer {
 
   start(): Promise<void> {
     if (this.server) return Promise.resolve();
-    const server = net.createServer((s) => this.onConnection(s as Sock));
+    // allowHalfOpen: Perceus clients (and `printf ... | nc`) shut down their sending side
+    // right after the request line; that must not close the reply stream.
+    const server = net.createServer({ allowHalfOpen: true }, (s) => this.onConnection(s as Sock));
     server.maxConnections = this.opts.maxConnections ?? 2048;
     const host = this.opts.listen || '0.0.0.0';
     return new Promise((resolve, reject) => {

@@ -13,6 +13,13 @@ export interface Limits {
   maxWindowsize: number;
   /** Retransmission interval when the client does not negotiate `timeout`. */
   defaultTimeoutMs: number;
+  /**
+   * Largest window in payload bytes (windowsize is lowered to fit). A window is sent in
+   * one burst; Linux charges a datagram's full buffer (about twice an 8 KiB payload)
+   * to the receiver's 208 KiB default socket buffer, so 16 x 8 KiB overflows it and
+   * every window loses its tail. Undefined = no cap.
+   */
+  maxWindowBytes?: number;
 }
 
 export interface Negotiated {
@@ -68,6 +75,10 @@ export function negotiate(asked: Options, order: string[], limits: Limits, size:
         // Unknown options (e.g. multicast, utimeout) are silently declined.
         break;
     }
+  }
+  if (limits.maxWindowBytes !== undefined && out.windowsize > 1 && out.windowsize * out.blksize > limits.maxWindowBytes) {
+    out.windowsize = Math.max(1, Math.floor(limits.maxWindowBytes / out.blksize));
+    if (oack.windowsize !== undefined) oack.windowsize = String(out.windowsize);
   }
   out.oackOrder = order.filter((n) => oack[n] !== undefined);
   if (out.oackOrder.length > 0) out.oack = oack;

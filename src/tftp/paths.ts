@@ -37,6 +37,8 @@ export function cleanName(raw: string): CleanName {
   const bytes = Buffer.from(raw, 'latin1');
   const name = bytes.toString('utf8');
   if (!Buffer.from(name, 'utf8').equals(bytes)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name is not valid UTF-8');
+  // A trailing '/' names a directory, never something we serve.
+  if (name.endsWith('/')) return refuse(ErrorCode.ACCESS_VIOLATION, 'file name ends with "/" (a directory)');
   const parts: string[] = [];
   // Leading '/' is stripped: pxelinux and many firmwares send absolute-looking names.
   for (const seg of name.split('/')) {

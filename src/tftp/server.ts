@@ -35,6 +35,8 @@ export interface TftpServerOptions {
   maxBlksize?: number;
   /** Default 64 (config tftp.max_windowsize). */
   maxWindowsize?: number;
+  /** Cap on a window's payload bytes (windowsize is lowered to fit); default 64 KiB. See options.ts. */
+  maxWindowBytes?: number;
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
@@ -102,6 +104,7 @@ export class TftpServer {
       address: opts.address ?? '0.0.0.0',
       maxBlksize: opts.maxBlksize ?? 65464,
       maxWindowsize: opts.maxWindowsize ?? 64,
+      maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
@@ -254,7 +257,12 @@ export class TftpServer {
     const n = negotiate(
       req.options,
       req.optionOrder,
-      { maxBlksize: this.o.maxBlksize, maxWindowsize: this.o.maxWindowsize, defaultTimeoutMs: this.o.timeoutMs },
+      {
+        maxBlksize: this.o.maxBlksize,
+        maxWindowsize: this.o.maxWindowsize,
+        maxWindowBytes: this.o.maxWindowBytes,
+        defaultTimeoutMs: this.o.timeoutMs,
+      },
       source.size,
     );
     const sock = dgram.createSocket({ type: 'udp4' });

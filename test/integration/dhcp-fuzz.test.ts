@@ -36,6 +36,7 @@ test(`the server survives ${COUNT} random and mutated packets and then serves a 
   const server = await startServer(lab.server, {
     serverAddress: '10.79.0.1',
     dhcp: { mode: 'full', range: ['10.79.0.100', '10.79.0.200'] },
+    statedir: dir, // the real SQLite lease store, so odd hostnames etc. go through putMany too
     nodes: [{ mac: CMAC, ip: '10.79.0.50', name: 'survivor' }],
   });
   let counters: Record<string, number> = {};

@@ -10,7 +10,7 @@ import { bootRouter } from '../../src/http/boot.js';
 import { BootService, storeBootBackend, defaultTemplateDirs } from '../../src/boot/service.js';
 import { TemplateStore } from '../../src/boot/templates.js';
 import { NodeTokens } from '../../src/security/tokens.js';
-import { curl, listen } from './http-curl.js';
+import { curl, lastOf, listen } from './http-curl.js';
 
 const statedir = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-http-boot-'));
 const store = Store.open(statedir);
@@ -91,7 +91,7 @@ test('a provisioning node gets an iPXE script with kernel, initrd=<name>, initrd
   const token = /pxeherd\.token=(\S+)/.exec(kernel)![1]!;
   assert.equal(tokens.verifyToken('52:54:00:00:01:01', token).ok, true);
   assert.equal(tokens.verifyToken('52:54:00:00:01:02', token).ok, false);
-  const ev = events.findLast((e) => e.kind === 'http.ipxe' && e.mac === '52:54:00:00:01:01')!;
+  const ev = lastOf(events, (e) => e.kind === 'http.ipxe' && e.mac === '52:54:00:00:01:01')!;
   assert.equal(ev.node, 'plain');
   assert.equal(ev.detail?.mode, 'provision');
   assert.equal(ev.detail?.template, 'ipxe/default.ipxe');
@@ -120,7 +120,7 @@ test('boot mode local exits to the next boot device with a sanboot fallback', as
   assert.match(r.text, /exit 0/);
   assert.match(r.text, /sanboot --no-describe --drive 0x80/);
   assert.doesNotMatch(r.text, /^kernel /m);
-  assert.equal(events.findLast((e) => e.kind === 'http.ipxe' && e.node === 'loc')?.detail?.mode, 'local');
+  assert.equal(lastOf(events, (e) => e.kind === 'http.ipxe' && e.node === 'loc')?.detail?.mode, 'local');
 });
 
 test('boot mode disabled and a disabled node get a script that says why and does not boot', async () => {
@@ -137,7 +137,7 @@ test('boot mode once provisions on the first script and switches the node to loc
   const first = await get('/boot/52:54:00:00:01:07.ipxe');
   assert.match(first.text, /^kernel http:\/\/10\.81\.0\.1:18110\/vnfs\/centos\/vmlinuz-c/m);
   assert.equal(store.nodes.byMac('52:54:00:00:01:07')!.boot, 'local');
-  assert.equal(events.findLast((e) => e.kind === 'http.ipxe' && e.node === 'one')?.detail?.switchedTo, 'local');
+  assert.equal(lastOf(events, (e) => e.kind === 'http.ipxe' && e.node === 'one')?.detail?.switchedTo, 'local');
   const second = await get('/boot/52:54:00:00:01:07.ipxe');
   assert.match(second.text, /sanboot --no-describe/);
   assert.doesNotMatch(second.text, /^kernel /m);
@@ -155,7 +155,7 @@ test('an unknown MAC gets the discovery script (stage one with a token); with au
   const kernel = r.text.split('\n').find((l) => l.startsWith('kernel '))!;
   assert.ok(kernel.startsWith('kernel http://10.81.0.1:18110/vnfs/stage1/vmlinuz?mac=de-ad-be-ef-00-01 initrd=initrd.img '), kernel);
   assert.equal(tokens.verifyToken('de:ad:be:ef:00:01', /pxeherd\.token=(\S+)/.exec(kernel)![1]!).ok, true);
-  assert.equal(events.findLast((e) => e.kind === 'http.ipxe' && e.mac === 'de:ad:be:ef:00:01')?.detail?.mode, 'discovery');
+  assert.equal(lastOf(events, (e) => e.kind === 'http.ipxe' && e.mac === 'de:ad:be:ef:00:01')?.detail?.mode, 'discovery');
   const u = await get('/boot/de-ad-be-ef-00-01.ipxe', strict.base);
   assert.equal(u.status, 200);
   assert.match(u.text, /auto_register is off/);
@@ -167,7 +167,7 @@ test('a template error is a 500 naming the template, the node and the missing va
   assert.equal(r.status, 500);
   assert.match(r.text, /template ipxe\/group\/broken\.ipxe line 3: \{\{vnfs\.initrdURL\}\} is not defined/);
   assert.match(r.text, /node broken \(52:54:00:00:01:0a\)/);
-  const ev = events.findLast((e) => e.kind === 'http.error' && e.node === 'broken')!;
+  const ev = lastOf(events, (e) => e.kind === 'http.error' && e.node === 'broken')!;
   assert.equal(ev.detail?.status, 500);
   assert.equal(ev.detail?.template, 'ipxe/group/broken.ipxe');
 });
@@ -214,5 +214,35 @@ test('renderBootScript, renderPxelinux and renderGrub share the lookup; dry runs
   assert.equal(store.nodes.byMac('52:54:00:00:01:07')!.boot, 'local');
   // A broken template declines (undefined) and records boot.error.
   assert.equal(s.renderGrub('52:54:00:00:01:0b'), undefined);
-  assert.equal(events.findLast((e) => e.kind === 'boot.error')?.node, 'ghost');
+  assert.equal(lastOf(events, (e) => e.kind === 'boot.error')?.node, 'ghost');
+});
+
+test('bootParts builds the routers, token hooks and TFTP generator from the configuration (key file under statedir)', async () => {
+  const { configSchema } = await import('../../src/config/schema.js');
+  const { bootParts } = await import('../../src/boot/wiring.js');
+  const config = configSchema.parse({ statedir, http: { port: 18112 }, security: { token_ttl_seconds: 300 } });
+  fs.mkdirSync(path.join(statedir, 'tftproot'), { recursive: true });
+  fs.writeFileSync(path.join(statedir, 'tftproot', 'ipxe.efi'), 'EFI');
+  fs.mkdirSync(path.join(statedir, 'vnfs', 'centos'), { recursive: true });
+  fs.writeFileSync(path.join(statedir, 'vnfs', 'centos', 'vmlinuz-c'), 'KERNEL');
+  const parts = bootParts({ config, store, serverAddress: '10.81.0.1', events: sink });
+  assert.equal(fs.statSync(path.join(statedir, 'node-token.key')).mode & 0o777, 0o600);
+  const s = await listen(createHttpApp({ routers: parts.routers }), 18112);
+  try {
+    const script = (await get('/boot/52-54-00-00-01-01.ipxe', s.base)).text;
+    assert.match(script, /^kernel http:\/\/10\.81\.0\.1:18112\/vnfs\/centos\/vmlinuz-c/m);
+    const token = /pxeherd\.token=(\S+)/.exec(script)![1]!;
+    assert.equal(parts.tokens.verifyToken('52:54:00:00:01:01', token).ok, true);
+    assert.equal((await get('/tftp/ipxe.efi', s.base)).text, 'EFI');
+    assert.equal((await get('/vnfs/centos/vmlinuz-c?mac=52-54-00-00-01-01', s.base)).text, 'KERNEL');
+    const px = await parts.tftpGenerate({ kind: 'pxelinux', mac: '52:54:00:00:01:01' });
+    assert.match(px!.toString(), /KERNEL http:\/\/10\.81\.0\.1:18112\/vnfs\/centos\/vmlinuz-c/);
+    // The provision hooks refuse a known node without a token.
+    const denied = parts.authorize(store.nodes.byMac('52:54:00:00:01:01')!, { query: {}, socket: { remoteAddress: '10.81.0.21' } }, { registered: false, state: 'init' });
+    assert.equal(denied.ok, false);
+    const ok = parts.provisiondAuthorize(store.nodes.byMac('52:54:00:00:01:01')!, { params: { token }, ip: '10.81.0.21', registered: false, state: 'init' });
+    assert.deepEqual(ok, { ok: true });
+  } finally {
+    await s.close();
+  }
 });

@@ -65,3 +65,9 @@ export async function listen(app: Express, port: number): Promise<{ server: http
       }),
   };
 }
+
+/** The last element matching (Array.prototype.findLast is ES2023, newer than the project's target). */
+export function lastOf<T>(xs: T[], p: (x: T) => boolean): T | undefined {
+  for (let i = xs.length - 1; i >= 0; i--) if (p(xs[i]!)) return xs[i];
+  return undefined;
+}

@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, rmSync, statSync, chmodSync } from 'node:fs';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync, existsSync, rmSync, statSync, chmodSync, symlinkSync } from 'node:fs';
+import { execFileSync, spawnSync, execFile } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import type { BootEvent, Node } from '../../src/nodes/types.js';
@@ -57,6 +57,15 @@ function engine(dir: string, spawner: Spawner, over: Partial<EngineOptions> = {}
   return { eng, events };
 }
 
+/** Async: the HTTP server under test lives in this process, spawnSync would deadlock it. */
+function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { ...opts, encoding: 'utf8', timeout: 20_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
 const echo = (s: string) => `#!/bin/sh\necho 'echo ${s}'\n`;
 
 for (const sp of spawners) {
@@ -86,8 +95,8 @@ for (const sp of spawners) {
     assert.deepEqual(list.order.map((s) => `${s.where}/${s.name}`), ['vnfs/centos/05-vnfs', 'all/10-base', 'node/n0001/20-over', 'all/Z-upper']);
     assert.deepEqual(
       list.skipped.map((s) => `${s.where}/${s.name}`),
-      ['all/20-over', 'group/compute/20-over', 'all/30-noexec', 'vnfs/centos/10-base'].sort(),
-      // order: by name, then most specific first
+      // by name, then most specific place first
+      ['vnfs/centos/10-base', 'group/compute/20-over', 'all/20-over', 'all/30-noexec'],
     );
     assert.match(list.skipped.find((s) => s.name === '30-noexec')!.reason, /not executable/);
     // another node of another group sees its own scripts only
@@ -311,7 +320,14 @@ test('default nodescripts: getfile fetches from the master with busybox wget', a
   t.after(() => eng.close());
   const r = await eng.renderScript(node(), 'init');
   const work = mkdtempSync(path.join(tmp, 'node-'));
-  const sh = spawnSync('busybox', ['sh', '-c', `${r.text}\ngetfile vnfs/$VNFS/hello.txt && cat hello.txt && getfile vnfs/missing out.txt; echo rc=$?; ls`], { cwd: work, encoding: 'utf8' });
+  // The node side: busybox sh with busybox's own wget and timeout first in PATH.
+  const bin = path.join(work, '.bin');
+  mkdirSync(bin);
+  for (const a of ['wget', 'timeout']) symlinkSync('/bin/busybox', path.join(bin, a));
+  const sh = await run('busybox', ['sh', '-c', `${r.text}\ngetfile vnfs/$VNFS/hello.txt && cat hello.txt && getfile vnfs/missing out.txt; echo rc=$?; ls`], {
+    cwd: work,
+    env: { PATH: `${bin}:/usr/bin:/bin` },
+  });
   assert.match(sh.stdout, /hello from master\nrc=1\nhello.txt\n$/);
   assert.match(sh.stderr, /getfile: cannot fetch http:\/\/127.0.0.1:19871\/px\/vnfs\/missing/);
 });

@@ -66,6 +66,18 @@ test('golden: our offer to the iPXE client carries 175.176=1, the script URL and
   assert.deepEqual(decodeSubOptions(p.options.get(Opt.Ipxe))?.get(176), Buffer.from([1]));
 });
 
+test('golden: an OFFER from dnsmasq (another implementation) decodes: boot file in option 67, TFTP server in 66', () => {
+  const p = mustDecode(fixture('dnsmasq-offer'));
+  assert.equal(p.op, 2);
+  assert.equal(messageType(p.options), MessageType.Offer);
+  assert.equal(p.xid, 0x11223344);
+  assert.equal(p.yiaddr, '10.79.0.156');
+  assert.equal(getIp(p.options, Opt.ServerId), '10.79.0.2');
+  assert.equal(getString(p.options, Opt.BootFile), 'pxelinux.0');
+  assert.equal(getString(p.options, Opt.TftpServer), 'boot');
+  assert.equal(p.file, '', 'dnsmasq used the options, not the BOOTP field, because the client asked for 66/67');
+});
+
 test('a long option is split into 255-byte pieces and joined again on decode (RFC 3396)', () => {
   const p = emptyPacket(2);
   const long = Buffer.alloc(600, 7);
@@ -157,4 +169,12 @@ test('sub-options of 43/175 round-trip and a truncated one is rejected', () => {
   assert.deepEqual(b, Buffer.from([6, 1, 8, 71, 4, 0x80, 0, 0, 0, 255]));
   assert.deepEqual(decodeSubOptions(b), subs);
   assert.equal(decodeSubOptions(Buffer.from([6, 5, 1])), undefined);
+});
+
+test('ipToInt accepts exactly dotted quads of 0-255', async () => {
+  const { ipToInt, intToIp } = await import('../../src/dhcp/ip.js');
+  assert.equal(ipToInt('10.79.0.1'), 0x0a4f0001);
+  assert.equal(ipToInt('255.255.255.255'), 0xffffffff);
+  assert.equal(intToIp(ipToInt('192.168.1.200')!), '192.168.1.200');
+  for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '1.2.3.', 'a.b.c.d', '1.2.3.4 ', '0001.2.3.4']) assert.equal(ipToInt(bad), undefined, bad);
 });

@@ -1,0 +1,154 @@
+/**
+ * DHCP throughput: ISC perfdhcp against pxeherd, dnsmasq and ISC Kea in one run, each inside a
+ * network namespace pair (phdhcp-sbn server side, phdhcp-cbn perfdhcp side), at rising offered
+ * rates. Prints completed DORA exchanges per second, drops, and pxeherd's ratio to the others.
+ *
+ *   node --import tsx bench/dhcp.ts [--rates 500,1000,2000,3000] [--secs 10] [--servers pxeherd,kea,dnsmasq]
+ *
+ * Pool: a /16 (10.79.1.0 - 10.79.255.254) so addresses never run out. pxeherd stores leases in
+ * the real SQLite store (src/store, WAL): every ACK's lease is on disk before the ACK is sent.
+ * Kea uses its memfile (CSV) lease file, dnsmasq its lease file. Needs root, perfdhcp
+ * (kea-admin), kea-dhcp4-server and dnsmasq.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createLab, labUnavailable, nsExec, sh, startServer, type Lab } from '../test/integration/dhcp-lab.js';
+
+function opt(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
+}
+const RATES = opt('rates', '500,1000,2000,3000').split(',').map(Number);
+const SECS = Number(opt('secs', '10'));
+const SERVERS = opt('servers', 'pxeherd,kea,dnsmasq').split(',');
+const CLIENTS = 60000;
+
+interface Result {
+  server: string;
+  rate: number;
+  exchangesPerSec: number;
+  drops: number;
+  sent: number;
+  avgDelayMs: number;
+}
+
+async function waitPort(ns: string, port: number, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const { stdout } = await nsExec(ns, 'ss', ['-Hlun', `sport = :${port}`]).catch(() => ({ stdout: '' }));
+    if (stdout.trim()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`nothing listens on ${port} in ${ns}`);
+}
+
+async function startOther(kind: 'kea' | 'dnsmasq', ns: string, dir: string): Promise<ChildProcess> {
+  let p: ChildProcess;
+  if (kind === 'kea') {
+    const conf = path.join(dir, 'kea.json');
+    writeFileSync(
+      conf,
+      JSON.stringify({
+        Dhcp4: {
+          'interfaces-config': { interfaces: ['br0'], 'dhcp-socket-type': 'udp' },
+          'lease-database': { type: 'memfile', persist: true, name: path.join(dir, 'kea-leases4.csv'), 'lfc-interval': 0 },
+          'valid-lifetime': 3600,
+          'renew-timer': 1800,
+          'rebind-timer': 3150,
+          subnet4: [{ id: 1, subnet: '10.79.0.0/16', pools: [{ pool: '10.79.1.0 - 10.79.255.254' }] }],
+          loggers: [{ name: 'kea-dhcp4', output_options: [{ output: path.join(dir, 'kea.log') }], severity: 'WARN' }],
+        },
+      }),
+    );
+    p = spawn('ip', ['netns', 'exec', ns, 'kea-dhcp4', '-c', conf], { stdio: 'ignore', env: { ...process.env, KEA_PIDFILE_DIR: dir, KEA_LOCKFILE_DIR: dir } });
+  } else {
+    p = spawn(
+      'ip',
+      ['netns', 'exec', ns, 'dnsmasq', '--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces', '--dhcp-range=10.79.1.0,10.79.255.254,255.255.0.0,1h',
+        '--dhcp-lease-max=100000', '--no-ping', '--dhcp-authoritative', '--no-resolv', '--no-hosts', `--dhcp-leasefile=${path.join(dir, 'dnsmasq.leases')}`, `--pid-file=${path.join(dir, 'dnsmasq.pid')}`],
+      { stdio: 'ignore' },
+    );
+  }
+  await waitPort(ns, 67);
+  return p;
+}
+
+function parse(out: string) {
+  const sect = (name: string) => out.split(`***Statistics for: ${name}***`)[1] ?? '';
+  const num = (s: string, key: string) => Number(new RegExp(`${key}: ([\\d.]+)`).exec(s)?.[1] ?? NaN);
+  const dO = sect('DISCOVER-OFFER');
+  const rA = sect('REQUEST-ACK');
+  return { doSent: num(dO, 'sent packets'), doDrops: num(dO, 'drops'), raRecv: num(rA, 'received packets'), raDrops: num(rA, 'drops'), raDelay: num(rA, 'avg delay') };
+}
+
+async function runOne(lab: Lab, server: string, rate: number, dir: string): Promise<Result> {
+  const sdir = mkdtempSync(path.join(dir, `${server}-${rate}-`));
+  let stop: () => Promise<unknown>;
+  if (server === 'pxeherd') {
+    const s = await startServer(lab.server, { serverAddress: '10.79.0.1', statedir: sdir, dhcp: { mode: 'full', range: ['10.79.1.0', '10.79.255.254'], netmask: '255.255.0.0' } });
+    stop = () => s.stop();
+  } else {
+    const p = await startOther(server as 'kea' | 'dnsmasq', lab.server, sdir);
+    stop = () =>
+      new Promise((r) => {
+        p.once('exit', r);
+        p.kill('SIGTERM');
+        setTimeout(() => p.kill('SIGKILL'), 3000);
+      });
+  }
+  try {
+    const { stdout } = await nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', String(rate), '-R', String(CLIENTS), '-p', String(SECS), '10.79.0.1'], (SECS + 30) * 1000).catch(
+      (e) => ({ stdout: String(e.stdout ?? '') }),
+    );
+    const p = parse(stdout);
+    return { server, rate, exchangesPerSec: p.raRecv / SECS, drops: p.doDrops + p.raDrops, sent: p.doSent, avgDelayMs: p.raDelay };
+  } finally {
+    await stop();
+  }
+}
+
+async function main() {
+  const why = labUnavailable(['perfdhcp', 'kea-dhcp4', 'dnsmasq']);
+  if (why) {
+    console.error(`bench/dhcp.ts: ${why}`);
+    process.exit(2);
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-bench-'));
+  const lab = await createLab('bn');
+  const results: Result[] = [];
+  try {
+    // One /16 for the whole link: perfdhcp (acting as a relay, giaddr 10.79.0.2) and the servers.
+    await sh('ip', ['-n', lab.server, 'addr', 'flush', 'dev', 'br0']);
+    await sh('ip', ['-n', lab.server, 'addr', 'add', '10.79.0.1/16', 'dev', 'br0']);
+    await sh('ip', ['-n', lab.client, 'addr', 'add', '10.79.0.2/16', 'dev', 'eth0']);
+    console.log(`perfdhcp: ${SECS} s per run, ${CLIENTS} simulated clients, /16 pool; rates ${RATES.join(', ')} DORA/s offered`);
+    console.log('server     offered/s  DORA/s   drops  avg-ACK-delay');
+    for (const rate of RATES) {
+      for (const server of SERVERS) {
+        const r = await runOne(lab, server, rate, dir);
+        results.push(r);
+        console.log(`${server.padEnd(10)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms`);
+      }
+    }
+  } finally {
+    await lab.cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log('\nratios (pxeherd DORA/s ÷ other DORA/s at the same offered rate)');
+  for (const rate of RATES) {
+    const px = results.find((r) => r.server === 'pxeherd' && r.rate === rate);
+    if (!px) continue;
+    const parts = SERVERS.filter((s) => s !== 'pxeherd').map((s) => {
+      const o = results.find((r) => r.server === s && r.rate === rate);
+      return `vs ${s} ${o && o.exchangesPerSec > 0 ? (px.exchangesPerSec / o.exchangesPerSec).toFixed(2) : 'n/a'}x`;
+    });
+    console.log(`  ${String(rate).padStart(5)}/s: ${parts.join('   ')}   (pxeherd drops ${px.drops})`);
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "bindtodevice",
+      "sources": ["bindtodevice.c"],
+      "cflags": ["-Wall", "-O2"]
+    }
+  ]
+}

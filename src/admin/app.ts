@@ -1,0 +1,54 @@
+import express, { type Express, type Request, type Response, type NextFunction } from 'express';
+import { CONTENT_TYPE } from '../metrics/registry.js';
+import { AdminAuth } from './auth.js';
+import { createApiRouter, sendError } from './api.js';
+import { createUiRouter } from './ui.js';
+import type { AdminDeps } from './deps.js';
+import { HttpError } from './errors.js';
+
+export interface AdminApp {
+  /** The request handler for the admin listener (admin.listen:admin.port). */
+  handler: Express;
+  /** End open event streams so the listener can close. */
+  close(): void;
+}
+
+/**
+ * The admin listener: REST API under /api/v1, the web UI at / and /ui/..., and /metrics.
+ * Separate from the node-facing HTTP server so it can stay on loopback.
+ */
+export function createAdminApp(deps: AdminDeps): AdminApp {
+  const auth = new AdminAuth(deps.tokens);
+  const streams = new Set<() => void>();
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/healthz', (_req, res) => {
+    res.type('text/plain').send('ok\n');
+  });
+
+  app.get('/metrics', (req: Request, res: Response) => {
+    if (deps.metricsPublic === false) {
+      const who = auth.identify(req, { cookie: false });
+      if (!who.role) return sendError(res, new HttpError(401, who.problem));
+    }
+    if (!deps.metrics) return sendError(res, new HttpError(404, 'metrics are not enabled in this server'));
+    res.set('Cache-Control', 'no-store').type(CONTENT_TYPE).send(deps.metrics.render());
+  });
+
+  app.use('/api/v1', createApiRouter(deps, auth, streams));
+  app.use('/api', (req, res) => sendError(res, new HttpError(404, `no API at ${req.originalUrl}: the API is under /api/v1`)));
+  app.use(createUiRouter(deps, auth, streams));
+  app.use((req: Request, res: Response) => {
+    res.status(404).type('text/plain').send(`pxeherd admin: nothing at ${req.path}\n`);
+  });
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => sendError(res, err));
+
+  return {
+    handler: app,
+    close() {
+      for (const end of [...streams]) end();
+    },
+  };
+}

@@ -1,0 +1,39 @@
+import type { Store } from '../store/store.js';
+import type { NodeService } from '../nodes/service.js';
+import type { Node } from '../nodes/types.js';
+import type { AdminTokens } from './tokens.js';
+
+/** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
+export interface ScriptsApi {
+  list(node: Node, state: string): unknown | Promise<unknown>;
+  render(node: Node, state: string): unknown | Promise<unknown>;
+}
+
+export interface ExplainOptions {
+  arch?: number;
+  ipxe?: boolean;
+  proxy?: boolean;
+  httpClient?: boolean;
+}
+
+export interface AdminDeps {
+  store: Store;
+  /** The same service the CLI uses: one set of validation rules and messages. */
+  service: NodeService;
+  tokens: AdminTokens;
+  /** GET /metrics renders this (createMetrics(store)); absent: /metrics answers 404. */
+  metrics?: { render(): string };
+  /**
+   * /metrics without a token (default true): it carries only aggregate counts (no node
+   * names, MACs or attributes) and Prometheus then needs no secret. false: a token
+   * (read-only is enough) is required.
+   */
+  metricsPublic?: boolean;
+  scripts?: ScriptsApi;
+  explain?: (mac: string, opts: ExplainOptions) => unknown | Promise<unknown>;
+  /** Where the handlebars pages are (default: the package's templates/ui). */
+  templatesDir?: string;
+  now?: () => number;
+  /** SSE keep-alive comment interval (default 15 s). */
+  heartbeatMs?: number;
+}

@@ -1,0 +1,52 @@
+import path from 'node:path';
+import type { Router } from 'express';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/store.js';
+import type { EventSink } from '../nodes/types.js';
+import { bootServiceFor, defaultTemplateDirs, type BootService } from './service.js';
+import { bootRouter } from '../http/boot.js';
+import { storeVnfsFiles, tftpHttpRouter, vnfsRouter } from '../http/vnfs.js';
+import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
+import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
+
+/**
+ * Everything the boot path contributes to the server, built from the configuration in one
+ * call, for src/server/server.ts:
+ *
+ *   const boot = bootParts({ config, store, serverAddress: address, events });
+ *   createHttpApp({ routers: [provisionRouter(svc, { authorize: boot.authorize }), ...boot.routers] });
+ *   new ProvisiondServer(svc, { ..., authorize: boot.provisiondAuthorize });
+ *   tftp generate: boot.tftpGenerate;   explain: boot.boot.renderBootScript(mac)
+ */
+export interface BootParts {
+  boot: BootService;
+  tokens: NodeTokens;
+  /** /boot/<mac>.ipxe + /boot.ipxe, /vnfs/NAME/FILE, /tftp/FILE */
+  routers: Router[];
+  /** provisionRouter's `authorize` option. */
+  authorize: ReturnType<typeof httpAuthorizer>;
+  /** ProvisiondServer's `authorize` option. */
+  provisiondAuthorize: ReturnType<typeof provisiondAuthorizer>;
+  /** The TFTP server's GenerateFn: pxelinux.cfg/* and grub.cfg* rendered from templates. */
+  tftpGenerate: (req: { kind: 'pxelinux' | 'grub'; mac?: string }) => Promise<Buffer | undefined>;
+}
+
+export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number }): BootParts {
+  const { config, store, events } = args;
+  const tokens = nodeTokensFor(config.statedir, config.security.token_ttl_seconds, args.now);
+  const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir) });
+  const tftpRoot = config.tftp.root || path.join(config.statedir, 'tftproot');
+  const auth = { enabled: config.security.node_tokens, tokens, events };
+  return {
+    boot,
+    tokens,
+    routers: [
+      bootRouter({ boot, events }),
+      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events }),
+      tftpHttpRouter({ root: tftpRoot, events }),
+    ],
+    authorize: httpAuthorizer(auth),
+    provisiondAuthorize: provisiondAuthorizer(auth),
+    tftpGenerate: (req) => Promise.resolve(req.kind === 'pxelinux' ? boot.renderPxelinux(req.mac) : boot.renderGrub(req.mac)),
+  };
+}

@@ -1,0 +1,72 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Command, Option } from 'commander';
+import type { Run } from '../main.js';
+import { RuntimeFailure } from '../context.js';
+import { buildStage1, DEFAULT_MODULES, STAGE1_CMDLINE } from '../../stage1/build.js';
+import { defaultCacheDir, Stage1Error } from '../../stage1/debs.js';
+import { defaultTemplateDirs } from '../../boot/service.js';
+
+/** `pxeherd stage1 build`: the discovery/provisioning image, registered as VNFS "stage1". */
+export function stage1Command(run: Run): Command {
+  const stage1 = new Command('stage1').description('the stage-one image: a Debian kernel + busybox initramfs that runs the init nodescripts');
+  stage1
+    .command('build')
+    .description('build vmlinuz + initrd.img from Debian packages and register them as VNFS "stage1"')
+    .option('--out <DIR>', 'also keep vmlinuz and initrd.img in DIR')
+    .option('--kernel-package <NAME>', 'kernel package (default: what linux-image-amd64 depends on)')
+    .option('--cache <DIR>', 'where downloaded packages are kept between builds', defaultCacheDir())
+    .option('--modules <LIST>', 'comma-separated NIC modules to include (their dependencies come along)', DEFAULT_MODULES.join(','))
+    .option('--name <VNFS>', 'VNFS name to register', 'stage1')
+    .option('--no-register', 'only build, do not register a VNFS')
+    .addOption(new Option('--json', 'machine-readable output (stable schema)'))
+    .action(
+      run((ctx, o: { out?: string; kernelPackage?: string; cache: string; modules: string; name: string; register: boolean }) => {
+        const outDir = o.out ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-stage1-out-'));
+        if (!o.out && !o.register) throw new RuntimeFailure('--no-register without --out would throw the image away: give --out DIR', 2);
+        try {
+          let result;
+          try {
+            result = buildStage1({
+              outDir,
+              cacheDir: o.cache,
+              templatesDirs: defaultTemplateDirs(ctx.config.statedir),
+              kernelPackage: o.kernelPackage,
+              modules: o.modules.split(',').map((s) => s.trim()).filter(Boolean),
+              log: (m) => ctx.io.err(`pxeherd: ${m}\n`),
+            });
+          } catch (e) {
+            if (e instanceof Stage1Error) throw new RuntimeFailure(e.message);
+            throw e;
+          }
+          let vnfsDir: string | undefined;
+          if (o.register) {
+            // Keep an admin's command line across rebuilds.
+            const existing = ctx.store.vnfs.get(o.name);
+            ctx.nodes.addVnfs({ name: o.name, kernel: result.kernel, initrd: result.initrd, cmdline: existing?.cmdline ?? STAGE1_CMDLINE });
+            vnfsDir = ctx.nodes.vnfsDir(o.name);
+          }
+          ctx.print(
+            {
+              kernel: o.out ? result.kernel : null,
+              initrd: o.out ? result.initrd : null,
+              kernelVersion: result.kernelVersion,
+              kernelPackage: result.kernelPackage,
+              modules: result.modules,
+              initrdBytes: result.initrdBytes,
+              vnfs: o.register ? o.name : null,
+              vnfsDir: vnfsDir ?? null,
+            },
+            () =>
+              `stage one: kernel ${result.kernelVersion} (${result.kernelPackage}), initrd ${(result.initrdBytes / 1048576).toFixed(2)} MiB, modules ${result.modules.join(' ')}\n` +
+              (o.out ? `files: ${result.kernel} ${result.initrd}\n` : '') +
+              (o.register ? `registered as VNFS ${o.name} in ${vnfsDir}\n` : ''),
+          );
+        } finally {
+          if (!o.out) fs.rmSync(outDir, { recursive: true, force: true });
+        }
+      }),
+    );
+  return stage1;
+}

@@ -1,0 +1,153 @@
+import type { BootEvent, Node } from '../nodes/types.js';
+import { Registry, type Counter, type Histogram } from './registry.js';
+
+/** What metrics need from the store: the live event feed and the nodes (for per-state gauges). */
+export interface MetricsSource {
+  nodes: { all(): Node[] };
+  events: { subscribe(fn: (ev: BootEvent) => void): () => void };
+}
+
+export interface PxeherdMetrics {
+  registry: Registry;
+  /** The exposition text for GET /metrics. */
+  render(): string;
+  /** Count one event (called for every event of the live feed; public for tests). */
+  observeEvent(ev: BootEvent): void;
+  /** Stop following the event feed. */
+  close(): void;
+}
+
+/** Seconds: a provision run is a few scripts, usually well under a minute; timeouts reach minutes. */
+export const PROVISION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+const DHCP_RECEIVED = new Set(['discover', 'request', 'decline', 'release', 'inform']);
+const DHCP_SENT = new Set(['offer', 'ack', 'nak']);
+/** Keep label sets bounded: anything unexpected is counted as "other". */
+const HTTP_ROUTES = new Set(['ipxe', 'kernel', 'initrd', 'file', 'provision', 'boot', 'vnfs', 'files', 'loader', 'grub', 'pxelinux']);
+
+const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
+
+/** The HTTP route an error event belongs to, from its path's first segment. */
+function routeOfPath(path: unknown): string {
+  if (typeof path !== 'string') return 'other';
+  const seg = path.split('/').filter(Boolean)[0] ?? '';
+  return HTTP_ROUTES.has(seg) ? seg : 'other';
+}
+
+/** Why a nodescript failed, as a small fixed set (the event's reason is a sentence). */
+export function nodescriptFailureReason(d: Record<string, unknown>): string {
+  const reason = typeof d.reason === 'string' ? d.reason : '';
+  if (d.timedOut === true || reason === 'timeout' || reason.startsWith('timed out')) return 'timeout';
+  if (reason.startsWith('cannot execute')) return 'spawn';
+  if (reason.startsWith('output larger')) return 'output';
+  if (d.signal || reason.startsWith('killed')) return 'signal';
+  return 'exit';
+}
+
+/**
+ * pxeherd's metrics are derived from the event stream: every protocol already records what
+ * it did, so counting events keeps the servers free of metrics code and the numbers equal
+ * to what the event log says. Node counts per state are read from the store at scrape time.
+ */
+export function createMetrics(source: MetricsSource, opts: { subscribe?: boolean } = {}): PxeherdMetrics {
+  const r = new Registry();
+  const c = {
+    events: r.counter('pxeherd_events_total', 'Boot events recorded, by protocol (first part of the event kind).', ['protocol']),
+    dhcp: r.counter('pxeherd_dhcp_messages_total', 'DHCP messages by type and result (received, sent, proxy, ignored).', ['type', 'result']),
+    tftpTransfers: r.counter('pxeherd_tftp_transfers_total', 'TFTP transfers by result (ok, error, refused, probe = UEFI tsize probe).', ['result']),
+    tftpBytes: r.counter('pxeherd_tftp_bytes_sent_total', 'Bytes sent by TFTP (finished and failed transfers).'),
+    tftpErrors: r.counter('pxeherd_tftp_errors_total', 'TFTP transfers that failed or were refused (UEFI tsize probes excluded).'),
+    http: r.counter('pxeherd_http_requests_total', 'HTTP boot requests by route and status.', ['route', 'status']),
+    httpBytes: r.counter('pxeherd_http_bytes_sent_total', 'Bytes sent by HTTP boot routes.', ['route']),
+    provision: r.counter('pxeherd_provision_total', 'Provision runs (nodescript streams) by result.', ['result']),
+    provisionSeconds: r.histogram('pxeherd_provision_duration_seconds', 'Time to assemble and stream the nodescripts of one provision request.', ['result'], PROVISION_BUCKETS),
+    nsFailures: r.counter('pxeherd_nodescript_failures_total', 'Nodescripts that failed, by reason (exit, timeout, signal, spawn, output).', ['reason']),
+    nsTimeouts: r.counter('pxeherd_nodescript_timeouts_total', 'Nodescripts killed by their timeout.'),
+    registered: r.counter('pxeherd_nodes_registered_total', 'Nodes registered automatically on first contact.'),
+    denied: r.counter('pxeherd_security_denied_total', 'Provision requests refused by the node token check.'),
+  } satisfies Record<string, Counter | Histogram>;
+  // Both node gauges read one snapshot per scrape: loading every node is the costly part.
+  let snapshot: Node[] | undefined;
+  const nodesNow = () => (snapshot ??= source.nodes.all());
+  r.gauge('pxeherd_nodes', 'Nodes in the database by last reported state ("none" before the first request).', ['state'], (g) => {
+    for (const n of nodesNow()) g.inc({ state: n.state || 'none' });
+  });
+  r.gauge('pxeherd_nodes_disabled', 'Nodes that are disabled (refused provisioning).', [], (g) => {
+    g.set(undefined, nodesNow().filter((n) => !n.enabled).length);
+  });
+
+  function observeEvent(ev: BootEvent): void {
+    const d = (ev.detail ?? {}) as Record<string, unknown>;
+    const dot = ev.kind.indexOf('.');
+    const protocol = dot > 0 ? ev.kind.slice(0, dot) : ev.kind;
+    const what = dot > 0 ? ev.kind.slice(dot + 1) : '';
+    c.events.inc({ protocol: /^[a-z]{1,16}$/.test(protocol) ? protocol : 'other' });
+    switch (protocol) {
+      case 'dhcp':
+        if (DHCP_RECEIVED.has(what)) c.dhcp.inc({ type: what, result: 'received' });
+        else if (DHCP_SENT.has(what)) c.dhcp.inc({ type: what, result: 'sent' });
+        else if (what === 'proxy') c.dhcp.inc({ type: typeof d.reply === 'string' ? d.reply.toLowerCase() : 'offer', result: 'proxy' });
+        else if (what === 'ignored') c.dhcp.inc({ type: 'any', result: 'ignored' });
+        break;
+      case 'tftp': {
+        const bytes = num(d.bytes);
+        if (what === 'done') {
+          c.tftpTransfers.inc({ result: 'ok' });
+          if (bytes) c.tftpBytes.inc(undefined, bytes);
+        } else if (what === 'error') {
+          const result = d.probe === true ? 'probe' : d.refused === true ? 'refused' : 'error';
+          c.tftpTransfers.inc({ result });
+          if (result !== 'probe') c.tftpErrors.inc();
+          if (bytes) c.tftpBytes.inc(undefined, bytes);
+        }
+        break;
+      }
+      case 'http': {
+        const route = what === 'error' ? routeOfPath(d.path) : HTTP_ROUTES.has(what) ? what : 'other';
+        const status = num(d.status) ?? (what === 'error' ? 500 : 200);
+        c.http.inc({ route, status: String(status) });
+        const bytes = num(d.bytes);
+        if (bytes) c.httpBytes.inc({ route }, bytes);
+        break;
+      }
+      case 'provision':
+        if (what === 'end') {
+          const result = d.ok === true ? 'ok' : 'fail';
+          c.provision.inc({ result });
+          // Engines report durationMs; `ms` is accepted too so any producer can feed the histogram.
+          const ms = num(d.durationMs) ?? num(d.ms);
+          if (ms !== undefined) c.provisionSeconds.observe({ result }, ms / 1000);
+        }
+        break;
+      case 'nodescript':
+        if (what === 'fail') {
+          const reason = nodescriptFailureReason(d);
+          c.nsFailures.inc({ reason });
+          if (reason === 'timeout') c.nsTimeouts.inc();
+        }
+        break;
+      case 'node':
+        if (what === 'register') c.registered.inc();
+        break;
+      case 'security':
+        if (what === 'denied') c.denied.inc();
+        break;
+    }
+  }
+
+  const unsubscribe = opts.subscribe === false ? () => undefined : source.events.subscribe(observeEvent);
+  return {
+    registry: r,
+    render: () => {
+      try {
+        return r.render();
+      } finally {
+        snapshot = undefined;
+      }
+    },
+    observeEvent,
+    close: () => {
+      unsubscribe();
+    },
+  };
+}

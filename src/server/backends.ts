@@ -1,0 +1,103 @@
+import fs from 'node:fs';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../store/store.js';
+import type { BootEvent, EventSink } from '../nodes/types.js';
+import type { DhcpBackend, ExplainBackend } from '../dhcp/backend.js';
+import type { ProvisionBackend } from '../provision/backend.js';
+import type { NamingPolicy } from '../store/nodes.js';
+import { InvalidInput } from '../nodes/mac.js';
+import type { Logger } from '../util/log.js';
+
+/** The SQLite store seen through each protocol server's narrow interface. */
+
+export function namingPolicy(config: Config): NamingPolicy {
+  const n = config.nodes;
+  return { pattern: n.name_pattern, firstNumber: n.first_number, defaultGroup: n.default_group, defaultVnfs: n.default_vnfs };
+}
+
+/**
+ * The event sink every protocol server reports to. It completes events (a TFTP transfer knows
+ * only the peer's address: the lease gives the MAC, the MAC gives the node), writes one
+ * structured log line per event, and hands them to the store (batched) and to subscribers.
+ */
+export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => void)[] = []): EventSink {
+  return {
+    record(ev: BootEvent) {
+      const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
+      const d = (e.detail ?? {}) as Record<string, unknown>;
+      if (!e.mac) {
+        const ip = typeof d.ip === 'string' ? d.ip : typeof d.peer === 'string' ? d.peer.replace(/^::ffff:/, '').replace(/:\d+$/, '') : undefined;
+        if (ip) e.mac = store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
+      }
+      if (e.mac && !e.node) e.node = store.nodes.byMac(e.mac)?.name;
+      store.events.record(e);
+      if (log) {
+        const level = /\.(fail|error|denied)$|^nodescript\.fail/.test(e.kind) ? 'warn' : 'info';
+        log[level]({ event: e.kind, node: e.node, mac: e.mac, ...d }, e.kind);
+      }
+      for (const fn of also) fn(e);
+    },
+  };
+}
+
+export function dhcpBackend(store: Store, config: Config, events: EventSink): DhcpBackend {
+  const policy = namingPolicy(config);
+  return {
+    lookupNode(mac, hint) {
+      const existing = store.nodes.byMac(mac);
+      if (existing) return { node: existing, registered: false };
+      if (!config.nodes.auto_register) return undefined;
+      const r = store.nodes.register(mac, policy, { preferredName: hint.hostname });
+      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.registered', detail: { via: 'dhcp' } });
+      return { node: r.node, registered: r.created };
+    },
+    reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
+    bound(mac, ip) {
+      const n = store.nodes.byMac(mac);
+      if (n) store.nodes.touch(mac, n.state, ip);
+    },
+    leases: store.leases,
+    events,
+  };
+}
+
+export function explainBackend(store: Store): ExplainBackend {
+  return {
+    findNode: (mac) => store.nodes.byMac(mac),
+    reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
+    leases: store.leases,
+  };
+}
+
+/** The kernel's ARP table: the MAC of a peer that has no lease (static address, other DHCP server). */
+export function arpLookup(ip: string, file = '/proc/net/arp'): string | undefined {
+  try {
+    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[0] === ip && f[3] && f[3] !== '00:00:00:00:00:00') return f[3].toLowerCase();
+    }
+  } catch {
+    /* no /proc: no ARP answer */
+  }
+  return undefined;
+}
+
+export function provisionBackend(store: Store, config: Config, events: EventSink): ProvisionBackend {
+  const policy = namingPolicy(config);
+  return {
+    byMac: (mac) => store.nodes.byMac(mac),
+    byName: (name) => store.nodes.byName(name),
+    macForIp: (ip) => store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac ?? arpLookup(ip),
+    register(mac, opts) {
+      if (!config.nodes.auto_register) {
+        throw new InvalidInput(`unknown node ${mac} and nodes.auto_register is off: add it with "pxeherd node add ${mac}"`, 'mac');
+      }
+      const r = store.nodes.register(mac, policy, { preferredName: opts.name, ip: opts.ip });
+      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.registered', detail: { via: 'provision' } });
+      return r.node;
+    },
+    touch: (mac, state, ip) => store.nodes.touch(mac, state, ip),
+    attrsFor: (node) => store.attrsFor(node),
+    events,
+  };
+}

@@ -1,0 +1,88 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { configSchema } from '../../src/config/schema.js';
+import { emptyPacket, encode } from '../../src/dhcp/codec.js';
+import type { Reply } from '../../src/dhcp/handler.js';
+import { MemoryDhcpBackend, MemoryLeaseStore } from '../../src/dhcp/memory-backend.js';
+import { enc, MessageType, Opt } from '../../src/dhcp/options.js';
+import { DhcpServer } from '../../src/dhcp/server.js';
+import { macToBuffer } from '../../src/nodes/mac.js';
+import type { Lease } from '../../src/nodes/types.js';
+
+const cfg = configSchema.parse({ dhcp: { mode: 'full', range: ['10.0.0.100', '10.0.0.200'] } }).dhcp;
+
+function request(i: number) {
+  const p = emptyPacket(1);
+  macToBuffer(`52:54:00:00:10:${String(i).padStart(2, '0')}`).copy(p.chaddr);
+  p.options.set(Opt.MessageType, enc.u8(MessageType.Request));
+  p.options.set(Opt.RequestedIp, enc.ip(`10.0.0.${100 + i}`));
+  return encode(p);
+}
+
+test('ACKs decided in one event-loop turn are stored in one putMany, and none is sent before it returns', async () => {
+  const log: string[] = [];
+  class SpyStore extends MemoryLeaseStore {
+    override putMany(leases: Lease[]) {
+      log.push(`put ${leases.length}`);
+      super.putMany(leases);
+    }
+  }
+  const backend = new MemoryDhcpBackend({ leases: new SpyStore() });
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend });
+  server.getHandler().load();
+  // Drive the socket path without sockets: replace the sender, deliver datagrams as the socket would.
+  const s = server as unknown as { send(r: Reply): void; onMessage(b: Buffer, r: dgram.RemoteInfo, via: string): void };
+  s.send = (r) => log.push(`send ${r.packet.yiaddr}`);
+  const rinfo = { address: '0.0.0.0', port: 68, family: 'IPv4', size: 300 } as dgram.RemoteInfo;
+  for (let i = 0; i < 3; i++) s.onMessage(request(i), rinfo, 'dhcp');
+  assert.deepEqual(log, [], 'nothing sent or stored synchronously');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(log, ['put 3', 'send 10.0.0.100', 'send 10.0.0.101', 'send 10.0.0.102']);
+  assert.deepEqual(backend.boundCalls.map((b) => b.ip), ['10.0.0.100', '10.0.0.101', '10.0.0.102']);
+});
+
+test('when the lease store fails, the ACKs of that batch are not sent and the failure is counted', async () => {
+  const sent: string[] = [];
+  const leases = new MemoryLeaseStore();
+  leases.putMany = () => {
+    throw new Error('disk full');
+  };
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend({ leases }) });
+  const s = server as unknown as { send(r: Reply): void; onMessage(b: Buffer, r: dgram.RemoteInfo, via: string): void };
+  s.send = (r) => sent.push(r.packet.yiaddr);
+  s.onMessage(request(1), { address: '0.0.0.0', port: 68, family: 'IPv4', size: 300 }, 'dhcp');
+  await new Promise((r) => setImmediate(r));
+  assert.deepEqual(sent, []);
+  assert.equal(server.counters.storeErrors, 1);
+});
+
+test('undecodable datagrams are counted as malformed and answered with nothing', () => {
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
+  const out = server.receive(Buffer.from('not dhcp'), { via: 'dhcp', from: { address: '1.2.3.4', port: 68 } });
+  assert.deepEqual(out.replies, []);
+  assert.deepEqual([server.counters.received, server.counters.malformed], [1, 1]);
+});
+
+test('start() rejects with a one-line "already in use" error when the port is taken, and stop() is safe after', async () => {
+  const holder = dgram.createSocket('udp4');
+  await new Promise<void>((r) => holder.bind({ address: '127.0.0.1', port: 0 }, () => r()));
+  const port = holder.address().port;
+  const server = new DhcpServer({ config: { ...cfg, port }, serverAddress: '127.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend(), listenAddress: '127.0.0.1' });
+  try {
+    await assert.rejects(server.start(), (e: Error) => {
+      assert.match(e.message, new RegExp(`^DHCP: cannot listen on UDP port ${port}: already in use`));
+      assert.equal(e.message.includes('\n'), false);
+      return true;
+    });
+    server.stop();
+  } finally {
+    holder.close();
+  }
+});
+
+test('mode off starts nothing', async () => {
+  const server = new DhcpServer({ config: { ...cfg, mode: 'off' }, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
+  await server.start();
+  server.stop();
+});
