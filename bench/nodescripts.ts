@@ -78,13 +78,15 @@ async function serverRun(kind: 'auto' | 'native' | 'child_process'): Promise<{ t
               res.on('data', (d: string) => (body += d));
               res.on('end', () => {
                 const lines = body.split('\n').filter((l) => l.startsWith('echo step'));
-                if (res.statusCode !== 200 || lines.length !== SCRIPTS || !body.endsWith('# NODESCRIPT END\n')) failures++;
+                if (res.statusCode !== 200 || lines.length !== SCRIPTS || !body.endsWith('# NODESCRIPT END\n')) {
+                  if (failures++ < 3) console.error(`failure for ${mac}: HTTP ${res.statusCode}\n${body.slice(-400)}`);
+                }
                 lat.push(performance.now() - s);
                 resolve();
               });
             })
-            .on('error', () => {
-              failures++;
+            .on('error', (e) => {
+              if (failures++ < 3) console.error(`failure for ${mac}: ${e.message}`);
               resolve();
             });
         }),

@@ -97,6 +97,7 @@ async function main(): Promise<void> {
   writeFileSync(path.join(dir, file), content, { mode: 0o644 });
   const want = createHash('sha256').update(content).digest('hex');
   const procs: ChildProcess[] = [];
+  let pxeherdProc: ChildProcess | undefined;
   spawnSync('ip', ['netns', 'del', NS], { stdio: 'ignore' });
   sh('ip', ['netns', 'add', NS]);
   try {
@@ -112,9 +113,13 @@ async function main(): Promise<void> {
       procs.push(p);
       return p;
     };
+    let pxeStats = '';
     if (serverNames.includes('pxeherd')) {
       const p = exec(['node', '--import', 'tsx', path.join(import.meta.dirname, 'lib-tftp-server.ts'), '--root', dir, '--port', String(PORTS.pxeherd)]);
       await waitForLine(p, /READY/, 20_000);
+      // lib-tftp-server prints its counters (retransmits, duplicate ACKs...) on SIGTERM.
+      p.stderr?.on('data', (d: Buffer) => (pxeStats += d.toString()));
+      pxeherdProc = p;
     }
     if (serverNames.includes('dnsmasq')) {
       exec(['dnsmasq', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--enable-tftp', `--tftp-root=${dir}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--user=root', '--tftp-max=100', `--pid-file=${dir}/dnsmasq.pid`]);
@@ -131,10 +136,14 @@ async function main(): Promise<void> {
       for (const ws of windows)
         for (const bs of blksizes) {
           const row: Row = { bs, ws, conc, mbps: {} };
-          for (const srv of serverNames) {
-            const samples: number[] = [];
-            let failed = false;
-            for (let r = 0; r < runs && !failed; r++) {
+          const samples: Record<string, number[]> = {};
+          const failed = new Set<string>();
+          // Servers take turns within each run (rotating who goes first), so a burst of
+          // load from elsewhere on this shared machine hits all of them alike.
+          for (let r = 0; r < runs; r++) {
+            for (let k = 0; k < serverNames.length; k++) {
+              const srv = serverNames[(k + r) % serverNames.length]!;
+              if (failed.has(srv)) continue;
               const outs = Array.from({ length: conc }, (_, i) => path.join(outDir, `${srv}-${i}`));
               const t0 = process.hrtime.bigint();
               const codes = await Promise.all(outs.map((o) => download(PORTS[srv]!, file, o, bs, ws)));
@@ -147,13 +156,15 @@ async function main(): Promise<void> {
                   ok = false;
                 }
                 rmSync(o, { force: true });
-                if (!ok) failed = true;
+                if (!ok) failed.add(srv);
               }
-              if (!failed) samples.push((conc * content.length) / 1e6 / secs);
+              if (!failed.has(srv)) (samples[srv] ??= []).push((conc * content.length) / 1e6 / secs);
             }
-            samples.sort((a, b) => a - b);
-            row.mbps[srv] = failed ? null : samples[Math.floor(samples.length / 2)]!;
-            process.stderr.write(`bs=${bs} ws=${ws} conc=${conc} ${srv}: ${row.mbps[srv]?.toFixed(1) ?? 'FAILED'} MB/s\n`);
+          }
+          for (const srv of serverNames) {
+            const v = (samples[srv] ?? []).sort((a, b) => a - b);
+            row.mbps[srv] = failed.has(srv) || v.length === 0 ? null : v[Math.floor(v.length / 2)]!;
+            process.stderr.write(`bs=${bs} ws=${ws} conc=${conc} ${srv}: ${row.mbps[srv]?.toFixed(1) ?? 'FAILED'} MB/s  [${v.map((x) => x.toFixed(1)).join(' ')}]\n`);
           }
           rows.push(row);
         }
@@ -169,6 +180,11 @@ async function main(): Promise<void> {
           serverNames.map((s) => fmt(r.mbps[s])).join(' | ') +
           ` | ${ratio(r.mbps.pxeherd, r.mbps.dnsmasq)} | ${ratio(r.mbps.pxeherd, r.mbps['tftpd-hpa'])} |`,
       );
+    }
+    if (pxeherdProc) {
+      pxeherdProc.kill('SIGTERM');
+      await new Promise((r) => pxeherdProc!.once('exit', r));
+      console.log(`pxeherd server counters: ${pxeStats.trim()}`);
     }
   } finally {
     for (const p of procs) if (p.pid && p.exitCode === null) p.kill('SIGTERM');

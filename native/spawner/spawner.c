@@ -306,8 +306,8 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   /* Orphans of nodescripts are re-parented here and reaped, never left as zombies. */
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  /* If the server dies, do not outlive it. */
-  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  /* No PDEATHSIG: if the server dies, its end of stdin closes and the EOF path below kills
+   * the running groups before exiting; a signal would leave them behind. */
   if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) die("pipe");
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);

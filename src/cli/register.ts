@@ -1,3 +1,5 @@
 // Commands beyond node/group/vnfs/serve are added to the CLI here, one line each.
 import { extraCommands } from './main.js';
-void extraCommands;
+import { stage1Command } from './commands/stage1.js';
+
+extraCommands.push(stage1Command);

@@ -1,7 +1,7 @@
 /**
- * Loads the optional native addon (native/bindtodevice/bindtodevice.c; build: make -C native/bindtodevice) that restricts a UDP socket to one
- * interface. Absent (not built, not Linux) -> undefined, and the server answers on all
- * interfaces with a warning.
+ * Loads the optional native addon that restricts a UDP socket to one interface
+ * (native/bindtodevice/bindtodevice.c; build: make -C native/bindtodevice). Absent (not built,
+ * not Linux) -> undefined, and the server answers on all interfaces with a warning.
  */
 import { createRequire } from 'node:module';
 import type dgram from 'node:dgram';

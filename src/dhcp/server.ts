@@ -77,8 +77,13 @@ export class DhcpServer {
   async start(): Promise<void> {
     const cfg = this.opts.config;
     if (cfg.mode === 'off' || cfg.port === 0) return;
-    const handler = this.getHandler();
-    const n = handler.load();
+    let n: number;
+    try {
+      n = this.getHandler().load();
+    } catch (e) {
+      // Bad pools (a range outside its subnet...) or an unreadable lease store: one line, no crash.
+      throw new Error(`DHCP: ${(e as Error).message}`);
+    }
     const listen = this.opts.listenAddress ?? '0.0.0.0';
     try {
       // Probe without SO_REUSEADDR first: a DHCP server already on the port must be reported,

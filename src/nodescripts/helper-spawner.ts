@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants as fsc } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { constants as osc } from 'node:os';
@@ -151,20 +151,34 @@ export class HelperSpawner implements Spawner {
   readonly kind = 'native-helper';
   private readonly helpers: Helper[];
   private nextId = 1;
+  private readonly log: (msg: string) => void;
+  /** Set when the helper cannot be started at all; jobs then go to child_process. */
+  private fallback: Spawner | undefined;
 
   constructor(opts: { path?: string; helpers?: number; log?: (msg: string) => void } = {}) {
     const n = Math.max(1, opts.helpers ?? Math.min(4, os.availableParallelism?.() ?? os.cpus().length));
-    const log = opts.log ?? ((m: string) => console.error(m));
-    this.helpers = Array.from({ length: n }, () => new Helper(opts.path ?? DEFAULT_HELPER_PATH, log));
+    this.log = opts.log ?? ((m: string) => console.error(m));
+    this.helpers = Array.from({ length: n }, () => new Helper(opts.path ?? DEFAULT_HELPER_PATH, this.log));
   }
 
-  run(req: SpawnRequest): Promise<SpawnResult> {
+  async run(req: SpawnRequest): Promise<SpawnResult> {
+    if (this.fallback) return this.fallback.run(req);
     // Least loaded helper: forks spread over the cores.
     let best = this.helpers[0]!;
     for (const h of this.helpers) if (h.pending.size < best.pending.size) best = h;
     const id = this.nextId;
     this.nextId = this.nextId >= 0xfffffff0 ? 1 : this.nextId + 1;
-    return best.run(id, req);
+    const r = await best.run(id, req);
+    if (r.pid === 0 && r.spawnError?.startsWith('spawner helper failed')) {
+      // The helper binary itself cannot run (wrong architecture, not executable): the
+      // script never started, so running it with child_process instead is safe.
+      if (!this.fallback) {
+        this.log(`nodescripts: ${r.spawnError}; using child_process from now on (rebuild it: make -C native/spawner)`);
+        this.fallback = new ChildProcessSpawner();
+      }
+      return this.fallback.run(req);
+    }
+    return r;
   }
 
   async close(): Promise<void> {
@@ -180,9 +194,18 @@ export function createSpawner(opts: { helperPath?: string; helpers?: number; log
   const log = opts.log ?? ((m: string) => console.error(m));
   const path = opts.helperPath ?? DEFAULT_HELPER_PATH;
   const prefer = opts.prefer ?? 'auto';
-  if (prefer !== 'child_process' && existsSync(path)) return new HelperSpawner({ path, helpers: opts.helpers, log });
+  if (prefer !== 'child_process' && isExecutable(path)) return new HelperSpawner({ path, helpers: opts.helpers, log });
   if (prefer !== 'child_process') {
     log(`nodescripts: spawner helper ${path} not found, using child_process (slower); build it with: make -C native/spawner`);
   }
   return new ChildProcessSpawner();
+}
+
+function isExecutable(p: string): boolean {
+  try {
+    accessSync(p, fsc.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
 }

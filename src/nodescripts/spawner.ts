@@ -142,9 +142,10 @@ export class ChildProcessSpawner implements Spawner {
         exit = { code, signal };
         // Leftovers in the group would keep stdout open: kill them now.
         if (pid) killGroup(pid, 'SIGKILL');
-        // A process that left the group (setsid) may still hold the pipes: do not wait
-        // for it beyond a short drain period.
-        timers.push(setTimeout(finish, 1000));
+        // Normally 'close' follows as soon as the pipes are drained. Only a process that
+        // left the group (setsid) can hold them open; do not wait for it forever, but give
+        // a loaded machine ample time to deliver what the script wrote.
+        timers.push(setTimeout(finish, Math.max(5000, req.graceMs)));
       });
       child.on('close', finish);
     });

@@ -33,6 +33,11 @@ export function provisionRouter(service: ProvisionService, opts: ProvisionRouter
   const authorize = opts.authorize ?? (() => ({ ok: true }) as const);
 
   router.get('/provision/:state', async (req: Request, res: Response) => {
+    if (req.method === 'HEAD') {
+      // Express answers HEAD with the GET route; that must not run scripts or register nodes.
+      res.status(405).set('Allow', 'GET').end();
+      return;
+    }
     const macParam = single(req.query.mac);
     const nodeidParam = single(req.query.nodeid);
     if (macParam === null || nodeidParam === null) {

@@ -3,9 +3,18 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
+import type { BootEvent } from '../nodes/types.js';
 import type { Logger } from '../util/log.js';
 import { resolveServerAddress } from '../util/net.js';
 import { createHttpApp } from '../http/app.js';
+import { bootParts } from '../boot/wiring.js';
+import { provisionRouter } from '../provision/http.js';
+import { ProvisionService } from '../provision/service.js';
+import { ProvisiondServer } from '../provisiond/server.js';
+import { NodescriptEngine, createSpawner, installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescripts/index.js';
+import { TftpServer, installLoaders } from '../tftp/index.js';
+import { DhcpServer } from '../dhcp/server.js';
+import { dhcpBackend, eventSink, provisionBackend } from './backends.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -18,6 +27,8 @@ export interface RunningServer {
   store: Store;
   address: string;
   services: { name: string; ok: boolean; detail: string }[];
+  /** Subscribe to every boot event as it happens. */
+  onEvent(fn: (ev: BootEvent) => void): () => void;
   stop(): Promise<void>;
 }
 
@@ -46,8 +57,22 @@ export function httpService(name: string, listen: string, port: number, handler:
           resolve(`tcp ${a.address}:${a.port}`);
         });
       }),
-    stop: () => new Promise((resolve) => server.close(() => resolve())),
+    stop: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
+}
+
+/** Wrap a start() that rejects with a raw socket error into the one-line form. */
+async function describeBind<T>(what: string, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new Error(err.code ? bindHint(err, what) : `${what}: ${err.message}`);
+  }
 }
 
 /**
@@ -58,12 +83,88 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   fs.mkdirSync(config.statedir, { recursive: true });
   const store = Store.open(config.statedir);
   const { address, source } = resolveServerAddress(config.address, config.interface);
-  log.info({ address, source, statedir: config.statedir }, 'pxeherd starting');
+  log.info({ address, source, statedir: config.statedir }, `pxeherd starting: nodes reach this master at ${address} (${source})`);
+
+  const listeners = new Set<(ev: BootEvent) => void>();
+  const events = eventSink(store, log, [(ev) => listeners.forEach((fn) => fn(ev))]);
+
+  // Default nodescripts and boot loaders: copied in on first start, never over an admin's files.
+  const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
+  if (installed.length) log.info({ dir: config.nodescripts.dir, files: installed.length }, `installed ${installed.length} default nodescript(s) into ${config.nodescripts.dir}`);
+
+  const engine = new NodescriptEngine({
+    dir: config.nodescripts.dir,
+    statedir: config.statedir,
+    vnfs: config.vnfs,
+    timeoutSeconds: config.nodescripts.timeout_seconds,
+    maxParallel: config.nodescripts.max_parallel,
+    onError: config.nodescripts.on_error,
+    spawner: createSpawner({ log: (m) => log.warn(m) }),
+    events,
+    attrsFor: (node) => store.attrsFor(node),
+  });
+  const provision = new ProvisionService(provisionBackend(store, config, events), engine);
+  const boot = bootParts({ config, store, serverAddress: address, events });
 
   const services: Service[] = [];
   if (config.http.port !== 0) {
-    const app = createHttpApp({ routers: [] });
+    const app = createHttpApp({ routers: [provisionRouter(provision, { authorize: boot.authorize }), ...boot.routers] });
     services.push(httpService('http', config.http.listen, config.http.port, app));
+  }
+  if (config.provisiond.port !== 0) {
+    const pd = new ProvisiondServer(provision, {
+      port: config.provisiond.port,
+      listen: config.provisiond.listen,
+      authorize: boot.provisiondAuthorize,
+      log: (m) => log.warn(m),
+    });
+    services.push({
+      name: 'provisiond',
+      start: () => describeBind(`provisiond on tcp ${config.provisiond.listen}:${config.provisiond.port}`, () => pd.start()).then(() => `tcp ${config.provisiond.listen}:${config.provisiond.port}`),
+      stop: () => pd.stop(),
+    });
+  }
+  if (config.tftp.port !== 0) {
+    const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
+    const loaders = await installLoaders(config.tftp.root, tftpLog);
+    if (loaders.missing.length) log.warn({ missing: loaders.missing }, `boot loaders missing from ${config.tftp.root}: ${loaders.missing.join(', ')} (apt-get install ipxe)`);
+    log.info({ loaders: loaders.present }, `boot loaders available: ${loaders.present.join(', ') || 'none'}`);
+    const tftp = new TftpServer({
+      root: config.tftp.root,
+      port: config.tftp.port,
+      address: '0.0.0.0',
+      maxBlksize: config.tftp.max_blksize,
+      maxWindowsize: config.tftp.max_windowsize,
+      maxTransfers: config.tftp.max_transfers,
+      timeoutMs: config.tftp.timeout_seconds * 1000,
+      retries: config.tftp.retries,
+      generate: (req) => boot.tftpGenerate(req),
+      events,
+      logger: tftpLog,
+    });
+    services.push({
+      name: 'tftp',
+      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port}`),
+      stop: () => tftp.stop(),
+    });
+  }
+  if (config.dhcp.mode !== 'off' && config.dhcp.port !== 0) {
+    const dhcp = new DhcpServer({
+      config: config.dhcp,
+      serverAddress: address,
+      httpPort: config.http.port,
+      backend: dhcpBackend(store, config, events),
+      interface: config.interface,
+      logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
+    });
+    services.push({
+      name: 'dhcp',
+      start: () =>
+        describeBind(`dhcp (${config.dhcp.mode}) on udp 0.0.0.0:${config.dhcp.port}`, () => dhcp.start()).then(
+          () => `udp 0.0.0.0:${config.dhcp.port}${config.dhcp.mode === 'proxy' ? ` and ${config.dhcp.proxy_port}` : ''} (${config.dhcp.mode})`,
+        ),
+      stop: async () => dhcp.stop(),
+    });
   }
 
   const results: RunningServer['services'] = [];
@@ -79,20 +180,19 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       log.error({ service: s.name }, `${(e as Error).message}; the other services keep running`);
     }
   }
-  for (const [name, on] of [
-    ['dhcp', config.dhcp.mode !== 'off' && config.dhcp.port !== 0],
-    ['tftp', config.tftp.port !== 0],
-    ['provisiond', config.provisiond.port !== 0],
-  ] as const) {
-    if (on && !services.some((s) => s.name === name)) log.warn({ service: name }, `${name} is configured but not built into this version yet`);
-  }
+  if (config.dhcp.mode === 'off') log.info('dhcp is off (dhcp.mode: off); set dhcp.mode to full or proxy to answer PXE clients');
 
   return {
     store,
     address,
     services: results,
+    onEvent(fn) {
+      listeners.add(fn);
+      return () => listeners.delete(fn);
+    },
     async stop() {
       for (const s of started.reverse()) await s.stop().catch(() => undefined);
+      await engine.close();
       store.close();
     },
   };

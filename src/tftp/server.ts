@@ -120,9 +120,19 @@ export class TftpServer {
     if (this.socket) throw new Error('TFTP server already started');
     const sock = dgram.createSocket({ type: 'udp4' });
     await new Promise<void>((resolve, reject) => {
-      sock.once('error', reject);
+      const fail = (e: NodeJS.ErrnoException): void => {
+        sock.close();
+        const hint =
+          e.code === 'EACCES'
+            ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE; or set tftp.port)'
+            : e.code === 'EADDRINUSE'
+              ? ' (another TFTP server is running there)'
+              : '';
+        reject(Object.assign(new Error(`TFTP: cannot listen on ${this.o.address}:${this.o.port}/udp: ${e.code ?? e.message}${hint}`), { code: e.code }));
+      };
+      sock.once('error', fail);
       sock.bind({ port: this.o.port, address: this.o.address, exclusive: true }, () => {
-        sock.off('error', reject);
+        sock.off('error', fail);
         resolve();
       });
     });

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { startAdmin, type AdminFixture } from './admin-fixture.js';
 import { dumpDb, CLI } from '../helpers/cli.js';
@@ -535,4 +536,31 @@ test('unknown API routes are JSON 404s and the admin token file holds the token 
   const fileToken = fs.readFileSync(path.join(f.dir, 'admin.token'), 'utf8').trim();
   assert.equal((await client(f, fileToken)('GET', '/api/v1/nodes')).status, 200);
   assert.equal(fs.statSync(path.join(f.dir, 'admin.token')).mode & 0o777, 0o600);
+});
+
+test('close() ends open event streams so the admin listener can shut down', async (t) => {
+  const http = await import('node:http');
+  const { Store } = await import('../../src/store/store.js');
+  const { NodeService } = await import('../../src/nodes/service.js');
+  const { parseConfig } = await import('../../src/config/load.js');
+  const { createAdminApp } = await import('../../src/admin/index.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-admin-close-'));
+  const store = Store.open(dir);
+  t.after(() => {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const tokens = { admin: 'a'.repeat(43), readonly: 'r'.repeat(43) };
+  const admin = createAdminApp({ store, service: new NodeService(store, parseConfig({ statedir: dir }, dir)), tokens });
+  const server = http.createServer(admin.handler);
+  await new Promise<void>((resolve) => server.listen(18230, '127.0.0.1', () => resolve()));
+  const r = await fetch('http://127.0.0.1:18230/api/v1/events/stream', { headers: { authorization: `Bearer ${tokens.admin}`, connection: 'close' } });
+  assert.equal(r.status, 200);
+  const reader = r.body!.getReader();
+  await reader.read();
+  const closed = new Promise<string>((resolve) => server.close(() => resolve('closed')));
+  admin.close();
+  const outcome = await Promise.race([closed, new Promise<string>((resolve) => setTimeout(() => resolve('still open after 3 s'), 3000))]);
+  assert.equal(outcome, 'closed');
+  assert.equal((await reader.read()).done, true, 'the client sees the stream end');
 });

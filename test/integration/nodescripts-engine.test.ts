@@ -354,3 +354,23 @@ test('shipped default scripts are executable and pass sh -n themselves', () => {
     execFileSync('sh', ['-n', p]);
   }
 });
+
+test('without the native helper the engine falls back to child_process with one clear log line', async (t) => {
+  const { createSpawner } = await import('../../src/nodescripts/helper-spawner.js');
+  const logs: string[] = [];
+  const missing = path.join(tmp, 'no-such-helper');
+  const s1 = createSpawner({ helperPath: missing, log: (m) => logs.push(m) });
+  assert.equal(s1.kind, 'child_process');
+  assert.equal(logs.length, 1);
+  assert.match(logs[0]!, /spawner helper .*no-such-helper not found, using child_process .*make -C native\/spawner/);
+  // a helper that is configured but cannot start: the script still runs, once, via child_process
+  const counter = path.join(tmp, 'fallback-count');
+  const dir = tree({ 'init/all/10-a': `#!/bin/sh\necho x >> ${counter}\necho 'echo fine'\n` });
+  const hs = new HelperSpawner({ path: missing, helpers: 1, log: (m) => logs.push(m) });
+  const { eng } = engine(dir, hs);
+  t.after(() => eng.close());
+  const r = await eng.renderScript(node(), 'init');
+  assert.equal(r.text, `${STREAM_START}echo fine\n${STREAM_END}`);
+  assert.equal(readFileSync(counter, 'utf8'), 'x\n');
+  assert.match(logs[1]!, /using child_process from now on/);
+});

@@ -187,6 +187,10 @@ test('hostile state words, MACs and parameters are refused with 4xx; nothing run
   const trav = await curl([`${BASE}/provision/../../etc/passwd?mac=${MAC1}`]);
   assert.notEqual(trav.status, 200);
   assert.equal(existsSync(marker('n0001')), false);
+  // HEAD must not run scripts (express maps it to the GET route)
+  const head = await curl(['-I', `${BASE}/provision/init?mac=${MAC1}`]);
+  assert.equal(head.status, 405);
+  assert.equal(existsSync(marker('n0001')), false);
   const ok = await curl([`${BASE}/provision/init?mac=${MAC1}`]);
   assert.equal(ok.status, 200);
 });

@@ -319,3 +319,25 @@ test('proxy mode: a REQUEST on port 4011 gets an ACK to its source with the boot
 function encodeItem(item: Buffer) {
   return Buffer.from([71, 4, ...item, 255]);
 }
+
+test('proxy mode: an iPXE client gets its boot-script URL as a ProxyDHCP offer (60 PXEClient), recorded as dhcp.proxy', () => {
+  const { h, backend } = setup({ cfg: config({ mode: 'proxy' }) });
+  const r = only(h.handle(pkt(MessageType.Discover, MAC, { [Opt.UserClass]: enc.str('iPXE'), [Opt.VendorClass]: enc.str('PXEClient:Arch:00000:UNDI:002001') }), meta()));
+  assert.equal(r.packet.file, `http://${SERVER}:8080/boot/${MAC}.ipxe`);
+  assert.equal(getString(r.packet.options, Opt.VendorClass), 'PXEClient');
+  assert.equal(r.packet.yiaddr, '0.0.0.0');
+  assert.ok(backend.events.list.some((e) => e.kind === 'dhcp.proxy' && e.detail?.boot === 'ipxe-script'));
+});
+
+test('proxy mode: a relayed PXE DISCOVER is answered to the relay on port 67', () => {
+  const { h } = setup({ cfg: config({ mode: 'proxy' }) });
+  const r = only(h.handle(pkt(MessageType.Discover, MAC, PXE_BIOS, { giaddr: '10.2.0.1' }), meta()));
+  assert.deepEqual(r.to, { address: '10.2.0.1', port: 67 });
+});
+
+test('full mode: a renewing client of a relayed subnet unicasting directly is served from its own subnet', () => {
+  const { h } = setup();
+  const r = only(h.handle(pkt(MessageType.Request, MAC, {}, { ciaddr: '10.2.0.15' }), meta()));
+  assert.equal(messageType(r.packet.options), MessageType.Ack);
+  assert.equal(getU32(r.packet.options, Opt.LeaseTime), 300, 'lease time of 10.2.0.0/24');
+});

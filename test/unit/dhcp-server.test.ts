@@ -86,3 +86,9 @@ test('mode off starts nothing', async () => {
   await server.start();
   server.stop();
 });
+
+test('a range outside its netmask makes start() reject with a one-line DHCP error naming the key', async () => {
+  const bad = configSchema.parse({ dhcp: { mode: 'full', range: ['10.0.0.100', '10.0.1.200'] } }).dhcp;
+  const server = new DhcpServer({ config: bad, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
+  await assert.rejects(server.start(), /^Error: DHCP: dhcp\.range: 10\.0\.0\.100-10\.0\.1\.200 is not inside 10\.0\.0\.0\/24$/);
+});

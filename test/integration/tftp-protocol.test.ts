@@ -1,0 +1,347 @@
+/**
+ * The TFTP server on a real UDP socket (127.0.0.1, ephemeral port), driven by pxeherd's
+ * own client with fault injection and by raw datagrams where exact packet counts matter.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { BootEvent } from '../../src/nodes/types.js';
+import { ackPacket, decode, encode, type Packet } from '../../src/tftp/codec.js';
+import { tftpGet, TftpClientError } from '../../src/tftp/client.js';
+import { TftpServer, type TftpServerOptions } from '../../src/tftp/server.js';
+
+let root: string;
+const files: Record<string, Buffer> = {};
+const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+before(() => {
+  root = mkdtempSync(path.join(tmpdir(), 'phtftp-proto-'));
+  files['small.bin'] = randomBytes(300 * 1024 + 17);
+  files['exact.bin'] = randomBytes(512 * 40);
+  files['rollover.bin'] = randomBytes(8 * 70_000 + 5); // > 65535 blocks at blksize 8
+  files['text.cfg'] = Buffer.from('line one\nline two\r\nend\n');
+  for (const [n, b] of Object.entries(files)) writeFileSync(path.join(root, n), b);
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+async function withServer(
+  opts: Partial<TftpServerOptions>,
+  fn: (port: number, server: TftpServer, events: BootEvent[]) => Promise<void>,
+): Promise<void> {
+  const events: BootEvent[] = [];
+  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', events: { record: (e) => events.push(e) }, ...opts });
+  const { port } = await server.start();
+  try {
+    await fn(port, server, events);
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Deterministic PRNG so a lossy run is reproducible. */
+function lossy(seed: number, rate: number): () => boolean {
+  let s = seed;
+  return () => {
+    s = (s * 1103515245 + 12345) & 0x7fffffff;
+    return s / 0x7fffffff < rate;
+  };
+}
+
+/** A raw UDP peer that records every datagram it receives. */
+async function rawPeer() {
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const got: Array<{ p: Packet; port: number }> = [];
+  sock.on('message', (m, r) => {
+    const d = decode(m);
+    if (d.ok) got.push({ p: d.packet, port: r.port });
+  });
+  return {
+    got,
+    send: (b: Buffer, port: number) => sock.send(b, port, '127.0.0.1'),
+    close: () => sock.close(),
+  };
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(10);
+  }
+}
+
+test('negotiated options come back in the OACK and the file arrives intact', async () => {
+  await withServer({}, async (port, _s, events) => {
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { tsize: '0', blksize: '1468', windowsize: '16', timeout: '2' } });
+    assert.deepEqual(r.oack, { tsize: String(files['small.bin']!.length), blksize: '1468', windowsize: '16', timeout: '2' });
+    assert.equal(sha(r.data), sha(files['small.bin']!));
+    assert.notEqual(r.serverPort, port, 'the transfer runs on its own ephemeral port');
+    await until(() => events.some((e) => e.kind === 'tftp.done'));
+    const done = events.find((e) => e.kind === 'tftp.done');
+    assert.ok(done, 'tftp.done event');
+    assert.equal(done.detail?.file, 'small.bin');
+    assert.equal(done.detail?.bytes, files['small.bin']!.length);
+    assert.equal(done.detail?.peer, '127.0.0.1');
+    assert.equal(done.detail?.blksize, 1468);
+    assert.equal(done.detail?.windowsize, 16);
+    assert.equal(typeof done.detail?.durationMs, 'number');
+    assert.deepEqual(events.map((e) => e.kind), ['tftp.start', 'tftp.done']);
+  });
+});
+
+test('each transfer gets a new ephemeral port', async () => {
+  await withServer({}, async (port) => {
+    const a = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
+    const b = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
+    assert.notEqual(a.serverPort, port);
+    assert.notEqual(b.serverPort, port);
+    assert.notEqual(a.serverPort, b.serverPort);
+  });
+});
+
+test('a lossy client (3% DATA and ACK dropped) still gets the right bytes, lock-step and windowed', async () => {
+  await withServer({ timeoutMs: 60, retries: 20 }, async (port, server) => {
+    for (const ws of ['1', '8']) {
+      const r = await tftpGet({
+        host: '127.0.0.1',
+        port,
+        file: 'small.bin',
+        options: { blksize: '1024', windowsize: ws },
+        dropData: lossy(7 + Number(ws), 0.03),
+        dropAck: lossy(99 + Number(ws), 0.03),
+        timeoutMs: 100,
+        retries: 30,
+        deadlineMs: 30_000,
+      });
+      assert.equal(sha(r.data), sha(files['small.bin']!), `windowsize ${ws}`);
+    }
+    assert.ok(server.stats().retransmits > 0, 'losses were recovered by retransmission');
+  });
+});
+
+test('a client that ends negotiation with error 8 and asks again gets the file (UEFI tsize probe)', async () => {
+  await withServer({}, async (port, _s, events) => {
+    const probe = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { tsize: '0' }, refuseOack: true });
+    assert.equal(probe.oack?.tsize, String(files['small.bin']!.length));
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { tsize: '0', blksize: '1468' } });
+    assert.equal(sha(r.data), sha(files['small.bin']!));
+    await until(() => events.some((e) => e.kind === 'tftp.error'));
+    const err = events.find((e) => e.kind === 'tftp.error')!;
+    assert.equal(err.detail?.code, 8);
+    assert.equal(err.detail?.probe, true, 'marked as a probe, not a failure');
+  });
+});
+
+test('block numbers roll over past 65535 (70001 blocks at blksize 8)', async () => {
+  await withServer({}, async (port) => {
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'rollover.bin', options: { blksize: '8', windowsize: '16' }, deadlineMs: 50_000 });
+    assert.equal(r.data.length, files['rollover.bin']!.length);
+    assert.equal(sha(r.data), sha(files['rollover.bin']!));
+  });
+});
+
+test('a file that is an exact multiple of blksize ends with an empty DATA', async () => {
+  await withServer({}, async (port) => {
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'exact.bin' });
+    assert.equal(sha(r.data), sha(files['exact.bin']!));
+  });
+});
+
+test('duplicate ACKs never cause a duplicate burst', async () => {
+  await withServer({ timeoutMs: 5000 }, async (port) => {
+    // Lock-step: DATA 1, then ACK 1 three times -> exactly one DATA 2.
+    const a = await rawPeer();
+    try {
+      a.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: {}, optionOrder: [] }), port);
+      await until(() => a.got.length === 1);
+      const tid = a.got[0]!.port;
+      for (let i = 0; i < 3; i++) a.send(ackPacket(1), tid);
+      await sleep(300);
+      assert.deepEqual(a.got.map((g) => (g.p.op === 'data' ? g.p.block : g.p.op)), [1, 2]);
+    } finally {
+      a.close();
+    }
+    // Windowed: after ACK 4 (x3) exactly one window 5..8.
+    const b = await rawPeer();
+    try {
+      b.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: { windowsize: '4' }, optionOrder: ['windowsize'] }), port);
+      await until(() => b.got.length === 1);
+      const tid = b.got[0]!.port;
+      assert.equal(b.got[0]!.p.op, 'oack');
+      b.send(ackPacket(0), tid);
+      await until(() => b.got.length === 5);
+      for (let i = 0; i < 3; i++) b.send(ackPacket(4), tid);
+      await sleep(300);
+      assert.deepEqual(b.got.map((g) => (g.p.op === 'data' ? g.p.block : g.p.op)), ['oack', 1, 2, 3, 4, 5, 6, 7, 8]);
+    } finally {
+      b.close();
+    }
+  });
+});
+
+test('beyond the transfer cap a request gets a clear error; idle transfers are reaped', async () => {
+  await withServer({ maxTransfers: 2, timeoutMs: 100, retries: 2 }, async (port, server) => {
+    const stalled = [await rawPeer(), await rawPeer()];
+    const third = await rawPeer();
+    try {
+      for (const s of stalled) s.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: {}, optionOrder: [] }), port);
+      await until(() => stalled.every((s) => s.got.length > 0));
+      assert.equal(server.stats().active, 2);
+      third.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: {}, optionOrder: [] }), port);
+      await until(() => third.got.length > 0);
+      const e = third.got[0]!.p;
+      assert.ok(e.op === 'error');
+      assert.equal(e.code, 0);
+      assert.match(e.message, /server busy: 2 transfers in progress/);
+      // The two silent clients are given up on after timeout x retries.
+      await until(() => server.stats().active === 0, 3000);
+      assert.ok(stalled.every((s) => s.got.some((g) => g.p.op === 'error' && /timed out/.test(g.p.message))));
+      const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
+      assert.deepEqual(r.data, files['text.cfg']);
+    } finally {
+      for (const s of [...stalled, third]) s.close();
+    }
+  });
+});
+
+test('write requests are refused with access violation (error 2)', async () => {
+  await withServer({}, async (port, _s, events) => {
+    const p = await rawPeer();
+    try {
+      p.send(encode({ op: 'wrq', filename: 'upload.bin', mode: 'octet', options: {}, optionOrder: [] }), port);
+      await until(() => p.got.length > 0);
+      const e = p.got[0]!.p;
+      assert.ok(e.op === 'error');
+      assert.equal(e.code, 2);
+      assert.match(e.message, /read-only/);
+      assert.equal(events[0]?.kind, 'tftp.error');
+    } finally {
+      p.close();
+    }
+  });
+});
+
+test('error codes: missing file 1, traversal 2, mail mode 4', async () => {
+  await withServer({}, async (port) => {
+    const code = async (file: string, mode?: 'netascii'): Promise<number> => {
+      try {
+        await tftpGet({ host: '127.0.0.1', port, file, mode });
+        return -1;
+      } catch (e) {
+        assert.ok(e instanceof TftpClientError, String(e));
+        return e.code;
+      }
+    };
+    assert.equal(await code('nope.bin'), 1);
+    assert.equal(await code('../../etc/passwd'), 2);
+    assert.equal(await code('..\\..\\etc\\passwd'), 2);
+    const p = await rawPeer();
+    try {
+      p.send(Buffer.from('\x00\x01text.cfg\x00mail\x00', 'latin1'), port);
+      await until(() => p.got.length > 0);
+      assert.ok(p.got[0]!.p.op === 'error' && p.got[0]!.p.code === 4);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+test('malformed packets are dropped and counted; the server keeps serving', async () => {
+  await withServer({}, async (port, server) => {
+    const p = await rawPeer();
+    try {
+      const junk = [Buffer.alloc(0), Buffer.from([0]), Buffer.from([0, 9, 1]), Buffer.from([0, 4, 0, 1]), Buffer.from([0, 3, 0, 1, 5]), Buffer.from('\x00\x01noterminator', 'latin1'), randomBytes(600)];
+      for (const j of junk) p.send(j, port);
+      await until(() => server.stats().badPackets >= junk.length);
+      // Only the malformed *request* is answered (error 4); stray packets get no reply.
+      await sleep(100);
+      assert.ok(p.got.every((g) => g.p.op === 'error' && g.p.code === 4));
+      const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
+      assert.deepEqual(r.data, files['text.cfg']);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+test('netascii transfers convert line ends and tsize reports the converted size', async () => {
+  await withServer({}, async (port) => {
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg', mode: 'netascii', options: { tsize: '0' } });
+    const want = Buffer.from('line one\r\nline two\r\x00\r\nend\r\n', 'latin1');
+    assert.deepEqual(r.data, want);
+    assert.equal(r.oack?.tsize, String(want.length));
+  });
+});
+
+test('generated pxelinux/grub files are served with their real tsize; declined names fall back to the root', async () => {
+  const calls: string[] = [];
+  const generate: TftpServerOptions['generate'] = async (req, peer) => {
+    calls.push(`${req.kind}:${req.mac ?? '-'}:${req.path}:${peer.address}`);
+    if (req.mac === '52:54:00:00:00:01') return Buffer.from(`DEFAULT node1 # ${req.kind}\n`);
+    return undefined;
+  };
+  writeFileSync(path.join(root, 'grub.cfg'), 'static grub\n');
+  await withServer({ generate }, async (port) => {
+    const r = await tftpGet({ host: '127.0.0.1', port, file: '/pxelinux.cfg/01-52-54-00-00-00-01', options: { tsize: '0' } });
+    assert.equal(r.data.toString(), 'DEFAULT node1 # pxelinux\n');
+    assert.equal(r.oack?.tsize, String(r.data.length));
+    const g = await tftpGet({ host: '127.0.0.1', port, file: 'grub/grub.cfg-01-52-54-00-00-00-01' });
+    assert.equal(g.data.toString(), 'DEFAULT node1 # grub\n');
+    await assert.rejects(tftpGet({ host: '127.0.0.1', port, file: 'pxelinux.cfg/01-52-54-00-00-00-02' }), (e: unknown) => e instanceof TftpClientError && e.code === 1);
+    const s = await tftpGet({ host: '127.0.0.1', port, file: 'grub.cfg' });
+    assert.equal(s.data.toString(), 'static grub\n');
+    assert.deepEqual(calls, [
+      'pxelinux:52:54:00:00:00:01:pxelinux.cfg/01-52-54-00-00-00-01:127.0.0.1',
+      'grub:52:54:00:00:00:01:grub/grub.cfg-01-52-54-00-00-00-01:127.0.0.1',
+      'pxelinux:52:54:00:00:00:02:pxelinux.cfg/01-52-54-00-00-00-02:127.0.0.1',
+      'grub:-:grub.cfg:127.0.0.1',
+    ]);
+  });
+});
+
+test('a generator that throws yields an error packet, not a crash', async () => {
+  await withServer({ generate: async () => { throw new Error('template broken'); } }, async (port) => {
+    await assert.rejects(tftpGet({ host: '127.0.0.1', port, file: 'pxelinux.cfg/default' }), (e: unknown) => e instanceof TftpClientError && /template broken/.test(e.message));
+    const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
+    assert.deepEqual(r.data, files['text.cfg']);
+  });
+});
+
+test('a repeated RRQ from the same port does not start a second transfer', async () => {
+  await withServer({ timeoutMs: 5000 }, async (port, server) => {
+    const p = await rawPeer();
+    try {
+      const rrq = encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: { tsize: '0' }, optionOrder: ['tsize'] });
+      p.send(rrq, port);
+      p.send(rrq, port);
+      await sleep(300);
+      assert.equal(p.got.filter((g) => g.p.op === 'oack').length, 1);
+      assert.equal(server.stats().duplicateRequests, 1);
+      assert.equal(server.stats().started, 1);
+    } finally {
+      p.close();
+    }
+  });
+});
+
+test('files above the in-memory limit are streamed from disk in chunks, also windowed', async () => {
+  await withServer({ cache: { maxFileBytes: 64 * 1024, chunkBytes: 100 * 1024 } }, async (port) => {
+    for (const ws of ['1', '16']) {
+      const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { blksize: '1468', windowsize: ws, tsize: '0' } });
+      assert.equal(r.oack?.tsize, String(files['small.bin']!.length));
+      assert.equal(sha(r.data), sha(files['small.bin']!), `windowsize ${ws}`);
+    }
+  });
+});
+
+test('a port already in use is reported in one clear error', async () => {
+  await withServer({}, async (port) => {
+    const other = new TftpServer({ root, port, address: '127.0.0.1' });
+    await assert.rejects(other.start(), /TFTP: cannot listen on 127\.0\.0\.1:\d+\/udp: EADDRINUSE \(another TFTP server/);
+  });
+});

@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { FileCache, ChunkedFileSource, BufferSource } from '../../src/tftp/source.js';
+
+async function open(p: string) {
+  const h = await fsp.open(p, 'r');
+  return { h, st: await h.stat() };
+}
+
+test('concurrent transfers of one file share one in-memory copy; an edited file is re-read', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'phtftp-src-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const f = path.join(dir, 'f.bin');
+  writeFileSync(f, 'version one');
+  let now = 0;
+  const cache = new FileCache({ now: () => now, ttlMs: 1000 });
+  const a = await open(f);
+  const b = await open(f);
+  const sa = await cache.open(a.h, a.st);
+  const sb = await cache.open(b.h, b.st);
+  assert.equal(sa.slice(0, 100)?.toString(), 'version one');
+  assert.equal(sa.slice(0, 100)!.buffer, sb.slice(0, 100)!.buffer, 'same backing memory');
+  assert.equal(cache.bytes, 11);
+  await new Promise((r) => setTimeout(r, 20)); // a different mtime
+  writeFileSync(f, 'version two!');
+  const c = await open(f);
+  const sc = await cache.open(c.h, c.st);
+  assert.equal(sc.slice(0, 100)?.toString(), 'version two!');
+  sa.release();
+  sb.release();
+  sc.release();
+  now = 5000;
+  cache.sweep();
+  assert.equal(cache.bytes, 0, 'unused entries expire');
+});
+
+test('unused entries are evicted when over the byte budget, in use ones are kept', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'phtftp-src-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  for (const n of ['a', 'b', 'c']) writeFileSync(path.join(dir, n), Buffer.alloc(100, n));
+  let now = 0;
+  const cache = new FileCache({ now: () => now, maxBytes: 150, ttlMs: 60_000 });
+  const srcs = [];
+  for (const n of ['a', 'b', 'c']) {
+    const o = await open(path.join(dir, n));
+    srcs.push(await cache.open(o.h, o.st));
+    now++;
+  }
+  assert.equal(cache.bytes, 300, 'all in use: nothing evicted');
+  srcs[0]!.release();
+  srcs[1]!.release();
+  assert.equal(cache.bytes, 100, 'idle ones go first when over budget');
+  srcs[2]!.release();
+  assert.equal(cache.bytes, 100);
+});
+
+test('files above maxFileBytes are read in chunks on demand', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'phtftp-src-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const data = randomBytes(10_000);
+  writeFileSync(path.join(dir, 'big'), data);
+  const cache = new FileCache({ maxFileBytes: 1000, chunkBytes: 3000 });
+  const o = await open(path.join(dir, 'big'));
+  const s = await cache.open(o.h, o.st);
+  assert.ok(s instanceof ChunkedFileSource);
+  assert.equal(s.size, 10_000);
+  assert.equal(s.slice(0, 512), undefined, 'nothing in memory before load');
+  await s.load(0, 512);
+  assert.deepEqual(s.slice(0, 512), data.subarray(0, 512));
+  assert.deepEqual(s.slice(2500, 500), data.subarray(2500, 3000));
+  assert.equal(s.slice(2900, 512), undefined, 'beyond the chunk');
+  await s.load(9000, 5000);
+  assert.deepEqual(s.slice(9000, 5000), data.subarray(9000));
+  s.release();
+});
+
+test('BufferSource serves slices of its buffer', () => {
+  const s = new BufferSource(Buffer.from('abcdef'));
+  assert.equal(s.slice(2, 3).toString(), 'cde');
+  assert.equal(s.slice(5, 10).toString(), 'f');
+  assert.equal(s.slice(6, 10).length, 0);
+});
