@@ -5,8 +5,11 @@
  *
  *   node --import tsx bench/dhcp.ts [--rates 500,1000,2000,3000] [--secs 10] [--servers pxeherd,kea,dnsmasq]
  *
- * Pool: a /16 (10.79.1.0 - 10.79.255.254) so addresses never run out. pxeherd stores leases in
- * the real SQLite store (src/store, WAL): every ACK's lease is on disk before the ACK is sent.
+ * Pool: a /16 (10.79.1.0 - 10.79.255.254) so addresses never run out.
+ *   pxeherd        the DHCP server with the real SQLite lease store (src/store, WAL): every ACK's
+ *                  lease is on disk before the ACK is sent; nodes and events in memory.
+ *   pxeherd-store  the production backend (src/server/backends.ts): additionally every unknown
+ *                  MAC is registered as a node in SQLite and every DHCP event is stored.
  * Kea uses its memfile (CSV) lease file, dnsmasq its lease file. Needs root, perfdhcp
  * (kea-admin), kea-dhcp4-server and dnsmasq.
  */
@@ -22,7 +25,7 @@ function opt(name: string, dflt: string): string {
 }
 const RATES = opt('rates', '500,1000,2000,3000').split(',').map(Number);
 const SECS = Number(opt('secs', '10'));
-const SERVERS = opt('servers', 'pxeherd,kea,dnsmasq').split(',');
+const SERVERS = opt('servers', 'pxeherd,pxeherd-store,kea,dnsmasq').split(',');
 const CLIENTS = 60000;
 
 interface Result {
@@ -86,8 +89,15 @@ function parse(out: string) {
 async function runOne(lab: Lab, server: string, rate: number, dir: string): Promise<Result> {
   const sdir = mkdtempSync(path.join(dir, `${server}-${rate}-`));
   let stop: () => Promise<unknown>;
-  if (server === 'pxeherd') {
-    const s = await startServer(lab.server, { serverAddress: '10.79.0.1', statedir: sdir, dhcp: { mode: 'full', range: ['10.79.1.0', '10.79.255.254'], netmask: '255.255.0.0' } });
+  if (server === 'pxeherd' || server === 'pxeherd-store') {
+    const s = await startServer(lab.server, {
+      serverAddress: '10.79.0.1',
+      statedir: sdir,
+      dhcp: { mode: 'full', range: ['10.79.1.0', '10.79.255.254'], netmask: '255.255.0.0' },
+      printEvents: false,
+      backend: server === 'pxeherd' ? 'memory' : 'store',
+      nodesConfig: { name_pattern: 'n######' },
+    });
     stop = () => s.stop();
   } else {
     const p = await startOther(server as 'kea' | 'dnsmasq', lab.server, sdir);
@@ -124,27 +134,29 @@ async function main() {
     await sh('ip', ['-n', lab.server, 'addr', 'add', '10.79.0.1/16', 'dev', 'br0']);
     await sh('ip', ['-n', lab.client, 'addr', 'add', '10.79.0.2/16', 'dev', 'eth0']);
     console.log(`perfdhcp: ${SECS} s per run, ${CLIENTS} simulated clients, /16 pool; rates ${RATES.join(', ')} DORA/s offered`);
-    console.log('server     offered/s  DORA/s   drops  avg-ACK-delay');
+    console.log('server          offered/s  DORA/s   drops  avg-ACK-delay');
     for (const rate of RATES) {
       for (const server of SERVERS) {
         const r = await runOne(lab, server, rate, dir);
         results.push(r);
-        console.log(`${server.padEnd(10)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms`);
+        console.log(`${server.padEnd(15)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms`);
       }
     }
   } finally {
     await lab.cleanup();
     rmSync(dir, { recursive: true, force: true });
   }
-  console.log('\nratios (pxeherd DORA/s ÷ other DORA/s at the same offered rate)');
+  console.log('\nratios (DORA/s of pxeherd ÷ DORA/s of the other server at the same offered rate)');
   for (const rate of RATES) {
-    const px = results.find((r) => r.server === 'pxeherd' && r.rate === rate);
-    if (!px) continue;
-    const parts = SERVERS.filter((s) => s !== 'pxeherd').map((s) => {
-      const o = results.find((r) => r.server === s && r.rate === rate);
-      return `vs ${s} ${o && o.exchangesPerSec > 0 ? (px.exchangesPerSec / o.exchangesPerSec).toFixed(2) : 'n/a'}x`;
-    });
-    console.log(`  ${String(rate).padStart(5)}/s: ${parts.join('   ')}   (pxeherd drops ${px.drops})`);
+    for (const mine of SERVERS.filter((s) => s.startsWith('pxeherd'))) {
+      const px = results.find((r) => r.server === mine && r.rate === rate);
+      if (!px) continue;
+      const parts = SERVERS.filter((s) => !s.startsWith('pxeherd')).map((s) => {
+        const o = results.find((r) => r.server === s && r.rate === rate);
+        return `vs ${s} ${o && o.exchangesPerSec > 0 ? (px.exchangesPerSec / o.exchangesPerSec).toFixed(2) : 'n/a'}x`;
+      });
+      console.log(`  ${String(rate).padStart(5)}/s ${mine.padEnd(13)}: ${parts.join('   ')}   (drops ${px.drops})`);
+    }
   }
 }
 

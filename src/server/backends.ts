@@ -48,7 +48,7 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink): Dh
       if (existing) return { node: existing, registered: false };
       if (!config.nodes.auto_register) return undefined;
       const r = store.nodes.register(mac, policy, { preferredName: hint.hostname });
-      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.registered', detail: { via: 'dhcp' } });
+      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.register', detail: { via: 'dhcp' } });
       return { node: r.node, registered: r.created };
     },
     reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
@@ -82,6 +82,7 @@ export function arpLookup(ip: string, file = '/proc/net/arp'): string | undefine
   return undefined;
 }
 
+/** Registration events are the provision service's own (node.register). */
 export function provisionBackend(store: Store, config: Config, events: EventSink): ProvisionBackend {
   const policy = namingPolicy(config);
   return {
@@ -93,7 +94,6 @@ export function provisionBackend(store: Store, config: Config, events: EventSink
         throw new InvalidInput(`unknown node ${mac} and nodes.auto_register is off: add it with "pxeherd node add ${mac}"`, 'mac');
       }
       const r = store.nodes.register(mac, policy, { preferredName: opts.name, ip: opts.ip });
-      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.registered', detail: { via: 'provision' } });
       return r.node;
     },
     touch: (mac, state, ip) => store.nodes.touch(mac, state, ip),

@@ -10,6 +10,7 @@ import { Store } from '../../src/store/store.js';
 import { MemoryDhcpBackend } from '../../src/dhcp/memory-backend.js';
 import { DhcpServer } from '../../src/dhcp/server.js';
 import { loadBindToDevice } from '../../src/dhcp/bindtodevice.js';
+import type { DhcpBackend } from '../../src/dhcp/backend.js';
 
 const arg = JSON.parse(process.argv[2] ?? '{}') as {
   dhcp?: Record<string, unknown>;
@@ -21,11 +22,22 @@ const arg = JSON.parse(process.argv[2] ?? '{}') as {
   /** Answer on this interface only (needs the native addon). */
   interface?: string;
   printEvents?: boolean;
+  /** 'store': the production backend (src/server/backends.ts: nodes, registration and events in SQLite; needs statedir). */
+  backend?: 'memory' | 'store';
+  /** `nodes:` config section (naming pattern for registrations). */
+  nodesConfig?: Record<string, unknown>;
 };
 
-const cfg = configSchema.parse({ dhcp: arg.dhcp ?? {} });
+const cfg = configSchema.parse({ dhcp: arg.dhcp ?? {}, nodes: { auto_register: arg.autoRegister ?? true, ...arg.nodesConfig } });
 const store = arg.statedir ? Store.open(arg.statedir) : undefined;
-const backend = new MemoryDhcpBackend({ autoRegister: arg.autoRegister ?? true, nodes: arg.nodes, leases: store?.leases });
+const memory = new MemoryDhcpBackend({ autoRegister: arg.autoRegister ?? true, nodes: arg.nodes, leases: store?.leases });
+let backend: DhcpBackend = memory;
+if (arg.backend === 'store') {
+  if (!store) throw new Error('backend "store" needs statedir');
+  // Imported only here so the tests do not depend on the wiring module.
+  const { dhcpBackend, eventSink } = await import('../../src/server/backends.js');
+  backend = dhcpBackend(store, cfg, eventSink(store));
+}
 const server = new DhcpServer({
   config: cfg.dhcp,
   serverAddress: arg.serverAddress,
@@ -41,7 +53,7 @@ const finish = () => {
   store?.close();
   process.stdout.write(`COUNTERS ${JSON.stringify(server.counters)}\n`);
   // Events only when asked (tests read them); the bench's 100 000 would just be noise.
-  const events = arg.printEvents === false ? [] : backend.events.list.slice(-200);
+  const events = arg.printEvents === false ? [] : memory.events.list.slice(-200);
   process.stdout.write(`EVENTS ${JSON.stringify(events)}\n`, () => process.exit(0));
 };
 process.on('SIGTERM', finish);
