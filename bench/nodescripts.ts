@@ -5,7 +5,7 @@
  *   - the same runs from two plain `sh` loops (one per core).
  *
  *   node --import tsx bench/nodescripts.ts [--nodes 1000] [--scripts 10] [--parallel 8]
- *                                          [--spawner auto|native|child_process|both]
+ *                                          [--spawner auto|native|child_process|both] [--floors 0]
  *
  * Build the native spawner first for the fast path: make -C native/spawner
  */
@@ -29,6 +29,7 @@ const NODES = Number(arg('nodes', '1000'));
 const SCRIPTS = Number(arg('scripts', '10'));
 const PARALLEL = Number(arg('parallel', '8'));
 const SPAWNER = arg('spawner', 'auto');
+const FLOORS = arg('floors', '1') !== '0';
 const PORT = 19880;
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'pxeherd-bench-'));
@@ -149,6 +150,7 @@ async function main() {
     results.push(r);
     console.log(`server over HTTP [${r.spawner}]: total ${fmt(r.total)}, per node p50 ${fmt(r.p50)} p99 ${fmt(r.p99)}, failures ${r.failures}`);
   }
+  if (!FLOORS) return;
   const cp = await childProcessFloor();
   console.log(`floor: child_process from Node, parallel ${PARALLEL}: ${fmt(cp)}`);
   const sh = await shFloor();

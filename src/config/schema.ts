@@ -40,6 +40,11 @@ export const configSchema = z
         port: port.default(67),
         /** ProxyDHCP boot server port (PXE clients ask here after the site DHCP answered). */
         proxy_port: port.default(4011),
+        /**
+         * Answer IPv6 router solicitations on `interface` with an empty advertisement, so iPXE
+         * does not wait ~16 s for IPv6 on an IPv4-only network (native/ra helper).
+         */
+        ipv6_ra: z.boolean().default(true),
         /** More pools, for relayed requests (giaddr). */
         subnets: z.array(subnet).default([]),
         /** Boot loader file names by client kind. */

@@ -139,6 +139,9 @@ export class NodescriptEngine {
     let scripts = 0;
     let aborted = false;
     const base = { mac: node.mac, node: node.name };
+    for (const problem of plan.problems) {
+      this.events.record({ ...base, kind: 'nodescript.skip', detail: { state, reason: problem } });
+    }
     for (const s of plan.skipped) {
       if (s.kind === 'overridden') continue;
       this.events.record({ ...base, kind: 'nodescript.skip', detail: { script: scriptLabel(state, s), reason: s.reason } });

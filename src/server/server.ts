@@ -15,6 +15,7 @@ import { NodescriptEngine, createSpawner, installDefaultNodescripts, DEFAULT_NOD
 import { TftpServer, installLoaders } from '../tftp/index.js';
 import { DhcpServer } from '../dhcp/server.js';
 import { dhcpBackend, eventSink, provisionBackend } from './backends.js';
+import { startRaHelper } from './ra.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -157,13 +158,20 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       interface: config.interface,
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
     });
+    let ra: { stop(): void } | undefined;
     services.push({
       name: 'dhcp',
-      start: () =>
-        describeBind(`dhcp (${config.dhcp.mode}) on udp 0.0.0.0:${config.dhcp.port}`, () => dhcp.start()).then(
+      start: async () => {
+        const where = await describeBind(`dhcp (${config.dhcp.mode}) on udp 0.0.0.0:${config.dhcp.port}`, () => dhcp.start()).then(
           () => `udp 0.0.0.0:${config.dhcp.port}${config.dhcp.mode === 'proxy' ? ` and ${config.dhcp.proxy_port}` : ''} (${config.dhcp.mode})`,
-        ),
-      stop: async () => dhcp.stop(),
+        );
+        if (config.dhcp.ipv6_ra) ra = startRaHelper(config.interface, log);
+        return where;
+      },
+      stop: async () => {
+        ra?.stop();
+        dhcp.stop();
+      },
     });
   }
 

@@ -88,6 +88,7 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
       });
     };
     const finish = (err?: Error, result?: GetResult): void => {
+      // After a dally the promise is already resolved; resolving again is a no-op.
       if (closing) return;
       closing = true;
       clearTimeout(deadline);
@@ -159,7 +160,19 @@ export async function tftpGet(o: GetOptions): Promise<GetResult> {
       tries = 0;
       if (p.data.length < blksize) {
         sendAck(expected - 1);
-        return finish(undefined, { data: Buffer.concat(chunks), oack, serverPort, ...res });
+        const result = { data: Buffer.concat(chunks), oack, serverPort, ...res };
+        // Dally (RFC 1350 section 6): if our final ACK is lost the server resends the last
+        // DATA; answer it for a while instead of leaving the server to time out.
+        const finalAck = last;
+        clearTimeout(deadline);
+        if (timer) clearTimeout(timer);
+        sock.removeAllListeners('message');
+        sock.on('message', (_m, r) => {
+          if (r.port === serverPort) send(finalAck, serverPort);
+        });
+        setTimeout(() => finish(undefined, result), 3 * timeoutMs);
+        resolve(result);
+        return;
       }
       if (inWindow >= windowsize) {
         inWindow = 0;

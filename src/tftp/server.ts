@@ -8,14 +8,16 @@
  * ends in exactly one event (tftp.error for refusals) after tftp.start for accepted ones.
  */
 import dgram from 'node:dgram';
-import { performance } from 'node:perf_hooks';
+import { availableParallelism } from 'node:os';
 import type { EventSink } from '../nodes/types.js';
 import { decode, encode, ErrorCode, errorPacket, OP_RRQ, OP_WRQ, toNetascii, type RequestPacket } from './codec.js';
 import { parseGeneratedName, type GenerateFn, type Peer } from './generated.js';
 import { negotiate } from './options.js';
 import { cleanName, openInRoot } from './paths.js';
-import { Session, type Outcome } from './session.js';
+import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
+import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
+import { WorkerPool } from './pool.js';
 
 /** pino-compatible subset. */
 export interface TftpLogger {
@@ -47,6 +49,12 @@ export interface TftpServerOptions {
   events?: EventSink;
   logger?: TftpLogger;
   cache?: FileCacheOptions;
+  /**
+   * Threads that pump DATA: 1 = everything on the server's thread; N > 1 adds N-1 worker
+   * threads and each new transfer goes to the least busy thread. Default: the number of
+   * CPUs, at most 4.
+   */
+  threads?: number;
 }
 
 export interface TftpStats {
@@ -68,9 +76,12 @@ export interface TftpStats {
 interface Transfer {
   key: string;
   file: string;
-  session?: Session;
-  socket?: dgram.Socket;
+  /** The client acknowledged something: a repeated RRQ is then a new request. */
+  progressed: boolean;
   source?: Source;
+  /** Set once running: aborts wherever the transfer runs (this thread or a worker). */
+  abort?: (code: number, message: string, notifyClient: boolean) => void;
+  ended?: Promise<void>;
 }
 
 const noopLogger: TftpLogger = { info() {}, warn() {} };
@@ -80,9 +91,13 @@ export class TftpServer {
   /** By "ip:port" of the client: a repeated RRQ from the same TID is a retransmission. */
   private readonly transfers = new Map<string, Transfer>();
   private readonly cache: FileCache;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache'>> &
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads'>> &
     Pick<TftpServerOptions, 'generate' | 'events'>;
   private sweepTimer: NodeJS.Timeout | undefined;
+  private pool: WorkerPool | undefined;
+  private readonly threads: number;
+  /** Transfers running on this thread (the pool counts its own). */
+  private localActive = 0;
   private readonly s: Omit<TftpStats, 'active'> = {
     requests: 0,
     started: 0,
@@ -112,7 +127,9 @@ export class TftpServer {
       generate: opts.generate,
       events: opts.events,
     };
-    this.cache = new FileCache(opts.cache);
+    this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
+    // Worker threads see file contents through shared memory.
+    this.cache = new FileCache({ ...opts.cache, shared: this.threads > 1 });
   }
 
   /** Bind the listener. Rejects (e.g. EACCES/EADDRINUSE on port 69) with the socket error. */
@@ -146,6 +163,10 @@ export class TftpServer {
       }
     });
     this.socket = sock;
+    if (this.threads > 1) {
+      this.pool = new WorkerPool(this.threads - 1, (msg) => this.o.logger.warn({}, `tftp: ${msg}`));
+      await this.pool.ready();
+    }
     this.sweepTimer = setInterval(() => this.cache.sweep(), 10_000);
     this.sweepTimer.unref();
     const a = sock.address();
@@ -156,12 +177,19 @@ export class TftpServer {
   async stop(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = undefined;
-    for (const t of [...this.transfers.values()]) {
-      if (t.session) t.session.abort(ErrorCode.NOT_DEFINED, 'server shutting down');
-      else this.transfers.delete(t.key);
-    }
     const sock = this.socket;
     this.socket = undefined;
+    const ending: Promise<void>[] = [];
+    for (const t of [...this.transfers.values()]) {
+      if (t.abort) {
+        t.abort(ErrorCode.NOT_DEFINED, 'server shutting down', true);
+        if (t.ended) ending.push(t.ended);
+      } else this.transfers.delete(t.key);
+    }
+    // Workers report their ends asynchronously; don't wait forever for a wedged one.
+    await Promise.race([Promise.all(ending), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await this.pool?.close();
+    this.pool = undefined;
     if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
   }
 
@@ -202,14 +230,15 @@ export class TftpServer {
     const key = `${peer.address}:${peer.port}`;
     const existing = this.transfers.get(key);
     if (existing) {
-      if (existing.file === file && !existing.session?.progressed) {
+      if (existing.file === file && !existing.progressed) {
         // The client repeated its RRQ because our first answer is late or lost: the
         // running transfer's own retransmission covers it.
         this.s.duplicateRequests++;
         return;
       }
       // Same TID, new request: the client moved on; the old transfer is dead.
-      existing.session?.abort(ErrorCode.NOT_DEFINED, 'superseded by a new request', false);
+      existing.abort?.(ErrorCode.NOT_DEFINED, 'superseded by a new request', false);
+      if (this.transfers.get(key) === existing) this.transfers.delete(key);
     }
     if (this.transfers.size >= this.o.maxTransfers) {
       this.s.busy++;
@@ -221,12 +250,11 @@ export class TftpServer {
       );
       return;
     }
-    const t: Transfer = { key, file };
+    const t: Transfer = { key, file, progressed: false };
     this.transfers.set(key, t);
     this.begin(t, p, peer).catch((e: unknown) => {
       if (this.transfers.get(key) === t) this.transfers.delete(key);
       t.source?.release();
-      t.socket?.close();
       this.refuse(peer, file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
     });
   }
@@ -275,22 +303,6 @@ export class TftpServer {
       },
       source.size,
     );
-    const sock = dgram.createSocket({ type: 'udp4' });
-    t.socket = sock;
-    await new Promise<void>((resolve, reject) => {
-      sock.once('error', reject);
-      sock.bind({ port: 0, address: this.o.address, exclusive: true }, () => {
-        sock.connect(peer.port, peer.address, () => {
-          sock.off('error', reject);
-          resolve();
-        });
-      });
-    });
-    if (this.transfers.get(t.key) !== t) {
-      source.release();
-      sock.close();
-      return;
-    }
     const startedAt = Date.now();
     const oack = n.oack ? encode({ op: 'oack', options: n.oack, optionOrder: n.oackOrder }) : undefined;
     const detail = {
@@ -304,37 +316,65 @@ export class TftpServer {
       generated,
       options: n.oack ?? {},
     };
-    const session = new Session(
-      { source, blksize: n.blksize, windowsize: n.windowsize, timeoutMs: n.timeoutMs, retries: this.o.retries, oack },
-      {
-        send: (m) => sock.send(m),
-        now: () => performance.now(),
-        setTimer: (fn, ms) => setTimeout(fn, ms),
-        clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
+    const spec: TransferSpec = {
+      address: this.o.address,
+      peer,
+      blksize: n.blksize,
+      windowsize: n.windowsize,
+      timeoutMs: n.timeoutMs,
+      retries: this.o.retries,
+      oack,
+    };
+    let resolveEnded!: () => void;
+    t.ended = new Promise<void>((r) => (resolveEnded = r));
+    const hooks = {
+      onProgress: () => {
+        t.progressed = true;
       },
-      (outcome) => this.end(t, detail, startedAt, outcome),
-    );
-    t.session = session;
-    sock.on('message', (m) => session.onPacket(m));
-    sock.on('error', (e) => session.abort(ErrorCode.NOT_DEFINED, `socket error: ${e.message}`, false));
+      onEnd: (outcome: Outcome, counters: TransferCounters) => {
+        this.end(t, detail, startedAt, outcome, counters);
+        resolveEnded();
+      },
+    };
+    // Files streamed from disk in chunks stay on this thread (they need its descriptor);
+    // everything in memory goes to the least busy thread.
+    const slot = this.pool && source instanceof BufferSource ? this.pool.pick(this.localActive) : undefined;
     this.s.started++;
     this.emit('tftp.start', detail);
     this.o.logger.debug?.(detail, 'tftp: transfer started');
-    session.start();
+    if (slot) {
+      t.abort = slot.start(spec, (source as BufferSource).all(), hooks);
+      return;
+    }
+    this.localActive++;
+    const localHooks = {
+      onProgress: hooks.onProgress,
+      onEnd: (o: Outcome, c: TransferCounters) => {
+        this.localActive--;
+        hooks.onEnd(o, c);
+      },
+    };
+    let running: RunningTransfer;
+    try {
+      running = await startTransfer(spec, source, localHooks);
+    } catch (e) {
+      localHooks.onEnd(
+        { ok: false, code: 0, message: `cannot open transfer socket: ${(e as Error).message}`, byClient: false, duringNegotiation: false, bytes: 0, durationMs: 0, retransmits: 0 },
+        { badPackets: 0, duplicateAcks: 0, retransmits: 0, dataPackets: 0 },
+      );
+      return;
+    }
+    t.abort = running.abort;
+    // Superseded or stopped while the socket was being set up.
+    if (this.transfers.get(t.key) !== t) running.abort(ErrorCode.NOT_DEFINED, 'superseded', false);
   }
 
-  private end(t: Transfer, detail: Record<string, unknown>, startedAt: number, o: Outcome): void {
+  private end(t: Transfer, detail: Record<string, unknown>, startedAt: number, o: Outcome, c: TransferCounters): void {
     if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
     t.source?.release();
-    try {
-      t.socket?.close();
-    } catch {
-      /* already closed */
-    }
-    const s = t.session!;
-    this.s.badPackets += s.badPackets;
-    this.s.duplicateAcks += s.duplicateAcks;
-    this.s.retransmits += s.retransmits;
+    this.s.badPackets += c.badPackets;
+    this.s.duplicateAcks += c.duplicateAcks;
+    this.s.retransmits += c.retransmits;
     this.s.bytesSent += o.bytes;
     const durationMs = Date.now() - startedAt;
     if (o.ok) {

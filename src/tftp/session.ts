@@ -17,6 +17,8 @@ export interface SessionDeps {
   now(): number;
   setTimer(fn: () => void, ms: number): unknown;
   clearTimer(handle: unknown): void;
+  /** Called once, when the client first acknowledges something (OACK or a block). */
+  onProgress?(): void;
 }
 
 export interface SessionParams {
@@ -136,6 +138,7 @@ export class Session {
       }
       this.awaitingOack = false;
       this.retriesUsed = 0;
+      this.deps.onProgress?.();
       this.sendWindow();
       return;
     }
@@ -154,6 +157,7 @@ export class Session {
       this.duplicateAcks++;
       return;
     }
+    if (this.acked === 0 && this.p.oack === undefined) this.deps.onProgress?.();
     this.acked = abs;
     this.retriesUsed = 0;
     if (abs === this.totalBlocks) {

@@ -89,6 +89,8 @@ export interface FileCacheOptions {
   /** Chunk size for files above maxFileBytes. */
   chunkBytes?: number;
   now?: () => number;
+  /** Keep contents in SharedArrayBuffers, so transfer worker threads read them without a copy. */
+  shared?: boolean;
 }
 
 interface Entry {
@@ -110,8 +112,10 @@ export class FileCache {
   private readonly ttlMs: number;
   private readonly chunkBytes: number;
   private readonly now: () => number;
+  private readonly shared: boolean;
 
   constructor(opts: FileCacheOptions = {}) {
+    this.shared = opts.shared ?? false;
     this.maxFileBytes = opts.maxFileBytes ?? 256 * 1024 * 1024;
     this.maxBytes = opts.maxBytes ?? 512 * 1024 * 1024;
     this.ttlMs = opts.ttlMs ?? 30_000;
@@ -127,7 +131,7 @@ export class FileCache {
     if (e) {
       handle.close().catch(() => {});
     } else {
-      const data = readAll(handle, stat.size).finally(() => handle.close().catch(() => {}));
+      const data = readAll(handle, stat.size, this.shared).finally(() => handle.close().catch(() => {}));
       e = { key, size: stat.size, refs: 0, lastUsed: this.now(), data };
       this.entries.set(key, e);
       // A failed read must not poison the cache.
@@ -174,8 +178,8 @@ export class FileCache {
   }
 }
 
-async function readAll(handle: fsp.FileHandle, size: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(size);
+async function readAll(handle: fsp.FileHandle, size: number, shared: boolean): Promise<Buffer> {
+  const buf = shared ? Buffer.from(new SharedArrayBuffer(size)) : Buffer.allocUnsafe(size);
   let got = 0;
   while (got < size) {
     const { bytesRead } = await handle.read(buf, got, size - got, got);

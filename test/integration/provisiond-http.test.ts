@@ -123,9 +123,9 @@ test('a failing script: 200 with the error lines; the node shell fed by curl exi
   assert.equal(r.code, 1);
   assert.equal(r.stdout, 'hello n0001 from compute at 127.0.0.1\nslow done\n');
   assert.equal(r.stderr, 'pxeherd: nodescript init/all/30-fail failed: exit code 4\n');
-  const fail = backend.log.findLast((e) => e.kind === 'nodescript.fail')!;
+  const fail = [...backend.log].reverse().find((e) => e.kind === 'nodescript.fail')!;
   assert.equal(fail.detail!.stderr, 'nope\n');
-  assert.equal(backend.log.findLast((e) => e.kind === 'provision.end')!.detail!.ok, false);
+  assert.equal([...backend.log].reverse().find((e) => e.kind === 'provision.end')!.detail!.ok, false);
 });
 
 test('unknown MAC asking for init is registered with the name pattern and default group', async () => {
@@ -215,7 +215,7 @@ test('a client that hangs up mid-stream stops the remaining scripts', async () =
   await new Promise((r) => setTimeout(r, 1800));
   backend.byMac(MAC1)!.attrs = {};
   assert.equal(existsSync(path.join(tmp, 'last-n0001')), false, 'script after the hang-up ran');
-  const end = backend.log.findLast((e) => e.kind === 'provision.end')!;
+  const end = [...backend.log].reverse().find((e) => e.kind === 'provision.end')!;
   assert.equal(end.detail!.aborted, true);
   assert.equal(end.detail!.scripts, 2);
 });

@@ -74,7 +74,7 @@ test('state request with nodeid (01: prefix): PERCEUSD frame around the nodescri
   assert.equal(out, frame(`# NODESCRIPT START\necho hello c01 ${MAC1} 127.0.0.1\necho last\n# NODESCRIPT END\n`));
   assert.equal(n.state, 'init');
   assert.equal(n.ip, '127.0.0.1');
-  const end = backend.log.findLast((e) => e.kind === 'provision.end')!;
+  const end = [...backend.log].reverse().find((e) => e.kind === 'provision.end')!;
   assert.equal(end.detail!.via, 'tcp');
   assert.equal(end.detail!.scripts, 2);
 });
@@ -96,6 +96,11 @@ test('registration: a requested nodename is used only if valid and free', async 
   assert.equal(backend.byMac('52:54:00:00:01:03')!.name, 'n0000');
   await nc('init nodeid=52:54:00:00:01:04 nodename=../../etc\n'); // invalid
   assert.equal(backend.byMac('52:54:00:00:01:04')!.name, 'n0001');
+  const out = await nc('init nodeid=52:54:00:00:01:05 nodename=$(reboot);x\n');
+  assert.equal(backend.byMac('52:54:00:00:01:05')!.name, 'n0002');
+  assert.match(out, /echo hello n0002 /);
+  await nc(`init nodeid=52:54:00:00:01:06 nodename=${'n'.repeat(64)}\n`); // too long
+  assert.equal(backend.byMac('52:54:00:00:01:06')!.name, 'n0003');
 });
 
 test('unknown node asking for another state gets a comment line and a failing shell, nothing runs', async () => {
@@ -112,7 +117,7 @@ test('unknown node asking for another state gets a comment line and a failing sh
 test('ping echoes the token; log records an event', async () => {
   assert.equal(await nc('ping 8f2a-xyz\n'), '8f2a-xyz\n');
   await nc('log disk /dev/sda missing\n');
-  const ev = backend.log.findLast((e) => e.kind === 'provision.log')!;
+  const ev = [...backend.log].reverse().find((e) => e.kind === 'provision.log')!;
   assert.equal(ev.detail!.message, 'disk /dev/sda missing');
   assert.equal(ev.detail!.ip, '127.0.0.1');
 });

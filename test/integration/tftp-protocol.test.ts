@@ -345,3 +345,40 @@ test('a port already in use is reported in one clear error', async () => {
     await assert.rejects(other.start(), /TFTP: cannot listen on 127\.0\.0\.1:\d+\/udp: EADDRINUSE \(another TFTP server/);
   });
 });
+
+test('transfers spread over worker threads complete intact, also with loss', async () => {
+  await withServer({ threads: 3, timeoutMs: 60, retries: 20 }, async (port, server) => {
+    const runs = Array.from({ length: 6 }, (_, i) =>
+      tftpGet({
+        host: '127.0.0.1',
+        port,
+        file: 'small.bin',
+        options: { blksize: i % 2 ? '1468' : '512', windowsize: i % 3 ? '4' : '1', tsize: '0' },
+        dropData: lossy(1000 + i, 0.02),
+        dropAck: lossy(2000 + i, 0.02),
+        timeoutMs: 100,
+        retries: 30,
+        deadlineMs: 30_000,
+      }),
+    );
+    for (const r of await Promise.all(runs)) assert.equal(sha(r.data), sha(files['small.bin']!));
+    await until(() => server.stats().completed === 6);
+    assert.equal(server.stats().active, 0);
+  });
+});
+
+test('stopping the server aborts running transfers on every thread with an error to the client', async () => {
+  const events: BootEvent[] = [];
+  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', threads: 2, timeoutMs: 5000, events: { record: (e) => events.push(e) } });
+  const { port } = await server.start();
+  const peers = [await rawPeer(), await rawPeer()];
+  try {
+    for (const p of peers) p.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: {}, optionOrder: [] }), port);
+    await until(() => peers.every((p) => p.got.length > 0));
+    await server.stop();
+    await until(() => peers.every((p) => p.got.some((g) => g.p.op === 'error' && /shutting down/.test(g.p.message))));
+    assert.equal(events.filter((e) => e.kind === 'tftp.error').length, 2);
+  } finally {
+    for (const p of peers) p.close();
+  }
+});
