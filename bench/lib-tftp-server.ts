@@ -2,7 +2,7 @@
  * Runs pxeherd's TFTP server alone, for benchmarks and for tests that need it in another
  * process (e.g. inside a network namespace):
  *   node --import tsx bench/lib-tftp-server.ts --root DIR [--address 127.0.0.1] [--port 69]
- *        [--max-windowsize N] [--max-window-bytes N] [--timeout-ms N]
+ *        [--max-windowsize N] [--max-window-bytes N] [--timeout-ms N] [--threads N]
  * Prints "READY <port>" once listening; on SIGTERM/SIGINT prints the stats as JSON and exits.
  */
 import { parseArgs } from 'node:util';
@@ -16,6 +16,7 @@ const { values } = parseArgs({
     'max-windowsize': { type: 'string' },
     'max-window-bytes': { type: 'string' },
     'timeout-ms': { type: 'string' },
+    threads: { type: 'string' },
   },
 });
 if (!values.root) {
@@ -30,6 +31,7 @@ const server = new TftpServer({
   maxWindowsize: num(values['max-windowsize']),
   maxWindowBytes: num(values['max-window-bytes']),
   timeoutMs: num(values['timeout-ms']),
+  threads: num(values.threads),
   logger: { info() {}, warn: (o, m) => console.error(m ?? '', JSON.stringify(o)) },
 });
 const { port } = await server.start();

@@ -63,6 +63,11 @@ async function serverRun(kind: 'auto' | 'native' | 'child_process'): Promise<{ t
     const s = app.listen(PORT, '127.0.0.1', () => r(s));
   });
   server.maxConnections = NODES + 100;
+  // With the child_process spawner the event loop stalls in fork() for long stretches on a
+  // busy machine; Node's default request/headers timeouts then reset waiting clients, which
+  // would measure Node's HTTP defaults rather than the nodescript engine.
+  server.requestTimeout = 0;
+  server.headersTimeout = 0;
   const agent = new http.Agent({ keepAlive: false, maxSockets: Infinity });
   const lat: number[] = [];
   let failures = 0;
@@ -122,6 +127,26 @@ async function childProcessFloor(): Promise<number> {
   return performance.now() - t0;
 }
 
+/** Reference: the native helper alone (no HTTP, no engine), PARALLEL at a time. */
+async function helperAlone(): Promise<number | undefined> {
+  const spawner = createSpawner({ prefer: 'native', log: () => {} });
+  if (spawner.kind !== 'native-helper') return undefined;
+  const env = { PATH: '/usr/bin:/bin', NODENAME: 'n00000', NODEID: '52:54:00:00:00:00' };
+  const total = NODES * SCRIPTS;
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < total) {
+      const p = scriptPaths[next++ % SCRIPTS]!;
+      await spawner.run({ path: p, cwd: tmp, env, timeoutMs: 60_000, graceMs: 1000, maxStdout: 1 << 20, maxStderr: 65536 });
+    }
+  };
+  await Promise.all(Array.from({ length: PARALLEL }, worker));
+  const ms = performance.now() - t0;
+  await spawner.close();
+  return ms;
+}
+
 /** Floor 2: two plain sh loops, each running half of the script runs. */
 async function shFloor(): Promise<number> {
   const per = Math.ceil(NODES / 2);
@@ -155,6 +180,8 @@ async function main() {
   console.log(`floor: child_process from Node, parallel ${PARALLEL}: ${fmt(cp)}`);
   const sh = await shFloor();
   console.log(`floor: two plain sh loops: ${fmt(sh)}`);
+  const ha = await helperAlone();
+  if (ha !== undefined) console.log(`reference: native helper alone (no HTTP), parallel ${PARALLEL}: ${fmt(ha)} (${(ha / sh).toFixed(2)} x sh floor)`);
   for (const r of results) {
     console.log(`ratio [${r.spawner}]: server/child_process floor ${(r.total / cp).toFixed(2)}, server/sh floor ${(r.total / sh).toFixed(2)}`);
   }

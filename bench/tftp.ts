@@ -3,6 +3,7 @@
  *
  *   node --import tsx bench/tftp.ts [--size-mib 64] [--runs 3] [--client atftp|curl]
  *        [--blksizes 512,1468,8192] [--windows 1,16] [--concurrency 1,20] [--servers pxeherd,dnsmasq,tftpd-hpa]
+ *        [--pxeherd-threads N]
  *
  * dnsmasq only serves TFTP on port 69, so everything runs in a private network namespace
  * (phtftp-bench, loopback only): dnsmasq on 69, pxeherd on 6969,
@@ -28,6 +29,8 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '1,20' },
     servers: { type: 'string', default: 'pxeherd,dnsmasq,tftpd-hpa' },
     'timeout-s': { type: 'string', default: '600' },
+    /** pxeherd's transfer threads (TftpServerOptions.threads); default: its own default. */
+    'pxeherd-threads': { type: 'string' },
   },
 });
 const NS = 'phtftp-bench';
@@ -115,7 +118,7 @@ async function main(): Promise<void> {
     };
     let pxeStats = '';
     if (serverNames.includes('pxeherd')) {
-      const p = exec(['node', '--import', 'tsx', path.join(import.meta.dirname, 'lib-tftp-server.ts'), '--root', dir, '--port', String(PORTS.pxeherd)]);
+      const p = exec(['node', '--import', 'tsx', path.join(import.meta.dirname, 'lib-tftp-server.ts'), '--root', dir, '--port', String(PORTS.pxeherd), ...(values['pxeherd-threads'] ? ['--threads', values['pxeherd-threads']] : [])]);
       await waitForLine(p, /READY/, 20_000);
       // lib-tftp-server prints its counters (retransmits, duplicate ACKs...) on SIGTERM.
       p.stderr?.on('data', (d: Buffer) => (pxeStats += d.toString()));

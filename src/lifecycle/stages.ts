@@ -1,0 +1,70 @@
+import type { BootEvent } from '../nodes/types.js';
+import { summarize } from '../admin/timeline.js';
+
+/**
+ * Where a reinstalling node is, read from its boot events (oldest first) since the
+ * reinstall began. Stages only move forward; a later retry of an earlier step (a second
+ * DHCP DISCOVER) does not move the node back.
+ */
+export type Stage = 'power' | 'dhcp' | 'tftp' | 'ipxe' | 'kernel' | 'initrd' | 'provision' | 'ready' | 'ssh';
+
+const RANK: Record<Stage, number> = { power: 0, dhcp: 1, tftp: 2, ipxe: 3, kernel: 4, initrd: 5, provision: 6, ready: 7, ssh: 8 };
+
+export interface BootProgress {
+  stage: Stage;
+  /** "provision init" rather than just "provision": the state word the node asked for. */
+  label: string;
+  /** The node checked in with state "ready". */
+  ready: boolean;
+  /** Set when the boot failed for good, e.g. `nodescript init/all/50-x failed (exit code 1)`. */
+  failure?: string;
+  last?: BootEvent;
+}
+
+function stageOf(ev: BootEvent): { stage: Stage; label?: string } | undefined {
+  const d = (ev.detail ?? {}) as Record<string, unknown>;
+  const [area] = ev.kind.split('.');
+  if (area === 'dhcp') return { stage: 'dhcp' };
+  if (area === 'tftp') return { stage: 'tftp' };
+  if (ev.kind === 'http.ipxe') return { stage: 'ipxe' };
+  if (ev.kind === 'http.kernel') return { stage: 'kernel' };
+  if (ev.kind === 'http.initrd') return { stage: 'initrd' };
+  if (ev.kind === 'provision.start' || ev.kind === 'provision.end') {
+    const state = typeof d.state === 'string' ? d.state : '';
+    if (state === 'ready') return { stage: 'ready', label: 'ready' };
+    return { stage: 'provision', label: state ? `provision ${state}` : 'provision' };
+  }
+  return undefined;
+}
+
+export function describeEvent(ev: BootEvent): string {
+  const s = summarize(ev);
+  return s ? `${ev.kind} ${s}` : ev.kind;
+}
+
+export function followBoot(events: readonly BootEvent[]): BootProgress {
+  const p: BootProgress = { stage: 'power', label: 'power', ready: false };
+  for (const ev of events) {
+    if (ev.kind.startsWith('reinstall.') || ev.kind.startsWith('power.')) continue;
+    p.last = ev;
+    const d = (ev.detail ?? {}) as Record<string, unknown>;
+    const s = stageOf(ev);
+    if (s && RANK[s.stage] >= RANK[p.stage]) {
+      p.stage = s.stage;
+      p.label = s.label ?? s.stage;
+    }
+    if (s?.stage === 'ready' && !(ev.kind === 'provision.end' && d.ok === false)) {
+      p.ready = true;
+      break;
+    }
+    if (!p.failure && ev.kind === 'nodescript.fail' && d.onError !== 'continue') {
+      p.failure = `nodescript ${String(d.script ?? '?')} failed${d.reason ? ` (${String(d.reason)})` : ''}`;
+    }
+    if (ev.kind === 'provision.end' && d.ok === false) {
+      const failed = Array.isArray(d.failed) && d.failed.length ? ` (scripts: ${d.failed.join(', ')})` : '';
+      p.failure ??= `provision ${String(d.state ?? '')} failed${failed}`.replace('  ', ' ');
+      break;
+    }
+  }
+  return p;
+}

@@ -1,0 +1,193 @@
+import ssh2 from 'ssh2';
+import type { ClientChannel, ConnectConfig } from 'ssh2';
+
+/** Where and as whom to log in. Secrets stay in this object; messages only use `label`. */
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+  privateKey?: string | Buffer;
+  password?: string;
+  /** How the credential is described in errors, e.g. "key /var/pxeherd/ssh/id_ed25519". */
+  credential?: string;
+}
+
+export type SshStage = 'connect' | 'auth' | 'timeout' | 'exec';
+
+/** A failure that names the host, the stage and what to check, never the secret. */
+export class SshError extends Error {
+  constructor(
+    message: string,
+    readonly stage: SshStage,
+  ) {
+    super(message);
+    this.name = 'SshError';
+  }
+}
+
+export interface SshRunOptions {
+  /** Whole operation: connect, authenticate, run, close. 0 = no limit once logged in. */
+  timeoutMs: number;
+  /** Connect + authenticate (default: timeoutMs, at most 15 s). */
+  connectTimeoutMs?: number;
+  stdin?: string | Buffer;
+  onStdout?: (chunk: Buffer) => void;
+  onStderr?: (chunk: Buffer) => void;
+  /** Per stream; output beyond it is dropped and `truncated` set. */
+  maxOutput?: number;
+}
+
+export interface SshRunResult {
+  /** null when the command ended by a signal or the channel closed without a status. */
+  exit: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  truncated: boolean;
+}
+
+export function describe(t: Pick<SshTarget, 'host' | 'port' | 'user'>): string {
+  return `${t.user}@${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+}
+
+function connectError(t: SshTarget, e: Error & { level?: string; code?: string }, timeoutMs: number): SshError {
+  const who = describe(t);
+  if (e.level === 'client-authentication') {
+    return new SshError(`authentication failed for ${who}${t.credential ? ` (tried ${t.credential})` : ''}: the server refused the credential`, 'auth');
+  }
+  switch (e.code) {
+    case 'ECONNREFUSED':
+      return new SshError(`cannot connect to ${who}: connection refused (is sshd running there?)`, 'connect');
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return new SshError(`cannot connect to ${who}: no route to host`, 'connect');
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return new SshError(`cannot connect to ${who}: host name not found`, 'connect');
+    case 'ECONNRESET':
+      return new SshError(`cannot connect to ${who}: connection reset during the SSH handshake`, 'connect');
+  }
+  if (/timed out/i.test(e.message)) return timeoutError(t, 'connecting to', timeoutMs);
+  return new SshError(`cannot connect to ${who}: ${e.message}`, 'connect');
+}
+
+function timeoutError(t: SshTarget, phase: string, timeoutMs: number): SshError {
+  const hint = phase === 'connecting to' ? ' (no answer: host down, wrong address or filtered)' : '';
+  return new SshError(`timed out after ${fmtSeconds(timeoutMs)} ${phase} ${describe(t)}${hint}`, 'timeout');
+}
+
+export function fmtSeconds(ms: number): string {
+  const s = ms / 1000;
+  return `${Number.isInteger(s) ? s : s.toFixed(1)} s`;
+}
+
+type Open = (c: ssh2.Client, cb: (err: Error | undefined, ch: ClientChannel) => void) => void;
+
+/**
+ * One connection, one channel, then close. Host keys are not checked: nodes get a new
+ * host key with every reinstall, and the pxeherd key proves who we are, not who they are.
+ */
+function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string): Promise<SshRunResult> {
+  const max = opts.maxOutput ?? 4 << 20;
+  return new Promise((resolve, reject) => {
+    const c = new ssh2.Client();
+    let phase = 'connecting to';
+    let done = false;
+    const finish = (err: SshError | undefined, res?: SshRunResult) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      c.removeAllListeners('ready');
+      c.on('error', () => {});
+      c.end();
+      // end() waits for the peer; a silent peer must not keep the process alive.
+      setTimeout(() => c.destroy(), 200).unref();
+      if (err) reject(err);
+      else resolve(res!);
+    };
+    const t0 = Date.now();
+    const connectMs = opts.connectTimeoutMs ?? (opts.timeoutMs > 0 ? Math.min(opts.timeoutMs, 15_000) : 15_000);
+    let limitMs = connectMs;
+    let timer: NodeJS.Timeout | undefined = setTimeout(() => finish(timeoutError(t, phase, limitMs)), connectMs);
+    c.on('error', (e: Error) => finish(phase === 'connecting to' ? connectError(t, e, connectMs) : new SshError(`${what} on ${describe(t)}: ${e.message}`, 'exec')));
+    c.on('close', () => finish(new SshError(`${describe(t)} closed the connection ${phase === 'connecting to' ? 'during the handshake' : `while ${phase.replace(/ on$/, '')}`}`, phase === 'connecting to' ? 'connect' : 'exec')));
+    c.on('ready', () => {
+      phase = `${what} on`;
+      clearTimeout(timer);
+      timer = undefined;
+      if (opts.timeoutMs > 0) {
+        limitMs = opts.timeoutMs;
+        timer = setTimeout(() => finish(timeoutError(t, phase, limitMs)), Math.max(1, opts.timeoutMs - (Date.now() - t0)));
+      }
+      open(c, (err, ch) => {
+        if (err) return finish(new SshError(`${describe(t)} refused to ${what}: ${err.message}`, 'exec'));
+        const out: Buffer[] = [];
+        const errb: Buffer[] = [];
+        let outLen = 0;
+        let errLen = 0;
+        let truncated = false;
+        let exit: number | null = null;
+        let signal: string | null = null;
+        ch.on('data', (d: Buffer) => {
+          opts.onStdout?.(d);
+          if (outLen < max) out.push(d);
+          else truncated = true;
+          outLen += d.length;
+        });
+        ch.stderr.on('data', (d: Buffer) => {
+          opts.onStderr?.(d);
+          if (errLen < max) errb.push(d);
+          else truncated = true;
+          errLen += d.length;
+        });
+        ch.on('exit', (code: number | null, sig?: string) => {
+          if (typeof code === 'number') exit = code;
+          if (sig) signal = sig;
+        });
+        ch.on('close', () =>
+          finish(undefined, {
+            exit,
+            signal,
+            stdout: Buffer.concat(out).subarray(0, max).toString('utf8'),
+            stderr: Buffer.concat(errb).subarray(0, max).toString('utf8'),
+            truncated,
+          }),
+        );
+        if (opts.stdin !== undefined) ch.end(opts.stdin);
+        else ch.end();
+      });
+    });
+    const cfg: ConnectConfig = {
+      host: t.host,
+      port: t.port,
+      username: t.user,
+      // Our own timer reports the timeout; ssh2's must not fire first with its own wording.
+      readyTimeout: connectMs + 1000,
+      // Only the credential given: never fall back to an agent or keyboard prompts.
+      tryKeyboard: false,
+    };
+    if (t.privateKey) cfg.privateKey = t.privateKey;
+    if (t.password !== undefined) cfg.password = t.password;
+    try {
+      c.connect(cfg);
+    } catch (e) {
+      finish(new SshError(`cannot connect to ${describe(t)}: ${(e as Error).message}`, 'connect'));
+    }
+  });
+}
+
+/** Run one command (`ssh host COMMAND`): exit status, output, or an SshError. */
+export function sshRun(t: SshTarget, command: string, opts: SshRunOptions): Promise<SshRunResult> {
+  return runChannel(t, (c, cb) => c.exec(command, cb), opts, 'running a command');
+}
+
+/**
+ * Feed `input` to an interactive shell and collect what it prints until the device closes
+ * the session (switch consoles without an exec channel: the input ends with its logout).
+ */
+export function sshShell(t: SshTarget, input: string, opts: SshRunOptions): Promise<SshRunResult> {
+  return runChannel(t, (c, cb) => c.shell(false, cb), { ...opts, stdin: input }, 'running a shell session');
+}
+
+/** The function type the drivers take, so tests and callers can substitute it. */
+export type SshRunner = typeof sshRun;
