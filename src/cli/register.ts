@@ -1,5 +1,6 @@
 // Commands beyond node/group/vnfs/serve are added to the CLI here, one line each.
 import { extraCommands } from './main.js';
 import { stage1Command } from './commands/stage1.js';
+import { explainCommand } from './commands/explain.js';
 
-extraCommands.push(stage1Command);
+extraCommands.push(stage1Command, explainCommand);
