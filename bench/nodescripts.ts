@@ -175,6 +175,7 @@ async function main() {
     results.push(r);
     console.log(`server over HTTP [${r.spawner}]: total ${fmt(r.total)}, per node p50 ${fmt(r.p50)} p99 ${fmt(r.p99)}, failures ${r.failures}`);
   }
+  if (results.some((r) => r.failures > 0)) process.exitCode = 1;
   if (!FLOORS) return;
   const cp = await childProcessFloor();
   console.log(`floor: child_process from Node, parallel ${PARALLEL}: ${fmt(cp)}`);
@@ -185,12 +186,11 @@ async function main() {
   for (const r of results) {
     console.log(`ratio [${r.spawner}]: server/child_process floor ${(r.total / cp).toFixed(2)}, server/sh floor ${(r.total / sh).toFixed(2)}`);
   }
-  rmSync(tmp, { recursive: true, force: true });
-  if (results.some((r) => r.failures > 0)) process.exitCode = 1;
 }
 
-main().catch((e) => {
-  console.error(e);
-  rmSync(tmp, { recursive: true, force: true });
-  process.exit(1);
-});
+main()
+  .catch((e) => {
+    console.error(e);
+    process.exitCode = 1;
+  })
+  .finally(() => rmSync(tmp, { recursive: true, force: true }));

@@ -159,7 +159,10 @@ async function main(): Promise<void> {
                   ok = false;
                 }
                 rmSync(o, { force: true });
-                if (!ok) failed.add(srv);
+                if (!ok) {
+                  failed.add(srv);
+                  process.stderr.write(`  ${srv} bs=${bs} ws=${ws} conc=${conc} download ${i}: ${codes[i] === 0 ? 'wrong content' : `client exit ${codes[i]}`}\n`);
+                }
               }
               if (!failed.has(srv)) (samples[srv] ??= []).push((conc * content.length) / 1e6 / secs);
             }

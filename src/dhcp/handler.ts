@@ -196,7 +196,10 @@ export class DhcpHandler {
     else ip = nz(req.ciaddr); // RENEWING / REBINDING
     if (!ip || ip === '0.0.0.0') return this.malformed();
     const ipInt = ipToInt(ip)!;
-    const pool = this.poolFor(req, ipInt);
+    // Only a RENEWING client (ciaddr, unicast, no relay) may be on another link than the one the
+    // request came from; SELECTING and INIT-REBOOT are judged against the arrival link (§4.3.2).
+    const renewing = sid === undefined && requested === undefined;
+    const pool = this.poolFor(req, renewing ? ipInt : undefined);
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? ip : `relay ${req.giaddr}`}`, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;

@@ -57,12 +57,14 @@ export function followBoot(events: readonly BootEvent[]): BootProgress {
       p.ready = true;
       break;
     }
-    if (!p.failure && ev.kind === 'nodescript.fail' && d.onError !== 'continue') {
+    if (ev.kind === 'nodescript.fail' && d.onError !== 'continue') {
       p.failure = `nodescript ${String(d.script ?? '?')} failed${d.reason ? ` (${String(d.reason)})` : ''}`;
+      // The stream ends here (on_error abort): the failing script is the event to show.
+      break;
     }
     if (ev.kind === 'provision.end' && d.ok === false) {
       const failed = Array.isArray(d.failed) && d.failed.length ? ` (scripts: ${d.failed.join(', ')})` : '';
-      p.failure ??= `provision ${String(d.state ?? '')} failed${failed}`.replace('  ', ' ');
+      p.failure = `provision ${String(d.state ?? '')} failed${failed}`.replace('  ', ' ');
       break;
     }
   }

@@ -9,13 +9,17 @@ import { resolveServerAddress } from '../util/net.js';
 import { createHttpApp } from '../http/app.js';
 import { bootParts } from '../boot/wiring.js';
 import { provisionRouter } from '../provision/http.js';
-import { ProvisionService } from '../provision/service.js';
 import { ProvisiondServer } from '../provisiond/server.js';
-import { NodescriptEngine, createSpawner, installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescripts/index.js';
+import { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescripts/index.js';
+import { provisionParts } from './parts.js';
 import { TftpServer, installLoaders } from '../tftp/index.js';
 import { DhcpServer } from '../dhcp/server.js';
-import { dhcpBackend, eventSink, provisionBackend } from './backends.js';
+import { dhcpBackend, eventSink } from './backends.js';
 import { startRaHelper } from './ra.js';
+import { createAdminApp, ensureAdminTokens, adminLink } from '../admin/index.js';
+import { createMetrics } from '../metrics/index.js';
+import { NodeService } from '../nodes/service.js';
+import { explainBoot } from './explain.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -93,18 +97,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
   if (installed.length) log.info({ dir: config.nodescripts.dir, files: installed.length }, `installed ${installed.length} default nodescript(s) into ${config.nodescripts.dir}`);
 
-  const engine = new NodescriptEngine({
-    dir: config.nodescripts.dir,
-    statedir: config.statedir,
-    vnfs: config.vnfs,
-    timeoutSeconds: config.nodescripts.timeout_seconds,
-    maxParallel: config.nodescripts.max_parallel,
-    onError: config.nodescripts.on_error,
-    spawner: createSpawner({ log: (m) => log.warn(m) }),
-    events,
-    attrsFor: (node) => store.attrsFor(node),
-  });
-  const provision = new ProvisionService(provisionBackend(store, config, events), engine);
+  const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m));
   const boot = bootParts({ config, store, serverAddress: address, events });
 
   const services: Service[] = [];
@@ -175,6 +168,36 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
   }
 
+  // The admin listener: REST API, web UI, live events, /metrics. Never the node-facing port.
+  let closeAdmin = () => {};
+  let adminUrl: string | undefined;
+  if (config.admin.port !== 0) {
+    const tokens = ensureAdminTokens(config.statedir);
+    const metrics = createMetrics(store);
+    const admin = createAdminApp({
+      store,
+      service: new NodeService(store, config),
+      tokens,
+      metrics,
+      scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },
+      explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address),
+    });
+    closeAdmin = () => {
+      admin.close();
+      metrics.close();
+    };
+    const svc = httpService('admin', config.admin.listen, config.admin.port, admin.handler);
+    services.push({
+      ...svc,
+      start: async () => {
+        const where = await svc.start();
+        const port = (svc.server.address() as AddressInfo).port;
+        adminUrl = adminLink(config.admin.listen, port, tokens.admin);
+        return where;
+      },
+    });
+  }
+
   const results: RunningServer['services'] = [];
   const started: Service[] = [];
   for (const s of services) {
@@ -188,6 +211,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       log.error({ service: s.name }, `${(e as Error).message}; the other services keep running`);
     }
   }
+  if (adminUrl) log.info({ service: 'admin' }, `web UI and API: ${adminUrl}  (token in ${config.statedir}/admin.token)`);
   if (config.dhcp.mode === 'off') log.info('dhcp is off (dhcp.mode: off); set dhcp.mode to full or proxy to answer PXE clients');
 
   return {
@@ -199,6 +223,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       return () => listeners.delete(fn);
     },
     async stop() {
+      closeAdmin();
       for (const s of started.reverse()) await s.stop().catch(() => undefined);
       await engine.close();
       store.close();

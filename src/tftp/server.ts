@@ -1,11 +1,14 @@
 /**
  * The TFTP listener: decodes requests on the well-known port, refuses what it must,
  * resolves the file (generated or under the root), negotiates options and runs each
- * transfer on its own ephemeral socket, connected to the client so the kernel filters
- * other sources and sends need no address lookup.
+ * transfer on its own ephemeral socket (transfer.ts), connected to the client so the
+ * kernel filters other sources and sends need no address lookup. Transfers run on this
+ * thread or on transfer worker threads (pool.ts), whichever is least busy: one Node
+ * thread saturates a core long before the network when many machines boot at once.
  *
- * It never throws at its callers: malformed input is dropped and counted; every request
- * ends in exactly one event (tftp.error for refusals) after tftp.start for accepted ones.
+ * It never throws at its callers: malformed input is dropped and counted; every accepted
+ * request produces tftp.start then exactly one of tftp.done / tftp.error, and every
+ * refusal one tftp.error (detail.refused = true).
  */
 import dgram from 'node:dgram';
 import { availableParallelism } from 'node:os';

@@ -120,7 +120,7 @@ export interface RunningServer {
 }
 
 /** Start test/integration/dhcp-runner.ts in a namespace; resolves once it printed READY. */
-export function startServer(ns: string, config: unknown, timeoutMs = 20_000): Promise<RunningServer> {
+export function startServer(ns: string, config: unknown, timeoutMs = 60_000): Promise<RunningServer> {
   const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(config)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],

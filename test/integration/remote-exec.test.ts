@@ -90,7 +90,7 @@ test('a wrong key, a closed port and a blackholed address each fail with a clear
   assert.equal(res.dark.error, `timed out after 2 s connecting to root@${BLACKHOLE}:22 (no answer: host down, wrong address or filtered)`);
   assert.equal(res.noaddr.error, 'node noaddr has no address: set ip or attr.ssh_host');
   for (const x of Object.values(res)) assert.equal(x.exit, null);
-  assert.ok(took < 4500, `all four answered within the 2 s connect timeout (took ${took} ms)`);
+  assert.ok(took < 6000, `all four answered within the 2 s connect timeout (took ${took} ms)`);
   assert.equal(other.calls.length, 0);
   assert.ok(!r.stdout.includes(fs.readFileSync(priv, 'utf8').split('\n')[1]!), 'the key is named, never shown');
 });

@@ -48,7 +48,7 @@ test('reinstall --wait follows each node to ready and SSH, names the failed node
       sims.push(
         (async () => {
           for (const [kind, detail] of plans[name] ?? []) {
-            await sleep(120);
+            await sleep(200);
             store.events.record({ mac: macs[name], node: name, kind, detail });
           }
         })(),
@@ -69,11 +69,11 @@ test('reinstall --wait follows each node to ready and SSH, names the failed node
   store.events.flush();
 
   const t0 = Date.now();
-  const r = await cli(['node', 'reinstall', 'r*', '--wait', '--timeout', '3', '--poll', '0.1'], s.config);
+  const r = await cli(['node', 'reinstall', 'r*', '--wait', '--timeout', '5', '--poll', '0.1'], s.config);
   const took = Date.now() - t0;
   await Promise.all(sims);
   assert.equal(r.code, 1, r.stdout + r.stderr);
-  assert.ok(took >= 3000 && took < 6000, `ends at the per-node timeout (${took} ms)`);
+  assert.ok(took >= 5000 && took < 9000, `ends at the per-node timeout (${took} ms)`);
 
   // Progress lines as the nodes advance, in order for each node.
   const progress = (n: string) => r.stdout.split('\n').filter((l) => l.startsWith(`${n}: `)).map((l) => l.slice(n.length + 2).replace(/ \((dhcp|tftp|http|provision)\..*\)$/, ""));
@@ -82,15 +82,16 @@ test('reinstall --wait follows each node to ready and SSH, names the failed node
   const r1 = progress('r1').map((l) => l.replace(/^ready \(\d+(\.\d)? s\)$/, 'ready'));
   assert.deepEqual(r1.map((l) => order.indexOf(l)), [...r1.map((l) => order.indexOf(l))].sort((a, b) => a - b), r1.join(' | '));
   assert.ok(r1.every((l) => order.includes(l)), r1.join(' | '));
-  assert.deepEqual([r1[0], ...r1.slice(-3)], [order[0], 'provision init', 'checked in ready, waiting for SSH', 'ready']);
+  assert.deepEqual([r1[0], ...r1.slice(-2)], [order[0], 'checked in ready, waiting for SSH', 'ready']);
+  assert.ok(r1.length >= 4, `intermediate stages are shown as they are seen: ${r1.join(' | ')}`);
   assert.deepEqual(progress('r2').at(-1), 'FAILED at provision init: nodescript init/all/50-x failed (exit code 1)');
   assert.deepEqual(progress('r3').slice(-2), ['dhcp', 'timed out at dhcp']);
 
   const row = (n: string) => r.stdout.split('\n').find((l) => l.startsWith(`${n} `)) ?? '';
   assert.match(r.stdout, /^NODE\s+RESULT\s+DETAIL\s+LAST EVENT\s+TIME$/m);
   assert.match(row('r1'), /^r1\s+ready\s+checked in ready and answers SSH\s+provision\.start state ready · via http/);
-  assert.match(row('r2'), /^r2\s+failed at provision\s+nodescript init\/all\/50-x failed \(exit code 1\)\s+provision\.end state init · via http · FAILED · failed: init\/all\/50-x/);
-  assert.match(row('r3'), /^r3\s+timed out at dhcp\s+timed out after 3 s: no progress after dhcp\s+dhcp\.ack ip 10\.0\.0\.101/);
+  assert.match(row('r2'), /^r2\s+failed at provision\s+nodescript init\/all\/50-x failed \(exit code 1\)\s+nodescript\.fail init\/all\/50-x · exit code 1\s/);
+  assert.match(row('r3'), /^r3\s+timed out at dhcp\s+timed out after 5 s: no progress after dhcp\s+dhcp\.ack ip 10\.0\.0\.101/);
   assert.match(r.stderr, /pxeherd: reinstall: 2 of 3 node\(s\) did not reach ready: r2 \(failed at provision\), r3 \(timed out at dhcp\)/);
 
   assert.deepEqual(bmc.commands().sort(), ['power cycle r1', 'power cycle r2', 'power cycle r3']);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startAdmin } from './admin-fixture.js';
+import { startAdmin, type AdminFixture } from './admin-fixture.js';
 import { CHROMIUM, launch, loadPlaywright, waitFor, type UiBrowser } from './ui-driver.js';
 import { adminLink } from '../../src/admin/tokens.js';
 import { ROOT } from '../helpers/cli.js';
@@ -12,23 +12,38 @@ const PORTS: [number, number] = [18240, 18259];
 const ARTIFACTS = path.join(ROOT, 'test-artifacts');
 const HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">';
 
+/**
+ * The admin listener, a fresh Chromium profile and the browser, torn down in that order
+ * reversed: the browser first (it writes to its profile until it exits), then the rest.
+ */
+async function setup(t: { after(fn: () => Promise<void>): void }): Promise<{ f: AdminFixture; profile: string; b: UiBrowser }> {
+  const f = await startAdmin(PORTS);
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-chromium-'));
+  let b: UiBrowser | undefined;
+  t.after(async () => {
+    try {
+      await b?.close();
+    } finally {
+      await f.close();
+      fs.rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+    }
+  });
+  b = await launch(profile);
+  return { f, profile, b };
+}
+
 const skip = fs.existsSync(CHROMIUM) ? false : `${CHROMIUM} is missing: apt-get install -y chromium`;
 
 test('in Chromium: sign in by link, filter the node table, read a boot timeline, set the boot mode and disable a node', { skip, timeout: 60_000 }, async (t) => {
   const pw = await loadPlaywright();
   if (!pw) t.diagnostic('playwright-core is not installed: driving Chromium over the DevTools pipe instead');
-  const f = await startAdmin(PORTS);
-  t.after(() => f.close());
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-chromium-'));
-  t.after(() => fs.rmSync(profile, { recursive: true, force: true }));
+  const { f, b } = await setup(t);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
 
   f.service.add({ mac: 'aa:bb:cc:00:00:01', name: 'n0000', group: 'compute', ip: '10.0.0.10' });
   f.service.add({ mac: 'aa:bb:cc:00:00:02', name: 'n0001', group: 'compute', attrs: { note: HOSTILE } });
   f.service.add({ mac: 'aa:bb:cc:00:00:03', name: 'n0002', group: 'gpu' });
 
-  const b: UiBrowser = await launch(profile);
-  t.after(() => b.close());
   t.diagnostic(`driver: ${b.driver}`);
 
   // One click: the token link sets the session cookie and is replaced by a clean URL.
@@ -117,13 +132,8 @@ test('in Chromium: sign in by link, filter the node table, read a boot timeline,
 });
 
 test('in Chromium: a read-only session sees the pages but no action forms, and a wrong link token is refused', { skip, timeout: 30_000 }, async (t) => {
-  const f = await startAdmin(PORTS);
-  t.after(() => f.close());
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-chromium-'));
-  t.after(() => fs.rmSync(profile, { recursive: true, force: true }));
+  const { f, b } = await setup(t);
   f.service.add({ mac: 'aa:bb:cc:00:00:01', name: 'n0000' });
-  const b = await launch(profile);
-  t.after(() => b.close());
 
   await b.goto(adminLink('127.0.0.1', f.port, 'wrong-token-wrong-token'));
   assert.equal(await b.eval('document.querySelector("h1").textContent'), 'Wrong token');

@@ -341,3 +341,10 @@ test('full mode: a renewing client of a relayed subnet unicasting directly is se
   assert.equal(messageType(r.packet.options), MessageType.Ack);
   assert.equal(getU32(r.packet.options, Opt.LeaseTime), 300, 'lease time of 10.2.0.0/24');
 });
+
+test('INIT-REBOOT on the local link for an address of a relayed subnet is NAKed (wrong network)', () => {
+  const { h } = setup();
+  const r = only(h.handle(pkt(MessageType.Request, MAC, { [Opt.RequestedIp]: enc.ip('10.2.0.15') }), meta()));
+  assert.equal(messageType(r.packet.options), MessageType.Nak);
+  assert.match(getString(r.packet.options, Opt.Message)!, /not on network 10\.0\.0\.0\/24/);
+});

@@ -23,29 +23,11 @@ export function explainCommand(run: Run): Command {
       run(async (ctx, mac: string, o: { arch?: number; ipxe?: boolean; httpClient?: boolean; proxy?: boolean }) => {
         const parsed = parseMac(mac);
         if (!parsed.ok) throw new InvalidInput(parsed.error, 'mac');
-        const { explain, formatExplanation } = await import('../../dhcp/explain.js');
-        const { explainBackend } = await import('../../server/backends.js');
-        const { resolveServerAddress } = await import('../../util/net.js');
-        const { bootServiceFor } = await import('../../boot/service.js');
-        const { nodeTokensFor } = await import('../../security/tokens.js');
-        const config = ctx.config;
-        const { address } = resolveServerAddress(config.address, config.interface);
-        const e = explain(
-          explainBackend(ctx.store),
-          { config: config.dhcp, serverAddress: address, httpPort: config.http.port, autoRegister: config.nodes.auto_register },
-          { mac: parsed.mac, arch: o.arch, ipxe: o.ipxe, httpClient: o.httpClient, proxy: o.proxy },
-        );
-        // The script iPXE would fetch next (what /boot/<mac>.ipxe answers now).
-        let script: { template: string; mode: string; text: string } | { error: string };
-        try {
-          const tokens = config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined;
-          const boot = bootServiceFor({ config, store: ctx.store, serverAddress: address, tokens });
-          const r = boot.renderBootScript(parsed.mac);
-          script = { template: r.template, mode: String(r.mode), text: r.text };
-        } catch (err) {
-          script = { error: (err as Error).message };
-        }
-        ctx.print({ ...e, ipxe_script: script }, () => {
+        const { formatExplanation } = await import('../../dhcp/explain.js');
+        const { explainBoot } = await import('../../server/explain.js');
+        const e = explainBoot(ctx.config, ctx.store, { mac: parsed.mac, arch: o.arch, ipxe: o.ipxe, httpClient: o.httpClient, proxy: o.proxy });
+        const script = e.ipxe_script;
+        ctx.print(e, () => {
           let t = formatExplanation(e);
           if ('error' in script) t += `\niPXE script: cannot be rendered: ${script.error}\n`;
           else t += `\niPXE script (/boot/${parsed.mac}.ipxe, template ${script.template}, mode ${script.mode}):\n${script.text.replace(/^/gm, '  ')}\n`;
