@@ -11,6 +11,7 @@ import { HttpError, errorResponse } from './errors.js';
 import type { AdminAuth, Role } from './auth.js';
 import type { AdminDeps } from './deps.js';
 import { sseStream } from './sse.js';
+import { nodeExtras } from '../inventory/context.js';
 
 type Obj = Record<string, unknown>;
 
@@ -196,12 +197,16 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
 
   const inTransaction = <T>(fn: () => T): T => store.db.transaction(fn)();
   const nodeOr404 = (id: string): Node => service.get(id);
+  const now = () => (deps.now ? deps.now() : Date.now());
+  // Listings carry `stale`; a single node also its `hardware` and latest `health`.
+  const listJson = (n: Node, t: number) => nodeJson(n, nodeExtras(store, n, { now: t }));
 
   // -- nodes
   r.get('/nodes', (req, res) => {
     const args = queryArgs(req);
     try {
-      res.json({ nodes: service.list(args).map((n) => nodeJson(n)) });
+      const t = now();
+      res.json({ nodes: service.list(args).map((n) => listJson(n, t)) });
     } catch (e) {
       sendError(res, e, 'q');
     }
@@ -288,7 +293,8 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
   });
 
   r.get('/nodes/:node', (req, res) => {
-    res.json(nodeJson(nodeOr404(req.params.node as string)));
+    const n = nodeOr404(req.params.node as string);
+    res.json(nodeJson(n, nodeExtras(store, n, { detail: true, now: now() })));
   });
 
   r.patch('/nodes/:node', (req, res) => {

@@ -8,6 +8,7 @@ import { buildTimeline, nodeEvents, summarize, isFailure } from './timeline.js';
 import { Views } from './views.js';
 import { sseStream } from './sse.js';
 import { eventFilter } from './api.js';
+import { nodeExtras } from '../inventory/context.js';
 
 /** The UI loads nothing from elsewhere and runs no inline script. */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -28,8 +29,30 @@ function securityHeaders(_req: Request, res: Response, next: NextFunction): void
 /** Boot modes an admin picks in the UI (disabled is the enable/disable switch's job). */
 const UI_BOOT_MODES = BOOT_MODES.filter((m) => m !== 'disabled');
 
-function nodeRow(n: Node) {
-  return { name: n.name, mac: n.mac, state: n.state, ip: n.ip, group: n.group, vnfs: n.vnfs, lastContact: n.lastContact, boot: n.boot, enabled: n.enabled };
+function nodeRow(n: Node, stale = false) {
+  return { name: n.name, mac: n.mac, state: n.state, ip: n.ip, group: n.group, vnfs: n.vnfs, lastContact: n.lastContact, boot: n.boot, enabled: n.enabled, stale };
+}
+
+const gb = (bytes: number) => Math.round(bytes / 1e8) / 10;
+
+/** The node page's hardware section: the current report, flattened for the template. */
+function hardwareView(x: ReturnType<typeof nodeExtras>) {
+  if (!('hardware' in x) || !x.hardware) return undefined;
+  const hw = x.hardware;
+  const r = hw.report;
+  return {
+    version: hw.version,
+    reported: hw.reported,
+    previous: hw.previous,
+    cpu: `${r.cpu.count} × ${r.cpu.model || '?'}`,
+    memGb: hw.facts.mem_gb,
+    firmware: r.firmware,
+    system: [r.dmi.vendor, r.dmi.product].filter(Boolean).join(' '),
+    serial: r.dmi.serial,
+    uuid: r.dmi.uuid,
+    disks: r.disks.map((d) => ({ ...d, gb: gb(d.size_bytes) })),
+    nics: r.nics,
+  };
 }
 
 function eventRow(e: ReturnType<typeof eventJson>, failed: boolean, summary: string) {
@@ -91,7 +114,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     } catch (e) {
       error = errorResponse(e).body.error;
     }
-    page(res, error ? 400 : 200, 'nodes', 'Nodes', { q, error, nodes: nodes.map(nodeRow), count: nodes.length, total: store.nodes.count() });
+    page(res, error ? 400 : 200, 'nodes', 'Nodes', { q, error, nodes: nodes.map((n) => nodeRow(n, nodeExtras(store, n, { now: deps.now?.() }).stale)), count: nodes.length, total: store.nodes.count() });
   });
 
   r.get('/ui/nodes/:node', (req, res) => {
@@ -108,8 +131,12 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
       .map((key) => ({ key, value: n.attrs[key] ?? groupAttrs[key], from: key in n.attrs ? 'node' : `group ${n.group}` }));
     const events = nodeEvents((f) => store.events.query(f), n, 500);
     const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
+    const x = nodeExtras(store, n, { detail: true, now: deps.now?.() });
     page(res, 200, 'node', n.name, {
-      node: nodeRow(n),
+      node: nodeRow(n, x.stale),
+      hardware: hardwareView(x),
+      health: 'health' in x ? x.health : undefined,
+      checkinInterval: 'checkinInterval' in x ? x.checkinInterval : undefined,
       debug: n.debug,
       attrs,
       boots: buildTimeline(events),

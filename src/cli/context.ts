@@ -5,6 +5,7 @@ import { Store } from '../store/store.js';
 import { NodeService } from '../nodes/service.js';
 import { InvalidInput } from '../nodes/mac.js';
 import { NotFound } from '../nodes/select.js';
+import { queryContextFor } from '../inventory/context.js';
 
 /** Exit codes scripts can trust. */
 export const EXIT_OK = 0;
@@ -50,7 +51,7 @@ export class CliContext {
     return this._store;
   }
   get nodes(): NodeService {
-    return (this._service ??= new NodeService(this.store, this.config));
+    return (this._service ??= new NodeService(this.store, this.config, queryContextFor(this.store)));
   }
 
   /** Print `data` as JSON (stable schema) with --json, else the human text. */

@@ -3,5 +3,6 @@ import { extraCommands } from './main.js';
 import { stage1Command } from './commands/stage1.js';
 import { explainCommand } from './commands/explain.js';
 import { scriptCommand } from './commands/script.js';
+import { powerCommand, execCommand } from './commands/remote.js';
 
-extraCommands.push(scriptCommand, stage1Command, explainCommand);
+extraCommands.push(scriptCommand, stage1Command, explainCommand, powerCommand, execCommand);

@@ -39,6 +39,8 @@ export interface ReinstallOptions {
   /** Minimum time between two SSH probes of one node. */
   sshEveryMs?: number;
   onProgress?: (line: string) => void;
+  /** With no progress line for this long, one line lists who is still waiting where. */
+  heartbeatMs?: number;
 }
 
 interface Tracking {
@@ -61,7 +63,12 @@ export async function reinstall(nodes: Node[], b: ReinstallBackend, o: Reinstall
   const start = b.now();
   const pollMs = o.pollMs ?? 1000;
   const sshEvery = o.sshEveryMs ?? 3000;
-  const say = o.onProgress ?? (() => {});
+  const heartbeat = o.heartbeatMs ?? 30_000;
+  let lastSaid = b.now();
+  const say = (l: string) => {
+    lastSaid = b.now();
+    o.onProgress?.(l);
+  };
   b.setBootOnce(nodes);
   for (const n of nodes) b.record({ mac: n.mac, node: n.name, kind: 'reinstall.start', detail: { wait: o.wait, timeoutS: o.timeoutMs / 1000 } });
 
@@ -124,6 +131,10 @@ export async function reinstall(nodes: Node[], b: ReinstallBackend, o: Reinstall
       }
     }
     if (tracks.every((t) => t.done)) break;
+    if (b.now() - lastSaid >= heartbeat) {
+      const waiting = tracks.filter((t) => !t.done);
+      say(`waiting for ${waiting.length} node(s) (${secs()} s): ${waiting.slice(0, 8).map((t) => `${t.node.name} at ${t.stageKey}`).join(', ')}${waiting.length > 8 ? ', ...' : ''}`);
+    }
     await b.sleep(pollMs);
   }
   return tracks.map((t) => t.done!);

@@ -4,7 +4,7 @@ import type { Group, Lease, Node, Vnfs, BootEvent } from './types.js';
  * The stable JSON shapes of `--json` output and the REST API. Keys are snake_case, times
  * are ISO 8601 strings (or null), and new keys may be added but none renamed or removed.
  */
-export function nodeJson(n: Node, extra: { stale?: boolean; hardware?: unknown } = {}) {
+export function nodeJson(n: Node, extra: { stale?: boolean; hardware?: unknown; health?: unknown; checkinInterval?: number } = {}) {
   return {
     name: n.name,
     mac: n.mac,
@@ -21,6 +21,8 @@ export function nodeJson(n: Node, extra: { stale?: boolean; hardware?: unknown }
     updated: new Date(n.updatedAt).toISOString(),
     ...(extra.stale !== undefined ? { stale: extra.stale } : {}),
     ...(extra.hardware !== undefined ? { hardware: extra.hardware } : {}),
+    ...(extra.health !== undefined ? { health: extra.health } : {}),
+    ...(extra.checkinInterval !== undefined ? { checkin_interval: extra.checkinInterval } : {}),
   };
 }
 

@@ -61,6 +61,19 @@ export class PowerService {
     this.key = o.key ?? (() => (cached ??= ensureKey(o.statedir)));
   }
 
+  /**
+   * For reinstall: a power cycle, or power on when the cycle fails because the node is
+   * off (many BMCs refuse to cycle a machine that is off).
+   */
+  async cycleOrOn(node: Node): Promise<PowerOutcome> {
+    const cycle = await this.run(node, 'cycle');
+    if (cycle.ok) return cycle;
+    const st = await this.run(node, 'status');
+    if (!st.ok || st.power !== 'off') return cycle;
+    const on = await this.run(node, 'on');
+    return on.ok ? { ...on, output: `was off: ${on.output}`.trim() } : { ...on, error: `power cycle failed (${cycle.error}); node is off and power on failed: ${on.error}` };
+  }
+
   async run(node: Node, action: PowerAction): Promise<PowerOutcome> {
     const t0 = Date.now();
     const attrs = this.o.backend.attrsFor(node);

@@ -1,4 +1,5 @@
 import type { Node, EventSink } from '../nodes/types.js';
+import type { Health } from '../inventory/inventory.js';
 
 /**
  * What the provision service needs from the node store. Narrow on purpose: the SQLite store
@@ -15,5 +16,7 @@ export interface ProvisionBackend {
   touch(mac: string, state: string, ip: string | undefined): void;
   /** Merged attributes (group attrs overridden by node attrs) for ATTR_ vars. */
   attrsFor(node: Node): Record<string, string>;
+  /** The latest health a check-in carried (uptime, load, free memory); optional for fakes. */
+  recordHealth?(mac: string, health: Health): void;
   events: EventSink;
 }

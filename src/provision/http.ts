@@ -2,6 +2,7 @@ import { Router, type Request, type Response } from 'express';
 import type { Node } from '../nodes/types.js';
 import type { ProvisionService } from './service.js';
 import { oneLine, refusalLines } from '../nodescripts/stream.js';
+import { parseHealth } from '../inventory/inventory.js';
 
 export type AuthorizeResult = { ok: true } | { ok: false; status: number; reason: string };
 
@@ -88,7 +89,9 @@ export function provisionRouter(service: ProvisionService, opts: ProvisionRouter
       }
     };
     try {
-      await service.provision(r, write, { via: 'http', signal: gone.signal });
+      // A check-in (the ready loop) carries uptime=, load= and memfree_kb=: the node's latest health.
+      const { health, invalid } = parseHealth(req.query as Record<string, unknown>);
+      await service.provision(r, write, { via: 'http', signal: gone.signal, health, healthInvalid: invalid });
     } catch (e) {
       // Headers are out: all that can be done is to make the node's shell fail.
       await write(refusalLines(`internal error: ${(e as Error).message}`));

@@ -3,6 +3,7 @@ import { parseMac, InvalidInput } from '../nodes/mac.js';
 import { nameError, stateError } from '../nodes/names.js';
 import type { ChunkWriter, NodescriptEngine, RunSummary, ScriptFailure, ScriptListing } from '../nodescripts/engine.js';
 import type { ProvisionBackend } from './backend.js';
+import type { Health } from '../inventory/inventory.js';
 
 /**
  * "Provision state S for node N", independent of the protocol that asked (HTTP or the
@@ -71,13 +72,26 @@ export class ProvisionService {
   }
 
   /** Record the contact, run the scripts and stream them; start/end events around it. */
-  async provision(r: Extract<Resolved, { ok: true }>, write: ChunkWriter, opts: { via: 'http' | 'tcp'; signal?: AbortSignal }): Promise<RunSummary> {
+  async provision(
+    r: Extract<Resolved, { ok: true }>,
+    write: ChunkWriter,
+    opts: { via: 'http' | 'tcp'; signal?: AbortSignal; health?: Health; healthInvalid?: string[] },
+  ): Promise<RunSummary> {
     const { node, state, ip } = r;
     this.backend.touch(node.mac, state, ip);
+    if (opts.health) this.backend.recordHealth?.(node.mac, opts.health);
     // Re-read after touch so IPADDR and the rest reflect what was just recorded.
     const current = this.backend.byMac(node.mac) ?? node;
     const base = { mac: current.mac, node: current.name };
-    this.backend.events.record({ ...base, kind: 'provision.start', detail: { state, via: opts.via, ip: ip ?? null, registered: r.registered } });
+    this.backend.events.record({ ...base, kind: 'provision.start', detail: {
+        state,
+        via: opts.via,
+        ip: ip ?? null,
+        registered: r.registered,
+        ...(opts.health ? { health: opts.health } : {}),
+        ...(opts.healthInvalid?.length ? { health_invalid: opts.healthInvalid } : {}),
+      },
+    });
     let summary: RunSummary | undefined;
     try {
       summary = await this.engine.run(current, state, write, {

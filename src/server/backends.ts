@@ -97,6 +97,7 @@ export function provisionBackend(store: Store, config: Config, events: EventSink
       return r.node;
     },
     touch: (mac, state, ip) => store.nodes.touch(mac, state, ip),
+    recordHealth: (mac, h) => store.inventory.recordHealth(mac, h),
     attrsFor: (node) => store.attrsFor(node),
     events,
   };

@@ -20,6 +20,7 @@ import { createAdminApp, ensureAdminTokens, adminLink } from '../admin/index.js'
 import { createMetrics } from '../metrics/index.js';
 import { NodeService } from '../nodes/service.js';
 import { explainBoot } from './explain.js';
+import { inventoryRouter, storeInventoryBackend, queryContextFor } from '../inventory/index.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -102,7 +103,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const services: Service[] = [];
   if (config.http.port !== 0) {
-    const app = createHttpApp({ routers: [provisionRouter(provision, { authorize: boot.authorize }), ...boot.routers] });
+    const app = createHttpApp({ routers: [provisionRouter(provision, { authorize: boot.authorize }), inventoryRouter(storeInventoryBackend(store, events), { authorize: boot.authorize }), ...boot.routers] });
     services.push(httpService('http', config.http.listen, config.http.port, app));
   }
   if (config.provisiond.port !== 0) {
@@ -176,7 +177,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const metrics = createMetrics(store);
     const admin = createAdminApp({
       store,
-      service: new NodeService(store, config),
+      service: new NodeService(store, config, queryContextFor(store)),
       tokens,
       metrics,
       scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },

@@ -8,8 +8,11 @@ import { readModinfo, modDepends, moduleName } from './elf.js';
 import { moduleLoadOrder, type ModuleFile } from './modules.js';
 import { extractDeb, fetchDeb, readModuleFile, resolveKernelPackage, Stage1Error, type Log } from './debs.js';
 
-/** NIC drivers for the machines pxeherd is tested on (QEMU e1000/virtio) and common Intel boards. */
-export const DEFAULT_MODULES = ['e1000', 'e1000e', 'virtio_net', 'virtio_pci'];
+/**
+ * NIC drivers for the machines pxeherd is tested on (QEMU e1000/virtio) and common Intel boards,
+ * and disk drivers (virtio, NVMe, AHCI/SATA) so the hardware inventory sees the disks.
+ */
+export const DEFAULT_MODULES = ['e1000', 'e1000e', 'virtio_net', 'virtio_pci', 'virtio_blk', 'nvme', 'ahci', 'sd_mod'];
 
 /** Console on screen and serial: the last console= is /dev/console, where the node's shell writes. */
 export const STAGE1_CMDLINE = 'console=tty0 console=ttyS0,115200';
@@ -151,7 +154,7 @@ function busyboxBinary(cacheDir: string, log: Log): Buffer {
 }
 
 /** Pure: the initramfs file list. */
-export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string }): CpioEntry[] {
+export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; inventoryScript?: Buffer; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string }): CpioEntry[] {
   const dirs = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'etc', 'etc/pxeherd', 'lib', 'lib/modules', 'root', 'var'];
   return [
     ...dirs.map((name): CpioEntry => ({ type: 'dir', name, mode: name === 'tmp' ? 0o1777 : 0o755 })),
@@ -163,6 +166,8 @@ export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; busybo
     { type: 'file', name: 'init', data: p.init, mode: 0o755 },
     { type: 'file', name: 'etc/udhcpc.script', data: p.udhcpcScript, mode: 0o755 },
     { type: 'file', name: 'etc/pxeherd/build-info', data: Buffer.from(p.buildInfo), mode: 0o644 },
+    // The hardware collector /init runs before asking for init (POST /inventory).
+    ...(p.inventoryScript ? [{ type: 'file', name: 'etc/pxeherd/inventory.sh', data: p.inventoryScript, mode: 0o755 } as CpioEntry] : []),
     ...p.modules.map((m): CpioEntry => ({ type: 'file', name: `lib/modules/${m.name}.ko`, data: m.data, mode: 0o644 })),
     { type: 'file', name: 'lib/modules/load.order', data: Buffer.from(p.modules.map((m) => `${m.name}.ko\n`).join('')), mode: 0o644 },
   ];
@@ -179,9 +184,11 @@ export function buildStage1(o: BuildOptions): BuildResult {
   const busybox = busyboxBinary(o.cacheDir, log);
   const init = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/init'));
   const udhcpcScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/udhcpc.script'));
+  const inventoryScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/inventory.sh'));
   const entries = initramfsEntries({
     init,
     udhcpcScript,
+    inventoryScript,
     busybox,
     modules: k.modules.map((m) => ({ name: m.name, data: fs.readFileSync(m.file) })),
     buildInfo: `kernel=${k.version}\npackage=${pkg}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,

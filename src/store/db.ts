@@ -78,6 +78,28 @@ const MIGRATIONS: string[] = [
   CREATE INDEX events_time ON events(time);
   CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
   `,
+  // 2: hardware inventory (current and previous report per node) and the latest check-in health.
+  // ON UPDATE CASCADE: `node replace` carries them to the new MAC, so the new machine's first
+  // report shows up as a change against the old one's.
+  `
+  CREATE TABLE inventory (
+    mac TEXT NOT NULL REFERENCES nodes(mac) ON DELETE CASCADE ON UPDATE CASCADE,
+    slot TEXT NOT NULL CHECK (slot IN ('current', 'previous')),
+    version INTEGER NOT NULL,
+    time INTEGER NOT NULL,
+    seen INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    facts TEXT NOT NULL,
+    PRIMARY KEY (mac, slot)
+  ) WITHOUT ROWID;
+  CREATE TABLE health (
+    mac TEXT PRIMARY KEY REFERENCES nodes(mac) ON DELETE CASCADE ON UPDATE CASCADE,
+    time INTEGER NOT NULL,
+    uptime INTEGER,
+    load REAL,
+    memfree_kb INTEGER
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

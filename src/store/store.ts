@@ -4,6 +4,7 @@ import { NodeRepo } from './nodes.js';
 import { GroupRepo, VnfsRepo } from './groups.js';
 import { LeaseRepo } from './leases.js';
 import { EventRepo } from './events.js';
+import { InventoryRepo } from './inventory.js';
 
 /** The node database: one SQLite file in WAL mode under the state directory. */
 export class Store {
@@ -12,6 +13,7 @@ export class Store {
   readonly vnfs: VnfsRepo;
   readonly leases: LeaseRepo;
   readonly events: EventRepo;
+  readonly inventory: InventoryRepo;
 
   constructor(readonly db: DB) {
     this.nodes = new NodeRepo(db);
@@ -19,6 +21,7 @@ export class Store {
     this.vnfs = new VnfsRepo(db);
     this.leases = new LeaseRepo(db);
     this.events = new EventRepo(db);
+    this.inventory = new InventoryRepo(db);
   }
 
   static open(statedir: string): Store {

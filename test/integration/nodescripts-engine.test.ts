@@ -249,7 +249,7 @@ for (const sp of spawners) {
     const { eng } = engine(dir, sp.make(), { maxParallel: 2 });
     t.after(() => eng.close());
     const rs = await Promise.all(Array.from({ length: 6 }, (_, i) => eng.renderScript(node({ name: `n${i}` }), 'init')));
-    assert.ok(rs.every((r) => r.ok));
+    assert.deepEqual(rs.filter((r) => !r.ok).map((r) => r.failure), [], 'every render succeeded');
     let cur = 0;
     let max = 0;
     for (const c of readFileSync(log, 'utf8').split('\n')) {

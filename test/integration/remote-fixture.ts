@@ -196,7 +196,7 @@ export async function cli(args: string[], config: string): Promise<CliResult> {
 // ---- a blackholed address ----------------------------------------------------------------
 
 export const NS = 'phssh0';
-export const BLACKHOLE = '10.82.0.99';
+export const BLACKHOLE = '10.82.0.9';
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: 'pipe' });
@@ -213,7 +213,7 @@ export function canUseNetns(): string | undefined {
 }
 
 /**
- * A veth pair into namespace phssh0; 10.82.0.99 has a permanent neighbour entry with a MAC
+ * A veth pair into namespace phssh0 (10.82.0.0/28); 10.82.0.9 has a permanent neighbour entry with a MAC
  * nobody owns, so SYNs leave on the veth and vanish in our own namespace: no RST, no ICMP,
  * exactly like a powered-off node behind a switch.
  */
@@ -233,11 +233,11 @@ export function makeBlackhole(): () => void {
   cleanup();
   ip('netns', 'add', NS);
   ip('link', 'add', 'phsshh0', 'type', 'veth', 'peer', 'name', 'phsshn0', 'netns', NS);
-  ip('addr', 'add', '10.82.0.1/24', 'dev', 'phsshh0');
+  ip('addr', 'add', '10.82.0.1/28', 'dev', 'phsshh0');
   ip('link', 'set', 'phsshh0', 'up');
-  ip('-n', NS, 'addr', 'add', '10.82.0.2/24', 'dev', 'phsshn0');
+  ip('-n', NS, 'addr', 'add', '10.82.0.2/28', 'dev', 'phsshn0');
   ip('-n', NS, 'link', 'set', 'phsshn0', 'up');
-  ip('neigh', 'replace', BLACKHOLE, 'lladdr', '02:00:00:82:00:99', 'dev', 'phsshh0', 'nud', 'permanent');
+  ip('neigh', 'replace', BLACKHOLE, 'lladdr', '02:00:00:82:00:09', 'dev', 'phsshh0', 'nud', 'permanent');
   return cleanup;
 }
 

@@ -83,7 +83,9 @@ test('reinstall reports ready, failed at a stage with the failing script, and ti
 
 test('a node that checks in ready but never answers SSH times out at stage ssh with the SSH error', async () => {
   const { b } = fakeBackend({ n04: [[1000, ev('provision.start', { state: 'ready' })]] });
-  const [r] = await reinstall([node('n04')], b, { wait: true, timeoutMs: 10_000, parallel: 1, pollMs: 500 });
+  const lines: string[] = [];
+  const [r] = await reinstall([node('n04')], b, { wait: true, timeoutMs: 10_000, parallel: 1, pollMs: 500, heartbeatMs: 5000, onProgress: (l) => lines.push(l) });
+  assert.deepEqual(lines, ['n04: power cycled (command), waiting for DHCP', 'n04: checked in ready, waiting for SSH', 'waiting for 1 node(s) (6 s): n04 at ssh', 'n04: timed out at ssh']);
   assert.equal(r!.result, 'timeout');
   assert.equal(r!.stage, 'ssh');
   assert.equal(r!.message, 'timed out after 10 s: no SSH login: cannot connect: connection refused');

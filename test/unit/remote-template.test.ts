@@ -85,4 +85,11 @@ test('output is split into whole lines for the node prefix, the unterminated tai
   assert.deepEqual(lines, ['one', 'two']);
   s.end();
   assert.deepEqual(lines, ['one', 'two', 'thr']);
+  const u: string[] = [];
+  const v = new LineSplitter((l) => u.push(l));
+  const bytes = Buffer.from('größe\n');
+  v.push(bytes.subarray(0, 3));
+  v.push(bytes.subarray(3));
+  v.end();
+  assert.deepEqual(u, ['größe'], 'a character split between packets stays whole');
 });

@@ -4,6 +4,7 @@ import { groupJson, vnfsJson } from '../../nodes/json.js';
 import { InvalidInput } from '../../nodes/mac.js';
 import { NotFound } from '../../nodes/select.js';
 import type { Run } from '../main.js';
+import { groupDeployCommand } from './remote.js';
 
 const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
@@ -70,6 +71,7 @@ export function groupCommand(run: Run): Command {
         ctx.print({ deleted: name }, () => `deleted group ${name}`);
       }),
     );
+  group.addCommand(groupDeployCommand(run));
   return group;
 }
 

@@ -8,6 +8,8 @@ import type { Node } from '../../nodes/types.js';
 import { formatFromName, type NodeFormat } from '../../nodes/io.js';
 import { NODE_FIELDS } from '../../store/nodes.js';
 import type { Run } from '../main.js';
+import { nodeReinstallCommand, nodeLocateCommand } from './remote.js';
+import { nodeExtras } from '../../inventory/context.js';
 
 function parseKv(list: string[] = []): Record<string, string> {
   const out: Record<string, string> = {};
@@ -21,15 +23,49 @@ function parseKv(list: string[] = []): Record<string, string> {
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
 
-function nodeTable(nodes: Node[]): string {
+type Extras = ReturnType<typeof nodeExtras>;
+
+/** "5m ago", or "2h ago (stale)" when the node missed three check-ins. */
+function contact(n: Node, x: Extras): string {
+  return ago(n.lastContact) + (x.stale ? ' (stale)' : '');
+}
+
+function nodeTable(nodes: Node[], extras: Extras[]): string {
   if (nodes.length === 0) return 'no nodes\n';
   return table(
     ['NAME', 'MAC', 'GROUP', 'VNFS', 'STATE', 'IP', 'LAST CONTACT', 'BOOT', 'ENABLED'],
-    nodes.map((n) => [n.name, n.mac, n.group || '-', n.vnfs || '-', n.state || '-', n.ip || '-', ago(n.lastContact), n.boot, n.enabled ? 'yes' : 'no']),
+    nodes.map((n, i) => [n.name, n.mac, n.group || '-', n.vnfs || '-', n.state || '-', n.ip || '-', contact(n, extras[i]!), n.boot, n.enabled ? 'yes' : 'no']),
   );
 }
 
-function nodeDetail(n: Node): string {
+const gb = (bytes: number) => `${Math.round(bytes / 1e8) / 10} GB`;
+
+/** The hardware and health part of `node show`. */
+function hardwareDetail(x: Extras): string[] {
+  const lines: string[] = [];
+  if ('health' in x && x.health) {
+    const h = x.health;
+    lines.push(`health:       uptime ${h.uptime ?? '-'} s, load ${h.load ?? '-'}, free memory ${h.memfree_kb ?? '-'} kB (${h.time})`);
+  }
+  if (!('hardware' in x)) return lines;
+  const hw = x.hardware;
+  if (!hw) {
+    lines.push('hardware:     not reported yet (the stage-one image reports it at discovery)');
+    return lines;
+  }
+  const r = hw.report;
+  const f = hw.facts;
+  lines.push(`hardware:     version ${hw.version}, reported ${hw.reported}${hw.previous ? ` (previous: version ${hw.previous.version}, ${hw.previous.reported})` : ''}`);
+  lines.push(`  cpu:        ${r.cpu.count} x ${r.cpu.model || '?'}`);
+  lines.push(`  memory:     ${f.mem_gb} GiB`);
+  lines.push(`  firmware:   ${r.firmware}`);
+  if (r.dmi.vendor || r.dmi.product) lines.push(`  system:     ${[r.dmi.vendor, r.dmi.product].filter(Boolean).join(' ')}${r.dmi.serial ? `, serial ${r.dmi.serial}` : ''}${r.dmi.uuid ? `, uuid ${r.dmi.uuid}` : ''}`);
+  for (const d of r.disks) lines.push(`  disk:       ${d.name} ${gb(d.size_bytes)}${d.model ? ` ${d.model}` : ''}${d.serial ? ` (serial ${d.serial})` : ''}`);
+  for (const n of r.nics) lines.push(`  nic:        ${n.name} ${n.mac}${n.driver ? ` ${n.driver}` : ''}${n.speed_mbps ? ` ${n.speed_mbps} Mb/s` : ''}`);
+  return lines;
+}
+
+function nodeDetail(n: Node, x: Extras): string {
   const lines = [
     `name:         ${n.name}`,
     `mac:          ${n.mac}`,
@@ -40,7 +76,8 @@ function nodeDetail(n: Node): string {
     `boot:         ${n.boot}`,
     `state:        ${n.state || '-'}`,
     `ip:           ${n.ip || '-'}`,
-    `last contact: ${n.lastContact === null ? 'never' : `${new Date(n.lastContact).toISOString()} (${ago(n.lastContact)})`}`,
+    `last contact: ${n.lastContact === null ? 'never' : `${new Date(n.lastContact).toISOString()} (${ago(n.lastContact)})`}${x.stale ? ' STALE: missed three check-ins' : ''}`,
+    ...hardwareDetail(x),
   ];
   const keys = Object.keys(n.attrs).sort();
   if (keys.length) {
@@ -90,15 +127,17 @@ export function nodeCommand(run: Run): Command {
       .action(
         run((ctx, args: string[]) => {
           const nodes = ctx.nodes.list(args);
-          ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () =>
+          const now = Date.now();
+          const extras = nodes.map((n) => nodeExtras(ctx.store, n, { now }));
+          ctx.print({ nodes: nodes.map((n, i) => nodeJson(n, extras[i])) }, () =>
             cmd === 'status'
               ? nodes.length === 0
                 ? 'no nodes\n'
                 : table(
                     ['NAME', 'STATE', 'IP', 'LAST CONTACT', 'BOOT'],
-                    nodes.map((n) => [n.name, n.state || '-', n.ip || '-', ago(n.lastContact), n.boot]),
+                    nodes.map((n, i) => [n.name, n.state || '-', n.ip || '-', contact(n, extras[i]!), n.boot]),
                   )
-              : nodeTable(nodes),
+              : nodeTable(nodes, extras),
           );
         }),
       );
@@ -112,7 +151,9 @@ export function nodeCommand(run: Run): Command {
     .action(
       run((ctx, args: string[]) => {
         const nodes = ctx.nodes.select(args, { requireAll: true });
-        ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => (nodes.length ? nodes.map(nodeDetail).join('\n') : 'no nodes\n'));
+        const now = Date.now();
+        const extras = nodes.map((n) => nodeExtras(ctx.store, n, { detail: true, now }));
+        ctx.print({ nodes: nodes.map((n, i) => nodeJson(n, extras[i])) }, () => (nodes.length ? nodes.map((n, i) => nodeDetail(n, extras[i]!)).join('\n') : 'no nodes\n'));
       }),
     );
 
@@ -226,5 +267,7 @@ export function nodeCommand(run: Run): Command {
       }),
     );
 
+  node.addCommand(nodeReinstallCommand(run));
+  node.addCommand(nodeLocateCommand(run));
   return node;
 }

@@ -204,7 +204,7 @@ export function nodeReinstallCommand(run: Run): Command {
           nodes,
           {
             setBootOnce: (ns) => void ctx.store.nodes.set(ns.map((n) => n.mac), 'boot', 'once'),
-            powerCycle: (n) => power.run(n, 'cycle'),
+            powerCycle: (n) => power.cycleOrOn(n),
             eventsSince: (n, since) => ctx.store.events.query({ mac: n.mac, since, order: 'asc', limit: 100000 }),
             probeSsh: async (n, timeoutMs) => {
               const r = await sshRun(nodeTarget(n, ctx.store.attrsFor(n), key()), 'true', { timeoutMs });
