@@ -131,6 +131,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxBlksize: config.tftp.max_blksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
+      maxWindowBytes: config.tftp.max_window_bytes,
+      threads: config.tftp.threads || undefined,
       timeoutMs: config.tftp.timeout_seconds * 1000,
       retries: config.tftp.retries,
       generate: (req) => boot.tftpGenerate(req),

@@ -28,7 +28,9 @@ function spawn(): Worker {
     // Running from source under tsx (tests, bench): a worker does not inherit tsx's
     // loader, so register it before importing the TypeScript entry.
     const entry = new URL('./worker.ts', here).href;
-    return new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`, { eval: true });
+    // Resolved here, from this module, so it does not depend on the worker's cwd.
+    const api = import.meta.resolve('tsx/esm/api');
+    return new Worker(`import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`, { eval: true });
   }
   return new Worker(new URL('./worker.js', here));
 }

@@ -26,12 +26,14 @@ rd() { head -n 1 "$1" 2>/dev/null; }
 # ---- CPU ----------------------------------------------------------------------------------
 cpuinfo="$R/proc/cpuinfo"
 cpus=$(grep -c '^processor' "$cpuinfo" 2>/dev/null)
+cpus=${cpus:-0}
 # x86 says "model name"; arm64 has no model line, "Hardware" or "CPU part" is the best there is.
 cpu_model=$(awk -F: '/^model name/ { sub(/^[ \t]+/, "", $2); print $2; exit }' "$cpuinfo" 2>/dev/null)
 [ -n "$cpu_model" ] || cpu_model=$(awk -F: '/^(Hardware|cpu model|CPU part)/ { sub(/^[ \t]+/, "", $2); print $2; exit }' "$cpuinfo" 2>/dev/null)
 
 # ---- memory -------------------------------------------------------------------------------
 mem_kb=$(awk '/^MemTotal:/ { print $2; exit }' "$R/proc/meminfo" 2>/dev/null)
+mem_kb=${mem_kb:-0}
 # MemTotal is what is left after the kernel's own reservations (a 64 GiB machine shows ~62.8):
 # the online memory blocks of the hotplug interface add up to the installed size.
 phys=''

@@ -71,7 +71,8 @@ export function startVm(o: VmOptions): Vm {
     const disk = path.join(o.dir, `${o.name}.disk.img`);
     fs.writeFileSync(disk, '');
     fs.truncateSync(disk, o.diskMb * 1024 * 1024);
-    args.push('-drive', `file=${disk},format=raw,if=virtio,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`);
+    // serial= belongs on the device: QEMU 7 refuses it as a -drive option.
+    args.push('-drive', `file=${disk},format=raw,if=none,id=disk0`, '-device', `virtio-blk-pci,drive=disk0,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`);
   }
   if (o.firmware === 'bios') args.push('-boot', 'n');
   const proc = o.lab.spawnInNs('qemu-system-x86_64', args, { log: path.join(o.dir, `${o.name}.qemu.log`) });

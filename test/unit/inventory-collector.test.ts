@@ -89,6 +89,7 @@ test('an empty tree still yields a valid report (nothing found, BIOS)', { skip }
     assert.equal(r.status, 0);
     const j = JSON.parse(r.stdout);
     assert.deepEqual({ disks: j.disks, nics: j.nics, firmware: j.firmware, count: j.cpu.count }, { disks: [], nics: [], firmware: 'bios', count: 0 });
+    assert.ok(parseInventory(r.stdout).ok, 'and the master accepts it');
   } finally {
     fs.rmSync(empty, { recursive: true, force: true });
   }
