@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import ssh2 from 'ssh2';
+import type ssh2 from 'ssh2';
+import { ssh2lib } from './ssh2lib.js';
 
 export interface KeyPair {
   /** OpenSSH private key text (never printed, never put in an event). */
@@ -62,8 +63,8 @@ export function ensureKey(statedir: string, comment = 'pxeherd'): KeyPair {
  */
 function generate(comment: string): { private: string; public: string } {
   for (let i = 0; i < 16; i++) {
-    const kp = ssh2.utils.generateKeyPairSync('ed25519', { comment });
-    const parsed = ssh2.utils.parseKey(kp.private);
+    const kp = ssh2lib().utils.generateKeyPairSync('ed25519', { comment });
+    const parsed = ssh2lib().utils.parseKey(kp.private);
     if (!(parsed instanceof Error) && !Array.isArray(parsed) && parsed.getPublicSSH().length === 51) return kp;
   }
   throw new Error('could not generate a valid ed25519 key');
@@ -71,7 +72,7 @@ function generate(comment: string): { private: string; public: string } {
 
 /** "ssh-ed25519 AAAA... comment" for an OpenSSH private key. */
 export function publicKeyOf(privateKey: string | Buffer, comment = 'pxeherd'): string {
-  const parsed = ssh2.utils.parseKey(privateKey);
+  const parsed = ssh2lib().utils.parseKey(privateKey);
   if (parsed instanceof Error) throw new Error(`cannot read the pxeherd SSH key: ${parsed.message}`);
   const k = Array.isArray(parsed) ? parsed[0]! : parsed;
   return `${k.type} ${k.getPublicSSH().toString('base64')} ${comment}`;

@@ -1,4 +1,5 @@
-import ssh2 from 'ssh2';
+import type ssh2 from 'ssh2';
+import { ssh2lib } from './ssh2lib.js';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
 
 /** Where and as whom to log in. Secrets stay in this object; messages only use `label`. */
@@ -90,7 +91,7 @@ type Open = (c: ssh2.Client, cb: (err: Error | undefined, ch: ClientChannel) => 
 function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string): Promise<SshRunResult> {
   const max = opts.maxOutput ?? 4 << 20;
   return new Promise((resolve, reject) => {
-    const c = new ssh2.Client();
+    const c = new (ssh2lib().Client)();
     let phase = 'connecting to';
     let done = false;
     const finish = (err: SshError | undefined, res?: SshRunResult) => {
