@@ -69,12 +69,21 @@ async function main() {
     }
   // The reference serves exactly what pxeherd served: the rendered iPXE script and nodescripts.
   const web = path.join(dir, 'www');
+  fs.chmodSync(dir, 0o755); // nginx workers run as an unprivileged user
   fs.mkdirSync(path.join(web, 'provision'), { recursive: true });
-  const nodeName = JSON.parse(cli(['node', 'list', '--json'])).nodes[0].name as string;
-  const nodeMac = JSON.parse(cli(['node', 'list', '--json'])).nodes[0].mac as string;
-  const script = cli(['explain', nodeMac, '--ipxe', '--json']);
-  const ipxe = (JSON.parse(script).ipxe_script.text as string).replaceAll(`http://${S}:8080/vnfs/stage1/`, `http://${S}:8090/`).replaceAll(`http://${S}:8080/provision/`, `http://${S}:8090/provision/`);
-  fs.writeFileSync(path.join(web, 'boot.ipxe'), ipxe);
+  // One static script per machine, as a static set-up does it: boot.ipxe chains by MAC.
+  fs.mkdirSync(path.join(web, 'boot'), { recursive: true });
+  fs.writeFileSync(path.join(web, 'boot.ipxe'), `#!ipxe\nchain http://${S}:8090/boot/\${net0/mac:hexhyp}.ipxe\n`);
+  const nodes = JSON.parse(cli(['node', 'list', '--json'])).nodes as { name: string; mac: string }[];
+  for (const node of nodes) {
+    const text = JSON.parse(cli(['explain', node.mac, '--ipxe', '--json'])).ipxe_script.text as string;
+    const ipxe = text
+      .replaceAll(`http://${S}:8080/vnfs/stage1/`, `http://${S}:8090/`)
+      .replaceAll(`http://${S}:8080/provision/`, `http://${S}:8090/provision/`)
+      .replaceAll(`pxeherd.master=http://${S}:8080`, `pxeherd.master=http://${S}:8090`);
+    fs.writeFileSync(path.join(web, 'boot', `${node.mac.replaceAll(':', '-')}.ipxe`), ipxe);
+  }
+  const nodeName = nodes[0]!.name;
   fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'vmlinuz'), path.join(web, 'vmlinuz'));
   fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'initrd.img'), path.join(web, 'initrd.img'));
   fs.writeFileSync(path.join(web, 'provision', 'init'), cli(['script', 'render', nodeName]));
@@ -98,9 +107,10 @@ async function main() {
     { log: path.join(dir, 'dnsmasq.log') },
   );
   await new Promise((r) => setTimeout(r, 1500));
+  n = 0; // the same machines (MACs) boot again, now from the static set-up
   for (let r = 0; r < RUNS; r++)
     for (const fw of FIRMWARES) {
-      const mac = `52:54:00:be:01:${(++n).toString(16).padStart(2, '0')}`;
+      const mac = `52:54:00:be:00:${(++n).toString(16).padStart(2, '0')}`;
       results.push({ server: 'dnsmasq+nginx', firmware: fw, seconds: await bootOnce(`ref-${fw}-${r}`, mac, fw) });
       console.log(`dnsmasq+nginx ${fw}: ${results.at(-1)!.seconds.toFixed(1)} s`);
     }

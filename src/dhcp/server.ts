@@ -94,14 +94,14 @@ export class DhcpServer {
       this.main.setBroadcast(true);
       this.bindDevice(this.main);
       this.main.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
-      this.main.on('error', (e) => this.socketError(e));
+      this.main.on('error', (e) => this.log.error(`DHCP socket error: ${e.message}`));
       if (listen === '0.0.0.0') {
         try {
           this.out = await openSocket(this.opts.serverAddress, cfg.port, true, rcv);
           this.out.setBroadcast(true);
           this.bindDevice(this.out);
           this.out.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
-          this.out.on('error', (e) => this.socketError(e));
+          this.out.on('error', (e) => this.log.error(`DHCP socket error: ${e.message}`));
         } catch (e) {
           // serverAddress not local (e.g. behind NAT): broadcasts follow the routing table.
           this.log.warn(`DHCP: cannot bind ${this.opts.serverAddress}:${cfg.port} (${(e as Error).message}); broadcast replies follow the routing table`);
@@ -111,7 +111,7 @@ export class DhcpServer {
         this.proxySock = await openSocket(listen, cfg.proxy_port, false);
         this.bindDevice(this.proxySock);
         this.proxySock.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'proxy'));
-        this.proxySock.on('error', (e) => this.socketError(e));
+        this.proxySock.on('error', (e) => this.log.error(`ProxyDHCP socket error: ${e.message}`));
       }
     } catch (e) {
       this.stop();
@@ -195,15 +195,12 @@ export class DhcpServer {
     const sock = r.via === 'proxy' ? this.proxySock : (this.out ?? this.main);
     if (!sock) return;
     const buf = encode(r.packet, { maxSize: r.maxSize });
-    // No completion callback: a send that completes synchronously (the usual case) then costs no
-    // extra tick; failures arrive as the socket's 'error' event, counted there.
-    sock.send(buf, r.to.port, r.to.address);
-  }
-
-  /** Send failures (no route to a ciaddr, ...) and receive errors: counted and logged, never fatal. */
-  private socketError(e: Error): void {
-    this.counters.sendErrors++;
-    this.log.warn(`DHCP socket: ${e.message}`);
+    sock.send(buf, r.to.port, r.to.address, (err) => {
+      if (err) {
+        this.counters.sendErrors++;
+        this.log.warn(`DHCP: sending to ${r.to.address}:${r.to.port} failed: ${err.message}`);
+      }
+    });
   }
 
   private bindDevice(sock: dgram.Socket): void {

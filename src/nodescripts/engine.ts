@@ -62,6 +62,8 @@ export interface RunOptions {
   attrs?: Record<string, string>;
   /** Stop running further scripts (client disconnected). */
   signal?: AbortSignal;
+  /** NODETOKEN for the scripts: a fresh node token, when tokens are on. */
+  token?: string;
 }
 
 /** Receives the stream in order; may return a promise to apply backpressure. */
@@ -134,7 +136,7 @@ export class NodescriptEngine {
     if (sErr) throw new Error(sErr);
     const prio = this.reqSeq++;
     const plan = await collectScripts(this.dir, state, node);
-    const env = scriptEnv(node, state, opts.attrs ?? this.attrsFor(node), this.ctx, opts.ip);
+    const env = scriptEnv(node, state, opts.attrs ?? this.attrsFor(node), this.ctx, opts.ip, opts.token);
     const failures: ScriptFailure[] = [];
     let scripts = 0;
     let aborted = false;

@@ -26,6 +26,7 @@ export function scriptEnv(
   attrs: Record<string, string>,
   ctx: EnvContext,
   ip?: string,
+  token?: string,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs)) {
@@ -49,6 +50,9 @@ export function scriptEnv(
     VNFSMASTER: ctx.vnfsMaster,
     VNFSPREFIX: ctx.vnfsPrefix,
     PATH: ctx.path || DEFAULT_PATH,
+    // A fresh node token for this request ('' when security.node_tokens is off): lets a
+    // script hand the node a token for later requests (the check-in loop outlives the boot's).
+    NODETOKEN: token ?? '',
   };
   for (const [k, v] of Object.entries(fixed)) env[k] = String(v ?? '').replace(/\0/g, '');
   return env;

@@ -19,4 +19,6 @@ export interface ProvisionBackend {
   /** The latest health a check-in carried (uptime, load, free memory); optional for fakes. */
   recordHealth?(mac: string, health: Health): void;
   events: EventSink;
+  /** A fresh node token (security.node_tokens on), handed to the scripts as NODETOKEN. */
+  issueToken?(mac: string): string;
 }

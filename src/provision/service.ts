@@ -98,6 +98,7 @@ export class ProvisionService {
         ip: ip ?? current.ip,
         attrs: this.backend.attrsFor(current),
         signal: opts.signal,
+        token: this.backend.issueToken?.(current.mac),
       });
       return summary;
     } finally {

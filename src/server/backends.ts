@@ -83,7 +83,7 @@ export function arpLookup(ip: string, file = '/proc/net/arp'): string | undefine
 }
 
 /** Registration events are the provision service's own (node.register). */
-export function provisionBackend(store: Store, config: Config, events: EventSink): ProvisionBackend {
+export function provisionBackend(store: Store, config: Config, events: EventSink, tokens?: { issueToken(mac: string): string }): ProvisionBackend {
   const policy = namingPolicy(config);
   return {
     byMac: (mac) => store.nodes.byMac(mac),
@@ -98,6 +98,7 @@ export function provisionBackend(store: Store, config: Config, events: EventSink
     },
     touch: (mac, state, ip) => store.nodes.touch(mac, state, ip),
     recordHealth: (mac, h) => store.inventory.recordHealth(mac, h),
+    issueToken: tokens ? (mac) => tokens.issueToken(mac) : undefined,
     attrsFor: (node) => store.attrsFor(node),
     events,
   };

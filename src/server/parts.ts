@@ -4,6 +4,7 @@ import type { EventSink } from '../nodes/types.js';
 import { NodescriptEngine, createSpawner } from '../nodescripts/index.js';
 import { ProvisionService } from '../provision/service.js';
 import { provisionBackend } from './backends.js';
+import { nodeTokensFor } from '../security/tokens.js';
 
 /** The nodescript engine and provision service as configured: shared by `serve`, `script` and the API. */
 export function provisionParts(config: Config, store: Store, events: EventSink, warn: (msg: string) => void): { engine: NodescriptEngine; provision: ProvisionService } {
@@ -18,5 +19,7 @@ export function provisionParts(config: Config, store: Store, events: EventSink, 
     events,
     attrsFor: (node) => store.attrsFor(node),
   });
-  return { engine, provision: new ProvisionService(provisionBackend(store, config, events), engine) };
+  // Scripts get a fresh token as NODETOKEN (the check-in loop renews its own with it).
+  const tokens = config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined;
+  return { engine, provision: new ProvisionService(provisionBackend(store, config, events, tokens), engine) };
 }

@@ -14,6 +14,7 @@ import { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescrip
 import { provisionParts } from './parts.js';
 import { TftpServer, installLoaders } from '../tftp/index.js';
 import { DhcpServer } from '../dhcp/server.js';
+import { loadBindToDevice } from '../dhcp/bindtodevice.js';
 import { dhcpBackend, eventSink } from './backends.js';
 import { startRaHelper } from './ra.js';
 import { createAdminApp, ensureAdminTokens, adminLink } from '../admin/index.js';
@@ -152,6 +153,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       httpPort: config.http.port,
       backend: dhcpBackend(store, config, events),
       interface: config.interface,
+      bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
     });
     let ra: { stop(): void } | undefined;

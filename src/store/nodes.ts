@@ -3,7 +3,7 @@ import type { BootMode, Node } from '../nodes/types.js';
 import { BOOT_MODES } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
 import { validateAttrKey, validateName } from '../nodes/names.js';
-import { firstFreeNumber, formatName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
+import { firstFreeNumber, formatName, numberOf as numberOfName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
 import { NotFound } from '../nodes/select.js';
 
 interface NodeRow {
@@ -43,6 +43,9 @@ export interface NamingPolicy {
 /** Fields `node set` may change; anything else is an attribute written as attr.KEY. */
 export const NODE_FIELDS = ['name', 'group', 'vnfs', 'ip', 'enabled', 'debug', 'boot', 'state'] as const;
 export type NodeField = (typeof NODE_FIELDS)[number];
+
+/** meta key: names of the pattern have no gaps (see nextName). */
+const GAPLESS = 'naming_gapless';
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
@@ -92,6 +95,11 @@ export class NodeRepo {
       del: db.prepare('DELETE FROM nodes WHERE mac = ?'),
       touch: db.prepare('UPDATE nodes SET state = ?, ip = CASE WHEN ? <> \'\' THEN ? ELSE ip END, last_contact = ?, updated_at = ? WHERE mac = ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM nodes'),
+      // Zero-padded names of one width sort like their numbers: the index gives the highest.
+      highest: db.prepare<[string, string], { name: string }>('SELECT name FROM nodes WHERE name >= ? AND name <= ? ORDER BY name DESC LIMIT 64'),
+      getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
+      setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
+      delMeta: db.prepare('DELETE FROM meta WHERE key = ?'),
     };
   }
 
@@ -146,11 +154,42 @@ export class NodeRepo {
     return this.q.all.all().map((r) => this.fromRow(r, attrs.get(r.mac) ?? {}));
   }
 
-  /** Next free name under the pattern. Call inside the write transaction that inserts it. */
+  /**
+   * Next free name under the pattern. Call inside the write transaction that inserts it.
+   * Names are handed out in order, so gaps appear only when a node is deleted or renamed or
+   * given an explicit name of the pattern. Those changes clear a marker in `meta`; while it
+   * holds for this pattern, the next name is the highest one plus one, found through the
+   * index in O(log n) — a registration storm does not rescan every name. Otherwise the
+   * names are scanned for the first gap, and the marker is set again once there is none.
+   */
   private nextName(p: NamePattern, first: number): string {
+    const marker = `${formatName(p, 0)}|${p.width}|${first}`;
+    const top = 10 ** p.width - 1;
+    if (first <= top && this.q.getMeta.get(GAPLESS)?.value === marker) {
+      const rows = this.q.highest.all(formatName(p, first), formatName(p, top));
+      if (rows.length === 0) return formatName(p, first);
+      for (const r of rows) {
+        const n = numberOfName(p, r.name);
+        if (n !== undefined && n >= first) return n < top ? formatName(p, n + 1) : this.scanForName(p, first, marker);
+      }
+    }
+    return this.scanForName(p, first, marker);
+  }
+
+  private scanForName(p: NamePattern, first: number, marker: string): string {
     // Only names that start with the prefix can carry a number; a range scan keeps this cheap.
     const rows = p.prefix ? this.q.namesLike.all(p.prefix, p.prefix + '\uffff') : this.q.names.all();
-    return formatName(p, firstFreeNumber(p, first, rows.map((r) => r.name)));
+    const names = rows.map((r) => r.name);
+    const n = firstFreeNumber(p, first, names);
+    const used = names.map((x) => numberOfName(p, x)).filter((x): x is number => x !== undefined && x >= first);
+    const max = used.length ? Math.max(...used) : first - 1;
+    if (n === max + 1) this.q.setMeta.run(GAPLESS, marker);
+    return formatName(p, n);
+  }
+
+  /** A change that may open a gap among pattern names: the next registration rescans. */
+  private namesChanged(): void {
+    this.q.delMeta.run(GAPLESS);
   }
 
   private validateNew(n: NewNode, policy: NamingPolicy): Required<Omit<NewNode, 'name'>> & { name?: string } {
@@ -178,6 +217,7 @@ export class NodeRepo {
   private insertOne(v: ReturnType<NodeRepo['validateNew']>, policy: NamingPolicy, pattern: NamePattern, now: number): Node {
     if (this.q.byMac.get(v.mac)) throw new InvalidInput(`a node with MAC ${v.mac} exists already (${this.q.byMac.get(v.mac)!.name})`, 'mac');
     const name = v.name ?? this.nextName(pattern, policy.firstNumber);
+    if (v.name !== undefined) this.namesChanged();
     if (this.q.byName.get(name)) throw new InvalidInput(`node name "${name}" is taken`, 'name');
     if (v.ip !== '') {
       const holder = this.q.byIp.get(v.ip);
@@ -302,6 +342,7 @@ export class NodeRepo {
     }
     const stmt = this.db.prepare(`UPDATE nodes SET ${column} = ?, updated_at = ? WHERE mac = ?`);
     this.db.transaction(() => {
+      if (column === 'name') this.namesChanged();
       for (const mac of macs) {
         try {
           stmt.run(v, now, mac);
@@ -318,7 +359,10 @@ export class NodeRepo {
   }
 
   delete(macs: string[]): number {
-    return this.db.transaction(() => macs.reduce((n, mac) => n + this.q.del.run(mac).changes, 0))();
+    return this.db.transaction(() => {
+      this.namesChanged();
+      return macs.reduce((n, mac) => n + this.q.del.run(mac).changes, 0);
+    })();
   }
 
   /** New hardware for an existing node: same name, group, attributes; new MAC. */

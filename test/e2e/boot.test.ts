@@ -35,7 +35,7 @@ ${dhcpYaml}
 tftp: { port: 69 }
 http: { port: 8080 }
 provisiond: { port: 987 }
-admin: { port: 0 }
+admin: { port: 18081 }
 nodescripts: { timeout_seconds: 30 }
 log: { level: debug }
 `,
@@ -185,6 +185,22 @@ describe('end-to-end boots in a network namespace', { skip: why, concurrency: fa
       vm.kill();
       fs.rmSync(path.dirname(fail), { recursive: true, force: true });
     }
+  });
+
+  test('metrics scraped after the boots show non-zero counters for every protocol used', () => {
+    const text = sh('curl', ['-sf', 'http://127.0.0.1:18081/metrics'], { ns: c.lab.ns });
+    const total = (re: RegExp) =>
+      text
+        .split('\n')
+        .filter((l) => re.test(l))
+        .reduce((a, l) => a + Number(l.trim().split(/\s+/).pop()), 0);
+    assert.ok(total(/^pxeherd_dhcp_messages_total\{/) > 0, 'DHCP messages counted');
+    assert.ok(total(/^pxeherd_tftp_transfers_total\{result="ok"\}/) > 0, 'TFTP transfers counted (chainload)');
+    assert.ok(total(/^pxeherd_tftp_bytes_sent_total/) > 0, 'TFTP bytes counted');
+    assert.ok(total(/^pxeherd_http_requests_total\{/) > 0, 'HTTP boot requests counted');
+    assert.ok(total(/^pxeherd_provision_duration_seconds_count/) > 0, 'provision durations observed');
+    assert.ok(total(/^pxeherd_nodescript_failures_total/) > 0, 'the failing nodescript counted');
+    assert.ok(total(/^pxeherd_nodes\{state="ready"\}/) >= 3, 'nodes by state');
   });
 
   test('proxyDHCP: dnsmasq hands out addresses only, pxeherd in proxy mode supplies the boot, a BIOS machine boots', async () => {

@@ -76,3 +76,24 @@ test('registering a known MAC again returns the same node; leases and events per
     again.close();
   }
 });
+
+test('registration fills the first gap left by a delete, a rename or an explicit name, and otherwise appends', (t) => {
+  const s = makeStateDir();
+  t.after(s.cleanup);
+  const store = Store.open(s.statedir);
+  t.after(() => store.close());
+  const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' };
+  let i = 0;
+  const reg = () => store.nodes.register(`52:54:00:10:00:${(i++).toString(16).padStart(2, '0')}`, policy).node.name;
+  assert.deepEqual([reg(), reg(), reg(), reg()], ['n0000', 'n0001', 'n0002', 'n0003']);
+  store.nodes.delete([store.nodes.byName('n0001')!.mac]);
+  assert.equal(reg(), 'n0001', 'a deleted name is reused first');
+  assert.equal(reg(), 'n0004');
+  store.nodes.add({ mac: '52:54:00:20:00:01', name: 'n0009' }, policy);
+  assert.deepEqual([reg(), reg(), reg(), reg(), reg()], ['n0005', 'n0006', 'n0007', 'n0008', 'n0010'], 'an explicit name opens a gap that is filled first');
+  store.nodes.set([store.nodes.byName('n0002')!.mac], 'name', 'login1');
+  assert.equal(reg(), 'n0002', 'a renamed node frees its number');
+  assert.equal(reg(), 'n0011');
+  const names = store.nodes.all().map((n) => n.name);
+  assert.equal(new Set(names).size, names.length);
+});

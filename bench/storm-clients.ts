@@ -1,0 +1,416 @@
+/**
+ * The simulated nodes of the boot storm. Runs INSIDE the client network namespace (the
+ * orchestrator, bench/storm.ts, starts it with `ip netns exec`), so many simulated machines
+ * can share one UDP socket on port 68 and each can speak HTTP from the address it leased.
+ *
+ *   node --import tsx bench/storm-clients.ts '<json StormJob>'
+ *
+ * Prints one JSON line (StormResult) on stdout. Every node walks the real path a PXE machine
+ * walks: DORA as a BIOS PXE ROM, TFTP of the loader the offer names, DORA again as iPXE (whose
+ * boot file is the script URL), the iPXE script, the kernel and initrd it names, then the
+ * provision `init` stream with the token the script carried, then `ready`. Stage-only jobs
+ * (`dhcp`, `tftp`, `http`) run one stage against any server, so the same clients measure the
+ * reference servers (dnsmasq, nginx).
+ */
+import dgram from 'node:dgram';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { decode, emptyPacket, encode, type DhcpPacket } from '../src/dhcp/codec.js';
+import { MessageType, Opt } from '../src/dhcp/options.js';
+import { tftpGet } from '../src/tftp/client.js';
+
+export type StormMode = 'full' | 'dhcp' | 'tftp' | 'http' | 'register';
+
+export interface StormJob {
+  mode: StormMode;
+  nodes: number;
+  /** Second byte group of the simulated MACs (02:<tag>:..), so runs never reuse a MAC. */
+  macTag: number;
+  server: string;
+  httpPort: number;
+  provisiondPort?: number;
+  /** Arrival: 0 = all at once, else spread evenly over this many seconds. */
+  rampSeconds: number;
+  /** tftp-only: file to fetch; http-only: paths to fetch (with {mac} replaced). */
+  tftpFile?: string;
+  httpPaths?: string[];
+  /** register mode: which MACs ask /provision/init (others do DHCP); see the kill -9 test. */
+  registerSplit?: number;
+  /** Whole-job deadline. */
+  deadlineSeconds?: number;
+  /** tftp blksize the simulated PXE ROM asks for. */
+  blksize?: number;
+  /** Where to write the StormResult JSON (stdout when absent). */
+  resultFile?: string;
+  /** Transmissions per DHCP message before the node gives up (a PXE ROM makes 4). */
+  dhcpTries?: number;
+}
+
+export interface NodeResult {
+  mac: string;
+  ok: boolean;
+  error?: string;
+  /** stage -> milliseconds */
+  stages: Record<string, number>;
+  retries: number;
+  /** retries per stage, where there were any */
+  stageRetries?: Record<string, number>;
+  ip?: string;
+  name?: string;
+  /** register mode: what the server acknowledged (status 200 on init / DHCP ACK). */
+  acked?: 'init' | 'dhcp';
+  /** ms since job start when the node finished */
+  doneAt?: number;
+}
+
+export interface StormResult {
+  mode: StormMode;
+  nodes: number;
+  seconds: number;
+  results: NodeResult[];
+}
+
+export function macFor(tag: number, i: number): string {
+  const b = [0x02, tag & 0xff, 0x5e, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff];
+  return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+class StageError extends Error {}
+
+/** One UDP socket on port 68 for all simulated machines; replies are matched by xid and chaddr. */
+class DhcpClients {
+  private sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
+  private waiting = new Map<number, { mac: Buffer; want: MessageType[]; resolve: (p: DhcpPacket) => void }>();
+  private nextXid = (Math.random() * 0x7fffffff) >>> 0;
+
+  async open(): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.sock.once('error', reject);
+      this.sock.bind(68, '0.0.0.0', () => resolve());
+    });
+    this.sock.setBroadcast(true);
+    this.sock.setRecvBufferSize(8 << 20);
+    this.sock.on('message', (buf) => {
+      const d = decode(buf);
+      if (!d.ok || d.packet.op !== 2) return;
+      const w = this.waiting.get(d.packet.xid);
+      if (!w || !d.packet.chaddr.subarray(0, 6).equals(w.mac)) return;
+      const t = d.packet.options.get(Opt.MessageType)?.[0];
+      if (t === undefined || !w.want.includes(t)) return;
+      this.waiting.delete(d.packet.xid);
+      w.resolve(d.packet);
+    });
+  }
+
+  close(): void {
+    this.sock.close();
+  }
+
+  private ask(p: DhcpPacket, want: MessageType[], timeoutMs: number): Promise<DhcpPacket | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(p.xid);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiting.set(p.xid, {
+        mac: p.chaddr.subarray(0, 6),
+        want,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+      });
+      this.sock.send(encode(p), 67, '255.255.255.255');
+    });
+  }
+
+  /**
+   * A whole DORA exchange. Retransmits like a PXE ROM (timeouts doubling from 2 s, 4 tries per
+   * message); `retries` counts the retransmissions.
+   */
+  async dora(mac: string, kind: 'pxe' | 'ipxe', counters: { retries: number }, tries = 4): Promise<DhcpPacket> {
+    const chaddr = Buffer.alloc(16);
+    Buffer.from(mac.replace(/:/g, ''), 'hex').copy(chaddr);
+    const base = (type: MessageType, xid: number): DhcpPacket => {
+      const p = emptyPacket(1);
+      p.xid = xid;
+      p.flags = 0x8000;
+      p.chaddr = chaddr;
+      p.options.set(Opt.MessageType, Buffer.from([type]));
+      p.options.set(Opt.VendorClass, Buffer.from('PXEClient:Arch:00000:UNDI:002001'));
+      p.options.set(93, Buffer.from([0, 0]));
+      p.options.set(94, Buffer.from([1, 2, 1]));
+      p.options.set(57, Buffer.from([0x05, 0xc0]));
+      if (kind === 'ipxe') p.options.set(77, Buffer.from('iPXE'));
+      p.options.set(55, Buffer.from([1, 3, 6, 12, 15, 43, 54, 60, 66, 67, 175]));
+      return p;
+    };
+    const exchange = async (build: (xid: number) => DhcpPacket, want: MessageType[]): Promise<DhcpPacket> => {
+      let timeout = 2000;
+      for (let attempt = 0; attempt < tries; attempt++) {
+        if (attempt > 0) counters.retries++;
+        const xid = (this.nextXid = (this.nextXid + 1) >>> 0);
+        const r = await this.ask(build(xid), want, timeout);
+        if (r) return r;
+        timeout *= 2;
+      }
+      throw new StageError(`no ${want.map((t) => MessageType[t]).join('/')} after ${tries} tries`);
+    };
+    const offer = await exchange((xid) => base(MessageType.Discover, xid), [MessageType.Offer]);
+    const serverId = offer.options.get(Opt.ServerId);
+    const ack = await exchange((xid) => {
+      const p = base(MessageType.Request, xid);
+      p.options.set(Opt.RequestedIp, Buffer.from(offer.yiaddr.split('.').map(Number)));
+      if (serverId) p.options.set(Opt.ServerId, serverId);
+      return p;
+    }, [MessageType.Ack, MessageType.Nak]);
+    if (ack.options.get(Opt.MessageType)?.[0] === MessageType.Nak) throw new StageError('NAK');
+    return ack;
+  }
+}
+
+function bootFile(p: DhcpPacket): string {
+  const o = p.options.get(Opt.BootFile);
+  return o ? o.toString('latin1').replace(/\0.*$/, '') : p.file;
+}
+
+interface Got {
+  status: number;
+  body: Buffer;
+}
+
+/** GET with a fresh connection per request from `localAddress`, as busybox wget and iPXE do. */
+function httpGet(url: string, localAddress: string | undefined, keepBody = true, timeoutMs = 120_000): Promise<Got & { bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, localAddress, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      res.on('data', (c: Buffer) => {
+        bytes += c.length;
+        if (keepBody) chunks.push(c);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), bytes }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timeout after ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+/** One HTTP stage with retries (connection refused/reset under load is retried like wget -t). */
+async function fetchStage(url: string, ip: string | undefined, counters: { retries: number }, keepBody: boolean, expectBytes?: number): Promise<Got> {
+  let last = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) {
+      counters.retries++;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+    try {
+      const r = await httpGet(url, ip, keepBody);
+      if (r.status !== 200) throw new StageError(`HTTP ${r.status} for ${url}: ${r.body.toString('utf8', 0, 200).trim()}`);
+      if (expectBytes !== undefined && r.bytes !== expectBytes) throw new Error(`short body ${r.bytes}/${expectBytes}`);
+      return r;
+    } catch (e) {
+      if (e instanceof StageError) throw e;
+      last = (e as Error).message;
+    }
+  }
+  throw new StageError(`GET ${url}: ${last}`);
+}
+
+interface IpxeScript {
+  kernel: string;
+  initrd: string;
+  token: string;
+  provisionUrl: string;
+}
+
+export function parseIpxeScript(text: string): IpxeScript | undefined {
+  const k = /^kernel\s+(\S+)(.*)$/m.exec(text);
+  const i = /^initrd\s+(?:--name\s+\S+\s+)?(\S+)/m.exec(text);
+  if (!k || !i) return undefined;
+  const arg = (n: string) => new RegExp(`(?:^|\\s)${n.replace('.', '\\.')}=(\\S+)`).exec(k[2]!)?.[1] ?? '';
+  return { kernel: k[1]!, initrd: i[1]!, token: arg('pxeherd.token'), provisionUrl: arg('pxeherd.url') };
+}
+
+async function timed<T>(r: NodeResult, name: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  const retries0 = r.retries;
+  try {
+    return await fn();
+  } catch (e) {
+    throw new StageError(`${name}: ${(e as Error).message}`);
+  } finally {
+    r.stages[name] = performance.now() - t0;
+    if (r.retries > retries0) (r.stageRetries ??= {})[name] = r.retries - retries0;
+  }
+}
+
+/**
+ * TFTP of the loader. A PXE ROM whose transfer fails (server busy, timeout) retries the boot
+ * after a pause; here the pause is 1-3 s with jitter, up to 10 times, each counted as a retry.
+ */
+async function tftpFetch(host: string, file: string, job: StormJob, r: NodeResult): Promise<void> {
+  let last = '';
+  for (let attempt = 0; attempt < 10; attempt++) {
+    if (attempt > 0) {
+      r.retries++;
+      await new Promise((res) => setTimeout(res, 1000 + Math.random() * 2000));
+    }
+    try {
+      const g = await tftpGet({ host, port: 69, file, options: { blksize: String(job.blksize ?? 1432), tsize: '0' }, timeoutMs: 1000, retries: 8, deadlineMs: 120_000 });
+      if (g.data.length === 0) throw new Error('empty file');
+      r.retries += g.duplicates;
+      return;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+  }
+  throw new Error(last);
+}
+
+async function fullNode(job: StormJob, dhcp: DhcpClients, mac: string): Promise<NodeResult> {
+  const r: NodeResult = { mac, ok: false, stages: {}, retries: 0 };
+  const ack = await timed(r, 'dhcp', () => dhcp.dora(mac, 'pxe', r, job.dhcpTries));
+  r.ip = ack.yiaddr;
+  const loader = bootFile(ack);
+  if (!loader) throw new StageError('dhcp: the offer names no boot file');
+  const next = ack.siaddr !== '0.0.0.0' ? ack.siaddr : job.server;
+  await timed(r, 'tftp', () => tftpFetch(next, loader, job, r));
+  const ack2 = await timed(r, 'dhcp-ipxe', () => dhcp.dora(mac, 'ipxe', r, job.dhcpTries));
+  const scriptUrl = bootFile(ack2);
+  if (!/^http:\/\//.test(scriptUrl)) throw new StageError(`dhcp-ipxe: boot file is not an HTTP URL: ${scriptUrl}`);
+  const ip = ack2.yiaddr;
+  r.ip = ip;
+  const script = await timed(r, 'ipxe', async () => {
+    const g = await fetchStage(scriptUrl, ip, r, true);
+    const s = parseIpxeScript(g.body.toString('utf8'));
+    if (!s) throw new Error(`no kernel/initrd line in the script: ${g.body.toString('utf8', 0, 300)}`);
+    return s;
+  });
+  await timed(r, 'kernel', () => fetchStage(script.kernel, ip, r, false));
+  await timed(r, 'initrd', () => fetchStage(script.initrd, ip, r, false));
+  const q = (state: string) => `${script.provisionUrl.replace(/\/init$/, `/${state}`)}?mac=${mac.replace(/:/g, '-')}${script.token ? `&token=${script.token}` : ''}`;
+  await timed(r, 'init', async () => {
+    const g = await fetchStage(q('init'), ip, r, true);
+    const text = g.body.toString('utf8');
+    if (!text.includes('# NODESCRIPT END')) throw new Error(`init stream did not end: ${text.slice(-300)}`);
+    if (/^pxeherd: nodescript .* failed/m.test(text) || /nodescript [^\n]* failed/.test(text)) throw new Error(`a nodescript failed: ${text.slice(-300)}`);
+    const name = /NODENAME='([^']*)'/.exec(text)?.[1];
+    if (name) r.name = name;
+  });
+  await timed(r, 'ready', () => fetchStage(q('ready'), ip, r, true));
+  r.ok = true;
+  return r;
+}
+
+async function registerNode(job: StormJob, dhcp: DhcpClients, mac: string, i: number): Promise<NodeResult> {
+  const r: NodeResult = { mac, ok: false, stages: {}, retries: 0 };
+  if (i % 2 === 0) {
+    const ack = await timed(r, 'dhcp', () => dhcp.dora(mac, 'pxe', r, job.dhcpTries));
+    r.ip = ack.yiaddr;
+    r.acked = 'dhcp';
+  } else {
+    await timed(r, 'init', async () => {
+      // Only the verdict matters here: status 200 means the node is registered. Stop reading.
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.get(`http://${job.server}:${job.httpPort}/provision/init?mac=${mac}`, { agent: false, timeout: 30_000 }, (res) => {
+          resolve(res.statusCode ?? 0);
+          res.destroy();
+        });
+        req.on('timeout', () => req.destroy(new Error('timeout')));
+        req.on('error', reject);
+      });
+      if (status !== 200) throw new Error(`HTTP ${status}`);
+      r.acked = 'init';
+    });
+  }
+  r.ok = true;
+  return r;
+}
+
+async function oneStage(job: StormJob, dhcp: DhcpClients | undefined, mac: string): Promise<NodeResult> {
+  const r: NodeResult = { mac, ok: false, stages: {}, retries: 0 };
+  if (job.mode === 'dhcp') {
+    const ack = await timed(r, 'dhcp', () => dhcp!.dora(mac, 'pxe', r, job.dhcpTries));
+    r.ip = ack.yiaddr;
+  } else if (job.mode === 'tftp') {
+    await timed(r, 'tftp', () => tftpFetch(job.server, job.tftpFile!, job, r));
+  } else if (job.mode === 'http') {
+    const paths = job.httpPaths ?? [];
+    const names = ['kernel', 'initrd'];
+    for (let k = 0; k < paths.length; k++) {
+      const url = `http://${job.server}:${job.httpPort}${paths[k]!.replace('{mac}', mac.replace(/:/g, '-'))}`;
+      await timed(r, names[k] ?? `http${k}`, () => fetchStage(url, undefined, r, false));
+    }
+  }
+  r.ok = true;
+  return r;
+}
+
+export async function runJob(job: StormJob): Promise<StormResult> {
+  const needDhcp = job.mode === 'full' || job.mode === 'dhcp' || job.mode === 'register';
+  const dhcp = needDhcp ? new DhcpClients() : undefined;
+  await dhcp?.open();
+  const t0 = performance.now();
+  const results: NodeResult[] = [];
+  const runs: Promise<void>[] = [];
+  for (let i = 0; i < job.nodes; i++) {
+    const mac = macFor(job.macTag, i);
+    const delay = job.rampSeconds > 0 ? (job.rampSeconds * 1000 * i) / job.nodes : 0;
+    runs.push(
+      (async () => {
+        if (delay) await new Promise((r) => setTimeout(r, delay));
+        const body = job.mode === 'full' ? fullNode(job, dhcp!, mac) : job.mode === 'register' ? registerNode(job, dhcp!, mac, i) : oneStage(job, dhcp, mac);
+        let r: NodeResult;
+        try {
+          r = await body;
+        } catch (e) {
+          r = { mac, ok: false, error: (e as Error).message, stages: {}, retries: 0 };
+        }
+        r.doneAt = performance.now() - t0;
+        results.push(r);
+      })(),
+    );
+  }
+  const deadline = (job.deadlineSeconds ?? 600) * 1000;
+  await Promise.race([Promise.all(runs), new Promise((r) => setTimeout(r, deadline).unref())]);
+  dhcp?.close();
+  const seen = new Set(results.map((r) => r.mac));
+  for (let i = 0; i < job.nodes; i++) {
+    const mac = macFor(job.macTag, i);
+    if (!seen.has(mac)) results.push({ mac, ok: false, error: 'deadline', stages: {}, retries: 0 });
+  }
+  return { mode: job.mode, nodes: job.nodes, seconds: (performance.now() - t0) / 1000, results };
+}
+
+/** A provisiond TCP request ("<state> nodeid=<MAC> [token=T]\n"); resolves with everything the server sent. */
+export function provisiondAsk(host: string, port: number, line: string, timeoutMs = 20_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host);
+    const chunks: Buffer[] = [];
+    s.setTimeout(timeoutMs, () => s.destroy(new Error('timeout')));
+    s.on('connect', () => s.write(line));
+    s.on('data', (c) => chunks.push(c));
+    s.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    s.on('error', reject);
+  });
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const job = JSON.parse(process.argv[2] ?? '{}') as StormJob;
+  runJob(job).then(
+    (r) => {
+      // A large result through a pipe is cut short by process.exit: write a file when asked.
+      if (job.resultFile) {
+        fs.writeFileSync(job.resultFile, JSON.stringify(r));
+        process.stdout.write('DONE\n', () => process.exit(0));
+      } else process.stdout.write(JSON.stringify(r) + '\n', () => process.exit(0));
+    },
+    (e) => {
+      process.stderr.write(`storm-clients: ${(e as Error).stack}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,399 @@
+/**
+ * Shared pieces of the boot storm and the reliability suite: a server namespace (bridge
+ * holding the master's address) and a client namespace holding every address the pool can
+ * hand out (so each simulated node speaks from the address it leased, as the token check
+ * requires), `pxeherd serve` started there with a synthetic VNFS, the simulated clients
+ * (bench/storm-clients.ts) run inside the client namespace, the reference servers (dnsmasq,
+ * nginx), /proc sampling of the server, and percentile summaries.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createLab, sh, waitFor, type Lab } from '../test/lab/lab.js';
+import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
+
+export const ROOT = path.resolve(import.meta.dirname, '..');
+export const CLI = process.env.PXEHERD_CLI ?? path.join(ROOT, 'dist', 'cli.js');
+const CLIENTS = path.join(ROOT, 'bench', 'storm-clients.ts');
+
+export interface StormLab extends Lab {
+  /** First two octets, e.g. "10.84": the lab is a /16 so a thousand nodes fit. */
+  net16: string;
+  pool: [string, string];
+  poolSize: number;
+}
+
+function ipAt(net16: string, n: number): string {
+  return `${net16}.${4 + (n >> 8)}.${n & 0xff}`;
+}
+
+/**
+ * The lab's own /16 (inside namespaces we create; nothing else sees it). The pool starts at
+ * <net16>.4.1; the client namespace holds all its addresses plus <net16>.0.2 and a default
+ * route, so broadcasts to 255.255.255.255 leave through its veth.
+ */
+export function createStormLab(o: { name: string; net16: string; poolSize: number }): StormLab {
+  const lab = createLab({ name: o.name, subnet: `${o.net16}.0` });
+  try {
+    sh('ip', ['addr', 'del', `${o.net16}.0.1/24`, 'dev', 'br0'], { ns: lab.ns });
+    sh('ip', ['addr', 'add', `${o.net16}.0.1/16`, 'dev', 'br0'], { ns: lab.ns });
+    const lines = [`addr add ${o.net16}.0.2/16 dev eth0`];
+    for (let i = 1; i <= o.poolSize; i++) lines.push(`addr add ${ipAt(o.net16, i)}/16 dev eth0`);
+    sh('ip', ['-n', lab.clientNs, '-batch', '-'], { input: lines.join('\n') + '\n' });
+    sh('ip', ['route', 'add', 'default', 'dev', 'eth0'], { ns: lab.clientNs });
+    // Thousands of replies in a burst: room in the socket buffers.
+    for (const ns of [lab.ns, lab.clientNs]) {
+      sh('sysctl', ['-q', '-w', 'net.core.rmem_max=16777216', 'net.core.wmem_max=16777216'], { ns, allowFail: true });
+      sh('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=10000 65000'], { ns, allowFail: true });
+    }
+  } catch (e) {
+    lab.destroy();
+    throw e;
+  }
+  return { ...lab, net16: o.net16, pool: [ipAt(o.net16, 1), ipAt(o.net16, o.poolSize)], poolSize: o.poolSize };
+}
+
+export interface PxeherdOpts {
+  dir: string;
+  kernelBytes: number;
+  initrdBytes: number;
+  /** Extra YAML appended to the config. */
+  extra?: string;
+  nodescriptsParallel?: number;
+  /** tftp.max_transfers; the default 256 refuses the rest of an all-at-once storm with "busy". */
+  tftpMaxTransfers?: number;
+}
+
+export function writeStormConfig(lab: StormLab, o: PxeherdOpts): { config: string; statedir: string } {
+  const statedir = path.join(o.dir, 'var');
+  const config = path.join(o.dir, 'pxeherd.yaml');
+  fs.writeFileSync(
+    config,
+    `statedir: ${statedir}
+interface: br0
+address: ${lab.serverIp}
+dhcp: { mode: full, range: [${lab.pool[0]}, ${lab.pool[1]}], netmask: 255.255.0.0, router: ${lab.serverIp}, lease_seconds: 3600, ipv6_ra: false }
+tftp: { port: 69${o.tftpMaxTransfers ? `, max_transfers: ${o.tftpMaxTransfers}` : ''} }
+http: { port: 8080 }
+provisiond: { port: 987 }
+admin: { port: 0 }
+nodes: { default_vnfs: storm }
+nodescripts: { timeout_seconds: 60${o.nodescriptsParallel ? `, max_parallel: ${o.nodescriptsParallel}` : ''} }
+log: { level: warn }
+${o.extra ?? ''}`,
+  );
+  return { config, statedir };
+}
+
+export function pxeherdCli(args: string[], config: string): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args, '--config', config], { encoding: 'utf8' });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A VNFS named `storm` with synthetic kernel and initrd files of the given sizes. */
+export function registerSyntheticVnfs(dir: string, config: string, kernelBytes: number, initrdBytes: number): void {
+  const src = path.join(dir, 'vnfs-src');
+  fs.mkdirSync(src, { recursive: true });
+  const fill = (file: string, n: number) => {
+    const fd = fs.openSync(file, 'w');
+    const block = Buffer.alloc(1 << 20);
+    for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2654435761) >>> 0, i);
+    for (let off = 0; off < n; off += block.length) fs.writeSync(fd, block, 0, Math.min(block.length, n - off));
+    fs.closeSync(fd);
+  };
+  fill(path.join(src, 'vmlinuz'), kernelBytes);
+  fill(path.join(src, 'initrd.img'), initrdBytes);
+  const r = pxeherdCli(['vnfs', 'add', 'storm', '--kernel', path.join(src, 'vmlinuz'), '--initrd', path.join(src, 'initrd.img'), '--json'], config);
+  if (r.code !== 0) throw new Error(`pxeherd vnfs add failed: ${r.stderr}`);
+}
+
+export interface RunningPxeherd {
+  proc: ChildProcess;
+  pid: number;
+  log: string;
+  stop(): Promise<void>;
+  kill9(): Promise<void>;
+}
+
+/** The pid of the process `ip netns exec` runs (it execs, so normally the same pid). */
+function innerPid(p: ChildProcess): number {
+  const pid = p.pid!;
+  try {
+    const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    if (comm !== 'ip') return pid;
+    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length ? Number(kids[0]) : pid;
+  } catch {
+    return pid;
+  }
+}
+
+export async function startPxeherd(lab: StormLab, config: string, log: string, env: NodeJS.ProcessEnv = {}): Promise<RunningPxeherd> {
+  const proc = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log, env });
+  await waitFor('pxeherd serve to listen (dhcp, tftp, http, provisiond)', 30_000, () => {
+    if (proc.exitCode !== null) throw new Error(`pxeherd serve exited: ${fs.existsSync(log) ? fs.readFileSync(log, 'utf8').slice(-2000) : ''}`);
+    const ss = sh('ss', ['-Hlnu', 'sport = :67 or sport = :69'], { ns: lab.ns, allowFail: true });
+    const st = sh('ss', ['-Hlnt', 'sport = :8080 or sport = :987'], { ns: lab.ns, allowFail: true });
+    return ss.includes(':67') && ss.includes(':69') && st.includes(':8080') && st.includes(':987');
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  const pid = innerPid(proc);
+  const exited = () => proc.exitCode !== null || proc.signalCode !== null;
+  const waitExit = (ms: number) => Promise.race([new Promise((r) => proc.once('exit', r)), new Promise((r) => setTimeout(r, ms))]);
+  return {
+    proc,
+    pid,
+    log,
+    async stop() {
+      if (exited()) return;
+      process.kill(pid, 'SIGTERM');
+      await waitExit(10_000);
+      if (!exited()) process.kill(pid, 'SIGKILL');
+      await waitExit(5_000);
+    },
+    async kill9() {
+      if (exited()) return;
+      process.kill(pid, 'SIGKILL');
+      await waitExit(5_000);
+    },
+  };
+}
+
+/** Run simulated nodes inside the client namespace; resolves with their results. */
+let resultSeq = 0;
+
+export function runClients(lab: StormLab, job: StormJob): Promise<StormResult> {
+  const resultFile = path.join(os.tmpdir(), `phstorm-result-${process.pid}-${resultSeq++}.json`);
+  return new Promise<StormResult>((resolve, reject) => {
+    const p = spawn('ip', ['netns', 'exec', lab.clientNs, process.execPath, '--import', 'tsx', CLIENTS, JSON.stringify({ ...job, resultFile })], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (c) => (out += c));
+    p.stderr.on('data', (c) => (err += c));
+    p.on('exit', (code) => {
+      if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${err.slice(-2000)}`));
+      else resolve(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult);
+      fs.rmSync(resultFile, { force: true });
+    });
+  });
+}
+
+/** CPU ticks (utime+stime) and memory of a process, from /proc. */
+export interface ProcSample {
+  at: number;
+  cpuSeconds: number;
+  rssMiB: number;
+  hwmMiB: number;
+}
+
+/** The process and its descendants (nodescript helpers, TFTP workers are threads already). */
+function processTree(pid: number): number[] {
+  const parent = new Map<number, number[]>();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!parent.has(ppid)) parent.set(ppid, []);
+      parent.get(ppid)!.push(Number(d));
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) out.push(...(parent.get(out[i]!) ?? []));
+  return out;
+}
+
+/** CPU of the server and everything it started (utime+stime, plus reaped children's). */
+function treeTicks(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    try {
+      const st = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      // utime stime cutime cstime are fields 14-17 (1-based) of /proc/PID/stat.
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return ticks;
+}
+
+export function sampleProc(pid: number): ProcSample | undefined {
+  try {
+    fs.accessSync(`/proc/${pid}/stat`);
+    const ticks = treeTicks(pid);
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+    return { at: performance.now(), cpuSeconds: ticks / 100, rssMiB: kb('VmRSS') / 1024, hwmMiB: kb('VmHWM') / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kernel counters of a namespace that explain tail latencies: listen-queue overflows, UDP buffer drops. */
+export function netCounters(ns: string): Record<string, number> {
+  const read = (file: string, prefix: string, keys: string[]) => {
+    const lines = sh('ip', ['netns', 'exec', ns, 'cat', file], { allowFail: true }).split('\n').filter((l) => l.startsWith(prefix));
+    if (lines.length < 2) return {};
+    const h = lines[0]!.split(/\s+/);
+    const v = lines[1]!.split(/\s+/);
+    return Object.fromEntries(keys.map((k) => [k, Number(v[h.indexOf(k)] ?? 0)]));
+  };
+  return { ...read('/proc/net/netstat', 'TcpExt:', ['ListenOverflows', 'ListenDrops']), ...read('/proc/net/snmp', 'Udp:', ['RcvbufErrors', 'InErrors']) };
+}
+
+export function diffCounters(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.keys(b).map((k) => [k, (b[k] ?? 0) - (a[k] ?? 0)]));
+}
+
+/** Samples a process every `everyMs` and keeps the peak RSS. */
+export function watchProc(pid: number, everyMs = 250) {
+  const first = sampleProc(pid);
+  let last = first;
+  let peakRss = first?.rssMiB ?? 0;
+  const t = setInterval(() => {
+    const s = sampleProc(pid);
+    if (s) {
+      last = s;
+      peakRss = Math.max(peakRss, s.rssMiB);
+    }
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(t);
+      const end = sampleProc(pid) ?? last;
+      if (!first || !end) return undefined;
+      const wall = (end.at - first.at) / 1000;
+      const cpu = end.cpuSeconds - first.cpuSeconds;
+      return { cpuSeconds: +cpu.toFixed(2), cpuPercent: +((100 * cpu) / Math.max(wall, 0.001)).toFixed(1), peakRssMiB: +Math.max(peakRss, end.rssMiB).toFixed(1), hwmMiB: +end.hwmMiB.toFixed(1) };
+    },
+  };
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export interface StageSummary {
+  n: number;
+  p50: number;
+  p99: number;
+  max: number;
+}
+
+/** Per-stage p50/p99 in seconds over successful nodes. */
+export function summarize(results: NodeResult[]): Record<string, StageSummary> {
+  const by = new Map<string, number[]>();
+  for (const r of results) {
+    if (!r.ok) continue;
+    for (const [k, v] of Object.entries(r.stages)) {
+      if (!by.has(k)) by.set(k, []);
+      by.get(k)!.push(v / 1000);
+    }
+  }
+  const out: Record<string, StageSummary> = {};
+  for (const [k, v] of by) {
+    v.sort((a, b) => a - b);
+    const r3 = (x: number) => +x.toFixed(3);
+    out[k] = { n: v.length, p50: r3(percentile(v, 50)), p99: r3(percentile(v, 99)), max: r3(v[v.length - 1]!) };
+  }
+  return out;
+}
+
+/** dnsmasq as the DHCP and TFTP reference on the same bridge and pool. */
+export async function startDnsmasq(lab: StormLab, dir: string, tftpRoot: string): Promise<ChildProcess> {
+  const p = lab.spawnInNs(
+    'dnsmasq',
+    [
+      '--no-daemon',
+      '--port=0',
+      '--user=root',
+      '--interface=br0',
+      '--bind-interfaces',
+      `--dhcp-range=${lab.pool[0]},${lab.pool[1]},255.255.0.0,1h`,
+      '--dhcp-lease-max=200000',
+      '--no-ping',
+      '--dhcp-authoritative',
+      '--dhcp-boot=undionly.kpxe',
+      '--enable-tftp',
+      `--tftp-root=${tftpRoot}`,
+      '--tftp-max=5000',
+      '--no-resolv',
+      '--no-hosts',
+      `--dhcp-leasefile=${path.join(dir, 'dnsmasq.leases')}`,
+      `--pid-file=${path.join(dir, 'dnsmasq.pid')}`,
+    ],
+    { log: path.join(dir, 'dnsmasq.log') },
+  );
+  await waitFor('dnsmasq to listen on 67 and 69', 10_000, () => {
+    if (p.exitCode !== null) throw new Error(`dnsmasq exited: ${fs.readFileSync(path.join(dir, 'dnsmasq.log'), 'utf8')}`);
+    const ss = sh('ss', ['-Hlnu', 'sport = :67 or sport = :69'], { ns: lab.ns, allowFail: true });
+    return ss.includes(':67') && ss.includes(':69');
+  });
+  return p;
+}
+
+/** nginx serving the state directory (so /vnfs/storm/<file> is the same file pxeherd serves). */
+export async function startNginx(lab: StormLab, dir: string, root: string, port = 8080): Promise<ChildProcess> {
+  const conf = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(
+    conf,
+    `daemon off;
+master_process on;
+worker_processes auto;
+user root;
+pid ${dir}/nginx.pid;
+error_log ${dir}/nginx.error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path ${dir}/nginx-body;
+  proxy_temp_path ${dir}/nginx-proxy;
+  fastcgi_temp_path ${dir}/nginx-fcgi;
+  uwsgi_temp_path ${dir}/nginx-uwsgi;
+  scgi_temp_path ${dir}/nginx-scgi;
+  server { listen ${lab.serverIp}:${port} backlog=4096; root ${root}; }
+}
+`,
+  );
+  const p = lab.spawnInNs('nginx', ['-c', conf, '-e', path.join(dir, 'nginx.error.log')], { log: path.join(dir, 'nginx.out') });
+  await waitFor('nginx to listen', 10_000, () => {
+    if (p.exitCode !== null) throw new Error(`nginx exited: ${fs.readFileSync(path.join(dir, 'nginx.out'), 'utf8')}`);
+    return sh('ss', ['-Hlnt', `sport = :${port}`], { ns: lab.ns, allowFail: true }).includes(`:${port}`);
+  });
+  return p;
+}
+
+export async function stopProc(p: ChildProcess, ms = 5000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const done = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await Promise.race([done, new Promise((r) => setTimeout(r, ms))]);
+  if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+}
+
+/** Run hostile probes (bench/storm-probe.ts) from inside the client namespace. */
+export async function runProbes(lab: StormLab, probes: import('./storm-probe.js').Probe[]): Promise<import('./storm-probe.js').ProbeResult[]> {
+  const base = path.join(os.tmpdir(), `phstorm-probe-${process.pid}-${resultSeq++}`);
+  fs.writeFileSync(`${base}.in.json`, JSON.stringify({ probes, out: `${base}.out.json` }));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const p = spawn('ip', ['netns', 'exec', lab.clientNs, process.execPath, '--import', 'tsx', path.join(ROOT, 'bench', 'storm-probe.ts'), `${base}.in.json`], { stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT });
+      let err = '';
+      p.stderr.on('data', (c) => (err += c));
+      p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`probes exited ${code}: ${err}`))));
+    });
+    return JSON.parse(fs.readFileSync(`${base}.out.json`, 'utf8'));
+  } finally {
+    fs.rmSync(`${base}.in.json`, { force: true });
+    fs.rmSync(`${base}.out.json`, { force: true });
+  }
+}

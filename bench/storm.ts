@@ -1,0 +1,196 @@
+/**
+ * Boot storm: N simulated machines boot at once (or on a ramp) against `pxeherd serve`
+ * running in a network namespace, each walking the whole path (DHCP DORA as a PXE ROM, TFTP
+ * of undionly.kpxe, DORA as iPXE, the iPXE script, kernel and initrd over HTTP, provision
+ * `init` with the node's token, then `ready`). Then the same clients run the stages that have
+ * a reference server — DHCP and TFTP against dnsmasq, kernel+initrd against nginx — and
+ * against pxeherd alone, and the ratios are printed.
+ *
+ *   npm run storm -- --nodes 1000 [--ramp SECONDS] [--kernel-mib 1] [--initrd-mib 4]
+ *                    [--tftp-max-transfers N] [--no-compare] [--json] [--keep]
+ *   (= node --import tsx bench/storm.ts ...)
+ *
+ * Needs root (network namespaces), dnsmasq and nginx for the comparison, and a built
+ * dist/cli.js (npm run build). Namespaces phstorm*, addresses 10.84.0.0/16 inside them.
+ * With --json the last line is
+ *   {"nodes":N,"ready":R,"failures":F,"seconds":S,"stages":{"dhcp":{"p50":..,"p99":..},...},...}
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { labUnavailable } from '../test/lab/lab.js';
+import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
+import {
+  createStormLab,
+  diffCounters,
+  netCounters,
+  registerSyntheticVnfs,
+  runClients,
+  startDnsmasq,
+  startNginx,
+  startPxeherd,
+  stopProc,
+  summarize,
+  watchProc,
+  writeStormConfig,
+  type StageSummary,
+} from './storm-lab.js';
+
+function opt(name: string, dflt: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : dflt;
+}
+const flag = (name: string) => process.argv.includes(`--${name}`);
+
+const NODES = Number(opt('nodes', '1000'));
+const RAMP = Number(opt('ramp', '0'));
+const KERNEL = Math.round(Number(opt('kernel-mib', '1')) * 1048576);
+const INITRD = Math.round(Number(opt('initrd-mib', '4')) * 1048576);
+const COMPARE = !flag('no-compare');
+const JSON_OUT = flag('json');
+const KEEP = flag('keep');
+const TFTP_MAX = Number(opt('tftp-max-transfers', '0'));
+const say = (s: string) => process.stderr.write(s + '\n');
+
+function failuresByReason(rs: NodeResult[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of rs) if (!r.ok) {
+    const k = (r.error ?? 'unknown').replace(/[0-9a-f]{2}(:[0-9a-f]{2}){5}/g, 'MAC').slice(0, 120);
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}
+
+function stageTable(title: string, s: Record<string, StageSummary>): string {
+  const rows = Object.entries(s).map(([k, v]) => `  ${k.padEnd(10)} n=${String(v.n).padStart(5)}  p50 ${v.p50.toFixed(3).padStart(7)} s  p99 ${v.p99.toFixed(3).padStart(7)} s  max ${v.max.toFixed(3).padStart(7)} s`);
+  return [title, ...rows].join('\n');
+}
+
+interface StageRun {
+  seconds: number;
+  ok: number;
+  failures: number;
+  stages: Record<string, StageSummary>;
+}
+
+function stageRun(r: StormResult): StageRun {
+  return { seconds: +r.seconds.toFixed(2), ok: r.results.filter((x) => x.ok).length, failures: r.results.filter((x) => !x.ok).length, stages: summarize(r.results) };
+}
+
+async function main(): Promise<void> {
+  const why = labUnavailable(COMPARE ? ['dnsmasq', 'nginx'] : []);
+  if (why) {
+    say(`storm: cannot run: ${why}`);
+    process.exit(2);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'phstorm-'));
+  // Room for the storm and the stage-only DHCP runs (fresh MACs each).
+  const lab = createStormLab({ name: 'phstorm', net16: '10.84', poolSize: Math.min(60000, NODES * 2 + 64) });
+  const cleanup = () => {
+    lab.destroy();
+    if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+  try {
+    const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: KERNEL, initrdBytes: INITRD, tftpMaxTransfers: TFTP_MAX || undefined });
+    registerSyntheticVnfs(dir, config, KERNEL, INITRD);
+    const server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
+    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'}, kernel ${KERNEL} B, initrd ${INITRD} B; pxeherd pid ${server.pid}, logs in ${dir}`);
+    const base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'> = { server: lab.serverIp, httpPort: 8080, rampSeconds: RAMP, deadlineSeconds: 900 };
+
+    const watch = watchProc(server.pid);
+    const net0 = { server: netCounters(lab.ns), clients: netCounters(lab.clientNs) };
+    const storm = await runClients(lab, { ...base, mode: 'full', nodes: NODES, macTag: 0x10 });
+    const proc = watch.stop();
+    const kernelDrops = { server: diffCounters(net0.server, netCounters(lab.ns)), clients: diffCounters(net0.clients, netCounters(lab.clientNs)) };
+    const ready = storm.results.filter((r) => r.ok);
+    const lastReady = Math.max(0, ...ready.map((r) => r.doneAt ?? 0)) / 1000;
+    const stages = summarize(storm.results);
+    const retries = storm.results.reduce((n, r) => n + r.retries, 0);
+    const retriesByStage: Record<string, number> = {};
+    for (const r of storm.results) for (const [k, v] of Object.entries(r.stageRetries ?? {})) retriesByStage[k] = (retriesByStage[k] ?? 0) + v;
+    say(stageTable(`\nfull boot path, pxeherd (${ready.length}/${NODES} ready in ${lastReady.toFixed(2)} s, ${retries} retries ${JSON.stringify(retriesByStage)}):`, stages));
+    if (ready.length < NODES) say(`failures: ${JSON.stringify(failuresByReason(storm.results))}`);
+    say(`pxeherd process (with its children): ${proc ? `${proc.cpuSeconds} CPU s (${proc.cpuPercent}% of one core), peak RSS ${proc.peakRssMiB} MiB (VmHWM ${proc.hwmMiB} MiB)` : 'not sampled'}`);
+    say(`kernel drops during the storm: server namespace ${JSON.stringify(kernelDrops.server)}, client namespace ${JSON.stringify(kernelDrops.clients)}`);
+
+    const comparisons: Record<string, { pxeherd: StageRun; reference: StageRun; ref: string; ratioP50: number; ratioP99: number; ratioTotal: number }> = {};
+    if (COMPARE) {
+      const tftpRoot = path.join(statedir, 'tftproot');
+      const httpPaths = ['/vnfs/storm/vmlinuz?mac={mac}', '/vnfs/storm/initrd.img?mac={mac}'];
+      // The same clients, one stage at a time, against pxeherd…
+      const px = {
+        dhcp: stageRun(await runClients(lab, { ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 })),
+        tftp: stageRun(await runClients(lab, { ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' })),
+        http: stageRun(await runClients(lab, { ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths })),
+      };
+      await server.stop();
+      // …and against the references on the same bridge and pool.
+      const dns = await startDnsmasq(lab, dir, tftpRoot);
+      const refDhcp = stageRun(await runClients(lab, { ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }));
+      const refTftp = stageRun(await runClients(lab, { ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }));
+      await stopProc(dns);
+      const ngx = await startNginx(lab, dir, statedir);
+      const refHttp = stageRun(await runClients(lab, { ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }));
+      await stopProc(ngx);
+      const pair = (name: string, stage: string, a: StageRun, b: StageRun, ref: string) => {
+        const sa = a.stages[stage];
+        const sb = b.stages[stage];
+        comparisons[name] = {
+          pxeherd: a,
+          reference: b,
+          ref,
+          ratioP50: sa && sb ? +(sa.p50 / sb.p50).toFixed(2) : NaN,
+          ratioP99: sa && sb ? +(sa.p99 / sb.p99).toFixed(2) : NaN,
+          ratioTotal: +(a.seconds / b.seconds).toFixed(2),
+        };
+      };
+      pair('dhcp', 'dhcp', px.dhcp, refDhcp, 'dnsmasq');
+      pair('tftp', 'tftp', px.tftp, refTftp, 'dnsmasq');
+      pair('kernel', 'kernel', px.http, refHttp, 'nginx');
+      pair('initrd', 'initrd', px.http, refHttp, 'nginx');
+      say(`\nstage alone, ${NODES} clients, pxeherd vs reference (ratio = pxeherd / reference; below 1 = pxeherd faster):`);
+      for (const [k, c] of Object.entries(comparisons)) {
+        const a = c.pxeherd.stages[k];
+        const b = c.reference.stages[k];
+        say(
+          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures}` +
+            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures}` +
+            ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
+        );
+      }
+    } else {
+      await server.stop();
+    }
+
+    const summary = {
+      nodes: NODES,
+      ready: ready.length,
+      failures: NODES - ready.length,
+      seconds: +lastReady.toFixed(2),
+      stages: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, { p50: v.p50, p99: v.p99 }])),
+      retries,
+      retriesByStage,
+      arrival: RAMP ? `ramp ${RAMP}s` : 'all',
+      kernelBytes: KERNEL,
+      initrdBytes: INITRD,
+      server: proc,
+      kernelDrops,
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures }])),
+      failureReasons: failuresByReason(storm.results),
+    };
+    if (JSON_OUT) process.stdout.write(JSON.stringify(summary) + '\n');
+    else say(`\nsummary: ${JSON.stringify(summary)}`);
+    process.exitCode = summary.failures === 0 ? 0 : 1;
+  } finally {
+    cleanup();
+  }
+}
+
+main().catch((e) => {
+  say(`storm: ${(e as Error).stack ?? e}`);
+  process.exit(1);
+});
