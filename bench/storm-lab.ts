@@ -61,6 +61,8 @@ export interface PxeherdOpts {
   /** Extra YAML appended to the config. */
   extra?: string;
   nodescriptsParallel?: number;
+  /** nodes.name_pattern (default n####). */
+  namePattern?: string;
   /** tftp.max_transfers; the default 256 refuses the rest of an all-at-once storm with "busy". */
   tftpMaxTransfers?: number;
 }
@@ -78,7 +80,7 @@ tftp: { port: 69${o.tftpMaxTransfers ? `, max_transfers: ${o.tftpMaxTransfers}` 
 http: { port: 8080 }
 provisiond: { port: 987 }
 admin: { port: 0 }
-nodes: { default_vnfs: storm }
+nodes: { default_vnfs: storm${o.namePattern ? `, name_pattern: "${o.namePattern}"` : ''} }
 nodescripts: { timeout_seconds: 60${o.nodescriptsParallel ? `, max_parallel: ${o.nodescriptsParallel}` : ''} }
 log: { level: warn }
 ${o.extra ?? ''}`,

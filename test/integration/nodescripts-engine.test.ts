@@ -109,21 +109,21 @@ for (const sp of spawners) {
     process.env.PXEHERD_SECRET_TEST = 'leak';
     t.after(() => delete process.env.PXEHERD_SECRET_TEST);
     const dir = tree({
-      'init/all/10-env': `#!/bin/sh\nfor v in STATE NODENAME NODEID VNFS GROUPNAME ENABLED DEBUG IPADDR STATEDIR VNFSMETHOD VNFSMASTER VNFSPREFIX PATH ATTR_RACK ATTR_ROLE; do eval "printf '# %s=%s\\\\n' \\"\\$v\\" \\"\\$$v\\""; done\n/usr/bin/env | sed 's/^/#env /' | sort\n`,
+      'init/all/10-env': `#!/bin/sh\nfor v in STATE NODENAME NODEID VNFS GROUPNAME ENABLED DEBUG IPADDR STATEDIR VNFSMETHOD VNFSMASTER VNFSPREFIX PATH NODETOKEN ATTR_RACK ATTR_ROLE; do eval "printf '# %s=%s\\\\n' \\"\\$v\\" \\"\\$$v\\""; done\n/usr/bin/env | sed 's/^/#env /' | sort\n`,
     });
     const { eng } = engine(dir, sp.make());
     t.after(() => eng.close());
     const n = node({ debug: true, enabled: false, attrs: { rack: 'r12', role: "it's" } });
-    const r = await eng.renderScript(n, 'init', { ip: '10.0.0.77' });
+    const r = await eng.renderScript(n, 'init', { ip: '10.0.0.77', token: 'tok.en-1' });
     assert.equal(r.ok, true, r.failure?.reason);
     const vars = Object.fromEntries(r.text.split('\n').filter((l) => l.startsWith('# ') && l.includes('=')).map((l) => [l.slice(2, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
     assert.deepEqual(vars, {
       STATE: 'init', NODENAME: 'n0001', NODEID: '52:54:00:00:00:01', VNFS: 'centos', GROUPNAME: 'compute', ENABLED: '0', DEBUG: '1',
       IPADDR: '10.0.0.77', STATEDIR: path.resolve(tmp), VNFSMETHOD: 'http', VNFSMASTER: '10.0.0.1:8080', VNFSPREFIX: '/px',
-      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ATTR_RACK: 'r12', ATTR_ROLE: "it's",
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', NODETOKEN: 'tok.en-1', ATTR_RACK: 'r12', ATTR_ROLE: "it's",
     });
     const envKeys = r.text.split('\n').filter((l) => l.startsWith('#env ')).map((l) => l.slice(5, l.indexOf('='))).filter((k) => !['PWD', 'SHLVL', '_', 'OLDPWD'].includes(k));
-    assert.deepEqual(envKeys.sort(), ['ATTR_RACK', 'ATTR_ROLE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'PATH', 'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX']);
+    assert.deepEqual(envKeys.sort(), ['ATTR_RACK', 'ATTR_ROLE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'NODETOKEN', 'PATH', 'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX']);
   });
 
   test(`[${sp.name}] timeout kills the whole process group, including a child that ignores SIGTERM`, async (t) => {
