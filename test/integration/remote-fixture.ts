@@ -164,7 +164,7 @@ export interface CliResult {
 
 /**
  * Run `pxeherd ARGS --config FILE` in this process (so the test's SSH servers answer it),
- * with reinstall/locate under `node` and deploy under `group`, as the lead mounts them.
+ * with power and exec added as src/cli/register.ts adds them.
  */
 export async function cli(args: string[], config: string): Promise<CliResult> {
   let stdout = '';
@@ -172,16 +172,8 @@ export async function cli(args: string[], config: string): Promise<CliResult> {
   let code = 0;
   const io = { out: (s: string) => void (stdout += s), err: (s: string) => void (stderr += s) };
   const program = buildProgram(io, (c) => (code = c));
-  const run = capturedRun!;
-  const mount = (parent: string, child: Command) => {
-    child.exitOverride();
-    child.configureOutput({ writeOut: io.out, writeErr: io.err });
-    child.addOption(new Option('--config <FILE>'));
-    program.commands.find((c) => c.name() === parent)!.addCommand(child);
-  };
-  mount('node', nodeReinstallCommand(run));
-  mount('node', nodeLocateCommand(run));
-  mount('group', groupDeployCommand(run));
+  // reinstall/locate (under node) and deploy (under group) are part of the real command tree.
+  void capturedRun;
   const dd = args.indexOf('--');
   const argv = dd >= 0 ? [...args.slice(0, dd), '--config', config, ...args.slice(dd)] : [...args, '--config', config];
   try {
