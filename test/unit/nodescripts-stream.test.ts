@@ -41,7 +41,7 @@ test('outputs without a final newline get one; empty stays empty', () => {
   assert.equal(oneLine('a\r\nb\tc'), 'a b c');
 });
 
-test('script environment holds exactly the Perceus variables, PATH and ATTR_ keys', () => {
+test('script environment holds exactly the Perceus variables, PATH, NODETOKEN and ATTR_ keys', () => {
   const env = scriptEnv(
     { mac: 'aa:bb:cc:dd:ee:ff', name: 'n1', group: 'g', vnfs: 'v', enabled: false, debug: true, ip: '10.0.0.9' },
     'init',
@@ -49,7 +49,7 @@ test('script environment holds exactly the Perceus variables, PATH and ATTR_ key
     { statedir: '/var/lib/pxeherd', vnfsMethod: 'http', vnfsMaster: 'm', vnfsPrefix: '/p', path: '/bin' },
   );
   assert.deepEqual(Object.keys(env).sort(), [
-    'ATTR_RACK', 'ATTR_STATE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'PATH',
+    'ATTR_RACK', 'ATTR_STATE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'NODETOKEN', 'PATH',
     'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX',
   ]);
   assert.equal(env.ENABLED, '0');
@@ -57,6 +57,7 @@ test('script environment holds exactly the Perceus variables, PATH and ATTR_ key
   assert.equal(env.IPADDR, '10.0.0.9');
   assert.equal(env.STATE, 'init');
   assert.equal(env.ATTR_STATE, 'shadow');
+  assert.equal(env.NODETOKEN, '', 'no token when tokens are off');
   assert.equal(scriptEnv({ mac: 'm', name: 'n', group: 'g', vnfs: '', enabled: true, debug: false, ip: '' }, 'ready', {}, { statedir: '/', vnfsMethod: '', vnfsMaster: '', vnfsPrefix: '', path: '' }, '10.1.1.1').IPADDR, '10.1.1.1');
 });
 
