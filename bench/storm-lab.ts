@@ -174,9 +174,14 @@ export function runClients(lab: StormLab, job: StormJob): Promise<StormResult> {
     p.stdout.on('data', (c) => (out += c));
     p.stderr.on('data', (c) => (err += c));
     p.on('exit', (code) => {
-      if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${err.slice(-2000)}`));
-      else resolve(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult);
-      fs.rmSync(resultFile, { force: true });
+      try {
+        if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${err.slice(-2000)}`));
+        else resolve(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult);
+      } catch (e) {
+        reject(e as Error); // never throw from an event handler: the caller's cleanup must run
+      } finally {
+        fs.rmSync(resultFile, { force: true });
+      }
     });
   });
 }

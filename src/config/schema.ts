@@ -67,7 +67,7 @@ export const configSchema = z
         root: z.string().default(''),
         max_blksize: z.number().int().min(8).max(65464).default(65464),
         max_windowsize: z.number().int().min(1).max(65535).default(64),
-        max_transfers: z.number().int().min(1).default(256),
+        max_transfers: z.number().int().min(1).default(1024),
         /** A window never holds more than this many bytes (a burst larger than a client's receive buffer is lost). */
         max_window_bytes: z.number().int().min(512).default(65536),
         /** Worker threads for transfers (0 = min(4, CPUs)). */

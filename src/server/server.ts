@@ -58,7 +58,9 @@ export function httpService(name: string, listen: string, port: number, handler:
       new Promise((resolve, reject) => {
         const onErr = (e: NodeJS.ErrnoException) => reject(new Error(bindHint(e, `${name} on tcp ${listen}:${port}`)));
         server.once('error', onErr);
-        server.listen(port, listen, () => {
+        // A rack powering on opens thousands of connections at once: Node's default
+        // backlog (511) drops them and iPXE retries seconds later.
+        server.listen({ port, host: listen, backlog: 4096 }, () => {
           server.off('error', onErr);
           const a = server.address() as AddressInfo;
           resolve(`tcp ${a.address}:${a.port}`);
