@@ -124,9 +124,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   }
   if (config.tftp.port !== 0) {
     const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
-    const loaders = await installLoaders(config.tftp.root, tftpLog);
-    if (loaders.missing.length) log.warn({ missing: loaders.missing }, `boot loaders missing from ${config.tftp.root}: ${loaders.missing.join(', ')} (apt-get install ipxe)`);
-    log.info({ loaders: loaders.present }, `boot loaders available: ${loaders.present.join(', ') || 'none'}`);
+    await installLoaders(config.tftp.root, tftpLog); // says which loaders are available or missing
     const tftp = new TftpServer({
       root: config.tftp.root,
       port: config.tftp.port,
