@@ -6,7 +6,6 @@ import type { Run } from '../main.js';
 import { RuntimeFailure } from '../context.js';
 import { buildStage1, DEFAULT_MODULES, STAGE1_CMDLINE } from '../../stage1/build.js';
 import { defaultCacheDir, Stage1Error } from '../../stage1/debs.js';
-import { defaultTemplateDirs } from '../../boot/service.js';
 
 /** `pxeherd stage1 build`: the discovery/provisioning image, registered as VNFS "stage1". */
 export function stage1Command(run: Run): Command {
@@ -22,7 +21,9 @@ export function stage1Command(run: Run): Command {
     .option('--no-register', 'only build, do not register a VNFS')
     .addOption(new Option('--json', 'machine-readable output (stable schema)'))
     .action(
-      run((ctx, o: { out?: string; kernelPackage?: string; cache: string; modules: string; name: string; register: boolean }) => {
+      run(async (ctx, o: { out?: string; kernelPackage?: string; cache: string; modules: string; name: string; register: boolean }) => {
+        // Loaded here: the boot renderer (handlebars) is not needed by other commands.
+        const { defaultTemplateDirs } = await import('../../boot/service.js');
         const outDir = o.out ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-stage1-out-'));
         if (!o.out && !o.register) throw new RuntimeFailure('--no-register without --out would throw the image away: give --out DIR', 2);
         try {
