@@ -3,6 +3,7 @@
  * durable (except through an optional LeaseStore passed in). The real one is the store's.
  */
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
+import { nodeRecord } from '../nodes/types.js';
 import type { DhcpBackend, ExplainBackend, LeaseStore } from './backend.js';
 
 export class MemoryLeaseStore implements LeaseStore {
@@ -83,23 +84,9 @@ export class MemoryDhcpBackend implements DhcpBackend, ExplainBackend {
   }
 
   private makeNode(p: Partial<Node> & { mac: string }): Node {
-    const t = this.now();
-    return {
-      name: p.name ?? `n${String(this.seq++).padStart(4, '0')}`,
-      group: 'cluster',
-      vnfs: '',
-      enabled: true,
-      debug: false,
-      state: '',
-      ip: '',
-      lastContact: null,
-      boot: 'provision',
-      attrs: {},
-      createdAt: t,
-      updatedAt: t,
-      ...p,
-    };
+    return nodeRecord({ ...p, name: p.name ?? `n${String(this.seq++).padStart(4, '0')}` }, this.now());
   }
+
 
   findNode(mac: string): Node | undefined {
     return this.nodes.get(mac);

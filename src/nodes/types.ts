@@ -67,3 +67,21 @@ export interface BootEvent {
 export interface EventSink {
   record(ev: BootEvent): void;
 }
+
+/** A node record with the defaults a new node gets (in-memory backends and tests build them). */
+export function nodeRecord(fields: Partial<Node> & { mac: string; name: string }, now = 0): Node {
+  return {
+    group: 'cluster',
+    vnfs: '',
+    enabled: true,
+    debug: false,
+    state: '',
+    ip: '',
+    lastContact: null,
+    boot: 'provision',
+    attrs: {},
+    createdAt: now,
+    updatedAt: now,
+    ...fields,
+  };
+}

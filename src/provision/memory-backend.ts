@@ -1,4 +1,5 @@
 import type { BootEvent, EventSink, Node } from '../nodes/types.js';
+import { nodeRecord } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
 import type { ProvisionBackend } from './backend.js';
 
@@ -22,21 +23,10 @@ export class MemoryProvisionBackend implements ProvisionBackend {
 
   add(partial: Partial<Node> & { mac: string; name: string }): Node {
     const now = Date.now();
-    const node: Node = {
-      group: this.opts.defaultGroup ?? 'cluster',
-      vnfs: this.opts.defaultVnfs ?? '',
-      enabled: true,
-      debug: false,
-      state: '',
-      ip: '',
-      lastContact: null,
-      boot: 'provision',
-      attrs: {},
-      createdAt: now,
-      updatedAt: now,
-      ...partial,
-      mac: normalizeMac(partial.mac),
-    };
+    const node = nodeRecord(
+      { group: this.opts.defaultGroup ?? 'cluster', vnfs: this.opts.defaultVnfs ?? '', ...partial, mac: normalizeMac(partial.mac) },
+      Date.now(),
+    );
     this.nodes.set(node.mac, node);
     return node;
   }

@@ -10,7 +10,7 @@ import { parseQuery, evalQuery } from '../../src/nodes/query.js';
 import { queryContextFor, nodeExtras } from '../../src/inventory/context.js';
 import { Store } from '../../src/store/store.js';
 import { openDatabase } from '../../src/store/db.js';
-import type { Node } from '../../src/nodes/types.js';
+import { nodeRecord, type Node } from '../../src/nodes/types.js';
 
 function inv(over: Partial<Inventory> = {}): Inventory {
   return {
@@ -29,22 +29,7 @@ function inv(over: Partial<Inventory> = {}): Inventory {
   };
 }
 
-const node = (mac: string, over: Partial<Node> = {}): Node => ({
-  mac,
-  name: 'n' + mac.slice(-2),
-  group: 'compute',
-  vnfs: '',
-  enabled: true,
-  debug: false,
-  state: 'ready',
-  ip: '',
-  lastContact: null,
-  boot: 'provision',
-  attrs: {},
-  createdAt: 0,
-  updatedAt: 0,
-  ...over,
-});
+const node = (mac: string, over: Partial<Node> = {}): Node => nodeRecord({ mac, name: 'n' + mac.slice(-2), group: 'compute', state: 'ready', ...over });
 
 test('a report is refused with a message naming the field: not JSON, not an object, wrong types, bad MAC, unknown firmware', () => {
   const bad = (body: string, re: RegExp) => {

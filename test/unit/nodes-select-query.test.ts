@@ -2,25 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { expandRange, globToRegExp, parseSelector, selectNodes, NotFound } from '../../src/nodes/select.js';
 import { parseQuery, evalQuery, looksLikeQuery } from '../../src/nodes/query.js';
-import type { Node } from '../../src/nodes/types.js';
+import { nodeRecord, type Node } from '../../src/nodes/types.js';
 
 function node(name: string, over: Partial<Node> = {}): Node {
-  return {
-    mac: over.mac ?? '52:54:00:00:00:' + name.slice(-2).padStart(2, '0'),
-    name,
-    group: 'cluster',
-    vnfs: 'centos',
-    enabled: true,
-    debug: false,
-    state: '',
-    ip: '',
-    lastContact: null,
-    boot: 'provision',
-    attrs: {},
-    createdAt: 0,
-    updatedAt: 0,
-    ...over,
-  };
+  return nodeRecord({ mac: over.mac ?? '52:54:00:00:00:' + name.slice(-2).padStart(2, '0'), name, vnfs: 'centos', ...over });
 }
 
 test('Perceus ranges expand zero-padded by the width of their bounds', () => {
