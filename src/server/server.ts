@@ -217,6 +217,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     }
   }
   if (adminUrl) log.info({ service: 'admin' }, `web UI and API: ${adminUrl}  (token in ${config.statedir}/admin.token)`);
+  // Unknown machines boot the discovery image: say now, not at the first boot, when it is missing.
+  const discovery = boot.boot.discoveryVnfs;
+  if (config.nodes.auto_register && !store.vnfs.get(discovery)) {
+    log.warn({ vnfs: discovery }, `the discovery image (VNFS ${discovery}) does not exist yet: unknown machines cannot boot until you run "pxeherd stage1 build"`);
+  }
   if (config.dhcp.mode === 'off') log.info('dhcp is off (dhcp.mode: off); set dhcp.mode to full or proxy to answer PXE clients');
 
   return {
