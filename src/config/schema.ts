@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { IPV4_RE } from '../util/net.js';
 
 /**
  * The configuration contract (DESIGN.md "Configuration"). Every key has a default, unknown
@@ -7,7 +8,7 @@ import { z } from 'zod';
  */
 const ipv4 = z
   .string()
-  .regex(/^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/, 'must be an IPv4 address such as 10.0.0.1');
+  .regex(IPV4_RE, 'must be an IPv4 address such as 10.0.0.1');
 const port = z.number().int().min(0).max(65535);
 
 const subnet = z

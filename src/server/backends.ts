@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import type { Config } from '../config/schema.js';
 import type { Store } from '../store/store.js';
 import type { BootEvent, EventSink } from '../nodes/types.js';
@@ -7,6 +6,7 @@ import type { ProvisionBackend } from '../provision/backend.js';
 import type { NamingPolicy } from '../store/nodes.js';
 import { InvalidInput } from '../nodes/mac.js';
 import type { Logger } from '../util/log.js';
+import { arpLookup } from '../provisiond/arp.js';
 
 /** The SQLite store seen through each protocol server's narrow interface. */
 
@@ -67,19 +67,6 @@ export function explainBackend(store: Store): ExplainBackend {
     reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
     leases: store.leases,
   };
-}
-
-/** The kernel's ARP table: the MAC of a peer that has no lease (static address, other DHCP server). */
-export function arpLookup(ip: string, file = '/proc/net/arp'): string | undefined {
-  try {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f[0] === ip && f[3] && f[3] !== '00:00:00:00:00:00') return f[3].toLowerCase();
-    }
-  } catch {
-    /* no /proc: no ARP answer */
-  }
-  return undefined;
 }
 
 /** Registration events are the provision service's own (node.register). */

@@ -3,7 +3,7 @@ import type { Store } from '../store/store.js';
 import { explain, type ExplainClient, type Explanation } from '../dhcp/explain.js';
 import { explainBackend } from './backends.js';
 import { resolveServerAddress } from '../util/net.js';
-import { bootServiceFor } from '../boot/service.js';
+import { bootServiceFor, type BootService } from '../boot/service.js';
 import { nodeTokensFor } from '../security/tokens.js';
 
 export type ExplainedBoot = Explanation & { ipxe_script: { template: string; mode: string; text: string } | { error: string } };
@@ -12,13 +12,20 @@ export type ExplainedBoot = Explanation & { ipxe_script: { template: string; mod
  * What a client would get: the DHCP answer (the real handler against a read-only view) and
  * the iPXE script /boot/<mac>.ipxe would serve now. Shared by `pxeherd explain` and the API.
  */
-export function explainBoot(config: Config, store: Store, client: ExplainClient, serverAddress?: string): ExplainedBoot {
+export function explainBoot(
+  config: Config,
+  store: Store,
+  client: ExplainClient,
+  serverAddress?: string,
+  /** The running server's boot renderer; without one (the CLI) a renderer is built for this call. */
+  boot?: Pick<BootService, 'renderBootScript'>,
+): ExplainedBoot {
   const address = serverAddress ?? resolveServerAddress(config.address, config.interface).address;
   const e = explain(explainBackend(store), { config: config.dhcp, serverAddress: address, httpPort: config.http.port, autoRegister: config.nodes.auto_register }, client);
   let script: ExplainedBoot['ipxe_script'];
   try {
-    const tokens = config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined;
-    const r = bootServiceFor({ config, store, serverAddress: address, tokens }).renderBootScript(e.mac);
+    const renderer = boot ?? bootServiceFor({ config, store, serverAddress: address, tokens: config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined });
+    const r = renderer.renderBootScript(e.mac);
     script = { template: r.template, mode: String(r.mode), text: r.text };
   } catch (err) {
     script = { error: (err as Error).message };

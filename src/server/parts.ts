@@ -4,10 +4,16 @@ import type { EventSink } from '../nodes/types.js';
 import { NodescriptEngine, createSpawner } from '../nodescripts/index.js';
 import { ProvisionService } from '../provision/service.js';
 import { provisionBackend } from './backends.js';
-import { nodeTokensFor } from '../security/tokens.js';
 
 /** The nodescript engine and provision service as configured: shared by `serve`, `script` and the API. */
-export function provisionParts(config: Config, store: Store, events: EventSink, warn: (msg: string) => void): { engine: NodescriptEngine; provision: ProvisionService } {
+export function provisionParts(
+  config: Config,
+  store: Store,
+  events: EventSink,
+  warn: (msg: string) => void,
+  /** The server's node tokens (security.node_tokens on): scripts get a fresh one as NODETOKEN. */
+  tokens?: { issueToken(mac: string): string },
+): { engine: NodescriptEngine; provision: ProvisionService } {
   const engine = new NodescriptEngine({
     dir: config.nodescripts.dir,
     statedir: config.statedir,
@@ -19,7 +25,5 @@ export function provisionParts(config: Config, store: Store, events: EventSink, 
     events,
     attrsFor: (node) => store.attrsFor(node),
   });
-  // Scripts get a fresh token as NODETOKEN (the check-in loop renews its own with it).
-  const tokens = config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined;
   return { engine, provision: new ProvisionService(provisionBackend(store, config, events, tokens), engine) };
 }

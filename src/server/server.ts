@@ -101,8 +101,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
   if (installed.length) log.info({ dir: config.nodescripts.dir, files: installed.length }, `installed ${installed.length} default nodescript(s) into ${config.nodescripts.dir}`);
 
-  const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m));
   const boot = bootParts({ config, store, serverAddress: address, events });
+  const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m), config.security.node_tokens ? boot.tokens : undefined);
 
   const services: Service[] = [];
   if (config.http.port !== 0) {
@@ -185,7 +185,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       tokens,
       metrics,
       scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },
-      explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address),
+      explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address, boot.boot),
     });
     closeAdmin = () => {
       admin.close();

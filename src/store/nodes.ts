@@ -5,6 +5,7 @@ import { InvalidInput, normalizeMac } from '../nodes/mac.js';
 import { validateAttrKey, validateName } from '../nodes/names.js';
 import { firstFreeNumber, formatName, numberOf as numberOfName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
 import { NotFound } from '../nodes/select.js';
+import { IPV4_RE } from '../util/net.js';
 
 interface NodeRow {
   mac: string;
@@ -47,10 +48,9 @@ export type NodeField = (typeof NODE_FIELDS)[number];
 /** meta key: names of the pattern have no gaps (see nextName). */
 const GAPLESS = 'naming_gapless';
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 export function validateIp(ip: string): string {
-  if (ip !== '' && !IPV4.test(ip)) throw new InvalidInput(`invalid IPv4 address "${ip}"`, 'ip');
+  if (ip !== '' && !IPV4_RE.test(ip)) throw new InvalidInput(`invalid IPv4 address "${ip}"`, 'ip');
   return ip;
 }
 
@@ -281,7 +281,7 @@ export class NodeRepo {
         if (opts.preferredName && !validateNameSafe(opts.preferredName) && !this.q.byName.get(opts.preferredName)) name = opts.preferredName;
         const v = this.validateNew({ mac: m, name }, policy);
         // An address already someone else's is not taken over by registration.
-        if (opts.ip && IPV4.test(opts.ip) && !this.q.byIp.get(opts.ip)) v.ip = opts.ip;
+        if (opts.ip && IPV4_RE.test(opts.ip) && !this.q.byIp.get(opts.ip)) v.ip = opts.ip;
         return { node: this.insertOne(v, policy, pattern, Date.now()), created: true };
       })
       .immediate();
@@ -383,7 +383,7 @@ export class NodeRepo {
 
   /** A request from the node: its state word, address and time of contact. */
   touch(mac: string, state: string, ip: string | undefined, now = Date.now()): void {
-    const addr = ip && IPV4.test(ip) ? ip : '';
+    const addr = ip && IPV4_RE.test(ip) ? ip : '';
     try {
       this.q.touch.run(state, addr, addr, now, now, mac);
     } catch (e) {

@@ -1,5 +1,8 @@
 import os from 'node:os';
 
+/** A dotted-quad IPv4 address, each part 0-255 without leading zeros. */
+export const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
 /** The address nodes reach the master at: config.address, else the interface's, else the first non-loopback IPv4. */
 export function resolveServerAddress(address: string, iface: string): { address: string; source: string } {
   if (address) return { address, source: 'address' };
