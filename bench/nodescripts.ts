@@ -106,43 +106,38 @@ async function serverRun(kind: 'auto' | 'native' | 'child_process'): Promise<{ t
   return { total, p50: pct(lat, 50), p99: pct(lat, 99), failures, spawner: spawner.kind };
 }
 
-/** Floor 1: the same script runs from Node's child_process, PARALLEL at a time. */
-async function childProcessFloor(): Promise<number> {
-  const env = { PATH: '/usr/bin:/bin', NODENAME: 'n00000', NODEID: '52:54:00:00:00:00' };
+/** Every one of the NODES × SCRIPTS runs through `runOne`, PARALLEL at a time; total ms. */
+async function runAllScripts(runOne: (path: string) => Promise<unknown>): Promise<number> {
   const total = NODES * SCRIPTS;
   let next = 0;
   const t0 = performance.now();
   const worker = async () => {
-    while (next < total) {
-      const p = scriptPaths[next++ % SCRIPTS]!;
-      await new Promise<void>((resolve) => {
-        const c = spawn(p, [], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-        c.stdout.resume();
-        c.stderr.resume();
-        c.on('close', () => resolve());
-      });
-    }
+    while (next < total) await runOne(scriptPaths[next++ % SCRIPTS]!);
   };
   await Promise.all(Array.from({ length: PARALLEL }, worker));
   return performance.now() - t0;
+}
+
+const floorEnv = { PATH: '/usr/bin:/bin', NODENAME: 'n00000', NODEID: '52:54:00:00:00:00' };
+
+/** Floor 1: the same script runs from Node's child_process, PARALLEL at a time. */
+function childProcessFloor(): Promise<number> {
+  return runAllScripts(
+    (p) =>
+      new Promise<void>((resolve) => {
+        const c = spawn(p, [], { env: floorEnv, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        c.stdout.resume();
+        c.stderr.resume();
+        c.on('close', () => resolve());
+      }),
+  );
 }
 
 /** Reference: the native helper alone (no HTTP, no engine), PARALLEL at a time. */
 async function helperAlone(): Promise<number | undefined> {
   const spawner = createSpawner({ prefer: 'native', log: () => {} });
   if (spawner.kind !== 'native-helper') return undefined;
-  const env = { PATH: '/usr/bin:/bin', NODENAME: 'n00000', NODEID: '52:54:00:00:00:00' };
-  const total = NODES * SCRIPTS;
-  let next = 0;
-  const t0 = performance.now();
-  const worker = async () => {
-    while (next < total) {
-      const p = scriptPaths[next++ % SCRIPTS]!;
-      await spawner.run({ path: p, cwd: tmp, env, timeoutMs: 60_000, graceMs: 1000, maxStdout: 1 << 20, maxStderr: 65536 });
-    }
-  };
-  await Promise.all(Array.from({ length: PARALLEL }, worker));
-  const ms = performance.now() - t0;
+  const ms = await runAllScripts((p) => spawner.run({ path: p, cwd: tmp, env: floorEnv, timeoutMs: 60_000, graceMs: 1000, maxStdout: 1 << 20, maxStderr: 65536 }));
   await spawner.close();
   return ms;
 }

@@ -64,12 +64,11 @@ abstract class Metric {
   }
 }
 
-export class Counter extends Metric {
-  readonly type = 'counter' as const;
-  private readonly values = new Map<string, { labels: string[]; value: number }>();
+/** Counters and gauges: one number per label set. */
+abstract class ValueMetric extends Metric {
+  protected values = new Map<string, { labels: string[]; value: number }>();
 
-  inc(labels?: Labels, by = 1): void {
-    if (!(by >= 0)) throw new Error(`${this.name}: a counter only goes up (got ${by})`);
+  protected add(labels: Labels | undefined, by: number): void {
     const { key, values } = this.key(labels);
     const cur = this.values.get(key);
     if (cur) cur.value += by;
@@ -81,15 +80,23 @@ export class Counter extends Metric {
   }
 
   samples(): string[] {
-    // An unlabelled counter reads 0 before its first event, so dashboards see the series.
+    // An unlabelled series reads 0 before its first value, so dashboards see it.
     if (this.values.size === 0 && this.labelNames.length === 0) return [`${this.name} 0`];
     return [...this.values.values()].map((v) => `${this.name}${labelString(this.labelNames, v.labels)} ${formatValue(v.value)}`);
   }
 }
 
-export class Gauge extends Metric {
+export class Counter extends ValueMetric {
+  readonly type = 'counter' as const;
+
+  inc(labels?: Labels, by = 1): void {
+    if (!(by >= 0)) throw new Error(`${this.name}: a counter only goes up (got ${by})`);
+    this.add(labels, by);
+  }
+}
+
+export class Gauge extends ValueMetric {
   readonly type = 'gauge' as const;
-  private values = new Map<string, { labels: string[]; value: number }>();
 
   /** `collect` runs at scrape time (values computed from the store, not tracked). */
   constructor(name: string, help: string, labelNames: readonly string[] = [], private readonly collect?: (g: Gauge) => void) {
@@ -102,27 +109,19 @@ export class Gauge extends Metric {
   }
 
   inc(labels?: Labels, by = 1): void {
-    const { key, values } = this.key(labels);
-    const cur = this.values.get(key);
-    if (cur) cur.value += by;
-    else this.values.set(key, { labels: values, value: by });
-  }
-
-  get(labels?: Labels): number {
-    return this.values.get(this.key(labels).key)?.value ?? 0;
+    this.add(labels, by);
   }
 
   reset(): void {
     this.values = new Map();
   }
 
-  samples(): string[] {
+  override samples(): string[] {
     if (this.collect) {
       this.reset();
       this.collect(this);
     }
-    if (this.values.size === 0 && this.labelNames.length === 0) return [`${this.name} 0`];
-    return [...this.values.values()].map((v) => `${this.name}${labelString(this.labelNames, v.labels)} ${formatValue(v.value)}`);
+    return super.samples();
   }
 }
 
