@@ -2,7 +2,7 @@
  * Runs pxeherd's TFTP server alone, for benchmarks and for tests that need it in another
  * process (e.g. inside a network namespace):
  *   node --import tsx bench/lib-tftp-server.ts --root DIR [--address 127.0.0.1] [--port 69]
- *        [--max-windowsize N] [--max-window-bytes N] [--timeout-ms N] [--threads N]
+ *        [--max-windowsize N] [--max-window-bytes N] [--timeout-ms N] [--threads N] [--engine auto|native|js]
  * Prints "READY <port>" once listening; on SIGTERM/SIGINT prints the stats as JSON and exits.
  */
 import { parseArgs } from 'node:util';
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     'max-window-bytes': { type: 'string' },
     'timeout-ms': { type: 'string' },
     threads: { type: 'string' },
+    engine: { type: 'string', default: 'auto' },
   },
 });
 if (!values.root) {
@@ -32,7 +33,9 @@ const server = new TftpServer({
   maxWindowBytes: num(values['max-window-bytes']),
   timeoutMs: num(values['timeout-ms']),
   threads: num(values.threads),
-  logger: { info() {}, warn: (o, m) => console.error(m ?? '', JSON.stringify(o)) },
+  engine: values.engine as 'auto' | 'native' | 'js',
+  // The start line says which engine pumps DATA; nothing per transfer.
+  logger: { info: (_o, m) => { if (m?.startsWith('tftp: DATA')) console.error(m); }, warn: (o, m) => console.error(m ?? '', JSON.stringify(o)) },
 });
 const { port } = await server.start();
 console.log(`READY ${port}`);

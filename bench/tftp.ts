@@ -3,7 +3,9 @@
  *
  *   node --import tsx bench/tftp.ts [--size-mib 64] [--runs 3] [--client atftp|curl]
  *        [--blksizes 512,1468,8192] [--windows 1,16] [--concurrency 1,20] [--servers pxeherd,dnsmasq,tftpd-hpa]
- *        [--pxeherd-threads N]
+ *        [--pxeherd-threads N] [--pxeherd-engine auto|native|js]
+ *   --servers may also name pxeherd-js: pxeherd with its JavaScript data path (tftp.engine: js),
+ *   to compare with the native one (pxeherd, engine auto) in the same run.
  *
  * dnsmasq only serves TFTP on port 69, so everything runs in a private network namespace
  * (phtftp-bench, loopback only): dnsmasq on 69, pxeherd on 6969,
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     'timeout-s': { type: 'string', default: '600' },
     /** pxeherd's transfer threads (TftpServerOptions.threads); default: its own default. */
     'pxeherd-threads': { type: 'string' },
+    'pxeherd-engine': { type: 'string', default: 'auto' },
   },
 });
 const NS = 'phtftp-bench';
@@ -42,7 +45,7 @@ const windows = values.windows!.split(',').map(Number);
 const concs = values.concurrency!.split(',').map(Number);
 const serverNames = values.servers!.split(',');
 const timeoutS = Number(values['timeout-s']);
-const PORTS: Record<string, number> = { pxeherd: 6969, dnsmasq: 69, 'tftpd-hpa': 6970 };
+const PORTS: Record<string, number> = { pxeherd: 6969, dnsmasq: 69, 'tftpd-hpa': 6970, 'pxeherd-js': 6971 };
 
 function sh(cmd: string, args: string[]): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -117,12 +120,19 @@ async function main(): Promise<void> {
       return p;
     };
     let pxeStats = '';
-    if (serverNames.includes('pxeherd')) {
-      const p = exec(['node', '--import', 'tsx', path.join(import.meta.dirname, 'lib-tftp-server.ts'), '--root', dir, '--port', String(PORTS.pxeherd), ...(values['pxeherd-threads'] ? ['--threads', values['pxeherd-threads']] : [])]);
+    for (const name of ['pxeherd', 'pxeherd-js'] as const) {
+      if (!serverNames.includes(name)) continue;
+      const engine = name === 'pxeherd-js' ? 'js' : values['pxeherd-engine']!;
+      const p = exec(['node', '--import', 'tsx', path.join(import.meta.dirname, 'lib-tftp-server.ts'), '--root', dir, '--port', String(PORTS[name]), '--engine', engine, ...(values['pxeherd-threads'] ? ['--threads', values['pxeherd-threads']] : [])]);
+      let startLog = '';
+      p.stderr?.on('data', (d: Buffer) => (startLog += d.toString()));
       await waitForLine(p, /READY/, 20_000);
-      // lib-tftp-server prints its counters (retransmits, duplicate ACKs...) on SIGTERM.
-      p.stderr?.on('data', (d: Buffer) => (pxeStats += d.toString()));
-      pxeherdProc = p;
+      process.stderr.write(`${name}: ${startLog.trim()}\n`);
+      if (name === 'pxeherd') {
+        // lib-tftp-server prints its counters (retransmits, duplicate ACKs...) on SIGTERM.
+        p.stderr?.on('data', (d: Buffer) => (pxeStats += d.toString()));
+        pxeherdProc = p;
+      }
     }
     if (serverNames.includes('dnsmasq')) {
       exec(['dnsmasq', '--no-daemon', '--conf-file=/dev/null', '--port=0', '--enable-tftp', `--tftp-root=${dir}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--user=root', '--tftp-max=100', `--pid-file=${dir}/dnsmasq.pid`]);

@@ -73,6 +73,8 @@ export const configSchema = z
         max_window_bytes: z.number().int().min(512).default(65536),
         /** Worker threads for transfers (0 = min(4, CPUs)). */
         threads: z.number().int().min(0).max(64).default(0),
+        /** Who pumps DATA: 'native' (C addon native/tftpdata), 'js' (worker threads), 'auto' = native when built. */
+        engine: z.enum(['auto', 'native', 'js']).default('auto'),
         /** seconds between retransmissions unless the client negotiates `timeout` */
         timeout_seconds: z.number().min(0.1).max(255).default(1),
         retries: z.number().int().min(1).max(50).default(5),

@@ -134,6 +134,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxTransfers: config.tftp.max_transfers,
       maxWindowBytes: config.tftp.max_window_bytes,
       threads: config.tftp.threads || undefined,
+      engine: config.tftp.engine,
       timeoutMs: config.tftp.timeout_seconds * 1000,
       retries: config.tftp.retries,
       generate: (req) => boot.tftpGenerate(req),

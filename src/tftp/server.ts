@@ -21,6 +21,7 @@ import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
 import { WorkerPool } from './pool.js';
+import { loadNativeEngine, type NativeEngine } from './native.js';
 
 /** pino-compatible subset. */
 export interface TftpLogger {
@@ -58,6 +59,13 @@ export interface TftpServerOptions {
    * CPUs, at most 4.
    */
   threads?: number;
+  /**
+   * Who pumps DATA for in-memory files (config tftp.engine): 'native' = the C addon
+   * (native/tftpdata, one thread per transfer; an error at start when it is not built),
+   * 'js' = JavaScript on `threads` threads, 'auto' (default) = native when built, else js.
+   * Files streamed from disk in chunks and windows above the addon's limit always run in JS.
+   */
+  engine?: 'auto' | 'native' | 'js';
 }
 
 export interface TftpStats {
@@ -94,11 +102,13 @@ export class TftpServer {
   /** By "ip:port" of the client: a repeated RRQ from the same TID is a retransmission. */
   private readonly transfers = new Map<string, Transfer>();
   private readonly cache: FileCache;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads'>> &
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine'>> &
     Pick<TftpServerOptions, 'generate' | 'events'>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
   private readonly threads: number;
+  private readonly engine: 'auto' | 'native' | 'js';
+  private native: NativeEngine | undefined;
   /** Transfers running on this thread (the pool counts its own). */
   private localActive = 0;
   private readonly s: Omit<TftpStats, 'active'> = {
@@ -131,6 +141,7 @@ export class TftpServer {
       events: opts.events,
     };
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
+    this.engine = opts.engine ?? 'auto';
     // Worker threads see file contents through shared memory.
     this.cache = new FileCache({ ...opts.cache, shared: this.threads > 1 });
   }
@@ -138,6 +149,10 @@ export class TftpServer {
   /** Bind the listener. Rejects (e.g. EACCES/EADDRINUSE on port 69) with the socket error. */
   async start(): Promise<{ address: string; port: number }> {
     if (this.socket) throw new Error('TFTP server already started');
+    this.native = this.engine === 'js' ? undefined : loadNativeEngine();
+    if (this.engine === 'native' && !this.native) {
+      throw new Error('TFTP: tftp.engine is "native" but the addon native/tftpdata is not built (make -C native/tftpdata, or set tftp.engine: auto)');
+    }
     const sock = dgram.createSocket({ type: 'udp4' });
     await new Promise<void>((resolve, reject) => {
       const fail = (e: NodeJS.ErrnoException): void => {
@@ -166,7 +181,13 @@ export class TftpServer {
       }
     });
     this.socket = sock;
-    if (this.threads > 1) {
+    this.o.logger.info(
+      { engine: this.native ? 'native' : 'js', threads: this.threads },
+      this.native
+        ? 'tftp: DATA pumped by the native engine (native/tftpdata)'
+        : `tftp: DATA pumped in JavaScript on ${this.threads} thread(s)${this.engine === 'auto' ? ' (native/tftpdata not built)' : ''}`,
+    );
+    if (this.threads > 1 && !this.native) {
       this.pool = new WorkerPool(this.threads - 1, (msg) => this.o.logger.warn({}, `tftp: ${msg}`));
       await this.pool.ready();
     }
@@ -308,7 +329,7 @@ export class TftpServer {
     );
     const startedAt = Date.now();
     const oack = n.oack ? encode({ op: 'oack', options: n.oack, optionOrder: n.oackOrder }) : undefined;
-    const detail = {
+    const detail: Record<string, unknown> = {
       file: t.file,
       peer: peer.address,
       port: peer.port,
@@ -339,12 +360,28 @@ export class TftpServer {
         resolveEnded();
       },
     };
-    // Files streamed from disk in chunks stay on this thread (they need its descriptor);
-    // everything in memory goes to the least busy thread.
-    const slot = this.pool && source instanceof BufferSource ? this.pool.pick(this.localActive) : undefined;
     this.s.started++;
-    this.emit('tftp.start', detail);
-    this.o.logger.debug?.(detail, 'tftp: transfer started');
+    const started = (engine: 'native' | 'js'): void => {
+      // Which data path served it: in every tftp.* event, for whoever debugs a slow boot.
+      detail.engine = engine;
+      this.emit('tftp.start', detail);
+      this.o.logger.debug?.(detail, 'tftp: transfer started');
+    };
+    // In-memory content goes to the native engine when there is one; otherwise to the least
+    // busy JS thread. Files streamed from disk in chunks stay on this thread (they need its
+    // descriptor and their loads). The native end arrives on a later turn, after tftp.start.
+    if (this.native && source instanceof BufferSource && n.windowsize <= this.native.maxWindow) {
+      try {
+        t.abort = this.native.start(spec, source.all(), hooks);
+        started('native');
+        return;
+      } catch (e) {
+        // No socket or thread right now (e.g. thread limit): this transfer runs in JS.
+        this.o.logger.warn({ err: (e as Error).message }, 'tftp: native engine could not start a transfer, running it in JavaScript');
+      }
+    }
+    started('js');
+    const slot = this.pool && source instanceof BufferSource ? this.pool.pick(this.localActive) : undefined;
     if (slot) {
       t.abort = slot.start(spec, (source as BufferSource).all(), hooks);
       return;

@@ -1,6 +1,7 @@
 /**
  * The TFTP server on a real UDP socket (127.0.0.1, ephemeral port), driven by pxeherd's
  * own client with fault injection and by raw datagrams where exact packet counts matter.
+ * Every test runs twice: with the native DATA pump (native/tftpdata) and in JavaScript.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +14,22 @@ import type { BootEvent } from '../../src/nodes/types.js';
 import { ackPacket, decode, encode, type Packet } from '../../src/tftp/codec.js';
 import { tftpGet, TftpClientError } from '../../src/tftp/client.js';
 import { TftpServer, type TftpServerOptions } from '../../src/tftp/server.js';
+import { loadNativeEngine } from '../../src/tftp/native.js';
+
+/** The engine of the test running now (top-level tests in a file run one at a time). */
+let engine: 'native' | 'js' = 'js';
+const nativeBuilt = loadNativeEngine() !== undefined;
+/** Register `name` once per engine; the native run skips, saying why, when the addon is not built. */
+function both(name: string, fn: () => Promise<void>): void {
+  test(`[native] ${name}`, { skip: nativeBuilt ? false : 'native/tftpdata not built (make -C native)' }, async () => {
+    engine = 'native';
+    await fn();
+  });
+  test(`[js] ${name}`, async () => {
+    engine = 'js';
+    await fn();
+  });
+}
 
 let root: string;
 const files: Record<string, Buffer> = {};
@@ -33,7 +50,7 @@ async function withServer(
   fn: (port: number, server: TftpServer, events: BootEvent[]) => Promise<void>,
 ): Promise<void> {
   const events: BootEvent[] = [];
-  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', events: { record: (e) => events.push(e) }, ...opts });
+  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', engine, events: { record: (e) => events.push(e) }, ...opts });
   const { port } = await server.start();
   try {
     await fn(port, server, events);
@@ -75,7 +92,7 @@ async function until(cond: () => boolean, ms = 3000): Promise<void> {
   }
 }
 
-test('negotiated options come back in the OACK and the file arrives intact', async () => {
+both('negotiated options come back in the OACK and the file arrives intact', async () => {
   await withServer({}, async (port, _s, events) => {
     const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { tsize: '0', blksize: '1468', windowsize: '16', timeout: '2' } });
     assert.deepEqual(r.oack, { tsize: String(files['small.bin']!.length), blksize: '1468', windowsize: '16', timeout: '2' });
@@ -90,11 +107,12 @@ test('negotiated options come back in the OACK and the file arrives intact', asy
     assert.equal(done.detail?.blksize, 1468);
     assert.equal(done.detail?.windowsize, 16);
     assert.equal(typeof done.detail?.durationMs, 'number');
+    assert.equal(done.detail?.engine, engine, 'the data path this run is about served it');
     assert.deepEqual(events.map((e) => e.kind), ['tftp.start', 'tftp.done']);
   });
 });
 
-test('each transfer gets a new ephemeral port', async () => {
+both('each transfer gets a new ephemeral port', async () => {
   await withServer({}, async (port) => {
     const a = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
     const b = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
@@ -104,7 +122,7 @@ test('each transfer gets a new ephemeral port', async () => {
   });
 });
 
-test('a lossy client (3% DATA and ACK dropped) still gets the right bytes, lock-step and windowed', async () => {
+both('a lossy client (3% DATA and ACK dropped) still gets the right bytes, lock-step and windowed', async () => {
   await withServer({ timeoutMs: 60, retries: 20 }, async (port, server) => {
     for (const ws of ['1', '8']) {
       const r = await tftpGet({
@@ -124,7 +142,7 @@ test('a lossy client (3% DATA and ACK dropped) still gets the right bytes, lock-
   });
 });
 
-test('a client that ends negotiation with error 8 and asks again gets the file (UEFI tsize probe)', async () => {
+both('a client that ends negotiation with error 8 and asks again gets the file (UEFI tsize probe)', async () => {
   await withServer({}, async (port, _s, events) => {
     const probe = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { tsize: '0' }, refuseOack: true });
     assert.equal(probe.oack?.tsize, String(files['small.bin']!.length));
@@ -137,7 +155,7 @@ test('a client that ends negotiation with error 8 and asks again gets the file (
   });
 });
 
-test('block numbers roll over past 65535 (70001 blocks at blksize 8)', async () => {
+both('block numbers roll over past 65535 (70001 blocks at blksize 8)', async () => {
   await withServer({}, async (port) => {
     const r = await tftpGet({ host: '127.0.0.1', port, file: 'rollover.bin', options: { blksize: '8', windowsize: '16' }, deadlineMs: 50_000 });
     assert.equal(r.data.length, files['rollover.bin']!.length);
@@ -145,14 +163,14 @@ test('block numbers roll over past 65535 (70001 blocks at blksize 8)', async () 
   });
 });
 
-test('a file that is an exact multiple of blksize ends with an empty DATA', async () => {
+both('a file that is an exact multiple of blksize ends with an empty DATA', async () => {
   await withServer({}, async (port) => {
     const r = await tftpGet({ host: '127.0.0.1', port, file: 'exact.bin' });
     assert.equal(sha(r.data), sha(files['exact.bin']!));
   });
 });
 
-test('duplicate ACKs never cause a duplicate burst', async () => {
+both('duplicate ACKs never cause a duplicate burst', async () => {
   await withServer({ timeoutMs: 5000 }, async (port) => {
     // Lock-step: DATA 1, then ACK 1 three times -> exactly one DATA 2.
     const a = await rawPeer();
@@ -184,7 +202,7 @@ test('duplicate ACKs never cause a duplicate burst', async () => {
   });
 });
 
-test('beyond the transfer cap a request gets a clear error; idle transfers are reaped', async () => {
+both('beyond the transfer cap a request gets a clear error; idle transfers are reaped', async () => {
   await withServer({ maxTransfers: 2, timeoutMs: 100, retries: 2 }, async (port, server) => {
     const stalled = [await rawPeer(), await rawPeer()];
     const third = await rawPeer();
@@ -209,7 +227,7 @@ test('beyond the transfer cap a request gets a clear error; idle transfers are r
   });
 });
 
-test('write requests are refused with access violation (error 2)', async () => {
+both('write requests are refused with access violation (error 2)', async () => {
   await withServer({}, async (port, _s, events) => {
     const p = await rawPeer();
     try {
@@ -226,7 +244,7 @@ test('write requests are refused with access violation (error 2)', async () => {
   });
 });
 
-test('error codes: missing file 1, traversal 2, mail mode 4', async () => {
+both('error codes: missing file 1, traversal 2, mail mode 4', async () => {
   await withServer({}, async (port) => {
     const code = async (file: string, mode?: 'netascii'): Promise<number> => {
       try {
@@ -251,7 +269,7 @@ test('error codes: missing file 1, traversal 2, mail mode 4', async () => {
   });
 });
 
-test('malformed packets are dropped and counted; the server keeps serving', async () => {
+both('malformed packets are dropped and counted; the server keeps serving', async () => {
   await withServer({}, async (port, server) => {
     const p = await rawPeer();
     try {
@@ -269,7 +287,7 @@ test('malformed packets are dropped and counted; the server keeps serving', asyn
   });
 });
 
-test('netascii transfers convert line ends and tsize reports the converted size', async () => {
+both('netascii transfers convert line ends and tsize reports the converted size', async () => {
   await withServer({}, async (port) => {
     const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg', mode: 'netascii', options: { tsize: '0' } });
     const want = Buffer.from('line one\r\nline two\r\x00\r\nend\r\n', 'latin1');
@@ -278,7 +296,7 @@ test('netascii transfers convert line ends and tsize reports the converted size'
   });
 });
 
-test('generated pxelinux/grub files are served with their real tsize; declined names fall back to the root', async () => {
+both('generated pxelinux/grub files are served with their real tsize; declined names fall back to the root', async () => {
   const calls: string[] = [];
   const generate: TftpServerOptions['generate'] = async (req, peer) => {
     calls.push(`${req.kind}:${req.mac ?? '-'}:${req.path}:${peer.address}`);
@@ -304,7 +322,7 @@ test('generated pxelinux/grub files are served with their real tsize; declined n
   });
 });
 
-test('a generator that throws yields an error packet, not a crash', async () => {
+both('a generator that throws yields an error packet, not a crash', async () => {
   await withServer({ generate: async () => { throw new Error('template broken'); } }, async (port) => {
     await assert.rejects(tftpGet({ host: '127.0.0.1', port, file: 'pxelinux.cfg/default' }), (e: unknown) => e instanceof TftpClientError && /template broken/.test(e.message));
     const r = await tftpGet({ host: '127.0.0.1', port, file: 'text.cfg' });
@@ -312,7 +330,7 @@ test('a generator that throws yields an error packet, not a crash', async () => 
   });
 });
 
-test('a repeated RRQ from the same port does not start a second transfer', async () => {
+both('a repeated RRQ from the same port does not start a second transfer', async () => {
   await withServer({ timeoutMs: 5000 }, async (port, server) => {
     const p = await rawPeer();
     try {
@@ -329,7 +347,7 @@ test('a repeated RRQ from the same port does not start a second transfer', async
   });
 });
 
-test('files above the in-memory limit are streamed from disk in chunks, also windowed', async () => {
+both('files above the in-memory limit are streamed from disk in chunks, also windowed', async () => {
   await withServer({ cache: { maxFileBytes: 64 * 1024, chunkBytes: 100 * 1024 } }, async (port) => {
     for (const ws of ['1', '16']) {
       const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', options: { blksize: '1468', windowsize: ws, tsize: '0' } });
@@ -339,14 +357,14 @@ test('files above the in-memory limit are streamed from disk in chunks, also win
   });
 });
 
-test('a port already in use is reported in one clear error', async () => {
+both('a port already in use is reported in one clear error', async () => {
   await withServer({}, async (port) => {
-    const other = new TftpServer({ root, port, address: '127.0.0.1' });
+    const other = new TftpServer({ root, port, address: '127.0.0.1', engine });
     await assert.rejects(other.start(), /TFTP: cannot listen on 127\.0\.0\.1:\d+\/udp: EADDRINUSE \(another TFTP server/);
   });
 });
 
-test('transfers spread over worker threads complete intact, also with loss', async () => {
+both('transfers spread over worker threads complete intact, also with loss', async () => {
   await withServer({ threads: 3, timeoutMs: 60, retries: 20 }, async (port, server) => {
     const runs = Array.from({ length: 6 }, (_, i) =>
       tftpGet({
@@ -367,9 +385,9 @@ test('transfers spread over worker threads complete intact, also with loss', asy
   });
 });
 
-test('stopping the server aborts running transfers on every thread with an error to the client', async () => {
+both('stopping the server aborts running transfers on every thread with an error to the client', async () => {
   const events: BootEvent[] = [];
-  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', threads: 2, timeoutMs: 5000, events: { record: (e) => events.push(e) } });
+  const server = new TftpServer({ root, port: 0, address: '127.0.0.1', engine, threads: 2, timeoutMs: 5000, events: { record: (e) => events.push(e) } });
   const { port } = await server.start();
   const peers = [await rawPeer(), await rawPeer()];
   try {

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "tftpdata",
+      "sources": ["tftpdata.c"],
+      "cflags": ["-Wall", "-O2", "-pthread"]
+    }
+  ]
+}

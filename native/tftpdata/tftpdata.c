@@ -1,0 +1,463 @@
+/*
+ * pxeherd's native TFTP data path (Linux, N-API, plain C).
+ *
+ * Why: a lock-step TFTP transfer is one DATA out and one ACK in per block, so its speed is
+ * the cost of a datagram round trip through the server. In Node that is a libuv poll, a
+ * JS callback and a send through the dgram layer: ~2x the cost of dnsmasq's C loop at
+ * 512-byte blocks. Here each transfer is a thread doing exactly what the RFC needs:
+ * sendmmsg() of a window (one syscall for up to 64 blocks), a blocking recv() of the ACK.
+ *
+ * The server's thread keeps every decision (parsing, paths, options, events); this only
+ * pumps DATA for one transfer whose content is already in memory (a Buffer the JS side
+ * keeps referenced until the end callback), with the same state machine as session.ts:
+ * OACK handshake, RFC 7440 windows, 16-bit block rollover, duplicate ACKs never answered
+ * (no sorcerer's apprentice), retransmission on timeout with a bounded retry count, ERROR
+ * from the client ends the transfer. Its outcome goes back through a thread-safe function.
+ *
+ * Ownership: the transfer struct is freed on the JS thread, in the end callback, after the
+ * socket is closed there. JS may call abort() any time before it has seen the end callback
+ * (both run on the JS thread, so they never race with the free).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <node_api.h>
+
+#define MAX_WINDOW 64
+#define ERRPKT_MAX 600
+
+enum status { ST_OK = 0, ST_TIMEOUT, ST_CLIENT_ERROR, ST_ABORTED, ST_SOCKET_ERROR };
+static const char *status_names[] = { "ok", "timeout", "client-error", "aborted", "socket-error" };
+
+typedef struct transfer {
+  /* Set on the JS thread before the thread starts; read-only afterwards. */
+  int fd;
+  const uint8_t *data;
+  size_t size;
+  uint32_t blksize;
+  uint32_t windowsize;
+  uint32_t timeout_ms;
+  uint32_t retries;
+  uint8_t oack[ERRPKT_MAX];
+  size_t oack_len; /* 0 = no OACK: start with DATA block 1 */
+  uint8_t timeout_pkt[ERRPKT_MAX];
+  size_t timeout_pkt_len;
+  napi_ref content_ref;
+  napi_threadsafe_function tsfn;
+
+  /* abort(): written on the JS thread, read by the transfer thread. */
+  atomic_int abort_requested;
+  uint8_t abort_pkt[ERRPKT_MAX];
+  size_t abort_pkt_len;
+
+  /* Outcome: written by the transfer thread before it posts the end, read on the JS thread. */
+  enum status status;
+  int sys_errno;
+  uint64_t acked_blocks;
+  int during_negotiation;
+  double duration_ms;
+  uint32_t retransmits, duplicate_acks, bad_packets;
+  uint64_t data_packets;
+  uint8_t client_err[ERRPKT_MAX];
+  size_t client_err_len;
+  int ended; /* set on the JS thread once the end callback ran */
+} transfer_t;
+
+/* What the thread posts to JS: progress (the client acknowledged something) or end. */
+enum post_kind { POST_PROGRESS = 1, POST_END = 2 };
+typedef struct post { enum post_kind kind; transfer_t *t; } post_t;
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void post(transfer_t *t, enum post_kind kind) {
+  post_t *p = malloc(sizeof *p);
+  if (!p) return; /* out of memory: a lost progress note is harmless; see end below */
+  p->kind = kind;
+  p->t = t;
+  napi_call_threadsafe_function(t->tsfn, p, napi_tsfn_blocking);
+}
+
+/* Send blocks [from, to] (absolute, 1-based) in one sendmmsg; returns 0 or an errno. */
+static int send_window(transfer_t *t, uint64_t from, uint64_t to) {
+  struct mmsghdr msgs[MAX_WINDOW];
+  struct iovec iov[MAX_WINDOW][2];
+  uint8_t hdr[MAX_WINDOW][4];
+  unsigned n = 0;
+  for (uint64_t b = from; b <= to; b++, n++) {
+    uint64_t off = (b - 1) * t->blksize;
+    size_t len = off >= t->size ? 0 : (t->size - off < t->blksize ? t->size - off : t->blksize);
+    hdr[n][0] = 0;
+    hdr[n][1] = 3;
+    hdr[n][2] = (uint8_t)((b >> 8) & 0xff);
+    hdr[n][3] = (uint8_t)(b & 0xff);
+    iov[n][0].iov_base = hdr[n];
+    iov[n][0].iov_len = 4;
+    iov[n][1].iov_base = (void *)(t->data + (len ? off : 0));
+    iov[n][1].iov_len = len;
+    memset(&msgs[n], 0, sizeof msgs[n]);
+    msgs[n].msg_hdr.msg_iov = iov[n];
+    msgs[n].msg_hdr.msg_iovlen = 2;
+  }
+  unsigned done = 0;
+  while (done < n) {
+    int r = sendmmsg(t->fd, msgs + done, n - done, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      /* A full send buffer loses the rest of the window like a lossy link would:
+         the client's ACK (or our timer) resends it. */
+      if (errno == EAGAIN || errno == ENOBUFS) break;
+      return errno;
+    }
+    done += (unsigned)r;
+  }
+  t->data_packets += n;
+  return 0;
+}
+
+static void send_raw(transfer_t *t, const uint8_t *pkt, size_t len) {
+  if (len) (void)send(t->fd, pkt, len, MSG_DONTWAIT);
+}
+
+static void *run(void *arg) {
+  transfer_t *t = arg;
+  const uint64_t total = t->size / t->blksize + 1;
+  uint64_t acked = 0, sent = 0;
+  int awaiting_oack = t->oack_len > 0;
+  int progressed = 0;
+  uint32_t retries_used = 0;
+  uint8_t buf[ERRPKT_MAX];
+  const double start = now_ms();
+  double last_send = start;
+  int err = 0;
+
+#define SEND_WINDOW()                                                                   \
+  do {                                                                                  \
+    uint64_t to_ = acked + t->windowsize < total ? acked + t->windowsize : total;        \
+    err = send_window(t, acked + 1, to_);                                                \
+    if (err) goto socket_error;                                                          \
+    if (to_ > sent) sent = to_;                                                          \
+    last_send = now_ms();                                                                \
+  } while (0)
+
+  if (awaiting_oack) {
+    send_raw(t, t->oack, t->oack_len);
+    last_send = now_ms();
+  } else {
+    SEND_WINDOW();
+  }
+
+  for (;;) {
+    if (atomic_load_explicit(&t->abort_requested, memory_order_acquire)) {
+      send_raw(t, t->abort_pkt, t->abort_pkt_len);
+      t->status = ST_ABORTED;
+      break;
+    }
+    ssize_t n = recv(t->fd, buf, sizeof buf, 0);
+    double now = now_ms();
+    if (n < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        err = errno;
+        goto socket_error;
+      }
+    } else if (n >= 4 && buf[0] == 0 && buf[1] == 4) {
+      uint16_t blk = (uint16_t)((buf[2] << 8) | buf[3]);
+      if (awaiting_oack) {
+        if (blk != 0) {
+          t->bad_packets++;
+        } else {
+          awaiting_oack = 0;
+          retries_used = 0;
+          if (!progressed) { progressed = 1; post(t, POST_PROGRESS); }
+          SEND_WINDOW();
+          continue;
+        }
+      } else {
+        /* The nearest block at or after the last acknowledged one; beyond what was sent
+           it is stale (a delayed ACK from before a rollover) and ignored like a duplicate. */
+        uint64_t abs = acked + (uint16_t)(blk - (uint16_t)acked);
+        if (abs > sent || abs == acked) {
+          t->duplicate_acks++;
+        } else {
+          acked = abs;
+          retries_used = 0;
+          if (!progressed) { progressed = 1; post(t, POST_PROGRESS); }
+          if (acked == total) {
+            t->status = ST_OK;
+            break;
+          }
+          SEND_WINDOW();
+          continue;
+        }
+      }
+    } else if (n >= 2 && buf[0] == 0 && buf[1] == 5) {
+      memcpy(t->client_err, buf, (size_t)n);
+      t->client_err_len = (size_t)n;
+      t->status = ST_CLIENT_ERROR;
+      break;
+    } else if (n >= 0) {
+      /* n == 0 with abort_requested set is abort()'s shutdown waking us: checked above. */
+      if (!atomic_load_explicit(&t->abort_requested, memory_order_acquire)) t->bad_packets++;
+    }
+    if (now - last_send >= t->timeout_ms) {
+      if (retries_used >= t->retries) {
+        send_raw(t, t->timeout_pkt, t->timeout_pkt_len);
+        t->status = ST_TIMEOUT;
+        break;
+      }
+      retries_used++;
+      t->retransmits++;
+      if (awaiting_oack) {
+        send_raw(t, t->oack, t->oack_len);
+        last_send = now_ms();
+      } else {
+        SEND_WINDOW();
+      }
+    }
+  }
+  goto done;
+
+socket_error:
+  t->status = ST_SOCKET_ERROR;
+  t->sys_errno = err;
+done:
+  t->acked_blocks = acked;
+  t->during_negotiation = awaiting_oack;
+  t->duration_ms = now_ms() - start;
+  post(t, POST_END);
+  return NULL;
+#undef SEND_WINDOW
+}
+
+/* ---- JS side ---------------------------------------------------------------------- */
+
+static void set_u32(napi_env env, napi_value obj, const char *name, double v) {
+  napi_value x;
+  napi_create_double(env, v, &x);
+  napi_set_named_property(env, obj, name, x);
+}
+
+/* Runs on the JS thread for every post: calls back (kind, result?). */
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  post_t *p = data;
+  transfer_t *t = p->t;
+  enum post_kind kind = p->kind;
+  free(p);
+  if (env == NULL) return; /* environment torn down: nothing to tell, memory goes with it */
+  napi_value undef, args[2];
+  napi_get_undefined(env, &undef);
+  if (kind == POST_PROGRESS) {
+    if (t->ended) return;
+    napi_create_string_utf8(env, "progress", NAPI_AUTO_LENGTH, &args[0]);
+    napi_call_function(env, undef, cb, 1, args, NULL);
+    return;
+  }
+  t->ended = 1;
+  close(t->fd);
+  t->fd = -1;
+  napi_value r;
+  napi_create_object(env, &r);
+  napi_value s;
+  napi_create_string_utf8(env, status_names[t->status], NAPI_AUTO_LENGTH, &s);
+  napi_set_named_property(env, r, "status", s);
+  uint64_t bytes = t->acked_blocks * (uint64_t)t->blksize;
+  if (bytes > t->size) bytes = t->size;
+  set_u32(env, r, "bytes", (double)bytes);
+  set_u32(env, r, "durationMs", t->duration_ms);
+  set_u32(env, r, "retransmits", t->retransmits);
+  set_u32(env, r, "duplicateAcks", t->duplicate_acks);
+  set_u32(env, r, "badPackets", t->bad_packets);
+  set_u32(env, r, "dataPackets", (double)t->data_packets);
+  napi_value b;
+  napi_get_boolean(env, t->during_negotiation != 0, &b);
+  napi_set_named_property(env, r, "duringNegotiation", b);
+  if (t->status == ST_SOCKET_ERROR) {
+    napi_value e;
+    napi_create_string_utf8(env, strerror(t->sys_errno), NAPI_AUTO_LENGTH, &e);
+    napi_set_named_property(env, r, "error", e);
+  }
+  if (t->status == ST_CLIENT_ERROR) {
+    napi_value e;
+    void *copy;
+    napi_create_buffer_copy(env, t->client_err_len, t->client_err, &copy, &e);
+    napi_set_named_property(env, r, "clientError", e);
+  }
+  napi_delete_reference(env, t->content_ref);
+  napi_threadsafe_function tsfn = t->tsfn;
+  free(t);
+  napi_create_string_utf8(env, "end", NAPI_AUTO_LENGTH, &args[0]);
+  args[1] = r;
+  napi_call_function(env, undef, cb, 2, args, NULL);
+  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+}
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, NULL, msg);
+  return NULL;
+}
+
+static int get_u32(napi_env env, napi_value v, uint32_t *out) {
+  return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
+}
+
+/* Bytes of a Uint8Array/Buffer argument (null/undefined -> len 0). */
+static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
+  napi_valuetype vt;
+  napi_typeof(env, v, &vt);
+  if (vt == napi_null || vt == napi_undefined) { *data = NULL; *len = 0; return 0; }
+  bool is_ta = false;
+  napi_is_typedarray(env, v, &is_ta);
+  if (!is_ta) return -1;
+  napi_typedarray_type type;
+  napi_value ab;
+  size_t off;
+  if (napi_get_typedarray_info(env, v, &type, len, data, &ab, &off) != napi_ok || type != napi_uint8_array) return -1;
+  return 0;
+}
+
+/*
+ * start(content, localAddress, peerAddress, peerPort, blksize, windowsize, timeoutMs,
+ *       retries, oack|null, timeoutPacket, callback) -> handle
+ * Throws (nothing started) when the socket or the thread cannot be made.
+ */
+static napi_value start(napi_env env, napi_callback_info info) {
+  size_t argc = 11;
+  napi_value argv[11];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 11) {
+    napi_throw_type_error(env, NULL, "start() needs 11 arguments");
+    return NULL;
+  }
+  void *content, *oack, *tpkt;
+  size_t content_len, oack_len, tpkt_len;
+  char local[64], peer[64];
+  size_t sl;
+  uint32_t port, blksize, windowsize, timeout_ms, retries;
+  if (get_bytes(env, argv[0], &content, &content_len) ||
+      napi_get_value_string_utf8(env, argv[1], local, sizeof local, &sl) != napi_ok ||
+      napi_get_value_string_utf8(env, argv[2], peer, sizeof peer, &sl) != napi_ok ||
+      get_u32(env, argv[3], &port) || get_u32(env, argv[4], &blksize) || get_u32(env, argv[5], &windowsize) ||
+      get_u32(env, argv[6], &timeout_ms) || get_u32(env, argv[7], &retries) ||
+      get_bytes(env, argv[8], &oack, &oack_len) || get_bytes(env, argv[9], &tpkt, &tpkt_len)) {
+    napi_throw_type_error(env, NULL, "start(): bad argument types");
+    return NULL;
+  }
+  if (blksize < 8 || blksize > 65464 || windowsize < 1 || windowsize > MAX_WINDOW || port < 1 || port > 65535 ||
+      timeout_ms < 1 || oack_len > ERRPKT_MAX || tpkt_len > ERRPKT_MAX) {
+    napi_throw_range_error(env, NULL, "start(): argument out of range");
+    return NULL;
+  }
+  struct sockaddr_in la = { .sin_family = AF_INET }, pa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+  if (inet_pton(AF_INET, local, &la.sin_addr) != 1 || inet_pton(AF_INET, peer, &pa.sin_addr) != 1) {
+    napi_throw_type_error(env, NULL, "start(): addresses must be IPv4");
+    return NULL;
+  }
+
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  /* recv() wakes at least this often to check the retransmission deadline: an eighth of
+     the timeout, so a retransmission is at most 12.5% late, and never less than 5 ms. */
+  uint32_t tick = timeout_ms / 8;
+  if (tick < 5) tick = 5;
+  if (tick > 100) tick = 100;
+  struct timeval tv = { .tv_sec = tick / 1000, .tv_usec = (tick % 1000) * 1000 };
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+      bind(fd, (struct sockaddr *)&la, sizeof la) != 0 ||
+      connect(fd, (struct sockaddr *)&pa, sizeof pa) != 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "transfer socket", e);
+  }
+
+  transfer_t *t = calloc(1, sizeof *t);
+  if (!t) { close(fd); return throw_errno(env, "calloc", ENOMEM); }
+  t->fd = fd;
+  t->data = content;
+  t->size = content_len;
+  t->blksize = blksize;
+  t->windowsize = windowsize;
+  t->timeout_ms = timeout_ms;
+  t->retries = retries;
+  memcpy(t->oack, oack, oack_len);
+  t->oack_len = oack_len;
+  memcpy(t->timeout_pkt, tpkt, tpkt_len);
+  t->timeout_pkt_len = tpkt_len;
+  napi_value name;
+  napi_create_string_utf8(env, "pxeherd-tftp", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[0], 1, &t->content_ref) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[10], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &t->tsfn) != napi_ok) {
+    close(fd);
+    free(t);
+    napi_throw_error(env, NULL, "start(): cannot set up the callback");
+    return NULL;
+  }
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  pthread_t th;
+  int e = pthread_create(&th, &attr, run, t);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    close(fd);
+    napi_delete_reference(env, t->content_ref);
+    napi_release_threadsafe_function(t->tsfn, napi_tsfn_abort);
+    free(t);
+    return throw_errno(env, "pthread_create", e);
+  }
+  napi_value handle;
+  napi_create_external(env, t, NULL, NULL, &handle);
+  return handle;
+}
+
+/* abort(handle, errorPacket|null): end the transfer, sending errorPacket when given. Only
+   valid before the end callback (the JS wrapper guarantees it). */
+static napi_value abort_transfer(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  transfer_t *t;
+  void *pkt;
+  size_t len;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_external(env, argv[0], (void **)&t) != napi_ok || get_bytes(env, argv[1], &pkt, &len) || len > ERRPKT_MAX) {
+    napi_throw_type_error(env, NULL, "abort(handle, packet|null)");
+    return NULL;
+  }
+  if (t->ended || atomic_load(&t->abort_requested)) return NULL;
+  memcpy(t->abort_pkt, pkt, len);
+  t->abort_pkt_len = len;
+  atomic_store_explicit(&t->abort_requested, 1, memory_order_release);
+  /* Wake a blocked recv() at once (a connected UDP socket's recv returns 0 after
+     SHUT_RD); the recv timeout tick is the fallback. Sending still works after SHUT_RD. */
+  shutdown(t->fd, SHUT_RD);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value fn;
+  napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn);
+  napi_set_named_property(env, exports, "start", fn);
+  napi_create_function(env, "abort", NAPI_AUTO_LENGTH, abort_transfer, NULL, &fn);
+  napi_set_named_property(env, exports, "abort", fn);
+  napi_value max;
+  napi_create_uint32(env, MAX_WINDOW, &max);
+  napi_set_named_property(env, exports, "maxWindow", max);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,119 @@
+/**
+ * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): one C
+ * thread per transfer doing sendmmsg/recv, for in-memory content. Same contract as the
+ * worker pool's Slot: start(spec, content, hooks) returns an abort function, and hooks get
+ * onProgress once and onEnd exactly once, with the Outcome session.ts would have produced.
+ * Absent (not built, not Linux) -> undefined, and transfers run in JavaScript.
+ */
+import { createRequire } from 'node:module';
+import { decode, errorPacket } from './codec.js';
+import type { Outcome } from './session.js';
+import type { TransferHooks, TransferSpec } from './transfer.js';
+
+interface NativeResult {
+  status: 'ok' | 'timeout' | 'client-error' | 'aborted' | 'socket-error';
+  bytes: number;
+  durationMs: number;
+  retransmits: number;
+  duplicateAcks: number;
+  badPackets: number;
+  dataPackets: number;
+  duringNegotiation: boolean;
+  error?: string;
+  clientError?: Buffer;
+}
+
+interface Addon {
+  start(
+    content: Uint8Array,
+    localAddress: string,
+    peerAddress: string,
+    peerPort: number,
+    blksize: number,
+    windowsize: number,
+    timeoutMs: number,
+    retries: number,
+    oack: Uint8Array | null,
+    timeoutPacket: Uint8Array,
+    callback: (kind: 'progress' | 'end', result?: NativeResult) => void,
+  ): object;
+  abort(handle: object, packet: Uint8Array | null): void;
+  maxWindow: number;
+}
+
+export type AbortFn = (code: number, message: string, notifyClient: boolean) => void;
+
+export interface NativeEngine {
+  /** Largest windowsize the C side takes; bigger windows run in JavaScript. */
+  readonly maxWindow: number;
+  /** Throws (nothing started, hooks not called) when the socket or thread cannot be made. */
+  start(spec: TransferSpec, content: Buffer, hooks: TransferHooks): AbortFn;
+}
+
+export function loadNativeEngine(): NativeEngine | undefined {
+  let addon: Addon;
+  try {
+    const require = createRequire(import.meta.url);
+    // src/tftp/ and dist/tftp/ are both two levels below the package root.
+    addon = require(new URL('../../native/tftpdata/build/Release/tftpdata.node', import.meta.url).pathname) as Addon;
+    if (typeof addon.start !== 'function' || typeof addon.abort !== 'function') return undefined;
+  } catch {
+    return undefined;
+  }
+  return {
+    maxWindow: addon.maxWindow,
+    start(spec, content, hooks) {
+      // Set by abort() so the outcome carries the caller's code and message.
+      let aborted: { code: number; message: string } | undefined;
+      let ended = false;
+      const handle = addon.start(
+        content,
+        spec.address,
+        spec.peer.address,
+        spec.peer.port,
+        spec.blksize,
+        spec.windowsize,
+        spec.timeoutMs,
+        spec.retries,
+        spec.oack ?? null,
+        errorPacket(0, `timed out after ${spec.retries} retransmissions`),
+        (kind, r) => {
+          if (kind === 'progress') return hooks.onProgress();
+          ended = true;
+          hooks.onEnd(toOutcome(r!, content.length, spec.retries, aborted), {
+            badPackets: r!.badPackets,
+            duplicateAcks: r!.duplicateAcks,
+            retransmits: r!.retransmits,
+            dataPackets: r!.dataPackets,
+          });
+        },
+      );
+      return (code, message, notifyClient) => {
+        // After the end callback the handle's memory is gone: never touch it again.
+        if (ended || aborted) return;
+        aborted = { code, message };
+        addon.abort(handle, notifyClient ? errorPacket(code, message) : null);
+      };
+    },
+  };
+}
+
+function toOutcome(r: NativeResult, size: number, retries: number, aborted: { code: number; message: string } | undefined): Outcome {
+  const common = { bytes: r.bytes, durationMs: r.durationMs, retransmits: r.retransmits };
+  switch (r.status) {
+    case 'ok':
+      return { ok: true, ...common, bytes: size };
+    case 'client-error': {
+      const d = decode(r.clientError ?? Buffer.alloc(0));
+      const code = d.ok && d.packet.op === 'error' ? d.packet.code : 0;
+      const text = d.ok && d.packet.op === 'error' ? d.packet.message : '';
+      return { ok: false, code, message: `client sent error ${code}${text ? `: ${text}` : ''}`, byClient: true, duringNegotiation: r.duringNegotiation, ...common };
+    }
+    case 'timeout':
+      return { ok: false, code: 0, message: `timed out after ${retries} retransmissions`, byClient: false, duringNegotiation: r.duringNegotiation, ...common };
+    case 'aborted':
+      return { ok: false, code: aborted?.code ?? 0, message: aborted?.message ?? 'aborted', byClient: false, duringNegotiation: r.duringNegotiation, ...common };
+    case 'socket-error':
+      return { ok: false, code: 0, message: `socket error: ${r.error ?? 'unknown'}`, byClient: false, duringNegotiation: r.duringNegotiation, ...common };
+  }
+}
