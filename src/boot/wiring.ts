@@ -8,6 +8,8 @@ import { bootRouter } from '../http/boot.js';
 import { storeVnfsFiles, tftpHttpRouter, vnfsRouter } from '../http/vnfs.js';
 import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
+import { isActive } from '../dhcp/leases.js';
+import { arpLookup } from '../provisiond/arp.js';
 
 /**
  * Everything the boot path contributes to the server, built from the configuration in one
@@ -41,7 +43,7 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     boot,
     tokens,
     routers: [
-      bootRouter({ boot, events }),
+      bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
       vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events }),
       tftpHttpRouter({ root: tftpRoot, events }),
     ],
@@ -49,4 +51,18 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     provisiondAuthorize: provisiondAuthorizer(auth),
     tftpGenerate: (req) => Promise.resolve(req.kind === 'pxelinux' ? boot.renderPxelinux(req.mac) : boot.renderGrub(req.mac)),
   };
+}
+
+/**
+ * The registered node a request from `ip` comes from, as far as the master knows: the holder
+ * of the address's active lease, else the MAC in the kernel's neighbour table (on-link
+ * clients, also when another DHCP server gave the address). Undefined when neither knows the
+ * address or the MAC is not a node (the master itself, a proxy, an admin's laptop).
+ */
+function nodeAt(store: Store, ip: string, now: number): { mac: string; name: string } | undefined {
+  const plain = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
+  const lease = store.leases.byIp(plain);
+  const mac = isActive(lease, now) ? lease.mac : arpLookup(plain);
+  const node = mac ? store.nodes.byMac(mac) : undefined;
+  return node && { mac: node.mac, name: node.name };
 }

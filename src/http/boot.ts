@@ -7,6 +7,12 @@ import { refuse } from './files.js';
 export interface BootRouterDeps {
   boot: BootService;
   events: EventSink;
+  /**
+   * The registered node at a peer address, when known (lease or neighbour table). Set when
+   * node tokens are on: a script carries its node's token, so one node must not fetch
+   * another's (its token would then work for that node wherever the address is unknown).
+   */
+  nodeAt?: (ip: string) => { mac: string; name: string } | undefined;
 }
 
 /**
@@ -27,6 +33,13 @@ export function bootRouter(deps: BootRouterDeps): Router {
       return;
     }
     const ip = req.socket.remoteAddress;
+    const asker = ip !== undefined ? deps.nodeAt?.(ip) : undefined;
+    if (asker && asker.mac !== m.mac) {
+      const reason = `the boot script of ${m.mac} was asked for from ${ip.replace(/^::ffff:/, "")}, which is node ${asker.name} (${asker.mac}): a node gets only its own script (and token)`;
+      deps.events.record({ mac: m.mac, kind: 'security.denied', detail: { reason, ip: ip ?? null, path: req.path, asker: asker.name } });
+      refuse(res, 403, reason);
+      return;
+    }
     try {
       const r = deps.boot.render('ipxe', m.mac);
       const sw = deps.boot.served(r);
