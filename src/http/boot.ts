@@ -35,7 +35,7 @@ export function bootRouter(deps: BootRouterDeps): Router {
     const ip = req.socket.remoteAddress;
     const asker = ip !== undefined ? deps.nodeAt?.(ip) : undefined;
     if (asker && asker.mac !== m.mac) {
-      const reason = `the boot script of ${m.mac} was asked for from ${ip.replace(/^::ffff:/, "")}, which is node ${asker.name} (${asker.mac}): a node gets only its own script (and token)`;
+      const reason = `the boot script of ${m.mac} was asked for from ${(ip ?? "").replace(/^::ffff:/, "")}, which is node ${asker.name} (${asker.mac}): a node gets only its own script (and token)`;
       deps.events.record({ mac: m.mac, kind: 'security.denied', detail: { reason, ip: ip ?? null, path: req.path, asker: asker.name } });
       refuse(res, 403, reason);
       return;
