@@ -5,9 +5,13 @@ import type { Request, Response } from 'express';
 /**
  * Serving files that nodes download (kernels, initrds, boot loaders) from a directory they
  * must never leave. Validation is pure (checkRelPath); confinement of symlinks is checked
- * on the real path; the transfer itself is express's res.sendFile (the `send` module:
- * HEAD, Range 206/416, If-None-Match / If-Modified-Since 304, If-Range) with a 1 MiB read
- * buffer — the 64 KiB default costs ~4x in throughput on multi-megabyte initrds.
+ * on the real path. In a boot storm every node fetches the same few kernels and initrds, so
+ * the transfer is normally one write of an in-memory copy (FileCache, validated against a
+ * stat on every request); files that are too large for the cache, or were modified moments
+ * ago, go through express's res.sendFile (the `send` module) with a 1 MiB read buffer —
+ * the 64 KiB default costs ~4x in throughput on multi-megabyte initrds. Both paths answer
+ * HEAD, Range 206/416, If-None-Match / If-Modified-Since 304, If-Match 412 and If-Range
+ * the same way.
  */
 
 /** One path segment a node may ask for: no dotfiles (so no '.', '..'), no separators, no control bytes. */
@@ -39,13 +43,13 @@ export type Resolved = { ok: true; file: string; stat: fs.Stats } | { ok: false;
 export function resolveInside(root: string, segments: string[]): Resolved {
   let realRoot: string;
   try {
-    realRoot = fs.realpathSync(root);
+    realRoot = fs.realpathSync.native(root);
   } catch {
     return { ok: false, status: 404, reason: 'no such directory' };
   }
   let real: string;
   try {
-    real = fs.realpathSync(path.join(realRoot, ...segments));
+    real = fs.realpathSync.native(path.join(realRoot, ...segments));
   } catch {
     return { ok: false, status: 404, reason: 'no such file' };
   }
@@ -75,12 +79,169 @@ export interface SendResult {
 
 export const SEND_HIGH_WATER_MARK = 1 << 20;
 
+/** What identifies one version of a file: a replaced file (new inode), a rewrite (size, mtime, ctime) or a touch all change it. */
+function sameVersion(a: fs.Stats, b: fs.Stats): boolean {
+  return a.ino === b.ino && a.dev === b.dev && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+}
+
+interface CacheEntry {
+  stat: fs.Stats;
+  body: Buffer;
+  etag: string;
+  lastModified: string;
+  /** Read while the file was younger than settleMs: used only until then, and read again after. */
+  until?: number;
+}
+
+export interface FileCacheOptions {
+  /** Bytes held in all (default 512 MiB); least recently served files are dropped first. */
+  maxBytes?: number;
+  /** Larger files are never cached (default 256 MiB). */
+  maxFileBytes?: number;
+  /**
+   * A copy read while the file's mtime or ctime was this recent (default 2000 ms) is read
+   * again once the file has been quiet that long: a writer in the middle of an in-place
+   * rewrite may not have moved the timestamps past the clock tick our read saw, so such a
+   * copy could mix old and new bytes (as a streamed response read at that moment could).
+   */
+  settleMs?: number;
+}
+
+/**
+ * In-memory copies of the files nodes download, keyed by real path. Every request brings a
+ * fresh stat (resolveInside) and a copy is used only if device, inode, size, mtime and ctime
+ * are all unchanged, so a replaced or rewritten file is read anew on its next request. Only
+ * paths that already passed resolveInside are ever looked up, so confinement is unchanged.
+ * Concurrent first requests share one read.
+ */
+export class FileCache {
+  readonly maxBytes: number;
+  readonly maxFileBytes: number;
+  readonly settleMs: number;
+  /** Map order is recency order: a hit re-inserts its entry at the end. */
+  private entries = new Map<string, CacheEntry>();
+  private loading = new Map<string, { stat: fs.Stats; done: Promise<CacheEntry | undefined> }>();
+  private held = 0;
+  /** Counters for tests and benchmarks. */
+  readonly stats = { hits: 0, loads: 0, evictions: 0, bypass: 0 };
+
+  constructor(o: FileCacheOptions = {}) {
+    this.maxBytes = o.maxBytes ?? 512 << 20;
+    this.maxFileBytes = Math.min(o.maxFileBytes ?? 256 << 20, this.maxBytes);
+    this.settleMs = o.settleMs ?? 2000;
+  }
+
+  get bytes(): number {
+    return this.held;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Whether this file may be cached at all. */
+  cacheable(stat: fs.Stats): boolean {
+    return stat.size <= this.maxFileBytes;
+  }
+
+  /** The cached copy of exactly this version, if there is one. */
+  lookup(file: string, stat: fs.Stats): CacheEntry | undefined {
+    const e = this.entries.get(file);
+    if (!e) return undefined;
+    this.entries.delete(file);
+    if (!sameVersion(e.stat, stat) || (e.until !== undefined && Date.now() >= e.until)) {
+      // Replaced, rewritten, or read while it might still have been written: drop the copy.
+      this.held -= e.body.length;
+      return undefined;
+    }
+    this.entries.set(file, e);
+    this.stats.hits++;
+    return e;
+  }
+
+  /**
+   * Read this version into the cache. Resolves undefined when the file turned out to be a
+   * different version than `stat` (or changed while it was read): the caller streams it.
+   */
+  load(file: string, stat: fs.Stats): Promise<CacheEntry | undefined> {
+    const pending = this.loading.get(file);
+    if (pending) return sameVersion(pending.stat, stat) ? pending.done : Promise.resolve(undefined);
+    const done = this.read(file, stat).then(
+      (e) => {
+        this.loading.delete(file);
+        if (e) this.insert(file, e);
+        return e;
+      },
+      () => {
+        this.loading.delete(file);
+        return undefined;
+      },
+    );
+    this.loading.set(file, { stat, done });
+    return done;
+  }
+
+  private async read(file: string, stat: fs.Stats): Promise<CacheEntry | undefined> {
+    const fh = await fs.promises.open(file, 'r');
+    const settled = Math.max(stat.mtimeMs, stat.ctimeMs) + this.settleMs;
+    const racy = Date.now() < settled;
+    try {
+      if (!sameVersion(await fh.stat(), stat)) return undefined;
+      // Not from the shared pool: a cached small file must not pin an 8 KiB slab of others.
+      const body = Buffer.allocUnsafeSlow(stat.size);
+      let off = 0;
+      while (off < body.length) {
+        const { bytesRead } = await fh.read(body, off, body.length - off, off);
+        if (bytesRead === 0) return undefined;
+        off += bytesRead;
+      }
+      // Any write during the read moved size, mtime or ctime (the file is older than settleMs).
+      if (!sameVersion(await fh.stat(), stat)) return undefined;
+      this.stats.loads++;
+      return { stat, body, etag: etagFor(stat), lastModified: stat.mtime.toUTCString(), ...(racy ? { until: settled } : {}) };
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private insert(file: string, e: CacheEntry): void {
+    const old = this.entries.get(file);
+    if (old) {
+      this.entries.delete(file);
+      this.held -= old.body.length;
+    }
+    this.entries.set(file, e);
+    this.held += e.body.length;
+    for (const [k, v] of this.entries) {
+      if (this.held <= this.maxBytes || k === file) break;
+      this.entries.delete(k);
+      this.held -= v.body.length;
+      this.stats.evictions++;
+    }
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.held = 0;
+  }
+}
+
+/** The process's cache for node-facing files: one budget shared by /vnfs and /tftp. */
+export const sharedFileCache = new FileCache();
+
+export interface SendOptions {
+  /** Read buffer of the streaming path. */
+  highWaterMark?: number;
+  /** The cache to serve from (default sharedFileCache); false streams every response. */
+  cache?: FileCache | false;
+}
+
 /**
  * Send one already-resolved file. ETag is set here because the node-facing app turns
  * express's own ETags off (they hash whole bodies of dynamic responses); `send` then uses
  * it for If-None-Match and If-Range. `done` runs once, when the response ends or aborts.
  */
-export function sendResolved(req: Request, res: Response, file: string, stat: fs.Stats, done?: (r: SendResult) => void, highWaterMark = SEND_HIGH_WATER_MARK): void {
+export function sendResolved(req: Request, res: Response, file: string, stat: fs.Stats, done?: (r: SendResult) => void, opts: SendOptions = {}): void {
   const t0 = process.hrtime.bigint();
   const sock = res.socket;
   const before = sock?.bytesWritten ?? 0;
@@ -94,6 +255,27 @@ export function sendResolved(req: Request, res: Response, file: string, stat: fs
   };
   res.once('finish', () => report(false));
   res.once('close', () => report(!res.writableFinished));
+  const cache = opts.cache === undefined ? sharedFileCache : opts.cache;
+  if (cache) {
+    const hit = cache.lookup(file, stat);
+    if (hit) return sendBuffer(req, res, file, hit);
+    if (cache.cacheable(stat)) {
+      cache.load(file, stat).then(
+        (e) => {
+          if (res.destroyed) return;
+          if (e) sendBuffer(req, res, file, e);
+          else sendStream(res, file, stat, opts.highWaterMark);
+        },
+        () => sendStream(res, file, stat, opts.highWaterMark),
+      );
+      return;
+    }
+    cache.stats.bypass++;
+  }
+  sendStream(res, file, stat, opts.highWaterMark);
+}
+
+function sendStream(res: Response, file: string, stat: fs.Stats, highWaterMark = SEND_HIGH_WATER_MARK): void {
   res.setHeader('ETag', etagFor(stat));
   res.setHeader('Cache-Control', 'no-cache');
   res.sendFile(
@@ -116,6 +298,124 @@ export function sendResolved(req: Request, res: Response, file: string, stat: fs
       } else res.destroy(err);
     },
   );
+}
+
+const BYTES_RANGE = /^ *bytes=/;
+const NO_CACHE = /(?:^|,)\s*?no-cache\s*?(?:,|$)/;
+
+/** Entity tags of an If-Match / If-None-Match list, as `fresh` and `send` split it. */
+function tokenList(str: string): string[] {
+  const list: string[] = [];
+  let start = 0;
+  let end = 0;
+  for (let i = 0; i < str.length; i++) {
+    const c = str.charCodeAt(i);
+    if (c === 0x20) {
+      if (start === end) start = end = i + 1;
+    } else if (c === 0x2c) {
+      list.push(str.substring(start, end));
+      start = end = i + 1;
+    } else end = i + 1;
+  }
+  list.push(str.substring(start, end));
+  return list;
+}
+
+/** `send`'s weak comparison: W/"x" matches "x" either way round. */
+function tagMatches(list: string, etag: string): boolean {
+  return tokenList(list).some((m) => m === etag || m === 'W/' + etag || 'W/' + m === etag);
+}
+
+const httpDate = (s: unknown): number => (typeof s === 'string' ? Date.parse(s) : NaN);
+
+/**
+ * A Range header against `size` bytes, as `send` reads it (range-parser with combine):
+ * 'ignore' for anything malformed or several disjoint ranges (a plain 200), 'unsatisfiable'
+ * (416) when no range overlaps the file, else the one byte span to send.
+ */
+export function parseByteRange(size: number, header: string): { start: number; end: number } | 'ignore' | 'unsatisfiable' {
+  const eq = header.indexOf('=');
+  if (eq === -1) return 'ignore';
+  const ranges: { start: number; end: number }[] = [];
+  for (const part of header.slice(eq + 1).split(',')) {
+    const dash = part.indexOf('-');
+    if (dash === -1) return 'ignore';
+    const a = part.slice(0, dash).trim();
+    const b = part.slice(dash + 1).trim();
+    const num = (x: string) => (/^\d+$/.test(x) ? Number(x) : NaN);
+    let start = num(a);
+    let end = num(b);
+    if (a.length === 0) {
+      start = size - end;
+      end = size - 1;
+    } else if (b.length === 0) end = size - 1;
+    if (end > size - 1) end = size - 1;
+    if (Number.isNaN(start) || Number.isNaN(end)) return 'ignore';
+    if (start > end || start < 0) continue;
+    ranges.push({ start, end });
+  }
+  if (ranges.length === 0) return 'unsatisfiable';
+  ranges.sort((x, y) => x.start - y.start);
+  const merged = [ranges[0]!];
+  for (const r of ranges.slice(1)) {
+    const cur = merged[merged.length - 1]!;
+    if (r.start > cur.end + 1) merged.push(r);
+    else if (r.end > cur.end) cur.end = r.end;
+  }
+  return merged.length === 1 ? merged[0]! : 'ignore';
+}
+
+/**
+ * The cached copy as the response, with the headers and conditional/range handling `send`
+ * gives the streaming path. The body is one res.end of the buffer (or a view of it): the
+ * socket writes straight from the cached memory, no read calls and no per-response copy.
+ */
+function sendBuffer(req: Request, res: Response, file: string, e: CacheEntry): void {
+  if (res.headersSent) return void res.destroy();
+  const h = req.headers;
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Cache-Control', 'no-cache');
+  res.setHeader('Last-Modified', e.lastModified);
+  res.setHeader('ETag', e.etag);
+  res.type(path.extname(file));
+  if (h['if-match'] || h['if-unmodified-since'] || h['if-none-match'] || h['if-modified-since']) {
+    const ifMatch = h['if-match'];
+    const unmodifiedSince = httpDate(h['if-unmodified-since']);
+    const failed = ifMatch ? ifMatch !== '*' && !tagMatches(ifMatch, e.etag) : !Number.isNaN(unmodifiedSince) && Date.parse(e.lastModified) > unmodifiedSince;
+    if (failed) {
+      res.removeHeader('Content-Type');
+      return refuse(res, 412, 'precondition failed');
+    }
+    const noCache = typeof h['cache-control'] === 'string' && NO_CACHE.test(h['cache-control']);
+    const noneMatch = h['if-none-match'];
+    const fresh = noCache ? false : noneMatch ? noneMatch === '*' || tagMatches(noneMatch, e.etag) : Date.parse(e.lastModified) <= httpDate(h['if-modified-since']);
+    if (fresh) {
+      res.removeHeader('Content-Type');
+      res.statusCode = 304;
+      return void res.end();
+    }
+  }
+  const size = e.body.length;
+  let body = e.body;
+  const range = h.range;
+  if (range && BYTES_RANGE.test(range)) {
+    let r = parseByteRange(size, range);
+    const ifRange = h['if-range'];
+    if (ifRange && (ifRange.includes('"') ? !ifRange.includes(e.etag) : !(Date.parse(e.lastModified) <= httpDate(ifRange)))) r = 'ignore';
+    if (r === 'unsatisfiable') {
+      res.removeHeader('Content-Type');
+      res.setHeader('Content-Range', `bytes */${size}`);
+      return refuse(res, 416, 'range not satisfiable');
+    }
+    if (r !== 'ignore') {
+      res.statusCode = 206;
+      res.setHeader('Content-Range', `bytes ${r.start}-${r.end}/${size}`);
+      body = e.body.subarray(r.start, r.end + 1);
+    }
+  }
+  res.setHeader('Content-Length', body.length);
+  if (req.method === 'HEAD') return void res.end();
+  res.end(body);
 }
 
 /** A plain-text refusal. */

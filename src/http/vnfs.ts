@@ -3,7 +3,7 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
-import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type SendResult } from './files.js';
+import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendResult } from './files.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
 export interface VnfsFilesBackend {
@@ -16,8 +16,10 @@ export interface VnfsRouterDeps {
   vnfsRoot: string;
   backend?: VnfsFilesBackend;
   events: EventSink;
-  /** Read buffer per transfer (default 1 MiB); only the benchmark changes it, to show why. */
+  /** Read buffer per streamed transfer (default 1 MiB); only the benchmark changes it, to show why. */
   highWaterMark?: number;
+  /** In-memory copies of hot files (default: the process's sharedFileCache); false streams every response. */
+  cache?: FileCache | false;
 }
 
 function macOf(q: unknown): string | undefined {
@@ -64,7 +66,7 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
         kind,
         detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
       });
-    }, deps.highWaterMark);
+    }, { highWaterMark: deps.highWaterMark, cache: deps.cache });
   });
   router.use(errorHandler);
   return router;
@@ -74,6 +76,7 @@ export interface TftpHttpRouterDeps {
   /** The TFTP root (boot loaders): served over HTTP for UEFI HTTP boot firmware. */
   root: string;
   events: EventSink;
+  cache?: FileCache | false;
 }
 
 /** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
@@ -92,7 +95,7 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
     if (!r.ok) return deny(r.status, r.reason);
     sendResolved(req, res, r.file, r.stat, (s) => {
       deps.events.record({ kind: 'http.file', detail: { path: chk.segments.join('/'), method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, ip: req.socket.remoteAddress ?? null } });
-    });
+    }, { cache: deps.cache });
   });
   router.use(errorHandler);
   return router;
