@@ -91,6 +91,8 @@ interface CacheEntry {
   lastModified: string;
   /** Read while the file was younger than settleMs: used only until then, and read again after. */
   until?: number;
+  /** Content-Type, from the first response (the path, so its extension, is the key). */
+  type?: string;
 }
 
 export interface FileCacheOptions {
@@ -377,7 +379,11 @@ function sendBuffer(req: Request, res: Response, file: string, e: CacheEntry): v
   res.setHeader('Cache-Control', 'no-cache');
   res.setHeader('Last-Modified', e.lastModified);
   res.setHeader('ETag', e.etag);
-  res.type(path.extname(file));
+  if (e.type) res.setHeader('Content-Type', e.type);
+  else {
+    res.type(path.extname(file));
+    e.type = String(res.getHeader('Content-Type'));
+  }
   if (h['if-match'] || h['if-unmodified-since'] || h['if-none-match'] || h['if-modified-since']) {
     const ifMatch = h['if-match'];
     const unmodifiedSince = httpDate(h['if-unmodified-since']);

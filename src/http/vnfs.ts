@@ -57,9 +57,10 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
     const r = resolveInside(path.join(deps.vnfsRoot, name!), chk.segments);
     if (!r.ok) return deny(r.status, r.reason);
     const file = chk.segments.join('/');
-    const v = deps.backend?.vnfs(name!);
-    const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
+    // Naming the event takes database look-ups: done once the response is out, not before its first byte.
     sendResolved(req, res, r.file, r.stat, (s: SendResult) => {
+      const v = deps.backend?.vnfs(name!);
+      const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
       deps.events.record({
         mac,
         node: mac ? deps.backend?.nodeName(mac) : undefined,
