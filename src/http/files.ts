@@ -7,9 +7,9 @@ import type { Request, Response } from 'express';
  * must never leave. Validation is pure (checkRelPath); confinement of symlinks is checked
  * on the real path. In a boot storm every node fetches the same few kernels and initrds, so
  * the transfer is normally one write of an in-memory copy (FileCache, validated against a
- * stat on every request); files that are too large for the cache, or were modified moments
- * ago, go through express's res.sendFile (the `send` module) with a 1 MiB read buffer —
- * the 64 KiB default costs ~4x in throughput on multi-megabyte initrds. Both paths answer
+ * stat on every request); files too large for the cache, or whose read raced a change, go
+ * through express's res.sendFile (the `send` module) with a 1 MiB read buffer — the
+ * 64 KiB default costs ~4x in throughput on multi-megabyte initrds. Both paths answer
  * HEAD, Range 206/416, If-None-Match / If-Modified-Since 304, If-Match 412 and If-Range
  * the same way.
  */
