@@ -6,6 +6,7 @@ import type { EventSink } from '../nodes/types.js';
 import { bootServiceFor, defaultTemplateDirs, type BootService } from './service.js';
 import { bootRouter } from '../http/boot.js';
 import { storeVnfsFiles, tftpHttpRouter, vnfsRouter } from '../http/vnfs.js';
+import { FileCache } from '../http/files.js';
 import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
 import { isActive } from '../dhcp/leases.js';
@@ -39,13 +40,16 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
   const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir) });
   const tftpRoot = config.tftp.root || path.join(config.statedir, 'tftproot');
   const auth = { enabled: config.security.node_tokens, tokens, events };
+  // One cache for /vnfs and /tftp: the same few kernels, initrds and loaders go to every node.
+  const mib = config.http.cache_mib;
+  const cache = mib > 0 ? new FileCache({ maxBytes: mib * 1048576, maxFileBytes: Math.min(256, mib) * 1048576 }) : false;
   return {
     boot,
     tokens,
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
-      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events }),
-      tftpHttpRouter({ root: tftpRoot, events }),
+      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache }),
+      tftpHttpRouter({ root: tftpRoot, events, cache }),
     ],
     authorize: httpAuthorizer(auth),
     provisiondAuthorize: provisiondAuthorizer(auth),

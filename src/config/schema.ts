@@ -81,7 +81,15 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    http: z.object({ port: port.default(8080), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
+    http: z
+      .object({
+        port: port.default(8080),
+        listen: z.string().default('0.0.0.0'),
+        /** MiB of in-memory copies of served files (kernels, initrds, loaders); 0 streams every response from disk. */
+        cache_mib: z.number().int().min(0).default(512),
+      })
+      .strict()
+      .prefault({}),
     provisiond: z.object({ port: port.default(987), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
     nodes: z
       .object({
