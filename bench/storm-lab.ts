@@ -6,11 +6,11 @@
  * (bench/storm-clients.ts) run inside the client namespace, the reference servers (dnsmasq,
  * nginx), /proc sampling of the server, and percentile summaries.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLab, sh, waitFor, type Lab } from '../test/lab/lab.js';
+import { createLab, labUnavailable, sh, spawnIn, tmpDir, waitFor, type Lab } from '../test/lab/lab.js';
 import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
@@ -34,24 +34,52 @@ function ipAt(net16: string, n: number): string {
  * route, so broadcasts to 255.255.255.255 leave through its veth.
  */
 export function createStormLab(o: { name: string; net16: string; poolSize: number }): StormLab {
-  const lab = createLab({ name: o.name, subnet: `${o.net16}.0` });
-  try {
-    sh('ip', ['addr', 'del', `${o.net16}.0.1/24`, 'dev', 'br0'], { ns: lab.ns });
-    sh('ip', ['addr', 'add', `${o.net16}.0.1/16`, 'dev', 'br0'], { ns: lab.ns });
-    const lines = [`addr add ${o.net16}.0.2/16 dev eth0`];
-    for (let i = 1; i <= o.poolSize; i++) lines.push(`addr add ${ipAt(o.net16, i)}/16 dev eth0`);
-    sh('ip', ['-n', lab.clientNs, '-batch', '-'], { input: lines.join('\n') + '\n' });
-    sh('ip', ['route', 'add', 'default', 'dev', 'eth0'], { ns: lab.clientNs });
-    // Thousands of replies in a burst: room in the socket buffers.
-    for (const ns of [lab.ns, lab.clientNs]) {
-      sh('sysctl', ['-q', '-w', 'net.core.rmem_max=16777216', 'net.core.wmem_max=16777216'], { ns, allowFail: true });
-      sh('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=10000 65000'], { ns, allowFail: true });
-    }
-  } catch (e) {
-    lab.destroy();
-    throw e;
+  const pool = Array.from({ length: o.poolSize }, (_, i) => ipAt(o.net16, i + 1));
+  const lab = createLab({ name: o.name, subnet: `${o.net16}.0`, prefixLen: 16, clientAddrs: [`${o.net16}.0.2`, ...pool], clientDefaultRoute: true });
+  // Thousands of replies in a burst: room in the socket buffers (best effort: a kernel without
+  // per-namespace limits keeps the host's).
+  for (const ns of [lab.ns, lab.clientNs]) {
+    sh('sysctl', ['-q', '-w', 'net.core.rmem_max=16777216', 'net.core.wmem_max=16777216'], { ns, allowFail: true });
+    sh('sysctl', ['-q', '-w', 'net.ipv4.ip_local_port_range=10000 65000'], { ns, allowFail: true });
   }
-  return { ...lab, net16: o.net16, pool: [ipAt(o.net16, 1), ipAt(o.net16, o.poolSize)], poolSize: o.poolSize };
+  return { ...lab, net16: o.net16, pool: [pool[0]!, pool[pool.length - 1]!], poolSize: o.poolSize };
+}
+
+/** Why `pxeherd serve` in a storm lab cannot run here: the lab's own needs, or no built CLI. */
+export function stormUnavailable(needs: string[] = []): string | undefined {
+  return labUnavailable(needs) ?? (fs.existsSync(CLI) ? undefined : `needs ${path.relative(ROOT, CLI)} (npm run build)`);
+}
+
+/**
+ * A reliability test's lab (phrel*, 10.85/16), its directory and the servers it started:
+ * `setUp` for before(), `tearDown` for after(), which stops the servers and removes the
+ * namespaces and the directory also when the test failed. Both do nothing when `why` says the
+ * test is skipped.
+ */
+export function reliabilityFixture(o: { why: string | undefined; dirPrefix: string; poolSize: number }) {
+  const f = {
+    lab: undefined as unknown as StormLab,
+    dir: '',
+    servers: [] as RunningPxeherd[],
+    setUp() {
+      if (o.why) return;
+      f.dir = tmpDir(o.dirPrefix);
+      f.lab = createStormLab({ name: 'phrel', net16: '10.85', poolSize: o.poolSize });
+    },
+    async tearDown() {
+      if (o.why) return;
+      for (const s of f.servers) await s.stop().catch(() => undefined);
+      f.lab?.destroy();
+      if (f.dir) fs.rmSync(f.dir, { recursive: true, force: true });
+    },
+    /** `startPxeherd` in this lab; tearDown stops it. */
+    async serve(config: string, log: string, env?: NodeJS.ProcessEnv): Promise<RunningPxeherd> {
+      const s = await startPxeherd(f.lab, config, log, env);
+      f.servers.push(s);
+      return s;
+    },
+  };
+  return f;
 }
 
 export interface PxeherdOpts {
@@ -168,11 +196,11 @@ let resultSeq = 0;
 export function runClients(lab: StormLab, job: StormJob): Promise<StormResult> {
   const resultFile = path.join(os.tmpdir(), `phstorm-result-${process.pid}-${resultSeq++}.json`);
   return new Promise<StormResult>((resolve, reject) => {
-    const p = spawn('ip', ['netns', 'exec', lab.clientNs, process.execPath, '--import', 'tsx', CLIENTS, JSON.stringify({ ...job, resultFile })], { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+    const p = spawnIn(lab.clientNs, process.execPath, ['--import', 'tsx', CLIENTS, JSON.stringify({ ...job, resultFile })], { pipe: true, cwd: ROOT });
     let out = '';
     let err = '';
-    p.stdout.on('data', (c) => (out += c));
-    p.stderr.on('data', (c) => (err += c));
+    p.stdout!.on('data', (c) => (out += c));
+    p.stderr!.on('data', (c) => (err += c));
     p.on('exit', (code) => {
       try {
         if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${err.slice(-2000)}`));
@@ -244,7 +272,7 @@ export function sampleProc(pid: number): ProcSample | undefined {
 /** Kernel counters of a namespace that explain tail latencies: listen-queue overflows, UDP buffer drops. */
 export function netCounters(ns: string): Record<string, number> {
   const read = (file: string, prefix: string, keys: string[]) => {
-    const lines = sh('ip', ['netns', 'exec', ns, 'cat', file], { allowFail: true }).split('\n').filter((l) => l.startsWith(prefix));
+    const lines = sh('cat', [file], { ns, allowFail: true }).split('\n').filter((l) => l.startsWith(prefix));
     if (lines.length < 2) return {};
     const h = lines[0]!.split(/\s+/);
     const v = lines[1]!.split(/\s+/);
@@ -393,9 +421,9 @@ export async function runProbes(lab: StormLab, probes: import('./storm-probe.js'
   fs.writeFileSync(`${base}.in.json`, JSON.stringify({ probes, out: `${base}.out.json` }));
   try {
     await new Promise<void>((resolve, reject) => {
-      const p = spawn('ip', ['netns', 'exec', lab.clientNs, process.execPath, '--import', 'tsx', path.join(ROOT, 'bench', 'storm-probe.ts'), `${base}.in.json`], { stdio: ['ignore', 'ignore', 'pipe'], cwd: ROOT });
+      const p = spawnIn(lab.clientNs, process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'storm-probe.ts'), `${base}.in.json`], { pipe: true, cwd: ROOT });
       let err = '';
-      p.stderr.on('data', (c) => (err += c));
+      p.stderr!.on('data', (c) => (err += c));
       p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`probes exited ${code}: ${err}`))));
     });
     return JSON.parse(fs.readFileSync(`${base}.out.json`, 'utf8'));

@@ -18,7 +18,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { labUnavailable } from '../test/lab/lab.js';
 import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
 import {
   createStormLab,
@@ -30,6 +29,7 @@ import {
   startNginx,
   startPxeherd,
   stopProc,
+  stormUnavailable,
   summarize,
   watchProc,
   writeStormConfig,
@@ -78,7 +78,7 @@ function stageRun(r: StormResult): StageRun {
 }
 
 async function main(): Promise<void> {
-  const why = labUnavailable(COMPARE ? ['dnsmasq', 'nginx'] : []);
+  const why = stormUnavailable(COMPARE ? ['dnsmasq', 'nginx'] : []);
   if (why) {
     say(`storm: cannot run: ${why}`);
     process.exit(2);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLab, ENV_SCRIPT, eventEnv, labUnavailable, nsExec, ROOT, sh, startServer, type Lab, type RunningServer } from './dhcp-lab.js';
+import { createLab, eventEnv, labUnavailable, nsExec, ROOT, startServer, writeEnvScript, type Lab, type RunningServer } from './dhcp-lab.js';
 import { emptyPacket, encode, decode } from '../../src/dhcp/codec.js';
 import { enc, getIp, messageType, MessageType, Opt } from '../../src/dhcp/options.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
@@ -28,9 +28,7 @@ const FULL = {
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-'));
-  envScript = path.join(dir, 'env.sh');
-  writeFileSync(envScript, ENV_SCRIPT);
-  chmodSync(envScript, 0o755);
+  envScript = writeEnvScript(dir);
   // dhclient must really configure the address, or its unicast RELEASE cannot leave.
   dhclientScript = path.join(dir, 'dhclient.sh');
   writeFileSync(
@@ -160,6 +158,6 @@ test('a port that cannot be bound (in use, or no privilege) is reported as one c
     await holder.stop();
   }
   // Unprivileged user: permission denied, said as such.
-  const r = await sh('ip', ['netns', 'exec', lab.server, 'setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(FULL)]).catch((e) => e);
+  const r = await nsExec(lab.server, 'setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(FULL)]).catch((e) => e);
   assert.match(String(r.stdout), /^ERROR DHCP: cannot listen on UDP port 67: permission denied \(run as root or grant CAP_NET_BIND_SERVICE/m);
 });

@@ -4,10 +4,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLab, ENV_SCRIPT, eventEnv, labUnavailable, nsExec, ROOT, startServer, type Lab } from './dhcp-lab.js';
+import { createLab, eventEnv, labUnavailable, nsExec, ROOT, startServer, writeEnvScript, type Lab } from './dhcp-lab.js';
 
 const skip = labUnavailable(['busybox']);
 const COUNT = Number(process.env.PHDHCP_FUZZ_COUNT ?? 100_000);
@@ -49,9 +49,7 @@ test(`the server survives ${COUNT} random and mutated packets and then serves a 
     const secs = (Date.now() - t0) / 1000;
     await nsExec(lab.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
     assert.equal(server.proc.exitCode, null, 'server still running');
-    const script = path.join(dir, 'env.sh');
-    writeFileSync(script, ENV_SCRIPT);
-    chmodSync(script, 0o755);
+    const script = writeEnvScript(dir);
     const r = await nsExec(lab.client, 'busybox', ['udhcpc', '-f', '-q', '-n', '-t', '5', '-T', '1', '-i', 'eth0', '-s', script], 30_000);
     assert.equal(eventEnv(r.stdout, 'bound')?.ip, '10.79.0.50');
     counters = (await server.stop()).counters;

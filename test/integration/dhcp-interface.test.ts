@@ -5,10 +5,10 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLab, ENV_SCRIPT, eventEnv, labUnavailable, nsExec, sh, startServer, type Lab } from './dhcp-lab.js';
+import { createLab, eventEnv, labUnavailable, nsExec, startServer, writeEnvScript, type Lab } from './dhcp-lab.js';
 import { loadBindToDevice } from '../../src/dhcp/bindtodevice.js';
 
 const skip =
@@ -22,25 +22,12 @@ let script: string;
 before(async () => {
   if (skip) return;
   dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-if-'));
-  script = path.join(dir, 'env.sh');
-  writeFileSync(script, ENV_SCRIPT);
-  chmodSync(script, 0o755);
-  lab = await createLab('if', { clientMac: '02:79:00:00:04:01' });
-  await sh('ip', ['netns', 'del', SECOND]).catch(() => undefined);
-  await sh('ip', ['netns', 'add', SECOND]);
-  const ip = (...a: string[]) => sh('ip', a);
-  await ip('-n', lab.server, 'link', 'add', 'br1', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
-  await ip('-n', lab.server, 'addr', 'add', '10.79.1.1/24', 'dev', 'br1');
-  await ip('-n', lab.server, 'link', 'set', 'br1', 'up');
-  await ip('-n', lab.server, 'link', 'add', 'q0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', SECOND);
-  await ip('-n', lab.server, 'link', 'set', 'q0', 'master', 'br1', 'up');
-  await ip('-n', SECOND, 'link', 'set', 'eth0', 'address', '02:79:00:00:04:02');
-  await ip('-n', SECOND, 'link', 'set', 'eth0', 'up');
+  script = writeEnvScript(dir);
+  lab = await createLab('if', { clientMac: '02:79:00:00:04:01', second: { name: SECOND, mac: '02:79:00:00:04:02' } });
 });
 
 after(async () => {
   if (skip) return;
-  await sh('ip', ['netns', 'del', SECOND]).catch(() => undefined);
   await lab?.cleanup();
   rmSync(dir, { recursive: true, force: true });
 });

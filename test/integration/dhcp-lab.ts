@@ -1,48 +1,39 @@
 /**
- * Network-namespace lab for the DHCP integration tests and the bench. Only `phdhcp*`
+ * The DHCP integration tests' (and bench/dhcp.ts's) lab on test/lab/lab.ts. Only `phdhcp*`
  * namespaces and 10.79.0.0/16 / 10.80.0.0/16 addresses are used; everything is torn down by
  * `cleanup()`, which the tests call from t.after so a failing test leaves nothing behind.
  *
  * Topology: server namespace with bridge br0 (10.79.0.1/24, STP off, forward delay 0); a client
  * namespace on the bridge through a veth (eth0, no address); optional: a "site" namespace on the
- * bridge (10.79.0.2, for dnsmasq), a relay link (client ns 10.80.0.1 <-> server ns via 10.79.200.0/24).
+ * bridge (10.79.0.2, for dnsmasq), a relay link (client ns 10.80.0.1 <-> server ns via
+ * 10.79.200.0/24), a second bridge br1 (10.79.1.1/24) with a host namespace of its own.
+ * Namespace names are fixed per test file (`phdhcp-s<id>`, `-c<id>`, `-d<id>`), so a run
+ * removes what a killed earlier run of the same file left behind.
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { promisify } from 'node:util';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createLab as createNsLab, run, spawnIn, type Lab as NsLab } from '../lab/lab.js';
 
-const run = promisify(execFile);
+export { labUnavailable } from '../lab/lab.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Why namespace tests cannot run here, or undefined when they can. */
-export function labUnavailable(bins: string[] = []): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  try {
-    execFileSync('ip', ['netns', 'list'], { stdio: 'ignore' });
-  } catch {
-    return 'iproute2 "ip netns" not available';
-  }
-  for (const b of bins) {
-    const found = ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(path.join(d, b)));
-    if (!found) return `${b} not installed (Debian package needed)`;
-  }
-  return undefined;
-}
-
+/** test/lab's `run` in the argument order these tests (and bench/dhcp.ts) use. */
 export function sh(cmd: string, args: string[], timeoutMs = 20_000) {
-  return run(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 });
+  return run(cmd, args, { timeoutMs });
 }
 
 export function nsExec(ns: string, cmd: string, args: string[], timeoutMs = 20_000) {
-  return run('ip', ['netns', 'exec', ns, cmd, ...args], { timeout: timeoutMs, maxBuffer: 16 << 20 });
+  return run(cmd, args, { ns, timeoutMs });
 }
 
-export interface Lab {
+export interface Lab extends NsLab {
   server: string;
   client: string;
   site?: string;
+  /** The host namespace on br1 (`opts.second`). */
+  second?: string;
   cleanup(): Promise<void>;
 }
 
@@ -50,66 +41,21 @@ export interface LabOptions {
   site?: boolean;
   relay?: boolean;
   clientMac?: string;
+  /** Bridge br1 (10.79.1.1/24) with one more host namespace on it, named `name`, eth0 with `mac`. */
+  second?: { name: string; mac?: string };
 }
 
 export async function createLab(id: string, opts: LabOptions = {}): Promise<Lab> {
-  const server = `phdhcp-s${id}`;
-  const client = `phdhcp-c${id}`;
   const site = opts.site ? `phdhcp-d${id}` : undefined;
-  const all = [server, client, ...(site ? [site] : [])];
-  const cleanup = async () => {
-    for (const ns of all) {
-      // Kill whatever still runs in the namespace (only processes of this lab live there).
-      try {
-        const { stdout } = await sh('ip', ['netns', 'pids', ns]);
-        for (const pid of stdout.split(/\s+/).filter(Boolean)) {
-          try {
-            process.kill(Number(pid), 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }
-      } catch {
-        /* no such namespace */
-      }
-      await sh('ip', ['netns', 'del', ns]).catch(() => undefined);
-    }
-  };
-  await cleanup(); // leftovers of an earlier, killed run
-  const ip = (...a: string[]) => sh('ip', a);
-  try {
-    for (const ns of all) {
-      await ip('netns', 'add', ns);
-      await ip('-n', ns, 'link', 'set', 'lo', 'up');
-    }
-    await ip('-n', server, 'link', 'add', 'br0', 'type', 'bridge', 'stp_state', '0', 'forward_delay', '0');
-    await ip('-n', server, 'addr', 'add', '10.79.0.1/24', 'dev', 'br0');
-    await ip('-n', server, 'link', 'set', 'br0', 'up');
-    await ip('-n', server, 'link', 'add', 'p0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', client);
-    await ip('-n', server, 'link', 'set', 'p0', 'master', 'br0', 'up');
-    if (opts.clientMac) await ip('-n', client, 'link', 'set', 'eth0', 'address', opts.clientMac);
-    await ip('-n', client, 'link', 'set', 'eth0', 'up');
-    if (site) {
-      await ip('-n', server, 'link', 'add', 'p1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', site);
-      await ip('-n', server, 'link', 'set', 'p1', 'master', 'br0', 'up');
-      await ip('-n', site, 'addr', 'add', '10.79.0.2/24', 'dev', 'eth0');
-      await ip('-n', site, 'link', 'set', 'eth0', 'up');
-    }
-    if (opts.relay) {
-      await ip('-n', server, 'link', 'add', 'r0', 'type', 'veth', 'peer', 'name', 'rl0', 'netns', client);
-      await ip('-n', server, 'addr', 'add', '10.79.200.1/24', 'dev', 'r0');
-      await ip('-n', server, 'link', 'set', 'r0', 'up');
-      await ip('-n', client, 'addr', 'add', '10.79.200.2/24', 'dev', 'rl0');
-      await ip('-n', client, 'addr', 'add', '10.80.0.1/24', 'dev', 'rl0');
-      await ip('-n', client, 'link', 'set', 'rl0', 'up');
-      await ip('-n', server, 'route', 'add', '10.80.0.0/16', 'via', '10.79.200.2');
-      await ip('-n', client, 'route', 'add', '10.79.0.0/24', 'via', '10.79.200.1');
-    }
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-  return { server, client, site, cleanup };
+  const lab = createNsLab({
+    names: { server: `phdhcp-s${id}`, client: `phdhcp-c${id}` },
+    subnet: '10.79.0',
+    clientMac: opts.clientMac,
+    bridges: opts.second ? { br1: '10.79.1.1/24' } : undefined,
+    hosts: [...(site ? [{ ns: site, addr: '10.79.0.2/24' }] : []), ...(opts.second ? [{ ns: opts.second.name, bridge: 'br1', mac: opts.second.mac }] : [])],
+    routed: opts.relay ? { server: '10.79.200.1/24', client: ['10.79.200.2/24', '10.80.0.1/24'], serverRoutes: ['10.80.0.0/16'], clientRoutes: ['10.79.0.0/24'] } : undefined,
+  });
+  return { ...lab, server: lab.ns, client: lab.clientNs, site, second: opts.second?.name, cleanup: async () => lab.destroy() };
 }
 
 export interface RunningServer {
@@ -121,10 +67,7 @@ export interface RunningServer {
 
 /** Start test/integration/dhcp-runner.ts in a namespace; resolves once it printed READY. */
 export function startServer(ns: string, config: unknown, timeoutMs = 60_000): Promise<RunningServer> {
-  const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, '--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(config)], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const proc = spawnIn(ns, process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(config)], { cwd: ROOT, pipe: true });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d) => (out += d));
@@ -172,6 +115,14 @@ export function startServer(ns: string, config: unknown, timeoutMs = 60_000): Pr
 
 /** Script for udhcpc/dhclient that prints its environment on one line per event. */
 export const ENV_SCRIPT = '#!/bin/sh\necho "EVENT $1 $reason"\nenv | sort | sed "s/^/ENV /"\nexit 0\n';
+
+/** ENV_SCRIPT written to <dir>/env.sh, executable; its path (for udhcpc -s). */
+export function writeEnvScript(dir: string): string {
+  const file = path.join(dir, 'env.sh');
+  writeFileSync(file, ENV_SCRIPT);
+  chmodSync(file, 0o755);
+  return file;
+}
 
 /** KEY=value pairs of the event block of `EVENT <name>` in a client's output. */
 export function eventEnv(output: string, event: string): Record<string, string> | undefined {

@@ -4,11 +4,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLab, ENV_SCRIPT, eventEnv, labUnavailable, nsExec, ROOT, startServer, type Lab, type RunningServer } from './dhcp-lab.js';
+import { createLab, eventEnv, labUnavailable, nsExec, ROOT, startServer, writeEnvScript, type Lab, type RunningServer } from './dhcp-lab.js';
 import { decode, emptyPacket, encode, type DhcpPacket } from '../../src/dhcp/codec.js';
 import { decodeSubOptions, enc, getString, messageType, MessageType, Opt } from '../../src/dhcp/options.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
@@ -24,11 +24,11 @@ before(async () => {
   if (skip) return;
   dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-proxy-'));
   lab = await createLab('px', { site: true, clientMac: CMAC });
-  dnsmasq = spawn('ip', [
-    'netns', 'exec', lab.site!, 'dnsmasq', '--no-daemon', '--port=0', '--interface=eth0', '--bind-interfaces',
+  dnsmasq = lab.spawnInNs('dnsmasq', [
+    '--no-daemon', '--port=0', '--interface=eth0', '--bind-interfaces',
     '--dhcp-range=10.79.0.150,10.79.0.160,255.255.255.0,1h', `--dhcp-leasefile=${path.join(dir, 'dnsmasq.leases')}`,
     '--no-resolv', '--no-hosts', '--no-ping', '--dhcp-authoritative', `--pid-file=${path.join(dir, 'dnsmasq.pid')}`, '--log-dhcp', `--log-facility=${path.join(dir, 'dnsmasq.log')}`,
-  ], { stdio: 'ignore' });
+  ], { ns: lab.site });
   server = await startServer(lab.server, { serverAddress: '10.79.0.1', httpPort: 8080, dhcp: { mode: 'proxy' } });
   await new Promise((r) => setTimeout(r, 500)); // dnsmasq up
 });
@@ -98,9 +98,7 @@ test('a PXE client sees both offers: an address from dnsmasq, the boot file from
 });
 
 test('in proxy mode a plain client (udhcpc, no PXE vendor class) gets its lease from dnsmasq and nothing from pxeherd', { skip }, async () => {
-  const script = path.join(dir, 'env.sh');
-  writeFileSync(script, ENV_SCRIPT);
-  chmodSync(script, 0o755);
+  const script = writeEnvScript(dir);
   const r = await nsExec(lab.client, 'busybox', ['udhcpc', '-f', '-q', '-n', '-t', '4', '-T', '1', '-i', 'eth0', '-s', script], 30_000);
   const env = eventEnv(r.stdout, 'bound')!;
   assert.equal(env.serverid, '10.79.0.2');

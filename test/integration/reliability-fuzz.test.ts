@@ -10,43 +10,21 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { labUnavailable, tmpDir } from '../lab/lab.js';
-import { createStormLab, pxeherdCli, registerSyntheticVnfs, ROOT, startPxeherd, writeStormConfig, type RunningPxeherd, type StormLab } from '../../bench/storm-lab.js';
+import { run } from '../lab/lab.js';
+import { netCounters, pxeherdCli, registerSyntheticVnfs, reliabilityFixture, ROOT, stormUnavailable, writeStormConfig } from '../../bench/storm-lab.js';
 
-const run = promisify(execFile);
-const why = labUnavailable(['busybox', 'curl']) ?? (fs.existsSync(path.join(ROOT, 'dist', 'cli.js')) ? undefined : 'needs dist/cli.js (npm run build)');
+const why = stormUnavailable(['busybox', 'curl']);
 const COUNT = Number(process.env.PXEHERD_REL_FUZZ_COUNT ?? 100_000);
 const REAL_MAC = '02:85:00:00:00:01';
 
-/** UDP datagrams the kernel dropped for full receive buffers in a namespace. */
-function udpRcvbufErrors(ns: string): number {
-  const snmp = execFileSync('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp'], { encoding: 'utf8' }).split('\n').filter((l) => l.startsWith('Udp:'));
-  const [head, vals] = [snmp[0]!.split(/\s+/), snmp[1]!.split(/\s+/)];
-  return Number(vals[head.indexOf('RcvbufErrors')] ?? 0);
-}
-
-let lab: StormLab;
-let dir: string;
-let server: RunningPxeherd | undefined;
-
-before(() => {
-  if (why) return;
-  dir = tmpDir('phrel-fuzz-');
-  lab = createStormLab({ name: 'phrel', net16: '10.85', poolSize: 64 });
-});
-
-after(async () => {
-  if (why) return;
-  await server?.stop();
-  lab?.destroy();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const rel = reliabilityFixture({ why, dirPrefix: 'phrel-fuzz-', poolSize: 64 });
+before(rel.setUp);
+after(rel.tearDown);
 
 test(`pxeherd serve survives ${COUNT} fuzzed DHCP and TFTP datagrams and still serves udhcpc and curl tftp`, { skip: why, timeout: Math.max(480_000, COUNT * 4 + 80_000) }, async () => {
+  const { lab, dir } = rel;
   // Every random MAC in a DISCOVER is auto-registered (tens of thousands of nodes for a
   // million datagrams). Past 10^width names the store rescans all names on each registration
   // (RELIABILITY.md, findings), so the pattern has room for a million.
@@ -56,38 +34,36 @@ test(`pxeherd serve survives ${COUNT} fuzzed DHCP and TFTP datagrams and still s
   assert.equal(pxeherdCli(['node', 'add', REAL_MAC, 'survivor', '--ip', '10.85.0.50'], config).code, 0);
   // The fuzzer's pacing requests come from this MAC (bench/storm-fuzz.ts): reserved too.
   assert.equal(pxeherdCli(['node', 'add', '02:f3:00:00:00:01', 'fuzzsync', '--ip', '10.85.0.51'], config).code, 0);
-  server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
+  const server = await rel.serve(config, path.join(dir, 'pxeherd.log'));
 
-  const drops0 = udpRcvbufErrors(lab.ns);
+  const drops0 = netCounters(lab.ns).RcvbufErrors!;
   const t0 = Date.now();
-  const { stdout } = await run('ip', ['netns', 'exec', lab.clientNs, process.execPath, '--import', 'tsx', path.join(ROOT, 'bench', 'storm-fuzz.ts'), JSON.stringify({ server: lab.serverIp, count: COUNT, seed: 20261122 })], {
+  const { stdout } = await run(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench', 'storm-fuzz.ts'), JSON.stringify({ server: lab.serverIp, count: COUNT, seed: 20261122 })], {
+    ns: lab.clientNs,
     cwd: ROOT,
-    timeout: Math.max(400_000, COUNT * 4),
+    timeoutMs: Math.max(400_000, COUNT * 4),
   });
   const secs = (Date.now() - t0) / 1000;
   assert.match(stdout, new RegExp(`^SENT ${COUNT} REPLIES \\d+`), 'the fuzzer sent everything');
   const replies = Number(/REPLIES (\d+)/.exec(stdout)![1]);
   const syncs = Number(/SYNCS (\d+)/.exec(stdout)![1]);
   const syncTimeouts = Number(/SYNC_TIMEOUTS (\d+)/.exec(stdout)![1]);
-  const drops = udpRcvbufErrors(lab.ns) - drops0;
+  const drops = netCounters(lab.ns).RcvbufErrors! - drops0;
   // The pacing requests were answered: the server read the fuzz rather than the kernel dropping it.
   assert.ok(syncTimeouts <= syncs * 0.05, `pacing requests answered (${syncTimeouts} of ${syncs} timed out)`);
   assert.equal(server.proc.exitCode, null, `pxeherd is still running after the fuzz:\n${fs.readFileSync(server.log, 'utf8').slice(-2000)}`);
   assert.ok(replies > 0, 'the server kept answering the well-formed part of the fuzz');
 
   // A real DHCP client (with the reserved MAC) still gets its reserved address.
-  await run('ip', ['-n', lab.clientNs, 'link', 'set', 'eth0', 'address', REAL_MAC]);
+  await run('ip', ['link', 'set', 'eth0', 'address', REAL_MAC], { ns: lab.clientNs });
   const script = path.join(dir, 'udhcpc.sh');
   fs.writeFileSync(script, '#!/bin/sh\necho "udhcpc-event $1 ip=$ip"\n', { mode: 0o755 });
-  const d = await run('ip', ['netns', 'exec', lab.clientNs, 'busybox', 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '2', '-i', 'eth0', '-s', script, '-V', 'PXEClient:Arch:00000:UNDI:002001'], {
-    timeout: 60_000,
-    env: { ...process.env },
-  }).catch((e) => ({ stdout: String((e as { stdout?: string }).stdout ?? ''), stderr: String(e) }));
+  const d = await run('busybox', ['udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '2', '-i', 'eth0', '-s', script, '-V', 'PXEClient:Arch:00000:UNDI:002001'], { ns: lab.clientNs, timeoutMs: 60_000 }).catch((e) => ({ stdout: String((e as { stdout?: string }).stdout ?? ''), stderr: String(e) }));
   assert.match(d.stdout, /udhcpc-event bound ip=10\.85\.0\.50/, `udhcpc got its lease after the fuzz: ${d.stdout}`);
 
   // And a real TFTP client gets the loader, byte for byte.
   const out = path.join(dir, 'got.kpxe');
-  await run('ip', ['netns', 'exec', lab.clientNs, 'curl', '-sS', '--max-time', '30', '-o', out, `tftp://${lab.serverIp}/undionly.kpxe`], { timeout: 40_000 });
+  await run('curl', ['-sS', '--max-time', '30', '-o', out, `tftp://${lab.serverIp}/undionly.kpxe`], { ns: lab.clientNs, timeoutMs: 40_000 });
   assert.deepEqual(fs.readFileSync(out), fs.readFileSync(path.join(statedir, 'tftproot', 'undionly.kpxe')), 'curl tftp got undionly.kpxe intact');
   assert.equal(server.proc.exitCode, null, 'still running at the end');
   const logText = fs.readFileSync(server.log, 'utf8');

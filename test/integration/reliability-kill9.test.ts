@@ -9,31 +9,17 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { labUnavailable, tmpDir, waitFor } from '../lab/lab.js';
-import { createStormLab, registerSyntheticVnfs, ROOT, runClients, startPxeherd, writeStormConfig, type RunningPxeherd, type StormLab } from '../../bench/storm-lab.js';
+import { waitFor } from '../lab/lab.js';
+import { registerSyntheticVnfs, reliabilityFixture, runClients, stormUnavailable, writeStormConfig } from '../../bench/storm-lab.js';
 
-const why = labUnavailable() ?? (fs.existsSync(path.join(ROOT, 'dist', 'cli.js')) ? undefined : 'needs dist/cli.js (npm run build)');
+const why = stormUnavailable();
 const NODES = Number(process.env.PXEHERD_REL_KILL_NODES ?? 1000);
 
-let lab: StormLab;
-let dir: string;
-const servers: RunningPxeherd[] = [];
-
-before(() => {
-  if (why) return;
-  dir = tmpDir('phrel-kill-');
-  lab = createStormLab({ name: 'phrel', net16: '10.85', poolSize: NODES + 64 });
-});
-
-after(async () => {
-  if (why) return;
-  for (const s of servers) await s.stop().catch(() => undefined);
-  lab?.destroy();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const rel = reliabilityFixture({ why, dirPrefix: 'phrel-kill-', poolSize: NODES + 64 });
+before(rel.setUp);
+after(rel.tearDown);
 
 /** Bound leases so far: DHCP ACKs the server has committed. */
 function countBound(statedir: string): number {
@@ -50,10 +36,10 @@ function countBound(statedir: string): number {
 }
 
 test(`kill -9 during a ${NODES}-node registration storm loses and duplicates nothing that was acknowledged`, { skip: why, timeout: 300_000 }, async () => {
+  const { lab, dir } = rel;
   const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: 4096, initrdBytes: 4096 });
   registerSyntheticVnfs(dir, config, 4096, 4096);
-  const first = await startPxeherd(lab, config, path.join(dir, 'pxeherd-1.log'));
-  servers.push(first);
+  const first = await rel.serve(config, path.join(dir, 'pxeherd-1.log'));
 
   // Half the nodes do DHCP, half ask /provision/init; few retries, since the server will vanish.
   const storm = runClients(lab, { mode: 'register', nodes: NODES, macTag: 0x40, server: lab.serverIp, httpPort: 8080, rampSeconds: 0, dhcpTries: 2, deadlineSeconds: 120 });
@@ -69,8 +55,7 @@ test(`kill -9 during a ${NODES}-node registration storm loses and duplicates not
   assert.ok(failed.length > 0, 'and some nodes were cut off by the kill (the kill really was mid-storm)');
 
   // Restart on the same state directory: it must come up and serve.
-  const second = await startPxeherd(lab, config, path.join(dir, 'pxeherd-2.log'));
-  servers.push(second);
+  const second = await rel.serve(config, path.join(dir, 'pxeherd-2.log'));
   const after = await runClients(lab, { mode: 'register', nodes: 20, macTag: 0x41, server: lab.serverIp, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 60 });
   assert.equal(after.results.filter((r) => !r.ok).length, 0, `the restarted server registers new nodes: ${JSON.stringify(after.results.find((r) => !r.ok))}`);
   await second.stop();

@@ -9,34 +9,21 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { labUnavailable, tmpDir } from '../lab/lab.js';
-import { createStormLab, pxeherdCli, registerSyntheticVnfs, ROOT, runProbes, startPxeherd, writeStormConfig, type RunningPxeherd, type StormLab } from '../../bench/storm-lab.js';
+import { pxeherdCli, registerSyntheticVnfs, reliabilityFixture, runProbes, stormUnavailable, writeStormConfig } from '../../bench/storm-lab.js';
 import { parseIpxeScript } from '../../bench/storm-clients.js';
 import type { Probe } from '../../bench/storm-probe.js';
 
-const why = labUnavailable() ?? (fs.existsSync(path.join(ROOT, 'dist', 'cli.js')) ? undefined : 'needs dist/cli.js (npm run build)');
+const why = stormUnavailable();
 
 const VICTIM = { mac: '02:85:00:00:00:0a', hy: '02-85-00-00-00-0a', name: 'victim', ip: '10.85.4.10' };
 const OTHER = { mac: '02:85:00:00:00:0b', hy: '02-85-00-00-00-0b', name: 'other', ip: '10.85.4.20' };
 
-let lab: StormLab;
-let dir: string;
-let server: RunningPxeherd | undefined;
-
-before(() => {
-  if (why) return;
-  dir = tmpDir('phrel-spoof-');
-  lab = createStormLab({ name: 'phrel', net16: '10.85', poolSize: 40 });
-});
-
-after(async () => {
-  if (why) return;
-  await server?.stop();
-  lab?.destroy();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const rel = reliabilityFixture({ why, dirPrefix: 'phrel-spoof-', poolSize: 40 });
+before(rel.setUp);
+after(rel.tearDown);
 
 test("another node's MAC without its token gets a refusal over HTTP and provisiond, and no nodescript runs", { skip: why, timeout: 120_000 }, async () => {
+  const { lab, dir } = rel;
   const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: 4096, initrdBytes: 4096 });
   registerSyntheticVnfs(dir, config, 4096, 4096);
   for (const n of [VICTIM, OTHER]) assert.equal(pxeherdCli(['node', 'add', n.mac, n.name, '--ip', n.ip], config).code, 0);
@@ -48,7 +35,7 @@ test("another node's MAC without its token gets a refusal over HTTP and provisio
     fs.mkdirSync(path.dirname(f), { recursive: true });
     fs.writeFileSync(f, `#!/bin/sh\ntouch "${markers}/$NODENAME-$STATE"\necho "echo ran"\n`, { mode: 0o755 });
   }
-  server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
+  await rel.serve(config, path.join(dir, 'pxeherd.log'));
   const S = lab.serverIp;
 
   // The other node boots legitimately: its token comes in its iPXE script.

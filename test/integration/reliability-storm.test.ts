@@ -8,14 +8,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { labUnavailable } from '../lab/lab.js';
-import { ROOT } from '../../bench/storm-lab.js';
+import { ROOT, stormUnavailable } from '../../bench/storm-lab.js';
 
 const run = promisify(execFile);
-const why = labUnavailable(['dnsmasq', 'nginx']) ?? (fs.existsSync(path.join(ROOT, 'dist', 'cli.js')) ? undefined : 'needs dist/cli.js (npm run build)');
+const why = stormUnavailable(['dnsmasq', 'nginx']);
 const NODES = Number(process.env.PXEHERD_REL_STORM_NODES ?? 100);
 
 test(`npm run storm -- --nodes ${NODES} --json: every simulated machine reaches ready and the summary compares against dnsmasq and nginx`, { skip: why, timeout: 300_000 }, async () => {

@@ -17,31 +17,17 @@ import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { labUnavailable, tmpDir } from '../lab/lab.js';
-import { createStormLab, pxeherdCli, registerSyntheticVnfs, ROOT, runProbes, startPxeherd, writeStormConfig, type RunningPxeherd, type StormLab } from '../../bench/storm-lab.js';
+import { pxeherdCli, registerSyntheticVnfs, reliabilityFixture, runProbes, stormUnavailable, writeStormConfig } from '../../bench/storm-lab.js';
 import type { Probe, ProbeResult } from '../../bench/storm-probe.js';
 
-const why = labUnavailable(['find']) ?? (fs.existsSync(path.join(ROOT, 'dist', 'cli.js')) ? undefined : 'needs dist/cli.js (npm run build)');
+const why = stormUnavailable(['find']);
 const EVIL = 'evil-phrel';
 const MAC = '02:85:00:00:00:0c';
 const MACHY = '02-85-00-00-00-0c';
 
-let lab: StormLab;
-let dir: string;
-let server: RunningPxeherd | undefined;
-
-before(() => {
-  if (why) return;
-  dir = tmpDir('phrel-trav-');
-  lab = createStormLab({ name: 'phrel', net16: '10.85', poolSize: 20 });
-});
-
-after(async () => {
-  if (why) return;
-  await server?.stop();
-  lab?.destroy();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const rel = reliabilityFixture({ why, dirPrefix: 'phrel-trav-', poolSize: 20 });
+before(rel.setUp);
+after(rel.tearDown);
 
 /** Every path in `root` (relative), for before/after comparison. */
 function listTree(root: string, skip: string): Set<string> {
@@ -59,13 +45,14 @@ function listTree(root: string, skip: string): Set<string> {
 }
 
 test('50+ traversal and hostile-name attempts over TFTP, HTTP, provisiond and the CLI leak nothing and create nothing outside the state directory', { skip: why, timeout: 180_000 }, async () => {
+  const { lab, dir } = rel;
   const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: 4096, initrdBytes: 4096 });
   registerSyntheticVnfs(dir, config, 4096, 4096);
   assert.equal(pxeherdCli(['node', 'add', MAC, 'target', '--ip', '10.85.4.3'], config).code, 0);
   const token = `CANARY-${crypto.randomBytes(12).toString('hex')}`;
   fs.writeFileSync(path.join(dir, 'canary-phrel.txt'), `${token} outside the state directory\n`);
   fs.writeFileSync(path.join(statedir, 'canary-phrel.txt'), `${token} in the state directory, outside tftproot and vnfs\n`);
-  server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
+  const server = await rel.serve(config, path.join(dir, 'pxeherd.log'));
   const S = lab.serverIp;
 
   // The import files are the admin's (written before the snapshot); their contents are hostile.
