@@ -4,8 +4,11 @@
  * Why: a lock-step TFTP transfer is one DATA out and one ACK in per block, so its speed is
  * the cost of a datagram round trip through the server. In Node that is a libuv poll, a
  * JS callback and a send through the dgram layer: ~2x the cost of dnsmasq's C loop at
- * 512-byte blocks. Here each transfer is a thread doing exactly what the RFC needs:
- * sendmmsg() of a window (one syscall for up to 64 blocks), a blocking recv() of the ACK.
+ * 512-byte blocks. Here a few C threads (one per core, at most 4) each run an epoll loop
+ * over their transfers doing exactly what the RFC needs: sendmmsg() of a window (one
+ * syscall for up to 64 blocks), recv() of the ACK. A bounded number of threads, not one
+ * per transfer: a thousand runnable threads would take the CPU from the server's own
+ * thread (DHCP, HTTP) and from anything else on the machine when many nodes boot at once.
  *
  * The server's thread keeps every decision (parsing, paths, options, events); this only
  * pumps DATA for one transfer whose content is already in memory (a Buffer the JS side
@@ -15,8 +18,9 @@
  * from the client ends the transfer. Its outcome goes back through a thread-safe function.
  *
  * Ownership: the transfer struct is freed on the JS thread, in the end callback, after the
- * socket is closed there. JS may call abort() any time before it has seen the end callback
- * (both run on the JS thread, so they never race with the free).
+ * worker has taken its socket out of epoll and the JS side has closed it. JS may call
+ * abort() any time before it has seen the end callback (both run on the JS thread, so they
+ * never race with the free).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -99,7 +105,30 @@ typedef struct transfer {
   uint8_t client_err[ERRPKT_MAX];
   size_t client_err_len;
   int ended; /* set on the JS thread once the end callback ran */
+
+  /* Transfer state, owned by its worker thread. */
+  struct worker *worker;
+  struct transfer *prev, *next; /* the worker's list (pending queue, then active list) */
+  uint64_t total, acked, sent;
+  int awaiting_oack, progressed;
+  uint32_t retries_used;
+  double start, last_send;
+  spin_policy_t sp;
 } transfer_t;
+
+typedef struct worker {
+  pthread_t thread;
+  int ep;  /* epoll over the transfers' sockets */
+  int efd; /* eventfd: new transfers or an abort */
+  pthread_mutex_t mu;
+  transfer_t *pending; /* handed over by the JS thread, under mu */
+  transfer_t *active;  /* owned by the worker thread */
+  atomic_int count;    /* pending + active, for picking the least busy worker */
+} worker_t;
+
+#define MAX_WORKERS 4
+static worker_t workers[MAX_WORKERS];
+static int nworkers;
 
 /* What the thread posts to JS: progress (the client acknowledged something) or end. */
 enum post_kind { POST_PROGRESS = 1, POST_END = 2 };
@@ -196,122 +225,210 @@ static void spin_observe(spin_policy_t *p, double rtt_ms) {
   p->left = p->run_len;
 }
 
-static void *run(void *arg) {
-  transfer_t *t = arg;
-  const uint64_t total = t->size / t->blksize + 1;
-  uint64_t acked = 0, sent = 0;
-  int awaiting_oack = t->oack_len > 0;
-  int progressed = 0;
-  uint32_t retries_used = 0;
-  uint8_t buf[ERRPKT_MAX];
-  const double start = now_ms();
-  double last_send = start;
-  int err = 0;
-  spin_policy_t sp = { .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS };
-  atomic_fetch_add(&active_transfers, 1);
-
-#define SEND_WINDOW()                                                                   \
-  do {                                                                                  \
-    uint64_t to_ = acked + t->windowsize < total ? acked + t->windowsize : total;        \
-    err = send_window(t, acked + 1, to_);                                                \
-    if (err) goto socket_error;                                                          \
-    if (to_ > sent) sent = to_;                                                          \
-    last_send = now_ms();                                                                \
-  } while (0)
-
-  if (awaiting_oack) {
-    send_raw(t, t->oack, t->oack_len);
-    last_send = now_ms();
-  } else {
-    SEND_WINDOW();
-  }
-
-  for (;;) {
-    if (atomic_load_explicit(&t->abort_requested, memory_order_acquire)) {
-      send_raw(t, t->abort_pkt, t->abort_pkt_len);
-      t->status = ST_ABORTED;
-      break;
-    }
-    ssize_t n = -1;
-    errno = EAGAIN;
-    int spin = sp.probing ? !sp.best : sp.best;
-    if (spin && atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active) n = spin_recv(t->fd, buf, sizeof buf);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) n = recv(t->fd, buf, sizeof buf, 0);
-    double now = now_ms();
-    if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        err = errno;
-        goto socket_error;
-      }
-    } else if (n >= 4 && buf[0] == 0 && buf[1] == 4) {
-      uint16_t blk = (uint16_t)((buf[2] << 8) | buf[3]);
-      if (awaiting_oack) {
-        if (blk != 0) {
-          t->bad_packets++;
-        } else {
-          awaiting_oack = 0;
-          retries_used = 0;
-          if (!progressed) { progressed = 1; post(t, POST_PROGRESS); }
-          SEND_WINDOW();
-          continue;
-        }
-      } else {
-        /* The nearest block at or after the last acknowledged one; beyond what was sent
-           it is stale (a delayed ACK from before a rollover) and ignored like a duplicate. */
-        uint64_t abs = acked + (uint16_t)(blk - (uint16_t)acked);
-        if (abs > sent || abs == acked) {
-          t->duplicate_acks++;
-        } else {
-          acked = abs;
-          retries_used = 0;
-          spin_observe(&sp, now - last_send);
-          if (!progressed) { progressed = 1; post(t, POST_PROGRESS); }
-          if (acked == total) {
-            t->status = ST_OK;
-            break;
-          }
-          SEND_WINDOW();
-          continue;
-        }
-      }
-    } else if (n >= 2 && buf[0] == 0 && buf[1] == 5) {
-      memcpy(t->client_err, buf, (size_t)n);
-      t->client_err_len = (size_t)n;
-      t->status = ST_CLIENT_ERROR;
-      break;
-    } else if (n >= 0) {
-      /* n == 0 with abort_requested set is abort()'s shutdown waking us: checked above. */
-      if (!atomic_load_explicit(&t->abort_requested, memory_order_acquire)) t->bad_packets++;
-    }
-    if (now - last_send >= t->timeout_ms) {
-      if (retries_used >= t->retries) {
-        send_raw(t, t->timeout_pkt, t->timeout_pkt_len);
-        t->status = ST_TIMEOUT;
-        break;
-      }
-      retries_used++;
-      t->retransmits++;
-      if (awaiting_oack) {
-        send_raw(t, t->oack, t->oack_len);
-        last_send = now_ms();
-      } else {
-        SEND_WINDOW();
-      }
-    }
-  }
-  goto done;
-
-socket_error:
-  t->status = ST_SOCKET_ERROR;
-  t->sys_errno = err;
-done:
-  t->acked_blocks = acked;
-  t->during_negotiation = awaiting_oack;
-  t->duration_ms = now_ms() - start;
+/* Fill in the outcome, leave the worker, and tell JS (which closes the socket and frees t). */
+static void finish(transfer_t *t, enum status st, int err) {
+  worker_t *w = t->worker;
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, t->fd, NULL);
+  if (t->prev) t->prev->next = t->next; else w->active = t->next;
+  if (t->next) t->next->prev = t->prev;
+  atomic_fetch_sub(&w->count, 1);
   atomic_fetch_sub(&active_transfers, 1);
+  t->status = st;
+  t->sys_errno = err;
+  t->acked_blocks = t->acked;
+  t->during_negotiation = t->awaiting_oack;
+  t->duration_ms = now_ms() - t->start;
   post(t, POST_END);
+}
+
+/* Send the window after the last acknowledged block; 0, or the transfer ended. */
+static int send_next_window(transfer_t *t) {
+  uint64_t to = t->acked + t->windowsize < t->total ? t->acked + t->windowsize : t->total;
+  int err = send_window(t, t->acked + 1, to);
+  if (err) { finish(t, ST_SOCKET_ERROR, err); return -1; }
+  if (to > t->sent) t->sent = to;
+  t->last_send = now_ms();
+  return 0;
+}
+
+static void progress(transfer_t *t) {
+  if (!t->progressed) { t->progressed = 1; post(t, POST_PROGRESS); }
+}
+
+/* One datagram from the client (n bytes in buf) at time `now`. */
+static void on_packet(transfer_t *t, const uint8_t *buf, ssize_t n, double now) {
+  if (n >= 4 && buf[0] == 0 && buf[1] == 4) {
+    uint16_t blk = (uint16_t)((buf[2] << 8) | buf[3]);
+    if (t->awaiting_oack) {
+      if (blk != 0) { t->bad_packets++; return; }
+      t->awaiting_oack = 0;
+      t->retries_used = 0;
+      progress(t);
+      send_next_window(t);
+      return;
+    }
+    /* The nearest block at or after the last acknowledged one; beyond what was sent it is
+       stale (a delayed ACK from before a rollover) and ignored like a duplicate. Duplicates
+       are never answered with data (no sorcerer's apprentice): our timer resends. */
+    uint64_t abs = t->acked + (uint16_t)(blk - (uint16_t)t->acked);
+    if (abs > t->sent || abs == t->acked) { t->duplicate_acks++; return; }
+    t->acked = abs;
+    t->retries_used = 0;
+    spin_observe(&t->sp, now - t->last_send);
+    progress(t);
+    if (t->acked == t->total) { finish(t, ST_OK, 0); return; }
+    send_next_window(t);
+    return;
+  }
+  if (n >= 2 && buf[0] == 0 && buf[1] == 5) {
+    memcpy(t->client_err, buf, (size_t)n);
+    t->client_err_len = (size_t)n;
+    finish(t, ST_CLIENT_ERROR, 0);
+    return;
+  }
+  t->bad_packets++;
+}
+
+/* Aborts and retransmission deadlines. */
+static void check(transfer_t *t, double now) {
+  if (atomic_load_explicit(&t->abort_requested, memory_order_acquire)) {
+    send_raw(t, t->abort_pkt, t->abort_pkt_len);
+    finish(t, ST_ABORTED, 0);
+    return;
+  }
+  if (now - t->last_send < t->timeout_ms) return;
+  if (t->retries_used >= t->retries) {
+    send_raw(t, t->timeout_pkt, t->timeout_pkt_len);
+    finish(t, ST_TIMEOUT, 0);
+    return;
+  }
+  t->retries_used++;
+  t->retransmits++;
+  if (t->awaiting_oack) {
+    send_raw(t, t->oack, t->oack_len);
+    t->last_send = now_ms();
+  } else {
+    send_next_window(t);
+  }
+}
+
+/* A new transfer: into epoll and the active list, then its OACK or first window. */
+static void begin(worker_t *w, transfer_t *t) {
+  t->prev = NULL;
+  t->next = w->active;
+  if (w->active) w->active->prev = t;
+  w->active = t;
+  struct epoll_event ev = { .events = EPOLLIN, .data.ptr = t };
+  if (epoll_ctl(w->ep, EPOLL_CTL_ADD, t->fd, &ev) != 0) { finish(t, ST_SOCKET_ERROR, errno); return; }
+  t->start = t->last_send = now_ms();
+  if (t->awaiting_oack) send_raw(t, t->oack, t->oack_len);
+  else send_next_window(t);
+}
+
+/* Retransmission deadlines are checked every TICK_MS (a timeout is at most that late). */
+#define TICK_MS 5.0
+/* A lone transfer's blocking recv() returns after this long without a packet. */
+#define SOLO_WAIT_MS 2
+
+static void *work(void *arg) {
+  worker_t *w = arg;
+  struct epoll_event evs[128];
+  uint8_t buf[ERRPKT_MAX];
+  double next_check = now_ms() + TICK_MS;
+  for (;;) {
+    /* A worker with a single transfer waits in recv() on its socket: one syscall per ACK
+       instead of epoll_wait + recv (lock-step speed is syscalls per block). The socket's
+       receive timeout (SOLO_WAIT_MS) and the TICK_MS check below bound how late it sees new
+       transfers, aborts and deadlines. On an idle machine it may poll instead (spin_policy). */
+    transfer_t *only = w->active && !w->active->next ? w->active : NULL;
+    int timeout = -1;
+    if (only) {
+      if (now_ms() < next_check) {
+        ssize_t got = -1;
+        errno = EAGAIN;
+        if ((only->sp.probing ? !only->sp.best : only->sp.best) &&
+            atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active)
+          got = spin_recv(only->fd, buf, sizeof buf);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) got = recv(only->fd, buf, sizeof buf, 0);
+        if (got >= 0) {
+          on_packet(only, buf, got, now_ms());
+          continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+          finish(only, ST_SOCKET_ERROR, errno);
+          continue;
+        }
+      }
+      timeout = 0; /* quiet for a while, or time to check: look at the eventfd and deadlines */
+    } else if (w->active) {
+      double left = next_check - now_ms();
+      timeout = left <= 0 ? 0 : (int)left + 1;
+    }
+    int n = epoll_wait(w->ep, evs, 128, timeout);
+    double now = now_ms();
+    int check_all = 0;
+    for (int i = 0; i < n; i++) {
+      if (evs[i].data.ptr == NULL) {
+        uint64_t v;
+        (void)!read(w->efd, &v, sizeof v);
+        pthread_mutex_lock(&w->mu);
+        transfer_t *p = w->pending;
+        w->pending = NULL;
+        pthread_mutex_unlock(&w->mu);
+        while (p) {
+          transfer_t *next = p->next;
+          begin(w, p);
+          p = next;
+        }
+        check_all = 1; /* an abort may be what woke us */
+        continue;
+      }
+      transfer_t *t = evs[i].data.ptr;
+      ssize_t got = recv(t->fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (got >= 0) on_packet(t, buf, got, now);
+      else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) finish(t, ST_SOCKET_ERROR, errno);
+      /* epoll reports a socket at most once per wait, and a transfer finishes only while its
+         own event (or check()) is handled: no later event in evs refers to a finished one. */
+    }
+    if (check_all || now >= next_check) {
+      for (transfer_t *t = w->active; t;) {
+        transfer_t *next = t->next;
+        check(t, now);
+        t = next;
+      }
+      next_check = now + TICK_MS;
+    }
+  }
   return NULL;
-#undef SEND_WINDOW
+}
+
+/* Start the workers once: one per core, at most MAX_WORKERS. Returns 0 or an errno. */
+static int start_workers(void) {
+  if (nworkers) return 0;
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  int want = cores < 1 ? 1 : cores > MAX_WORKERS ? MAX_WORKERS : (int)cores;
+  for (int i = 0; i < want; i++) {
+    worker_t *w = &workers[i];
+    w->ep = epoll_create1(EPOLL_CLOEXEC);
+    w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (w->ep < 0 || w->efd < 0) return errno;
+    pthread_mutex_init(&w->mu, NULL);
+    struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &ev) != 0) return errno;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int e = pthread_create(&w->thread, &attr, work, w);
+    pthread_attr_destroy(&attr);
+    if (e) return e;
+    nworkers = i + 1;
+  }
+  return 0;
+}
+
+static void wake(worker_t *w) {
+  uint64_t one = 1;
+  (void)!write(w->efd, &one, sizeof one);
 }
 
 /* ---- JS side ---------------------------------------------------------------------- */
@@ -439,17 +556,13 @@ static napi_value start(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  int werr = start_workers();
+  if (werr) return throw_errno(env, "TFTP worker threads", werr);
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
-  /* recv() wakes at least this often to check the retransmission deadline: an eighth of
-     the timeout, so a retransmission is at most 12.5% late, and never less than 5 ms. */
-  uint32_t tick = timeout_ms / 8;
-  if (tick < 5) tick = 5;
-  if (tick > 100) tick = 100;
-  struct timeval tv = { .tv_sec = tick / 1000, .tv_usec = (tick % 1000) * 1000 };
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-      bind(fd, (struct sockaddr *)&la, sizeof la) != 0 ||
-      connect(fd, (struct sockaddr *)&pa, sizeof pa) != 0) {
+  /* Blocking, with a short receive timeout: see SOLO_WAIT_MS. Everything else uses MSG_DONTWAIT. */
+  struct timeval tv = { .tv_sec = 0, .tv_usec = SOLO_WAIT_MS * 1000 };
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || bind(fd, (struct sockaddr *)&la, sizeof la) != 0 || connect(fd, (struct sockaddr *)&pa, sizeof pa) != 0) {
     int e = errno;
     close(fd);
     return throw_errno(env, "transfer socket", e);
@@ -477,20 +590,21 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "start(): cannot set up the callback");
     return NULL;
   }
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 256 * 1024);
-  pthread_t th;
-  int e = pthread_create(&th, &attr, run, t);
-  pthread_attr_destroy(&attr);
-  if (e != 0) {
-    close(fd);
-    napi_delete_reference(env, t->content_ref);
-    napi_release_threadsafe_function(t->tsfn, napi_tsfn_abort);
-    free(t);
-    return throw_errno(env, "pthread_create", e);
-  }
+  t->total = content_len / blksize + 1;
+  t->awaiting_oack = oack_len > 0;
+  t->sp = (spin_policy_t){ .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS };
+  /* To the least busy worker. */
+  worker_t *w = &workers[0];
+  for (int i = 1; i < nworkers; i++)
+    if (atomic_load(&workers[i].count) < atomic_load(&w->count)) w = &workers[i];
+  t->worker = w;
+  atomic_fetch_add(&w->count, 1);
+  atomic_fetch_add(&active_transfers, 1);
+  pthread_mutex_lock(&w->mu);
+  t->next = w->pending;
+  w->pending = t;
+  pthread_mutex_unlock(&w->mu);
+  wake(w);
   napi_value handle;
   napi_create_external(env, t, NULL, NULL, &handle);
   return handle;
@@ -513,9 +627,7 @@ static napi_value abort_transfer(napi_env env, napi_callback_info info) {
   memcpy(t->abort_pkt, pkt, len);
   t->abort_pkt_len = len;
   atomic_store_explicit(&t->abort_requested, 1, memory_order_release);
-  /* Wake a blocked recv() at once (a connected UDP socket's recv returns 0 after
-     SHUT_RD); the recv timeout tick is the fallback. Sending still works after SHUT_RD. */
-  shutdown(t->fd, SHUT_RD);
+  wake(t->worker); /* it checks every transfer's abort flag when woken */
   return NULL;
 }
 
