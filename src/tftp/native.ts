@@ -1,6 +1,6 @@
 /**
- * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): one C
- * thread per transfer doing sendmmsg/recv, for in-memory content. Same contract as the
+ * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): a few C
+ * threads, each an epoll loop doing sendmmsg/recv for its transfers, for in-memory content. Same contract as the
  * worker pool's Slot: start(spec, content, hooks) returns an abort function, and hooks get
  * onProgress once and onEnd exactly once, with the Outcome session.ts would have produced.
  * Absent (not built, not Linux) -> undefined, and transfers run in JavaScript.
@@ -38,6 +38,7 @@ interface Addon {
     callback: (kind: 'progress' | 'end', result?: NativeResult) => void,
   ): object;
   abort(handle: object, packet: Uint8Array | null): void;
+  setWorkers(n: number): number;
   maxWindow: number;
 }
 
@@ -46,22 +47,30 @@ export type AbortFn = (code: number, message: string, notifyClient: boolean) => 
 export interface NativeEngine {
   /** Largest windowsize the C side takes; bigger windows run in JavaScript. */
   readonly maxWindow: number;
+  /** C worker threads (each an epoll loop over its transfers), fixed by the first loader. */
+  readonly workers: number;
   /** Throws (nothing started, hooks not called) when the socket or thread cannot be made. */
   start(spec: TransferSpec, content: Buffer, hooks: TransferHooks): AbortFn;
 }
 
-export function loadNativeEngine(): NativeEngine | undefined {
+/**
+ * `workers`: C threads pumping DATA (one per core, at most 4, when undefined). The addon is
+ * loaded once per process; the first start fixes the count.
+ */
+export function loadNativeEngine(workers?: number): NativeEngine | undefined {
   let addon: Addon;
   try {
     const require = createRequire(import.meta.url);
     // src/tftp/ and dist/tftp/ are both two levels below the package root.
     addon = require(new URL('../../native/tftpdata/build/Release/tftpdata.node', import.meta.url).pathname) as Addon;
-    if (typeof addon.start !== 'function' || typeof addon.abort !== 'function') return undefined;
+    if (typeof addon.start !== 'function' || typeof addon.abort !== 'function' || typeof addon.setWorkers !== 'function') return undefined;
   } catch {
     return undefined;
   }
+  const running = addon.setWorkers(workers ?? 0);
   return {
     maxWindow: addon.maxWindow,
+    workers: running,
     start(spec, content, hooks) {
       // Set by abort() so the outcome carries the caller's code and message.
       let aborted: { code: number; message: string } | undefined;

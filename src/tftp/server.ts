@@ -54,9 +54,9 @@ export interface TftpServerOptions {
   logger?: TftpLogger;
   cache?: FileCacheOptions;
   /**
-   * Threads that pump DATA: 1 = everything on the server's thread; N > 1 adds N-1 worker
-   * threads and each new transfer goes to the least busy thread. Default: the number of
-   * CPUs, at most 4.
+   * Threads that pump DATA. Native engine: N C worker threads (at most 4). JS engine: 1 =
+   * everything on the server's thread; N > 1 adds N-1 worker threads and each new transfer
+   * goes to the least busy thread. Default: the number of CPUs, at most 4.
    */
   threads?: number;
   /**
@@ -107,6 +107,7 @@ export class TftpServer {
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
   private readonly threads: number;
+  private readonly threadsGiven: number | undefined;
   private readonly engine: 'auto' | 'native' | 'js';
   private native: NativeEngine | undefined;
   /** Transfers running on this thread (the pool counts its own). */
@@ -141,6 +142,7 @@ export class TftpServer {
       events: opts.events,
     };
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
+    this.threadsGiven = opts.threads;
     this.engine = opts.engine ?? 'auto';
     // Worker threads see file contents through shared memory.
     this.cache = new FileCache({ ...opts.cache, shared: this.threads > 1 });
@@ -149,7 +151,7 @@ export class TftpServer {
   /** Bind the listener. Rejects (e.g. EACCES/EADDRINUSE on port 69) with the socket error. */
   async start(): Promise<{ address: string; port: number }> {
     if (this.socket) throw new Error('TFTP server already started');
-    this.native = this.engine === 'js' ? undefined : loadNativeEngine();
+    this.native = this.engine === 'js' ? undefined : loadNativeEngine(this.threadsGiven);
     if (this.engine === 'native' && !this.native) {
       throw new Error('TFTP: tftp.engine is "native" but the addon native/tftpdata is not built (make -C native/tftpdata, or set tftp.engine: auto)');
     }
@@ -182,9 +184,9 @@ export class TftpServer {
     });
     this.socket = sock;
     this.o.logger.info(
-      { engine: this.native ? 'native' : 'js', threads: this.threads },
+      { engine: this.native ? 'native' : 'js', threads: this.native?.workers ?? this.threads },
       this.native
-        ? 'tftp: DATA pumped by the native engine (native/tftpdata)'
+        ? `tftp: DATA pumped by the native engine (native/tftpdata) on ${this.native.workers} thread(s)`
         : `tftp: DATA pumped in JavaScript on ${this.threads} thread(s)${this.engine === 'auto' ? ' (native/tftpdata not built)' : ''}`,
     );
     if (this.threads > 1 && !this.native) {
