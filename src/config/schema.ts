@@ -71,7 +71,7 @@ export const configSchema = z
         max_transfers: z.number().int().min(1).default(1024),
         /** A window never holds more than this many bytes (a burst larger than a client's receive buffer is lost). */
         max_window_bytes: z.number().int().min(512).default(65536),
-        /** Threads pumping DATA (0 = min(4, CPUs)): C workers of the native engine, or JavaScript transfer threads. */
+        /** Threads pumping DATA, 0 = default: native engine 1 C worker (max 4); JavaScript engine min(4, CPUs). */
         threads: z.number().int().min(0).max(64).default(0),
         /** Who pumps DATA: 'native' (C addon native/tftpdata), 'js' (worker threads), 'auto' = native when built. */
         engine: z.enum(['auto', 'native', 'js']).default('auto'),

@@ -1,6 +1,7 @@
 /**
- * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): a few C
- * threads, each an epoll loop doing sendmmsg/recv for its transfers, for in-memory content. Same contract as the
+ * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): one C
+ * thread (or up to 4) running an epoll loop that does sendmmsg/recv for the transfers of
+ * in-memory content. Same contract as the
  * worker pool's Slot: start(spec, content, hooks) returns an abort function, and hooks get
  * onProgress once and onEnd exactly once, with the Outcome session.ts would have produced.
  * Absent (not built, not Linux) -> undefined, and transfers run in JavaScript.
@@ -54,8 +55,8 @@ export interface NativeEngine {
 }
 
 /**
- * `workers`: C threads pumping DATA (one per core, at most 4, when undefined). The addon is
- * loaded once per process; the first start fixes the count.
+ * `workers`: C threads pumping DATA (1 when undefined, at most 4). The addon is loaded once
+ * per process; the first start fixes the count.
  */
 export function loadNativeEngine(workers?: number): NativeEngine | undefined {
   let addon: Addon;

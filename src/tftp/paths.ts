@@ -8,7 +8,7 @@
  * serves only regular files (checked on the open descriptor, so a swap after the
  * realpath cannot smuggle in a device or a FIFO).
  */
-import { constants, promises as fsp, type Stats } from 'node:fs';
+import { constants, lstatSync, realpathSync, promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from './codec.js';
 
@@ -101,4 +101,24 @@ export async function openInRoot(root: string, rel: string): Promise<OpenedFile 
     return refuse(ErrorCode.ACCESS_VIOLATION, stat.isDirectory() ? 'is a directory' : 'not a regular file');
   }
   return { ok: true, handle, stat, realPath: real };
+}
+
+/**
+ * The fast path's question, answered with two syscalls and no descriptor: which regular file
+ * inside the root does `rel` name right now (realpath(3), then lstat of the result, so a
+ * symlink swapped in afterwards is not followed)? Undefined when anything is unusual — the
+ * caller then takes openInRoot, which gives the precise refusal. A FileCache hit on the
+ * returned identity serves bytes that were read from a file inside the root.
+ */
+export function statInRoot(root: string, rel: string): { real: string; stat: Stats } | undefined {
+  try {
+    const realRoot = realpathSync.native(root);
+    const real = realpathSync.native(path.join(realRoot, rel));
+    const prefix = realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep;
+    if (!real.startsWith(prefix)) return undefined;
+    const stat = lstatSync(real);
+    return stat.isFile() ? { real, stat } : undefined;
+  } catch {
+    return undefined;
+  }
 }

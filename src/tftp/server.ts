@@ -16,7 +16,7 @@ import type { EventSink } from '../nodes/types.js';
 import { decode, encode, ErrorCode, errorPacket, OP_RRQ, OP_WRQ, toNetascii, type RequestPacket } from './codec.js';
 import { parseGeneratedName, type GenerateFn, type Peer } from './generated.js';
 import { negotiate } from './options.js';
-import { cleanName, openInRoot } from './paths.js';
+import { cleanName, openInRoot, statInRoot } from './paths.js';
 import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
@@ -54,9 +54,9 @@ export interface TftpServerOptions {
   logger?: TftpLogger;
   cache?: FileCacheOptions;
   /**
-   * Threads that pump DATA. Native engine: N C worker threads (at most 4). JS engine: 1 =
-   * everything on the server's thread; N > 1 adds N-1 worker threads and each new transfer
-   * goes to the least busy thread. Default: the number of CPUs, at most 4.
+   * Threads that pump DATA. Native engine: N C worker threads (default 1, at most 4). JS
+   * engine: 1 = everything on the server's thread; N > 1 adds N-1 worker threads and each
+   * new transfer goes to the least busy thread (default: the number of CPUs, at most 4).
    */
   threads?: number;
   /**
@@ -297,6 +297,12 @@ export class TftpServer {
         source = new BufferSource(buf);
         generated = true;
       }
+    }
+    if (!source) {
+      // Fast path: a file already in memory is identified with two syscalls, no descriptor
+      // and no thread-pool round trips (a boot storm asks for the same loader a thousand times).
+      const found = statInRoot(this.o.root, clean.rel);
+      if (found) source = this.cache.hit(found.stat);
     }
     if (!source) {
       const opened = await openInRoot(this.o.root, clean.rel);

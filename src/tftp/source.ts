@@ -99,6 +99,8 @@ interface Entry {
   refs: number;
   lastUsed: number;
   data: Promise<Buffer>;
+  /** Set once `data` has resolved: hits need no await. */
+  loaded?: Buffer;
 }
 
 /**
@@ -123,6 +125,27 @@ export class FileCache {
     this.now = opts.now ?? Date.now;
   }
 
+  /**
+   * The in-memory copy of the file version `stat` describes (from statInRoot), when one is
+   * loaded; undefined otherwise (then open the file and call `open`). No I/O.
+   */
+  hit(stat: Stats): BufferSource | undefined {
+    if (stat.size > this.maxFileBytes) return undefined;
+    const e = this.entries.get(`${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`);
+    if (!e?.loaded) return undefined;
+    e.refs++;
+    return this.source(e, e.loaded);
+  }
+
+  /** A source on `entry`, whose reference the caller has taken; ending it lets go. */
+  private source(entry: Entry, buf: Buffer): BufferSource {
+    return new BufferSource(buf, () => {
+      entry.refs--;
+      entry.lastUsed = this.now();
+      this.sweep();
+    });
+  }
+
   /** Takes ownership of `handle`. */
   async open(handle: fsp.FileHandle, stat: Stats): Promise<Source> {
     if (stat.size > this.maxFileBytes) return new ChunkedFileSource(handle, stat.size, this.chunkBytes);
@@ -132,10 +155,11 @@ export class FileCache {
       handle.close().catch(() => {});
     } else {
       const data = readAll(handle, stat.size, this.shared).finally(() => handle.close().catch(() => {}));
-      e = { key, size: stat.size, refs: 0, lastUsed: this.now(), data };
+      const entry: Entry = { key, size: stat.size, refs: 0, lastUsed: this.now(), data };
+      e = entry;
       this.entries.set(key, e);
       // A failed read must not poison the cache.
-      data.catch(() => this.entries.delete(key));
+      data.then((b) => (entry.loaded = b), () => this.entries.delete(key));
     }
     e.refs++;
     const entry = e;
@@ -147,11 +171,7 @@ export class FileCache {
       throw err;
     }
     this.sweep();
-    return new BufferSource(buf, () => {
-      entry.refs--;
-      entry.lastUsed = this.now();
-      this.sweep();
-    });
+    return this.source(entry, buf);
   }
 
   /** Drop unused entries that are too old, then the oldest unused ones while over budget. */

@@ -1,10 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { cleanName, openInRoot } from '../../src/tftp/paths.js';
+import { cleanName, openInRoot, statInRoot } from '../../src/tftp/paths.js';
 
 let base: string;
 let root: string;
@@ -123,4 +123,14 @@ test('opening a FIFO does not block', async () => {
   const t0 = Date.now();
   await fetch('fifo');
   assert.ok(Date.now() - t0 < 1000);
+});
+
+test('statInRoot (the cache fast path) finds regular files inside the root and nothing else', () => {
+  assert.equal(statInRoot(root, 'ipxe.efi')?.real, path.join(realpathSync(root), 'ipxe.efi'));
+  assert.equal(statInRoot(root, 'link-in')?.real, path.join(realpathSync(root), 'ipxe.efi'), 'a symlink inside resolves');
+  assert.equal(statInRoot(root, 'dirlink-in/file.txt')?.stat.size, 5);
+  for (const name of ['link-out', 'abs-link-out', 'dirlink-out/f', 'zero', 'passwd', 'loop-a', 'fifo', 'sub', 'missing', 'null-dev']) {
+    assert.equal(statInRoot(root, name), undefined, name);
+  }
+  assert.equal(statInRoot(path.join(base, 'no-root'), 'ipxe.efi'), undefined);
 });

@@ -84,3 +84,22 @@ test('BufferSource serves slices of its buffer', () => {
   assert.equal(s.slice(5, 10).toString(), 'f');
   assert.equal(s.slice(6, 10).length, 0);
 });
+
+test('hit() serves a loaded copy by file identity without I/O, and never a stale or unloaded one', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'phtftp-hit-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'loader');
+  writeFileSync(file, 'version one');
+  const cache = new FileCache();
+  const st1 = await fsp.stat(file);
+  assert.equal(cache.hit(st1), undefined, 'nothing loaded yet');
+  const first = await cache.open(await fsp.open(file, 'r'), st1);
+  const hit = cache.hit(st1);
+  assert.equal(hit?.all().toString(), 'version one');
+  first.release();
+  hit!.release();
+  writeFileSync(file, 'version two!');
+  const st2 = await fsp.stat(file);
+  assert.equal(cache.hit(st2), undefined, 'an edited file is a different version');
+  assert.equal(cache.hit(st1)?.all().toString(), 'version one', 'the old version is still the old bytes');
+});
