@@ -64,9 +64,8 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
  * address or the MAC is not a node (the master itself, a proxy, an admin's laptop).
  */
 function nodeAt(store: Store, ip: string, now: number): { mac: string; name: string } | undefined {
-  const plain = ip.startsWith('::ffff:') ? ip.slice(7) : ip;
-  const lease = store.leases.byIp(plain);
-  const mac = isActive(lease, now) ? lease.mac : arpLookup(plain);
+  const lease = store.leases.byIp(ip);
+  const mac = isActive(lease, now) ? lease.mac : arpLookup(ip);
   const node = mac ? store.nodes.byMac(mac) : undefined;
   return node && { mac: node.mac, name: node.name };
 }

@@ -3,13 +3,14 @@ import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { BootError, type BootService } from '../boot/service.js';
 import { refuse } from './files.js';
+import { peerIp } from '../util/net.js';
 
 export interface BootRouterDeps {
   boot: BootService;
   events: EventSink;
   /**
-   * The registered node at a peer address, when known (lease or neighbour table). Set when
-   * node tokens are on: a script carries its node's token, so one node must not fetch
+   * The registered node at a peer address (as peerIp gives it), when known (lease or
+   * neighbour table). Set when node tokens are on: a script carries its node's token, so one node must not fetch
    * another's (its token would then work for that node wherever the address is unknown).
    */
   nodeAt?: (ip: string) => { mac: string; name: string } | undefined;
@@ -33,10 +34,11 @@ export function bootRouter(deps: BootRouterDeps): Router {
       return;
     }
     const ip = req.socket.remoteAddress;
-    const asker = ip !== undefined ? deps.nodeAt?.(ip) : undefined;
+    const peer = peerIp(ip);
+    const asker = peer !== undefined ? deps.nodeAt?.(peer) : undefined;
     if (asker && asker.mac !== m.mac) {
-      const reason = `the boot script of ${m.mac} was asked for from ${(ip ?? "").replace(/^::ffff:/, "")}, which is node ${asker.name} (${asker.mac}): a node gets only its own script (and token)`;
-      deps.events.record({ mac: m.mac, kind: 'security.denied', detail: { reason, ip: ip ?? null, path: req.path, asker: asker.name } });
+      const reason = `the boot script of ${m.mac} was asked for from ${peer}, which is node ${asker.name} (${asker.mac}): a node gets only its own script (and token)`;
+      deps.events.record({ mac: m.mac, kind: 'security.denied', detail: { reason, ip: peer ?? null, path: req.path, asker: asker.name } });
       refuse(res, 403, reason);
       return;
     }

@@ -4,6 +4,7 @@ import { nameError, stateError } from '../nodes/names.js';
 import type { ChunkWriter, NodescriptEngine, RunSummary, ScriptFailure, ScriptListing } from '../nodescripts/engine.js';
 import type { ProvisionBackend } from './backend.js';
 import type { Health } from '../inventory/inventory.js';
+import { peerIp } from '../util/net.js';
 
 /**
  * "Provision state S for node N", independent of the protocol that asked (HTTP or the
@@ -25,12 +26,6 @@ export interface ProvisionRequest {
 export type Resolved =
   | { ok: true; node: Node; registered: boolean; state: string; ip?: string }
   | { ok: false; status: 400 | 403 | 404; reason: string };
-
-/** IPv4-mapped IPv6 peers (::ffff:10.0.0.5) are IPv4 nodes. */
-export function peerIp(addr: string | undefined): string | undefined {
-  if (!addr) return undefined;
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
-}
 
 export class ProvisionService {
   constructor(

@@ -1,7 +1,7 @@
 import net from 'node:net';
 import type { Node } from '../nodes/types.js';
 import type { ProvisionService } from '../provision/service.js';
-import { peerIp } from '../provision/service.js';
+import { peerIp } from '../util/net.js';
 import { oneLine, refusalLines } from '../nodescripts/stream.js';
 import { parseRequestLine, PERCEUSD_START, PROVISIOND_END, type ProvisiondRequest } from './protocol.js';
 

@@ -1,5 +1,6 @@
 import type { EventSink, Node } from '../nodes/types.js';
 import type { NodeTokens } from './tokens.js';
+import { peerIp } from '../util/net.js';
 
 export type AuthorizeResult = { ok: true } | { ok: false; status: 403; reason: string };
 
@@ -21,11 +22,6 @@ export interface AuthorizerOptions {
   events: EventSink;
 }
 
-function plainIp(addr: string | undefined): string | undefined {
-  if (!addr) return undefined;
-  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
-}
-
 /**
  * The decision, shared by HTTP /provision and the provisiond TCP protocol:
  *  - tokens off: allow;
@@ -38,7 +34,7 @@ export function checkNode(opts: AuthorizerOptions, node: Node, input: AuthorizeI
   if (!opts.enabled) return { ok: true };
   if (input.registered && input.state === 'init') return { ok: true };
   const deny = (reason: string): AuthorizeResult => {
-    opts.events.record({ mac: node.mac, node: node.name, kind: 'security.denied', detail: { reason, state: input.state, ip: plainIp(input.ip) ?? null } });
+    opts.events.record({ mac: node.mac, node: node.name, kind: 'security.denied', detail: { reason, state: input.state, ip: peerIp(input.ip) ?? null } });
     return { ok: false, status: 403, reason: `node ${node.name} (${node.mac}): ${reason}` };
   };
   if (input.token === null) return deny('token= given more than once');
@@ -47,7 +43,7 @@ export function checkNode(opts: AuthorizerOptions, node: Node, input: AuthorizeI
   }
   const v = opts.tokens.verifyToken(node.mac, input.token);
   if (!v.ok) return deny(v.reason);
-  const ip = plainIp(input.ip);
+  const ip = peerIp(input.ip);
   if (node.ip !== '' && ip !== undefined && ip !== node.ip) {
     return deny(`request came from ${ip}, but the node's address is ${node.ip}`);
   }

@@ -1,9 +1,9 @@
 /**
  * The native DATA pump (native/tftpdata/tftpdata.c; build: make -C native/tftpdata): one C
  * thread (or up to 4) running an epoll loop that does sendmmsg/recv for the transfers of
- * in-memory content. Same contract as the
- * worker pool's Slot: start(spec, content, hooks) returns an abort function, and hooks get
- * onProgress once and onEnd exactly once, with the Outcome session.ts would have produced.
+ * in-memory content. Same contract as the worker pool's Slot: start(spec, content, hooks)
+ * returns an abort function, and hooks get onProgress once and onEnd exactly once, with the
+ * Outcome session.ts would have produced.
  * Absent (not built, not Linux) -> undefined, and transfers run in JavaScript.
  */
 import { createRequire } from 'node:module';

@@ -58,6 +58,11 @@ export interface OpenedFile {
   realPath: string;
 }
 
+/** `real` (a resolved path) lies strictly below the resolved root. */
+function isInside(realRoot: string, real: string): boolean {
+  return real.startsWith(realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep);
+}
+
 /**
  * Open `rel` (from cleanName) below `root`. The caller owns the handle.
  * ENOENT -> file not found; anything outside the root or not a regular file -> access violation.
@@ -78,8 +83,7 @@ export async function openInRoot(root: string, rel: string): Promise<OpenedFile 
     if (code === 'ELOOP') return refuse(ErrorCode.ACCESS_VIOLATION, 'symlink loop');
     return refuse(ErrorCode.ACCESS_VIOLATION, `cannot resolve: ${code ?? 'error'}`);
   }
-  const prefix = realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep;
-  if (!real.startsWith(prefix)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file resolves outside the TFTP root');
+  if (!isInside(realRoot, real)) return refuse(ErrorCode.ACCESS_VIOLATION, 'file resolves outside the TFTP root');
   let handle: fsp.FileHandle;
   try {
     // O_NONBLOCK: opening a FIFO for reading must not hang the server waiting for a writer.
@@ -114,8 +118,7 @@ export function statInRoot(root: string, rel: string): { real: string; stat: Sta
   try {
     const realRoot = realpathSync.native(root);
     const real = realpathSync.native(path.join(realRoot, rel));
-    const prefix = realRoot.endsWith(path.sep) ? realRoot : realRoot + path.sep;
-    if (!real.startsWith(prefix)) return undefined;
+    if (!isInside(realRoot, real)) return undefined;
     const stat = lstatSync(real);
     return stat.isFile() ? { real, stat } : undefined;
   } catch {

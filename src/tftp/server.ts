@@ -61,7 +61,7 @@ export interface TftpServerOptions {
   threads?: number;
   /**
    * Who pumps DATA for in-memory files (config tftp.engine): 'native' = the C addon
-   * (native/tftpdata, one thread per transfer; an error at start when it is not built),
+   * (native/tftpdata, an epoll loop on `threads` C threads; an error at start when not built),
    * 'js' = JavaScript on `threads` threads, 'auto' (default) = native when built, else js.
    * Files streamed from disk in chunks and windows above the addon's limit always run in JS.
    */

@@ -1,5 +1,11 @@
 import os from 'node:os';
 
+/** A peer's address as nodes are known by it: IPv4-mapped IPv6 (::ffff:10.0.0.5) is the IPv4 node. */
+export function peerIp(addr: string | undefined): string | undefined {
+  if (!addr) return undefined;
+  return addr.startsWith('::ffff:') && addr.includes('.') ? addr.slice(7) : addr;
+}
+
 /** A dotted-quad IPv4 address, each part 0-255 without leading zeros. */
 export const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
