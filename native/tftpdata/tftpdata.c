@@ -76,7 +76,7 @@ enum status { ST_OK = 0, ST_TIMEOUT, ST_CLIENT_ERROR, ST_ABORTED, ST_SOCKET_ERRO
 static const char *status_names[] = { "ok", "timeout", "client-error", "aborted", "socket-error" };
 
 typedef struct transfer {
-  /* Set on the JS thread before the thread starts; read-only afterwards. */
+  /* Set on the JS thread before the transfer is handed to its worker; read-only afterwards. */
   int fd;
   const uint8_t *data;
   size_t size;
@@ -91,12 +91,12 @@ typedef struct transfer {
   napi_ref content_ref;
   napi_threadsafe_function tsfn;
 
-  /* abort(): written on the JS thread, read by the transfer thread. */
+  /* abort(): written on the JS thread, read by the worker. */
   atomic_int abort_requested;
   uint8_t abort_pkt[ERRPKT_MAX];
   size_t abort_pkt_len;
 
-  /* Outcome: written by the transfer thread before it posts the end, read on the JS thread. */
+  /* Outcome: written by the worker before it posts the end, read on the JS thread. */
   enum status status;
   int sys_errno;
   uint64_t acked_blocks;
@@ -133,7 +133,7 @@ static worker_t workers[MAX_WORKERS];
 static int nworkers;
 static int wanted_workers; /* setWorkers(); 0 = one */
 
-/* What the thread posts to JS: progress (the client acknowledged something) or end. */
+/* What a worker posts to JS: progress (the client acknowledged something) or end. */
 enum post_kind { POST_PROGRESS = 1, POST_END = 2 };
 typedef struct post { enum post_kind kind; transfer_t *t; } post_t;
 
@@ -534,7 +534,7 @@ static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
 /*
  * start(content, localAddress, peerAddress, peerPort, blksize, windowsize, timeoutMs,
  *       retries, oack|null, timeoutPacket, callback) -> handle
- * Throws (nothing started) when the socket or the thread cannot be made.
+ * Throws (nothing started) when the socket or the worker threads cannot be made.
  */
 static napi_value start(napi_env env, napi_callback_info info) {
   size_t argc = 11;
