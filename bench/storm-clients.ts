@@ -68,6 +68,8 @@ export interface StormResult {
   mode: StormMode;
   nodes: number;
   seconds: number;
+  /** CPU the simulated clients used (user+system, seconds): on a small machine they compete with the server. */
+  clientCpuSeconds?: number;
   results: NodeResult[];
 }
 
@@ -354,6 +356,7 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   const dhcp = needDhcp ? new DhcpClients() : undefined;
   await dhcp?.open();
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const results: NodeResult[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < job.nodes; i++) {
@@ -382,7 +385,8 @@ export async function runJob(job: StormJob): Promise<StormResult> {
     const mac = macFor(job.macTag, i);
     if (!seen.has(mac)) results.push({ mac, ok: false, error: 'deadline', stages: {}, retries: 0 });
   }
-  return { mode: job.mode, nodes: job.nodes, seconds: (performance.now() - t0) / 1000, results };
+  const cpu = process.cpuUsage(cpu0);
+  return { mode: job.mode, nodes: job.nodes, seconds: (performance.now() - t0) / 1000, clientCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2), results };
 }
 
 /** A provisiond TCP request ("<state> nodeid=<MAC> [token=T]\n"); resolves with everything the server sent. */

@@ -18,7 +18,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
+import type { NodeResult, StormJob } from './storm-clients.js';
 import {
   createStormLab,
   diffCounters,
@@ -71,10 +71,9 @@ interface StageRun {
   ok: number;
   failures: number;
   stages: Record<string, StageSummary>;
-}
-
-function stageRun(r: StormResult): StageRun {
-  return { seconds: +r.seconds.toFixed(2), ok: r.results.filter((x) => x.ok).length, failures: r.results.filter((x) => !x.ok).length, stages: summarize(r.results) };
+  /** Requests the server's kernel dropped for a full socket buffer (each costs a retransmission). */
+  serverDrops: number;
+  clientCpuSeconds?: number;
 }
 
 async function main(): Promise<void> {
@@ -117,24 +116,38 @@ async function main(): Promise<void> {
     say(`pxeherd process (with its children): ${proc ? `${proc.cpuSeconds} CPU s (${proc.cpuPercent}% of one core), peak RSS ${proc.peakRssMiB} MiB (VmHWM ${proc.hwmMiB} MiB)` : 'not sampled'}`);
     say(`kernel drops during the storm: server namespace ${JSON.stringify(kernelDrops.server)}, client namespace ${JSON.stringify(kernelDrops.clients)}`);
 
+    /** One stage alone, with the datagrams the server namespace dropped meanwhile. */
+    const stageRun = async (job: StormJob): Promise<StageRun> => {
+      const before = netCounters(lab.ns);
+      const r = await runClients(lab, job);
+      const drops = diffCounters(before, netCounters(lab.ns));
+      return {
+        seconds: +r.seconds.toFixed(2),
+        ok: r.results.filter((x) => x.ok).length,
+        failures: r.results.filter((x) => !x.ok).length,
+        stages: summarize(r.results),
+        serverDrops: drops.RcvbufErrors ?? 0,
+        clientCpuSeconds: r.clientCpuSeconds,
+      };
+    };
     const comparisons: Record<string, { pxeherd: StageRun; reference: StageRun; ref: string; ratioP50: number; ratioP99: number; ratioTotal: number }> = {};
     if (COMPARE) {
       const tftpRoot = path.join(statedir, 'tftproot');
       const httpPaths = ['/vnfs/storm/vmlinuz?mac={mac}', '/vnfs/storm/initrd.img?mac={mac}'];
       // The same clients, one stage at a time, against pxeherd…
       const px = {
-        dhcp: stageRun(await runClients(lab, { ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 })),
-        tftp: stageRun(await runClients(lab, { ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' })),
-        http: stageRun(await runClients(lab, { ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths })),
+        dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }),
+        tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }),
+        http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }),
       };
       await server.stop();
       // …and against the references on the same bridge and pool.
       const dns = await startDnsmasq(lab, dir, tftpRoot);
-      const refDhcp = stageRun(await runClients(lab, { ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }));
-      const refTftp = stageRun(await runClients(lab, { ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }));
+      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 });
+      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' });
       await stopProc(dns);
       const ngx = await startNginx(lab, dir, statedir);
-      const refHttp = stageRun(await runClients(lab, { ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }));
+      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) });
       await stopProc(ngx);
       const pair = (name: string, stage: string, a: StageRun, b: StageRun, ref: string) => {
         const sa = a.stages[stage];
@@ -157,8 +170,8 @@ async function main(): Promise<void> {
         const a = c.pxeherd.stages[k];
         const b = c.reference.stages[k];
         say(
-          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures}` +
-            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures}` +
+          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops}` +
+            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops}` +
             ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
         );
       }
@@ -179,7 +192,7 @@ async function main(): Promise<void> {
       initrdBytes: INITRD,
       server: proc,
       kernelDrops,
-      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures }])),
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops }])),
       failureReasons: failuresByReason(storm.results),
     };
     if (JSON_OUT) process.stdout.write(JSON.stringify(summary) + '\n');

@@ -6,7 +6,7 @@ import type { EventSink } from '../nodes/types.js';
 import { bootServiceFor, defaultTemplateDirs, type BootService } from './service.js';
 import { bootRouter } from '../http/boot.js';
 import { storeVnfsFiles, tftpHttpRouter, vnfsRouter } from '../http/vnfs.js';
-import { FileCache } from '../http/files.js';
+import { FileCache, SendGate } from '../http/files.js';
 import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
 import { isActive } from '../dhcp/leases.js';
@@ -43,13 +43,15 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
   // One cache for /vnfs and /tftp: the same few kernels, initrds and loaders go to every node.
   const mib = config.http.cache_mib;
   const cache = mib > 0 ? new FileCache({ maxBytes: mib * 1048576, maxFileBytes: Math.min(256, mib) * 1048576 }) : false;
+  // Kernels and initrds in arrival order through a few streams: see SendGate.
+  const gate = config.http.streams > 0 ? new SendGate(config.http.streams, 1000) : undefined;
   return {
     boot,
     tokens,
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
-      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache }),
-      tftpHttpRouter({ root: tftpRoot, events, cache }),
+      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),
+      tftpHttpRouter({ root: tftpRoot, events, cache, gate }),
     ],
     authorize: httpAuthorizer(auth),
     provisiondAuthorize: provisiondAuthorizer(auth),

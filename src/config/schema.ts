@@ -87,6 +87,12 @@ export const configSchema = z
         listen: z.string().default('0.0.0.0'),
         /** MiB of in-memory copies of served files (kernels, initrds, loaders); 0 streams every response from disk. */
         cache_mib: z.number().int().min(0).default(512),
+        /**
+         * Large bodies (kernels, initrds: 256 KiB and up) streamed at once; more wait in arrival
+         * order. Each holds its place for at most 1 s, so a slow client delays no one for longer.
+         * 0 = no limit (every download shares the link from its first byte).
+         */
+        streams: z.number().int().min(0).max(100000).default(32),
       })
       .strict()
       .prefault({}),

@@ -9,7 +9,7 @@ import { decode, encode } from './codec.js';
 import { DhcpHandler, newCounters, type DhcpCounters, type Outcome, type Reply, type RequestMeta } from './handler.js';
 import type { Lease } from '../nodes/types.js';
 import type { DhcpConfig } from './pools.js';
-import { socketFd } from './bindtodevice.js';
+import { deepenRecvBuffer, socketFd } from '../util/sockopts.js';
 
 export interface DhcpLogger {
   info(msg: string): void;
@@ -34,8 +34,9 @@ export interface DhcpServerOptions {
   /** Bind address for the listening sockets; tests only. */
   listenAddress?: string;
   /**
-   * SO_RCVBUF for the DHCP sockets (the kernel caps it at net.core.rmem_max). A PXE storm of a
-   * rack powering on arrives in bursts; a deep buffer turns a short stall into latency, not loss.
+   * Receive buffer of the DHCP sockets, default 4 MiB (past net.core.rmem_max with
+   * SO_RCVBUFFORCE when allowed, src/util/sockopts.ts). A PXE storm of a rack powering on
+   * arrives in bursts; a deep buffer turns a short stall into latency, not loss.
    */
   recvBufferSize?: number;
 }
@@ -90,14 +91,16 @@ export class DhcpServer {
       // not silently shared (the real sockets below need SO_REUSEADDR to coexist).
       await bindProbe(listen, cfg.port);
       const rcv = this.opts.recvBufferSize ?? 4 << 20;
-      this.main = await openSocket(listen, cfg.port, true, rcv);
+      this.main = await openSocket(listen, cfg.port, true);
+      this.deepen(this.main, rcv);
       this.main.setBroadcast(true);
       this.bindDevice(this.main);
       this.main.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
       this.main.on('error', (e) => this.log.error(`DHCP socket error: ${e.message}`));
       if (listen === '0.0.0.0') {
         try {
-          this.out = await openSocket(this.opts.serverAddress, cfg.port, true, rcv);
+          this.out = await openSocket(this.opts.serverAddress, cfg.port, true);
+          this.deepen(this.out, rcv);
           this.out.setBroadcast(true);
           this.bindDevice(this.out);
           this.out.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'dhcp'));
@@ -203,6 +206,16 @@ export class DhcpServer {
     });
   }
 
+  /** A rack powering on sends its DISCOVERs within milliseconds: queue them, don't drop them. */
+  private deepen(sock: dgram.Socket, bytes: number): void {
+    const r = deepenRecvBuffer(sock, bytes, 'DHCP');
+    if (r.warning && !this.warnedBuffer) {
+      this.warnedBuffer = true;
+      this.log.warn(r.warning);
+    }
+  }
+  private warnedBuffer = false;
+
   private bindDevice(sock: dgram.Socket): void {
     const dev = this.opts.interface;
     if (!dev) return;
@@ -220,9 +233,9 @@ export class DhcpServer {
   }
 }
 
-function openSocket(address: string, port: number, reuseAddr: boolean, recvBufferSize?: number): Promise<dgram.Socket> {
+function openSocket(address: string, port: number, reuseAddr: boolean): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr, recvBufferSize });
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr });
     const onErr = (e: Error) => {
       s.close();
       reject(e);

@@ -231,7 +231,64 @@ export class FileCache {
 /** The process's cache for node-facing files: one budget shared by /vnfs and /tftp. */
 export const sharedFileCache = new FileCache();
 
+/**
+ * Admission of large bodies (kernels, initrds). A thousand nodes asking for the same kernel at
+ * once, all streamed in parallel, share the link fairly and all finish at the very end; served
+ * mostly in arrival order, through `slots` concurrent streams, the first nodes have their
+ * kernel after a fraction of that time and move on to the next stage (so later stages see a
+ * spread-out load), and the last finishes no later. A stream holds its slot until it ends or
+ * for at most `holdMs`: a slow or stalled client cannot hold the queue up for longer than that,
+ * and on links slower than the server a growing number of streams run side by side.
+ */
+export class SendGate {
+  private active = 0;
+  private readonly queue: (() => void)[] = [];
+  readonly stats = { admitted: 0, queued: 0, maxQueue: 0, expired: 0 };
+
+  constructor(
+    readonly slots: number,
+    readonly holdMs: number,
+  ) {}
+
+  /** Run `start` once a slot is free; the slot is held until `res` ends or holdMs passes. */
+  admit(res: Response, start: () => void): void {
+    const go = () => {
+      if (res.destroyed) return this.next();
+      this.active++;
+      this.stats.admitted++;
+      let held = true;
+      const release = () => {
+        if (!held) return;
+        held = false;
+        clearTimeout(timer);
+        this.active--;
+        this.next();
+      };
+      const timer = setTimeout(() => {
+        this.stats.expired++;
+        release();
+      }, this.holdMs);
+      res.once('close', release);
+      res.once('finish', release);
+      start();
+    };
+    if (this.active < this.slots) return go();
+    this.stats.queued++;
+    this.queue.push(go);
+    this.stats.maxQueue = Math.max(this.stats.maxQueue, this.queue.length);
+  }
+
+  private next(): void {
+    while (this.active < this.slots && this.queue.length) this.queue.shift()!();
+  }
+}
+
+/** Bodies smaller than this never wait for a slot: they cost less than the bookkeeping. */
+const GATED_BYTES = 256 * 1024;
+
 export interface SendOptions {
+  /** Admission of large bodies (none when absent). */
+  gate?: SendGate;
   /** Read buffer of the streaming path. */
   highWaterMark?: number;
   /** The cache to serve from (default sharedFileCache); false streams every response. */
@@ -257,6 +314,11 @@ export function sendResolved(req: Request, res: Response, file: string, stat: fs
   };
   res.once('finish', () => report(false));
   res.once('close', () => report(!res.writableFinished));
+  if (opts.gate && req.method === 'GET' && !req.headers.range && stat.size >= GATED_BYTES) opts.gate.admit(res, () => sendFrom(req, res, file, stat, opts));
+  else sendFrom(req, res, file, stat, opts);
+}
+
+function sendFrom(req: Request, res: Response, file: string, stat: fs.Stats, opts: SendOptions): void {
   const cache = opts.cache === undefined ? sharedFileCache : opts.cache;
   if (cache) {
     const hit = cache.lookup(file, stat);

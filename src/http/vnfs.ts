@@ -3,7 +3,7 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
-import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendResult } from './files.js';
+import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
 export interface VnfsFilesBackend {
@@ -20,6 +20,7 @@ export interface VnfsRouterDeps {
   highWaterMark?: number;
   /** In-memory copies of hot files (default: the process's sharedFileCache); false streams every response. */
   cache?: FileCache | false;
+  gate?: SendGate;
 }
 
 function macOf(q: unknown): string | undefined {
@@ -67,7 +68,7 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
         kind,
         detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
       });
-    }, { highWaterMark: deps.highWaterMark, cache: deps.cache });
+    }, { highWaterMark: deps.highWaterMark, cache: deps.cache, gate: deps.gate });
   });
   router.use(errorHandler);
   return router;
@@ -78,6 +79,7 @@ export interface TftpHttpRouterDeps {
   root: string;
   events: EventSink;
   cache?: FileCache | false;
+  gate?: SendGate;
 }
 
 /** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
@@ -96,7 +98,7 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
     if (!r.ok) return deny(r.status, r.reason);
     sendResolved(req, res, r.file, r.stat, (s) => {
       deps.events.record({ kind: 'http.file', detail: { path: chk.segments.join('/'), method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, ip: req.socket.remoteAddress ?? null } });
-    }, { cache: deps.cache });
+    }, { cache: deps.cache, gate: deps.gate });
   });
   router.use(errorHandler);
   return router;

@@ -9,17 +9,26 @@ import { NotFound } from '../nodes/select.js';
  * `head_node`); listing shows both kinds.
  */
 export class GroupRepo {
-  constructor(private readonly db: DB) {}
+  // Read on every boot (attributes for nodescripts and templates): prepared once, not per call.
+  private readonly q;
+
+  constructor(private readonly db: DB) {
+    this.q = {
+      attrs: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM group_attrs WHERE grp = ? ORDER BY key'),
+      row: db.prepare<[string], { name: string; created_at: number }>('SELECT name, created_at FROM groups WHERE name = ?'),
+      nodes: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nodes WHERE grp = ?'),
+    };
+  }
 
   private attrs(name: string): Record<string, string> {
     const out: Record<string, string> = {};
-    for (const r of this.db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM group_attrs WHERE grp = ? ORDER BY key').all(name)) out[r.key] = r.value;
+    for (const r of this.q.attrs.all(name)) out[r.key] = r.value;
     return out;
   }
 
   get(name: string): (Group & { nodes: number }) | undefined {
-    const row = this.db.prepare<[string], { name: string; created_at: number }>('SELECT name, created_at FROM groups WHERE name = ?').get(name);
-    const nodes = this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nodes WHERE grp = ?').get(name)!.n;
+    const row = this.q.row.get(name);
+    const nodes = this.q.nodes.get(name)!.n;
     if (!row && nodes === 0) return undefined;
     return { name, attrs: this.attrs(name), createdAt: row?.created_at ?? 0, nodes };
   }
@@ -71,16 +80,24 @@ interface VnfsRow {
 }
 
 export class VnfsRepo {
-  constructor(private readonly db: DB) {}
+  // Read on every boot and every kernel/initrd download: prepared once, not per call.
+  private readonly q;
+
+  constructor(private readonly db: DB) {
+    this.q = {
+      attrs: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM vnfs_attrs WHERE vnfs = ? ORDER BY key'),
+      row: db.prepare<[string], VnfsRow>('SELECT * FROM vnfs WHERE name = ?'),
+    };
+  }
 
   private fromRow(r: VnfsRow): Vnfs {
     const attrs: Record<string, string> = {};
-    for (const a of this.db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM vnfs_attrs WHERE vnfs = ? ORDER BY key').all(r.name)) attrs[a.key] = a.value;
+    for (const a of this.q.attrs.all(r.name)) attrs[a.key] = a.value;
     return { name: r.name, kernel: r.kernel, initrd: r.initrd, cmdline: r.cmdline, attrs, createdAt: r.created_at };
   }
 
   get(name: string): Vnfs | undefined {
-    const r = this.db.prepare<[string], VnfsRow>('SELECT * FROM vnfs WHERE name = ?').get(name);
+    const r = this.q.row.get(name);
     return r && this.fromRow(r);
   }
 

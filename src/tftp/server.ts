@@ -22,6 +22,7 @@ import { BufferSource, FileCache, type FileCacheOptions, type Source } from './s
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
 import { WorkerPool } from './pool.js';
 import { loadNativeEngine, type NativeEngine } from './native.js';
+import { deepenRecvBuffer } from '../util/sockopts.js';
 
 /** pino-compatible subset. */
 export interface TftpLogger {
@@ -96,6 +97,8 @@ interface Transfer {
 }
 
 const noopLogger: TftpLogger = { info() {}, warn() {} };
+/** Port 69's receive buffer: ~4000 queued RRQs (each costs ~1 KiB of kernel memory). */
+const LISTENER_RECV_BUFFER = 4 << 20;
 
 export class TftpServer {
   private socket: dgram.Socket | undefined;
@@ -173,6 +176,10 @@ export class TftpServer {
         resolve();
       });
     });
+    // A thousand machines powering on send their RRQs within milliseconds; with the stock
+    // 208 KiB buffer most were dropped and each cost its machine a 1 s retransmission.
+    const buf = deepenRecvBuffer(sock, LISTENER_RECV_BUFFER, 'TFTP');
+    if (buf.warning) this.o.logger.warn({ requested: buf.requested, effective: buf.effective }, buf.warning);
     sock.on('error', (e) => this.o.logger.warn({ err: e.message }, 'tftp: listener socket error'));
     sock.on('message', (msg, rinfo) => {
       try {
