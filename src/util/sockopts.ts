@@ -76,7 +76,8 @@ export function deepenRecvBuffer(sock: dgram.Socket, bytes: number, what: string
       force(fd, bytes);
       if (got() >= bytes) return { requested: bytes, effective: got(), via: 'force' };
     } catch (e) {
-      why = `${(e as Error).message} (needs root or CAP_NET_ADMIN)`;
+      const err = e as NodeJS.ErrnoException;
+      why = err.code === 'EPERM' ? `${err.message}: lifting the cap needs root or CAP_NET_ADMIN` : err.message;
     }
   }
   const effective = got();

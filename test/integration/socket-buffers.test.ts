@@ -55,6 +55,19 @@ test('past net.core.rmem_max: forced when allowed, else a warning that names the
   }
 });
 
+test('a buffer that cannot be had is a warning, never an exception', async () => {
+  const s = await udp();
+  try {
+    // More than SO_RCVBUFFORCE accepts (1 GiB), so even root ends up with what the cap allows.
+    const r = deepenRecvBuffer(s, (1 << 30) + 4096, 'TFTP');
+    assert.equal(r.via, 'rcvbuf');
+    assert.ok(r.effective > 0 && r.effective < r.requested);
+    assert.match(r.warning ?? '', /^TFTP: receive buffer is \d+ KiB, not 1048580 KiB \(net\.core\.rmem_max caps it; .+\); requests from many machines booting at once will be dropped/);
+  } finally {
+    s.close();
+  }
+});
+
 test('the forcing call reports bad arguments instead of crashing', { skip: canForce ? false : 'needs root and native/bindtodevice built (make -C native)' }, () => {
   const force = loadSocketAddon()!.forceRecvBuffer!;
   assert.throws(() => force(-1, 1024), /fd must be a non-negative integer/);
