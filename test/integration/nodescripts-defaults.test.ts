@@ -12,7 +12,9 @@ import type { Node } from '../../src/nodes/types.js';
  * The default nodescripts run on the master once per node and state, so they are written with
  * shell builtins only (no $(...), no sed, no cat). This checks that they still print exactly
  * what the earlier, forking versions printed (test/fixtures/nodescripts-forking, taken from
- * commit 27d3c5a) for hostile values, and that they start no process.
+ * commit 27d3c5a; both later print values with printf '%s\n' instead of echo, which mangled
+ * backslashes) for hostile values, that they start no process, and that every value reaches
+ * the node's shell unchanged.
  */
 
 const FIXTURES = path.resolve(import.meta.dirname, '../fixtures/nodescripts-forking');
@@ -176,4 +178,29 @@ test('default nodescripts start no process (strace)', (t) => {
       assert.match(calls[0]!, /execve\(/);
     }
   }
+});
+
+test('every value reaches the node unchanged, backslashes included, in dash and in busybox sh', () => {
+  const shells: string[][] = [['/bin/sh']];
+  if (spawnSync('busybox', ['sh', '-c', 'true']).status === 0) shells.push(['busybox', 'sh']);
+  let checked = 0;
+  for (const v of HOSTILE) {
+    const want = v.replace(/\n+$/, ''); // as $(...) on the master always did
+    const env = scriptEnv(node({ name: v, mac: v, group: v, vnfs: v }), 'init', {}, { ...ctx, vnfsMaster: `http://${v}`, vnfsPrefix: v }, v, v);
+    const init = runScript(path.join(DEFAULT_NODESCRIPTS_SRC, 'init/all/00-init'), env, true);
+    const last = runScript(path.join(DEFAULT_NODESCRIPTS_SRC, 'init/all/99-last'), env, true);
+    assert.equal(init.status, 0, init.stderr);
+    for (const sh of shells) {
+      // What the node runs, then a probe that prints each variable NUL-terminated.
+      const probe = Buffer.concat([init.stdout, Buffer.from(`printf '%s\\0' "$NODENAME" "$NODEID" "$GROUPNAME" "$VNFS" "$PXEHERD_MASTER" "$PXEHERD_PREFIX"\n`)]);
+      const r = spawnSync(sh[0]!, [...sh.slice(1), '-s'], { input: probe, env: { PATH: '/usr/bin:/bin' } });
+      assert.equal(r.status, 0, `${sh.join(' ')}: ${r.stderr}`);
+      const got = r.stdout.toString('utf8').split('\0').slice(0, 6);
+      assert.deepEqual(got, [want, want, want, want, `http://${v}`.replace(/\n+$/, ''), want], `${sh.join(' ')} with ${JSON.stringify(v).slice(0, 200)}`);
+      const msg = spawnSync(sh[0]!, [...sh.slice(1), '-s'], { input: last.stdout, env: { PATH: '/usr/bin:/bin' } });
+      assert.equal(msg.stdout.toString('utf8'), `pxeherd: init nodescripts for ${v} done\n`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= HOSTILE.length);
 });
