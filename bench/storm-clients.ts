@@ -45,6 +45,8 @@ export interface StormJob {
   resultFile?: string;
   /** Transmissions per DHCP message before the node gives up (a PXE ROM makes 4). */
   dhcpTries?: number;
+  /** Every this many ms, a `PROGRESS {"done","ok","failed","seconds"}` line on stderr. */
+  progressEveryMs?: number;
 }
 
 export interface NodeResult {
@@ -377,8 +379,15 @@ export async function runJob(job: StormJob): Promise<StormResult> {
       })(),
     );
   }
+  const progress = job.progressEveryMs
+    ? setInterval(() => {
+        const ok = results.filter((r) => r.ok).length;
+        process.stderr.write(`PROGRESS ${JSON.stringify({ done: results.length, ok, failed: results.length - ok, seconds: +((performance.now() - t0) / 1000).toFixed(1) })}\n`);
+      }, job.progressEveryMs)
+    : undefined;
   const deadline = (job.deadlineSeconds ?? 600) * 1000;
   await Promise.race([Promise.all(runs), new Promise((r) => setTimeout(r, deadline).unref())]);
+  if (progress) clearInterval(progress);
   dhcp?.close();
   const seen = new Set(results.map((r) => r.mac));
   for (let i = 0; i < job.nodes; i++) {

@@ -193,17 +193,40 @@ export async function startPxeherd(lab: StormLab, config: string, log: string, e
 /** Run simulated nodes inside the client namespace; resolves with their results. */
 let resultSeq = 0;
 
-export function runClients(lab: StormLab, job: StormJob): Promise<StormResult> {
+/** How far a client run is (from the clients' PROGRESS lines, see StormJob.progressEveryMs). */
+export interface StormProgress {
+  done: number;
+  ok: number;
+  failed: number;
+  seconds: number;
+}
+
+export function runClients(lab: StormLab, job: StormJob, onProgress?: (p: StormProgress) => void): Promise<StormResult> {
   const resultFile = path.join(os.tmpdir(), `phstorm-result-${process.pid}-${resultSeq++}.json`);
   return new Promise<StormResult>((resolve, reject) => {
-    const p = spawnIn(lab.clientNs, process.execPath, ['--import', 'tsx', CLIENTS, JSON.stringify({ ...job, resultFile })], { pipe: true, cwd: ROOT });
+    const args = JSON.stringify({ ...job, resultFile, ...(onProgress ? { progressEveryMs: job.progressEveryMs ?? 500 } : {}) });
+    const p = spawnIn(lab.clientNs, process.execPath, ['--import', 'tsx', CLIENTS, args], { pipe: true, cwd: ROOT });
     let out = '';
     let err = '';
+    let partial = '';
     p.stdout!.on('data', (c) => (out += c));
-    p.stderr!.on('data', (c) => (err += c));
+    p.stderr!.on('data', (c: Buffer) => {
+      // Progress lines go to the caller; everything else is kept for the error report.
+      const lines = (partial + c.toString('utf8')).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        if (line.startsWith('PROGRESS ')) {
+          try {
+            onProgress?.(JSON.parse(line.slice(9)) as StormProgress);
+          } catch {
+            /* a torn line: the next one comes soon */
+          }
+        } else err += line + '\n';
+      }
+    });
     p.on('exit', (code) => {
       try {
-        if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${err.slice(-2000)}`));
+        if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${(err + partial).slice(-2000)}`));
         else resolve(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult);
       } catch (e) {
         reject(e as Error); // never throw from an event handler: the caller's cleanup must run

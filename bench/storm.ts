@@ -30,6 +30,7 @@ import {
   startPxeherd,
   stopProc,
   stormUnavailable,
+  type StormProgress,
   summarize,
   watchProc,
   writeStormConfig,
@@ -51,6 +52,39 @@ const JSON_OUT = flag('json');
 const KEEP = flag('keep');
 const TFTP_MAX = Number(opt('tftp-max-transfers', '0'));
 const say = (s: string) => process.stderr.write(s + '\n');
+
+/**
+ * Progress of one client run on stderr: rewritten in place on a terminal, else one line every
+ * 5 s (logs stay short). Returns the callback for runClients and a function ending the line.
+ */
+function progressLine(what: string, total: number): [(p: StormProgress) => void, () => void] {
+  const tty = process.stderr.isTTY;
+  let lastPrinted = 0;
+  let shown = false;
+  const show = (p: StormProgress) => {
+    if (!tty && p.seconds - lastPrinted < 5) return;
+    lastPrinted = p.seconds;
+    const line = `storm: ${what}: ${p.done}/${total} done (${p.ok} ok, ${p.failed} failed) after ${p.seconds.toFixed(1)} s`;
+    if (tty) {
+      process.stderr.write(`\r${line}\x1b[K`);
+      shown = true;
+    } else say(line);
+  };
+  const end = () => {
+    if (shown) process.stderr.write('\r\x1b[K');
+  };
+  return [show, end];
+}
+
+/** runClients with a progress line. */
+async function runWithProgress(lab: Parameters<typeof runClients>[0], job: StormJob, what: string) {
+  const [show, end] = progressLine(what, job.nodes);
+  try {
+    return await runClients(lab, job, show);
+  } finally {
+    end();
+  }
+}
 
 function failuresByReason(rs: NodeResult[]): Record<string, number> {
   const out: Record<string, number> = {};
@@ -102,7 +136,7 @@ async function main(): Promise<void> {
 
     const watch = watchProc(server.pid);
     const net0 = { server: netCounters(lab.ns), clients: netCounters(lab.clientNs) };
-    const storm = await runClients(lab, { ...base, mode: 'full', nodes: NODES, macTag: 0x10 });
+    const storm = await runWithProgress(lab, { ...base, mode: 'full', nodes: NODES, macTag: 0x10 }, 'full boot path');
     const proc = watch.stop();
     const kernelDrops = { server: diffCounters(net0.server, netCounters(lab.ns)), clients: diffCounters(net0.clients, netCounters(lab.clientNs)) };
     const ready = storm.results.filter((r) => r.ok);
@@ -117,9 +151,9 @@ async function main(): Promise<void> {
     say(`kernel drops during the storm: server namespace ${JSON.stringify(kernelDrops.server)}, client namespace ${JSON.stringify(kernelDrops.clients)}`);
 
     /** One stage alone, with the datagrams the server namespace dropped meanwhile. */
-    const stageRun = async (job: StormJob): Promise<StageRun> => {
+    const stageRun = async (job: StormJob, ref = 'pxeherd'): Promise<StageRun> => {
       const before = netCounters(lab.ns);
-      const r = await runClients(lab, job);
+      const r = await runWithProgress(lab, job, `${job.mode} alone against ${ref}`);
       const drops = diffCounters(before, netCounters(lab.ns));
       return {
         seconds: +r.seconds.toFixed(2),
@@ -143,11 +177,11 @@ async function main(): Promise<void> {
       await server.stop();
       // …and against the references on the same bridge and pool.
       const dns = await startDnsmasq(lab, dir, tftpRoot);
-      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 });
-      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' });
+      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }, 'dnsmasq');
+      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }, 'dnsmasq');
       await stopProc(dns);
       const ngx = await startNginx(lab, dir, statedir);
-      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) });
+      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx');
       await stopProc(ngx);
       const pair = (name: string, stage: string, a: StageRun, b: StageRun, ref: string) => {
         const sa = a.stages[stage];
