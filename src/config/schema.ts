@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { IPV4_RE } from '../util/net.js';
+import { compileSiteOptions } from '../dhcp/site-options.js';
 
 /**
  * The configuration contract (DESIGN.md "Configuration"). Every key has a default, unknown
@@ -11,6 +12,20 @@ const ipv4 = z
   .regex(IPV4_RE, 'must be an IPv4 address such as 10.0.0.1');
 const port = z.number().int().min(0).max(65535);
 
+/**
+ * More DHCP options by name or code (src/dhcp/site-options.ts), sent to clients that ask for
+ * them in option 55. Checked here so a bad entry stops `serve` with the key and the reason.
+ */
+const siteOptions = z
+  .record(z.string(), z.union([z.string(), z.number(), z.array(z.string())]))
+  .superRefine((v, ctx) => {
+    try {
+      compileSiteOptions(v, '');
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  });
+
 const subnet = z
   .object({
     /** Network this pool serves, e.g. 10.1.0.0/24; relayed requests pick it by giaddr. */
@@ -19,6 +34,8 @@ const subnet = z
     router: ipv4.optional(),
     dns: z.array(ipv4).optional(),
     lease_seconds: z.number().int().min(60).optional(),
+    /** Replaces dhcp.options entry by entry for this subnet's clients. */
+    options: siteOptions.optional(),
   })
   .strict();
 
@@ -38,6 +55,8 @@ export const configSchema = z
         dns: z.array(ipv4).default([]),
         domain: z.string().default(''),
         lease_seconds: z.number().int().min(60).default(3600),
+        /** e.g. { ntp-servers: [10.0.0.1], interface-mtu: 9000, domain-search: [c.example] } */
+        options: siteOptions.default({}),
         port: port.default(67),
         /** ProxyDHCP boot server port (PXE clients ask here after the site DHCP answered). */
         proxy_port: port.default(4011),

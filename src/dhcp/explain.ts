@@ -9,6 +9,12 @@ import { emptyPacket } from './codec.js';
 import { DhcpHandler, type Trace } from './handler.js';
 import { enc, formatOption, MESSAGE_NAMES, OPTION_NAMES, Opt } from './options.js';
 import type { DhcpConfig } from './pools.js';
+import { KNOWN_SITE_OPTIONS } from './site-options.js';
+
+/** The option code of a dhcp.options key (a name or a number). */
+function siteCode(key: string): number | undefined {
+  return KNOWN_SITE_OPTIONS[key]?.code ?? (/^\d{1,3}$/.test(key) ? Number(key) : undefined);
+}
 
 export interface ExplainClient {
   mac: string;
@@ -79,6 +85,12 @@ export function explain(backend: ExplainBackend, ctx: ExplainContext, client: Ex
   else if (client.arch !== undefined) req.options.set(Opt.VendorClass, enc.str(`PXEClient:Arch:${String(client.arch).padStart(5, '0')}:UNDI:002001`));
   if (client.arch !== undefined) req.options.set(Opt.ClientArch, enc.u16(client.arch));
   if (client.ipxe) req.options.set(Opt.UserClass, enc.str('iPXE'));
+  // Ask for every site option, so the answer shows them (a real client gets those it lists).
+  const site = new Set<number>([...Object.keys(ctx.config.options ?? {}), ...ctx.config.subnets.flatMap((s) => Object.keys(s.options ?? {}))].map(siteCode).filter((c): c is number => c !== undefined));
+  if (site.size) {
+    req.options.set(Opt.ParamRequestList, Buffer.from([Opt.SubnetMask, Opt.Router, Opt.DNS, Opt.Hostname, Opt.DomainName, Opt.Broadcast, ...site]));
+    reasons.push(`site options (dhcp.options) go only to clients that list them in option 55; shown here as if requested: ${[...site].join(', ')}`);
+  }
   const trace: Trace = { reasons };
   const out = handler.handle(req, { via: 'dhcp', from: { address: '0.0.0.0', port: 68 }, now, trace });
   const reply = out.replies[0]?.packet;

@@ -480,6 +480,16 @@ export class DhcpHandler {
     }
     if (boot.ipxeNoProxyWait) o.set(Opt.Ipxe, encodeSubOptions(new Map([[IpxeSub.NoPxeDhcp, enc.u8(1)]])));
     if (kind.vendorClass?.startsWith('PXEClient') || kind.vendorClass?.startsWith('HTTPClient')) this.echoGuid(req, p);
+    const prl = req.options.get(Opt.ParamRequestList);
+    if (prl) {
+      // Site options go only to clients that ask for them (RFC 2131 §4.3.1)...
+      for (const code of prl) {
+        const v = pool.options.get(code);
+        if (v && !o.has(code)) o.set(code, v);
+      }
+      // ...and requested options come in the client's order (RFC 2132 §9.8).
+      p.options = orderAsRequested(o, prl);
+    }
     this.echo(req, p);
     return p;
   }
@@ -575,4 +585,21 @@ function nz(ip: string): string | undefined {
 function maxSize(req: DhcpPacket): number {
   const m = getU16(req.options, Opt.MaxMessageSize);
   return m === undefined ? 548 : Math.max(548, m - 28);
+}
+
+/**
+ * The reply's options with the message type and server identifier first (some PXE ROMs read
+ * only the start), then those the client requested in its order, then the rest as they were.
+ */
+export function orderAsRequested(o: Map<number, Buffer>, prl: Buffer): Map<number, Buffer> {
+  const out = new Map<number, Buffer>();
+  const take = (code: number) => {
+    const v = o.get(code);
+    if (v !== undefined && !out.has(code)) out.set(code, v);
+  };
+  take(Opt.MessageType);
+  take(Opt.ServerId);
+  for (const code of prl) take(code);
+  for (const code of o.keys()) take(code);
+  return out;
 }

@@ -37,11 +37,22 @@ export const Opt = {
 
 export const OPTION_NAMES: Record<number, string> = {
   1: 'subnet-mask',
+  2: 'time-offset',
   3: 'router',
+  4: 'time-servers',
   6: 'dns-server',
+  7: 'log-servers',
   12: 'hostname',
   15: 'domain-name',
+  17: 'root-path',
+  23: 'default-ip-ttl',
+  26: 'interface-mtu',
   28: 'broadcast-address',
+  33: 'static-routes',
+  40: 'nis-domain',
+  41: 'nis-servers',
+  42: 'ntp-servers',
+  44: 'netbios-name-servers',
   43: 'vendor-encapsulated',
   50: 'requested-ip',
   51: 'lease-time',
@@ -57,12 +68,16 @@ export const OPTION_NAMES: Record<number, string> = {
   61: 'client-id',
   66: 'tftp-server',
   67: 'bootfile-name',
+  69: 'smtp-servers',
   77: 'user-class',
   82: 'relay-agent-information',
   93: 'client-arch',
   94: 'client-ndi',
   97: 'client-guid',
+  119: 'domain-search',
+  121: 'classless-static-routes',
   175: 'ipxe-encapsulated',
+  252: 'wpad-url',
 };
 
 export enum MessageType {
@@ -225,8 +240,24 @@ export function formatOption(code: number, v: Buffer): string {
     case 54:
       return getIp(o, code) ?? v.toString('hex');
     case 3:
+    case 4:
     case 6:
+    case 7:
+    case 33:
+    case 41:
+    case 42:
+    case 44:
+    case 69:
       return getIps(o, code)?.join(', ') ?? v.toString('hex');
+    case 26:
+      return String(getU16(o, code) ?? v.toString('hex'));
+    case 119:
+      return decodeDomainList(v)?.join(', ') ?? v.toString('hex');
+    case 121:
+      return decodeRoutes(v)?.join(', ') ?? v.toString('hex');
+    case 17:
+    case 40:
+    case 252:
     case 12:
     case 15:
     case 56:
@@ -260,4 +291,38 @@ export function formatOption(code: number, v: Buffer): string {
     default:
       return v.toString('hex');
   }
+}
+
+/** RFC 1035 names one after the other (no compression pointers followed), or undefined. */
+export function decodeDomainList(v: Buffer): string[] | undefined {
+  const out: string[] = [];
+  let labels: string[] = [];
+  for (let i = 0; i < v.length; ) {
+    const len = v[i]!;
+    if (len === 0) {
+      out.push(labels.join('.'));
+      labels = [];
+      i++;
+      continue;
+    }
+    if (len > 63 || i + 1 + len > v.length) return undefined;
+    labels.push(v.toString('latin1', i + 1, i + 1 + len));
+    i += 1 + len;
+  }
+  return labels.length ? undefined : out;
+}
+
+/** RFC 3442 routes as "NET/PREFIX via GW", or undefined when malformed. */
+export function decodeRoutes(v: Buffer): string[] | undefined {
+  const out: string[] = [];
+  for (let i = 0; i < v.length; ) {
+    const prefix = v[i]!;
+    const octets = Math.ceil(prefix / 8);
+    if (prefix > 32 || i + 1 + octets + 4 > v.length) return undefined;
+    const net = [0, 0, 0, 0].map((_, k) => (k < octets ? v[i + 1 + k]! : 0));
+    const gw = Array.from(v.subarray(i + 1 + octets, i + 5 + octets));
+    out.push(`${net.join('.')}/${prefix} via ${gw.join('.')}`);
+    i += 5 + octets;
+  }
+  return out;
 }

@@ -4,6 +4,7 @@
  */
 import type { Config } from '../config/schema.js';
 import { cidrText, inCidr, intToIp, ipToInt, maskToPrefix, parseCidr, prefixToMask, type Cidr } from './ip.js';
+import { compileSiteOptions } from './site-options.js';
 
 export type DhcpConfig = Config['dhcp'];
 
@@ -19,6 +20,8 @@ export interface Pool {
   leaseSeconds: number;
   netmask: string;
   broadcast: string;
+  /** Site options (dhcp.options, with the subnet's own entries over them), sent when requested. */
+  options: Map<number, Buffer>;
   /** Next address the allocator tries; moves forward so freed addresses are not reused at once. */
   cursor: number;
 }
@@ -30,7 +33,7 @@ export class PoolConfigError extends Error {
   }
 }
 
-function makePool(cidr: Cidr, range: [string, string], extra: { router?: string; dns: string[]; domain: string; leaseSeconds: number }, key: string): Pool {
+function makePool(cidr: Cidr, range: [string, string], extra: { router?: string; dns: string[]; domain: string; leaseSeconds: number; options: Map<number, Buffer> }, key: string): Pool {
   const start = ipToInt(range[0]);
   const end = ipToInt(range[1]);
   if (start === undefined || end === undefined) throw new PoolConfigError(`${key}: not IPv4 addresses`);
@@ -48,6 +51,7 @@ function makePool(cidr: Cidr, range: [string, string], extra: { router?: string;
     leaseSeconds: extra.leaseSeconds,
     netmask: intToIp(prefixToMask(cidr.prefix)),
     broadcast: intToIp(bcast),
+    options: extra.options,
     cursor: start,
   };
 }
@@ -56,18 +60,30 @@ function makePool(cidr: Cidr, range: [string, string], extra: { router?: string;
 export function buildPools(cfg: DhcpConfig): { local?: Pool; all: Pool[] } {
   const all: Pool[] = [];
   let local: Pool | undefined;
+  const site = compileSiteOptions(cfg.options ?? {});
   if (cfg.range) {
     const prefix = maskToPrefix(cfg.netmask);
     if (prefix === undefined) throw new PoolConfigError(`dhcp.netmask: ${cfg.netmask} is not a contiguous netmask`);
     const cidr = parseCidr(`${cfg.range[0]}/${prefix}`)!;
-    local = makePool(cidr, cfg.range, { router: cfg.router, dns: cfg.dns, domain: cfg.domain, leaseSeconds: cfg.lease_seconds }, 'dhcp.range');
+    local = makePool(cidr, cfg.range, { router: cfg.router, dns: cfg.dns, domain: cfg.domain, leaseSeconds: cfg.lease_seconds, options: site }, 'dhcp.range');
     all.push(local);
   }
   cfg.subnets.forEach((s, i) => {
     const cidr = parseCidr(s.network);
     if (!cidr) throw new PoolConfigError(`dhcp.subnets[${i}].network: ${s.network} is not a network`);
     all.push(
-      makePool(cidr, s.range, { router: s.router, dns: s.dns ?? cfg.dns, domain: cfg.domain, leaseSeconds: s.lease_seconds ?? cfg.lease_seconds }, `dhcp.subnets[${i}].range`),
+      makePool(
+        cidr,
+        s.range,
+        {
+          router: s.router,
+          dns: s.dns ?? cfg.dns,
+          domain: cfg.domain,
+          leaseSeconds: s.lease_seconds ?? cfg.lease_seconds,
+          options: new Map([...site, ...compileSiteOptions(s.options ?? {}, `dhcp.subnets[${i}].options`)]),
+        },
+        `dhcp.subnets[${i}].range`,
+      ),
     );
   });
   return { local, all };

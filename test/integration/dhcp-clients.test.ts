@@ -112,6 +112,51 @@ test('ISC dhclient gets a lease; dhclient -r releases it and the server records 
   await nsExec(lab.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
 });
 
+const SITE_OPTIONS = {
+  'ntp-servers': ['10.79.0.1', '10.79.0.2'],
+  'interface-mtu': 9000,
+  'domain-search': ['cluster.example.org', 'example.org'],
+  'classless-static-routes': ['10.2.0.0/16 via 10.79.0.254', '0.0.0.0/0 via 10.79.0.1'],
+};
+
+test('udhcpc gets the site options it asks for (-O), and only those', { skip }, async () => {
+  await withServer({ ...FULL, dhcp: { ...FULL.dhcp, options: SITE_OPTIONS } }, async () => {
+    const env = eventEnv(await udhcpc(['-O', 'ntpsrv', '-O', 'mtu', '-O', 'search', '-O', 'staticroutes']), 'bound')!;
+    assert.ok(env, 'udhcpc bound');
+    assert.equal(env.ntpsrv, '10.79.0.1 10.79.0.2');
+    assert.equal(env.mtu, '9000');
+    assert.equal(env.search, 'cluster.example.org example.org');
+    assert.equal(env.staticroutes, '10.2.0.0/16 10.79.0.254 0.0.0.0/0 10.79.0.1');
+    // -o: none of udhcpc's default requests (its defaults include ntpsrv), then only mtu.
+    const some = eventEnv(await udhcpc(['-o', '-O', 'mtu']), 'bound')!;
+    assert.equal(some.mtu, '9000');
+    assert.equal(some.ntpsrv, undefined, 'not requested, not sent');
+    assert.equal(some.search, undefined);
+    assert.equal(some.router, '10.79.0.1', 'what pxeherd always sends still comes');
+  });
+});
+
+test('ISC dhclient gets the site options its request list names', { skip }, async () => {
+  const conf = path.join(dir, 'dhclient-site.conf');
+  writeFileSync(
+    conf,
+    'option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n' +
+      'request subnet-mask, routers, domain-name-servers, ntp-servers, interface-mtu, domain-search, rfc3442-classless-static-routes;\n',
+  );
+  await withServer({ ...FULL, dhcp: { ...FULL.dhcp, options: SITE_OPTIONS } }, async () => {
+    const args = ['-v', '-cf', conf, '-sf', dhclientScript, '-lf', path.join(dir, 'dhclient-site.leases'), '-pf', path.join(dir, 'dhclient-site.pid'), 'eth0'];
+    const got = await nsExec(lab.client, 'dhclient', ['-1', ...args], 30_000);
+    const env = eventEnv(got.stdout, 'BOUND');
+    assert.ok(env, `dhclient bound: ${got.stderr}`);
+    assert.equal(env.new_ntp_servers, '10.79.0.1 10.79.0.2');
+    assert.equal(env.new_interface_mtu, '9000');
+    assert.match(env.new_domain_search!, /cluster\.example\.org\.?.*example\.org\.?/);
+    assert.equal(env.new_rfc3442_classless_static_routes, '16 10 2 10 79 0 254 0 10 79 0 1');
+    await nsExec(lab.client, 'dhclient', ['-r', ...args], 30_000);
+  });
+  await nsExec(lab.client, 'ip', ['addr', 'flush', 'dev', 'eth0']);
+});
+
 test('leases survive a server restart: a returning client gets its address back, others do not get it', { skip }, async () => {
   const statedir = mkdtempSync(path.join(dir, 'state-'));
   const cfg = { ...FULL, statedir };
