@@ -20,6 +20,8 @@ export interface ProbeResult {
   /** HTTP status, 0 for TCP, TFTP error code (or 0 when the file came). */
   status: number;
   body: string;
+  /** TFTP: the options the server's OACK granted. */
+  oack?: Record<string, string>;
   error?: string;
 }
 
@@ -53,7 +55,7 @@ function tcpProbe(p: Extract<Probe, { kind: 'tcp' }>): Promise<ProbeResult> {
 async function tftpProbe(p: Extract<Probe, { kind: 'tftp' }>): Promise<ProbeResult> {
   try {
     const g = await tftpGet({ host: p.host, port: 69, file: p.file, options: p.options, timeoutMs: 500, retries: 4, deadlineMs: 15_000 });
-    return { probe: p, status: 0, body: g.data.toString('latin1') };
+    return { probe: p, status: 0, body: g.data.toString('latin1'), oack: g.oack };
   } catch (e) {
     return { probe: p, status: e instanceof TftpClientError ? e.code : -1, body: '', error: (e as Error).message };
   }

@@ -85,6 +85,7 @@ export const configSchema = z
         port: port.default(69),
         /** '' = <statedir>/tftproot */
         root: z.string().default(''),
+        /** Largest block offered; with `interface` set also at most its MTU - 32 (one frame per block, as dnsmasq does). */
         max_blksize: z.number().int().min(8).max(65464).default(65464),
         max_windowsize: z.number().int().min(1).max(65535).default(64),
         max_transfers: z.number().int().min(1).default(1024),

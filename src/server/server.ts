@@ -22,6 +22,7 @@ import { createMetrics } from '../metrics/index.js';
 import { NodeService } from '../nodes/service.js';
 import { explainBoot } from './explain.js';
 import { inventoryRouter, storeInventoryBackend, queryContextFor } from '../inventory/index.js';
+import { blksizeCeiling, interfaceMtu } from '../tftp/mtu.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -125,11 +126,14 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.tftp.port !== 0) {
     const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
     await installLoaders(config.tftp.root, tftpLog); // says which loaders are available or missing
+    const mtu = config.interface ? interfaceMtu(config.interface) : undefined;
+    const maxBlksize = blksizeCeiling(config.tftp.max_blksize, mtu);
+    if (maxBlksize < config.tftp.max_blksize) log.info({ interface: config.interface, mtu, maxBlksize }, `tftp: blksize at most ${maxBlksize}, so a block fits one frame of ${config.interface} (MTU ${mtu})`);
     const tftp = new TftpServer({
       root: config.tftp.root,
       port: config.tftp.port,
       address: '0.0.0.0',
-      maxBlksize: config.tftp.max_blksize,
+      maxBlksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
       maxWindowBytes: config.tftp.max_window_bytes,
