@@ -270,7 +270,13 @@ export class SendGate {
       }, this.holdMs);
       res.once('close', release);
       res.once('finish', release);
-      start();
+      try {
+        start();
+      } catch (e) {
+        // A queued start runs from another response's 'finish': an exception here would
+        // escape express and take the server down. The client loses only its connection.
+        res.destroy(e as Error);
+      }
     };
     if (this.active < this.slots) return go();
     this.stats.queued++;

@@ -138,3 +138,25 @@ test('while a download is stalled, small files, HEAD and Range requests are answ
   const next = await get('/vnfs/img/vmlinuz');
   assert.ok(next.body.equals(kernel));
 });
+
+test('a queued start that throws costs only its own connection, not the server', () => {
+  const gate = new SendGate(1, 60_000);
+  const first = fake();
+  const second = fake() as ReturnType<typeof fake> & { destroy: (e?: Error) => void; destroyedWith?: Error };
+  second.destroy = (e?: Error) => {
+    second.destroyedWith = e;
+    second.destroyed = true;
+    second.emit('close');
+  };
+  const third = fake();
+  const started: string[] = [];
+  gate.admit(first, () => started.push('first'));
+  gate.admit(second, () => {
+    throw new Error('boom');
+  });
+  gate.admit(third, () => started.push('third'));
+  assert.doesNotThrow(() => first.emit('finish'));
+  assert.equal(second.destroyedWith?.message, 'boom');
+  assert.deepEqual(started, ['first', 'third'], 'the place went on to the next response');
+  third.emit('finish');
+});
