@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type { BootEvent, Node } from '../nodes/types.js';
 import { Registry, type Counter, type Histogram } from './registry.js';
 
@@ -49,7 +50,31 @@ export function nodescriptFailureReason(d: Record<string, unknown>): string {
  * it did, so counting events keeps the servers free of metrics code and the numbers equal
  * to what the event log says. Node counts per state are read from the store at scrape time.
  */
-export function createMetrics(source: MetricsSource, opts: { subscribe?: boolean } = {}): PxeherdMetrics {
+/**
+ * Pure: datagrams the kernel dropped (receive buffer full) per local UDP port, summed over the
+ * sockets of /proc/net/udp text whose local port is in `ports`. The last column is `drops`.
+ */
+export function udpDropsByPort(procNetUdp: string, ports: readonly number[]): Map<number, number> {
+  const out = new Map<number, number>(ports.map((p) => [p, 0]));
+  for (const line of procNetUdp.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 13) continue;
+    const port = parseInt(f[1]!.split(':')[1] ?? '', 16);
+    const drops = Number(f[f.length - 1]);
+    if (out.has(port) && Number.isFinite(drops)) out.set(port, out.get(port)! + drops);
+  }
+  return out;
+}
+
+export interface MetricsOptions {
+  subscribe?: boolean;
+  /** Listening UDP ports (DHCP, proxyDHCP, TFTP) whose kernel drops are exported. */
+  udpPorts?: { port: number; service: string }[];
+  /** Reads /proc/net/udp of the server's network namespace (tests pass their own). */
+  readProcNetUdp?: () => string;
+}
+
+export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}): PxeherdMetrics {
   const r = new Registry();
   const c = {
     events: r.counter('pxeherd_events_total', 'Boot events recorded, by protocol (first part of the event kind).', ['protocol']),
@@ -75,6 +100,25 @@ export function createMetrics(source: MetricsSource, opts: { subscribe?: boolean
   r.gauge('pxeherd_nodes_disabled', 'Nodes that are disabled (refused provisioning).', [], (g) => {
     g.set(undefined, nodesNow().filter((n) => !n.enabled).length);
   });
+  const udp = (opts.udpPorts ?? []).filter((u) => u.port > 0);
+  if (udp.length) {
+    const read = opts.readProcNetUdp ?? (() => fs.readFileSync('/proc/self/net/udp', 'utf8'));
+    r.gauge(
+      'pxeherd_udp_receive_drops',
+      'Datagrams the kernel dropped at a listening UDP socket because its receive buffer was full (each costs a client a retransmission), since the socket opened.',
+      ['service', 'port'],
+      (g) => {
+        let text: string;
+        try {
+          text = read();
+        } catch {
+          return; // not Linux, or /proc hidden: no samples rather than wrong ones
+        }
+        const drops = udpDropsByPort(text, udp.map((u) => u.port));
+        for (const u of udp) g.set({ service: u.service, port: String(u.port) }, drops.get(u.port) ?? 0);
+      },
+    );
+  }
 
   function observeEvent(ev: BootEvent): void {
     const d = (ev.detail ?? {}) as Record<string, unknown>;

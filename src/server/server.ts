@@ -183,7 +183,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   let adminUrl: string | undefined;
   if (config.admin.port !== 0) {
     const tokens = ensureAdminTokens(config.statedir);
-    const metrics = createMetrics(store);
+    const udpPorts = [
+      ...(config.dhcp.mode !== 'off' && config.dhcp.port !== 0 ? [{ port: config.dhcp.port, service: 'dhcp' }] : []),
+      ...(config.dhcp.mode === 'proxy' && config.dhcp.proxy_port !== 0 ? [{ port: config.dhcp.proxy_port, service: 'proxydhcp' }] : []),
+      ...(config.tftp.port !== 0 ? [{ port: config.tftp.port, service: 'tftp' }] : []),
+    ];
+    const metrics = createMetrics(store, { udpPorts });
     const admin = createAdminApp({
       store,
       service: new NodeService(store, config, queryContextFor(store)),

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { decode, encode } from '../../src/tftp/codec.js';
@@ -120,3 +120,29 @@ function describeBurst(): void {
     }
   });
 }
+
+test('the metrics see the drops: pxeherd_udp_receive_drops counts what the kernel dropped at a listening port', async () => {
+  const { createMetrics, udpDropsByPort } = await import('../../src/metrics/pxeherd.js');
+  const { parseExposition, value } = await import('../unit/metrics-exposition.js');
+  const rx = await udp();
+  rx.setRecvBufferSize(4096); // the kernel's minimum: a few datagrams
+  const port = rx.address().port;
+  const tx = await udp();
+  await new Promise<void>((r) => tx.connect(port, '127.0.0.1', r));
+  try {
+    // A connected socket sends at once (no address lookup): all of these reach rx's buffer
+    // before this thread lets rx read one.
+    for (let i = 0; i < 400; i++) tx.send(Buffer.alloc(1000, i));
+    const proc = fs.readFileSync('/proc/self/net/udp', 'utf8');
+    const drops = udpDropsByPort(proc, [port]).get(port)!;
+    assert.ok(drops > 300, `the kernel dropped ${drops} of 400`);
+    const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: () => () => undefined } }, { udpPorts: [{ port, service: 'tftp' }, { port: 1, service: 'dhcp' }] });
+    const s = parseExposition(m.render());
+    assert.ok(value(s, 'pxeherd_udp_receive_drops', { service: 'tftp', port: String(port) })! >= drops);
+    assert.equal(value(s, 'pxeherd_udp_receive_drops', { service: 'dhcp', port: '1' }), 0);
+    m.close();
+  } finally {
+    tx.close();
+    rx.close();
+  }
+});

@@ -122,3 +122,16 @@ test('nodes by state are read from the store at scrape time; close() stops follo
   src.emit({ kind: 'dhcp.discover' });
   assert.equal(value(parseExposition(m.render()), 'pxeherd_dhcp_messages_total', { type: 'discover', result: 'received' }), undefined);
 });
+
+test('udpDropsByPort sums the drops column of /proc/net/udp per local port', async () => {
+  const { udpDropsByPort } = await import('../../src/metrics/pxeherd.js');
+  const text = [
+    '   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops            ',
+    ' 1234: 00000000:0043 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41231 2 0000000000000000 17         ',
+    ' 1235: 0100540A:0043 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41232 2 0000000000000000 3          ',
+    ' 1236: 00000000:0045 00000000:0000 07 00000000:00004400 00:00000000 00000000     0        0 41233 2 0000000000000000 0          ',
+    ' 1237: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 41234 2 0000000000000000 99         ',
+    'garbage',
+  ].join('\n');
+  assert.deepEqual([...udpDropsByPort(text, [67, 69, 4011])], [[67, 20], [69, 0], [4011, 0]]);
+});
