@@ -112,6 +112,7 @@ export class DhcpServer {
       }
       if (cfg.mode === 'proxy' && cfg.proxy_port !== 0) {
         this.proxySock = await openSocket(listen, cfg.proxy_port, false);
+        this.deepen(this.proxySock, rcv);
         this.bindDevice(this.proxySock);
         this.proxySock.on('message', (buf, rinfo) => this.onMessage(buf, rinfo, 'proxy'));
         this.proxySock.on('error', (e) => this.log.error(`ProxyDHCP socket error: ${e.message}`));

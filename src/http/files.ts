@@ -268,6 +268,7 @@ export class SendGate {
         this.stats.expired++;
         release();
       }, this.holdMs);
+      timer.unref();
       res.once('close', release);
       res.once('finish', release);
       try {
