@@ -32,6 +32,8 @@ export interface BootParts {
   provisiondAuthorize: ReturnType<typeof provisiondAuthorizer>;
   /** The TFTP server's GenerateFn: pxelinux.cfg/* and grub.cfg* rendered from templates. */
   tftpGenerate: (req: { kind: 'pxelinux' | 'grub'; mac?: string }) => Promise<Buffer | undefined>;
+  /** The admission of kernels and initrds (http.streams), for metrics; absent when 0. */
+  gate?: SendGate;
 }
 
 export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number }): BootParts {
@@ -48,6 +50,7 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
   return {
     boot,
     tokens,
+    gate,
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
       vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),

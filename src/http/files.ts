@@ -285,6 +285,11 @@ export class SendGate {
     this.stats.maxQueue = Math.max(this.stats.maxQueue, this.queue.length);
   }
 
+  /** Streams running and responses waiting for one, right now. */
+  now(): { active: number; waiting: number } {
+    return { active: this.active, waiting: this.queue.length };
+  }
+
   private next(): void {
     while (this.active < this.slots && this.queue.length) this.queue.shift()!();
   }

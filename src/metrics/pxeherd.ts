@@ -72,6 +72,8 @@ export interface MetricsOptions {
   udpPorts?: { port: number; service: string }[];
   /** Reads /proc/net/udp of the server's network namespace (tests pass their own). */
   readProcNetUdp?: () => string;
+  /** The HTTP admission of kernels and initrds (http.streams). */
+  httpStreams?: { now(): { active: number; waiting: number } };
 }
 
 export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}): PxeherdMetrics {
@@ -100,6 +102,14 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
   r.gauge('pxeherd_nodes_disabled', 'Nodes that are disabled (refused provisioning).', [], (g) => {
     g.set(undefined, nodesNow().filter((n) => !n.enabled).length);
   });
+  const streams = opts.httpStreams;
+  if (streams) {
+    r.gauge('pxeherd_http_streams', 'Kernel/initrd downloads streaming now (active) and waiting for one of the http.streams places (waiting).', ['state'], (g) => {
+      const n = streams.now();
+      g.set({ state: 'active' }, n.active);
+      g.set({ state: 'waiting' }, n.waiting);
+    });
+  }
   const udp = (opts.udpPorts ?? []).filter((u) => u.port > 0);
   if (udp.length) {
     const read = opts.readProcNetUdp ?? (() => fs.readFileSync('/proc/self/net/udp', 'utf8'));

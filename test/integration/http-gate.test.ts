@@ -160,3 +160,20 @@ test('a queued start that throws costs only its own connection, not the server',
   assert.deepEqual(started, ['first', 'third'], 'the place went on to the next response');
   third.emit('finish');
 });
+
+test('the metrics show streams running and waiting', async () => {
+  const { createMetrics } = await import('../../src/metrics/pxeherd.js');
+  const { parseExposition, value } = await import('../unit/metrics-exposition.js');
+  const g = new SendGate(2, 60_000);
+  const rs = Array.from({ length: 5 }, fake);
+  for (const r of rs) g.admit(r, () => undefined);
+  const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: () => () => undefined } }, { httpStreams: g });
+  let s = parseExposition(m.render());
+  assert.equal(value(s, 'pxeherd_http_streams', { state: 'active' }), 2);
+  assert.equal(value(s, 'pxeherd_http_streams', { state: 'waiting' }), 3);
+  for (const r of rs) r.emit('finish');
+  s = parseExposition(m.render());
+  assert.equal(value(s, 'pxeherd_http_streams', { state: 'active' }), 0);
+  assert.equal(value(s, 'pxeherd_http_streams', { state: 'waiting' }), 0);
+  m.close();
+});
