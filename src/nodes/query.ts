@@ -199,11 +199,10 @@ export function evalQuery(q: Query, node: Node, ctx: QueryContext = {}): boolean
           return globMatch(q.value, node.group);
         case 'vnfs':
           return globMatch(q.value, node.vnfs);
-        case 'state': {
-          const facts = ctx.facts?.(node.mac);
-          if (q.value === 'stale') return !!facts?.stale;
+        case 'state':
+          // Computed facts cost database reads per node: only state:stale needs them.
+          if (q.value === 'stale') return !!ctx.facts?.(node.mac)?.stale;
           return globMatch(q.value, node.state);
-        }
         case 'ip':
           return globMatch(q.value, node.ip);
         case 'boot':
