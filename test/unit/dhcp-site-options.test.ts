@@ -144,3 +144,18 @@ test('the shipped example configuration (examples/pxeherd.yaml) loads, site opti
   const c = loadConfig(path.resolve(import.meta.dirname, '../../examples/pxeherd.yaml'));
   assert.equal(hex(compileSiteOptions(c.dhcp.options))[42], '0a000001');
 });
+
+test('a hostile request list (repeats, 0, 255, 53, 82, every code) changes only the order, never the content', () => {
+  const h = handler({ 'ntp-servers': ['10.0.0.1'], '224': 'hex:0102' });
+  const base = discover(h, [1, 3, 42]);
+  const want = new Map([...base.options].map(([k, v]) => [k, v.toString('hex')]));
+  for (const prl of [[42, 42, 42, 1, 1], [0, 255, 53, 54, 82, 42, 224], Array.from({ length: 255 }, (_, i) => 255 - i), []]) {
+    const p = discover(h, prl);
+    const got = new Map([...p.options].map(([k, v]) => [k, v.toString('hex')]));
+    for (const [k, v] of want) if (k !== 224 && k !== 42) assert.equal(got.get(k), v, `option ${k} with PRL ${prl.slice(0, 8)}`);
+    assert.equal([...p.options.keys()][0], Opt.MessageType, 'message type first');
+    assert.equal(new Set(p.options.keys()).size, p.options.size);
+    assert.equal(p.options.has(224), prl.includes(224));
+    assert.equal(p.options.has(42), prl.includes(42));
+  }
+});
