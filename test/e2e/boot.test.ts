@@ -83,11 +83,14 @@ async function bootAndCheck(
     assert.equal(m[1], o.expectName, 'the marker carries NODENAME from the master-side environment');
     assert.equal(m[2], 'cluster', 'and GROUPNAME');
     await vm.waitForConsole(/PXEHERD-RESULT rc=0/, 60_000);
-    // The node checks in with "ready" after its init scripts worked.
+    // The node checks in with "ready" after its init scripts worked. The state is written when
+    // the request arrives, its provision.start event a moment later (events are written in
+    // batches): wait for both, or a quick look finds the state without the event.
     const node = await waitFor(`${o.expectName} to check in as ready`, 60_000, () =>
       withStore(c, (s) => {
         const n = s.nodes.byMac(o.mac);
-        return n && n.state === 'ready' ? n : undefined;
+        const logged = s.events.query({ mac: o.mac, since, kind: 'provision.start', limit: 100 }).some((e) => (e.detail as { state?: string }).state === 'ready');
+        return n && n.state === 'ready' && logged ? n : undefined;
       }),
     );
     assert.equal(node.name, o.expectName, 'auto-registered with the next pattern name');
