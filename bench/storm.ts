@@ -226,7 +226,7 @@ async function main(): Promise<void> {
       initrdBytes: INITRD,
       server: proc,
       kernelDrops,
-      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops }])),
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds }])),
       failureReasons: failuresByReason(storm.results),
     };
     if (JSON_OUT) process.stdout.write(JSON.stringify(summary) + '\n');
