@@ -309,7 +309,7 @@ export class TftpServer {
       // Fast path: a file already in memory is identified with two syscalls, no descriptor
       // and no thread-pool round trips (a boot storm asks for the same loader a thousand times).
       const found = statInRoot(this.o.root, clean.rel);
-      if (found) source = this.cache.hit(found.stat);
+      if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
     }
     if (!source) {
       const opened = await openInRoot(this.o.root, clean.rel);

@@ -137,6 +137,27 @@ export class FileCache {
     return this.source(e, e.loaded);
   }
 
+  /**
+   * Like `hit`, for a version that is being read into memory right now: resolves with its copy
+   * once the read finishes (undefined if the read failed: then open the file the usual way).
+   * Undefined at once when no read of this version is under way. The thousand RRQs of a storm
+   * that arrive while the first one loads the loader then cost no descriptor each.
+   */
+  joinLoad(stat: Stats): Promise<BufferSource | undefined> | undefined {
+    if (stat.size > this.maxFileBytes) return undefined;
+    const e = this.entries.get(`${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`);
+    if (!e || e.loaded) return undefined;
+    e.refs++;
+    const entry = e;
+    return entry.data.then(
+      (buf) => this.source(entry, buf),
+      () => {
+        entry.refs--;
+        return undefined;
+      },
+    );
+  }
+
   /** A source on `entry`, whose reference the caller has taken; ending it lets go. */
   private source(entry: Entry, buf: Buffer): BufferSource {
     return new BufferSource(buf, () => {

@@ -103,3 +103,32 @@ test('hit() serves a loaded copy by file identity without I/O, and never a stale
   assert.equal(cache.hit(st2), undefined, 'an edited file is a different version');
   assert.equal(cache.hit(st1)?.all().toString(), 'version one', 'the old version is still the old bytes');
 });
+
+test('joinLoad() waits for a read under way instead of opening the file again, and steps aside after a failed one', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'phtftp-join-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'loader');
+  const body = randomBytes(200_000);
+  writeFileSync(file, body);
+  const cache = new FileCache();
+  const st = await fsp.stat(file);
+  assert.equal(cache.joinLoad(st), undefined, 'no read under way: nothing to join');
+  const loading = cache.open(await fsp.open(file, 'r'), st);
+  const joined = cache.joinLoad(st);
+  assert.ok(joined, 'a read is under way');
+  assert.equal(cache.hit(st), undefined, 'not loaded yet');
+  const [a, b] = await Promise.all([loading, joined!]);
+  assert.ok(a.all().equals(body) && b!.all().equals(body));
+  assert.equal(cache.joinLoad(st), undefined, 'loaded: hit() is the way now');
+  a.release();
+  b!.release();
+  // A read that fails: the joiner gets undefined (and opens the file itself), the cache forgets it.
+  const broken = await fsp.open(file, 'r');
+  const fake = { ...st, size: st.size, ino: st.ino + 1 } as typeof st;
+  await broken.close(); // reading a closed handle fails
+  const failing = cache.open(broken, fake);
+  const joiner = cache.joinLoad(fake);
+  await assert.rejects(failing);
+  assert.equal(await joiner, undefined);
+  assert.equal(cache.hit(fake), undefined);
+});
