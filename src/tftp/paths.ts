@@ -107,6 +107,16 @@ export async function openInRoot(root: string, rel: string): Promise<OpenedFile 
   return { ok: true, handle, stat, realPath: real };
 }
 
+/** The root's real path, resolved at most once a second (realpath(3) is an lstat per component). */
+const realRoots = new Map<string, { real: string; at: number }>();
+function realRootOf(root: string, now: number): string {
+  const c = realRoots.get(root);
+  if (c && now - c.at < 1000 && now >= c.at) return c.real;
+  const real = realpathSync.native(root);
+  realRoots.set(root, { real, at: now });
+  return real;
+}
+
 /**
  * The fast path's question, answered with two syscalls and no descriptor: which regular file
  * inside the root does `rel` name right now (realpath(3), then lstat of the result, so a
@@ -114,9 +124,17 @@ export async function openInRoot(root: string, rel: string): Promise<OpenedFile 
  * caller then takes openInRoot, which gives the precise refusal. A FileCache hit on the
  * returned identity serves bytes that were read from a file inside the root.
  */
-export function statInRoot(root: string, rel: string): { real: string; stat: Stats } | undefined {
+export function statInRoot(root: string, rel: string, now = Date.now()): { real: string; stat: Stats } | undefined {
   try {
-    const realRoot = realpathSync.native(root);
+    const realRoot = realRootOf(root, now);
+    if (!rel.includes('/')) {
+      // A name directly in the root (undionly.kpxe, ipxe.efi: nearly every RRQ): one lstat.
+      // A regular file there is inside the root; a symlink takes the realpath way below.
+      const direct = path.join(realRoot, rel);
+      const st = lstatSync(direct);
+      if (st.isFile()) return { real: direct, stat: st };
+      if (!st.isSymbolicLink()) return undefined;
+    }
     const real = realpathSync.native(path.join(realRoot, rel));
     if (!isInside(realRoot, real)) return undefined;
     const stat = lstatSync(real);

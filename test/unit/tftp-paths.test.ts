@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import fs, { mkdtempSync, mkdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { cleanName, openInRoot, statInRoot } from '../../src/tftp/paths.js';
@@ -133,4 +133,22 @@ test('statInRoot (the cache fast path) finds regular files inside the root and n
     assert.equal(statInRoot(root, name), undefined, name);
   }
   assert.equal(statInRoot(path.join(base, 'no-root'), 'ipxe.efi'), undefined);
+});
+
+test("statInRoot follows a replaced root within a second (the root's real path is cached that long)", () => {
+  const a = path.join(base, 'root-a');
+  const b = path.join(base, 'root-b');
+  const link = path.join(base, 'root-link');
+  fs.mkdirSync(a, { recursive: true });
+  fs.mkdirSync(b, { recursive: true });
+  fs.writeFileSync(path.join(a, 'f'), 'A');
+  fs.writeFileSync(path.join(b, 'f'), 'BB');
+  fs.symlinkSync(a, link);
+  const t0 = 1_000_000_000;
+  assert.equal(statInRoot(link, 'f', t0)?.stat.size, 1);
+  fs.unlinkSync(link);
+  fs.symlinkSync(b, link);
+  assert.equal(statInRoot(link, 'f', t0 + 500)?.stat.size, 1, 'still the old root, inside it');
+  assert.equal(statInRoot(link, 'f', t0 + 1500)?.stat.size, 2, 'the new root after a second');
+  assert.equal(statInRoot(link, 'f', t0 + 1000)?.stat.size, 2, 'and from then on');
 });
