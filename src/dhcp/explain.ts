@@ -9,12 +9,7 @@ import { emptyPacket } from './codec.js';
 import { DhcpHandler, type Trace } from './handler.js';
 import { enc, formatOption, MESSAGE_NAMES, OPTION_NAMES, Opt } from './options.js';
 import type { DhcpConfig } from './pools.js';
-import { KNOWN_SITE_OPTIONS } from './site-options.js';
-
-/** The option code of a dhcp.options key (a name or a number). */
-function siteCode(key: string): number | undefined {
-  return KNOWN_SITE_OPTIONS[key]?.code ?? (/^\d{1,3}$/.test(key) ? Number(key) : undefined);
-}
+import { compileSiteOptions } from './site-options.js';
 
 export interface ExplainClient {
   mac: string;
@@ -86,7 +81,7 @@ export function explain(backend: ExplainBackend, ctx: ExplainContext, client: Ex
   if (client.arch !== undefined) req.options.set(Opt.ClientArch, enc.u16(client.arch));
   if (client.ipxe) req.options.set(Opt.UserClass, enc.str('iPXE'));
   // Ask for every site option, so the answer shows them (a real client gets those it lists).
-  const site = new Set<number>([...Object.keys(ctx.config.options ?? {}), ...ctx.config.subnets.flatMap((s) => Object.keys(s.options ?? {}))].map(siteCode).filter((c): c is number => c !== undefined));
+  const site = new Set<number>([ctx.config.options ?? {}, ...ctx.config.subnets.map((s) => s.options ?? {})].flatMap((o) => [...compileSiteOptions(o).keys()]));
   if (site.size) {
     req.options.set(Opt.ParamRequestList, Buffer.from([Opt.SubnetMask, Opt.Router, Opt.DNS, Opt.Hostname, Opt.DomainName, Opt.Broadcast, ...site]));
     reasons.push(`site options (dhcp.options) go only to clients that list them in option 55; shown here as if requested: ${[...site].join(', ')}`);

@@ -5,39 +5,43 @@
  * key and says what is expected. The handler sends each one only to clients that list its code
  * in their parameter request list (option 55), as RFC 2131 §4.3.1 has it.
  */
-import { ipToInt } from './ip.js';
+import { ipToInt, prefixToMask } from './ip.js';
 import { OPTION_NAMES } from './options.js';
 
 export type SiteOptionValue = string | number | string[];
 
 /** How a known option's value is written. */
-type Kind = 'ips' | 'u16' | 'i32' | 'u32' | 'text' | 'domains' | 'routes' | 'u8';
+type Kind = 'ips' | 'u16' | 'i32' | 'text' | 'domains' | 'routes' | 'u8';
 
 interface Known {
-  code: number;
   kind: Kind;
   min?: number;
   max?: number;
 }
 
-/** Options with a name and a type (RFC 2132 unless noted). Any other code: text, IP list or hex:. */
-export const KNOWN_SITE_OPTIONS: Record<string, Known> = {
-  'time-offset': { code: 2, kind: 'i32' },
-  'time-servers': { code: 4, kind: 'ips' },
-  'log-servers': { code: 7, kind: 'ips' },
-  'root-path': { code: 17, kind: 'text' },
-  'default-ip-ttl': { code: 23, kind: 'u8', min: 1, max: 255 },
-  'interface-mtu': { code: 26, kind: 'u16', min: 68, max: 65535 },
-  'static-routes': { code: 33, kind: 'ips' },
-  'nis-domain': { code: 40, kind: 'text' },
-  'nis-servers': { code: 41, kind: 'ips' },
-  'ntp-servers': { code: 42, kind: 'ips' },
-  'netbios-name-servers': { code: 44, kind: 'ips' },
-  'smtp-servers': { code: 69, kind: 'ips' },
-  'domain-search': { code: 119, kind: 'domains' }, // RFC 3397
-  'classless-static-routes': { code: 121, kind: 'routes' }, // RFC 3442
-  'wpad-url': { code: 252, kind: 'text' },
+/**
+ * Options with a type (RFC 2132 unless noted), by code; their names are OPTION_NAMES'. Any
+ * other code: text, an IP list or hex:.
+ */
+const KNOWN: Record<number, Known> = {
+  2: { kind: 'i32' }, // time-offset
+  4: { kind: 'ips' }, // time-servers
+  7: { kind: 'ips' }, // log-servers
+  17: { kind: 'text' }, // root-path
+  23: { kind: 'u8', min: 1, max: 255 }, // default-ip-ttl
+  26: { kind: 'u16', min: 68, max: 65535 }, // interface-mtu
+  33: { kind: 'ips' }, // static-routes
+  40: { kind: 'text' }, // nis-domain
+  41: { kind: 'ips' }, // nis-servers
+  42: { kind: 'ips' }, // ntp-servers
+  44: { kind: 'ips' }, // netbios-name-servers
+  69: { kind: 'ips' }, // smtp-servers
+  119: { kind: 'domains' }, // domain-search, RFC 3397
+  121: { kind: 'routes' }, // classless-static-routes, RFC 3442
+  252: { kind: 'text' }, // wpad-url
 };
+
+const CODE_BY_NAME = new Map(Object.entries(OPTION_NAMES).map(([code, name]) => [name, Number(code)]));
 
 /**
  * Options pxeherd writes itself (from other keys, or from the protocol): an entry for one of
@@ -132,8 +136,7 @@ function routes(where: string, v: SiteOptionValue): Buffer {
     const gw = m ? ipToInt(m[3]!) : undefined;
     const prefix = m ? Number(m[2]) : NaN;
     if (!m || net === undefined || gw === undefined || prefix > 32) throw new SiteOptionError(`${where}: ${JSON.stringify(r)} is not "NETWORK/PREFIX via GATEWAY"`);
-    const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-    if ((net & ~mask) >>> 0 !== 0) throw new SiteOptionError(`${where}: ${r}: ${m[1]} has host bits set for /${prefix}`);
+    if ((net & ~prefixToMask(prefix)) >>> 0 !== 0) throw new SiteOptionError(`${where}: ${r}: ${m[1]} has host bits set for /${prefix}`);
     const octets = Math.ceil(prefix / 8);
     const b = Buffer.alloc(1 + octets + 4);
     b[0] = prefix;
@@ -158,11 +161,6 @@ function encodeKnown(where: string, k: Known, v: SiteOptionValue): Buffer {
     case 'i32': {
       const b = Buffer.alloc(4);
       b.writeInt32BE(integer(where, v, -2147483648, 2147483647));
-      return b;
-    }
-    case 'u32': {
-      const b = Buffer.alloc(4);
-      b.writeUInt32BE(integer(where, v, 0, 4294967295));
       return b;
     }
     case 'text':
@@ -194,23 +192,21 @@ export function compileSiteOptions(entries: Record<string, SiteOptionValue>, key
   const out = new Map<number, Buffer>();
   for (const [name, value] of Object.entries(entries)) {
     const where = key ? `${key}.${name}` : name;
-    const known = KNOWN_SITE_OPTIONS[name];
     let code: number;
-    let bytes: Buffer;
-    if (known) {
-      code = known.code;
-      bytes = encodeKnown(where, known, value);
-    } else if (/^\d{1,3}$/.test(name)) {
+    if (/^\d{1,3}$/.test(name)) {
       code = Number(name);
       if (code < 1 || code > 254) throw new SiteOptionError(`${where}: option codes run from 1 to 254`);
-      const named = Object.entries(KNOWN_SITE_OPTIONS).find(([, k]) => k.code === code);
-      bytes = named ? encodeKnown(where, named[1], value) : encodeByCode(where, value);
     } else {
-      const byName = Object.entries(OPTION_NAMES).find(([, n]) => n === name);
-      const managed = byName && MANAGED[Number(byName[0])];
-      if (managed) throw new SiteOptionError(`${where}: option ${byName[0]} (${name}) is written by pxeherd from ${managed}; set it there`);
-      throw new SiteOptionError(`${where}: unknown option name; use one of ${Object.keys(KNOWN_SITE_OPTIONS).join(', ')}, or a code number (1-254)`);
+      const named = CODE_BY_NAME.get(name);
+      if (named !== undefined && MANAGED[named]) throw new SiteOptionError(`${where}: option ${named} (${name}) is written by pxeherd from ${MANAGED[named]}; set it there`);
+      if (named === undefined || !KNOWN[named]) {
+        const names = Object.keys(KNOWN).map((c) => OPTION_NAMES[Number(c)]);
+        throw new SiteOptionError(`${where}: unknown option name; use one of ${names.join(', ')}, or a code number (1-254)`);
+      }
+      code = named;
     }
+    const known = KNOWN[code];
+    const bytes = known ? encodeKnown(where, known, value) : encodeByCode(where, value);
     const managedBy = MANAGED[code];
     if (managedBy) throw new SiteOptionError(`${where}: option ${code} (${OPTION_NAMES[code] ?? 'reserved'}) is written by pxeherd from ${managedBy}; set it there`);
     if (bytes.length > 255 * 4) throw new SiteOptionError(`${where}: ${bytes.length} bytes is too long for a DHCP reply`);
