@@ -46,11 +46,6 @@ export function nodescriptFailureReason(d: Record<string, unknown>): string {
 }
 
 /**
- * pxeherd's metrics are derived from the event stream: every protocol already records what
- * it did, so counting events keeps the servers free of metrics code and the numbers equal
- * to what the event log says. Node counts per state are read from the store at scrape time.
- */
-/**
  * Pure: datagrams the kernel dropped (receive buffer full) per local UDP port, summed over the
  * sockets of /proc/net/udp text whose local port is in `ports`. The last column is `drops`.
  */
@@ -76,6 +71,11 @@ export interface MetricsOptions {
   httpStreams?: { now(): { active: number; waiting: number } };
 }
 
+/**
+ * pxeherd's metrics are derived from the event stream: every protocol already records what
+ * it did, so counting events keeps the servers free of metrics code and the numbers equal
+ * to what the event log says. Node counts per state are read from the store at scrape time.
+ */
 export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}): PxeherdMetrics {
   const r = new Registry();
   const c = {

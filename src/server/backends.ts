@@ -7,6 +7,7 @@ import type { NamingPolicy } from '../store/nodes.js';
 import { InvalidInput } from '../nodes/mac.js';
 import type { Logger } from '../util/log.js';
 import { arpLookup } from '../provisiond/arp.js';
+import { peerIp } from '../util/net.js';
 
 /** The SQLite store seen through each protocol server's narrow interface. */
 
@@ -26,7 +27,7 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
-        const ip = typeof d.ip === 'string' ? d.ip : typeof d.peer === 'string' ? d.peer.replace(/^::ffff:/, '').replace(/:\d+$/, '') : undefined;
+        const ip = typeof d.ip === 'string' ? d.ip : typeof d.peer === 'string' ? peerIp(d.peer.replace(/:\d+$/, '')) : undefined;
         if (ip) e.mac = store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
       }
       if (e.mac && !e.node) e.node = store.nodes.byMac(e.mac)?.name;

@@ -118,9 +118,9 @@ function realRootOf(root: string, now: number): string {
 }
 
 /**
- * The fast path's question, answered with two syscalls and no descriptor: which regular file
- * inside the root does `rel` name right now (realpath(3), then lstat of the result, so a
- * symlink swapped in afterwards is not followed)? Undefined when anything is unusual — the
+ * The fast path's question, answered without a descriptor: which regular file inside the root
+ * does `rel` name right now? A name directly in the root is one lstat; anything else is
+ * realpath(3), then lstat of the result, so a symlink swapped in afterwards is not followed. Undefined when anything is unusual — the
  * caller then takes openInRoot, which gives the precise refusal. A FileCache hit on the
  * returned identity serves bytes that were read from a file inside the root.
  */

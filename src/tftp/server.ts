@@ -306,8 +306,9 @@ export class TftpServer {
       }
     }
     if (!source) {
-      // Fast path: a file already in memory is identified with two syscalls, no descriptor
-      // and no thread-pool round trips (a boot storm asks for the same loader a thousand times).
+      // Fast path: a file in memory (or being read into it) is identified with one or two
+      // syscalls, no descriptor and no thread-pool round trips (a boot storm asks for the same
+      // loader a thousand times).
       const found = statInRoot(this.o.root, clean.rel);
       if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
     }

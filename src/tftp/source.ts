@@ -103,6 +103,11 @@ interface Entry {
   loaded?: Buffer;
 }
 
+/** A file version: an edit changes size, mtime or ctime, a replacement the inode. */
+function versionKey(stat: Stats): string {
+  return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+}
+
 /**
  * In-memory copies of served files, keyed by identity and version (dev, inode, size,
  * mtime, ctime) so an edited file is never served stale.
@@ -130,8 +135,7 @@ export class FileCache {
    * loaded; undefined otherwise (then open the file and call `open`). No I/O.
    */
   hit(stat: Stats): BufferSource | undefined {
-    if (stat.size > this.maxFileBytes) return undefined;
-    const e = this.entries.get(`${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`);
+    const e = this.entryFor(stat);
     if (!e?.loaded) return undefined;
     e.refs++;
     return this.source(e, e.loaded);
@@ -144,8 +148,7 @@ export class FileCache {
    * that arrive while the first one loads the loader then cost no descriptor each.
    */
   joinLoad(stat: Stats): Promise<BufferSource | undefined> | undefined {
-    if (stat.size > this.maxFileBytes) return undefined;
-    const e = this.entries.get(`${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`);
+    const e = this.entryFor(stat);
     if (!e || e.loaded) return undefined;
     e.refs++;
     const entry = e;
@@ -156,6 +159,11 @@ export class FileCache {
         return undefined;
       },
     );
+  }
+
+  /** The entry (loaded or loading) of this file version, if it is one the cache may hold. */
+  private entryFor(stat: Stats): Entry | undefined {
+    return stat.size > this.maxFileBytes ? undefined : this.entries.get(versionKey(stat));
   }
 
   /** A source on `entry`, whose reference the caller has taken; ending it lets go. */
@@ -170,7 +178,7 @@ export class FileCache {
   /** Takes ownership of `handle`. */
   async open(handle: fsp.FileHandle, stat: Stats): Promise<Source> {
     if (stat.size > this.maxFileBytes) return new ChunkedFileSource(handle, stat.size, this.chunkBytes);
-    const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
+    const key = versionKey(stat);
     let e = this.entries.get(key);
     if (e) {
       handle.close().catch(() => {});

@@ -60,27 +60,27 @@ export function deepenRecvBuffer(sock: dgram.Socket, bytes: number, what: string
   } catch {
     /* reported below through what the kernel gives */
   }
-  const got = (): number => {
-    try {
-      return Math.floor(sock.getRecvBufferSize() / 2);
-    } catch {
-      return 0;
-    }
-  };
-  if (got() >= bytes) return { requested: bytes, effective: got(), via: 'rcvbuf' };
+  // SO_RCVBUF reads back twice the request (the kernel counts its bookkeeping): halve it.
+  let effective = 0;
+  try {
+    effective = Math.floor(sock.getRecvBufferSize() / 2);
+  } catch {
+    /* not bound: nothing queues yet, so nothing to report but the shortfall */
+  }
+  if (effective >= bytes) return { requested: bytes, effective, via: 'rcvbuf' };
   const force = loadSocketAddon()?.forceRecvBuffer;
   const fd = socketFd(sock);
   let why = 'the socket options addon (native/bindtodevice) is not built';
   if (force && fd !== undefined) {
     try {
-      force(fd, bytes);
-      if (got() >= bytes) return { requested: bytes, effective: got(), via: 'force' };
+      effective = Math.floor(force(fd, bytes) / 2);
+      if (effective >= bytes) return { requested: bytes, effective, via: 'force' };
+      why = 'SO_RCVBUFFORCE was granted less';
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       why = err.code === 'EPERM' ? `${err.message}: lifting the cap needs root or CAP_NET_ADMIN` : err.message;
     }
   }
-  const effective = got();
   return {
     requested: bytes,
     effective,
