@@ -9,6 +9,7 @@ import { parseSelector, selectNodes, NotFound, type Selector } from './select.js
 import type { QueryContext } from './query.js';
 import type { Node, Vnfs } from './types.js';
 import { formatNodes, parseNodes, type NodeFormat } from './io.js';
+import { compileQuery } from './query-sql.js';
 
 /**
  * The admin operations behind both the CLI and the REST API: one implementation, one set of
@@ -29,7 +30,33 @@ export class NodeService {
   /** Resolve NODES arguments. Exact names/MACs must exist when `requireAll`. */
   select(args: string[], opts: { requireAll?: boolean } = {}): Node[] {
     const sel: Selector = parseSelector(args);
-    return selectNodes(sel, this.store.nodes.all(), { requireAll: opts.requireAll, ctx: this.queryContext });
+    return selectNodes(sel, this.candidates(sel), { requireAll: opts.requireAll, ctx: this.queryContext });
+  }
+
+  /**
+   * The nodes a selector can match, read without loading every node where the database can
+   * narrow it: a query through its SQL form, a list of exact names and MACs by key. Always a
+   * superset; selectNodes decides exactly.
+   */
+  private candidates(sel: Selector): Node[] {
+    if (sel.kind === 'query') {
+      const c = compileQuery(sel.query);
+      return this.store.nodes.where(c.sql, c.params);
+    }
+    const found = new Map<string, Node>();
+    for (const p of sel.patterns) {
+      if (p.re) {
+        // A glob reads the names that start with its literal prefix (n00* -> n00...).
+        const prefix = /^[^*?[]*/.exec(p.text)![0];
+        if (!prefix) return this.store.nodes.all();
+        for (const n of this.store.nodes.where('name >= ? AND name < ?', [prefix, prefix + '\uffff'])) found.set(n.mac, n);
+        continue;
+      }
+      for (const n of [p.mac !== undefined ? this.store.nodes.byMac(p.mac) : undefined, p.exact !== undefined ? this.store.nodes.byName(p.exact) : undefined]) {
+        if (n) found.set(n.mac, n);
+      }
+    }
+    return [...found.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
   list(args: string[]): Node[] {
