@@ -28,13 +28,18 @@ export function createAdminApp(deps: AdminDeps): AdminApp {
     res.type('text/plain').send('ok\n');
   });
 
-  app.get('/metrics', (req: Request, res: Response) => {
+  app.get('/metrics', async (req: Request, res: Response) => {
     if (deps.metricsPublic === false) {
       const who = auth.identify(req, { cookie: false });
       if (!who.role) return sendError(res, new HttpError(401, who.problem));
     }
     if (!deps.metrics) return sendError(res, new HttpError(404, 'metrics are not enabled in this server'));
-    res.set('Cache-Control', 'no-store').type(CONTENT_TYPE).send(deps.metrics.render());
+    try {
+      const text = await deps.metrics.render();
+      res.set('Cache-Control', 'no-store').type(CONTENT_TYPE).send(text);
+    } catch (e) {
+      sendError(res, new HttpError(500, `metrics: ${(e as Error).message}`));
+    }
   });
 
   app.use('/api/v1', createApiRouter(deps, auth, streams));

@@ -22,7 +22,7 @@ export interface AdminDeps {
   service: NodeService;
   tokens: AdminTokens;
   /** GET /metrics renders this (createMetrics(store)); absent: /metrics answers 404. */
-  metrics?: { render(): string };
+  metrics?: { render(): Promise<string> };
   /**
    * /metrics without a token (default true): it carries only aggregate counts (no node
    * names, MACs or attributes) and Prometheus then needs no secret. false: a token

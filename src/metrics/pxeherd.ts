@@ -11,7 +11,7 @@ export interface MetricsSource {
 export interface PxeherdMetrics {
   registry: Registry;
   /** The exposition text for GET /metrics. */
-  render(): string;
+  render(): Promise<string>;
   /** Count one event (called for every event of the live feed; public for tests). */
   observeEvent(ev: BootEvent): void;
   /** Stop following the event feed. */
@@ -69,6 +69,10 @@ export interface MetricsOptions {
   readProcNetUdp?: () => string;
   /** The HTTP admission of kernels and initrds (http.streams). */
   httpStreams?: { now(): { active: number; waiting: number } };
+  /** prom-client's process and Node.js runtime metrics (CPU, memory, event-loop lag, GC, heap). */
+  processMetrics?: boolean;
+  /** Labels on every series: { server: ID } where several servers share one database. */
+  defaultLabels?: Record<string, string>;
 }
 
 /**
@@ -77,7 +81,7 @@ export interface MetricsOptions {
  * to what the event log says. Node counts per state are read from the store at scrape time.
  */
 export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}): PxeherdMetrics {
-  const r = new Registry();
+  const r = new Registry({ processMetrics: opts.processMetrics, defaultLabels: opts.defaultLabels });
   const c = {
     events: r.counter('pxeherd_events_total', 'Boot events recorded, by protocol (first part of the event kind).', ['protocol']),
     dhcp: r.counter('pxeherd_dhcp_messages_total', 'DHCP messages by type and result (received, sent, proxy, ignored).', ['type', 'result']),
@@ -192,9 +196,9 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
   const unsubscribe = opts.subscribe === false ? () => undefined : source.events.subscribe(observeEvent);
   return {
     registry: r,
-    render: () => {
+    render: async () => {
       try {
-        return r.render();
+        return await r.render();
       } finally {
         snapshot = undefined;
       }

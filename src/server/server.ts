@@ -188,7 +188,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(config.dhcp.mode === 'proxy' && config.dhcp.proxy_port !== 0 ? [{ port: config.dhcp.proxy_port, service: 'proxydhcp' }] : []),
       ...(config.tftp.port !== 0 ? [{ port: config.tftp.port, service: 'tftp' }] : []),
     ];
-    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate });
+    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true });
     const admin = createAdminApp({
       store,
       service: new NodeService(store, config, queryContextFor(store)),

@@ -168,11 +168,11 @@ test('the metrics show streams running and waiting', async () => {
   const rs = Array.from({ length: 5 }, fake);
   for (const r of rs) g.admit(r, () => undefined);
   const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: () => () => undefined } }, { httpStreams: g });
-  let s = parseExposition(m.render());
+  let s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_http_streams', { state: 'active' }), 2);
   assert.equal(value(s, 'pxeherd_http_streams', { state: 'waiting' }), 3);
   for (const r of rs) r.emit('finish');
-  s = parseExposition(m.render());
+  s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_http_streams', { state: 'active' }), 0);
   assert.equal(value(s, 'pxeherd_http_streams', { state: 'waiting' }), 0);
   m.close();

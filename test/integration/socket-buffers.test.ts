@@ -137,7 +137,7 @@ test('the metrics see the drops: pxeherd_udp_receive_drops counts what the kerne
     const drops = udpDropsByPort(proc, [port]).get(port)!;
     assert.ok(drops > 300, `the kernel dropped ${drops} of 400`);
     const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: () => () => undefined } }, { udpPorts: [{ port, service: 'tftp' }, { port: 1, service: 'dhcp' }] });
-    const s = parseExposition(m.render());
+    const s = parseExposition(await m.render());
     assert.ok(value(s, 'pxeherd_udp_receive_drops', { service: 'tftp', port: String(port) })! >= drops);
     assert.equal(value(s, 'pxeherd_udp_receive_drops', { service: 'dhcp', port: '1' }), 0);
     m.close();

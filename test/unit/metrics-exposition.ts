@@ -11,7 +11,8 @@ export interface Sample {
 
 const NAME = '[a-zA-Z_:][a-zA-Z0-9_:]*';
 const LABEL = '[a-zA-Z_][a-zA-Z0-9_]*';
-const VALUE_RE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|[+-]Inf|NaN)$/;
+// Prometheus parses values with Go's ParseFloat: NaN and Inf in any letter case (prom-client writes "Nan").
+const VALUE_RE = /^(?:[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|[+-]inf|nan)$/i;
 
 function parseLabels(text: string, line: number): Record<string, string> {
   const out: Record<string, string> = {};
@@ -71,7 +72,8 @@ export function parseExposition(text: string): Sample[] {
       types.set(m[1]!, m[2]!);
       return;
     }
-    if (l.startsWith('#')) return;
+    // The format ignores empty lines (prom-client separates families with one).
+    if (l.startsWith('#') || l === '') return;
     const m = new RegExp(`^(${NAME})(?:\\{(.*)\\})? (\\S+)$`).exec(l);
     if (!m) throw new Error(`line ${n}: not a sample: "${l}"`);
     const [, name, lbl, val] = m;

@@ -19,12 +19,12 @@ function fakeSource(nodes: Partial<Node>[] = []) {
   };
 }
 
-test('DHCP events count by message type and result', () => {
+test('DHCP events count by message type and result', async () => {
   const src = fakeSource();
   const m = createMetrics(src);
   for (const kind of ['dhcp.discover', 'dhcp.discover', 'dhcp.offer', 'dhcp.request', 'dhcp.ack', 'dhcp.nak', 'dhcp.ignored', 'dhcp.release']) src.emit({ kind });
   src.emit({ kind: 'dhcp.proxy', detail: { reply: 'ACK' } });
-  const s = parseExposition(m.render());
+  const s = parseExposition(await m.render());
   const v = (type: string, result: string) => value(s, 'pxeherd_dhcp_messages_total', { type, result });
   assert.equal(v('discover', 'received'), 2);
   assert.equal(v('offer', 'sent'), 1);
@@ -37,7 +37,7 @@ test('DHCP events count by message type and result', () => {
   assert.equal(value(s, 'pxeherd_events_total', { protocol: 'dhcp' }), 9);
 });
 
-test('TFTP transfers, bytes and errors; a UEFI tsize probe is not an error', () => {
+test('TFTP transfers, bytes and errors; a UEFI tsize probe is not an error', async () => {
   const m = createMetrics(fakeSource(), { subscribe: false });
   m.observeEvent({ kind: 'tftp.start', detail: { file: 'ipxe.efi' } });
   m.observeEvent({ kind: 'tftp.done', detail: { bytes: 1000 } });
@@ -45,7 +45,7 @@ test('TFTP transfers, bytes and errors; a UEFI tsize probe is not an error', () 
   m.observeEvent({ kind: 'tftp.error', detail: { bytes: 512, error: 'timeout' } });
   m.observeEvent({ kind: 'tftp.error', detail: { refused: true, code: 1 } });
   m.observeEvent({ kind: 'tftp.error', detail: { probe: true, byClient: true, bytes: 0 } });
-  const s = parseExposition(m.render());
+  const s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_tftp_transfers_total', { result: 'ok' }), 2);
   assert.equal(value(s, 'pxeherd_tftp_transfers_total', { result: 'error' }), 1);
   assert.equal(value(s, 'pxeherd_tftp_transfers_total', { result: 'refused' }), 1);
@@ -54,7 +54,7 @@ test('TFTP transfers, bytes and errors; a UEFI tsize probe is not an error', () 
   assert.equal(value(s, 'pxeherd_tftp_errors_total'), 2);
 });
 
-test('HTTP requests count by route and status, with bytes; unknown routes stay in a bounded "other"', () => {
+test('HTTP requests count by route and status, with bytes; unknown routes stay in a bounded "other"', async () => {
   const m = createMetrics(fakeSource(), { subscribe: false });
   m.observeEvent({ kind: 'http.ipxe', detail: { mode: 'provision' } });
   m.observeEvent({ kind: 'http.kernel', detail: { status: 200, bytes: 5000 } });
@@ -62,7 +62,7 @@ test('HTTP requests count by route and status, with bytes; unknown routes stay i
   m.observeEvent({ kind: 'http.error', detail: { path: '/vnfs/x/y', status: 404 } });
   m.observeEvent({ kind: 'http.error', detail: { path: '/boot/zz.ipxe', status: 500 } });
   m.observeEvent({ kind: 'http.error', detail: { path: '/random-' + 'x'.repeat(50), status: 404 } });
-  const s = parseExposition(m.render());
+  const s = parseExposition(await m.render());
   const v = (route: string, status: string) => value(s, 'pxeherd_http_requests_total', { route, status });
   assert.equal(v('ipxe', '200'), 1);
   assert.equal(v('kernel', '200'), 1);
@@ -73,7 +73,7 @@ test('HTTP requests count by route and status, with bytes; unknown routes stay i
   assert.equal(value(s, 'pxeherd_http_bytes_sent_total', { route: 'kernel' }), 5000);
 });
 
-test('provision durations fill the histogram; nodescript failures count by reason with timeouts apart', () => {
+test('provision durations fill the histogram; nodescript failures count by reason with timeouts apart', async () => {
   const m = createMetrics(fakeSource(), { subscribe: false });
   m.observeEvent({ kind: 'provision.start', detail: { state: 'init' } });
   m.observeEvent({ kind: 'provision.end', detail: { ok: true, durationMs: 300 } });
@@ -83,7 +83,7 @@ test('provision durations fill the histogram; nodescript failures count by reaso
   m.observeEvent({ kind: 'nodescript.fail', detail: { reason: 'timeout' } });
   m.observeEvent({ kind: 'node.register', detail: {} });
   m.observeEvent({ kind: 'security.denied', detail: {} });
-  const s = parseExposition(m.render());
+  const s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_provision_duration_seconds_count', { result: 'ok' }), 1);
   assert.equal(value(s, 'pxeherd_provision_duration_seconds_sum', { result: 'ok' }), 0.3);
   assert.equal(value(s, 'pxeherd_provision_duration_seconds_bucket', { result: 'ok', le: '0.25' }), 0);
@@ -101,7 +101,7 @@ test('provision durations fill the histogram; nodescript failures count by reaso
   assert.equal(nodescriptFailureReason({ reason: 'output larger than 1048576 bytes' }), 'output');
 });
 
-test('nodes by state are read from the store at scrape time; close() stops following events', () => {
+test('nodes by state are read from the store at scrape time; close() stops following events', async () => {
   const nodes: Partial<Node>[] = [
     { state: 'ready', enabled: true },
     { state: 'ready', enabled: false },
@@ -109,18 +109,18 @@ test('nodes by state are read from the store at scrape time; close() stops follo
   ];
   const src = fakeSource(nodes);
   const m = createMetrics(src);
-  let s = parseExposition(m.render());
+  let s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_nodes', { state: 'ready' }), 2);
   assert.equal(value(s, 'pxeherd_nodes', { state: 'none' }), 1);
   assert.equal(value(s, 'pxeherd_nodes_disabled'), 1);
   nodes.push({ state: 'init', enabled: true });
-  s = parseExposition(m.render());
+  s = parseExposition(await m.render());
   assert.equal(value(s, 'pxeherd_nodes', { state: 'init' }), 1);
   assert.equal(src.listeners.size, 1);
   m.close();
   assert.equal(src.listeners.size, 0);
   src.emit({ kind: 'dhcp.discover' });
-  assert.equal(value(parseExposition(m.render()), 'pxeherd_dhcp_messages_total', { type: 'discover', result: 'received' }), undefined);
+  assert.equal(value(parseExposition(await m.render()), 'pxeherd_dhcp_messages_total', { type: 'discover', result: 'received' }), undefined);
 });
 
 test('udpDropsByPort sums the drops column of /proc/net/udp per local port', async () => {
