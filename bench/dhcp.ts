@@ -6,10 +6,11 @@
  *   node --import tsx bench/dhcp.ts [--rates 500,1000,2000,3000] [--secs 10] [--servers pxeherd,kea,dnsmasq]
  *
  * Pool: a /16 (10.79.1.0 - 10.79.255.254) so addresses never run out.
- *   pxeherd        the DHCP server with the real SQLite lease store (src/store, WAL): every ACK's
- *                  lease is on disk before the ACK is sent; nodes and events in memory.
- *   pxeherd-store  the production backend (src/server/backends.ts): additionally every unknown
- *                  MAC is registered as a node in SQLite and every DHCP event is stored.
+ *   pxeherd-store  what `pxeherd serve` runs (src/server/backends.ts): every unknown MAC is
+ *                  registered as a node in SQLite, every DHCP event is stored, and every ACK's
+ *                  lease is on disk before the ACK is sent.
+ *   pxeherd        leases only: the same DHCP server and SQLite lease store, nodes and events
+ *                  in memory (not a configuration users run; it shows what registration costs).
  * Kea uses its memfile (CSV) lease file, dnsmasq its lease file. Needs root, perfdhcp
  * (kea-admin), kea-dhcp4-server and dnsmasq.
  */
@@ -25,7 +26,8 @@ function opt(name: string, dflt: string): string {
 }
 const RATES = opt('rates', '500,1000,2000,3000').split(',').map(Number);
 const SECS = Number(opt('secs', '10'));
-const SERVERS = opt('servers', 'pxeherd,pxeherd-store,kea,dnsmasq').split(',');
+// The production path first: it is what `pxeherd serve` runs.
+const SERVERS = opt('servers', 'pxeherd-store,pxeherd,kea,dnsmasq').split(',');
 const CLIENTS = 60000;
 
 interface Result {
@@ -35,6 +37,8 @@ interface Result {
   drops: number;
   sent: number;
   avgDelayMs: number;
+  /** pxeherd only: datagrams shed unanswered because they waited past dhcp.queue_max_age_ms. */
+  shed?: number;
 }
 
 async function waitPort(ns: string, port: number, ms = 10_000): Promise<void> {
@@ -89,6 +93,7 @@ function parse(out: string) {
 async function runOne(lab: Lab, server: string, rate: number, dir: string): Promise<Result> {
   const sdir = mkdtempSync(path.join(dir, `${server}-${rate}-`));
   let stop: () => Promise<unknown>;
+  let shed: number | undefined;
   if (server === 'pxeherd' || server === 'pxeherd-store') {
     const s = await startServer(lab.server, {
       serverAddress: '10.79.0.1',
@@ -98,7 +103,10 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       backend: server === 'pxeherd' ? 'memory' : 'store',
       nodesConfig: { name_pattern: 'n######' },
     });
-    stop = () => s.stop();
+    stop = async () => {
+      const r = await s.stop();
+      shed = Number(r.counters.shed ?? 0);
+    };
   } else {
     const p = await startOther(server as 'kea' | 'dnsmasq', lab.server, sdir);
     stop = () =>
@@ -113,9 +121,11 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       (e) => ({ stdout: String(e.stdout ?? '') }),
     );
     const p = parse(stdout);
-    return { server, rate, exchangesPerSec: p.raRecv / SECS, drops: p.doDrops + p.raDrops, sent: p.doSent, avgDelayMs: p.raDelay };
-  } finally {
     await stop();
+    return { server, rate, exchangesPerSec: p.raRecv / SECS, drops: p.doDrops + p.raDrops, sent: p.doSent, avgDelayMs: p.raDelay, shed };
+  } catch (e) {
+    await stop();
+    throw e;
   }
 }
 
@@ -134,12 +144,12 @@ async function main() {
     await sh('ip', ['-n', lab.server, 'addr', 'add', '10.79.0.1/16', 'dev', 'br0']);
     await sh('ip', ['-n', lab.client, 'addr', 'add', '10.79.0.2/16', 'dev', 'eth0']);
     console.log(`perfdhcp: ${SECS} s per run, ${CLIENTS} simulated clients, /16 pool; rates ${RATES.join(', ')} DORA/s offered`);
-    console.log('server          offered/s  DORA/s   drops  avg-ACK-delay');
+    console.log('server          offered/s  DORA/s   drops  avg-ACK-delay   shed');
     for (const rate of RATES) {
       for (const server of SERVERS) {
         const r = await runOne(lab, server, rate, dir);
         results.push(r);
-        console.log(`${server.padEnd(15)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms`);
+        console.log(`${server.padEnd(15)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms ${r.shed === undefined ? '' : String(r.shed).padStart(6)}`);
       }
     }
   } finally {

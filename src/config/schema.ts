@@ -61,6 +61,13 @@ export const configSchema = z
         /** ProxyDHCP boot server port (PXE clients ask here after the site DHCP answered). */
         proxy_port: port.default(4011),
         /**
+         * A datagram that waited this long in pxeherd's queue is shed unanswered (counted in
+         * pxeherd_dhcp_shed_total): past saturation the server answers fresh requests at its
+         * peak rate instead of answering clients that gave up (ISC perfdhcp waits 1 s, PXE
+         * ROMs retransmit after 4 s).
+         */
+        queue_max_age_ms: z.number().int().min(50).max(60000).default(1000),
+        /**
          * Answer IPv6 router solicitations on `interface` with an empty advertisement, so iPXE
          * does not wait ~16 s for IPv6 on an IPv4-only network (native/ra helper).
          */

@@ -25,6 +25,11 @@ export interface DhcpBackend {
   /** Called after an ACK is sent: the lead records the node's IP/last contact. */
   bound(mac: string, ip: string): void;
   leases: LeaseStore;
+  /**
+   * Runs `work` as one durable transaction (registrations, leases, bound addresses of a slice
+   * of queued datagrams) and returns when it is on disk; absent: each write is its own.
+   */
+  batch?(work: () => void): void;
   /** kinds: dhcp.discover, dhcp.offer, dhcp.request, dhcp.ack, dhcp.nak, dhcp.decline, dhcp.release, dhcp.inform, dhcp.ignored, dhcp.proxy */
   events: EventSink;
 }

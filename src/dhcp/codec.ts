@@ -81,6 +81,29 @@ function readOptions(area: Buffer, into: Map<number, Buffer[]>): string | undefi
   return undefined;
 }
 
+/**
+ * The DHCP message type (option 53) of a datagram, read without decoding it: a scan of the
+ * options area for code 53 (not of overloaded file/sname fields, where a DHCP client never
+ * puts it). undefined when absent or the datagram is not DHCP. For queueing decisions only;
+ * decode() remains the judge of what the datagram is.
+ */
+export function peekMessageType(buf: Buffer): number | undefined {
+  if (buf.length < HEADER_LEN + 3 || buf.readUInt32BE(236) !== MAGIC_COOKIE) return undefined;
+  let i = HEADER_LEN;
+  while (i < buf.length) {
+    const code = buf[i]!;
+    if (code === OPT_PAD) {
+      i++;
+      continue;
+    }
+    if (code === OPT_END || i + 1 >= buf.length) return undefined;
+    const len = buf[i + 1]!;
+    if (code === 53) return len === 1 && i + 2 < buf.length ? buf[i + 2] : undefined;
+    i += 2 + len;
+  }
+  return undefined;
+}
+
 export function decode(buf: Buffer): DecodeResult {
   if (buf.length < HEADER_LEN) return fail('short', `${buf.length} bytes, need at least ${HEADER_LEN}`);
   const op = buf[0]!;

@@ -1,15 +1,25 @@
 /**
  * The DHCP listener: sockets in, handler decisions out. Decodes and counts bad input (a
- * malformed datagram is dropped, never thrown), batches ACKed leases so each batch is one
- * durable transaction written before its ACKs leave, and sends replies per RFC 2131 §4.1.
+ * malformed datagram is dropped, never thrown) and sends replies per RFC 2131 §4.1.
+ *
+ * Under load it behaves like Kea's packet queue, not like a kernel buffer: datagrams are
+ * read as soon as they arrive and queued in the process, and the queue is worked in short
+ * slices. Each slice is one durable transaction (the registrations of unknown MACs, the
+ * leases of its ACKs, the nodes' bound addresses) committed before any of its replies leave.
+ * Requests that complete an exchange (REQUEST, DECLINE, RELEASE, INFORM, proxyDHCP) go
+ * before new DISCOVERs, and a datagram older than a client waits (`dhcp.queue_max_age_ms`)
+ * is shed unanswered and counted: past saturation the server answers as many exchanges as
+ * at its peak instead of spending itself on offers whose clients have given up.
  */
 import dgram from 'node:dgram';
 import type { DhcpBackend } from './backend.js';
-import { decode, encode } from './codec.js';
+import { decode, encode, peekMessageType } from './codec.js';
 import { DhcpHandler, newCounters, type DhcpCounters, type Outcome, type Reply, type RequestMeta } from './handler.js';
 import type { Lease } from '../nodes/types.js';
 import type { DhcpConfig } from './pools.js';
 import { deepenRecvBuffer, socketFd } from '../util/sockopts.js';
+import { MessageType } from './options.js';
+import type { DhcpPacket } from './codec.js';
 
 export interface DhcpLogger {
   info(msg: string): void;
@@ -39,6 +49,57 @@ export interface DhcpServerOptions {
    * arrives in bursts; a deep buffer turns a short stall into latency, not loss.
    */
   recvBufferSize?: number;
+  /**
+   * Longest a datagram waits in the queue before it is shed unanswered (default 1000 ms: ISC
+   * perfdhcp gives up on an exchange after 1 s, a PXE ROM retransmits after 4 s).
+   */
+  queueMaxAgeMs?: number;
+  /** Longest one slice of queued work runs before the loop reads sockets again (default 1 ms). */
+  sliceMs?: number;
+  /** Clock for queue ages (tests). */
+  clock?: () => number;
+}
+
+/** A datagram waiting for its turn: decoded only when its turn comes (shed ones never are). */
+interface Queued {
+  buf: Buffer;
+  /** Option 53 as peeked on arrival (undefined: not DHCP, or no type). */
+  type: number | undefined;
+  meta: RequestMeta;
+  arrived: number;
+}
+
+/** Datagrams shed from the queue, by the message type they carried. */
+export type ShedCounts = Record<string, number>;
+
+/** A FIFO that pops from the front without shifting the array each time. */
+class Fifo<T> {
+  private items: T[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.items[this.head];
+  }
+  /** The newest item (adaptive LIFO under congestion). */
+  pop(): T | undefined {
+    if (this.length === 0) return undefined;
+    return this.items.pop();
+  }
+  shift(): T | undefined {
+    const x = this.items[this.head];
+    if (x === undefined) return undefined;
+    this.items[this.head++] = undefined as T;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
 }
 
 const silent: DhcpLogger = { info() {}, warn() {}, error() {} };
@@ -50,14 +111,24 @@ export class DhcpServer {
   /** Bound to serverAddress:67 so limited broadcasts leave through the interface holding it. */
   private out?: dgram.Socket;
   private proxySock?: dgram.Socket;
-  private pendingLeases: Lease[] = [];
-  private pendingReplies: Reply[] = [];
-  private flushScheduled = false;
+  /** REQUEST, DECLINE, RELEASE, INFORM and proxyDHCP: each one finishes an exchange. */
+  private readonly finishing = new Fifo<Queued>();
+  /** DISCOVERs: each one starts an exchange. */
+  private readonly starting = new Fifo<Queued>();
+  private drainScheduled = false;
+  readonly shed: ShedCounts = {};
   private readonly log: DhcpLogger;
+  private readonly clock: () => number;
 
   constructor(private readonly opts: DhcpServerOptions) {
     this.counters = opts.counters ?? newCounters();
     this.log = opts.logger ?? silent;
+    this.clock = opts.clock ?? (() => performance.now());
+  }
+
+  /** Datagrams waiting in the queue now. */
+  queued(): number {
+    return this.finishing.length + this.starting.length;
   }
 
   /** The decision maker; exposed so tests and `explain` can drive it without sockets. */
@@ -144,54 +215,89 @@ export class DhcpServer {
       this.counters.malformed++;
       return { replies: [], persist: [] };
     }
-    try {
-      return this.getHandler().handle(r.packet, meta);
-    } catch (e) {
-      // A bug must cost one packet, not the server.
-      this.counters.malformed++;
-      this.log.error(`DHCP: handler failed on a packet from ${meta.from.address}: ${(e as Error).stack ?? e}`);
-      return { replies: [], persist: [] };
-    }
+    return this.decide(r.packet, meta);
   }
 
   private onMessage(buf: Buffer, rinfo: dgram.RemoteInfo, via: 'dhcp' | 'proxy'): void {
-    const out = this.receive(buf, { via, from: { address: rinfo.address, port: rinfo.port } });
-    if (out.persist.length === 0) {
-      for (const r of out.replies) this.send(r);
-      return;
-    }
-    this.pendingLeases.push(...out.persist);
-    this.pendingReplies.push(...out.replies);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      // After every datagram already read in this loop turn: one transaction for all of them.
-      setImmediate(() => this.flush());
+    // Reading must stay cheaper than answering, so the backlog of an overload builds up here
+    // (where it can be aged and shed) and not in the kernel's buffer: no decode yet.
+    const type = peekMessageType(buf);
+    const q: Queued = { buf, type, meta: { via, from: { address: rinfo.address, port: rinfo.port } }, arrived: this.clock() };
+    if (via === 'dhcp' && type === MessageType.Discover) this.starting.push(q);
+    else this.finishing.push(q);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      // After the datagrams already readable in this loop turn have been read and queued.
+      setImmediate(() => this.drain());
     }
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    const leases = this.pendingLeases;
-    const replies = this.pendingReplies;
-    this.pendingLeases = [];
-    this.pendingReplies = [];
-    try {
-      this.opts.backend.leases.putMany(leases);
-    } catch (e) {
-      // Not on disk -> no ACK: the client retries and we try again.
-      this.counters.storeErrors++;
-      this.log.error(`DHCP: could not store ${leases.length} leases, their ACKs are not sent: ${(e as Error).message}`);
-      return;
+  /** Drop queued datagrams older than a client waits, counting them by message type. */
+  private shedStale(queue: Fifo<Queued>, now: number, maxAge: number): void {
+    for (let q = queue.peek(); q && now - q.arrived > maxAge; q = queue.peek()) {
+      queue.shift();
+      this.counters.received++;
+      const type = MESSAGE_TYPE_NAMES[q.type ?? 0] ?? 'other';
+      this.shed[type] = (this.shed[type] ?? 0) + 1;
     }
-    for (const r of replies) {
-      this.send(r);
-      if (r.bound) {
-        try {
-          this.opts.backend.bound(r.bound.mac, r.bound.ip);
-        } catch (e) {
-          this.log.error(`DHCP: recording ${r.bound.mac} at ${r.bound.ip} failed: ${(e as Error).message}`);
-        }
+  }
+
+  /**
+   * One slice of queued work: exchanges in progress first, then new ones, until the queue is
+   * empty or the slice's time is up; all of it in one transaction; then the replies.
+   */
+  private drain(): void {
+    this.drainScheduled = false;
+    const start = this.clock();
+    const maxAge = this.opts.queueMaxAgeMs ?? 1000;
+    this.shedStale(this.finishing, start, maxAge);
+    this.shedStale(this.starting, start, maxAge);
+    const deadline = start + (this.opts.sliceMs ?? 1);
+    const replies: Reply[] = [];
+    const backend = this.opts.backend;
+    const work = () => {
+      const leases: Lease[] = [];
+      // A few datagrams at least, so one slow packet (a cold start) does not shrink the batch.
+      // Congested (the oldest DISCOVER has waited past CONGESTED_MS): newest first, as in
+      // adaptive LIFO. A fresh DISCOVER's client is still listening and its exchange
+      // completes within its timeout; the old ones are shed once they pass the age limit.
+      const oldest = this.starting.peek();
+      const lifo = oldest !== undefined && start - oldest.arrived > CONGESTED_MS;
+      for (let n = 0; n < SLICE_MIN_PACKETS || this.clock() < deadline; n++) {
+        const q = this.finishing.shift() ?? (lifo ? this.starting.pop() : this.starting.shift());
+        if (!q) break;
+        const out = this.receive(q.buf, q.meta);
+        replies.push(...out.replies);
+        leases.push(...out.persist);
       }
+      if (leases.length) backend.leases.putMany(leases);
+      for (const r of replies) if (r.bound) backend.bound(r.bound.mac, r.bound.ip);
+    };
+    try {
+      if (backend.batch) backend.batch(work);
+      else work();
+    } catch (e) {
+      // Not on disk -> nothing of this slice is sent: the clients retry and we try again.
+      this.counters.storeErrors++;
+      this.log.error(`DHCP: could not store a batch of ${replies.length} replies' leases and registrations, they are not sent: ${(e as Error).message}`);
+      replies.length = 0;
+    }
+    for (const r of replies) this.send(r);
+    if (this.queued() > 0 && !this.drainScheduled) {
+      this.drainScheduled = true;
+      // Let the loop read the sockets (and serve the admin API) before the next slice.
+      setImmediate(() => this.drain());
+    }
+  }
+
+  /** The handler's decision for one decoded packet; a bug costs that packet, not the server. */
+  private decide(packet: DhcpPacket, meta: RequestMeta): Outcome {
+    try {
+      return this.getHandler().handle(packet, meta);
+    } catch (e) {
+      this.counters.malformed++;
+      this.log.error(`DHCP: handler failed on a packet from ${meta.from.address}: ${(e as Error).stack ?? e}`);
+      return { replies: [], persist: [] };
     }
   }
 
@@ -233,6 +339,17 @@ export class DhcpServer {
     }
   }
 }
+
+/**
+ * Datagrams a slice handles before it looks at the clock: fewer than libuv reads per socket
+ * per loop turn (32), so under overload reading outpaces handling and the backlog waits in
+ * this process's queue, where its age is known, not in the kernel's buffer, where it is not.
+ */
+const SLICE_MIN_PACKETS = 4;
+/** A DISCOVER queue whose oldest entry waited longer than this is served newest first. */
+const CONGESTED_MS = 100;
+
+const MESSAGE_TYPE_NAMES: Record<number, string> = { 1: 'discover', 3: 'request', 4: 'decline', 7: 'release', 8: 'inform' };
 
 function openSocket(address: string, port: number, reuseAddr: boolean): Promise<dgram.Socket> {
   return new Promise((resolve, reject) => {

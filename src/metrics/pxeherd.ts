@@ -69,6 +69,8 @@ export interface MetricsOptions {
   readProcNetUdp?: () => string;
   /** The HTTP admission of kernels and initrds (http.streams). */
   httpStreams?: { now(): { active: number; waiting: number } };
+  /** The DHCP server's queue: datagrams waiting now, and those shed as stale by message type. */
+  dhcpQueue?: { queued(): number; readonly shed: Record<string, number> };
   /** prom-client's process and Node.js runtime metrics (CPU, memory, event-loop lag, GC, heap). */
   processMetrics?: boolean;
   /** Labels on every series: { server: ID } where several servers share one database. */
@@ -113,6 +115,18 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
       g.set({ state: 'active' }, n.active);
       g.set({ state: 'waiting' }, n.waiting);
     });
+  }
+  const dq = opts.dhcpQueue;
+  if (dq) {
+    r.gauge('pxeherd_dhcp_queue_length', 'DHCP datagrams read from the socket and waiting for their turn.', [], (g) => g.set(undefined, dq.queued()));
+    r.counter(
+      'pxeherd_dhcp_shed_total',
+      'DHCP datagrams dropped unanswered because they waited longer than dhcp.queue_max_age_ms (their clients had given up or will retransmit), by message type.',
+      ['type'],
+      (set) => {
+        for (const [type, n] of Object.entries(dq.shed)) set({ type }, n);
+      },
+    );
   }
   const udp = (opts.udpPorts ?? []).filter((u) => u.port > 0);
   if (udp.length) {

@@ -146,9 +146,27 @@ export class Registry {
     if (this.prom.getSingleMetric(name)) throw new Error(`metric ${name} is registered twice`);
   }
 
-  counter(name: string, help: string, labelNames: readonly string[] = []): Counter {
+  /**
+   * `collect`, when given, reads totals that another part keeps (a server's own counters) at
+   * scrape time: `set(labels, total)` for each series.
+   */
+  counter(name: string, help: string, labelNames: readonly string[] = [], collect?: (set: (labels: Labels | undefined, total: number) => void) => void): Counter {
     this.fresh(name, labelNames);
-    return new Counter(name, labelNames, new client.Counter({ name, help, labelNames: [...labelNames], registers: [this.prom] }));
+    let self: Counter | undefined;
+    const m: client.Counter<string> = new client.Counter({
+      name,
+      help,
+      labelNames: [...labelNames],
+      registers: [this.prom],
+      collect: collect
+        ? () => {
+            m.reset();
+            collect((labels, total) => self!.inc(labels, total));
+          }
+        : undefined,
+    });
+    self = new Counter(name, labelNames, m);
+    return self;
   }
 
   /** `collect` runs at scrape time and replaces the previous values (computed from the store, not tracked). */

@@ -151,6 +151,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       stop: () => tftp.stop(),
     });
   }
+  let dhcpQueue: DhcpServer | undefined;
   if (config.dhcp.mode !== 'off' && config.dhcp.port !== 0) {
     const dhcp = new DhcpServer({
       config: config.dhcp,
@@ -160,7 +161,9 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       interface: config.interface,
       bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
+      queueMaxAgeMs: config.dhcp.queue_max_age_ms,
     });
+    dhcpQueue = dhcp;
     let ra: { stop(): void } | undefined;
     services.push({
       name: 'dhcp',
@@ -188,7 +191,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(config.dhcp.mode === 'proxy' && config.dhcp.proxy_port !== 0 ? [{ port: config.dhcp.proxy_port, service: 'proxydhcp' }] : []),
       ...(config.tftp.port !== 0 ? [{ port: config.tftp.port, service: 'tftp' }] : []),
     ];
-    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true });
+    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true, dhcpQueue });
     const admin = createAdminApp({
       store,
       service: new NodeService(store, config, queryContextFor(store)),

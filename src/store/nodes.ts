@@ -94,6 +94,7 @@ export class NodeRepo {
       namesLike: db.prepare<[string, string], { name: string }>('SELECT name FROM nodes WHERE name >= ? AND name < ?'),
       del: db.prepare('DELETE FROM nodes WHERE mac = ?'),
       touch: db.prepare('UPDATE nodes SET state = ?, ip = CASE WHEN ? <> \'\' THEN ? ELSE ip END, last_contact = ?, updated_at = ? WHERE mac = ?'),
+      touchAddress: db.prepare('UPDATE nodes SET ip = CASE WHEN ? <> \'\' THEN ? ELSE ip END, last_contact = ?, updated_at = ? WHERE mac = ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM nodes'),
       // Zero-padded names of one width sort like their numbers: the index gives the highest.
       highest: db.prepare<[string, string], { name: string }>('SELECT name FROM nodes WHERE name >= ? AND name <= ? ORDER BY name DESC LIMIT 64'),
@@ -181,12 +182,14 @@ export class NodeRepo {
     const marker = `${formatName(p, 0)}|${p.width}|${first}`;
     const top = 10 ** p.width - 1;
     if (first <= top && this.q.getMeta.get(GAPLESS)?.value === marker) {
-      const rows = this.q.highest.all(formatName(p, first), formatName(p, top));
-      if (rows.length === 0) return formatName(p, first);
-      for (const r of rows) {
+      // Names come newest first; the first of the pattern decides, so stop reading there.
+      let any = false;
+      for (const r of this.q.highest.iterate(formatName(p, first), formatName(p, top))) {
+        any = true;
         const n = numberOfName(p, r.name);
         if (n !== undefined && n >= first) return n < top ? formatName(p, n + 1) : this.scanForName(p, first, marker);
       }
+      if (!any) return formatName(p, first);
     }
     return this.scanForName(p, first, marker);
   }
@@ -250,7 +253,9 @@ export class NodeRepo {
       now,
     });
     for (const [k, val] of Object.entries(v.attrs)) this.q.setAttr.run(v.mac, k, val);
-    return this.byMac(v.mac)!;
+    // The row just written, without reading it back (registration sits in the DHCP answer path).
+    const row: NodeRow = { mac: v.mac, name, grp: v.group, vnfs: v.vnfs, enabled: v.enabled ? 1 : 0, debug: v.debug ? 1 : 0, state: '', ip: v.ip, last_contact: null, boot: v.boot, created_at: now, updated_at: now };
+    return this.fromRow(row, { ...v.attrs });
   }
 
   /** Add nodes all-or-nothing: the first invalid record aborts the whole batch. */
@@ -397,6 +402,17 @@ export class NodeRepo {
   }
 
   /** A request from the node: its state word, address and time of contact. */
+  /** A contact that carries an address but no state (a DHCP ACK): the state stays as it is. */
+  touchAddress(mac: string, ip: string, now = Date.now()): void {
+    const addr = IPV4_RE.test(ip) ? ip : '';
+    try {
+      this.q.touchAddress.run(addr, addr, now, now, mac);
+    } catch (e) {
+      if (/UNIQUE/.test((e as Error).message)) this.q.touchAddress.run('', '', now, now, mac);
+      else throw e;
+    }
+  }
+
   touch(mac: string, state: string, ip: string | undefined, now = Date.now()): void {
     const addr = ip && IPV4_RE.test(ip) ? ip : '';
     try {

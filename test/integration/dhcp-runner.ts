@@ -51,7 +51,7 @@ const server = new DhcpServer({
 const finish = () => {
   server.stop();
   store?.close();
-  process.stdout.write(`COUNTERS ${JSON.stringify(server.counters)}\n`);
+  process.stdout.write(`COUNTERS ${JSON.stringify({ ...server.counters, shed: Object.values(server.shed).reduce((a, b) => a + b, 0) })}\n`);
   // Events only when asked (tests read them); the bench's 100 000 would just be noise.
   const events = arg.printEvents === false ? [] : memory.events.list.slice(-200);
   process.stdout.write(`EVENTS ${JSON.stringify(events)}\n`, () => process.exit(0));

@@ -57,6 +57,76 @@ test('when the lease store fails, the ACKs of that batch are not sent and the fa
   assert.equal(server.counters.storeErrors, 1);
 });
 
+function discover(i: number) {
+  const p = emptyPacket(1);
+  macToBuffer(`52:54:00:00:20:${String(i).padStart(2, '0')}`).copy(p.chaddr);
+  p.options.set(Opt.MessageType, enc.u8(MessageType.Discover));
+  return encode(p);
+}
+
+type Driven = { send(r: Reply): void; onMessage(b: Buffer, r: dgram.RemoteInfo, via: string): void };
+const RINFO = { address: '0.0.0.0', port: 68, family: 'IPv4', size: 300 } as dgram.RemoteInfo;
+const turn = () => new Promise((r) => setImmediate(r));
+
+test('requests that finish an exchange are answered before DISCOVERs that arrived earlier', async () => {
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
+  server.getHandler().load();
+  const s = server as unknown as Driven;
+  const order: string[] = [];
+  s.send = (r) => order.push(`${r.packet.options.get(Opt.MessageType)![0] === MessageType.Offer ? 'offer' : 'ack'} ${r.packet.yiaddr}`);
+  for (let i = 0; i < 3; i++) s.onMessage(discover(i), RINFO, 'dhcp');
+  s.onMessage(request(5), RINFO, 'dhcp');
+  await turn();
+  assert.equal(order[0], 'ack 10.0.0.105', 'the REQUEST goes first');
+  assert.deepEqual(order.slice(1).map((o) => o.split(' ')[0]), ['offer', 'offer', 'offer']);
+});
+
+test('datagrams that waited longer than queue_max_age_ms are shed unanswered and counted by type; fresh ones are answered', async () => {
+  let now = 0;
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend(), queueMaxAgeMs: 1000, clock: () => now });
+  server.getHandler().load();
+  const s = server as unknown as Driven;
+  const sent: string[] = [];
+  s.send = (r) => sent.push(r.packet.yiaddr);
+  for (let i = 0; i < 4; i++) s.onMessage(discover(i), RINFO, 'dhcp'); // arrive at t=0
+  s.onMessage(request(1), RINFO, 'dhcp');
+  now = 1500; // the loop was busy for 1.5 s
+  s.onMessage(discover(9), RINFO, 'dhcp'); // arrives now
+  assert.equal(server.queued(), 6);
+  await turn();
+  assert.deepEqual(server.shed, { discover: 4, request: 1 });
+  assert.equal(sent.length, 1, 'only the fresh DISCOVER is answered');
+  assert.equal(server.queued(), 0);
+});
+
+test('a slice is one backend batch: registrations and leases of all its datagrams commit together before any reply; a failed batch sends nothing', async () => {
+  const log: string[] = [];
+  const backend = new MemoryDhcpBackend();
+  backend.batch = (work) => {
+    log.push('begin');
+    work();
+    log.push('commit');
+  };
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend });
+  server.getHandler().load();
+  const s = server as unknown as Driven;
+  s.send = (r) => log.push(`send ${r.packet.yiaddr}`);
+  for (let i = 0; i < 3; i++) s.onMessage(request(i), RINFO, 'dhcp');
+  s.onMessage(discover(1), RINFO, 'dhcp');
+  await turn();
+  assert.deepEqual(log.slice(0, 2), ['begin', 'commit']);
+  assert.equal(log.length, 6, 'three ACKs and one OFFER after the one commit');
+  assert.ok(log.slice(2).every((l) => l.startsWith('send ')));
+  log.length = 0;
+  backend.batch = () => {
+    throw new Error('database is locked');
+  };
+  s.onMessage(request(7), RINFO, 'dhcp');
+  await turn();
+  assert.deepEqual(log, [], 'nothing of a failed batch is sent');
+  assert.equal(server.counters.storeErrors, 1);
+});
+
 test('undecodable datagrams are counted as malformed and answered with nothing', () => {
   const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
   const out = server.receive(Buffer.from('not dhcp'), { via: 'dhcp', from: { address: '1.2.3.4', port: 68 } });
