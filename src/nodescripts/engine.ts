@@ -3,7 +3,7 @@ import type { EventSink, Node } from '../nodes/types.js';
 import { stateError } from '../nodes/names.js';
 import { scriptLabel, type SkippedScript, type Where } from './collect.js';
 import { collectScripts } from './fsread.js';
-import { DEFAULT_PATH, scriptEnv, type EnvContext } from './env.js';
+import { DEFAULT_PATH, scriptEnv, type EnvContext, type ImageEnv } from './env.js';
 import { Semaphore } from './semaphore.js';
 import type { SpawnResult, Spawner } from './spawner.js';
 import { ChildProcessSpawner } from './spawner.js';
@@ -22,6 +22,8 @@ export interface EngineOptions {
   events?: EventSink;
   /** Merged attributes (group < node) for ATTR_ variables; default node.attrs. */
   attrsFor?: (node: Node) => Record<string, string>;
+  /** VNFSREV/VNFSROOT: the revision the node boots (pins applied); default: none. */
+  imageFor?: (node: Node, attrs: Record<string, string>) => ImageEnv | undefined;
   /** Between SIGTERM and SIGKILL of a timed-out script's group. */
   killGraceMs?: number;
   maxStderrBytes?: number;
@@ -84,6 +86,7 @@ export class NodescriptEngine {
   readonly spawner: Spawner;
   private readonly events: EventSink;
   private readonly attrsFor: (node: Node) => Record<string, string>;
+  private readonly imageFor?: (node: Node, attrs: Record<string, string>) => ImageEnv | undefined;
   private readonly graceMs: number;
   private readonly maxStderr: number;
   private readonly maxStdout: number;
@@ -104,6 +107,7 @@ export class NodescriptEngine {
     this.spawner = opts.spawner ?? new ChildProcessSpawner();
     this.events = opts.events ?? noEvents;
     this.attrsFor = opts.attrsFor ?? ((n) => n.attrs ?? {});
+    this.imageFor = opts.imageFor;
     this.graceMs = opts.killGraceMs ?? 2000;
     this.maxStderr = opts.maxStderrBytes ?? 64 * 1024;
     this.maxStdout = opts.maxStdoutBytes ?? 16 * 1024 * 1024;
@@ -136,7 +140,8 @@ export class NodescriptEngine {
     if (sErr) throw new Error(sErr);
     const prio = this.reqSeq++;
     const plan = await collectScripts(this.dir, state, node);
-    const env = scriptEnv(node, state, opts.attrs ?? this.attrsFor(node), this.ctx, opts.ip, opts.token);
+    const attrs = opts.attrs ?? this.attrsFor(node);
+    const env = scriptEnv(node, state, attrs, this.ctx, opts.ip, opts.token, this.imageFor?.(node, attrs));
     const failures: ScriptFailure[] = [];
     let scripts = 0;
     let aborted = false;

@@ -1,4 +1,11 @@
 import type { Node } from '../nodes/types.js';
+import { resolveVnfsRef } from '../images/resolve.js';
+
+/** The image a node boots: its revision ('' / undefined for a kernel+initrd VNFS) and whether it has a root filesystem. */
+export interface ImageEnv {
+  rev?: number;
+  root: boolean;
+}
 
 /** Site-wide values every nodescript sees (from the config, read once by the caller). */
 export interface EnvContext {
@@ -27,6 +34,7 @@ export function scriptEnv(
   ctx: EnvContext,
   ip?: string,
   token?: string,
+  image?: ImageEnv,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs)) {
@@ -40,7 +48,12 @@ export function scriptEnv(
     STATE: state,
     NODENAME: node.name,
     NODEID: node.mac,
-    VNFS: node.vnfs,
+    // The bare name even for a pinned node (NAME@REV): scripts build paths from it.
+    VNFS: resolveVnfsRef(node.vnfs).name,
+    // The resolved revision ('' without a root filesystem); the manifest is at
+    // $STATEDIR/vnfs/$VNFS/r$VNFSREV/manifest.json.
+    VNFSREV: image?.rev !== undefined ? String(image.rev) : '',
+    VNFSROOT: image?.root ? '1' : '',
     GROUPNAME: node.group,
     ENABLED: node.enabled ? '1' : '0',
     DEBUG: node.debug ? '1' : '0',
