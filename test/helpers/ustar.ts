@@ -4,7 +4,7 @@
  */
 export interface UstarEntry {
   name: string;
-  type?: '0' | '1' | '2' | '3' | '5';
+  type?: string;
   data?: string | Buffer;
   linkname?: string;
   mode?: number;

@@ -22,10 +22,12 @@ const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 
 const USAGE = 'use oci-archive:FILE[:TAG], docker-archive:FILE or docker://HOST[:PORT]/REPO:TAG';
 
+/** FILE[:SUFFIX]: the longest prefix that is an existing file, else up to the first colon (as skopeo reads it). */
 function splitFile(rest: string, exists: (f: string) => boolean): { file: string; suffix?: string } {
   if (exists(rest)) return { file: rest };
-  const i = rest.indexOf(':', rest.lastIndexOf('/') + 1);
-  if (i > 0) return { file: rest.slice(0, i), suffix: rest.slice(i + 1) };
+  const colons = [...rest.matchAll(/:/g)].map((m) => m.index!).filter((i) => i > 0);
+  for (const i of [...colons].reverse()) if (exists(rest.slice(0, i))) return { file: rest.slice(0, i), suffix: rest.slice(i + 1) };
+  if (colons.length) return { file: rest.slice(0, colons[0]), suffix: rest.slice(colons[0] + 1) };
   return { file: rest };
 }
 
