@@ -22,6 +22,8 @@ export interface EngineOptions {
   events?: EventSink;
   /** Merged attributes (group < node) for ATTR_ variables; default node.attrs. */
   attrsFor?: (node: Node) => Record<string, string>;
+  /** The root-filesystem revision a node boots, for VNFSREV/VNFSROOT (src/stateless/image.ts). */
+  imageFor?: (node: Node, attrs: Record<string, string>) => { name: string; rev?: number; root: boolean } | undefined;
   /** Between SIGTERM and SIGKILL of a timed-out script's group. */
   killGraceMs?: number;
   maxStderrBytes?: number;
@@ -84,6 +86,7 @@ export class NodescriptEngine {
   readonly spawner: Spawner;
   private readonly events: EventSink;
   private readonly attrsFor: (node: Node) => Record<string, string>;
+  private readonly imageFor?: EngineOptions['imageFor'];
   private readonly graceMs: number;
   private readonly maxStderr: number;
   private readonly maxStdout: number;
@@ -104,6 +107,7 @@ export class NodescriptEngine {
     this.spawner = opts.spawner ?? new ChildProcessSpawner();
     this.events = opts.events ?? noEvents;
     this.attrsFor = opts.attrsFor ?? ((n) => n.attrs ?? {});
+    this.imageFor = opts.imageFor;
     this.graceMs = opts.killGraceMs ?? 2000;
     this.maxStderr = opts.maxStderrBytes ?? 64 * 1024;
     this.maxStdout = opts.maxStdoutBytes ?? 16 * 1024 * 1024;
@@ -136,7 +140,8 @@ export class NodescriptEngine {
     if (sErr) throw new Error(sErr);
     const prio = this.reqSeq++;
     const plan = await collectScripts(this.dir, state, node);
-    const env = scriptEnv(node, state, opts.attrs ?? this.attrsFor(node), this.ctx, opts.ip, opts.token);
+    const attrs = opts.attrs ?? this.attrsFor(node);
+    const env = scriptEnv(node, state, attrs, this.ctx, opts.ip, opts.token, this.imageFor?.(node, attrs));
     const failures: ScriptFailure[] = [];
     let scripts = 0;
     let aborted = false;

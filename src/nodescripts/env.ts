@@ -27,6 +27,8 @@ export function scriptEnv(
   ctx: EnvContext,
   ip?: string,
   token?: string,
+  /** The root-filesystem revision the node boots (issue 17); absent: a kernel+initrd VNFS. */
+  image?: { name: string; rev?: number; root: boolean },
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs)) {
@@ -40,7 +42,12 @@ export function scriptEnv(
     STATE: state,
     NODENAME: node.name,
     NODEID: node.mac,
-    VNFS: node.vnfs,
+    // The bare name: a pinned revision (NAME@REV) goes to VNFSREV.
+    VNFS: image?.name ?? node.vnfs.replace(/@[0-9]+$/, ''),
+    // The resolved revision ('' for a kernel+initrd VNFS) and 1 when the VNFS has a root
+    // filesystem; its manifest is $STATEDIR/vnfs/$VNFS/r$VNFSREV/manifest.json.
+    VNFSREV: image?.root && image.rev !== undefined ? String(image.rev) : '',
+    VNFSROOT: image?.root ? '1' : '',
     GROUPNAME: node.group,
     ENABLED: node.enabled ? '1' : '0',
     DEBUG: node.debug ? '1' : '0',
