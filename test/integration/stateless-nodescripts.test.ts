@@ -224,6 +224,104 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
     });
   }
 
+  test('runtime refresh: a node added later reaches /etc/hosts through overlay-apply; an unchanged overlay is one empty answer', async () => {
+    const r = await bootScripts(c, 'dash', 'n0000');
+    assert.equal(r.status, 0, r.out);
+    const n = c.store.nodes.byName('n0000')!;
+    const q = (extra = '') => `${c.url}/node/overlay.tar?mac=${n.mac}&token=${c.tokens.issueToken(n.mac)}${extra}`;
+    const have = fs.readFileSync(path.join(r.root, 'var/lib/pxeherd/overlay.hash'), 'utf8').trim();
+    const same = await fetch(q(`&have=${have}`));
+    assert.equal(same.status, 200);
+    assert.equal((await same.arrayBuffer()).byteLength, 0, 'unchanged: an empty answer');
+
+    c.store.nodes.add({ mac: '52:54:00:5e:00:03', name: 'n0002', ip: '10.77.0.52' }, { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' });
+    const changed = await fetch(q(`&have=${have}`));
+    const body = Buffer.from(await changed.arrayBuffer());
+    assert.ok(body.length > 0, 'changed: the bundle');
+    const bundle = path.join(c.dir, 'refresh.tar');
+    fs.writeFileSync(bundle, body);
+    const hostsBefore = fs.statSync(path.join(r.root, 'etc/hosts')).ino;
+    const motd = fs.statSync(path.join(r.root, 'etc/hostname')).ino;
+    for (const shell of [['busybox', 'sh'], ['dash']]) {
+      const out = execFileSync(shell[0]!, [...shell.slice(1), path.join(r.root, 'usr/lib/pxeherd/overlay-apply'), r.root, bundle], { encoding: 'utf8', env: { ...process.env, PATH: `${c.bbdir}:${process.env.PATH}` } });
+      assert.equal(out.trim(), shell[0] === 'busybox' ? '1' : '0', `${shell.join(' ')}: one path changed the first time, none the second`);
+    }
+    assert.match(fs.readFileSync(path.join(r.root, 'etc/hosts'), 'utf8'), /^10\.77\.0\.52\tn0002$/m, 'the new node is in /etc/hosts');
+    assert.notEqual(fs.statSync(path.join(r.root, 'etc/hosts')).ino, hostsBefore, 'replaced by rename (a new inode), never rewritten in place');
+    assert.equal(fs.statSync(path.join(r.root, 'etc/hostname')).ino, motd);
+    assert.equal(fs.readFileSync(path.join(r.root, 'var/lib/pxeherd/overlay.hash'), 'utf8').trim(), changed.headers.get('x-pxeherd-overlay'));
+    c.store.nodes.delete(['52:54:00:5e:00:03']);
+  });
+
+  test("per-node files only go to the node's own token and address: anything else is 403 and security.denied", async () => {
+    const n0 = c.store.nodes.byName('n0000')!;
+    const n1 = c.store.nodes.byName('n0001')!;
+    const since = Date.now();
+    const cases: [string, string][] = [
+      [`/node/identity.tar?mac=${n0.mac}`, 'no token'],
+      [`/node/identity.tar?mac=${n0.mac}&token=${c.tokens.issueToken(n1.mac)}`, `not issued for ${n0.mac}`],
+      [`/node/identity.tar?mac=${n1.mac}&token=${c.tokens.issueToken(n1.mac)}`, "but the node's address is 10.77.0.51"],
+      [`/node/overlay.tar?mac=${n1.mac}&token=${c.tokens.issueToken(n1.mac)}`, "but the node's address is 10.77.0.51"],
+      [`/node/report/image.verify?mac=${n1.mac}&token=${c.tokens.issueToken(n1.mac)}&ok=1`, "but the node's address is 10.77.0.51"],
+      ['/node/identity.tar', "give mac="],
+    ];
+    for (const [url, why] of cases) {
+      const res = await fetch(c.url + url);
+      const text = await res.text();
+      assert.equal(res.status, 403, url);
+      assert.ok(text.includes(why), `${url}: ${text}`);
+      assert.ok(!text.includes('PRIVATE KEY'));
+    }
+    const denied = c.events.filter((e) => e.kind === 'security.denied' && (e.time ?? 0) >= since);
+    assert.equal(denied.length, cases.length, 'one security.denied event per refusal');
+    const ok = await fetch(`${c.url}/node/identity.tar?mac=${n0.mac}&token=${c.tokens.issueToken(n0.mac)}`);
+    assert.equal(ok.status, 200, 'the node itself gets it');
+    assert.ok(Buffer.from(await ok.arrayBuffer()).includes('OPENSSH PRIVATE KEY'));
+  });
+
+  test('bad attributes fail on the master with a message naming the attribute; the node gets no half-written root', async () => {
+    const n = c.store.nodes.byName('n0000')!;
+    for (const [k, v, re] of [
+      ['root_password_hash', 'hunter2', /root_password_hash is not a crypt\(3\) hash/],
+      ['authorized_keys', 'not a key', /attribute authorized_keys: "not a key" is not an SSH public key/],
+      ['address', '10.0.0.300', /attribute address "10.0.0.300" is not an IPv4 address/],
+      ['mtu', '9k', /attribute mtu "9k" is not an MTU/],
+    ] as const) {
+      const old = n.attrs[k];
+      c.store.nodes.set([n.mac], `attr.${k}`, v);
+      try {
+        const node = c.store.nodes.byName('n0000')!;
+        const r = await c.engine.renderScript(node, 'init', { attrs: c.store.attrsFor(node), ip: node.ip });
+        assert.equal(r.ok, false, `${k}=${v} fails`);
+        assert.match(r.failure!.stderr, re);
+        assert.ok(!r.text.includes('switch_root'), 'the stream stops before the switch_root request');
+      } finally {
+        c.store.nodes.set([n.mac], `attr.${k}`, old ?? '');
+      }
+    }
+    const res = await fetch(`${c.url}/node/identity.tar?mac=${n.mac}&token=${c.tokens.issueToken(n.mac)}`);
+    assert.equal(res.status, 200);
+  });
+
+  test('static network attributes: address, netmask, gateway, DNS and MTU in the .network matched by MAC', async () => {
+    const n = c.store.nodes.byName('n0000')!;
+    const set = { address: '127.0.0.1', netmask: '255.255.255.0', gateway: '127.0.0.254', dns: '10.2.2.2', mtu: '9000' };
+    for (const [k, v] of Object.entries(set)) c.store.nodes.set([n.mac], `attr.${k}`, v);
+    try {
+      const r = await bootScripts(c, 'busybox', 'n0000');
+      assert.equal(r.status, 0, r.out);
+      const net = fs.readFileSync(path.join(r.root, 'etc/systemd/network/10-pxeherd-boot.network'), 'utf8');
+      assert.match(net, /^MACAddress=52:54:00:5e:00:01$/m);
+      assert.match(net, /^\[Link\]\nMTUBytes=9000$/m);
+      assert.match(net, /^Address=127\.0\.0\.1\/24$/m);
+      assert.match(net, /^Gateway=127\.0\.0\.254$/m);
+      assert.match(net, /^DNS=10\.2\.2\.2$/m);
+      assert.ok(!/DHCP=/.test(net), 'no DHCP with a static address');
+    } finally {
+      for (const k of Object.keys(set)) c.store.nodes.set([n.mac], `attr.${k}`, '');
+    }
+  });
+
   test('a corrupted image stops the boot with the file, the expected and the actual hash, and image.verify ok=false', async () => {
     const f = path.join(c.statedir, 'vnfs/deb/r1/rootfs.squashfs');
     const orig = fs.readFileSync(f);
