@@ -1,5 +1,6 @@
 import type { BootMode, Node, Vnfs } from '../nodes/types.js';
 import type { TemplateSelector } from './templates.js';
+import { resolveVnfsRef } from '../images/resolve.js';
 
 /**
  * What a machine's network boot does: the node's boot mode, plus the two situations of a
@@ -15,6 +16,8 @@ export interface Decision {
   select: TemplateSelector;
   /** VNFS name to boot ('' when none is needed: local, disabled, unknown). */
   vnfs: string;
+  /** The revision the node's vnfs field pins (NAME@REV); the `vnfs_rev` attribute is applied by the caller. */
+  pin?: number;
 }
 
 export interface DecideOptions {
@@ -44,8 +47,9 @@ export function decideBoot(node: Node | undefined, o: DecideOptions): Decision {
       return { mode: 'local', reason: '', select: { use: 'local', ...who }, vnfs: '' };
     case 'provision':
     case 'once': {
-      const vnfs = node.vnfs || o.defaultVnfs || o.discoveryVnfs;
-      return { mode: node.boot, reason: '', select: { use: 'provision', node: node.name, group: node.group, vnfs }, vnfs };
+      const ref = resolveVnfsRef(node.vnfs || o.defaultVnfs || o.discoveryVnfs);
+      const vnfs = ref.name;
+      return { mode: node.boot, reason: '', select: { use: 'provision', node: node.name, group: node.group, vnfs }, vnfs, ...(ref.rev !== undefined ? { pin: ref.rev } : {}) };
     }
   }
 }
@@ -86,6 +90,12 @@ export interface BootContext {
     /** http://A:P/vnfs/NAME */
     baseUrl: string;
     attrs: Record<string, string>;
+    /** The revision booted ('' for a kernel+initrd VNFS without a root filesystem). */
+    rev: string;
+    /** True when the VNFS has a root filesystem (rootfs.squashfs and manifest.json under r<rev>/). */
+    rootfs: boolean;
+    /** http://A:P/vnfs/NAME/r<rev> ('' without a root filesystem). */
+    revUrl: string;
   };
   server: { address: string; httpPort: number; tftpPort: number; url: string };
   provision: { url: string; initUrl: string; readyUrl: string; token: string };
@@ -111,7 +121,9 @@ export function buildContext(args: {
   mac: string;
   node?: Node;
   attrs: Record<string, string>;
+  /** Already reflected in vnfs.kernel/initrd: the revision of a VNFS with a root filesystem. */
   vnfs?: Vnfs;
+  rev?: number;
   server: ServerInfo;
   token: string;
 }): BootContext {
@@ -159,6 +171,9 @@ export function buildContext(args: {
       initrdUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
       baseUrl: vBase,
       attrs: vnfs?.attrs ?? {},
+      rev: args.rev !== undefined ? String(args.rev) : '',
+      rootfs: args.rev !== undefined,
+      revUrl: args.rev !== undefined ? `${vBase}/r${args.rev}` : '',
     },
     server: { address: server.address, httpPort: server.httpPort, tftpPort: server.tftpPort ?? 69, url: base },
     provision: {

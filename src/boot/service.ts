@@ -7,6 +7,25 @@ import { parseMac } from '../nodes/mac.js';
 import type { NodeTokens } from '../security/tokens.js';
 import { buildContext, decideBoot, type BootDecision, type ServerInfo } from './decide.js';
 import { TemplateError, TemplateStore, templateCandidates, type TemplateKind } from './templates.js';
+import { parseRev } from '../images/resolve.js';
+
+/**
+ * Pure: the revision a node boots and the VNFS record pointing at its files. A pin (the
+ * field's NAME@REV, else the `vnfs_rev` attribute, node's over group's) picks
+ * r<REV>/vmlinuz + r<REV>/initrd.img; otherwise the current revision (what VnfsRepo.get
+ * already points at). A field pin on a VNFS without a root filesystem is an error; an
+ * attribute pin there is ignored (a group attribute may cover nodes of several VNFS).
+ */
+export function bootRevision(vnfs: Vnfs, fieldPin: number | undefined, attrs: Record<string, string>): { vnfs: Vnfs; rev?: number } | { error: string } {
+  const rooted = vnfs.currentRev !== null && vnfs.currentRev !== undefined;
+  if (!rooted) {
+    if (fieldPin !== undefined) return { error: `VNFS "${vnfs.name}" has no revisions (it is a kernel+initrd VNFS): set the node's vnfs to "${vnfs.name}" without @${fieldPin}` };
+    return { vnfs };
+  }
+  const rev = fieldPin ?? parseRev(attrs.vnfs_rev) ?? (vnfs.currentRev as number);
+  if (rev === vnfs.currentRev) return { vnfs, rev };
+  return { vnfs: { ...vnfs, kernel: `r${rev}/vmlinuz`, initrd: `r${rev}/initrd.img` }, rev };
+}
 
 /** The few things boot rendering needs from the database; a test fakes it in ten lines. */
 export interface BootBackend {
@@ -15,6 +34,8 @@ export interface BootBackend {
   attrsFor(node: Node): Record<string, string>;
   vnfs(name: string): Vnfs | undefined;
   setBootMode(mac: string, mode: BootMode): void;
+  /** Whether a VNFS has this revision (for pinned nodes); absent: every pin is taken as valid. */
+  hasRevision?(name: string, rev: number): boolean;
 }
 
 export function storeBootBackend(store: Store): BootBackend {
@@ -23,6 +44,7 @@ export function storeBootBackend(store: Store): BootBackend {
     attrsFor: (node) => store.attrsFor(node),
     vnfs: (name) => store.vnfs.get(name),
     setBootMode: (mac, mode) => void store.nodes.set([mac], 'boot', mode),
+    hasRevision: (name, rev) => store.vnfs.revision(name, rev) !== undefined,
   };
 }
 
@@ -115,13 +137,26 @@ export class BootService {
         throw new BootError(`${who} boots VNFS "${decision.vnfs}", which does not exist: ${hint}`, '', decision.mode, node);
       }
     }
+    const attrs = node ? this.o.backend.attrsFor(node) : {};
+    let rev: number | undefined;
+    if (vnfs && node) {
+      const r = bootRevision(vnfs, decision.pin, attrs);
+      if ('error' in r) throw new BootError(`${who}: ${r.error}`, '', decision.mode, node);
+      if (r.rev !== undefined && r.rev !== vnfs.currentRev && this.o.backend.hasRevision && !this.o.backend.hasRevision(vnfs.name, r.rev)) {
+        throw new BootError(`${who} is pinned to revision ${r.rev} of VNFS "${vnfs.name}", which does not exist: see "pxeherd vnfs revisions ${vnfs.name}" and change the pin (node set vnfs ${vnfs.name}@REV, or attribute vnfs_rev)`, '', decision.mode, node);
+      }
+      rev = r.rev;
+      vnfs = r.vnfs;
+    } else if (vnfs && vnfs.currentRev !== null && vnfs.currentRev !== undefined) {
+      rev = vnfs.currentRev;
+    }
     const candidates = templateCandidates(kind, decision.select);
     const found = this.o.templates.find(candidates);
     if (!found) {
       throw new BootError(`no ${kind} template for ${who} (mode ${decision.mode}): looked for ${candidates.join(', ')} in ${this.o.templates.dirs.join(', ')}`, '', decision.mode, node);
     }
     const token = this.o.tokens && canon ? this.o.tokens.issueToken(canon) : '';
-    const ctx = buildContext({ decision, mac: canon, node, attrs: node ? this.o.backend.attrsFor(node) : {}, vnfs, server: this.o.server, token });
+    const ctx = buildContext({ decision, mac: canon, node, attrs, vnfs, rev, server: this.o.server, token });
     let text: string;
     try {
       text = this.o.templates.render(found, ctx);

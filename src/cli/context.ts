@@ -6,6 +6,7 @@ import { NodeService } from '../nodes/service.js';
 import { InvalidInput } from '../nodes/mac.js';
 import { NotFound } from '../nodes/select.js';
 import { queryContextFor } from '../inventory/context.js';
+import { ImageError } from '../images/errors.js';
 
 /** Exit codes scripts can trust. */
 export const EXIT_OK = 0;
@@ -71,7 +72,7 @@ export class CliContext {
 /** Map an error to its exit code and one-line reason. */
 export function exitCodeFor(e: unknown): { code: number; message: string } {
   const message = e instanceof Error ? e.message : String(e);
-  if (e instanceof InvalidInput || e instanceof ConfigError || e instanceof NotFound) return { code: EXIT_USAGE, message };
+  if (e instanceof InvalidInput || e instanceof ConfigError || e instanceof NotFound || e instanceof ImageError) return { code: EXIT_USAGE, message };
   if (e instanceof RuntimeFailure) return { code: e.exitCode, message };
   return { code: EXIT_FAILURE, message };
 }

@@ -31,7 +31,7 @@ export function groupJson(g: Group & { nodes?: number }) {
 }
 
 export function vnfsJson(v: Vnfs & { nodes?: number }) {
-  return { name: v.name, kernel: v.kernel, initrd: v.initrd, cmdline: v.cmdline, nodes: v.nodes ?? 0, attrs: sortKeys(v.attrs) };
+  return { name: v.name, kernel: v.kernel, initrd: v.initrd, cmdline: v.cmdline, nodes: v.nodes ?? 0, attrs: sortKeys(v.attrs), currentRev: v.currentRev ?? null, arch: v.arch ?? 'x86_64' };
 }
 
 export function leaseJson(l: Lease) {

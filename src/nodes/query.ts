@@ -1,6 +1,7 @@
 import { InvalidInput } from './mac.js';
 import type { Node } from './types.js';
 import { parseMac } from './mac.js';
+import { resolveVnfsRef } from '../images/resolve.js';
 
 /**
  * clusto-style query expressions over nodes:
@@ -198,7 +199,8 @@ export function evalQuery(q: Query, node: Node, ctx: QueryContext = {}): boolean
         case 'group':
           return globMatch(q.value, node.group);
         case 'vnfs':
-          return globMatch(q.value, node.vnfs);
+          // vnfs:deb12 matches nodes pinned to a revision of it (deb12@3) too.
+          return globMatch(q.value, node.vnfs) || globMatch(q.value, resolveVnfsRef(node.vnfs).name);
         case 'state':
           // Computed facts cost database reads per node: only state:stale needs them.
           if (q.value === 'stale') return !!ctx.facts?.(node.mac)?.stale;

@@ -9,6 +9,7 @@ import { parseSelector, selectNodes, NotFound, type Selector } from './select.js
 import type { QueryContext } from './query.js';
 import type { Node, Vnfs } from './types.js';
 import { formatNodes, parseNodes, type NodeFormat } from './io.js';
+import { resolveVnfsRef, vnfsRefError } from '../images/resolve.js';
 
 /**
  * The admin operations behind both the CLI and the REST API: one implementation, one set of
@@ -86,9 +87,14 @@ export class NodeService {
   }
 
   private checkVnfsExists(vnfs: string | undefined, prefix = ''): void {
-    if (vnfs && vnfs !== this.config.nodes.default_vnfs && !this.store.vnfs.get(vnfs)) {
-      validateName('vnfs', vnfs);
-      throw new InvalidInput(`${prefix}no VNFS named "${vnfs}": add it first with "pxeherd vnfs add ${vnfs} --kernel FILE --initrd FILE"`, 'vnfs');
+    if (!vnfs || vnfs === this.config.nodes.default_vnfs) return;
+    const bad = vnfsRefError(vnfs);
+    if (bad) throw new InvalidInput(prefix + bad, 'vnfs');
+    const ref = resolveVnfsRef(vnfs);
+    const v = this.store.vnfs.get(ref.name);
+    if (!v) throw new InvalidInput(`${prefix}no VNFS named "${ref.name}": add it first with "pxeherd vnfs add ${ref.name} --kernel FILE --initrd FILE" or "pxeherd vnfs build ${ref.name} --debian bookworm"`, 'vnfs');
+    if (ref.rev !== undefined && !this.store.vnfs.revision(ref.name, ref.rev)) {
+      throw new InvalidInput(`${prefix}VNFS "${ref.name}" has no revision ${ref.rev}: see "pxeherd vnfs revisions ${ref.name}"`, 'vnfs');
     }
   }
 

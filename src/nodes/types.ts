@@ -36,6 +36,9 @@ export interface Vnfs {
   cmdline: string;
   attrs: Record<string, string>;
   createdAt: number;
+  /** The current revision of its root filesystem; null/absent: a kernel+initrd VNFS without one. */
+  currentRev?: number | null;
+  arch?: string;
 }
 
 export interface Lease {

@@ -1,5 +1,6 @@
 import type { Node } from '../nodes/types.js';
 import { nameError, stateError } from '../nodes/names.js';
+import { resolveVnfsRef } from '../images/resolve.js';
 
 /**
  * Which nodescripts run for (state, node), in which order. Pure: it takes directory listings
@@ -82,7 +83,8 @@ export function placesFor(state: string, node: Pick<Node, 'name' | 'group' | 'vn
   add('node', node.name);
   add('group', node.group);
   places.push({ where: 'all', rel: `${state}/all` });
-  add('vnfs', node.vnfs);
+  // A pinned node (vnfs field NAME@REV) uses the VNFS's scripts like any other.
+  add('vnfs', resolveVnfsRef(node.vnfs).name);
   return { places, problems };
 }
 

@@ -3,7 +3,7 @@ import type { EventSink, Node } from '../nodes/types.js';
 import { stateError } from '../nodes/names.js';
 import { scriptLabel, type SkippedScript, type Where } from './collect.js';
 import { collectScripts } from './fsread.js';
-import { DEFAULT_PATH, scriptEnv, type EnvContext } from './env.js';
+import { DEFAULT_PATH, scriptEnv, type EnvContext, type ImageEnv } from './env.js';
 import { Semaphore } from './semaphore.js';
 import type { SpawnResult, Spawner } from './spawner.js';
 import { ChildProcessSpawner } from './spawner.js';
@@ -22,8 +22,8 @@ export interface EngineOptions {
   events?: EventSink;
   /** Merged attributes (group < node) for ATTR_ variables; default node.attrs. */
   attrsFor?: (node: Node) => Record<string, string>;
-  /** The root-filesystem revision a node boots, for VNFSREV/VNFSROOT (src/stateless/image.ts). */
-  imageFor?: (node: Node, attrs: Record<string, string>) => { name: string; rev?: number; root: boolean } | undefined;
+  /** VNFSREV/VNFSROOT: the revision the node boots (pins applied); default: none. */
+  imageFor?: (node: Node, attrs: Record<string, string>) => ImageEnv | undefined;
   /** Between SIGTERM and SIGKILL of a timed-out script's group. */
   killGraceMs?: number;
   maxStderrBytes?: number;
@@ -86,7 +86,7 @@ export class NodescriptEngine {
   readonly spawner: Spawner;
   private readonly events: EventSink;
   private readonly attrsFor: (node: Node) => Record<string, string>;
-  private readonly imageFor?: EngineOptions['imageFor'];
+  private readonly imageFor?: (node: Node, attrs: Record<string, string>) => ImageEnv | undefined;
   private readonly graceMs: number;
   private readonly maxStderr: number;
   private readonly maxStdout: number;

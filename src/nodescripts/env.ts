@@ -1,4 +1,11 @@
 import type { Node } from '../nodes/types.js';
+import { resolveVnfsRef } from '../images/resolve.js';
+
+/** The image a node boots: its revision ('' / undefined for a kernel+initrd VNFS) and whether it has a root filesystem. */
+export interface ImageEnv {
+  rev?: number;
+  root: boolean;
+}
 
 /** Site-wide values every nodescript sees (from the config, read once by the caller). */
 export interface EnvContext {
@@ -27,8 +34,7 @@ export function scriptEnv(
   ctx: EnvContext,
   ip?: string,
   token?: string,
-  /** The root-filesystem revision the node boots (issue 17); absent: a kernel+initrd VNFS. */
-  image?: { name: string; rev?: number; root: boolean },
+  image?: ImageEnv,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs)) {
@@ -42,11 +48,11 @@ export function scriptEnv(
     STATE: state,
     NODENAME: node.name,
     NODEID: node.mac,
-    // The bare name: a pinned revision (NAME@REV) goes to VNFSREV.
-    VNFS: image?.name ?? node.vnfs.replace(/@[0-9]+$/, ''),
-    // The resolved revision ('' for a kernel+initrd VNFS) and 1 when the VNFS has a root
-    // filesystem; its manifest is $STATEDIR/vnfs/$VNFS/r$VNFSREV/manifest.json.
-    VNFSREV: image?.root && image.rev !== undefined ? String(image.rev) : '',
+    // The bare name even for a pinned node (NAME@REV): scripts build paths from it.
+    VNFS: resolveVnfsRef(node.vnfs).name,
+    // The resolved revision ('' without a root filesystem); the manifest is at
+    // $STATEDIR/vnfs/$VNFS/r$VNFSREV/manifest.json.
+    VNFSREV: image?.rev !== undefined ? String(image.rev) : '',
     VNFSROOT: image?.root ? '1' : '',
     GROUPNAME: node.group,
     ENABLED: node.enabled ? '1' : '0',

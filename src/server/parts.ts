@@ -4,8 +4,7 @@ import type { EventSink } from '../nodes/types.js';
 import { NodescriptEngine, createSpawner } from '../nodescripts/index.js';
 import { ProvisionService } from '../provision/service.js';
 import { provisionBackend } from './backends.js';
-import { nodeImage } from '../stateless/image.js';
-import { currentRevOf } from '../stateless/wiring.js';
+import { imageEnvFor } from '../images/resolve.js';
 
 /** The nodescript engine and provision service as configured: shared by `serve`, `script` and the API. */
 export function provisionParts(
@@ -26,7 +25,7 @@ export function provisionParts(
     spawner: createSpawner({ log: warn }),
     events,
     attrsFor: (node) => store.attrsFor(node),
-    imageFor: (node, attrs) => nodeImage(config.statedir, node.vnfs, attrs, currentRevOf(store, node.vnfs)),
+    imageFor: imageEnvFor((name) => store.vnfs.get(name)),
   });
   return { engine, provision: new ProvisionService(provisionBackend(store, config, events, tokens), engine) };
 }

@@ -50,7 +50,7 @@ interface KernelPieces {
   modules: { name: string; file: string }[];
 }
 
-function findTemplate(dirs: string[], rel: string): string {
+export function findTemplate(dirs: string[], rel: string): string {
   for (const d of dirs) {
     const f = path.join(d, rel);
     if (fs.existsSync(f)) return f;
@@ -65,6 +65,45 @@ function walk(dir: string, out: string[] = []): string[] {
     else if (e.isFile()) out.push(p);
   }
   return out;
+}
+
+/**
+ * The wanted modules and their dependencies, in load order, read (decompressed) from a
+ * kernel's module directory: an unpacked kernel package's, or an image's own
+ * /lib/modules/<version>. `label` names the source in errors.
+ */
+export function modulesFromDir(modRoot: string, wanted: string[], label: string): { order: string[]; bodies: Map<string, Buffer> } {
+  if (!fs.existsSync(modRoot)) throw new Stage1Error(`${label} has no module directory ${modRoot}`);
+  const files = new Map<string, string>();
+  for (const f of walk(modRoot)) {
+    const m = /\/([^/]+)\.ko(\.xz|\.zst|\.gz)?$/.exec(f);
+    if (m) files.set(moduleName(m[1]!), f);
+  }
+  const builtinFile = path.join(modRoot, 'modules.builtin');
+  const builtin = new Set(
+    fs.existsSync(builtinFile)
+      ? fs
+          .readFileSync(builtinFile, 'utf8')
+          .split('\n')
+          .map((l) => moduleName(path.basename(l).replace(/\.ko.*$/, '')))
+      : [],
+  );
+  const bodies = new Map<string, Buffer>();
+  const lookup = (name: string): ModuleFile | undefined => {
+    const f = files.get(name);
+    if (!f) return undefined;
+    let body = bodies.get(name);
+    if (!body) {
+      body = readModuleFile(f, (b) => zlib.gunzipSync(b));
+      bodies.set(name, body);
+    }
+    const info = readModinfo(body);
+    if (!info.ok) throw new Stage1Error(`${path.relative(modRoot, f)}: ${info.error}`);
+    return { path: f, depends: modDepends(info.info) };
+  };
+  const order = moduleLoadOrder(wanted.map(moduleName), lookup, (n) => builtin.has(n));
+  if (!order.ok) throw new Stage1Error(`${order.error} (${label})`);
+  return { order: order.order, bodies };
 }
 
 /**
@@ -89,40 +128,12 @@ function kernelPieces(deb: string, wanted: string[], cacheDir: string, log: Log)
     if (!vmlinuz) throw new Stage1Error(`${path.basename(deb)} has no boot/vmlinuz-*: is it a kernel image package?`);
     const version = vmlinuz.slice('vmlinuz-'.length);
     const modRoot = path.join(tmp, 'lib', 'modules', version);
-    const files = new Map<string, string>();
-    for (const f of walk(modRoot)) {
-      const m = /\/([^/]+)\.ko(\.xz|\.zst|\.gz)?$/.exec(f);
-      if (m) files.set(moduleName(m[1]!), f);
-    }
-    const builtinFile = path.join(modRoot, 'modules.builtin');
-    const builtin = new Set(
-      fs.existsSync(builtinFile)
-        ? fs
-            .readFileSync(builtinFile, 'utf8')
-            .split('\n')
-            .map((l) => moduleName(path.basename(l).replace(/\.ko.*$/, '')))
-        : [],
-    );
-    const bodies = new Map<string, Buffer>();
-    const lookup = (name: string): ModuleFile | undefined => {
-      const f = files.get(name);
-      if (!f) return undefined;
-      let body = bodies.get(name);
-      if (!body) {
-        body = readModuleFile(f, (b) => zlib.gunzipSync(b));
-        bodies.set(name, body);
-      }
-      const info = readModinfo(body);
-      if (!info.ok) throw new Stage1Error(`${path.relative(tmp, f)}: ${info.error}`);
-      return { path: f, depends: modDepends(info.info) };
-    };
-    const order = moduleLoadOrder(wanted, lookup, (n) => builtin.has(n));
-    if (!order.ok) throw new Stage1Error(`${order.error} (${path.basename(deb)})`);
+    const { order, bodies } = modulesFromDir(modRoot, wanted, path.basename(deb));
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(dir, 'modules'), { recursive: true });
     const kernelOut = path.join(dir, 'vmlinuz');
     fs.copyFileSync(path.join(tmp, 'boot', vmlinuz), kernelOut);
-    const modules = order.order.map((name) => {
+    const modules = order.map((name) => {
       const file = path.join(dir, 'modules', `${name}.ko`);
       fs.writeFileSync(file, bodies.get(name)!);
       return { name, file };
@@ -136,7 +147,7 @@ function kernelPieces(deb: string, wanted: string[], cacheDir: string, log: Log)
 }
 
 /** busybox from busybox-static (cached like the kernel). */
-function busyboxBinary(cacheDir: string, log: Log): Buffer {
+export function busyboxBinary(cacheDir: string, log: Log): Buffer {
   const cached = path.join(cacheDir, 'stage1', 'busybox');
   if (fs.existsSync(cached)) return fs.readFileSync(cached);
   const deb = fetchDeb('busybox-static', path.join(cacheDir, 'debs'), log);
@@ -173,6 +184,19 @@ export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; invent
   ];
 }
 
+/** The stage-one initramfs (gzip'd newc cpio): templates' init scripts, busybox, modules in load order. */
+export function stage1Initrd(p: { templatesDirs: string[]; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string }): Buffer {
+  const entries = initramfsEntries({
+    init: fs.readFileSync(findTemplate(p.templatesDirs, 'stage1/init')),
+    udhcpcScript: fs.readFileSync(findTemplate(p.templatesDirs, 'stage1/udhcpc.script')),
+    inventoryScript: fs.readFileSync(findTemplate(p.templatesDirs, 'stage1/inventory.sh')),
+    busybox: p.busybox,
+    modules: p.modules,
+    buildInfo: p.buildInfo,
+  });
+  return zlib.gzipSync(writeCpio(entries), { level: 9 });
+}
+
 /** Build vmlinuz + initrd.img (gzip'd newc cpio) into outDir. */
 export function buildStage1(o: BuildOptions): BuildResult {
   const log = o.log ?? (() => {});
@@ -182,18 +206,12 @@ export function buildStage1(o: BuildOptions): BuildResult {
   const deb = fetchDeb(pkg, debDir, log);
   const k = kernelPieces(deb, wanted, o.cacheDir, log);
   const busybox = busyboxBinary(o.cacheDir, log);
-  const init = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/init'));
-  const udhcpcScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/udhcpc.script'));
-  const inventoryScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/inventory.sh'));
-  const entries = initramfsEntries({
-    init,
-    udhcpcScript,
-    inventoryScript,
+  const initrd = stage1Initrd({
+    templatesDirs: o.templatesDirs,
     busybox,
     modules: k.modules.map((m) => ({ name: m.name, data: fs.readFileSync(m.file) })),
     buildInfo: `kernel=${k.version}\npackage=${pkg}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,
   });
-  const initrd = zlib.gzipSync(writeCpio(entries), { level: 9 });
   fs.mkdirSync(o.outDir, { recursive: true });
   const kernelOut = path.join(o.outDir, 'vmlinuz');
   const initrdOut = path.join(o.outDir, 'initrd.img');

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { pinnedRev, resolveVnfsRef } from '../images/resolve.js';
 
 /**
  * Which root-filesystem revision a node boots (issue 17). A node pins one with its vnfs
@@ -16,12 +17,9 @@ export interface NodeImage {
   root: boolean;
 }
 
-/** `NAME` or `NAME@REV` (pure; the contract's resolveVnfsRef lives in src/images/resolve.ts). */
+/** `NAME` or `NAME@REV` (src/images/resolve.ts). */
 export function splitVnfsRef(ref: string): { name: string; rev?: number } {
-  const at = ref.lastIndexOf('@');
-  if (at <= 0) return { name: ref };
-  const rev = Number(ref.slice(at + 1));
-  return Number.isInteger(rev) && rev > 0 ? { name: ref.slice(0, at), rev } : { name: ref };
+  return resolveVnfsRef(ref);
 }
 
 /** Where the packed artifacts of a revision live: <statedir>/vnfs/<name>/r<rev>/. */
@@ -29,36 +27,13 @@ export function revisionDir(statedir: string, name: string, rev: number): string
   return path.join(statedir, 'vnfs', name, `r${rev}`);
 }
 
-/** Revisions on disk that have a manifest, highest last. */
-export function revisionsOnDisk(statedir: string, name: string): number[] {
-  let entries: string[];
-  try {
-    entries = fs.readdirSync(path.join(statedir, 'vnfs', name));
-  } catch {
-    return [];
-  }
-  return entries
-    .map((e) => /^r([1-9][0-9]*)$/.exec(e))
-    .filter((m): m is RegExpExecArray => !!m && fs.existsSync(path.join(statedir, 'vnfs', name, m[0], 'manifest.json')))
-    .map((m) => Number(m[1]))
-    .sort((a, b) => a - b);
-}
-
 /**
- * The image a node boots. `currentRev` is the VNFS's current revision from the database
- * (vnfs.current_rev); when the database does not know one, the highest revision with a
- * manifest on disk is used.
+ * The image a node boots: the pin (vnfs field NAME@REV, then attribute vnfs_rev) or the VNFS's
+ * current revision (vnfs.current_rev); a VNFS without one is a kernel+initrd VNFS.
  */
-export function nodeImage(statedir: string, vnfsField: string, attrs: Record<string, string>, currentRev: number | null | undefined): NodeImage {
-  const ref = splitVnfsRef(vnfsField);
-  if (!ref.name) return { name: '', root: false };
-  let rev = ref.rev;
-  if (rev === undefined && attrs.vnfs_rev && /^[1-9][0-9]*$/.test(attrs.vnfs_rev)) rev = Number(attrs.vnfs_rev);
-  if (rev === undefined && currentRev) rev = currentRev;
-  if (rev === undefined) {
-    const onDisk = revisionsOnDisk(statedir, ref.name);
-    rev = onDisk[onDisk.length - 1];
-  }
-  if (rev === undefined) return { name: ref.name, root: false };
-  return { name: ref.name, rev, root: true };
+export function nodeImage(vnfsField: string, attrs: Record<string, string>, currentRev: number | null | undefined): NodeImage {
+  const ref = resolveVnfsRef(vnfsField);
+  if (!ref.name || currentRev === null || currentRev === undefined) return { name: ref.name, root: false };
+  const p = pinnedRev(vnfsField, attrs, currentRev);
+  return p.rev === undefined ? { name: ref.name, root: false } : { name: ref.name, rev: p.rev, root: true };
 }

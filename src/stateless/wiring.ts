@@ -6,17 +6,16 @@ import type { NodeTokens } from '../security/tokens.js';
 import { installDefaultNodescripts } from '../nodescripts/install.js';
 import { ensureKey } from '../remote/keys.js';
 import { nodeImage } from './image.js';
+import { resolveVnfsRef } from '../images/resolve.js';
 import { DEFAULT_OVERLAYS_SRC } from './overlay.js';
 import type { OverlaySources } from './context.js';
 import { nodeFilesRouter } from './router.js';
 import path from 'node:path';
 
-/** vnfs.current_rev (migration 3, images branch) when the store knows it. */
+/** vnfs.current_rev of the node's VNFS. */
 export function currentRevOf(store: Store, vnfsField: string): number | undefined {
-  const name = vnfsField.replace(/@[0-9]+$/, '');
-  if (!name) return undefined;
-  const v = store.vnfs.get(name) as { currentRev?: number | null } | undefined;
-  return v?.currentRev ?? undefined;
+  const name = resolveVnfsRef(vnfsField).name;
+  return name ? (store.vnfs.get(name)?.currentRev ?? undefined) : undefined;
 }
 
 /** The store and config as the overlay renderer sees them (serve, `overlay render`). */
@@ -27,7 +26,7 @@ export function overlaySources(config: Config, store: Store, server: { address: 
     allNodes: () => store.nodes.all(),
     attrsFor: (n: Node) => store.attrsFor(n),
     vnfs: (name) => store.vnfs.get(name),
-    imageFor: (n, attrs) => nodeImage(config.statedir, n.vnfs, attrs, currentRevOf(store, n.vnfs)),
+    imageFor: (n, attrs) => nodeImage(n.vnfs, attrs, currentRevOf(store, n.vnfs)),
   };
 }
 

@@ -100,6 +100,22 @@ const MIGRATIONS: string[] = [
     memfree_kb INTEGER
   );
   `,
+  // 3: images (vnfs revisions). A VNFS with a root filesystem has a current revision; NULL keeps
+  // today's kernel+initrd VNFS. Revisions are immutable; the manifest is the JSON nodes verify against.
+  `
+  ALTER TABLE vnfs ADD COLUMN current_rev INTEGER;
+  ALTER TABLE vnfs ADD COLUMN arch TEXT NOT NULL DEFAULT 'x86_64';
+  CREATE TABLE vnfs_revisions (
+    vnfs TEXT REFERENCES vnfs(name) ON DELETE CASCADE ON UPDATE CASCADE,
+    rev INTEGER,
+    parent INTEGER,
+    source TEXT,
+    comment TEXT,
+    created_at INTEGER,
+    manifest TEXT,
+    PRIMARY KEY (vnfs, rev)
+  );
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -77,7 +77,38 @@ interface VnfsRow {
   initrd: string;
   cmdline: string;
   created_at: number;
+  current_rev: number | null;
+  arch: string;
 }
+
+/** One revision of a VNFS's root filesystem (migration 3). */
+export interface VnfsRevision {
+  vnfs: string;
+  rev: number;
+  parent: number | null;
+  source: string;
+  comment: string;
+  createdAt: number;
+  /** The manifest as stored (JSON text). */
+  manifest: string;
+}
+
+interface RevisionRow {
+  vnfs: string;
+  rev: number;
+  parent: number | null;
+  source: string | null;
+  comment: string | null;
+  created_at: number | null;
+  manifest: string | null;
+}
+
+function revisionFromRow(r: RevisionRow): VnfsRevision {
+  return { vnfs: r.vnfs, rev: r.rev, parent: r.parent, source: r.source ?? '', comment: r.comment ?? '', createdAt: r.created_at ?? 0, manifest: r.manifest ?? '{}' };
+}
+
+/** SQL: a node uses VNFS v (as NAME or pinned as NAME@REV). */
+const USES = "(n.vnfs = v.name OR substr(n.vnfs, 1, length(v.name) + 1) = v.name || '@')";
 
 export class VnfsRepo {
   // Read on every boot and every kernel/initrd download: prepared once, not per call.
@@ -93,7 +124,19 @@ export class VnfsRepo {
   private fromRow(r: VnfsRow): Vnfs {
     const attrs: Record<string, string> = {};
     for (const a of this.q.attrs.all(r.name)) attrs[a.key] = a.value;
-    return { name: r.name, kernel: r.kernel, initrd: r.initrd, cmdline: r.cmdline, attrs, createdAt: r.created_at };
+    // A VNFS with a root filesystem boots its current revision's packed kernel and stage one:
+    // the paths are relative to <statedir>/vnfs/NAME/, so today's boot path serves them unchanged.
+    const rooted = r.current_rev !== null && r.current_rev !== undefined;
+    return {
+      name: r.name,
+      kernel: rooted ? `r${r.current_rev}/vmlinuz` : r.kernel,
+      initrd: rooted ? `r${r.current_rev}/initrd.img` : r.initrd,
+      cmdline: r.cmdline,
+      attrs,
+      createdAt: r.created_at,
+      currentRev: r.current_rev ?? null,
+      arch: r.arch ?? 'x86_64',
+    };
   }
 
   get(name: string): Vnfs | undefined {
@@ -103,7 +146,7 @@ export class VnfsRepo {
 
   list(): (Vnfs & { nodes: number })[] {
     return this.db
-      .prepare<[], VnfsRow & { nodes: number }>('SELECT v.*, (SELECT count(*) FROM nodes n WHERE n.vnfs = v.name) AS nodes FROM vnfs v ORDER BY name')
+      .prepare<[], VnfsRow & { nodes: number }>(`SELECT v.*, (SELECT count(*) FROM nodes n WHERE ${USES}) AS nodes FROM vnfs v ORDER BY name`)
       .all()
       .map((r) => ({ ...this.fromRow(r), nodes: r.nodes }));
   }
@@ -140,9 +183,67 @@ export class VnfsRepo {
   }
 
   delete(name: string): void {
-    const users = this.db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM nodes WHERE vnfs = ?').get(name)!.n;
+    const users = this.usersOf(name).length;
     if (!this.get(name)) throw new NotFound(`no VNFS named "${name}"`);
     if (users > 0) throw new InvalidInput(`VNFS "${name}" is used by ${users} node(s): set them to another VNFS first`, 'vnfs');
-    this.db.prepare('DELETE FROM vnfs WHERE name = ?').run(name);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM vnfs WHERE name = ?').run(name);
+      this.db.prepare('DELETE FROM meta WHERE key = ?').run(`vnfs.lastrev.${name}`);
+    })();
+  }
+
+  // ---- revisions (images) ----------------------------------------------------------
+
+  /** Nodes that use this VNFS, with their own field value (NAME or NAME@REV). */
+  usersOf(name: string): { name: string; mac: string; grp: string; vnfs: string }[] {
+    return this.db
+      .prepare<[string, string, string], { name: string; mac: string; grp: string; vnfs: string }>(
+        "SELECT name, mac, grp, vnfs FROM nodes WHERE vnfs = ? OR substr(vnfs, 1, length(?) + 1) = ? || '@' ORDER BY name",
+      )
+      .all(name, name, name);
+  }
+
+  revisions(name: string): VnfsRevision[] {
+    return this.db.prepare<[string], RevisionRow>('SELECT * FROM vnfs_revisions WHERE vnfs = ? ORDER BY rev').all(name).map(revisionFromRow);
+  }
+
+  revision(name: string, rev: number): VnfsRevision | undefined {
+    const r = this.db.prepare<[string, number], RevisionRow>('SELECT * FROM vnfs_revisions WHERE vnfs = ? AND rev = ?').get(name, rev);
+    return r && revisionFromRow(r);
+  }
+
+  /**
+   * The highest revision number ever recorded (0 when none), pruned ones included: a number
+   * is never used twice, so r<N> URLs and node caches never mean two different images.
+   */
+  maxRev(name: string): number {
+    const live = this.db.prepare<[string], { m: number | null }>('SELECT max(rev) AS m FROM vnfs_revisions WHERE vnfs = ?').get(name)!.m ?? 0;
+    const mark = this.db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(`vnfs.lastrev.${name}`);
+    return Math.max(live, Number(mark?.value ?? 0) || 0);
+  }
+
+  /**
+   * Record a committed revision and make it current, in one transaction (the VNFS record is
+   * created when it does not exist yet: a built image needs no `vnfs add`).
+   */
+  addRevision(r: Omit<VnfsRevision, 'createdAt'> & { createdAt: number; arch?: string }, makeCurrent = true): void {
+    validateName('vnfs', r.vnfs);
+    this.db.transaction(() => {
+      this.db.prepare("INSERT OR IGNORE INTO vnfs (name, kernel, initrd, cmdline, created_at, arch) VALUES (?, '', '', '', ?, ?)").run(r.vnfs, Date.now(), r.arch ?? 'x86_64');
+      this.db
+        .prepare('INSERT INTO vnfs_revisions (vnfs, rev, parent, source, comment, created_at, manifest) VALUES (?, ?, ?, ?, ?, ?, ?)')
+        .run(r.vnfs, r.rev, r.parent, r.source, r.comment, r.createdAt, r.manifest);
+      if (makeCurrent) this.db.prepare('UPDATE vnfs SET current_rev = ? WHERE name = ?').run(r.rev, r.vnfs);
+      this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))').run(`vnfs.lastrev.${r.vnfs}`, String(r.rev));
+    })();
+  }
+
+  setCurrent(name: string, rev: number): void {
+    if (!this.revision(name, rev)) throw new NotFound(`VNFS "${name}" has no revision ${rev}`);
+    this.db.prepare('UPDATE vnfs SET current_rev = ? WHERE name = ?').run(rev, name);
+  }
+
+  deleteRevision(name: string, rev: number): void {
+    this.db.prepare('DELETE FROM vnfs_revisions WHERE vnfs = ? AND rev = ?').run(name, rev);
   }
 }

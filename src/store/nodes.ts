@@ -6,6 +6,13 @@ import { validateAttrKey, validateName } from '../nodes/names.js';
 import { firstFreeNumber, formatName, numberOf as numberOfName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
 import { NotFound } from '../nodes/select.js';
 import { IPV4_RE } from '../util/net.js';
+import { vnfsRefError } from '../images/resolve.js';
+
+/** A node's vnfs field: NAME, or NAME@REV to pin a revision. */
+function validateVnfsRef(ref: string): void {
+  const err = vnfsRefError(ref);
+  if (err) throw new InvalidInput(err, 'vnfs');
+}
 
 interface NodeRow {
   mac: string;
@@ -198,7 +205,7 @@ export class NodeRepo {
     const group = n.group ?? policy.defaultGroup;
     if (group !== '') validateName('group', group);
     const vnfs = n.vnfs ?? policy.defaultVnfs;
-    if (vnfs !== '') validateName('vnfs', vnfs);
+    if (vnfs !== '') validateVnfsRef(vnfs);
     const attrs = n.attrs ?? {};
     for (const k of Object.keys(attrs)) validateAttrKey(k);
     return {
@@ -314,7 +321,7 @@ export class NodeRepo {
         column = 'grp';
         break;
       case 'vnfs':
-        if (value !== '') validateName('vnfs', value);
+        if (value !== '') validateVnfsRef(value);
         column = 'vnfs';
         break;
       case 'ip':

@@ -47,7 +47,8 @@ function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
 /** `pxeherd ARGS` inside the lab namespace (nodes are only reachable there). */
 async function cliInNs(c: Ctx, args: string[], timeoutMs = 180_000): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [CLI, ...args, '--config', c.config], { ns: c.lab.ns, timeoutMs });
+    // The config through the environment: after exec's `--`, --config would be part of the command.
+    const r = await run(process.execPath, [CLI, ...args], { ns: c.lab.ns, timeoutMs, env: { ...process.env, PXEHERD_CONFIG: c.config } });
     return { code: 0, ...r };
   } catch (e) {
     const err = e as { code?: number; stdout?: string; stderr?: string };
@@ -93,6 +94,8 @@ async function systemRunning(c: Ctx, node: string): Promise<string> {
   if (state !== 'running') {
     const failed = await exec(c, node, ['systemctl', '--failed', '--no-legend', '--plain']);
     say(`${node}: ${state || r.err}; failed units:\n${failed.out}`);
+    const why = await exec(c, node, ['sh', '-c', '"networkctl status --no-pager -a; journalctl -b --no-pager -p warning | tail -40"']);
+    say(`${node}: diagnostics:\n${why.out}\n${why.err}`);
   }
   return state;
 }

@@ -76,6 +76,7 @@ function makeImage(c: Ctx, rev: number, marker: string): string {
   // Pretty-printed like JSON.stringify(m, null, 2), keys in the contract's order.
   const manifest = { vnfs: 'deb', rev, parent: rev > 1 ? rev - 1 : null, arch: 'x86_64', source: 'dir:/test', comment: '', createdAt: Date.now(), kernel: '6.1.0-test', kernelVersions: ['6.1.0-test'], artifacts: { 'rootfs.squashfs': { sha256: sha, size: data.length } }, tree: { files: 9, bytes: 100 } };
   fs.writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(manifest, null, 2));
+  c.store.vnfs.addRevision({ vnfs: 'deb', rev, parent: manifest.parent, source: manifest.source, comment: '', createdAt: manifest.createdAt, manifest: JSON.stringify(manifest) });
   return sha;
 }
 
@@ -143,7 +144,6 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
     fs.mkdirSync(c.bbdir);
     execFileSync('busybox', ['--install', '-s', c.bbdir]);
     c.sha = makeImage(c, 1, 'revision one');
-    c.store.vnfs.put({ name: 'deb', kernel: 'r1/vmlinuz', initrd: 'r1/initrd.img', cmdline: '' });
     const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' };
     c.store.nodes.add({ mac: MAC, name: 'n0000', vnfs: 'deb', ip: '127.0.0.1', attrs: { root_password_hash: HASH, authorized_keys: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEXTRAKEYEXTRAKEYEXTRAKEYEXTRAKEYEXTRAKEYEX admin@desk', ntp: '10.1.1.1,10.1.1.2', checkin_interval: '60' } }, policy);
     c.store.nodes.add({ mac: '52:54:00:5e:00:02', name: 'n0001', vnfs: 'deb', ip: '10.77.0.51' }, policy);
@@ -162,7 +162,7 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
       statedir: c.statedir,
       events,
       attrsFor: (n) => c.store.attrsFor(n),
-      imageFor: (n, attrs) => nodeImage(c.statedir, n.vnfs, attrs, currentRevOf(c.store, n.vnfs)),
+      imageFor: (n, attrs) => nodeImage(n.vnfs, attrs, currentRevOf(c.store, n.vnfs)),
     });
   });
 

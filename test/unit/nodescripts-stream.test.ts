@@ -50,8 +50,10 @@ test('script environment holds exactly the Perceus variables, PATH, NODETOKEN an
   );
   assert.deepEqual(Object.keys(env).sort(), [
     'ATTR_RACK', 'ATTR_STATE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'NODETOKEN', 'PATH',
-    'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX',
+    'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX', 'VNFSREV', 'VNFSROOT',
   ]);
+  assert.equal(env.VNFSREV, '', 'a kernel+initrd VNFS has no revision');
+  assert.equal(env.VNFSROOT, '');
   assert.equal(env.ENABLED, '0');
   assert.equal(env.DEBUG, '1');
   assert.equal(env.IPADDR, '10.0.0.9');
@@ -59,6 +61,14 @@ test('script environment holds exactly the Perceus variables, PATH, NODETOKEN an
   assert.equal(env.ATTR_STATE, 'shadow');
   assert.equal(env.NODETOKEN, '', 'no token when tokens are off');
   assert.equal(scriptEnv({ mac: 'm', name: 'n', group: 'g', vnfs: '', enabled: true, debug: false, ip: '' }, 'ready', {}, { statedir: '/', vnfsMethod: '', vnfsMaster: '', vnfsPrefix: '', path: '' }, '10.1.1.1').IPADDR, '10.1.1.1');
+});
+
+test('a pinned node (vnfs NAME@REV) sees the bare name in VNFS and the revision in VNFSREV', () => {
+  const ctx = { statedir: '/s', vnfsMethod: 'http', vnfsMaster: '', vnfsPrefix: '', path: '' };
+  const env = scriptEnv({ mac: 'm', name: 'n', group: 'g', vnfs: 'deb12@3', enabled: true, debug: false, ip: '' }, 'init', {}, ctx, undefined, undefined, { rev: 3, root: true });
+  assert.equal(env.VNFS, 'deb12');
+  assert.equal(env.VNFSREV, '3');
+  assert.equal(env.VNFSROOT, '1');
 });
 
 test('semaphore never exceeds its limit and serves older requests first', async () => {

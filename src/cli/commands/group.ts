@@ -5,6 +5,7 @@ import { InvalidInput } from '../../nodes/mac.js';
 import { NotFound } from '../../nodes/select.js';
 import type { Run } from '../main.js';
 import { groupDeployCommand } from './remote.js';
+import { addImageCommands, imageServiceFor, mib, revisionJson } from './image.js';
 
 const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
@@ -76,7 +77,9 @@ export function groupCommand(run: Run): Command {
 }
 
 export function vnfsCommand(run: Run): Command {
-  const vnfs = new Command('vnfs').description('VNFS images: kernel + initrd + command line under <statedir>/vnfs/NAME/');
+  const vnfs = new Command('vnfs')
+    .alias('image')
+    .description('VNFS images: kernel + initrd + command line, or a versioned root filesystem, under <statedir>/vnfs/NAME/');
   vnfs
     .command('list')
     .description('all VNFS images')
@@ -84,8 +87,18 @@ export function vnfsCommand(run: Run): Command {
     .action(
       run((ctx) => {
         const list = ctx.store.vnfs.list();
-        ctx.print({ vnfs: list.map(vnfsJson) }, () =>
-          list.length ? table(['VNFS', 'NODES', 'KERNEL', 'INITRD', 'CMDLINE'], list.map((v) => [v.name, v.nodes, v.kernel, v.initrd, v.cmdline || '-'])) : 'no VNFS images\n',
+        const revs = new Map(list.map((v) => [v.name, ctx.store.vnfs.revisions(v.name)]));
+        const squash = (v: (typeof list)[number]) => {
+          const r = revs.get(v.name)!.find((x) => x.rev === v.currentRev);
+          return r ? (JSON.parse(r.manifest) as { artifacts?: { 'rootfs.squashfs'?: { size: number } } }).artifacts?.['rootfs.squashfs']?.size : undefined;
+        };
+        ctx.print({ vnfs: list.map((v) => ({ ...vnfsJson(v), revisions: revs.get(v.name)!.length, squashfsBytes: squash(v) ?? null })) }, () =>
+          list.length
+            ? table(
+                ['VNFS', 'NODES', 'REV', 'REVS', 'SIZE', 'KERNEL', 'INITRD', 'CMDLINE'],
+                list.map((v) => [v.name, v.nodes, v.currentRev ?? '-', revs.get(v.name)!.length || '-', v.currentRev ? mib(squash(v)) : '-', v.kernel, v.initrd, v.cmdline || '-']),
+              )
+            : 'no VNFS images\n',
         );
       }),
     );
@@ -109,11 +122,28 @@ export function vnfsCommand(run: Run): Command {
     .argument('<NAME>')
     .addOption(json())
     .action(
-      run((ctx, name: string) => {
+      run(async (ctx, name: string) => {
         const v = ctx.store.vnfs.list().find((x) => x.name === name);
         if (!v) throw new NotFound(`no VNFS named "${name}"`);
-        ctx.print({ ...vnfsJson(v), dir: ctx.nodes.vnfsDir(name) }, () =>
-          `vnfs:    ${v.name}\ndir:     ${ctx.nodes.vnfsDir(name)}\nkernel:  ${v.kernel}\ninitrd:  ${v.initrd}\ncmdline: ${v.cmdline || '-'}\nnodes:   ${v.nodes}\n` + attrLines(v.attrs),
+        const svc = await imageServiceFor(ctx);
+        const revs = svc.revisions(name);
+        const usage = revs.length ? svc.usage(name) : undefined;
+        const use = new Map((usage?.revisions ?? []).map((u) => [u.rev, u]));
+        ctx.print(
+          { ...vnfsJson(v), dir: ctx.nodes.vnfsDir(name), revisions: revs.map((r) => revisionJson(r, use.get(r.rev))), diskBytes: usage?.totalBytes ?? null },
+          () =>
+            `vnfs:    ${v.name}\ndir:     ${ctx.nodes.vnfsDir(name)}\nkernel:  ${v.kernel}\ninitrd:  ${v.initrd}\ncmdline: ${v.cmdline || '-'}\nnodes:   ${v.nodes}\n` +
+            (revs.length
+              ? `current: revision ${v.currentRev}\ndisk:    ${mib(usage!.totalBytes)} for ${revs.length} revision(s), shared files counted once\nrevisions (ADDS: what each adds over the older ones; OWN: what pruning it alone frees):\n` +
+                revs
+                  .map((r) => {
+                    const u = use.get(r.rev);
+                    return `  ${r.current ? '*' : ' '} r${r.rev}  parent ${r.parent ?? '-'}  ${r.source}  kernel ${r.manifest.kernel || '-'}  squashfs ${mib(r.manifest.artifacts['rootfs.squashfs']?.size)}  adds ${mib(u?.addedBytes)}  own ${mib(u?.ownBytes)}  nodes ${r.nodes.join(',') || '-'}${r.comment ? `  "${r.comment}"` : ''}`;
+                  })
+                  .join('\n') +
+                '\n'
+              : '') +
+            attrLines(v.attrs),
         );
       }),
     );
@@ -137,10 +167,12 @@ export function vnfsCommand(run: Run): Command {
     .option('--keep-files', 'keep <statedir>/vnfs/NAME/')
     .addOption(json())
     .action(
-      run((ctx, name: string, o: { keepFiles?: boolean }) => {
+      run(async (ctx, name: string, o: { keepFiles?: boolean }) => {
         ctx.nodes.deleteVnfs(name, o.keepFiles);
+        if (!o.keepFiles) (await imageServiceFor(ctx)).removeFiles(name);
         ctx.print({ deleted: name }, () => `deleted VNFS ${name}`);
       }),
     );
+  addImageCommands(vnfs, run);
   return vnfs;
 }

@@ -1,0 +1,196 @@
+import { Command, Option } from 'commander';
+import { RuntimeFailure, table, type CliContext } from '../context.js';
+import type { Run } from '../main.js';
+import { ExecFailed, ImageService, type CommitResult, type RevisionInfo } from '../../images/service.js';
+import { ImageError } from '../../images/errors.js';
+import { DEFAULT_PACKAGES } from '../../images/debian.js';
+
+const json = () => new Option('--json', 'machine-readable output (stable schema)');
+
+/** The image service for a CLI run: progress lines on stderr when it is a terminal (or PXEHERD_PROGRESS=1). */
+export async function imageServiceFor(ctx: CliContext): Promise<ImageService> {
+  const { defaultTemplateDirs } = await import('../../boot/service.js');
+  const tty = !!process.stderr.isTTY;
+  const show = tty || process.env.PXEHERD_PROGRESS === '1';
+  const t0 = Date.now();
+  return new ImageService({
+    store: ctx.store,
+    statedir: ctx.config.statedir,
+    templatesDirs: defaultTemplateDirs(ctx.config.statedir),
+    events: ctx.store.events,
+    tty: tty && !ctx.opts.json,
+    progress: show ? (m) => ctx.io.err(`pxeherd: [${((Date.now() - t0) / 1000).toFixed(0).padStart(3)}s] ${m}\n`) : undefined,
+  });
+}
+
+export const mib = (b: number | undefined | null): string => (b === undefined || b === null ? '-' : `${(b / 1048576).toFixed(1)} MiB`);
+
+export function commitJson(r: CommitResult) {
+  return {
+    vnfs: r.vnfs,
+    rev: r.rev,
+    parent: r.parent,
+    unchanged: !!r.unchanged,
+    linkedFiles: r.linked,
+    reused: r.reused,
+    ms: r.ms,
+    manifest: r.manifest ?? null,
+  };
+}
+
+function commitText(what: string, r: CommitResult): string {
+  if (r.rev === null) return `${r.vnfs}: no change, still revision ${r.parent}`;
+  const m = r.manifest!;
+  const a = m.artifacts;
+  return (
+    `${what} ${r.vnfs} revision ${r.rev}${r.parent !== null ? ` (parent ${r.parent})` : ''} in ${(r.ms / 1000).toFixed(1)} s, now current\n` +
+    `  tree:   ${m.tree.files} files, ${mib(m.tree.bytes)}${r.linked ? ` (${r.linked} unchanged files shared with revision ${r.parent})` : ''}\n` +
+    `  kernel: ${m.kernel || 'none: nodes cannot boot it until one is installed'}\n` +
+    `  files:  vmlinuz ${mib(a.vmlinuz?.size)}, initrd.img ${mib(a['initrd.img']?.size)}, rootfs.squashfs ${mib(a['rootfs.squashfs']?.size)}${r.reused.length ? ` (reused: ${r.reused.join(', ')})` : ''}`
+  );
+}
+
+export function revisionJson(r: RevisionInfo, usage?: { addedBytes: number; ownBytes: number; treeBytes: number; artifactBytes: number }) {
+  return {
+    rev: r.rev,
+    parent: r.parent,
+    current: r.current,
+    source: r.source,
+    comment: r.comment,
+    createdAt: new Date(r.createdAt).toISOString(),
+    kernel: r.manifest.kernel,
+    nodes: r.nodes,
+    artifacts: r.manifest.artifacts,
+    tree: r.manifest.tree,
+    ...(usage ? { disk: usage } : {}),
+  };
+}
+
+function revisionsTable(revs: RevisionInfo[], usage?: Map<number, { addedBytes: number; ownBytes: number }>): string {
+  if (!revs.length) return 'no revisions\n';
+  return table(
+    ['REV', '', 'PARENT', 'CREATED', 'SOURCE', 'KERNEL', 'SQUASHFS', ...(usage ? ['ADDS', 'OWN'] : []), 'NODES', 'COMMENT'],
+    revs.map((r) => [
+      r.rev,
+      r.current ? '*' : '',
+      r.parent ?? '-',
+      new Date(r.createdAt).toISOString().replace('T', ' ').slice(0, 19),
+      r.source.length > 40 ? r.source.slice(0, 37) + '...' : r.source,
+      r.manifest.kernel || '-',
+      mib(r.manifest.artifacts['rootfs.squashfs']?.size),
+      ...(usage ? [mib(usage.get(r.rev)?.addedBytes), mib(usage.get(r.rev)?.ownBytes)] : []),
+      r.nodes.length ? r.nodes.join(',') : '-',
+      r.comment || '-',
+    ]),
+  );
+}
+
+/** build, import, exec, shell, revisions, rollback, prune: added to the `vnfs` command. */
+export function addImageCommands(vnfs: Command, run: Run): void {
+  vnfs
+    .command('build')
+    .description('build a Debian root filesystem with mmdebstrap (the machine\'s own apt sources) as a new revision')
+    .argument('<NAME>')
+    .requiredOption('--debian <SUITE>', 'Debian suite, e.g. bookworm')
+    .option('--packages <LIST>', `extra packages, comma separated (always: ${DEFAULT_PACKAGES.join(',')})`)
+    .option('--hook <FILE>', 'executable run as FILE <image-root> after the packages are installed')
+    .option('--kernel <VERSION>', 'kernel to boot when the image has several (/boot/vmlinuz-VERSION)')
+    .option('--comment <TEXT>', 'a note kept with the revision')
+    .addOption(json())
+    .action(
+      run(async (ctx, name: string, o: { debian: string; packages?: string; hook?: string; kernel?: string; comment?: string }) => {
+        const svc = await imageServiceFor(ctx);
+        const r = await svc.build({ name, suite: o.debian, packages: o.packages, hook: o.hook, kernel: o.kernel, comment: o.comment });
+        ctx.print(commitJson(r), () => commitText('built', r));
+      }),
+    );
+  vnfs
+    .command('import')
+    .description('import a root filesystem as a new revision: DIR, FILE.tar[.gz|.xz|.zst], oci-archive:FILE, docker-archive:FILE, docker://HOST[:PORT]/REPO:TAG')
+    .argument('<NAME>')
+    .argument('<SOURCE>')
+    .option('--kernel <VERSION>', 'kernel to boot when the image has several')
+    .option('--comment <TEXT>', 'a note kept with the revision')
+    .addOption(json())
+    .action(
+      run(async (ctx, name: string, from: string, o: { kernel?: string; comment?: string }) => {
+        const svc = await imageServiceFor(ctx);
+        const r = await svc.import({ name, from, kernel: o.kernel, comment: o.comment });
+        ctx.print(commitJson(r), () => commitText('imported', r));
+      }),
+    );
+  const execAction = (interactive: boolean) =>
+    run(async (ctx, name: string, ...rest: unknown[]) => {
+      const command = interactive ? [] : (rest[0] as string[]);
+      const o = rest[interactive ? 0 : 1] as { comment?: string; shell?: string };
+      const svc = await imageServiceFor(ctx);
+      try {
+        const r = await svc.exec({ name, command: interactive ? [o.shell ?? '/bin/bash', '-l'] : command, interactive, comment: o.comment, stdout: ctx.opts.json ? 'stderr' : 'inherit' });
+        ctx.print({ ...commitJson(r), exitCode: r.exitCode }, () => commitText('committed', r));
+      } catch (e) {
+        if (e instanceof ExecFailed) throw new RuntimeFailure(e.message);
+        throw e;
+      }
+    });
+  vnfs
+    .command('exec')
+    .description('run a command inside the image (own mount namespace, /proc /sys /dev, the master\'s resolv.conf): exit 0 with changes makes a new revision, a failure changes nothing')
+    .argument('<NAME>')
+    .argument('<CMD...>', 'the command and its arguments (after --)')
+    .option('--comment <TEXT>', 'a note kept with the revision')
+    .addOption(json())
+    .action(execAction(false));
+  vnfs
+    .command('shell')
+    .description('an interactive shell inside the image: leaving it with exit 0 commits the changes as a new revision, "exit 1" discards them')
+    .argument('<NAME>')
+    .option('--shell <PATH>', 'shell inside the image', '/bin/bash')
+    .option('--comment <TEXT>', 'a note kept with the revision')
+    .addOption(json())
+    .action(execAction(true));
+  vnfs
+    .command('revisions')
+    .description('the revisions of a VNFS: source, kernel, size, nodes using each (* = current)')
+    .argument('<NAME>')
+    .addOption(json())
+    .action(
+      run(async (ctx, name: string) => {
+        const svc = await imageServiceFor(ctx);
+        const revs = svc.revisions(name);
+        ctx.print({ vnfs: name, revisions: revs.map((r) => revisionJson(r)) }, () => revisionsTable(revs));
+      }),
+    );
+  vnfs
+    .command('rollback')
+    .description('make an earlier revision current (default: the current one\'s parent); nothing is repacked')
+    .argument('<NAME>')
+    .argument('[REV]', 'revision number')
+    .addOption(json())
+    .action(
+      run(async (ctx, name: string, rev: string | undefined) => {
+        if (rev !== undefined && !/^[1-9][0-9]*$/.test(rev)) throw new ImageError(`revision "${rev}" is not a revision number: see pxeherd vnfs revisions ${name}`);
+        const svc = await imageServiceFor(ctx);
+        const r = await svc.rollback(name, rev === undefined ? undefined : Number(rev));
+        ctx.print(r, () => `${name}: current revision ${r.from} -> ${r.to}`);
+      }),
+    );
+  vnfs
+    .command('prune')
+    .description('remove old revisions, keeping the newest N; never the current one or one a node pins')
+    .argument('<NAME>')
+    .requiredOption('--keep <N>', 'how many of the newest revisions to keep')
+    .addOption(json())
+    .action(
+      run(async (ctx, name: string, o: { keep: string }) => {
+        if (!/^[0-9]+$/.test(o.keep)) throw new ImageError(`--keep "${o.keep}" is not a number of revisions`);
+        const svc = await imageServiceFor(ctx);
+        const r = await svc.prune(name, Number(o.keep));
+        ctx.print(r, () =>
+          [
+            r.removed.length ? `removed revision(s) ${r.removed.map((x) => x.rev).join(', ')} (${mib(r.freedBytes)} freed)` : 'removed nothing',
+            ...r.kept.map((k) => `kept revision ${k.rev}: ${k.why.join('; ')}`),
+          ].join('\n'),
+        );
+      }),
+    );
+}
