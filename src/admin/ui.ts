@@ -128,12 +128,17 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     const groupAttrs = store.groups.attrsOf(n.group);
     const attrs = Object.keys({ ...groupAttrs, ...n.attrs })
       .sort()
-      .map((key) => ({ key, value: n.attrs[key] ?? groupAttrs[key], from: key in n.attrs ? 'node' : `group ${n.group}` }));
+      // A password hash is a secret: the page says one is set, never what it is.
+      .map((key) => ({ key, value: key === 'root_password_hash' ? '(set, hidden)' : (n.attrs[key] ?? groupAttrs[key]), from: key in n.attrs ? 'node' : `group ${n.group}` }));
     const events = nodeEvents((f) => store.events.query(f), n, 500);
+    // The root-filesystem revision the node runs: the last one stage one switched into.
+    const sw = store.events.query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
+    const running = sw ? `${n.vnfs.replace(/@[0-9]+$/, '')} r${(sw.detail as { rev?: number }).rev ?? '?'}` : undefined;
     const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
     const x = nodeExtras(store, n, { detail: true, now: deps.now?.() });
     page(res, 200, 'node', n.name, {
       node: nodeRow(n, x.stale),
+      running,
       hardware: hardwareView(x),
       health: 'health' in x ? x.health : undefined,
       checkinInterval: 'checkinInterval' in x ? x.checkinInterval : undefined,

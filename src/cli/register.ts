@@ -6,3 +6,5 @@ import { scriptCommand } from './commands/script.js';
 import { powerCommand, execCommand } from './commands/remote.js';
 
 extraCommands.push(scriptCommand, stage1Command, explainCommand, powerCommand, execCommand);
+import { overlayCommand } from './commands/overlay.js';
+extraCommands.push(overlayCommand);

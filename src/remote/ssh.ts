@@ -1,6 +1,7 @@
 import type ssh2 from 'ssh2';
 import { ssh2lib } from './ssh2lib.js';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
+import { createHash } from 'node:crypto';
 
 /** Where and as whom to log in. Secrets stay in this object; messages only use `label`. */
 export interface SshTarget {
@@ -11,9 +12,16 @@ export interface SshTarget {
   password?: string;
   /** How the credential is described in errors, e.g. "key /var/pxeherd/ssh/id_ed25519". */
   credential?: string;
+  /**
+   * The host keys the peer must present ("type base64", as in a .pub file), e.g. a node's
+   * keys kept on the master (src/stateless/identity.ts). Absent: any host key is accepted.
+   */
+  hostKeys?: string[];
+  /** Where the expected keys come from, for the mismatch message. */
+  hostKeysFrom?: string;
 }
 
-export type SshStage = 'connect' | 'auth' | 'timeout' | 'exec';
+export type SshStage = 'connect' | 'auth' | 'timeout' | 'exec' | 'hostkey';
 
 /** A failure that names the host, the stage and what to check, never the secret. */
 export class SshError extends Error {
@@ -51,8 +59,19 @@ export function describe(t: Pick<SshTarget, 'host' | 'port' | 'user'>): string {
   return `${t.user}@${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
 }
 
-function connectError(t: SshTarget, e: Error & { level?: string; code?: string }, timeoutMs: number): SshError {
+/** SHA256:... as ssh-keygen -l prints it. */
+export function fingerprint(blob: Buffer): string {
+  return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
+}
+
+function connectError(t: SshTarget, e: Error & { level?: string; code?: string }, timeoutMs: number, badHostKey?: Buffer): SshError {
   const who = describe(t);
+  if (badHostKey) {
+    return new SshError(
+      `host key of ${who} (${fingerprint(badHostKey)}) is not the one pxeherd keeps for it${t.hostKeysFrom ? ` (${t.hostKeysFrom})` : ''}: the machine at that address is not that node, or its keys were replaced; refusing to log in`,
+      'hostkey',
+    );
+  }
   if (e.level === 'client-authentication') {
     return new SshError(`authentication failed for ${who}${t.credential ? ` (tried ${t.credential})` : ''}: the server refused the credential`, 'auth');
   }
@@ -85,8 +104,9 @@ export function fmtSeconds(ms: number): string {
 type Open = (c: ssh2.Client, cb: (err: Error | undefined, ch: ClientChannel) => void) => void;
 
 /**
- * One connection, one channel, then close. Host keys are not checked: nodes get a new
- * host key with every reinstall, and the pxeherd key proves who we are, not who they are.
+ * One connection, one channel, then close. The peer's host key is checked against
+ * `t.hostKeys` when given (nodes whose keys the master keeps); otherwise any key is accepted
+ * (BMCs, switches, nodes installed by other means).
  */
 function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string): Promise<SshRunResult> {
   const max = opts.maxOutput ?? 4 << 20;
@@ -110,7 +130,8 @@ function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string)
     const connectMs = opts.connectTimeoutMs ?? (opts.timeoutMs > 0 ? Math.min(opts.timeoutMs, 15_000) : 15_000);
     let limitMs = connectMs;
     let timer: NodeJS.Timeout | undefined = setTimeout(() => finish(timeoutError(t, phase, limitMs)), connectMs);
-    c.on('error', (e: Error) => finish(phase === 'connecting to' ? connectError(t, e, connectMs) : new SshError(`${what} on ${describe(t)}: ${e.message}`, 'exec')));
+    let badHostKey: Buffer | undefined;
+    c.on('error', (e: Error) => finish(phase === 'connecting to' || badHostKey ? connectError(t, e, connectMs, badHostKey) : new SshError(`${what} on ${describe(t)}: ${e.message}`, 'exec')));
     c.on('close', () => finish(new SshError(`${describe(t)} closed the connection ${phase === 'connecting to' ? 'during the handshake' : `while ${phase.replace(/ on$/, '')}`}`, phase === 'connecting to' ? 'connect' : 'exec')));
     c.on('ready', () => {
       phase = `${what} on`;
@@ -167,6 +188,14 @@ function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string)
       // Only the credential given: never fall back to an agent or keyboard prompts.
       tryKeyboard: false,
     };
+    if (t.hostKeys) {
+      const allowed = new Set(t.hostKeys.map((k) => k.trim().split(/\s+/)[1]).filter(Boolean));
+      cfg.hostVerifier = (key: Buffer) => {
+        if (allowed.has(key.toString('base64'))) return true;
+        badHostKey = key;
+        return false;
+      };
+    }
     if (t.privateKey) cfg.privateKey = t.privateKey;
     if (t.password !== undefined) cfg.password = t.password;
     try {

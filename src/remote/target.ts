@@ -2,6 +2,7 @@ import { InvalidInput } from '../nodes/mac.js';
 import type { Node } from '../nodes/types.js';
 import type { SshTarget } from './ssh.js';
 import type { KeyPair } from './keys.js';
+import { keptHostKeys } from '../stateless/identity.js';
 
 export function parsePort(v: string | undefined, attr: string, dflt: number): number {
   if (v === undefined || v === '') return dflt;
@@ -12,9 +13,12 @@ export function parsePort(v: string | undefined, attr: string, dflt: number): nu
 
 /**
  * How pxeherd reaches a node itself: attributes `ssh_host` (default: the node's address),
- * `ssh_port` (22), `ssh_user` (root), always with the pxeherd key.
+ * `ssh_port` (22), `ssh_user` (root), always with the pxeherd key. With `statedir`, a node
+ * whose host keys the master keeps (stateless nodes: <statedir>/hostkeys/<node>/) must
+ * present one of them.
  */
-export function nodeTarget(node: Node, attrs: Record<string, string>, key: KeyPair): SshTarget {
+export function nodeTarget(node: Node, attrs: Record<string, string>, key: KeyPair, statedir?: string): SshTarget {
+  const kept = statedir ? keptHostKeys(statedir, node.name) : [];
   const host = attrs.ssh_host || node.ip;
   if (!host) throw new InvalidInput(`node ${node.name} has no address: set ip or attr.ssh_host`, 'ssh_host');
   return {
@@ -23,5 +27,6 @@ export function nodeTarget(node: Node, attrs: Record<string, string>, key: KeyPa
     user: attrs.ssh_user || 'root',
     privateKey: key.privateKey,
     credential: `key ${key.privatePath}`,
+    ...(kept.length ? { hostKeys: kept, hostKeysFrom: `${statedir}/hostkeys/${node.name}/` } : {}),
   };
 }

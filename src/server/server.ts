@@ -23,6 +23,7 @@ import { NodeService } from '../nodes/service.js';
 import { explainBoot } from './explain.js';
 import { inventoryRouter, storeInventoryBackend, queryContextFor } from '../inventory/index.js';
 import { blksizeCeiling, interfaceMtu } from '../tftp/mtu.js';
+import { statelessParts } from '../stateless/wiring.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -105,9 +106,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const boot = bootParts({ config, store, serverAddress: address, events });
   const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m), config.security.node_tokens ? boot.tokens : undefined);
 
+  // Stateless boot (issue 17): per-node files (host keys, overlays) and the node's reports.
+  const stateless = await statelessParts({ config, store, serverAddress: address, events, tokens: boot.tokens });
+  if (stateless.installed.length) log.info({ files: stateless.installed.length }, `installed ${stateless.installed.length} default overlay file(s) into ${config.statedir}/overlays`);
+
   const services: Service[] = [];
   if (config.http.port !== 0) {
-    const app = createHttpApp({ routers: [provisionRouter(provision, { authorize: boot.authorize }), inventoryRouter(storeInventoryBackend(store, events), { authorize: boot.authorize }), ...boot.routers] });
+    const app = createHttpApp({ routers: [provisionRouter(provision, { authorize: boot.authorize }), inventoryRouter(storeInventoryBackend(store, events), { authorize: boot.authorize }), ...boot.routers, ...stateless.routers] });
     services.push(httpService('http', config.http.listen, config.http.port, app));
   }
   if (config.provisiond.port !== 0) {

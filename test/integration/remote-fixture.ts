@@ -35,6 +35,8 @@ export interface FakeSshdOptions {
   /** For shell sessions: the console's answer to one typed line ('' = nothing). */
   onShellLine?: (line: string) => string;
   prompt?: string;
+  /** The server's host key (OpenSSH private key text); default a fresh ed25519 key. */
+  hostKey?: string | Buffer;
 }
 
 /** A real SSH server on 127.0.0.1: key and password authentication, recorded commands. */
@@ -46,7 +48,7 @@ export class FakeSshd {
   port = 0;
 
   constructor(private readonly o: FakeSshdOptions = {}) {
-    const hostKey = validKey();
+    const hostKey = o.hostKey ?? validKey();
     const allowed = (o.authorizedKeys ?? []).map((line) => {
       const k = ssh2.utils.parseKey(line);
       if (k instanceof Error) throw k;

@@ -132,7 +132,7 @@ export function execCommand(run: Run): Command {
         const out = new LineSplitter((l) => !o.json && ctx.io.out(`${n.name}: ${l}\n`));
         const err = new LineSplitter((l) => !o.json && ctx.io.err(`${n.name}: ${l}\n`));
         try {
-          const t = nodeTarget(n, ctx.store.attrsFor(n), key());
+          const t = nodeTarget(n, ctx.store.attrsFor(n), key(), ctx.config.statedir);
           const r = await sshRun(t, command, {
             timeoutMs: (o.timeout ?? 0) * 1000,
             connectTimeoutMs: o.connectTimeout * 1000,
@@ -207,7 +207,7 @@ export function nodeReinstallCommand(run: Run): Command {
             powerCycle: (n) => power.cycleOrOn(n),
             eventsSince: (n, since) => ctx.store.events.query({ mac: n.mac, since, order: 'asc', limit: 100000 }),
             probeSsh: async (n, timeoutMs) => {
-              const r = await sshRun(nodeTarget(n, ctx.store.attrsFor(n), key()), 'true', { timeoutMs });
+              const r = await sshRun(nodeTarget(n, ctx.store.attrsFor(n), key(), ctx.config.statedir), 'true', { timeoutMs });
               if (r.exit !== 0) throw new Error(`"true" over SSH ended with ${r.exit === null ? 'no status' : `exit code ${r.exit}`}`);
             },
             record: (ev) => ctx.store.events.record(ev),
@@ -318,7 +318,7 @@ export function groupDeployCommand(run: Run): Command {
             shell: sshShell,
             key,
             record: (ev) => ctx.store.events.record(ev),
-            headTarget: () => (head && headAttrs.ssh_host ? nodeTarget(head, headAttrs, key()) : undefined),
+            headTarget: () => (head && headAttrs.ssh_host ? nodeTarget(head, headAttrs, key(), ctx.config.statedir) : undefined),
           },
           { timeoutMs: o.timeout * 1000, machinesPath, onProgress: say },
         );
