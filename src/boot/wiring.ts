@@ -11,6 +11,7 @@ import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
 import { isActive } from '../dhcp/leases.js';
 import { arpLookup } from '../provisiond/arp.js';
+import type { ClientArchs } from './loader.js';
 
 /**
  * Everything the boot path contributes to the server, built from the configuration in one
@@ -36,10 +37,10 @@ export interface BootParts {
   gate?: SendGate;
 }
 
-export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number }): BootParts {
+export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number; archs?: ClientArchs }): BootParts {
   const { config, store, events } = args;
   const tokens = nodeTokensFor(config.statedir, config.security.token_ttl_seconds, args.now);
-  const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir) });
+  const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir), archs: args.archs });
   const tftpRoot = config.tftp.root || path.join(config.statedir, 'tftproot');
   const auth = { enabled: config.security.node_tokens, tokens, events };
   // One cache for /vnfs and /tftp: the same few kernels, initrds and loaders go to every node.
@@ -54,7 +55,7 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
       vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),
-      tftpHttpRouter({ root: tftpRoot, events, cache, gate }),
+      tftpHttpRouter({ root: tftpRoot, events, cache, gate, generate: (req) => (req.kind === 'pxelinux' ? boot.renderPxelinux(req.mac) : boot.renderGrub(req.mac)) }),
     ],
     authorize: httpAuthorizer(auth),
     provisiondAuthorize: provisiondAuthorizer(auth),

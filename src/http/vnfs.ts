@@ -3,6 +3,7 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
+import { parseGeneratedName, type GeneratedRequest } from '../tftp/generated.js';
 import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
@@ -80,6 +81,12 @@ export interface TftpHttpRouterDeps {
   events: EventSink;
   cache?: FileCache | false;
   gate?: SendGate;
+  /**
+   * The generated configurations (pxelinux.cfg/01-<mac>, grub.cfg-01-<mac>) as TFTP serves
+   * them: GRUB loaded by UEFI HTTP boot reads its configuration from where it came from,
+   * over HTTP. Undefined = decline (then the file on disk, else 404).
+   */
+  generate?: (req: GeneratedRequest) => Buffer | undefined;
 }
 
 /** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
@@ -94,6 +101,14 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
     if (!segs) return deny(404, 'no file named');
     const chk = checkRelPath(segs);
     if (!chk.ok) return deny(403, chk.reason);
+    const rel = chk.segments.join('/');
+    const g = deps.generate ? parseGeneratedName(rel) : undefined;
+    const body = g && deps.generate?.({ ...g, path: rel });
+    if (g && body) {
+      deps.events.record({ mac: g.mac, kind: 'http.file', detail: { path: rel, method: req.method, status: 200, bytes: body.length, generated: true, ip: req.socket.remoteAddress ?? null } });
+      res.type('text/plain').send(body);
+      return;
+    }
     const r = resolveInside(deps.root, chk.segments);
     if (!r.ok) return deny(r.status, r.reason);
     sendResolved(req, res, r.file, r.stat, (s) => {

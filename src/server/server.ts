@@ -12,7 +12,8 @@ import { provisionRouter } from '../provision/http.js';
 import { ProvisiondServer } from '../provisiond/server.js';
 import { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescripts/index.js';
 import { provisionParts } from './parts.js';
-import { TftpServer, installLoaders } from '../tftp/index.js';
+import { TftpServer, installLoaders, installChainLoaders } from '../tftp/index.js';
+import { ClientArchs } from '../boot/loader.js';
 import { DhcpServer } from '../dhcp/server.js';
 import { loadBindToDevice } from '../dhcp/bindtodevice.js';
 import { dhcpBackend, eventSink } from './backends.js';
@@ -102,7 +103,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
   if (installed.length) log.info({ dir: config.nodescripts.dir, files: installed.length }, `installed ${installed.length} default nodescript(s) into ${config.nodescripts.dir}`);
 
-  const boot = bootParts({ config, store, serverAddress: address, events });
+  const archs = new ClientArchs(); // DHCP notes each firmware's CPU, the boot renderer reads it
+  const boot = bootParts({ config, store, serverAddress: address, events, archs });
   const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m), config.security.node_tokens ? boot.tokens : undefined);
 
   const services: Service[] = [];
@@ -126,6 +128,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.tftp.port !== 0) {
     const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
     await installLoaders(config.tftp.root, tftpLog); // says which loaders are available or missing
+    await installChainLoaders(config.tftp.root, tftpLog); // pxelinux, GRUB, shim (attribute boot_loader)
     const mtu = config.interface ? interfaceMtu(config.interface) : undefined;
     const maxBlksize = blksizeCeiling(config.tftp.max_blksize, mtu);
     if (maxBlksize < config.tftp.max_blksize) log.info({ interface: config.interface, mtu, maxBlksize }, `tftp: blksize at most ${maxBlksize}, so a block fits one frame of ${config.interface} (MTU ${mtu})`);
@@ -156,7 +159,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       config: config.dhcp,
       serverAddress: address,
       httpPort: config.http.port,
-      backend: dhcpBackend(store, config, events),
+      backend: dhcpBackend(store, config, events, archs),
       interface: config.interface,
       bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
