@@ -86,7 +86,7 @@ export interface TftpHttpRouterDeps {
    * them: GRUB loaded by UEFI HTTP boot reads its configuration from where it came from,
    * over HTTP. Undefined = decline (then the file on disk, else 404).
    */
-  generate?: (req: GeneratedRequest) => Buffer | undefined;
+  generate?: (req: GeneratedRequest, ip?: string) => Buffer | undefined;
 }
 
 /** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
@@ -103,7 +103,7 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
     if (!chk.ok) return deny(403, chk.reason);
     const rel = chk.segments.join('/');
     const g = deps.generate ? parseGeneratedName(rel) : undefined;
-    const body = g && deps.generate?.({ ...g, path: rel });
+    const body = g && deps.generate?.({ ...g, path: rel }, req.socket.remoteAddress);
     if (g && body) {
       deps.events.record({ mac: g.mac, kind: 'http.file', detail: { path: rel, method: req.method, status: 200, bytes: body.length, generated: true, ip: req.socket.remoteAddress ?? null } });
       res.type('text/plain').send(body);

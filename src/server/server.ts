@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
@@ -144,7 +145,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       engine: config.tftp.engine,
       timeoutMs: config.tftp.timeout_seconds * 1000,
       retries: config.tftp.retries,
-      generate: (req) => boot.tftpGenerate(req),
+      generate: (req, peer) => boot.tftpGenerate(req, peer),
+      mounts: { 'vnfs/': path.join(config.statedir, 'vnfs') }, // GRUB under Secure Boot loads kernels by TFTP
       events,
       logger: tftpLog,
     });

@@ -49,6 +49,8 @@ export const DEBIAN_CHAIN_LOADERS: readonly LoaderSource[] = [
   { name: 'lpxelinux.0', src: '/usr/lib/PXELINUX/lpxelinux.0', pkg: 'pxelinux' },
   { name: 'ldlinux.c32', src: '/usr/lib/syslinux/modules/bios/ldlinux.c32', pkg: 'syslinux-common' },
   { name: 'grubx64.efi', src: '/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed', pkg: 'grub-efi-amd64-signed' },
+  // Not signed: GRUB loads it only without Secure Boot (kernel and initrd over HTTP); see templates/grub.
+  { name: 'grub/x86_64-efi/http.mod', src: '/usr/lib/grub/x86_64-efi/http.mod', pkg: 'grub-efi-amd64-bin' },
   { name: 'shimx64.efi', src: '/usr/lib/shim/shimx64.efi.signed', pkg: 'shim-signed' },
   { name: 'grubaa64.efi', src: '/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed', pkg: 'grub-efi-arm64-signed (arm64)' },
 ];
@@ -78,6 +80,7 @@ async function copyLoaders(root: string, log: TftpLogger, entries: readonly Load
       continue;
     }
     try {
+      await fsp.mkdir(path.dirname(dest), { recursive: true });
       // COPYFILE_EXCL: a file that appeared meanwhile (or a dangling symlink) is the admin's.
       await fsp.copyFile(src, dest, constants.COPYFILE_EXCL);
       report.present.push(name);

@@ -181,7 +181,7 @@ describe('every firmware path boots for real (pxelinux, GRUB, UEFI HTTP boot, Se
 
   test("pxeherd copies Debian's pxelinux, GRUB and shim into the TFTP root at start and says so", () => {
     const log = fs.readFileSync(c.serverLog!, 'utf8');
-    assert.match(log, /boot loaders available in [^"]*: lpxelinux\.0, ldlinux\.c32, grubx64\.efi, shimx64\.efi/);
+    assert.match(log, /boot loaders available in [^"]*: lpxelinux\.0, ldlinux\.c32, grubx64\.efi, grub\/x86_64-efi\/http\.mod, shimx64\.efi/);
     for (const l of x86Loaders) assert.deepEqual(fs.readFileSync(path.join(c.statedir, 'tftproot', l.name)), fs.readFileSync(l.src), `${l.name} is ${l.src}`);
   });
 
@@ -219,8 +219,11 @@ describe('every firmware path boots for real (pxelinux, GRUB, UEFI HTTP boot, Se
     const r = await bootToMarker(c, {
       vm: { name: 'grub-provision', mac, firmware: 'uefi', nic: 'virtio-firmware-pxe' },
       expectName: 'grubnode',
-      need: ['dhcp.ack', 'tftp.done:grubx64.efi', `tftp.done:grub.cfg-01-${mac.replace(/:/g, '-')}`, 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
+      // Debian's network GRUB asks for $prefix/grub.cfg (/grub/grub.cfg), no per-MAC name: pxeherd
+      // knows the machine by the address it leased to it.
+      need: ['dhcp.ack', 'tftp.done:grubx64.efi', 'tftp.done:grub/grub.cfg', 'tftp.done:grub/x86_64-efi/http.mod', 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
     });
     assert.ok(!r.events.some((e) => ((e.detail ?? {}) as Detail).file === 'ipxe.efi'), 'no iPXE on the way');
+    assert.match(r.console, /pxeherd: grubnode boots VNFS stage1 from \(http,/, 'GRUB loaded the kernel over HTTP');
   });
 });
