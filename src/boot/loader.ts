@@ -22,6 +22,9 @@ export const LOADER_FILES = {
   grub_arm64: 'grubaa64.efi',
   shim_x64: 'shimx64.efi',
   shim_arm64: 'shimaa64.efi',
+  /** Built at start for UEFI HTTP boot (see grub-image.ts): Debian's signed image cannot boot by HTTP. */
+  grub_http_x64: 'grubx64-http.efi',
+  grub_http_arm64: 'grubaa64-http.efi',
 } as const;
 
 /** The node's chain from its merged attributes; a bad value is an error naming the choices. */

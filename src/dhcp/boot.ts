@@ -123,10 +123,14 @@ export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
     if (loader === 'ipxe' && !(arm && !ctx.bootFiles.uefi_arm64)) {
       key = arch === 19 ? 'dhcp.boot_files.uefi_arm64' : 'dhcp.boot_files.uefi_http';
       file = arch === 19 ? ctx.bootFiles.uefi_arm64 : ctx.bootFiles.uefi_http;
+    } else if (loader === 'shim-grub') {
+      reasons.push(
+        `UEFI HTTP boot client, ${archName}: boot_loader shim-grub, but Debian's signed GRUB has no HTTP client and cannot boot by HTTP; a Secure Boot machine must PXE boot (TFTP), so no HTTP boot is offered`,
+      );
+      return { kind: 'none', ipxeNoProxyWait: false, reasons };
     } else {
-      const l = efiLoader();
-      file = l.file;
-      key = l.why;
+      file = arm ? LOADER_FILES.grub_http_arm64 : LOADER_FILES.grub_http_x64;
+      key = `${efiLoader().why}, with HTTP built in (made at start with grub-mkimage from Debian's GRUB modules)`;
     }
     if (!file) {
       reasons.push(`UEFI HTTP boot client, ${archName}: no loader configured (${key})`);

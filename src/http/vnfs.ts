@@ -99,16 +99,17 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
       refuse(res, status, reason);
     };
     if (!segs) return deny(404, 'no file named');
-    const chk = checkRelPath(segs);
-    if (!chk.ok) return deny(403, chk.reason);
-    const rel = chk.segments.join('/');
-    const g = deps.generate ? parseGeneratedName(rel) : undefined;
-    const body = g && deps.generate?.({ ...g, path: rel }, req.socket.remoteAddress);
+    // Generated names first: they never touch the disk, and GRUB spells a MAC with colons
+    // (grub.cfg-aa:bb:cc:dd:ee:ff), which the file path rules below do not serve.
+    const g = deps.generate && !segs.some((x) => x === '..' || x === '.' || x === '') ? parseGeneratedName(segs.join('/')) : undefined;
+    const body = g && deps.generate?.({ ...g, path: segs.join('/') }, req.socket.remoteAddress);
     if (g && body) {
-      deps.events.record({ mac: g.mac, kind: 'http.file', detail: { path: rel, method: req.method, status: 200, bytes: body.length, generated: true, ip: req.socket.remoteAddress ?? null } });
+      deps.events.record({ mac: g.mac, kind: 'http.file', detail: { path: segs.join('/'), method: req.method, status: 200, bytes: body.length, generated: true, ip: req.socket.remoteAddress ?? null } });
       res.type('text/plain').send(body);
       return;
     }
+    const chk = checkRelPath(segs);
+    if (!chk.ok) return deny(403, chk.reason);
     const r = resolveInside(deps.root, chk.segments);
     if (!r.ok) return deny(r.status, r.reason);
     sendResolved(req, res, r.file, r.stat, (s) => {

@@ -15,6 +15,7 @@ import { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescrip
 import { provisionParts } from './parts.js';
 import { TftpServer, installLoaders, installChainLoaders } from '../tftp/index.js';
 import { ClientArchs } from '../boot/loader.js';
+import { buildHttpGrub } from '../boot/grub-image.js';
 import { DhcpServer } from '../dhcp/server.js';
 import { loadBindToDevice } from '../dhcp/bindtodevice.js';
 import { dhcpBackend, eventSink } from './backends.js';
@@ -130,6 +131,12 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
     await installLoaders(config.tftp.root, tftpLog); // says which loaders are available or missing
     await installChainLoaders(config.tftp.root, tftpLog); // pxelinux, GRUB, shim (attribute boot_loader)
+    if (config.http.port !== 0) {
+      // GRUB for UEFI HTTP boot (Debian's signed network GRUB cannot boot by HTTP).
+      const g = buildHttpGrub(config.tftp.root, { address, httpPort: config.http.port });
+      if (g.ok) log.info({ file: g.file }, `tftp: GRUB for UEFI HTTP boot ${g.built ? 'built' : 'available'}: ${g.file}`);
+      else log.warn({}, `tftp: no GRUB for UEFI HTTP boot (machines with boot_loader grub cannot HTTP boot): ${g.reason}`);
+    }
     const mtu = config.interface ? interfaceMtu(config.interface) : undefined;
     const maxBlksize = blksizeCeiling(config.tftp.max_blksize, mtu);
     if (maxBlksize < config.tftp.max_blksize) log.info({ interface: config.interface, mtu, maxBlksize }, `tftp: blksize at most ${maxBlksize}, so a block fits one frame of ${config.interface} (MTU ${mtu})`);

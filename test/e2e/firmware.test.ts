@@ -101,7 +101,7 @@ type Detail = Record<string, unknown>;
  * that its timeline holds `need` in order (each entry an event kind, or kind:file for a TFTP
  * or HTTP file).
  */
-async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; expectName: string; group?: string; need: string[]; ms?: number }) {
+async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; expectName: string; group?: string; need: string[]; ms?: number; anyMac?: boolean }) {
   const since = Date.now();
   const vm = startVm({ ...o.vm, lab: c.lab, dir: c.dir });
   try {
@@ -120,7 +120,8 @@ async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; exp
     assert.equal(node.name, o.expectName);
     assert.match(node.ip, /^10\.77\.0\.\d+$/, 'its address is recorded');
     assert.equal(m[3], node.ip, 'IPADDR seen by the nodescript is the node address');
-    const evs = withStore(c, (s) => s.events.query({ mac: o.vm.mac, since, order: 'asc', limit: 10000 }));
+    // anyMac: files fetched from an address pxeherd did not lease (proxyDHCP) carry no MAC; one machine boots at a time.
+    const evs = withStore(c, (s) => s.events.query({ ...(o.anyMac ? {} : { mac: o.vm.mac }), since, order: 'asc', limit: 10000 }));
     const label = (e: { kind: string; detail: unknown }) => {
       const d = (e.detail ?? {}) as Detail;
       const file = (d.file ?? d.path) as string | undefined;
@@ -253,6 +254,45 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
       assert.ok(!kinds.includes('http.ipxe'), 'iPXE never ran (it would have asked for its script)');
     } finally {
       vm.kill();
+    }
+  });
+
+  test("UEFI HTTP boot, full DHCP: OVMF's own HTTP client (HTTPClient, no TFTP) gets the URL of iPXE EFI -> iPXE -> its script -> ready", async () => {
+    const mac = '52:54:00:f0:00:06';
+    cli(c, ['node', 'add', mac, 'httpipxe']);
+    const r = await bootToMarker(c, {
+      vm: { name: 'httpboot-ipxe', mac, firmware: 'uefi', nic: 'virtio-firmware-pxe', extraArgs: OVMF_HTTP_ONLY },
+      expectName: 'httpipxe',
+      need: ['dhcp.ack', 'http.file:ipxe.efi', 'http.ipxe', 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
+    });
+    const first = r.events.find((e) => e.kind === 'dhcp.ack')!.detail as Detail;
+    assert.equal(first.boot, 'uefi-http', 'the firmware asked as an HTTP boot client');
+    assert.ok(!r.events.some((e) => e.kind.startsWith('tftp.')), 'no TFTP at all');
+  });
+
+  test('UEFI HTTP boot, proxyDHCP beside dnsmasq: GRUB over HTTP (boot_loader grub) -> grub.cfg-<mac> over HTTP -> kernel + initrd over HTTP -> ready', async () => {
+    await stopServer(c);
+    writeConfig(c, 'dhcp: { mode: proxy }');
+    sh('ip', ['addr', 'add', `${c.lab.prefix}.2/24`, 'dev', 'eth0'], { ns: c.lab.clientNs });
+    const dns = c.lab.spawnInNs(
+      'dnsmasq',
+      ['--no-daemon', '--port=0', '--interface=eth0', '--bind-interfaces', '--dhcp-range=10.77.0.50,10.77.0.90,255.255.255.0,10m', `--dhcp-leasefile=${path.join(c.dir, 'dnsmasq.leases')}`, '--no-resolv', '--no-hosts', '--log-dhcp', `--pid-file=${path.join(c.dir, 'dnsmasq.pid')}`],
+      { log: path.join(c.dir, 'dnsmasq.log'), ns: c.lab.clientNs },
+    );
+    try {
+      await startServer(c, 'proxy');
+      const mac = '52:54:00:f0:00:07';
+      cli(c, ['node', 'add', mac, 'httpgrub', '--set', 'boot_loader=grub']);
+      const r = await bootToMarker(c, {
+        vm: { name: 'httpboot-grub', mac, firmware: 'uefi', nic: 'virtio-firmware-pxe', extraArgs: OVMF_HTTP_ONLY },
+        expectName: 'httpgrub',
+        anyMac: true,
+        need: ['dhcp.proxy', 'http.file:grubx64-http.efi', `http.file:grub/grub.cfg-${mac}`, 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
+      });
+      assert.ok(!r.events.some((e) => e.kind.startsWith('tftp.')), 'no TFTP at all');
+      assert.match(fs.readFileSync(path.join(c.dir, 'dnsmasq.leases'), 'utf8'), /52:54:00:f0:00:07/, 'the address came from the site DHCP server');
+    } finally {
+      dns.kill('SIGKILL');
     }
   });
 });
