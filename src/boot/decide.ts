@@ -87,6 +87,9 @@ export interface BootContext {
     cmdline: string;
     kernelUrl: string;
     initrdUrl: string;
+    /** The URLs' path and query (/vnfs/NAME/FILE?mac=...): GRUB names the server apart, (http,A:P)PATH. */
+    kernelPath: string;
+    initrdPath: string;
     /** http://A:P/vnfs/NAME */
     baseUrl: string;
     attrs: Record<string, string>;
@@ -169,6 +172,8 @@ export function buildContext(args: {
       cmdline: vnfs?.cmdline ?? '',
       kernelUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.kernel)}${q('')}` : '',
       initrdUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
+      kernelPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodeURIComponent(vnfs.kernel)}${q('')}` : '',
+      initrdPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
       baseUrl: vBase,
       attrs: vnfs?.attrs ?? {},
       rev: args.rev !== undefined ? String(args.rev) : '',

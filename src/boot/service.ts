@@ -26,6 +26,7 @@ export function bootRevision(vnfs: Vnfs, fieldPin: number | undefined, attrs: Re
   if (rev === vnfs.currentRev) return { vnfs, rev };
   return { vnfs: { ...vnfs, kernel: `r${rev}/vmlinuz`, initrd: `r${rev}/initrd.img` }, rev };
 }
+import { discoveryVnfsFor, nodeArch, vnfsArch, type ClientArchs, type CpuArch } from './loader.js';
 
 /** The few things boot rendering needs from the database; a test fakes it in ten lines. */
 export interface BootBackend {
@@ -36,10 +37,13 @@ export interface BootBackend {
   setBootMode(mac: string, mode: BootMode): void;
   /** Whether a VNFS has this revision (for pinned nodes); absent: every pin is taken as valid. */
   hasRevision?(name: string, rev: number): boolean;
+  /** The CPU the machine's firmware named in its last DHCP request (undefined: not seen). */
+  clientArch?(mac: string): CpuArch | undefined;
 }
 
-export function storeBootBackend(store: Store): BootBackend {
+export function storeBootBackend(store: Store, archs?: ClientArchs): BootBackend {
   return {
+    clientArch: archs ? (mac) => archs.get(mac) : undefined,
     nodeByMac: (mac) => store.nodes.byMac(mac),
     attrsFor: (node) => store.attrsFor(node),
     vnfs: (name) => store.vnfs.get(name),
@@ -117,7 +121,7 @@ export class BootService {
    * Render without side effects (what `pxeherd explain` shows). `mac` in any accepted
    * spelling, or undefined when the loader did not say (pxelinux.cfg/default, grub.cfg).
    */
-  render(kind: TemplateKind, mac: string | undefined): Rendered {
+  render(kind: TemplateKind, mac: string | undefined, opts: { arch?: CpuArch } = {}): Rendered {
     let canon = '';
     if (mac !== undefined) {
       const m = parseMac(mac);
@@ -127,17 +131,30 @@ export class BootService {
     const recent = canon ? this.recentOnce.get(`${kind}|${canon}`) : undefined;
     if (recent && this.now() < recent.until) return recent.r;
     const node = canon ? this.o.backend.nodeByMac(canon) : undefined;
-    const decision = decideBoot(node, { autoRegister: this.o.autoRegister, defaultVnfs: this.o.defaultVnfs, discoveryVnfs: this.discoveryVnfs });
+    const attrs = node ? this.o.backend.attrsFor(node) : {};
+    // The node's CPU decides its discovery image and which VNFS kernels it may be given.
+    const cpu = nodeArch(attrs, opts.arch ?? (canon ? this.o.backend.clientArch?.(canon) : undefined));
+    const discoveryVnfs = discoveryVnfsFor(this.discoveryVnfs, cpu.arch);
+    const decision = decideBoot(node, { autoRegister: this.o.autoRegister, defaultVnfs: this.o.defaultVnfs, discoveryVnfs });
     const who = node ? `node ${node.name} (${node.mac})` : canon ? `unknown machine ${canon}` : 'a machine that gave no MAC';
     let vnfs: Vnfs | undefined;
     if (decision.vnfs) {
       vnfs = this.o.backend.vnfs(decision.vnfs);
       if (!vnfs) {
-        const hint = decision.vnfs === this.discoveryVnfs ? 'build it with "pxeherd stage1 build"' : `add it with "pxeherd vnfs add ${decision.vnfs} --kernel FILE --initrd FILE"`;
+        const hint = decision.vnfs === discoveryVnfs ? `build it with "pxeherd stage1 build${cpu.arch === 'x86_64' ? '' : ` --arch ${cpu.arch}`}"` : `add it with "pxeherd vnfs add ${decision.vnfs} --kernel FILE --initrd FILE"`;
         throw new BootError(`${who} boots VNFS "${decision.vnfs}", which does not exist: ${hint}`, '', decision.mode, node);
       }
+      const varch = vnfsArch(vnfs);
+      if (varch !== cpu.arch) {
+        const from = cpu.source === 'attribute' ? 'its attribute arch' : cpu.source === 'dhcp' ? 'its firmware said so in DHCP option 93' : 'the default';
+        throw new BootError(
+          `${who} is ${cpu.arch} (${from}) but VNFS "${vnfs.name}" holds a ${varch} kernel: a node is never given a kernel of another architecture; give it a ${cpu.arch} VNFS (pxeherd node set vnfs NAME ${node?.name ?? canon})`,
+          '',
+          decision.mode,
+          node,
+        );
+      }
     }
-    const attrs = node ? this.o.backend.attrsFor(node) : {};
     let rev: number | undefined;
     if (vnfs && node) {
       const r = bootRevision(vnfs, decision.pin, attrs);
@@ -191,8 +208,13 @@ export class BootService {
   }
 
   /** `renderBootScript(mac) -> {text, template, mode}` for `pxeherd explain` (no side effects). */
-  renderBootScript(mac: string): Rendered {
-    return this.render('ipxe', mac);
+  renderBootScript(mac: string, opts: { arch?: CpuArch } = {}): Rendered {
+    return this.render('ipxe', mac, opts);
+  }
+
+  /** Any kind, without side effects (`pxeherd explain` shows the config of the node's chain). */
+  renderFor(kind: TemplateKind, mac: string, opts: { arch?: CpuArch } = {}): Rendered {
+    return this.render(kind, mac, opts);
   }
 
   /**
@@ -231,10 +253,11 @@ export function bootServiceFor(args: {
   tokens?: NodeTokens;
   events?: EventSink;
   templatesDirs?: string[];
+  archs?: ClientArchs;
 }): BootService {
   const { config } = args;
   return new BootService({
-    backend: storeBootBackend(args.store),
+    backend: storeBootBackend(args.store, args.archs),
     templates: new TemplateStore(args.templatesDirs ?? defaultTemplateDirs(config.statedir)),
     server: { address: args.serverAddress, httpPort: config.http.port, tftpPort: config.tftp.port },
     tokens: config.security.node_tokens ? args.tokens : undefined,

@@ -11,6 +11,8 @@ import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
 import { isActive } from '../dhcp/leases.js';
 import { arpLookup } from '../provisiond/arp.js';
+import type { ClientArchs } from './loader.js';
+import { peerIp } from '../util/net.js';
 
 /**
  * Everything the boot path contributes to the server, built from the configuration in one
@@ -31,15 +33,15 @@ export interface BootParts {
   /** ProvisiondServer's `authorize` option. */
   provisiondAuthorize: ReturnType<typeof provisiondAuthorizer>;
   /** The TFTP server's GenerateFn: pxelinux.cfg/* and grub.cfg* rendered from templates. */
-  tftpGenerate: (req: { kind: 'pxelinux' | 'grub'; mac?: string }) => Promise<Buffer | undefined>;
+  tftpGenerate: (req: { kind: 'pxelinux' | 'grub'; mac?: string }, peer?: { address: string }) => Promise<Buffer | undefined>;
   /** The admission of kernels and initrds (http.streams), for metrics; absent when 0. */
   gate?: SendGate;
 }
 
-export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number }): BootParts {
+export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number; archs?: ClientArchs }): BootParts {
   const { config, store, events } = args;
   const tokens = nodeTokensFor(config.statedir, config.security.token_ttl_seconds, args.now);
-  const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir) });
+  const boot = bootServiceFor({ config, store, serverAddress: args.serverAddress, tokens, events, templatesDirs: args.templatesDirs ?? defaultTemplateDirs(config.statedir), archs: args.archs });
   const tftpRoot = config.tftp.root || path.join(config.statedir, 'tftproot');
   const auth = { enabled: config.security.node_tokens, tokens, events };
   // One cache for /vnfs and /tftp: the same few kernels, initrds and loaders go to every node.
@@ -47,6 +49,12 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
   const cache = mib > 0 ? new FileCache({ maxBytes: mib * 1048576, maxFileBytes: Math.min(256, mib) * 1048576 }) : false;
   // Kernels and initrds in arrival order through a few streams: see SendGate.
   const gate = config.http.streams > 0 ? new SendGate(config.http.streams, 1000) : undefined;
+  // A name without a MAC (Debian's network GRUB reads $prefix/grub.cfg, nothing per MAC): the
+  // asking address's lease (or the neighbour table) says which machine it is.
+  const render = (req: { kind: 'pxelinux' | 'grub'; mac?: string }, ip?: string) => {
+    const mac = req.mac ?? (ip ? macAt(store, peerIp(ip) ?? ip, args.now?.() ?? Date.now()) : undefined);
+    return req.kind === 'pxelinux' ? boot.renderPxelinux(mac) : boot.renderGrub(mac);
+  };
   return {
     boot,
     tokens,
@@ -54,11 +62,11 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
       vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),
-      tftpHttpRouter({ root: tftpRoot, events, cache, gate }),
+      tftpHttpRouter({ root: tftpRoot, events, cache, gate, generate: (req, ip) => render(req, ip) }),
     ],
     authorize: httpAuthorizer(auth),
     provisiondAuthorize: provisiondAuthorizer(auth),
-    tftpGenerate: (req) => Promise.resolve(req.kind === 'pxelinux' ? boot.renderPxelinux(req.mac) : boot.renderGrub(req.mac)),
+    tftpGenerate: (req, peer) => Promise.resolve(render(req, peer?.address)),
   };
 }
 
@@ -68,6 +76,11 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
  * clients, also when another DHCP server gave the address). Undefined when neither knows the
  * address or the MAC is not a node (the master itself, a proxy, an admin's laptop).
  */
+function macAt(store: Store, ip: string, now: number): string | undefined {
+  const lease = store.leases.byIp(ip);
+  return isActive(lease, now) ? lease.mac : arpLookup(ip);
+}
+
 function nodeAt(store: Store, ip: string, now: number): { mac: string; name: string } | undefined {
   const lease = store.leases.byIp(ip);
   const mac = isActive(lease, now) ? lease.mac : arpLookup(ip);

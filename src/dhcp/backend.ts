@@ -30,6 +30,10 @@ export interface DhcpBackend {
    * of queued datagrams) and returns when it is on disk; absent: each write is its own.
    */
   batch?(work: () => void): void;
+  /** A node's attributes, group's overridden by the node's own (boot_loader chooses the chain); absent = none. */
+  attrsFor?(node: Node): Record<string, string>;
+  /** The firmware's architecture (option 93) as it asked, so the boot renderer knows the node's CPU. */
+  noteClientArch?(mac: string, arch: number | undefined): void;
   /** kinds: dhcp.discover, dhcp.offer, dhcp.request, dhcp.ack, dhcp.nak, dhcp.decline, dhcp.release, dhcp.inform, dhcp.ignored, dhcp.proxy */
   events: EventSink;
 }
@@ -42,4 +46,5 @@ export interface ExplainBackend {
   findNode(mac: string): Node | undefined;
   reservationOwner(ip: string): string | undefined;
   leases: Pick<LeaseStore, 'byMac' | 'byIp' | 'active'>;
+  attrsFor?(node: Node): Record<string, string>;
 }

@@ -4,6 +4,7 @@
  */
 import type { Options } from './options.js';
 import { getArchs, getString, getUserClasses, Opt } from './options.js';
+import { LOADER_FILES, type BootLoader } from '../boot/loader.js';
 
 export interface BootFiles {
   bios: string;
@@ -44,6 +45,8 @@ export interface BootContext {
   serverAddress: string;
   httpPort: number;
   bootFiles: BootFiles;
+  /** The node's chain (attribute boot_loader); default ipxe. */
+  loader?: BootLoader;
 }
 
 /** RFC 4578 / IANA processor architecture types pxeherd knows. */
@@ -80,6 +83,16 @@ export function isPxeVendor(vc: string | undefined): boolean {
 export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
   const reasons: string[] = [];
   const http = (path: string) => `http://${ctx.serverAddress}:${ctx.httpPort}${path}`;
+  if (client.ipxe && ctx.loader && ctx.loader !== 'ipxe' && client.arch !== 16 && client.arch !== 15 && client.arch !== 19) {
+    // An iPXE NIC ROM (QEMU's, many boards') in front of a node with another chain: iPXE
+    // fetches that loader by TFTP and runs it (it offers the PXE/UNDI or SNP interface the
+    // loader needs). No loop: the loader does not ask as iPXE again.
+    const sub = decideBoot({ ...client, ipxe: false, vendorClass: client.vendorClass && isPxeVendor(client.vendorClass) ? client.vendorClass : 'PXEClient' }, ctx);
+    if (sub.bootFile) {
+      sub.reasons.unshift(`client is iPXE (a NIC ROM) but the node's boot_loader is ${ctx.loader}: iPXE chainloads that loader`);
+      return { ...sub, ipxeNoProxyWait: true };
+    }
+  }
   if (client.ipxe) {
     // Loop-break: iPXE asking again must get its script, not another iPXE binary.
     const url = http(`/boot/${ctx.mac}.ipxe`);
@@ -96,15 +109,49 @@ export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
   }
   const arch = client.arch;
   const archName = arch === undefined ? 'unknown arch' : `arch ${arch} (${ARCH_NAMES[arch] ?? 'unknown'})`;
+  const loader = ctx.loader ?? 'ipxe';
+  const arm = arch === 11 || arch === 19;
+  /** The UEFI loader of a non-iPXE chain (pxelinux has no UEFI network loader: such nodes get GRUB there). */
+  const efiLoader = (): { file: string; why: string } => {
+    if (loader === 'shim-grub') return { file: arm ? LOADER_FILES.shim_arm64 : LOADER_FILES.shim_x64, why: 'boot_loader shim-grub: signed shim, then signed GRUB next to it (never unsigned iPXE)' };
+    const why = loader === 'pxelinux' ? 'boot_loader pxelinux: pxelinux has no UEFI network loader, so UEFI gets network GRUB' : loader === 'grub' ? 'boot_loader grub: network GRUB' : 'no arm64 iPXE configured (dhcp.boot_files.uefi_arm64): network GRUB';
+    return { file: arm ? LOADER_FILES.grub_arm64 : LOADER_FILES.grub_x64, why };
+  };
   if (httpClient || arch === 16 || arch === 15 || arch === 19) {
-    const file = arch === 19 ? ctx.bootFiles.uefi_arm64 : ctx.bootFiles.uefi_http;
+    let file: string;
+    let key: string;
+    if (loader === 'ipxe' && !(arm && !ctx.bootFiles.uefi_arm64)) {
+      key = arch === 19 ? 'dhcp.boot_files.uefi_arm64' : 'dhcp.boot_files.uefi_http';
+      file = arch === 19 ? ctx.bootFiles.uefi_arm64 : ctx.bootFiles.uefi_http;
+    } else if (loader === 'shim-grub') {
+      reasons.push(
+        `UEFI HTTP boot client, ${archName}: boot_loader shim-grub, but Debian's signed GRUB has no HTTP client and cannot boot by HTTP; a Secure Boot machine must PXE boot (TFTP), so no HTTP boot is offered`,
+      );
+      return { kind: 'none', ipxeNoProxyWait: false, reasons };
+    } else {
+      file = arm ? LOADER_FILES.grub_http_arm64 : LOADER_FILES.grub_http_x64;
+      key = `${efiLoader().why}, with HTTP built in (made at start with grub-mkimage from Debian's GRUB modules)`;
+    }
     if (!file) {
-      reasons.push(`UEFI HTTP boot client, ${archName}: no loader configured (dhcp.boot_files.${arch === 19 ? 'uefi_arm64' : 'uefi_http'})`);
+      reasons.push(`UEFI HTTP boot client, ${archName}: no loader configured (${key})`);
       return { kind: 'none', ipxeNoProxyWait: false, reasons };
     }
     const url = http(`/tftp/${file}`);
-    reasons.push(`UEFI HTTP boot client (${httpClient ? 'vendor class HTTPClient' : archName}): loader ${file} over HTTP, option 60 HTTPClient`);
+    reasons.push(`UEFI HTTP boot client (${httpClient ? 'vendor class HTTPClient' : archName}): loader ${file} over HTTP (${key}), option 60 HTTPClient`);
     return { kind: 'uefi-http', bootFile: url, bootUrl: url, replyVendorClass: 'HTTPClient', ipxeNoProxyWait: false, reasons };
+  }
+  if (loader !== 'ipxe') {
+    if (arch === undefined || arch === 0) {
+      if (arch === undefined) reasons.push('PXE client without an architecture (no option 93, none in the vendor class): assuming BIOS');
+      const why = loader === 'pxelinux' ? 'boot_loader pxelinux' : `boot_loader ${loader}: BIOS has no Secure Boot and Debian ships no network GRUB image for it, so BIOS gets lpxelinux.0`;
+      reasons.push(`PXE client, ${archName}: TFTP ${LOADER_FILES.pxelinux} (${why}); it reads pxelinux.cfg/01-<mac>`);
+      return { kind: 'bios', bootFile: LOADER_FILES.pxelinux, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
+    }
+    if (arch === 7 || arch === 9 || arch === 11) {
+      const l = efiLoader();
+      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); it reads grub.cfg-01-<mac>`);
+      return { kind: arch === 11 ? 'uefi-arm64' : 'uefi-x64', bootFile: l.file, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
+    }
   }
   const pick = (kind: BootKind, file: string, key: string): BootDecision => {
     if (!file) {
@@ -123,8 +170,12 @@ export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
     case 7:
     case 9:
       return pick('uefi-x64', ctx.bootFiles.uefi_x64, 'uefi_x64');
-    case 11:
-      return pick('uefi-arm64', ctx.bootFiles.uefi_arm64, 'uefi_arm64');
+    case 11: {
+      if (ctx.bootFiles.uefi_arm64) return pick('uefi-arm64', ctx.bootFiles.uefi_arm64, 'uefi_arm64');
+      const l = efiLoader();
+      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); it reads grub.cfg-01-<mac>`);
+      return { kind: 'uefi-arm64', bootFile: l.file, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
+    }
     default:
       reasons.push(`PXE client, ${archName}: no loader for this architecture, address only`);
       return { kind: 'none', ipxeNoProxyWait: false, reasons };

@@ -68,6 +68,7 @@ export function explain(backend: ExplainBackend, ctx: ExplainContext, client: Ex
     bound: () => undefined,
     leases: { ...backend.leases, byMac: (m) => backend.leases.byMac(m), byIp: (ip) => backend.leases.byIp(ip), active: (n) => backend.leases.active(n), putMany: () => undefined },
     events: { record: () => undefined },
+    attrsFor: backend.attrsFor,
   };
   const handler = new DhcpHandler({ config: { ...ctx.config, mode }, serverAddress: ctx.serverAddress, httpPort: ctx.httpPort, backend: shadow });
   const now = ctx.now ?? Date.now();

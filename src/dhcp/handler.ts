@@ -5,6 +5,7 @@
  */
 import type { Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from './backend.js';
+import { bootLoaderOf } from '../boot/loader.js';
 import { clientKind, decideBoot, isPxeVendor, type BootDecision, type BootFiles, type ClientKind } from './boot.js';
 import { emptyPacket, type DhcpPacket } from './codec.js';
 import { intToIp, ipToInt } from './ip.js';
@@ -173,7 +174,7 @@ export class DhcpHandler {
       this.table.set({ mac, ip: pick.ip, expiresAt, hostname: hostname ?? '', state: 'offered', subnet: pool.name, updatedAt: now });
     }
     const kind = clientKind(req.options);
-    const boot = this.boot(kind, mac, meta.trace);
+    const boot = this.boot(kind, mac, node, meta.trace);
     const reply = this.fullReply(req, MessageType.Offer, pick.ip, pool, node, kind, boot);
     this.counters.offers++;
     this.event('dhcp.offer', mac, node, { ip: pick.ip, source: pick.source, boot: boot.kind, file: boot.bootFile, subnet: pool.name });
@@ -221,7 +222,7 @@ export class DhcpHandler {
     };
     this.table.set(lease);
     const kind = clientKind(req.options);
-    const boot = this.boot(kind, mac, meta.trace);
+    const boot = this.boot(kind, mac, node, meta.trace);
     const reply = this.fullReply(req, MessageType.Ack, ip, pool, node, kind, boot);
     if (req.ciaddr !== '0.0.0.0') reply.ciaddr = req.ciaddr;
     this.counters.acks++;
@@ -266,7 +267,7 @@ export class DhcpHandler {
     const found = this.node(mac, getString(req.options, Opt.Hostname), meta, now);
     if (!found) return NONE;
     const kind = clientKind(req.options);
-    const boot = this.boot(kind, mac, meta.trace);
+    const boot = this.boot(kind, mac, found.node, meta.trace);
     // RFC 2131 §3.4: no lease time and no yiaddr in the answer to an INFORM.
     const reply = this.fullReply(req, MessageType.Ack, '0.0.0.0', pool, found.node, kind, boot, false);
     reply.ciaddr = req.ciaddr;
@@ -306,7 +307,7 @@ export class DhcpHandler {
     }
     const found = this.node(mac, getString(req.options, Opt.Hostname), meta, now);
     if (!found) return NONE;
-    const boot = this.boot(kind, mac, meta.trace);
+    const boot = this.boot(kind, mac, found.node, meta.trace);
     if (!boot.bootFile) {
       this.event('dhcp.ignored', mac, found.node, { reason: boot.reasons.join('; ') });
       return this.ignore();
@@ -431,8 +432,12 @@ export class DhcpHandler {
 
   // ---- replies ------------------------------------------------------------------------------
 
-  private boot(kind: ClientKind, mac: string, trace?: Trace): BootDecision {
-    const d = decideBoot(kind, { mac, serverAddress: this.server, httpPort: this.httpPort, bootFiles: this.cfg.boot_files as BootFiles });
+  private boot(kind: ClientKind, mac: string, node: Node, trace?: Trace): BootDecision {
+    // The node's chain (boot_loader, node beats group) and its CPU as the firmware says it.
+    this.backend.noteClientArch?.(mac, kind.arch);
+    const chosen = this.backend.attrsFor ? bootLoaderOf(this.backend.attrsFor(node)) : { loader: 'ipxe' as const };
+    const d = decideBoot(kind, { mac, serverAddress: this.server, httpPort: this.httpPort, bootFiles: this.cfg.boot_files as BootFiles, loader: chosen.loader });
+    if (chosen.error) d.reasons.unshift(chosen.error);
     if (trace) {
       trace.boot = d;
       trace.reasons.push(...d.reasons);

@@ -3,6 +3,7 @@ import { Router, type NextFunction, type Request, type Response } from 'express'
 import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
+import { parseGeneratedName, type GeneratedRequest } from '../tftp/generated.js';
 import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
@@ -80,6 +81,12 @@ export interface TftpHttpRouterDeps {
   events: EventSink;
   cache?: FileCache | false;
   gate?: SendGate;
+  /**
+   * The generated configurations (pxelinux.cfg/01-<mac>, grub.cfg-01-<mac>) as TFTP serves
+   * them: GRUB loaded by UEFI HTTP boot reads its configuration from where it came from,
+   * over HTTP. Undefined = decline (then the file on disk, else 404).
+   */
+  generate?: (req: GeneratedRequest, ip?: string) => Buffer | undefined;
 }
 
 /** GET/HEAD /tftp/<path>: the TFTP root over HTTP, same confinement rules as /vnfs. */
@@ -92,6 +99,15 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
       refuse(res, status, reason);
     };
     if (!segs) return deny(404, 'no file named');
+    // Generated names first: they never touch the disk, and GRUB spells a MAC with colons
+    // (grub.cfg-aa:bb:cc:dd:ee:ff), which the file path rules below do not serve.
+    const g = deps.generate && !segs.some((x) => x === '..' || x === '.' || x === '') ? parseGeneratedName(segs.join('/')) : undefined;
+    const body = g && deps.generate?.({ ...g, path: segs.join('/') }, req.socket.remoteAddress);
+    if (g && body) {
+      deps.events.record({ mac: g.mac, kind: 'http.file', detail: { path: segs.join('/'), method: req.method, status: 200, bytes: body.length, generated: true, ip: req.socket.remoteAddress ?? null } });
+      res.type('text/plain').send(body);
+      return;
+    }
     const chk = checkRelPath(segs);
     if (!chk.ok) return deny(403, chk.reason);
     const r = resolveInside(deps.root, chk.segments);

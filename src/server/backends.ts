@@ -8,6 +8,7 @@ import { InvalidInput } from '../nodes/mac.js';
 import type { Logger } from '../util/log.js';
 import { arpLookup } from '../provisiond/arp.js';
 import { peerIp } from '../util/net.js';
+import type { ClientArchs } from '../boot/loader.js';
 
 /** The SQLite store seen through each protocol server's narrow interface. */
 
@@ -41,7 +42,7 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
   };
 }
 
-export function dhcpBackend(store: Store, config: Config, events: EventSink): DhcpBackend {
+export function dhcpBackend(store: Store, config: Config, events: EventSink, archs?: ClientArchs): DhcpBackend {
   const policy = namingPolicy(config);
   return {
     lookupNode(mac, hint) {
@@ -59,6 +60,8 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink): Dh
     // One IMMEDIATE transaction per slice of queued datagrams: registrations and leases
     // nest in it as savepoints, so a slice costs one commit instead of one per new MAC.
     batch: (work) => store.db.transaction(work).immediate(),
+    attrsFor: (node) => store.attrsFor(node),
+    noteClientArch: archs ? (mac, arch) => archs.note(mac, arch) : undefined,
   };
 }
 
@@ -67,6 +70,7 @@ export function explainBackend(store: Store): ExplainBackend {
     findNode: (mac) => store.nodes.byMac(mac),
     reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
     leases: store.leases,
+    attrsFor: (node) => store.attrsFor(node),
   };
 }
 

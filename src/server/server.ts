@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
@@ -12,7 +13,9 @@ import { provisionRouter } from '../provision/http.js';
 import { ProvisiondServer } from '../provisiond/server.js';
 import { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from '../nodescripts/index.js';
 import { provisionParts } from './parts.js';
-import { TftpServer, installLoaders } from '../tftp/index.js';
+import { TftpServer, installLoaders, installChainLoaders } from '../tftp/index.js';
+import { ClientArchs } from '../boot/loader.js';
+import { buildHttpGrub } from '../boot/grub-image.js';
 import { DhcpServer } from '../dhcp/server.js';
 import { loadBindToDevice } from '../dhcp/bindtodevice.js';
 import { dhcpBackend, eventSink } from './backends.js';
@@ -103,7 +106,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
   if (installed.length) log.info({ dir: config.nodescripts.dir, files: installed.length }, `installed ${installed.length} default nodescript(s) into ${config.nodescripts.dir}`);
 
-  const boot = bootParts({ config, store, serverAddress: address, events });
+  const archs = new ClientArchs(); // DHCP notes each firmware's CPU, the boot renderer reads it
+  const boot = bootParts({ config, store, serverAddress: address, events, archs });
   const { engine, provision } = provisionParts(config, store, events, (m) => log.warn(m), config.security.node_tokens ? boot.tokens : undefined);
 
   // Stateless boot (issue 17): per-node files (host keys, overlays) and the node's reports.
@@ -131,6 +135,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   if (config.tftp.port !== 0) {
     const tftpLog = log; // pino's (obj, msg) signature is what the TFTP server logs with
     await installLoaders(config.tftp.root, tftpLog); // says which loaders are available or missing
+    await installChainLoaders(config.tftp.root, tftpLog); // pxelinux, GRUB, shim (attribute boot_loader)
+    if (config.http.port !== 0) {
+      // GRUB for UEFI HTTP boot (Debian's signed network GRUB cannot boot by HTTP).
+      const g = buildHttpGrub(config.tftp.root, { address, httpPort: config.http.port });
+      if (g.ok) log.info({ file: g.file }, `tftp: GRUB for UEFI HTTP boot ${g.built ? 'built' : 'available'}: ${g.file}`);
+      else log.warn({}, `tftp: no GRUB for UEFI HTTP boot (machines with boot_loader grub cannot HTTP boot): ${g.reason}`);
+    }
     const mtu = config.interface ? interfaceMtu(config.interface) : undefined;
     const maxBlksize = blksizeCeiling(config.tftp.max_blksize, mtu);
     if (maxBlksize < config.tftp.max_blksize) log.info({ interface: config.interface, mtu, maxBlksize }, `tftp: blksize at most ${maxBlksize}, so a block fits one frame of ${config.interface} (MTU ${mtu})`);
@@ -146,7 +157,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       engine: config.tftp.engine,
       timeoutMs: config.tftp.timeout_seconds * 1000,
       retries: config.tftp.retries,
-      generate: (req) => boot.tftpGenerate(req),
+      generate: (req, peer) => boot.tftpGenerate(req, peer),
+      mounts: { 'vnfs/': path.join(config.statedir, 'vnfs') }, // GRUB under Secure Boot loads kernels by TFTP
       events,
       logger: tftpLog,
     });
@@ -162,7 +174,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       config: config.dhcp,
       serverAddress: address,
       httpPort: config.http.port,
-      backend: dhcpBackend(store, config, events),
+      backend: dhcpBackend(store, config, events, archs),
       interface: config.interface,
       bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },

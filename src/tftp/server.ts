@@ -51,6 +51,12 @@ export interface TftpServerOptions {
   /** Retransmissions without progress before a transfer is abandoned. Default 5 (config tftp.retries). */
   retries?: number;
   generate?: GenerateFn;
+  /**
+   * Further directories served under a name prefix, e.g. { 'vnfs/': '<statedir>/vnfs' }: GRUB
+   * under Secure Boot has no HTTP client (Debian's signed image lacks http.mod and may not load
+   * one), so it fetches kernel and initrd by TFTP. Same confinement rules as the root.
+   */
+  mounts?: Record<string, string>;
   events?: EventSink;
   logger?: TftpLogger;
   cache?: FileCacheOptions;
@@ -105,7 +111,8 @@ export class TftpServer {
   /** By "ip:port" of the client: a repeated RRQ from the same TID is a retransmission. */
   private readonly transfers = new Map<string, Transfer>();
   private readonly cache: FileCache;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine'>> &
+  private readonly mounts: Record<string, string>;
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts'>> &
     Pick<TftpServerOptions, 'generate' | 'events'>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
@@ -144,6 +151,7 @@ export class TftpServer {
       generate: opts.generate,
       events: opts.events,
     };
+    this.mounts = opts.mounts ?? {};
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
     this.threadsGiven = opts.threads;
     this.engine = opts.engine ?? 'auto';
@@ -305,15 +313,24 @@ export class TftpServer {
         generated = true;
       }
     }
+    let root = this.o.root;
+    let rel = clean.rel;
+    for (const [prefix, dir] of Object.entries(this.mounts)) {
+      if (rel.startsWith(prefix) && rel.length > prefix.length) {
+        root = dir;
+        rel = rel.slice(prefix.length);
+        break;
+      }
+    }
     if (!source) {
       // Fast path: a file in memory (or being read into it) is identified with one or two
       // syscalls, no descriptor and no thread-pool round trips (a boot storm asks for the same
       // loader a thousand times).
-      const found = statInRoot(this.o.root, clean.rel);
+      const found = statInRoot(root, rel);
       if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
     }
     if (!source) {
-      const opened = await openInRoot(this.o.root, clean.rel);
+      const opened = await openInRoot(root, rel);
       if (!opened.ok) return this.drop(t, peer, opened.code, opened.reason);
       source = await this.cache.open(opened.handle, opened.stat);
     }

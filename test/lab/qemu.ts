@@ -8,11 +8,14 @@ export interface VmOptions {
   lab: Lab;
   name: string;
   mac: string;
-  firmware: 'bios' | 'uefi';
+  /** uefi-secure: OVMF with Microsoft's keys enrolled and Secure Boot enforced (needs SMM). arm64: qemu-system-aarch64 virt + AAVMF. */
+  firmware: 'bios' | 'uefi' | 'uefi-secure' | 'arm64';
   /** e1000 with the iPXE ROM (default), or virtio-net-pci with no ROM: the firmware's own PXE (chainload path). */
   nic?: 'e1000-ipxe' | 'virtio-firmware-pxe';
   memMb?: number;
   cpus?: number;
+  /** More QEMU arguments (e.g. -fw_cfg switches for OVMF). */
+  extraArgs?: string[];
   /** Size of an empty extra disk in MiB (inventory tests). */
   diskMb?: number;
   dir: string;
@@ -49,19 +52,39 @@ export function labAccel(): 'kvm' | 'tcg' {
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
 export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
 
+/** Debian's OVMF with Secure Boot: the SMM build and the variable store with Microsoft's keys enrolled. */
+export const OVMF_CODE_SECURE = '/usr/share/OVMF/OVMF_CODE_4M.ms.fd';
+export const OVMF_VARS_SECURE = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
+export const AAVMF_CODE = '/usr/share/AAVMF/AAVMF_CODE.fd';
+export const AAVMF_VARS = '/usr/share/AAVMF/AAVMF_VARS.fd';
+
 export function startVm(o: VmOptions): Vm {
   const tap = o.lab.addTap();
   const serialLog = path.join(o.dir, `${o.name}.serial.log`);
   fs.writeFileSync(serialLog, '');
-  const args = ['-accel', labAccel(), '-m', String(o.memMb ?? 512), '-smp', String(o.cpus ?? 1), '-nographic', '-serial', `file:${serialLog}`, '-monitor', 'none', '-no-reboot'];
+  const args = ['-accel', o.firmware === 'arm64' ? 'tcg' : labAccel(), '-m', String(o.memMb ?? 512), '-smp', String(o.cpus ?? 1), '-nographic', '-serial', `file:${serialLog}`, '-monitor', 'none', '-no-reboot'];
   if (o.firmware === 'bios') args.push('-machine', 'pc');
-  else {
+  else if (o.firmware === 'uefi-secure') {
+    const vars = path.join(o.dir, `${o.name}.OVMF_VARS.fd`);
+    fs.copyFileSync(OVMF_VARS_SECURE, vars);
+    // The Secure Boot build keeps its variables in SMM: q35 with smm=on and a secure flash.
+    args.push('-machine', 'q35,smm=on', '-global', 'driver=cfi.pflash01,property=secure,value=on');
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE_SECURE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`);
+  } else if (o.firmware === 'arm64') {
+    const vars = path.join(o.dir, `${o.name}.AAVMF_VARS.fd`);
+    fs.copyFileSync(AAVMF_VARS, vars);
+    args.push('-machine', 'virt', '-cpu', 'cortex-a57');
+    args.push('-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${AAVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`);
+  } else {
     const vars = path.join(o.dir, `${o.name}.OVMF_VARS.fd`);
     fs.copyFileSync(OVMF_VARS, vars);
     args.push('-machine', 'q35', '-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${OVMF_CODE}`, '-drive', `if=pflash,format=raw,unit=1,file=${vars}`);
   }
   args.push('-netdev', `tap,id=n0,ifname=${tap},script=no,downscript=no`);
-  if ((o.nic ?? 'e1000-ipxe') === 'e1000-ipxe') {
+  if (o.firmware === 'arm64' || o.firmware === 'uefi-secure') {
+    // The firmware's own network stack (no iPXE ROM on arm64; an unsigned ROM would not run under Secure Boot).
+    args.push('-device', `virtio-net-pci,netdev=n0,mac=${o.mac},romfile=,bootindex=1`);
+  } else if ((o.nic ?? 'e1000-ipxe') === 'e1000-ipxe') {
     const rom = o.firmware === 'bios' ? '/usr/lib/ipxe/qemu/pxe-e1000.rom' : '/usr/lib/ipxe/qemu/efi-e1000.rom';
     args.push('-device', `e1000,netdev=n0,mac=${o.mac},romfile=${rom},bootindex=1`);
   } else {
@@ -75,7 +98,9 @@ export function startVm(o: VmOptions): Vm {
     args.push('-drive', `file=${disk},format=raw,if=none,id=disk0`, '-device', `virtio-blk-pci,drive=disk0,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`);
   }
   if (o.firmware === 'bios') args.push('-boot', 'n');
-  const proc = o.lab.spawnInNs('qemu-system-x86_64', args, { log: path.join(o.dir, `${o.name}.qemu.log`) });
+  if (o.extraArgs) args.push(...o.extraArgs);
+  const qemu = o.firmware === 'arm64' ? 'qemu-system-aarch64' : 'qemu-system-x86_64';
+  const proc = o.lab.spawnInNs(qemu, args, { log: path.join(o.dir, `${o.name}.qemu.log`) });
   const started = Date.now();
   const vm: Vm = {
     serialLog,
