@@ -100,6 +100,24 @@ const MIGRATIONS: string[] = [
     memfree_kb INTEGER
   );
   `,
+  // 3: images (vnfs revisions) — merged from the images branch
+  'SELECT 1;',
+  // 4: firmware — merged from the firmware branch
+  'SELECT 1;',
+  // 5: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2), with the node's MAC.
+  `
+  CREATE TABLE leases6 (
+    duid TEXT NOT NULL,
+    iaid INTEGER NOT NULL,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL UNIQUE,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined')),
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (duid, iaid)
+  );
+  CREATE INDEX leases6_mac ON leases6(mac, updated_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
