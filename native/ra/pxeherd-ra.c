@@ -103,6 +103,11 @@ int main(int argc, char **argv) {
   setsockopt(s, IPPROTO_IPV6, IPV6_MULTICAST_HOPS, &hops, sizeof hops);
   setsockopt(s, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof hops);
   setsockopt(s, IPPROTO_IPV6, IPV6_MULTICAST_IF, &ifindex, sizeof ifindex);
+  /* Our own advertisements must not loop back into this host's stack: with the A flag the
+   * kernel would configure itself a second (SLAAC) address on the served interface, and
+   * replies sent from it (TFTP DATA) would not come from the address clients asked. */
+  int loop = 0;
+  setsockopt(s, IPPROTO_IPV6, IPV6_MULTICAST_LOOP, &loop, sizeof loop);
   struct ipv6_mreq mreq;
   memset(&mreq, 0, sizeof mreq);
   inet_pton(AF_INET6, "ff02::2", &mreq.ipv6mr_multiaddr);

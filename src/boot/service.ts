@@ -95,7 +95,7 @@ export class BootService {
    * Render without side effects (what `pxeherd explain` shows). `mac` in any accepted
    * spelling, or undefined when the loader did not say (pxelinux.cfg/default, grub.cfg).
    */
-  render(kind: TemplateKind, mac: string | undefined): Rendered {
+  render(kind: TemplateKind, mac: string | undefined, opts: { serverAddress?: string } = {}): Rendered {
     let canon = '';
     if (mac !== undefined) {
       const m = parseMac(mac);
@@ -121,7 +121,7 @@ export class BootService {
       throw new BootError(`no ${kind} template for ${who} (mode ${decision.mode}): looked for ${candidates.join(', ')} in ${this.o.templates.dirs.join(', ')}`, '', decision.mode, node);
     }
     const token = this.o.tokens && canon ? this.o.tokens.issueToken(canon) : '';
-    const ctx = buildContext({ decision, mac: canon, node, attrs: node ? this.o.backend.attrsFor(node) : {}, vnfs, server: this.o.server, token });
+    const ctx = buildContext({ decision, mac: canon, node, attrs: node ? this.o.backend.attrsFor(node) : {}, vnfs, server: opts.serverAddress ? { ...this.o.server, address: opts.serverAddress } : this.o.server, token });
     let text: string;
     try {
       text = this.o.templates.render(found, ctx);

@@ -106,7 +106,8 @@ export const configSchema = z
     http: z
       .object({
         port: port.default(8080),
-        listen: z.string().default('0.0.0.0'),
+        /** '::' = every IPv4 and IPv6 address (falls back to 0.0.0.0 where IPv6 is off). */
+        listen: z.string().default('::'),
         /** MiB of in-memory copies of served files (kernels, initrds, loaders); 0 streams every response from disk. */
         cache_mib: z.number().int().min(0).default(512),
         /**
@@ -118,7 +119,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    provisiond: z.object({ port: port.default(987), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
+    provisiond: z.object({ port: port.default(987), listen: z.string().default('::') }).strict().prefault({}),
     nodes: z
       .object({
         name_pattern: z.string().regex(/#/, 'must contain at least one # (the number), e.g. n####').default('n####'),

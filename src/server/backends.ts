@@ -29,7 +29,7 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
-        const ip = typeof d.ip === 'string' ? d.ip : typeof d.peer === 'string' ? peerIp(d.peer.replace(/:\d+$/, '')) : undefined;
+        const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
         if (ip) e.mac = ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
       }
       if (e.mac && !e.node) e.node = store.nodes.byMac(e.mac)?.name;

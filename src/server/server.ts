@@ -60,15 +60,22 @@ export function httpService(name: string, listen: string, port: number, handler:
     server,
     start: () =>
       new Promise((resolve, reject) => {
-        const onErr = (e: NodeJS.ErrnoException) => reject(new Error(bindHint(e, `${name} on tcp ${listen}:${port}`)));
-        server.once('error', onErr);
+        const ready = () => {
+          server.removeAllListeners('error');
+          const a = server.address() as AddressInfo;
+          resolve(`tcp ${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+        };
         // A rack powering on opens thousands of connections at once: Node's default
         // backlog (511) drops them and iPXE retries seconds later.
-        server.listen({ port, host: listen, backlog: 4096 }, () => {
-          server.off('error', onErr);
-          const a = server.address() as AddressInfo;
-          resolve(`tcp ${a.address}:${a.port}`);
-        });
+        const listenOn = (host: string) => {
+          server.once('error', (e: NodeJS.ErrnoException) => {
+            // '::' is dual-stack; on a host with IPv6 turned off it fails: serve IPv4 then.
+            if (host === '::' && (e.code === 'EAFNOSUPPORT' || e.code === 'EADDRNOTAVAIL')) listenOn('0.0.0.0');
+            else reject(new Error(bindHint(e, `${name} on tcp ${host}:${port}`)));
+          });
+          server.listen({ port, host, backlog: 4096 }, ready);
+        };
+        listenOn(listen);
       }),
     stop: () =>
       new Promise((resolve) => {
@@ -136,6 +143,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       root: config.tftp.root,
       port: config.tftp.port,
       address: '0.0.0.0',
+      // IPv6 clients (DHCPv6 netboot) too; a host without IPv6 serves IPv4 only.
+      address6: '::',
       maxBlksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
@@ -150,7 +159,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     services.push({
       name: 'tftp',
-      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port}`),
+      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port} and [::]:${a.port}`),
       stop: () => tftp.stop(),
     });
   }
