@@ -12,7 +12,7 @@ import { Dhcp6Handler, newCounters6, type Dhcp6Counters, type Outcome6, type Rep
 import type { Dhcp6Config } from './pool.js';
 import type { BootFiles } from '../dhcp/boot.js';
 import type { BindToDevice, DhcpLogger } from '../dhcp/server.js';
-import { socketFd } from '../util/sockopts.js';
+import { deepenRecvBuffer, socketFd } from '../util/sockopts.js';
 import { describePool } from './pool.js';
 
 export const ALL_DHCP_SERVERS = 'ff02::1:2';
@@ -108,6 +108,9 @@ export class Dhcp6Server {
             : err.message;
       throw new Error(`DHCPv6: cannot listen on UDP [${listen}]:${cfg.port}: ${why}`);
     }
+    // A rack powering on solicits at once: queue the burst rather than drop it (as DHCPv4 does).
+    const deep = deepenRecvBuffer(s, 4 << 20, 'DHCPv6');
+    if (deep.warning) this.log.warn(deep.warning);
     s.on('message', (buf, rinfo) => this.onMessage(buf, rinfo));
     s.on('error', (e) => this.log.error(`DHCPv6 socket error: ${e.message}`));
     this.sock = s;
