@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { IPV4_RE } from '../util/net.js';
 import { compileSiteOptions } from '../dhcp/site-options.js';
 import { ip6ToBuffer, parsePrefix6 } from '../dhcp6/ip6.js';
+import { buildPool6 } from '../dhcp6/pool.js';
 
 /**
  * The configuration contract (DESIGN.md "Configuration"). Every key has a default, unknown
@@ -203,6 +204,13 @@ export const configSchema = z
           const p = parsePrefix6(v.prefix);
           if (typeof p === 'string') ctx.addIssue({ code: 'custom', path: ['prefix'], message: p });
           else if (v.slaac && p.length !== 64) ctx.addIssue({ code: 'custom', path: ['prefix'], message: `SLAAC needs a /64 prefix, not /${p.length} (or set dhcp6.slaac: false)` });
+          else {
+            try {
+              buildPool6(v);
+            } catch (e) {
+              ctx.addIssue({ code: 'custom', path: ['range'], message: (e as Error).message.replace(/^dhcp6\.range /, '') });
+            }
+          }
         }
       })
       .prefault({}),
