@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -562,19 +563,44 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "start(): argument out of range");
     return NULL;
   }
-  struct sockaddr_in la = { .sin_family = AF_INET }, pa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-  if (inet_pton(AF_INET, local, &la.sin_addr) != 1 || inet_pton(AF_INET, peer, &pa.sin_addr) != 1) {
-    napi_throw_type_error(env, NULL, "start(): addresses must be IPv4");
+  /* IPv4 or IPv6 (a link-local peer carries its zone, fe80::1%br0): numeric only, no DNS. */
+  struct sockaddr_storage la, pa;
+  socklen_t la_len, pa_len;
+  char port_text[8];
+  snprintf(port_text, sizeof port_text, "%u", port);
+  struct addrinfo hints = { .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV, .ai_socktype = SOCK_DGRAM }, *lres = NULL, *pres = NULL;
+  int family = AF_INET;
+  struct sockaddr_in *l4 = (struct sockaddr_in *)&la, *p4 = (struct sockaddr_in *)&pa;
+  memset(&la, 0, sizeof la);
+  memset(&pa, 0, sizeof pa);
+  l4->sin_family = p4->sin_family = AF_INET;
+  p4->sin_port = htons((uint16_t)port);
+  la_len = pa_len = sizeof(struct sockaddr_in);
+  /* IPv4 as before (inet_pton, no allocation); anything else through getaddrinfo. */
+  if (inet_pton(AF_INET, local, &l4->sin_addr) == 1 && inet_pton(AF_INET, peer, &p4->sin_addr) == 1) {
+    /* done */
+  } else if (getaddrinfo(local, "0", &hints, &lres) != 0 || getaddrinfo(peer, port_text, &hints, &pres) != 0 || lres->ai_family != pres->ai_family) {
+    if (lres) freeaddrinfo(lres);
+    if (pres) freeaddrinfo(pres);
+    napi_throw_type_error(env, NULL, "start(): local and peer must be numeric addresses of one family");
     return NULL;
+  } else {
+    family = lres->ai_family;
+    memcpy(&la, lres->ai_addr, lres->ai_addrlen);
+    la_len = lres->ai_addrlen;
+    memcpy(&pa, pres->ai_addr, pres->ai_addrlen);
+    pa_len = pres->ai_addrlen;
+    freeaddrinfo(lres);
+    freeaddrinfo(pres);
   }
 
   int werr = start_workers();
   if (werr) return throw_errno(env, "TFTP worker threads", werr);
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return throw_errno(env, "socket", errno);
   /* Blocking, with a short receive timeout: see SOLO_WAIT_MS. Everything else uses MSG_DONTWAIT. */
   struct timeval tv = { .tv_sec = 0, .tv_usec = SOLO_WAIT_MS * 1000 };
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || bind(fd, (struct sockaddr *)&la, sizeof la) != 0 || connect(fd, (struct sockaddr *)&pa, sizeof pa) != 0) {
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 || bind(fd, (struct sockaddr *)&la, la_len) != 0 || connect(fd, (struct sockaddr *)&pa, pa_len) != 0) {
     int e = errno;
     close(fd);
     return throw_errno(env, "transfer socket", e);

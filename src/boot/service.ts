@@ -121,7 +121,7 @@ export class BootService {
    * Render without side effects (what `pxeherd explain` shows). `mac` in any accepted
    * spelling, or undefined when the loader did not say (pxelinux.cfg/default, grub.cfg).
    */
-  render(kind: TemplateKind, mac: string | undefined, opts: { arch?: CpuArch } = {}): Rendered {
+  render(kind: TemplateKind, mac: string | undefined, opts: { arch?: CpuArch; serverAddress?: string } = {}): Rendered {
     let canon = '';
     if (mac !== undefined) {
       const m = parseMac(mac);
@@ -173,7 +173,9 @@ export class BootService {
       throw new BootError(`no ${kind} template for ${who} (mode ${decision.mode}): looked for ${candidates.join(', ')} in ${this.o.templates.dirs.join(', ')}`, '', decision.mode, node);
     }
     const token = this.o.tokens && canon ? this.o.tokens.issueToken(canon) : '';
-    const ctx = buildContext({ decision, mac: canon, node, attrs, vnfs, rev, server: this.o.server, token });
+    // Asked over IPv6: the URLs in the script point at the address the client reached.
+    const server = opts.serverAddress ? { ...this.o.server, address: opts.serverAddress } : this.o.server;
+    const ctx = buildContext({ decision, mac: canon, node, attrs, vnfs, rev, server, token });
     let text: string;
     try {
       text = this.o.templates.render(found, ctx);

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { IPV4_RE } from '../util/net.js';
 import { compileSiteOptions } from '../dhcp/site-options.js';
+import { ip6ToBuffer, parsePrefix6 } from '../dhcp6/ip6.js';
+import { buildPool6 } from '../dhcp6/pool.js';
 
 /**
  * The configuration contract (DESIGN.md "Configuration"). Every key has a default, unknown
@@ -11,6 +13,7 @@ const ipv4 = z
   .string()
   .regex(IPV4_RE, 'must be an IPv4 address such as 10.0.0.1');
 const port = z.number().int().min(0).max(65535);
+const ipv6 = z.string().refine((v) => ip6ToBuffer(v) !== undefined && !v.includes('%'), 'must be an IPv6 address such as fd00:77::1');
 
 /**
  * More DHCP options by name or code (src/dhcp/site-options.ts), sent to clients that ask for
@@ -111,7 +114,8 @@ export const configSchema = z
     http: z
       .object({
         port: port.default(8080),
-        listen: z.string().default('0.0.0.0'),
+        /** '::' = every IPv4 and IPv6 address (falls back to 0.0.0.0 where IPv6 is off). */
+        listen: z.string().default('::'),
         /** MiB of in-memory copies of served files (kernels, initrds, loaders); 0 streams every response from disk. */
         cache_mib: z.number().int().min(0).default(512),
         /**
@@ -123,7 +127,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    provisiond: z.object({ port: port.default(987), listen: z.string().default('0.0.0.0') }).strict().prefault({}),
+    provisiond: z.object({ port: port.default(987), listen: z.string().default('::') }).strict().prefault({}),
     nodes: z
       .object({
         name_pattern: z.string().regex(/#/, 'must contain at least one # (the number), e.g. n####').default('n####'),
@@ -167,6 +171,55 @@ export const configSchema = z
     log: z
       .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
       .strict()
+      .prefault({}),
+    /**
+     * IPv6 netboot (src/dhcp6): a DHCPv6 server (RFC 8415) handing out addresses from `prefix`
+     * and the boot-file URL of RFC 5970 (option 59), plus router advertisements with the
+     * Managed/Other flags on `interface` (native/ra). Boot loaders are dhcp.boot_files'.
+     */
+    dhcp6: z
+      .object({
+        mode: z.enum(['off', 'full']).default('off'),
+        port: port.default(547),
+        /** Address nodes reach the master at over IPv6 (boot URLs); '' = the first global address of `interface`. */
+        address: z.union([ipv6, z.literal('')]).default(''),
+        /** The served link's prefix, e.g. fd00:77::/64 (advertised in RAs; addresses come from `range` inside it). */
+        prefix: z.string().default(''),
+        /** First and last address handed out; default <prefix>::1000 - <prefix>::ffff. */
+        range: z.tuple([ipv6, ipv6]).optional(),
+        /** Valid lifetime of an address. */
+        lease_seconds: z.number().int().min(60).default(3600),
+        /** Preferred lifetime (T1/T2 are 0.5 and 0.8 of it); default = lease_seconds. */
+        preferred_seconds: z.number().int().min(60).optional(),
+        dns: z.array(ipv6).default([]),
+        domain_search: z.array(z.string()).default([]),
+        /** Answer a Solicit carrying Rapid Commit (option 14) with a Reply at once (two messages instead of four). */
+        rapid_commit: z.boolean().default(true),
+        /** Send router advertisements (M and O flags, the prefix) on `interface`: hosts only ask DHCPv6 when told to. */
+        ra: z.boolean().default(true),
+        /**
+         * Set the autonomous flag on the advertised prefix, so hosts without a DHCPv6 client
+         * (pxeherd's stage one: Debian's busybox has no udhcpc6) configure an address themselves.
+         */
+        slaac: z.boolean().default(true),
+      })
+      .strict()
+      .superRefine((v, ctx) => {
+        if (v.mode === 'off') return;
+        if (!v.prefix) ctx.addIssue({ code: 'custom', path: ['prefix'], message: 'dhcp6.mode is full: set dhcp6.prefix, the served link\'s IPv6 prefix (e.g. fd00:77::/64)' });
+        else {
+          const p = parsePrefix6(v.prefix);
+          if (typeof p === 'string') ctx.addIssue({ code: 'custom', path: ['prefix'], message: p });
+          else if (v.slaac && p.length !== 64) ctx.addIssue({ code: 'custom', path: ['prefix'], message: `SLAAC needs a /64 prefix, not /${p.length} (or set dhcp6.slaac: false)` });
+          else {
+            try {
+              buildPool6(v);
+            } catch (e) {
+              ctx.addIssue({ code: 'custom', path: ['range'], message: (e as Error).message.replace(/^dhcp6\.range /, '') });
+            }
+          }
+        }
+      })
       .prefault({}),
   })
   .strict();

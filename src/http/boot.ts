@@ -43,13 +43,14 @@ export function bootRouter(deps: BootRouterDeps): Router {
       return;
     }
     try {
-      const r = deps.boot.render('ipxe', m.mac);
+      // Asked over IPv6: the script's URLs (kernel, initrd, provision) must be IPv6 too.
+      const r = deps.boot.render('ipxe', m.mac, { serverAddress: ipv6Host(req.socket.localAddress) });
       const sw = deps.boot.served(r);
       deps.events.record({
         mac: m.mac,
         node: r.node?.name,
         kind: 'http.ipxe',
-        detail: { mode: r.mode, template: r.template, vnfs: r.vnfs ?? null, ip: ip ?? null, ...(sw.switchedTo ? { switchedTo: sw.switchedTo } : {}) },
+        detail: { mode: r.mode, template: r.template, vnfs: r.vnfs ?? null, ip: peer ?? null, ...(sw.switchedTo ? { switchedTo: sw.switchedTo } : {}) },
       });
       res.status(200).type('text/plain; charset=utf-8').set('Cache-Control', 'no-store').send(r.text);
     } catch (e) {
@@ -88,4 +89,10 @@ export function bootRouter(deps: BootRouterDeps): Router {
     refuse(res, err.status && err.status < 500 ? err.status : 500, err.status && err.status < 500 ? 'bad request' : err.message);
   });
   return router;
+}
+
+/** `[addr]` when the connection came in over IPv6 (not IPv4-mapped), else undefined. */
+export function ipv6Host(local: string | undefined): string | undefined {
+  if (!local || !local.includes(':') || (local.startsWith('::ffff:') && local.includes('.'))) return undefined;
+  return `[${local.replace(/%.*$/, '')}]`;
 }

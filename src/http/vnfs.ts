@@ -1,3 +1,4 @@
+import { peerIp } from '../util/net.js';
 import path from 'node:path';
 import { Router, type NextFunction, type Request, type Response } from 'express';
 import type { EventSink } from '../nodes/types.js';
@@ -113,7 +114,7 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
     const r = resolveInside(deps.root, chk.segments);
     if (!r.ok) return deny(r.status, r.reason);
     sendResolved(req, res, r.file, r.stat, (s) => {
-      deps.events.record({ kind: 'http.file', detail: { path: chk.segments.join('/'), method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, ip: req.socket.remoteAddress ?? null } });
+      deps.events.record({ kind: 'http.file', detail: { path: chk.segments.join('/'), method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, ip: peerIp(req.socket.remoteAddress) ?? null } });
     }, { cache: deps.cache, gate: deps.gate });
   });
   router.use(errorHandler);

@@ -7,7 +7,7 @@ import { parseRequestLine, PERCEUSD_START, PROVISIOND_END, type ProvisiondReques
 
 export interface ProvisiondOptions {
   port: number;
-  /** '' or '0.0.0.0' = all IPv4 addresses. */
+  /** '' or '0.0.0.0' = all IPv4 addresses; '::' = all IPv4 and IPv6 addresses. */
   listen?: string;
   /** Longest request line accepted (bytes, without the newline). */
   maxLineBytes?: number;
@@ -53,23 +53,28 @@ export class ProvisiondServer {
     server.maxConnections = this.opts.maxConnections ?? 2048;
     const host = this.opts.listen || '0.0.0.0';
     return new Promise((resolve, reject) => {
-      const onError = (e: NodeJS.ErrnoException) => {
-        server.close();
-        const hint =
-          e.code === 'EACCES'
-            ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE; or set provisiond.port)'
-            : e.code === 'EADDRINUSE'
-              ? ' (another process listens there, perhaps a Perceus provisiond; stop it or set provisiond.port)'
-              : '';
-        reject(new Error(`provisiond: cannot listen on ${host}:${this.opts.port}: ${e.code ?? e.message}${hint}`));
+      const listenOn = (h: string) => {
+        const onError = (e: NodeJS.ErrnoException) => {
+          // '::' is dual-stack; on a host with IPv6 turned off it fails: serve IPv4 then.
+          if (h === '::' && (e.code === 'EAFNOSUPPORT' || e.code === 'EADDRNOTAVAIL')) return listenOn('0.0.0.0');
+          server.close();
+          const hint =
+            e.code === 'EACCES'
+              ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE; or set provisiond.port)'
+              : e.code === 'EADDRINUSE'
+                ? ' (another process listens there, perhaps a Perceus provisiond; stop it or set provisiond.port)'
+                : '';
+          reject(new Error(`provisiond: cannot listen on ${h}:${this.opts.port}: ${e.code ?? e.message}${hint}`));
+        };
+        server.once('error', onError);
+        server.listen(this.opts.port, h, () => {
+          server.off('error', onError);
+          server.on('error', (e) => this.log(`provisiond: ${e.message}`));
+          this.server = server;
+          resolve();
+        });
       };
-      server.once('error', onError);
-      server.listen(this.opts.port, host, () => {
-        server.off('error', onError);
-        server.on('error', (e) => this.log(`provisiond: ${e.message}`));
-        this.server = server;
-        resolve();
-      });
+      listenOn(host);
     });
   }
 

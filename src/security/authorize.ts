@@ -44,7 +44,8 @@ export function checkNode(opts: AuthorizerOptions, node: Node, input: AuthorizeI
   const v = opts.tokens.verifyToken(node.mac, input.token);
   if (!v.ok) return deny(v.reason);
   const ip = peerIp(input.ip);
-  if (node.ip !== '' && ip !== undefined && ip !== node.ip) {
+  // node.ip is the IPv4 address; a request over IPv6 is judged by its token alone.
+  if (node.ip !== '' && ip !== undefined && !ip.includes(':') && ip !== node.ip) {
     return deny(`request came from ${ip}, but the node's address is ${node.ip}`);
   }
   return { ok: true };

@@ -2,6 +2,8 @@ import type { Config } from '../config/schema.js';
 import type { Store } from '../store/store.js';
 import type { BootEvent, EventSink } from '../nodes/types.js';
 import type { DhcpBackend, ExplainBackend } from '../dhcp/backend.js';
+import type { Dhcp6Backend } from '../dhcp6/backend.js';
+import { neighbourMac } from '../dhcp6/neighbour.js';
 import type { ProvisionBackend } from '../provision/backend.js';
 import type { NamingPolicy } from '../store/nodes.js';
 import { InvalidInput } from '../nodes/mac.js';
@@ -28,8 +30,8 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
-        const ip = typeof d.ip === 'string' ? d.ip : typeof d.peer === 'string' ? peerIp(d.peer.replace(/:\d+$/, '')) : undefined;
-        if (ip) e.mac = store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
+        const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
+        if (ip) e.mac = ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
       }
       if (e.mac && !e.node) e.node = store.nodes.byMac(e.mac)?.name;
       store.events.record(e);
@@ -65,6 +67,25 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
   };
 }
 
+/** DHCPv6: nodes by MAC as for DHCPv4 (same registration), leases in leases6. */
+export function dhcp6Backend(store: Store, config: Config, events: EventSink): Dhcp6Backend {
+  const v4 = dhcpBackend(store, config, events);
+  return {
+    lookupNode(mac, hint) {
+      const existing = store.nodes.byMac(mac);
+      if (existing) return { node: existing, registered: false };
+      if (!config.nodes.auto_register) return undefined;
+      const r = store.nodes.register(mac, namingPolicy(config), { preferredName: hint.hostname });
+      if (r.created) events.record({ mac, node: r.node.name, kind: 'node.register', detail: { via: 'dhcp6' } });
+      return { node: r.node, registered: r.created };
+    },
+    neighbourMac,
+    bound: (mac, ip) => v4.bound(mac, ip),
+    leases: store.leases6,
+    events,
+  };
+}
+
 export function explainBackend(store: Store): ExplainBackend {
   return {
     findNode: (mac) => store.nodes.byMac(mac),
@@ -80,7 +101,7 @@ export function provisionBackend(store: Store, config: Config, events: EventSink
   return {
     byMac: (mac) => store.nodes.byMac(mac),
     byName: (name) => store.nodes.byName(name),
-    macForIp: (ip) => store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac ?? arpLookup(ip),
+    macForIp: (ip) => (ip.includes(':') ? store.leases6.byIp(ip)?.mac : (store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac ?? arpLookup(ip))),
     register(mac, opts) {
       if (!config.nodes.auto_register) {
         throw new InvalidInput(`unknown node ${mac} and nodes.auto_register is off: add it with "pxeherd node add ${mac}"`, 'mac');

@@ -2,7 +2,9 @@ import type { Config } from '../config/schema.js';
 import type { Store } from '../store/store.js';
 import { explain, type ExplainClient, type Explanation } from '../dhcp/explain.js';
 import { explainBackend } from './backends.js';
-import { resolveServerAddress } from '../util/net.js';
+import { interfaceMac, resolveServerAddress, resolveServerAddress6 } from '../util/net.js';
+import { explain6, type Explain6Client, type Explanation6 } from '../dhcp6/explain.js';
+import { duidLl } from '../dhcp6/options.js';
 import { bootServiceFor, type BootService } from '../boot/service.js';
 import { nodeTokensFor } from '../security/tokens.js';
 
@@ -31,4 +33,29 @@ export function explainBoot(
     script = { error: (err as Error).message };
   }
   return { ...e, ipxe_script: script };
+}
+
+/**
+ * The DHCPv6 answer a client would get (`pxeherd explain <MAC> --v6`), by the real DHCPv6
+ * handler against a read-only view of the store.
+ */
+export function explainBoot6(config: Config, store: Store, client: Explain6Client, serverAddress6?: string): Explanation6 {
+  const v6 = serverAddress6 ?? resolveServerAddress6(config.dhcp6.address, config.interface)?.address;
+  if (config.dhcp6.mode !== 'off' && !v6) {
+    throw new Error(`dhcp6: no IPv6 address for the boot URLs (none on ${config.interface || 'any interface'}): set dhcp6.address`);
+  }
+  const mac = interfaceMac(config.interface) ?? '02:00:00:00:00:00';
+  return explain6(
+    {
+      config: config.dhcp6,
+      serverAddress: v6 ?? '::1',
+      serverDuid: duidLl(mac),
+      httpPort: config.http.port,
+      bootFiles: config.dhcp.boot_files,
+      autoRegister: config.nodes.auto_register,
+      findNode: (m) => store.nodes.byMac(m),
+      leases: store.leases6,
+    },
+    client,
+  );
 }

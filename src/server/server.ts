@@ -18,7 +18,10 @@ import { ClientArchs } from '../boot/loader.js';
 import { buildHttpGrub } from '../boot/grub-image.js';
 import { DhcpServer } from '../dhcp/server.js';
 import { loadBindToDevice } from '../dhcp/bindtodevice.js';
-import { dhcpBackend, eventSink } from './backends.js';
+import { dhcpBackend, dhcp6Backend, eventSink } from './backends.js';
+import { Dhcp6Server } from '../dhcp6/server.js';
+import { duidLl } from '../dhcp6/options.js';
+import { interfaceMac, resolveServerAddress6 } from '../util/net.js';
 import { startRaHelper } from './ra.js';
 import { createAdminApp, ensureAdminTokens, adminLink } from '../admin/index.js';
 import { createMetrics } from '../metrics/index.js';
@@ -61,15 +64,22 @@ export function httpService(name: string, listen: string, port: number, handler:
     server,
     start: () =>
       new Promise((resolve, reject) => {
-        const onErr = (e: NodeJS.ErrnoException) => reject(new Error(bindHint(e, `${name} on tcp ${listen}:${port}`)));
-        server.once('error', onErr);
+        const ready = () => {
+          server.removeAllListeners('error');
+          const a = server.address() as AddressInfo;
+          resolve(`tcp ${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`);
+        };
         // A rack powering on opens thousands of connections at once: Node's default
         // backlog (511) drops them and iPXE retries seconds later.
-        server.listen({ port, host: listen, backlog: 4096 }, () => {
-          server.off('error', onErr);
-          const a = server.address() as AddressInfo;
-          resolve(`tcp ${a.address}:${a.port}`);
-        });
+        const listenOn = (host: string) => {
+          server.once('error', (e: NodeJS.ErrnoException) => {
+            // '::' is dual-stack; on a host with IPv6 turned off it fails: serve IPv4 then.
+            if (host === '::' && (e.code === 'EAFNOSUPPORT' || e.code === 'EADDRNOTAVAIL')) listenOn('0.0.0.0');
+            else reject(new Error(bindHint(e, `${name} on tcp ${host}:${port}`)));
+          });
+          server.listen({ port, host, backlog: 4096 }, ready);
+        };
+        listenOn(listen);
       }),
     stop: () =>
       new Promise((resolve) => {
@@ -149,6 +159,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       root: config.tftp.root,
       port: config.tftp.port,
       address: '0.0.0.0',
+      // IPv6 clients (DHCPv6 netboot) too; a host without IPv6 serves IPv4 only.
+      address6: '::',
       maxBlksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
@@ -164,7 +176,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     services.push({
       name: 'tftp',
-      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port}`),
+      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port} and [::]:${a.port}`),
       stop: () => tftp.stop(),
     });
   }
@@ -188,12 +200,47 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
         const where = await describeBind(`dhcp (${config.dhcp.mode}) on udp 0.0.0.0:${config.dhcp.port}`, () => dhcp.start()).then(
           () => `udp 0.0.0.0:${config.dhcp.port}${config.dhcp.mode === 'proxy' ? ` and ${config.dhcp.proxy_port}` : ''} (${config.dhcp.mode})`,
         );
-        if (config.dhcp.ipv6_ra) ra = startRaHelper(config.interface, log);
+        // With DHCPv6 on, its service advertises the link (M/O flags, prefix) instead.
+        if (config.dhcp.ipv6_ra && config.dhcp6.mode === 'off') ra = startRaHelper(config.interface, log);
         return where;
       },
       stop: async () => {
         ra?.stop();
         dhcp.stop();
+      },
+    });
+  }
+
+  if (config.dhcp6.mode !== 'off' && config.dhcp6.port !== 0) {
+    const v6 = resolveServerAddress6(config.dhcp6.address, config.interface);
+    const mac = interfaceMac(config.interface);
+    let dhcp6: Dhcp6Server | undefined;
+    let ra: { stop(): void } | undefined;
+    services.push({
+      name: 'dhcp6',
+      start: async () => {
+        if (!v6) throw new Error(`dhcp6: no global IPv6 address on ${config.interface || 'any interface'} for the boot URLs: add one or set dhcp6.address`);
+        if (!mac) throw new Error(`dhcp6: no MAC address on ${config.interface || 'any interface'} to build the server DUID from`);
+        dhcp6 = new Dhcp6Server({
+          config: config.dhcp6,
+          serverDuid: duidLl(mac),
+          serverAddress: v6.address,
+          httpPort: config.http.port,
+          bootFiles: config.dhcp.boot_files,
+          backend: dhcp6Backend(store, config, events),
+          interface: config.interface,
+          bindToDevice: loadBindToDevice(),
+          logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
+        });
+        const where = await dhcp6.start();
+        if (config.dhcp6.ra) {
+          ra = startRaHelper(config.interface, log, undefined, { managed: true, other: true, prefix: config.dhcp6.prefix, autonomous: config.dhcp6.slaac, lifetimeSeconds: config.dhcp6.lease_seconds });
+        }
+        return `${where} (server ${v6.address}, ${v6.source})`;
+      },
+      stop: async () => {
+        ra?.stop();
+        dhcp6?.stop();
       },
     });
   }

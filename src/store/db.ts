@@ -116,6 +116,20 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (vnfs, rev)
   );
   `,
+  // 4: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2), with the node's MAC.
+  `
+  CREATE TABLE leases6 (
+    duid TEXT NOT NULL,
+    iaid INTEGER NOT NULL,
+    mac TEXT NOT NULL,
+    ip TEXT NOT NULL UNIQUE,
+    expires_at INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined')),
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (duid, iaid)
+  );
+  CREATE INDEX leases6_mac ON leases6(mac, updated_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

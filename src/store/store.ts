@@ -3,6 +3,7 @@ import { openDatabase, type DB } from './db.js';
 import { NodeRepo } from './nodes.js';
 import { GroupRepo, VnfsRepo } from './groups.js';
 import { LeaseRepo } from './leases.js';
+import { Lease6Repo } from './leases6.js';
 import { EventRepo } from './events.js';
 import { InventoryRepo } from './inventory.js';
 
@@ -12,6 +13,7 @@ export class Store {
   readonly groups: GroupRepo;
   readonly vnfs: VnfsRepo;
   readonly leases: LeaseRepo;
+  readonly leases6: Lease6Repo;
   readonly events: EventRepo;
   readonly inventory: InventoryRepo;
 
@@ -20,6 +22,7 @@ export class Store {
     this.groups = new GroupRepo(db);
     this.vnfs = new VnfsRepo(db);
     this.leases = new LeaseRepo(db);
+    this.leases6 = new Lease6Repo(db);
     this.events = new EventRepo(db);
     this.inventory = new InventoryRepo(db);
   }

@@ -38,6 +38,8 @@ export interface TftpServerOptions {
   port?: number;
   /** Default '0.0.0.0'. Transfer sockets bind to the same address. */
   address?: string;
+  /** Also listen on this IPv6 address (e.g. '::'); IPv6 transfers bind to it. Default: IPv4 only. */
+  address6?: string;
   /** Default 65464 (config tftp.max_blksize). */
   maxBlksize?: number;
   /** Default 64 (config tftp.max_windowsize). */
@@ -108,12 +110,14 @@ const LISTENER_RECV_BUFFER = 4 << 20;
 
 export class TftpServer {
   private socket: dgram.Socket | undefined;
+  /** The IPv6 listener (`address6`), a socket of its own so the IPv4 path is unchanged. */
+  private socket6: dgram.Socket | undefined;
   /** By "ip:port" of the client: a repeated RRQ from the same TID is a retransmission. */
   private readonly transfers = new Map<string, Transfer>();
   private readonly cache: FileCache;
   private readonly mounts: Record<string, string>;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts'>> &
-    Pick<TftpServerOptions, 'generate' | 'events'>;
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts' | 'address6'>> &
+    Pick<TftpServerOptions, 'generate' | 'events' | 'address6'>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
   private readonly threads: number;
@@ -141,6 +145,7 @@ export class TftpServer {
       root: opts.root,
       port: opts.port ?? 69,
       address: opts.address ?? '0.0.0.0',
+      address6: opts.address6,
       maxBlksize: opts.maxBlksize ?? 65464,
       maxWindowsize: opts.maxWindowsize ?? 64,
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
@@ -198,6 +203,7 @@ export class TftpServer {
       }
     });
     this.socket = sock;
+    if (this.o.address6) await this.listen6(this.o.address6);
     this.o.logger.info(
       { engine: this.native ? 'native' : 'js', threads: this.native?.workers ?? this.threads },
       this.native
@@ -212,6 +218,39 @@ export class TftpServer {
     this.sweepTimer.unref();
     const a = sock.address();
     return { address: a.address, port: a.port };
+  }
+
+  /** The IPv6 listener; a host without IPv6 keeps serving IPv4 (with a warning). */
+  private async listen6(address: string): Promise<void> {
+    const s6 = dgram.createSocket({ type: 'udp6', ipv6Only: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        s6.once('error', reject);
+        s6.bind({ port: this.port, address, exclusive: true }, () => {
+          s6.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (e) {
+      s6.close();
+      const err = e as NodeJS.ErrnoException;
+      if (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL') {
+        this.o.logger.warn({ address }, `tftp: no IPv6 here (${err.code}): serving IPv4 only`);
+        return;
+      }
+      throw Object.assign(new Error(`TFTP: cannot listen on [${address}]:${this.port}/udp: ${err.code ?? err.message}`), { code: err.code });
+    }
+    deepenRecvBuffer(s6, LISTENER_RECV_BUFFER, 'TFTP');
+    s6.on('error', (e) => this.o.logger.warn({ err: e.message }, 'tftp: IPv6 listener socket error'));
+    s6.on('message', (msg, rinfo) => {
+      try {
+        this.onRequest(msg, { address: rinfo.address, port: rinfo.port });
+      } catch (e) {
+        this.s.badPackets++;
+        this.o.logger.warn({ err: (e as Error).message }, 'tftp: request handler failed');
+      }
+    });
+    this.socket6 = s6;
   }
 
   /** Close the listener and abort running transfers (clients get an error packet). */
@@ -232,6 +271,9 @@ export class TftpServer {
     await this.pool?.close();
     this.pool = undefined;
     if (sock) await new Promise<void>((resolve) => sock.close(() => resolve()));
+    const s6 = this.socket6;
+    this.socket6 = undefined;
+    if (s6) await new Promise<void>((resolve) => s6.close(() => resolve()));
   }
 
   get port(): number {
@@ -374,7 +416,8 @@ export class TftpServer {
       options: n.oack ?? {},
     };
     const spec: TransferSpec = {
-      address: this.o.address,
+      // An IPv6 peer (only the IPv6 listener hears them) gets a transfer socket of its family.
+      address: peer.address.includes(':') ? (this.o.address6 ?? '::') : this.o.address,
       peer,
       blksize: n.blksize,
       windowsize: n.windowsize,
@@ -489,7 +532,7 @@ export class TftpServer {
   }
 
   private reply(peer: Peer, code: number, message: string): void {
-    this.socket?.send(errorPacket(code, message), peer.port, peer.address);
+    (peer.address.includes(':') ? this.socket6 : this.socket)?.send(errorPacket(code, message), peer.port, peer.address);
   }
 
   private emit(kind: string, detail: Record<string, unknown>): void {

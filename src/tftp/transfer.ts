@@ -40,7 +40,7 @@ export interface RunningTransfer {
 }
 
 export async function startTransfer(spec: TransferSpec, source: Source, hooks: TransferHooks): Promise<RunningTransfer> {
-  const sock = dgram.createSocket({ type: 'udp4' });
+  const sock = dgram.createSocket({ type: spec.address.includes(':') ? 'udp6' : 'udp4' });
   await new Promise<void>((resolve, reject) => {
     const fail = (e: Error): void => {
       sock.close();

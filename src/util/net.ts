@@ -23,3 +23,34 @@ export function resolveServerAddress(address: string, iface: string): { address:
   }
   return { address: '127.0.0.1', source: 'loopback (no other IPv4 address found)' };
 }
+
+/**
+ * The IPv6 address nodes reach the master at: `address` when set, else the first global
+ * (not link-local) IPv6 address of `iface`, else of any non-loopback interface.
+ */
+export function resolveServerAddress6(address: string, iface: string): { address: string; source: string } | undefined {
+  if (address) return { address, source: 'dhcp6.address' };
+  const nets = os.networkInterfaces();
+  const global = (n: os.NetworkInterfaceInfo) => n.family === 'IPv6' && !n.internal && !/^fe[89ab]/i.test(n.address);
+  if (iface) {
+    const a = (nets[iface] ?? []).find(global);
+    return a ? { address: a.address, source: `interface ${iface}` } : undefined;
+  }
+  for (const [name, list] of Object.entries(nets)) {
+    const a = (list ?? []).find(global);
+    if (a) return { address: a.address, source: `first interface with a global IPv6 address (${name})` };
+  }
+  return undefined;
+}
+
+/** The MAC of `iface` (or of the first interface that has one), for the DHCPv6 server DUID. */
+export function interfaceMac(iface: string): string | undefined {
+  const nets = os.networkInterfaces();
+  const ok = (m: string | undefined) => (m && m !== '00:00:00:00:00:00' ? m : undefined);
+  if (iface) return ok(nets[iface]?.[0]?.mac);
+  for (const list of Object.values(nets)) {
+    const m = ok(list?.find((n) => !n.internal)?.mac);
+    if (m) return m;
+  }
+  return undefined;
+}

@@ -117,6 +117,13 @@ export interface LabOptions {
    * other side's first address.
    */
   routed?: { server: string; client: string[]; serverRoutes?: string[]; clientRoutes?: string[] };
+  /**
+   * IPv6 on br0: the server gets <prefix>1/64 (no duplicate address detection, so it is usable
+   * at once). Clients get theirs from the server under test (DHCPv6, SLAAC).
+   */
+  ipv6?: { prefix: string };
+  /** false: br0 holds no IPv4 address (an IPv6-only link). Default true. */
+  ipv4?: boolean;
 }
 
 export interface Lab {
@@ -126,6 +133,8 @@ export interface Lab {
   hostNs: string[];
   bridge: string;
   serverIp: string;
+  /** The server's IPv6 address on br0 (`opts.ipv6`), else ''. */
+  serverIp6: string;
   clientIf: string;
   prefix: string;
   taps: string[];
@@ -158,6 +167,7 @@ export function createLab(opts: LabOptions = {}): Lab {
     hostNs,
     bridge,
     serverIp: `${subnet}.1`,
+    serverIp6: opts.ipv6 ? `${opts.ipv6.prefix}1` : '',
     clientIf: 'eth0',
     prefix: subnet,
     taps,
@@ -197,9 +207,10 @@ export function createLab(opts: LabOptions = {}): Lab {
     }
     for (const [br, addr] of Object.entries({ [bridge]: `${lab.serverIp}/${len}`, ...opts.bridges })) {
       ip(ns, 'link', 'add', br, ...BRIDGE_ARGS);
-      ip(ns, 'addr', 'add', addr, 'dev', br);
+      if (br !== bridge || opts.ipv4 !== false) ip(ns, 'addr', 'add', addr, 'dev', br);
       ip(ns, 'link', 'set', br, 'up');
     }
+    if (opts.ipv6) ip(ns, '-6', 'addr', 'add', `${lab.serverIp6}/64`, 'dev', bridge, 'nodad');
     // A plain Linux client host on a veth pair.
     attach(clientNs, 'vc0', bridge, opts.clientMac);
     if (opts.clientAddrs?.length) sh('ip', ['-n', clientNs, '-batch', '-'], { input: opts.clientAddrs.map((a) => `addr add ${a}/${len} dev eth0\n`).join('') });

@@ -19,6 +19,8 @@ export interface VmOptions {
   /** Size of an empty extra disk in MiB (inventory tests). */
   diskMb?: number;
   dir: string;
+  /** OVMF settings through QEMU's fw_cfg, e.g. { 'opt/org.tianocore/IPv4PXESupport': 'n' }. */
+  fwCfg?: Record<string, string>;
 }
 
 export interface Vm {
@@ -97,6 +99,7 @@ export function startVm(o: VmOptions): Vm {
     // serial= belongs on the device: QEMU 7 refuses it as a -drive option.
     args.push('-drive', `file=${disk},format=raw,if=none,id=disk0`, '-device', `virtio-blk-pci,drive=disk0,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`);
   }
+  for (const [name, value] of Object.entries(o.fwCfg ?? {})) args.push('-fw_cfg', `name=${name},string=${value}`);
   if (o.firmware === 'bios') args.push('-boot', 'n');
   if (o.extraArgs) args.push(...o.extraArgs);
   const qemu = o.firmware === 'arm64' ? 'qemu-system-aarch64' : 'qemu-system-x86_64';

@@ -17,12 +17,23 @@ export function explainCommand(run: Run): Command {
     })
     .option('--ipxe', 'the client is iPXE already (user class "iPXE")')
     .option('--http-client', 'UEFI HTTP boot firmware (vendor class HTTPClient)')
+    .option('--http', 'same as --http-client')
+    .option('--v6', 'the DHCPv6 answer (Advertise), decoded, instead of the DHCPv4 one')
     .option('--proxy', 'answer as in proxyDHCP mode, whatever dhcp.mode says')
     .addOption(new Option('--json', 'machine-readable output (stable schema)'))
     .action(
-      run(async (ctx, mac: string, o: { arch?: number; ipxe?: boolean; httpClient?: boolean; proxy?: boolean }) => {
+      run(async (ctx, mac: string, o: { arch?: number; ipxe?: boolean; httpClient?: boolean; http?: boolean; proxy?: boolean; v6?: boolean }) => {
         const parsed = parseMac(mac);
         if (!parsed.ok) throw new InvalidInput(parsed.error, 'mac');
+        if (o.http) o.httpClient = true;
+        if (o.v6) {
+          if (o.proxy) throw new InvalidInput('--proxy is DHCPv4 only (there is no ProxyDHCP in DHCPv6)', 'proxy');
+          const { formatExplanation6 } = await import('../../dhcp6/explain.js');
+          const { explainBoot6 } = await import('../../server/explain.js');
+          const e = explainBoot6(ctx.config, ctx.store, { mac: parsed.mac, arch: o.arch, ipxe: o.ipxe, httpClient: o.httpClient });
+          ctx.print(e, () => formatExplanation6(e));
+          return;
+        }
         const { formatExplanation } = await import('../../dhcp/explain.js');
         const { explainBoot } = await import('../../server/explain.js');
         const e = explainBoot(ctx.config, ctx.store, { mac: parsed.mac, arch: o.arch, ipxe: o.ipxe, httpClient: o.httpClient, proxy: o.proxy });

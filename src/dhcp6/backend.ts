@@ -1,0 +1,45 @@
+/**
+ * What the DHCPv6 server needs from the rest of pxeherd: the same narrow shape as DHCPv4's
+ * (src/dhcp/backend.ts), with leases keyed by the client's DUID and IAID (RFC 8415 §4.2: an
+ * identity association is the unit a server binds addresses to) and the node found by MAC.
+ */
+import type { Node, EventSink } from '../nodes/types.js';
+
+export interface Lease6 {
+  /** Client DUID, lower-case hex. */
+  duid: string;
+  iaid: number;
+  /** The node's MAC (from the DUID, the link-local address or an earlier lease). */
+  mac: string;
+  ip: string;
+  /** ms since epoch: end of the valid lifetime. */
+  expiresAt: number;
+  state: 'offered' | 'bound' | 'released' | 'declined';
+  updatedAt: number;
+}
+
+export interface Lease6Store {
+  byKey(duid: string, iaid: number): Lease6 | undefined;
+  byIp(ip: string): Lease6 | undefined;
+  /** Latest lease of a DUID, any IAID: remembers the MAC of a client whose DUID carries none. */
+  byDuid(duid: string): Lease6 | undefined;
+  /** All non-expired offered/bound leases (the in-use set at start). */
+  active(now: number): Lease6[];
+  /** One durable transaction; the server writes a batch before sending its replies. */
+  putMany(leases: Lease6[]): void;
+}
+
+export interface Dhcp6Backend {
+  /** As DHCPv4's: an unknown MAC is registered when nodes.auto_register is on. */
+  lookupNode(mac: string, hint: { hostname?: string }): { node: Node; registered: boolean } | undefined;
+  /**
+   * Last resort for a client whose DUID and link-local address carry no MAC: the kernel's
+   * neighbour table for its source address. Optional (tests, explain).
+   */
+  neighbourMac?(address: string): string | undefined;
+  /** After a Reply that binds: the node was in contact. */
+  bound(mac: string, ip: string): void;
+  leases: Lease6Store;
+  /** kinds: dhcp6.solicit, .advertise, .request, .reply, .renew, .rebind, .release, .decline, .confirm, .inform, .ignored */
+  events: EventSink;
+}
