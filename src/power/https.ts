@@ -89,7 +89,7 @@ export const httpsRequest: HttpsRequester = (req) =>
       }
       const headers: Record<string, string> = { ...req.headers };
       if (req.body !== undefined) headers['Content-Length'] = String(Buffer.byteLength(req.body));
-      const r = https.request({ method: req.method, host: req.host, port: req.port, path: req.path, headers, agent: false, createConnection: () => sock! });
+      const r = https.request({ method: req.method, host: req.host, port: req.port, path: req.path, headers, createConnection: () => sock! });
       r.on('error', (e) => fail(e));
       r.on('response', (res) => {
         const chunks: Buffer[] = [];
