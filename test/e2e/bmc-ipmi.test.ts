@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createLab, labUnavailable, tmpDir, waitFor, type Lab } from '../lab/lab.js';
 import { startSimBmc, type SimBmc } from '../lab/bmc.js';
-import { CLI } from '../helpers/cli.js';
+import { CLI, pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 
 const why =
@@ -73,7 +73,7 @@ describe('ipmi power driver against ipmi_sim driving a QEMU machine', { skip: wh
     c.statedir = path.join(c.dir, 'var');
     c.config = path.join(c.dir, 'pxeherd.yaml');
     c.lab = createLab({ name: 'phbmc', subnet: '10.78.0' });
-    c.bmc = await startSimBmc({ lab: c.lab, dir: c.dir, user: 'admin', password: PASSWORD, mac: MAC });
+    c.bmc = await startSimBmc({ lab: c.lab, dir: c.dir, user: 'admin', password: PASSWORD, mac: MAC, memMb: 512, diskMb: 8192, diskSerial: 'PXEHERDBMC1' });
     fs.writeFileSync(
       c.config,
       `statedir: ${c.statedir}
@@ -86,6 +86,10 @@ provisiond: { port: 0 }
 admin: { port: 0 }
 `,
     );
+    // The stage-one image (kernel + initrd) the machine boots: it reports its hardware, runs
+    // the init nodescripts, checks in ready and powers itself off.
+    const b = pxeherd(['stage1', 'build', '--json'], { config: c.config });
+    assert.equal(b.code, 0, `stage1 build failed: ${b.stderr}`);
     fs.mkdirSync(path.join(c.statedir, 'secrets'), { recursive: true });
     fs.writeFileSync(path.join(c.statedir, 'secrets', 'bmc-lab'), PASSWORD + '\n', { mode: 0o600 });
     fs.writeFileSync(path.join(c.statedir, 'secrets', 'bmc-old'), 'Not-the-pw-42\n', { mode: 0o600 });
@@ -158,11 +162,9 @@ admin: { port: 0 }
     const since = Date.now();
     assert.equal((await cli(c, ['power', 'on', 'vm1'])).code, 0);
     // The machine's NIC ROM (iPXE) asks pxeherd's DHCP server: the boot device reached the VM.
-    // (The node's boot image is not built here: pxeherd answers the script request with an error
-    // naming it, which is enough to prove where the machine booted from.)
     const ev = await waitFor('the PXE boot to reach pxeherd (DHCP, then its boot script)', 120_000, () => {
       const e = events(c, { mac: MAC, since });
-      return e.some((x) => x.kind.startsWith('http.') && String(x.detail?.path ?? '').startsWith('/boot/')) ? e : undefined;
+      return e.some((x) => x.kind === 'http.ipxe') ? e : undefined;
     });
     assert.ok(ev.some((e) => e.kind === 'dhcp.discover') && ev.some((e) => e.kind === 'dhcp.ack'), 'DHCP DISCOVER and ACK from the machine');
     assert.match(c.bmc.console(), /iPXE/);
@@ -192,24 +194,44 @@ admin: { port: 0 }
     assert.equal(events(c, { mac: '52:54:00:b3:00:03', kind: 'power.fail' }).length, 1);
   });
 
-  test('reinstall --wait sets boot once and the BMC boot device to PXE before the power cycle, follows the real boot and times out naming the last stage', async () => {
+  test('reinstall --wait sets boot once and the BMC boot device to PXE, power-cycles the real machine, follows it through every stage and times out at ssh, the last stage seen', async () => {
     const mark = c.bmc.chassis().length;
     const since = Date.now();
-    const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '90', '--json']);
+    const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '150']);
     assert.equal(r.code, 1, r.stderr);
-    const out = JSON.parse(r.stdout).results[0];
-    assert.equal(out.result, 'timeout');
-    // The machine has no operating system to boot into here: it gets as far as its boot files.
-    assert.ok(['dhcp', 'tftp', 'ipxe', 'kernel', 'initrd'].includes(out.stage), `stage ${out.stage}`);
-    assert.match(out.message, new RegExp(`^timed out after 90 s: no progress after ${out.stage}`));
-    assert.ok(out.lastEvent, 'the last event seen is named');
+    // Stage one checks in ready and powers the machine off: no SSH server ever answers.
+    const row = r.stdout.split('\n').find((l) => l.startsWith('vm1 ')) ?? '';
+    assert.match(row, /^vm1\s+timed out at ssh\s+timed out after 150 s: no SSH login: .*provision\.start state ready/, r.stdout);
+    const progress = r.stdout.split('\n').filter((l) => l.startsWith('vm1: ')).map((l) => l.slice(5).replace(/ \(.*\)$/, ''));
+    assert.deepEqual(progress.slice(0, 2), ['next boot from the network', 'power cycled (ipmi), waiting for DHCP'], progress.join(' | '));
+    // Polling may step over a stage between two looks; what is shown only moves forward.
+    const order = ['dhcp', 'tftp', 'ipxe', 'kernel', 'initrd', 'provision init', 'checked in ready, waiting for SSH', 'timed out at ssh'];
+    const seen = progress.slice(2).map((l) => order.indexOf(l));
+    assert.ok(seen.every((i) => i >= 0) && seen.every((x, i) => i === 0 || x > seen[i - 1]!), progress.join(' | '));
+    assert.deepEqual(progress.slice(-2), ['checked in ready, waiting for SSH', 'timed out at ssh']);
+    assert.ok(seen.length >= 4, `intermediate stages are shown: ${progress.join(' | ')}`);
+    assert.match(r.stderr, /reinstall: 1 of 1 node\(s\) did not reach ready: vm1 \(timed out at ssh\)/);
     const calls = c.bmc.chassis().slice(mark);
     const bootAt = calls.indexOf('set boot pxe');
     const startAt = calls.indexOf('start order=n');
     assert.ok(bootAt >= 0 && startAt > bootAt, `boot device before power: ${calls.join(' | ')}`);
     const kinds = events(c, { mac: MAC, since }).map((e) => e.kind);
     assert.ok(kinds.indexOf('power.pxe') >= 0 && kinds.indexOf('power.pxe') < kinds.indexOf('dhcp.discover'), kinds.join(' '));
-    assert.match(r.stderr, /vm1: next boot from the network \(once\)/);
-    assert.equal((await cli(c, ['power', 'off', 'vm1'])).code, 0);
+    for (const k of ['http.kernel', 'http.initrd', 'provision.start', 'reinstall.fail']) assert.ok(kinds.includes(k), `${k} in ${kinds.join(' ')}`);
+    await waitFor('the machine to power itself off', 60_000, () => c.bmc.vmPid() === undefined);
+    assert.equal((await cli(c, ['power', 'status', 'vm1'])).stdout, 'vm1: off\n', 'power status follows the machine');
+  });
+
+  test('node plan works from the hardware report the real machine sent: its virtio disk by serial, BIOS boot partition, sfdisk script', async () => {
+    assert.equal((await cli(c, ['node', 'set', 'attr.install_disk=serial:PXEHERDBMC1', 'vm1'])).code, 0);
+    const r = await cli(c, ['node', 'plan', 'vm1', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const p = JSON.parse(r.stdout);
+    assert.deepEqual([p.firmware, p.disk.path, p.disk.sizeBytes, p.disk.serial], ['bios', '/dev/vda', 8192 * 1024 * 1024, 'PXEHERDBMC1']);
+    assert.deepEqual(p.partitions.map((x: { name: string; device: string }) => [x.name, x.device]), [['bios_boot', '/dev/vda1'], ['root', '/dev/vda2']]);
+    assert.equal((await cli(c, ['node', 'set', 'attr.install_swap=8G', 'vm1'])).code, 0);
+    const big = await cli(c, ['node', 'plan', 'vm1']);
+    assert.equal(big.code, 1);
+    assert.match(big.stderr, /the plan does not fit vda: it needs 10\.0 GiB \(bios_boot 1 MiB, swap 8 GiB, root at least 2 GiB\) and the disk has 8 GiB/);
   });
 });

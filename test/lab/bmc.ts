@@ -7,7 +7,8 @@
  *   chassis_control program), which starts and stops the QEMU process and hands the boot
  *   device to it (`-boot order=n` after `chassis bootdev pxe`, once).
  * Power status is whether that QEMU process is alive. The machine: BIOS (SeaBIOS), an e1000
- * with the iPXE ROM on a tap of br0, an empty virtio disk, serial console to a file.
+ * with the iPXE ROM on a tap of br0, an empty virtio disk with a serial number, serial console
+ * to a file.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,7 +28,9 @@ export interface SimBmcOptions {
   address?: string;
   port?: number;
   memMb?: number;
+  /** Size of the machine's (sparse, empty) virtio disk. */
   diskMb?: number;
+  diskSerial?: string;
 }
 
 export interface SimBmc {
@@ -75,7 +78,7 @@ exec qemu-system-x86_64 -accel ${labAccel()} -machine pc -m ${o.memMb ?? 256} -s
   -device ipmi-bmc-extern,id=bmc0,chardev=ipmi0 -device isa-ipmi-kcs,bmc=bmc0 \\
   -netdev tap,id=n0,ifname=${tap},script=no,downscript=no \\
   -device e1000,netdev=n0,mac=${o.mac},romfile=/usr/lib/ipxe/qemu/pxe-e1000.rom$nic \\
-  -drive file=${disk},format=raw,if=none,id=hd0 -device virtio-blk-pci,drive=hd0$hd \\
+  -drive file=${disk},format=raw,if=none,id=hd0 -device virtio-blk-pci,drive=hd0,serial=${o.diskSerial ?? 'PXEHERDBMC'}$hd \\
   -boot strict=on
 `,
     { mode: 0o755 },
