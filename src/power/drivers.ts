@@ -118,10 +118,15 @@ export function ipmiFailure(r: LocalResult, o: { host: string; port: string; use
   return `ipmitool: exit code ${r.exit}${why ? `: ${why}` : ''}`;
 }
 
+const CHATTER = /^(Loading IANA PEN Registry|Running Get VSO Capabilities|Discovered IPMB address|Invalid completion code received: Invalid command)/;
+
+function withoutChatter(text: string): string {
+  return text.split('\n').map((l) => l.trim()).filter((l) => l && !CHATTER.test(l)).join('\n');
+}
+
 /** The last line that is not ipmitool -v chatter. */
 function lastLine(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !/^(Loading IANA PEN Registry|Running Get VSO Capabilities|Discovered IPMB address|Invalid completion code received: Invalid command)/.test(l));
-  return lines.pop() ?? '';
+  return withoutChatter(text).split('\n').pop() ?? '';
 }
 
 /**
@@ -138,14 +143,15 @@ const ipmiDriver: PowerDriver = async (c) => {
   const r = await c.local(argv, { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', IPMI_PASSWORD: pw }, timeoutMs: c.timeoutMs });
   const err = ipmiFailure(r, { host, port: c.attrs.bmc_port || '623', user: c.vars.bmc_user ?? 'root', passwordFile: c.attrs.bmc_password_file ?? '', timeoutMs: c.timeoutMs });
   // stderr carries -v chatter: what the BMC said is on stdout.
-  const output = err ? (r.stdout + r.stderr).trim() : r.stdout.trim();
+  const output = err ? withoutChatter(r.stdout + '\n' + r.stderr) : r.stdout.trim();
   return err ? { ok: false, output, error: err } : { ok: true, output };
 };
 
 /**
  * `redfish`: DMTF Redfish over HTTPS (src/power/redfish.ts). Attributes: bmc_host, bmc_port
  * (443), bmc_user, bmc_password_file, redfish_auth (session|basic), redfish_system (path of
- * the ComputerSystem when the BMC has several), redfish_off (ForceOff|GracefulShutdown), and
+ * the ComputerSystem when the BMC has several), redfish_off (ForceOff|GracefulShutdown),
+ * redfish_boot_mode (UEFI|Legacy, sent with the PXE override), and
  * for TLS bmc_ca_file (PEM in <statedir>/secrets/) or bmc_fingerprint (SHA-256 of the BMC's
  * certificate); bmc_insecure=yes turns certificate checks off.
  */
@@ -173,6 +179,8 @@ export function redfishTarget(c: Pick<DriverCall, 'attrs' | 'node' | 'statedir' 
   if (a.redfish_system !== undefined && a.redfish_system !== '' && !/^\/redfish\/v1\/Systems\/[^/?#\s]+$/.test(a.redfish_system)) {
     throw new InvalidInput(`redfish_system must be a path like /redfish/v1/Systems/1, not "${a.redfish_system}"`, 'redfish_system');
   }
+  const bootMode = a.redfish_boot_mode || undefined;
+  if (bootMode !== undefined && bootMode !== 'UEFI' && bootMode !== 'Legacy') throw new InvalidInput(`redfish_boot_mode must be UEFI or Legacy, not "${bootMode}"`, 'redfish_boot_mode');
   const tls: TlsPolicy = {};
   const insecure = (a.bmc_insecure ?? '').toLowerCase();
   if (insecure && !['yes', 'no', 'true', 'false', '1', '0'].includes(insecure)) throw new InvalidInput(`bmc_insecure must be yes or no, not "${a.bmc_insecure}"`, 'bmc_insecure');
@@ -192,6 +200,7 @@ export function redfishTarget(c: Pick<DriverCall, 'attrs' | 'node' | 'statedir' 
     tls,
     system: a.redfish_system || undefined,
     offType,
+    bootMode,
     timeoutMs: c.timeoutMs,
   };
 }

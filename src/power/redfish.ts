@@ -90,7 +90,7 @@ export interface ActionPlan {
  * actions are idempotent (on when on sends nothing: many BMCs answer 409 to it); cycle of a
  * machine that is off powers it on.
  */
-export function planAction(action: PowerAction, system: Json, opts: { offType?: ResetType } = {}): ActionPlan {
+export function planAction(action: PowerAction, system: Json, opts: { offType?: ResetType; bootMode?: 'UEFI' | 'Legacy' } = {}): ActionPlan {
   const power = powerOf(system);
   switch (action) {
     case 'status':
@@ -114,7 +114,10 @@ export function planAction(action: PowerAction, system: Json, opts: { offType?: 
       const headers: Record<string, string> = {};
       // Some BMCs refuse a PATCH without the resource's ETag (412 Precondition Failed).
       if (typeof system['@odata.etag'] === 'string') headers['If-Match'] = system['@odata.etag'];
-      return { requests: [{ method: 'PATCH', path: odataId(system), body: { Boot: { BootSourceOverrideEnabled: 'Once', BootSourceOverrideTarget: 'Pxe' } }, headers }] };
+      const override: Json = { BootSourceOverrideEnabled: 'Once', BootSourceOverrideTarget: 'Pxe' };
+      // Some BMCs boot a UEFI machine in legacy mode unless told (BootSourceOverrideMode, schema v1.1+).
+      if (opts.bootMode) override.BootSourceOverrideMode = opts.bootMode;
+      return { requests: [{ method: 'PATCH', path: odataId(system), body: { Boot: override }, headers }] };
     }
   }
 }
@@ -144,6 +147,8 @@ export interface RedfishTarget {
   /** Path of the ComputerSystem, e.g. /redfish/v1/Systems/1; found from the Systems collection when unset. */
   system?: string;
   offType?: ResetType;
+  /** BootSourceOverrideMode sent with the PXE override (attribute redfish_boot_mode). */
+  bootMode?: 'UEFI' | 'Legacy';
   timeoutMs: number;
 }
 
@@ -258,7 +263,7 @@ export async function redfishAction(t: RedfishTarget, action: PowerAction, http:
   try {
     await c.login();
     const system = await c.system();
-    const plan = planAction(action, system, { offType: t.offType });
+    const plan = planAction(action, system, { offType: t.offType, bootMode: t.bootMode });
     for (const r of plan.requests) await c.request(r);
     const power = powerOf(system);
     const id = typeof system.Id === 'string' ? system.Id : odataId(system);

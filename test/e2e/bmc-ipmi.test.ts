@@ -197,11 +197,11 @@ admin: { port: 0 }
   test('reinstall --wait sets boot once and the BMC boot device to PXE, power-cycles the real machine, follows it through every stage and times out at ssh, the last stage seen', async () => {
     const mark = c.bmc.chassis().length;
     const since = Date.now();
-    const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '150']);
+    const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '120']);
     assert.equal(r.code, 1, r.stderr);
     // Stage one checks in ready and powers the machine off: no SSH server ever answers.
     const row = r.stdout.split('\n').find((l) => l.startsWith('vm1 ')) ?? '';
-    assert.match(row, /^vm1\s+timed out at ssh\s+timed out after 150 s: no SSH login: .*provision\.start state ready/, r.stdout);
+    assert.match(row, /^vm1\s+timed out at ssh\s+timed out after 120 s: no SSH login: .*provision\.start state ready/, r.stdout);
     const progress = r.stdout.split('\n').filter((l) => l.startsWith('vm1: ')).map((l) => l.slice(5).replace(/ \(.*\)$/, ''));
     assert.deepEqual(progress.slice(0, 2), ['next boot from the network', 'power cycled (ipmi), waiting for DHCP'], progress.join(' | '));
     // Polling may step over a stage between two looks; what is shown only moves forward.

@@ -66,6 +66,7 @@ test('redfish: pxe is one PATCH of Boot {Once, Pxe} with the ETag; a BMC without
   assert.deepEqual(planAction('pxe', SYSTEM).requests, [
     { method: 'PATCH', path: '/redfish/v1/Systems/1', body: { Boot: { BootSourceOverrideEnabled: 'Once', BootSourceOverrideTarget: 'Pxe' } }, headers: { 'If-Match': 'W/"abc"' } },
   ]);
+  assert.deepEqual(planAction('pxe', SYSTEM, { bootMode: 'UEFI' }).requests[0]!.body, { Boot: { BootSourceOverrideEnabled: 'Once', BootSourceOverrideTarget: 'Pxe', BootSourceOverrideMode: 'UEFI' } });
   assert.throws(() => planAction('pxe', { ...SYSTEM, Boot: { 'BootSourceOverrideTarget@Redfish.AllowableValues': ['Hdd', 'Cd'] } }), /does not offer boot override target Pxe \(it allows Hdd, Cd\)/);
 });
 
@@ -156,4 +157,12 @@ test('TLS policy: verification on unless insecure; a pin replaces the chain chec
   assert.equal(checkPin(fp.toUpperCase(), 'ab'.repeat(32)), undefined);
   assert.match(checkPin('CD:'.repeat(31) + 'CD', fp)!, /^certificate fingerprint C{1}D.* is not the pinned AB.*: if the BMC's certificate was replaced on purpose, set bmc_fingerprint/);
   assert.equal(checkPin(undefined, fp), 'the BMC presented no certificate');
+});
+
+test('power events read as one line on the timeline; power.fail counts as a failure', async () => {
+  const { summarize, isFailure } = await import('../../src/admin/timeline.js');
+  const ev = { kind: 'power.fail', detail: { action: 'on', driver: 'ipmi', ok: false, power: null, error: 'BMC 10.0.0.5:623 refused the login for user admin', skipped: false } };
+  assert.equal(summarize(ev), 'on · driver ipmi · BMC 10.0.0.5:623 refused the login for user admin');
+  assert.equal(isFailure(ev), true);
+  assert.equal(summarize({ kind: 'power.status', detail: { action: 'status', driver: 'redfish', ok: true, power: 'off' } }), 'status · driver redfish · power off');
 });
