@@ -81,7 +81,7 @@ export const httpsRequest: HttpsRequester = (req) =>
     }
     const o = tlsOptions(req.tls);
     sock = tls.connect({ host: req.host, port: req.port, servername: net.isIP(req.host) ? undefined : req.host, ...o });
-    sock.once('error', (e) => fail(e));
+    sock.on('error', (e) => fail(e));
     sock.once('secureConnect', () => {
       if (req.tls.fingerprint && !req.tls.insecure) {
         const why = checkPin(sock!.getPeerCertificate()?.fingerprint256, req.tls.fingerprint);

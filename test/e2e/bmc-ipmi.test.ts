@@ -199,6 +199,7 @@ admin: { port: 0 }
     const since = Date.now();
     const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '120']);
     assert.equal(r.code, 1, r.stderr);
+    process.stderr.write(r.stdout.replace(/^/gm, '# reinstall: ') + '\n');
     // Stage one checks in ready and powers the machine off: no SSH server ever answers.
     const row = r.stdout.split('\n').find((l) => l.startsWith('vm1 ')) ?? '';
     assert.match(row, /^vm1\s+timed out at ssh\s+timed out after 120 s: no SSH login: .*provision\.start state ready/, r.stdout);
