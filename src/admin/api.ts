@@ -12,6 +12,8 @@ import type { AdminAuth, Role } from './auth.js';
 import type { AdminDeps } from './deps.js';
 import { sseStream } from './sse.js';
 import { nodeExtras } from '../inventory/context.js';
+import { planForNode } from '../install/node-plan.js';
+import { PlanError } from '../install/plan.js';
 
 type Obj = Record<string, unknown>;
 
@@ -333,6 +335,17 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
     onlyKeys(b, ['mac']);
     const n = service.replace(req.params.node as string, reqString(b, 'mac'));
     res.json(nodeJson(n));
+  });
+
+  // -- disk plan (src/install/plan.ts): what install=disk would write; changes nothing
+  r.get('/nodes/:node/plan', (req, res) => {
+    const n = nodeOr404(req.params.node as string);
+    try {
+      res.json(planForNode(store, n));
+    } catch (e) {
+      if (e instanceof PlanError) throw new HttpError(422, e.message, e.attr ? `attrs.${e.attr}` : undefined);
+      throw e;
+    }
   });
 
   // -- nodescripts (implemented by src/nodescripts, injected by the wiring)

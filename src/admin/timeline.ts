@@ -65,6 +65,9 @@ export function summarize(ev: BootEvent): string {
     case 'nodescript':
       parts.push(s(d.script), s(d.reason));
       break;
+    case 'power':
+      parts.push(s(d.action), s(d.driver) && `driver ${s(d.driver)}`, s(d.power) && `power ${s(d.power)}`, d.skipped === true ? 'skipped' : undefined, s(d.error));
+      break;
     default:
       parts.push(s(d.reason) ?? s(d.error), s(d.via) && `via ${s(d.via)}`, s(d.ip) && `ip ${s(d.ip)}`);
   }

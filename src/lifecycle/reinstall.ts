@@ -8,6 +8,8 @@ import { describeEvent, followBoot, type Stage } from './stages.js';
 export interface ReinstallBackend {
   /** Boot mode `once` for all of them, in one transaction. */
   setBootOnce(nodes: Node[]): void;
+  /** The BMC's next boot: the network, once (ipmi bootdev pxe, redfish boot override). */
+  setBootPxe(node: Node): Promise<PowerOutcome>;
   powerCycle(node: Node): Promise<PowerOutcome>;
   /** The node's events since `since` (ms), oldest first. */
   eventsSince(node: Node, since: number): BootEvent[];
@@ -54,7 +56,7 @@ interface Tracking {
 }
 
 /**
- * `node reinstall`: boot mode once, power cycle, and (with wait) follow each node through
+ * `node reinstall`: boot mode once, the BMC's next boot set to PXE, power cycle, and (with wait) follow each node through
  * DHCP, boot files, nodescripts, the `ready` check-in and an SSH login. One pass over every
  * waiting node per poll; SSH probes run in the background so a slow node never holds up
  * the others' progress lines.
@@ -80,12 +82,19 @@ export async function reinstall(nodes: Node[], b: ReinstallBackend, o: Reinstall
   };
 
   await mapLimit(tracks, o.parallel, async (t) => {
+    // Without this a machine whose firmware boots its disk first never asks pxeherd.
+    const x = await b.setBootPxe(t.node);
+    if (!x.ok) {
+      finish(t, { result: 'failed', stage: 'power', message: `setting the next boot to PXE failed (nothing was power cycled): ${x.error ?? 'unknown error'}`, lastEvent: null });
+      return;
+    }
+    say(x.skipped ? `${t.node.name}: ${x.output}` : `${t.node.name}: next boot from the network (once)`);
     const p = await b.powerCycle(t.node);
     if (!p.ok) finish(t, { result: 'failed', stage: 'power', message: `power cycle failed: ${p.error ?? 'unknown error'}`, lastEvent: null });
     else say(`${t.node.name}: power cycled (${p.driver})${o.wait ? ', waiting for DHCP' : ''}`);
   });
   if (!o.wait) {
-    for (const t of tracks) if (!t.done) finish(t, { result: 'started', stage: 'power', message: 'boot mode once, power cycled', lastEvent: null });
+    for (const t of tracks) if (!t.done) finish(t, { result: 'started', stage: 'power', message: 'boot mode once, next boot PXE, power cycled', lastEvent: null });
     return tracks.map((t) => t.done!);
   }
 

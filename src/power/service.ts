@@ -4,6 +4,7 @@ import { ensureKey, type KeyPair } from '../remote/keys.js';
 import { Redactor } from '../remote/secrets.js';
 import { sshRun, SshError, type SshRunner } from '../remote/ssh.js';
 import { runLocal, type LocalRunner } from './local.js';
+import { httpsRequest, type HttpsRequester } from './https.js';
 import { DRIVERS, parsePowerState } from './drivers.js';
 import { POWER_DRIVERS, type PowerAction, type PowerDriverName, type PowerOutcome } from './types.js';
 
@@ -18,6 +19,7 @@ export interface PowerOptions {
   timeoutMs?: number;
   ssh?: SshRunner;
   local?: LocalRunner;
+  https?: HttpsRequester;
   /** Shared key loader (the CLI makes one per run). */
   key?: () => KeyPair;
 }
@@ -51,12 +53,14 @@ export class PowerService {
   private readonly timeoutMs: number;
   private readonly ssh: SshRunner;
   private readonly local: LocalRunner;
+  private readonly https: HttpsRequester;
   private readonly key: () => KeyPair;
 
   constructor(private readonly o: PowerOptions) {
     this.timeoutMs = o.timeoutMs ?? 30_000;
     this.ssh = o.ssh ?? sshRun;
     this.local = o.local ?? runLocal;
+    this.https = o.https ?? httpsRequest;
     let cached: KeyPair | undefined;
     this.key = o.key ?? (() => (cached ??= ensureKey(o.statedir)));
   }
@@ -93,22 +97,25 @@ export class PowerService {
         key: this.key,
         ssh: this.ssh,
         local: this.local,
+        https: this.https,
         redactor,
       });
       const output = redactor.redact(r.output).slice(0, 4000);
       outcome = { node: node.name, action, driver, ok: r.ok, output, ms: Date.now() - t0 };
       if (r.error) outcome.error = redactor.redact(r.error);
-      if (r.ok && action === 'status') outcome.power = parsePowerState(output);
+      if (r.skipped) outcome.skipped = true;
+      if (r.ok && action === 'status') outcome.power = r.power ?? parsePowerState(output);
     } catch (e) {
       const known = e instanceof InvalidInput || e instanceof SshError;
       const msg = known ? (e as Error).message : `unexpected error: ${(e as Error).message}`;
       outcome = { node: node.name, action, driver: driver || '-', ok: false, output: '', error: redactor.redact(msg), ms: Date.now() - t0 };
     }
+    // A failure is its own event kind (`power.fail`, shown as a failure on the timeline).
     this.o.backend.events.record({
       mac: node.mac,
       node: node.name,
-      kind: `power.${action}`,
-      detail: { driver: outcome.driver, ok: outcome.ok, power: outcome.power ?? null, error: outcome.error ?? null, ms: outcome.ms },
+      kind: outcome.ok ? `power.${action}` : 'power.fail',
+      detail: { action, driver: outcome.driver, ok: outcome.ok, power: outcome.power ?? null, error: outcome.error ?? null, skipped: outcome.skipped ?? false, ms: outcome.ms },
     });
     return outcome;
   }

@@ -3,11 +3,13 @@ import type { KeyPair } from '../remote/keys.js';
 import type { SshRunner } from '../remote/ssh.js';
 import type { Redactor } from '../remote/secrets.js';
 import type { LocalRunner } from './local.js';
+import type { HttpsRequester } from './https.js';
 
-export type PowerAction = 'on' | 'off' | 'cycle' | 'status';
-export const POWER_ACTIONS: readonly PowerAction[] = ['on', 'off', 'cycle', 'status'];
-export type PowerDriverName = 'ssh' | 'ipmi' | 'command';
-export const POWER_DRIVERS: readonly PowerDriverName[] = ['ssh', 'ipmi', 'command'];
+/** `pxe`: make the next boot (once) a network boot, e.g. `ipmitool chassis bootdev pxe`. */
+export type PowerAction = 'on' | 'off' | 'cycle' | 'status' | 'pxe';
+export const POWER_ACTIONS: readonly PowerAction[] = ['on', 'off', 'cycle', 'status', 'pxe'];
+export type PowerDriverName = 'ssh' | 'ipmi' | 'command' | 'redfish';
+export const POWER_DRIVERS: readonly PowerDriverName[] = ['ssh', 'ipmi', 'command', 'redfish'];
 
 /** One node's answer; `error` and `output` have had every secret replaced. */
 export interface PowerOutcome {
@@ -19,6 +21,8 @@ export interface PowerOutcome {
   power?: 'on' | 'off' | 'unknown';
   output: string;
   error?: string;
+  /** The driver has no way to do this action (e.g. `pxe` without power_pxe_cmd): nothing was done. */
+  skipped?: boolean;
   ms: number;
 }
 
@@ -36,12 +40,17 @@ export interface DriverCall {
   local: LocalRunner;
   /** Secrets read for this call are added here so the service can scrub any text. */
   redactor: Redactor;
+  /** HTTPS for the redfish driver (tests of request building pass their own). */
+  https: HttpsRequester;
 }
 
 export interface DriverResult {
   ok: boolean;
   output: string;
   error?: string;
+  skipped?: boolean;
+  /** A driver that knows the power state without parsing text (redfish's PowerState). */
+  power?: 'on' | 'off' | 'unknown';
 }
 
 export type PowerDriver = (call: DriverCall) => Promise<DriverResult>;

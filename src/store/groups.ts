@@ -2,6 +2,7 @@ import type { DB } from './db.js';
 import type { Group, Vnfs } from '../nodes/types.js';
 import { InvalidInput } from '../nodes/mac.js';
 import { validateAttrKey, validateName } from '../nodes/names.js';
+import { validateInstallAttr } from '../install/plan.js';
 import { NotFound } from '../nodes/select.js';
 
 /**
@@ -47,7 +48,7 @@ export class GroupRepo {
 
   set(name: string, key: string, value: string): Group {
     validateName('group', name);
-    validateAttrKey(key);
+    validateInstallAttr(validateAttrKey(key), value);
     this.db.transaction(() => {
       this.db.prepare('INSERT OR IGNORE INTO groups (name, created_at) VALUES (?, ?)').run(name, Date.now());
       if (value === '') this.db.prepare('DELETE FROM group_attrs WHERE grp = ? AND key = ?').run(name, key);

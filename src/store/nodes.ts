@@ -3,6 +3,7 @@ import type { BootMode, Node } from '../nodes/types.js';
 import { BOOT_MODES } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
 import { validateAttrKey, validateName } from '../nodes/names.js';
+import { validateInstallAttr } from '../install/plan.js';
 import { firstFreeNumber, formatName, numberOf as numberOfName, parseNamePattern, type NamePattern } from '../nodes/naming.js';
 import { NotFound } from '../nodes/select.js';
 import { IPV4_RE } from '../util/net.js';
@@ -225,7 +226,7 @@ export class NodeRepo {
     const vnfs = n.vnfs ?? policy.defaultVnfs;
     if (vnfs !== '') validateVnfsRef(vnfs);
     const attrs = n.attrs ?? {};
-    for (const k of Object.keys(attrs)) validateAttrKey(k);
+    for (const [k, val] of Object.entries(attrs)) validateInstallAttr(validateAttrKey(k), val);
     return {
       mac,
       name: n.name,
@@ -320,7 +321,7 @@ export class NodeRepo {
     let column: string | undefined;
     let v: string | number = value;
     if (key.startsWith('attr.')) {
-      const k = validateAttrKey(key.slice(5));
+      const k = validateInstallAttr(validateAttrKey(key.slice(5)), value);
       this.db.transaction(() => {
         for (const mac of macs) {
           if (value === '') this.q.delAttr.run(mac, k);

@@ -76,7 +76,7 @@ test('reinstall --wait follows each node to ready and SSH, names the failed node
   assert.ok(took >= 5000 && took < 9000, `ends at the per-node timeout (${took} ms)`);
 
   // Progress lines as the nodes advance, in order for each node.
-  const progress = (n: string) => r.stdout.split('\n').filter((l) => l.startsWith(`${n}: `)).map((l) => l.slice(n.length + 2).replace(/ \((dhcp|tftp|http|provision)\..*\)$/, ""));
+  const progress = (n: string) => r.stdout.split('\n').filter((l) => l.startsWith(`${n}: `) && !l.includes('has no power_pxe_cmd')).map((l) => l.slice(n.length + 2).replace(/ \((dhcp|tftp|http|provision)\..*\)$/, ""));
   // Polling may step over a stage between two looks; what is shown only moves forward.
   const order = ['power cycled (ssh), waiting for DHCP', 'dhcp', 'tftp', 'ipxe', 'kernel', 'initrd', 'provision init', 'checked in ready, waiting for SSH', 'ready'];
   const r1 = progress('r1').map((l) => l.replace(/^ready \(\d+(\.\d)? s\)$/, 'ready'));
@@ -127,7 +127,7 @@ test('reinstall without --wait sets boot once and power cycles (or powers on a n
   assert.deepEqual(bmc.commands().sort(), ['power cycle a1', 'power cycle a3', 'power on a3', 'power status a3']);
   const bad = await cli(['node', 'reinstall', 'a1', 'a2'], s.config);
   assert.equal(bad.code, 1);
-  assert.match(bad.stdout, /^a2\s+failed at power\s+power cycle failed: no power driver: set attr power=ssh\|ipmi\|command on the node or its group/m);
+  assert.match(bad.stdout, /^a2\s+failed at power\s+setting the next boot to PXE failed \(nothing was power cycled\): no power driver: set attr power=ssh\|ipmi\|command\|redfish on the node or its group/m);
   const dis = await cli(['node', 'disable', 'a2'], s.config);
   assert.equal(dis.code, 0);
   const refused = await cli(['node', 'reinstall', 'a*'], s.config);

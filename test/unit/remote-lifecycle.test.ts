@@ -34,13 +34,14 @@ test('a failed nodescript ends the boot with its name and reason; one run with o
 });
 
 /** A backend with a clock the test moves: no sleeping, no sockets. */
-function fakeBackend(script: Record<string, [at: number, e: BootEvent][]>, opts: { sshOkAt?: Record<string, number>; powerFails?: string[] } = {}) {
+function fakeBackend(script: Record<string, [at: number, e: BootEvent][]>, opts: { sshOkAt?: Record<string, number>; powerFails?: string[]; pxeFails?: string[] } = {}) {
   let now = 1_000_000;
   const start = now;
   const recorded: BootEvent[] = [];
   let once: string[] = [];
   const b: ReinstallBackend = {
     setBootOnce: (ns) => void (once = ns.map((n) => n.name)),
+    setBootPxe: async (n) => ({ node: n.name, action: 'pxe', driver: 'command', ok: !opts.pxeFails?.includes(n.name), output: '', error: opts.pxeFails?.includes(n.name) ? 'ipmitool: exit code 1' : undefined, ms: 1 }),
     powerCycle: async (n) => ({ node: n.name, action: 'cycle', driver: 'command', ok: !opts.powerFails?.includes(n.name), output: '', error: opts.powerFails?.includes(n.name) ? 'pdu.sh: exit code 1' : undefined, ms: 1 }),
     eventsSince: (n) => (script[n.name] ?? []).filter(([at]) => start + at <= now).map(([, e]) => e),
     probeSsh: async (n) => {
@@ -85,7 +86,7 @@ test('a node that checks in ready but never answers SSH times out at stage ssh w
   const { b } = fakeBackend({ n04: [[1000, ev('provision.start', { state: 'ready' })]] });
   const lines: string[] = [];
   const [r] = await reinstall([node('n04')], b, { wait: true, timeoutMs: 10_000, parallel: 1, pollMs: 500, heartbeatMs: 5000, onProgress: (l) => lines.push(l) });
-  assert.deepEqual(lines, ['n04: power cycled (command), waiting for DHCP', 'n04: checked in ready, waiting for SSH', 'waiting for 1 node(s) (6 s): n04 at ssh', 'n04: timed out at ssh']);
+  assert.deepEqual(lines, ['n04: next boot from the network (once)', 'n04: power cycled (command), waiting for DHCP', 'n04: checked in ready, waiting for SSH', 'waiting for 1 node(s) (6 s): n04 at ssh', 'n04: timed out at ssh']);
   assert.equal(r!.result, 'timeout');
   assert.equal(r!.stage, 'ssh');
   assert.equal(r!.message, 'timed out after 10 s: no SSH login: cannot connect: connection refused');
@@ -95,6 +96,21 @@ test('a failed power cycle ends that node at stage power without waiting', async
   const { b } = fakeBackend({}, { powerFails: ['n05'] });
   const [r] = await reinstall([node('n05')], b, { wait: true, timeoutMs: 60_000, parallel: 1 });
   assert.deepEqual([r!.result, r!.stage, r!.message, r!.seconds], ['failed', 'power', 'power cycle failed: pdu.sh: exit code 1', 0]);
+});
+
+test('reinstall sets the next boot to PXE before the power cycle; when that fails the node is not cycled', async () => {
+  const { b } = fakeBackend({}, { pxeFails: ['n06'] });
+  const calls: string[] = [];
+  const cycle = b.powerCycle;
+  const pxe = b.setBootPxe;
+  b.powerCycle = (n) => (calls.push(`cycle ${n.name}`), cycle(n));
+  b.setBootPxe = (n) => (calls.push(`pxe ${n.name}`), pxe(n));
+  const res = await reinstall([node('n06'), node('n07')], b, { wait: false, timeoutMs: 60_000, parallel: 1 });
+  assert.deepEqual(calls, ['pxe n06', 'pxe n07', 'cycle n07']);
+  assert.deepEqual(res.map((r) => [r.node, r.result, r.stage, r.message]), [
+    ['n06', 'failed', 'power', 'setting the next boot to PXE failed (nothing was power cycled): ipmitool: exit code 1'],
+    ['n07', 'started', 'power', 'boot mode once, next boot PXE, power cycled'],
+  ]);
 });
 
 test('the deploy plan groups ports by switch, renders each kind, and lists the machines sorted by name', () => {

@@ -9,6 +9,7 @@ import { formatFromName, type NodeFormat } from '../../nodes/io.js';
 import { NODE_FIELDS } from '../../store/nodes.js';
 import type { Run } from '../main.js';
 import { nodeReinstallCommand, nodeLocateCommand } from './remote.js';
+import { nodePlanCommand, nodeReleaseCommand } from './install.js';
 import { nodeExtras } from '../../inventory/context.js';
 
 function parseKv(list: string[] = []): Record<string, string> {
@@ -269,5 +270,7 @@ export function nodeCommand(run: Run): Command {
 
   node.addCommand(nodeReinstallCommand(run));
   node.addCommand(nodeLocateCommand(run));
+  node.addCommand(nodePlanCommand(run));
+  node.addCommand(nodeReleaseCommand(run));
   return node;
 }

@@ -58,16 +58,18 @@ function selectAll(ctx: CliContext, args: string[]): Node[] {
 function powerLine(r: PowerOutcome): string {
   if (!r.ok) return `${r.node}: FAILED: ${r.error ?? 'unknown error'}`;
   if (r.action === 'status') return `${r.node}: ${r.power ?? 'unknown'}${r.power === 'unknown' && r.output ? ` (${r.output.split('\n')[0]})` : ''}`;
+  if (r.skipped) return `${r.node}: ${r.action} skipped: ${r.output}`;
+  if (r.action === 'pxe') return `${r.node}: next boot from the network (once)`;
   return `${r.node}: ${r.action} ok`;
 }
 
 /** `pxeherd power on|off|cycle|status <NODES...>` */
 export function powerCommand(run: Run): Command {
-  const power = new Command('power').description('power nodes on, off, cycle them or ask their state (driver from attribute power: ssh, ipmi, command)');
+  const power = new Command('power').description('power nodes on, off, cycle them, ask their state, or make their next boot a network boot (driver from attribute power: ssh, ipmi, command, redfish)');
   for (const action of POWER_ACTIONS) {
     power
       .command(action)
-      .description(action === 'status' ? 'ask the BMC/PDU whether nodes are on' : `power ${action} nodes`)
+      .description(action === 'status' ? 'ask the BMC/PDU whether nodes are on' : action === 'pxe' ? 'set the next boot (once) to the network: ipmitool chassis bootdev pxe, Redfish boot override Pxe Once' : `power ${action} nodes`)
       .argument('<NODES...>', 'names, globs, ranges or a query')
       .addOption(new Option('--parallel <N>', 'nodes handled at once').default(32).argParser(positiveInt('--parallel')))
       .addOption(new Option('--timeout <S>', 'seconds per node').default(30).argParser(seconds('--timeout')))
@@ -184,7 +186,7 @@ function outcomeWord(r: NodeOutcome): string {
 /** `pxeherd node reinstall <NODES...> [--wait] [--timeout S]` (the lead adds it under `node`). */
 export function nodeReinstallCommand(run: Run): Command {
   return new Command('reinstall')
-    .description('provision nodes again: boot mode once, power cycle, and with --wait follow each to ready and SSH')
+    .description("provision nodes again: boot mode once, the BMC's next boot set to PXE, power cycle, and with --wait follow each to ready and SSH")
     .argument('<NODES...>', 'names, globs, ranges or a query')
     .option('--wait', 'follow the boots until every node is ready and answers SSH (or fails, or times out)')
     .addOption(new Option('--timeout <S>', 'seconds per node for --wait').default(900).argParser(seconds('--timeout')))
@@ -204,6 +206,7 @@ export function nodeReinstallCommand(run: Run): Command {
           nodes,
           {
             setBootOnce: (ns) => void ctx.store.nodes.set(ns.map((n) => n.mac), 'boot', 'once'),
+            setBootPxe: (n) => power.run(n, 'pxe'),
             powerCycle: (n) => power.cycleOrOn(n),
             eventsSince: (n, since) => ctx.store.events.query({ mac: n.mac, since, order: 'asc', limit: 100000 }),
             probeSsh: async (n, timeoutMs) => {
