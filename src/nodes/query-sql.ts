@@ -30,7 +30,7 @@ export const SQLITE_DIALECT: SqlDialect = { ilike: 'LIKE', placeholder: () => '?
 const TRUE: SqlCondition = { sql: '1 = 1', params: [], exact: false };
 
 /** Columns a term key reads; the values are what `evalQuery` globs against. */
-const COLUMNS: Record<string, string> = { name: 'name', group: 'grp', vnfs: 'vnfs', state: 'state', ip: 'ip', boot: 'boot' };
+const COLUMNS: Record<string, string> = { name: 'name', group: 'grp', state: 'state', ip: 'ip', boot: 'boot' };
 
 /**
  * `evalQuery`'s glob (only * and ?, case-insensitive, whole string) as a LIKE pattern with '\'
@@ -115,6 +115,12 @@ function compileNode(q: Query, ilike: string): SqlCondition {
           // A whole MAC in any notation is compared normalised, as evalQuery does; globs as typed.
           const m = parseMac(q.value);
           return m.ok ? cond(`mac = ${SLOT}`, [m.mac], true) : (likeTerm('mac', q.value, ilike) ?? TRUE);
+        }
+        case 'vnfs': {
+          // vnfs:deb12 also matches nodes pinned to a revision of it (deb12@3), as evalQuery does.
+          const pat = globToLike(q.value);
+          if (pat === undefined) return TRUE;
+          return cond(`(vnfs ${ilike} ${SLOT} ESCAPE '\\' OR vnfs ${ilike} ${SLOT} || '@%' ESCAPE '\\')`, [pat, pat], true);
         }
         case 'enabled':
         case 'debug':

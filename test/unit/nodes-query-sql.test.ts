@@ -35,7 +35,7 @@ function fixture(n: number, seed = 1): Store {
     nodes.push({
       mac: `52:54:00:${((i >> 16) & 255).toString(16).padStart(2, '0')}:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`,
       group: pick(GROUPS),
-      vnfs: pick(['', 'deb12', 'rocky9', 'deb12.3']),
+      vnfs: pick(['', 'deb12', 'rocky9', 'deb12.3', 'deb12@3', 'rocky9@12']),
       enabled: r() < 0.8,
       debug: r() < 0.1,
       boot: pick(['provision', 'local', 'once', 'disabled'] as const),
@@ -65,7 +65,7 @@ const TERMS = [
   'group:compute', 'group:COMP*', 'group:a_b', 'group:a%b', 'group:?pu', 'group:*', 'group:a[_%]b',
   'name:n00*', 'name:n0?1?', 'n001*', 'name:N0000',
   'state:ready', 'state:re*', 'state:stale',
-  'vnfs:deb12', 'vnfs:deb12.*', 'vnfs:*',
+  'vnfs:deb12', 'vnfs:deb12.*', 'vnfs:*', 'vnfs:deb12@3', 'vnfs:rocky?', 'vnfs:deb12@*',
   'enabled:yes', 'enabled:0', 'debug:true',
   'boot:local', 'boot:?nce',
   'ip:10.0.0.*', 'ip:10.0.?.1',
