@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { ImageError } from './errors.js';
@@ -46,7 +46,7 @@ export interface TarStats {
 export interface ExtractOptions {
   /** Apply OCI whiteouts to what `dest` already holds instead of extracting them as files. */
   whiteouts?: boolean;
-  /** Called as GNU tar consumes the uncompressed stream, with the bytes fed so far. */
+  /** Called as GNU tar reads the uncompressed stream (about every MB), with the bytes read so far; last with the total. */
   onProgress?(bytes: number): void;
 }
 
@@ -71,7 +71,7 @@ export async function extractTar(archive: string | Readable, dest: string, opts:
     const compression = await sniffCompression(file);
     const plan = await planExtraction(file, compression, dest, label, !!opts.whiteouts);
     await applyRemovals(dest, plan);
-    await runGnuTar(file, compression, dest, label, !!opts.whiteouts, opts.onProgress);
+    await runGnuTar(file, compression, dest, label, !!opts.whiteouts, plan.tarBytes, opts.onProgress);
     return plan.stats;
   } finally {
     if (spool) await fsp.rm(spool, { force: true });
@@ -154,6 +154,8 @@ interface Plan {
   remove: string[];
   /** Directories whose lower content an opaque marker drops. */
   empty: string[];
+  /** Length of the uncompressed tar stream. */
+  tarBytes: number;
 }
 
 type LowerKind = TarKind | 'other' | undefined;
@@ -215,8 +217,10 @@ async function planExtraction(file: string, compression: Compression, dest: stri
   const opaque: { rel: string; entry: string }[] = [];
   const reader = new TarReader();
   const hash = createHash('sha256');
+  let tarBytes = 0;
   for await (const chunk of uncompressed(file, compression, label)) {
     hash.update(chunk);
+    tarBytes += chunk.length;
     for (const ev of reader.push(chunk)) {
       if (ev.type !== 'entry') continue;
       const h = ev.header;
@@ -353,7 +357,7 @@ async function planExtraction(file: string, compression: Compression, dest: stri
   }
   stats.whiteouts = whiteout.length;
   stats.opaqueDirs = opaque.length;
-  return { stats, remove, empty: opaque.map((o) => o.rel) };
+  return { stats, remove, empty: opaque.map((o) => o.rel), tarBytes };
 }
 
 function lowerWalkSafe(walk: (rel: string, entry: string) => LowerKind, rel: string): LowerKind {
@@ -381,38 +385,38 @@ async function applyRemovals(dest: string, plan: Plan): Promise<void> {
   for (const rel of plan.remove) await fsp.rm(path.join(dest, rel), { recursive: true, force: true });
 }
 
-async function runGnuTar(file: string, compression: Compression, dest: string, label: string, whiteouts: boolean, onProgress?: (bytes: number) => void): Promise<void> {
-  const args = ['-x', '-f', '-', '-C', dest, '--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-owner', '-p'];
+const TAR_FLAG: Record<Compression, string | undefined> = { none: undefined, gzip: '--gzip', xz: '--xz', zstd: '--zstd', bzip2: '--bzip2' };
+/** GNU tar's record: 20 blocks of 512 bytes; a checkpoint every 100 records is about 1 MB. */
+const RECORD = 20 * 512;
+const CHECKPOINT = 100;
+
+/**
+ * GNU tar reads the archive itself (decompressing with the tool its flag names), so the data
+ * does not pass through Node a second time; progress comes from its checkpoints.
+ */
+async function runGnuTar(file: string, compression: Compression, dest: string, label: string, whiteouts: boolean, totalBytes: number, onProgress?: (bytes: number) => void): Promise<void> {
+  const args = ['-x', '-f', file, '-C', dest, '--xattrs', '--xattrs-include=*', '--numeric-owner', '--same-owner', '-p'];
+  const flag = TAR_FLAG[compression];
+  if (flag) args.push(flag);
+  if (onProgress) args.push(`--checkpoint=${CHECKPOINT}`, '--checkpoint-action=echo=PXEHERD-CHECKPOINT %u');
   if (whiteouts) args.push('--no-wildcards-match-slash', `--exclude=${WH}*`);
-  const tar = spawn('tar', args, { stdio: ['pipe', 'ignore', 'pipe'] });
-  let stderr = '';
-  tar.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<number | null>((resolve, reject) => {
-    tar.on('error', (e) => reject(new Error(`cannot run GNU tar: ${e.message} (install the tar package)`)));
-    tar.on('close', (code) => resolve(code));
+  const tar = spawn('tar', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const errors: string[] = [];
+  let partial = '';
+  tar.stderr.setEncoding('utf8').on('data', (d: string) => {
+    const lines = (partial + d).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      const m = /PXEHERD-CHECKPOINT (\d+)$/.exec(line);
+      if (m) onProgress?.(Math.min(Number(m[1]) * RECORD, totalBytes));
+      else if (line && !/Exiting with failure status/.test(line)) errors.push(line);
+    }
   });
-  exited.catch(() => {});
-  let fed = 0;
-  const feed = async function* () {
-    for await (const chunk of uncompressed(file, compression, label)) {
-      fed += chunk.length;
-      yield chunk;
-      onProgress?.(fed);
-    }
-  };
-  try {
-    await pipeline(Readable.from(feed()), tar.stdin);
-  } catch (e) {
-    if (e instanceof ImageError) {
-      tar.kill('SIGKILL');
-      await exited.catch(() => {});
-      throw e;
-    }
-    // EPIPE: tar stopped reading; its exit status says why.
-  }
-  const code = await exited;
-  if (code !== 0) {
-    const lines = stderr.trim().split('\n').filter((l) => l && !/Exiting with failure status/.test(l));
-    throw new Error(`GNU tar failed extracting ${label} into ${dest} (exit ${code}): ${lines.slice(0, 5).join('; ')}`);
-  }
+  const code = await new Promise<number | null>((resolve, reject) => {
+    tar.on('error', (e) => reject(new Error(`cannot run GNU tar: ${e.message} (install the tar package)`)));
+    tar.on('close', (c) => resolve(c));
+  });
+  if (partial) errors.push(partial);
+  if (code !== 0) throw new Error(`GNU tar failed extracting ${label} into ${dest} (exit ${code}): ${errors.slice(0, 5).join('; ')}`);
+  onProgress?.(totalBytes);
 }
