@@ -9,7 +9,7 @@ import type { Node } from '../nodes/types.js';
 import { ARCH_NAMES, decideBoot, type BootDecision, type BootFiles, type ClientKind } from '../dhcp/boot.js';
 import type { Dhcp6Backend, Lease6 } from './backend.js';
 import { isRelay, MSG_NAMES, MsgType, type Dhcp6Message, type Dhcp6Option, type Dhcp6Packet } from './codec.js';
-import { bigIntToIp6, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
+import { bigIntToIp6, inPrefix, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
 import {
   clientArchs,
   enc6,
@@ -296,7 +296,7 @@ export class Dhcp6Handler {
     if (addrs.length === 0) return this.ignore(); // no addresses: no reply (§18.3.3)
     const onLink = addrs.every((a) => {
       const n = ip6ToBigInt(a);
-      return n !== undefined && n >> BigInt(128 - this.pool.prefix.length) === this.pool.prefix.network >> BigInt(128 - this.pool.prefix.length);
+      return n !== undefined && inPrefix(this.pool.prefix, n);
     });
     const reply = this.base(MsgType.Reply, msg);
     reply.options.push(onLink ? statusOption(Status.Success, 'on link') : statusOption(Status.NotOnLink, `not in ${this.pool.prefix.text}`));
