@@ -4,6 +4,7 @@ import { raArgs } from '../../src/server/ra.js';
 import { macFromNeighbourTable } from '../../src/dhcp6/neighbour.js';
 import { ipv6Host } from '../../src/http/boot.js';
 import { checkNode } from '../../src/security/authorize.js';
+import { createMetrics } from '../../src/metrics/pxeherd.js';
 import { NodeTokens } from '../../src/security/tokens.js';
 import { nodeRecord, type BootEvent } from '../../src/nodes/types.js';
 
@@ -42,4 +43,16 @@ test('a node known by its IPv4 address asking over IPv6: judged by its token (th
   assert.deepEqual(checkNode(opts, node, { token: tok, state: 'ready', registered: false, ip: 'fd00:77::1000' }), { ok: true });
   assert.equal(checkNode(opts, node, { token: undefined, state: 'ready', registered: false, ip: 'fd00:77::1000' }).ok, false);
   assert.equal(checkNode(opts, node, { token: tok, state: 'ready', registered: false, ip: '10.0.0.6' }).ok, false, 'IPv4 still checked');
+});
+
+test('metrics count DHCPv6 messages by type and result, and dhcp6 events under their own protocol', () => {
+  let emit: (ev: BootEvent) => void = () => {};
+  const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: (fn: (ev: BootEvent) => void) => ((emit = fn), () => undefined) } } as never);
+  for (const kind of ['dhcp6.solicit', 'dhcp6.advertise', 'dhcp6.request', 'dhcp6.reply', 'dhcp6.ignored', 'dhcp.discover']) emit({ kind });
+  const text = m.render();
+  assert.match(text, /pxeherd_dhcp6_messages_total\{type="solicit",result="received"\} 1/);
+  assert.match(text, /pxeherd_dhcp6_messages_total\{type="reply",result="sent"\} 1/);
+  assert.match(text, /pxeherd_dhcp6_messages_total\{type="any",result="ignored"\} 1/);
+  assert.match(text, /pxeherd_events_total\{protocol="dhcp6"\} 5/);
+  assert.match(text, /pxeherd_events_total\{protocol="dhcp"\} 1/);
 });
