@@ -335,6 +335,7 @@ export class Dhcp6Handler {
     const netboot = boot.kind !== 'none';
     if (boot.bootFile && (oro.includes(Opt6.BootfileUrl) || netboot)) {
       m.options.push({ code: Opt6.BootfileUrl, data: enc6.str(boot.bootFile) });
+      if (this.cfg.boot_params?.length) m.options.push({ code: Opt6.BootfileParam, data: enc6.opaqueList(this.cfg.boot_params) });
       if (boot.replyVendorClass === 'HTTPClient') {
         // UEFI HTTP boot accepts only offers that say HTTPClient (enterprise 343, as edk2 sends it).
         const vc = Buffer.concat([enc6.u32(343), enc6.opaqueList(['HTTPClient'])]);

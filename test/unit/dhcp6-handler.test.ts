@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { decode, encode, MsgType, type Dhcp6Message, type Dhcp6Option } from '../../src/dhcp6/codec.js';
 import { Dhcp6Handler, type Trace6 } from '../../src/dhcp6/handler.js';
 import { MemoryDhcp6Backend, MemoryLease6Store } from '../../src/dhcp6/memory-backend.js';
-import { duidLl, enc6, first, iaAddrOption, iaNaOption, Opt6, parseIaNa, parseStatus, Status } from '../../src/dhcp6/options.js';
+import { duidLl, enc6, first, formatOption6, iaAddrOption, iaNaOption, Opt6, parseIaNa, parseStatus, Status } from '../../src/dhcp6/options.js';
 import type { Dhcp6Config } from '../../src/dhcp6/pool.js';
 
 const SERVER_DUID = duidLl('02:00:00:00:00:01');
@@ -99,6 +99,10 @@ test('boot-file URL by client kind: UEFI PXE -> tftp://, HTTPClient -> http:// w
   assert.equal(url(plain.replies[0]!.message), undefined, 'a plain host gets no boot URL');
   const asked = h.handle(msg(MsgType.Solicit, [cid('52:54:00:00:00:05'), ia(), oro(59)]), { from: FROM, now: 0 });
   assert.equal(url(asked.replies[0]!.message), undefined, 'asking for 59 without saying what it is gets no loader');
+  assert.equal(first(pxe.replies[0]!.message.options, Opt6.BootfileParam), undefined, 'no dhcp6.boot_params: no option 60');
+  const withParams = setup({ boot_params: ['console=ttyS0', 'quiet'] }).h.handle(msg(MsgType.Solicit, [cid(), ia(), oro(59, 60), arch(7)]), { from: FROM, now: 0 });
+  const p = first(withParams.replies[0]!.message.options, Opt6.BootfileParam)!;
+  assert.equal(formatOption6({ code: Opt6.BootfileParam, data: p }), '"console=ttyS0" "quiet"', 'option 60: length-prefixed parameters (RFC 5970 §3.2)');
 });
 
 test('Renew extends, Release frees, a returning client gets its address back, Renew of an unknown IA says NoBinding', () => {
