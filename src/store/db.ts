@@ -104,7 +104,8 @@ const MIGRATIONS: string[] = [
   'SELECT 1;',
   // 4: firmware — merged from the firmware branch
   'SELECT 1;',
-  // 5: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2), with the node's MAC.
+  // 5: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2) and the node's MAC
+  // (virtual machines' firmware often shares one all-zero DUID-UUID).
   `
   CREATE TABLE leases6 (
     duid TEXT NOT NULL,
@@ -114,7 +115,7 @@ const MIGRATIONS: string[] = [
     expires_at INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined')),
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (duid, iaid)
+    PRIMARY KEY (duid, iaid, mac)
   );
   CREATE INDEX leases6_mac ON leases6(mac, updated_at);
   `,

@@ -211,3 +211,18 @@ test('leases survive a restart: a new handler loads them and the client keeps it
   const same = h2.handle(msg(MsgType.Solicit, [cid(), ia()]), { from: FROM, now: 10 });
   assert.equal(addrOf(same.replies[0]!.message), r.persist[0]!.ip);
 });
+
+test('two machines sending the same DUID-UUID and IAID (all-zero SMBIOS UUID in VMs) get separate bindings by their MACs', () => {
+  const store = new MemoryLease6Store();
+  const { h } = setup({}, new MemoryDhcp6Backend({ leases: store }));
+  const zero = { code: Opt6.ClientId, data: Buffer.from('0004' + '00'.repeat(16), 'hex') };
+  const rc = { code: Opt6.RapidCommit, data: Buffer.alloc(0) };
+  const a = h.handle(msg(MsgType.Solicit, [zero, ia(1), rc]), { from: { address: 'fe80::5054:ff:fe00:a%br0', port: 546 }, now: 0 });
+  const b = h.handle(msg(MsgType.Solicit, [zero, ia(1), rc]), { from: { address: 'fe80::5054:ff:fe00:b%br0', port: 546 }, now: 0 });
+  store.putMany([...a.persist, ...b.persist]);
+  assert.deepEqual([a.persist[0]!.mac, b.persist[0]!.mac], ['52:54:00:00:00:0a', '52:54:00:00:00:0b']);
+  assert.notEqual(a.persist[0]!.ip, b.persist[0]!.ip, 'never the same address');
+  assert.equal(store.leases.size, 2, 'both bindings kept');
+  const again = h.handle(msg(MsgType.Solicit, [zero, ia(1)]), { from: { address: 'fe80::5054:ff:fe00:a%br0', port: 546 }, now: 10 });
+  assert.equal(addrOf(again.replies[0]!.message), a.persist[0]!.ip, 'each keeps its own');
+});

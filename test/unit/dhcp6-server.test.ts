@@ -38,7 +38,7 @@ test('over a real socket: a Rapid Commit Solicit gets its Reply only after the l
     assert.equal(reply.xid, 0x42);
     assert.ok(first(reply.options, Opt6.RapidCommit));
     assert.equal(leases.batches, 1, 'stored in one batch before the reply left');
-    assert.equal(leases.byKey(duidLl('52:54:00:00:00:01').toString('hex'), 1)?.state, 'bound');
+    assert.equal(leases.byKey(duidLl('52:54:00:00:00:01').toString('hex'), 1, '52:54:00:00:00:01')?.state, 'bound');
     assert.equal(s.counters.malformed, 1);
     assert.deepEqual(backend.boundCalls, [{ mac: '52:54:00:00:00:01', ip: 'fd00:77::1000' }]);
   } finally {
