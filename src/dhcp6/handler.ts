@@ -390,7 +390,8 @@ export class Dhcp6Handler {
       const m = macFromEui64(src);
       if (m) return say(m, 'the EUI-64 link-local source address');
     }
-    if (clientId) {
+    // An all-zero DUID (firmware without an SMBIOS UUID) is shared by many machines: no clue.
+    if (clientId && !clientId.subarray(2).every((b) => b === 0)) {
       const prev = this.backend.leases.byDuid(clientId.toString('hex'));
       if (prev) return say(prev.mac, 'an earlier lease of this DUID');
     }
