@@ -58,58 +58,62 @@ async function main() {
   const results: { server: string; seconds: number }[] = [];
   const macs = Array.from({ length: RUNS }, (_, i) => `52:54:00:b6:00:${(i + 1).toString(16).padStart(2, '0')}`);
 
-  // --- pxeherd ---
-  const log = path.join(dir, 'pxeherd.log');
-  const server = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log });
-  await waitFor('pxeherd', 30_000, () => /dhcp6 listening/.test(fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '') && /http listening/.test(fs.readFileSync(log, 'utf8')));
-  for (const [i, mac] of macs.entries()) {
-    results.push({ server: 'pxeherd', seconds: await bootOnce(`px6-${i}`, mac) });
-    console.log(`pxeherd (IPv6): ${results.at(-1)!.seconds.toFixed(1)} s`);
-  }
-  // The reference serves exactly what pxeherd served: each machine's iPXE script as pxeherd
-  // renders it for a request over IPv6, and the nodescripts' output.
+  // The reference serves exactly what pxeherd served: the machine's iPXE script as pxeherd
+  // renders it for a request over IPv6, and the nodescripts' output, as static files.
   const web = path.join(dir, 'www');
   fs.chmodSync(dir, 0o755); // nginx workers run as an unprivileged user
   fs.mkdirSync(path.join(web, 'provision'), { recursive: true });
   fs.mkdirSync(path.join(web, 'boot'), { recursive: true });
   fs.writeFileSync(path.join(web, 'boot.ipxe'), `#!ipxe\nchain http://[${S}]:8090/boot/\${net0/mac:hexhyp}.ipxe\n`);
-  for (const mac of macs) {
+  fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'vmlinuz'), path.join(web, 'vmlinuz'));
+  fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'initrd.img'), path.join(web, 'initrd.img'));
+  fs.writeFileSync(path.join(web, 'provision', 'ready'), '# NODESCRIPT START\n# NODESCRIPT END\n');
+  fs.writeFileSync(
+    path.join(dir, 'nginx.conf'),
+    `worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx.err; daemon off;\nevents { worker_connections 256; }\nhttp { access_log off; sendfile on; default_type text/plain;\n server { listen [${S}]:8090; root ${web}; location / { try_files $uri $uri/ =404; } } }\n`,
+  );
+  const stop = async (p: ReturnType<typeof lab.spawnInNs>) => {
+    const done = new Promise((r) => p.once('exit', r));
+    p.kill('SIGTERM');
+    await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  };
+
+  // Runs alternate (pxeherd, then the reference, per machine), so load from other work on
+  // this machine falls on both alike.
+  const log = path.join(dir, 'pxeherd.log');
+  for (const [i, mac] of macs.entries()) {
+    const server = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log });
+    await waitFor('pxeherd', 30_000, () => (fs.readFileSync(log, 'utf8').match(/dhcp6 listening/g)?.length ?? 0) > i && (fs.readFileSync(log, 'utf8').match(/http listening/g)?.length ?? 0) > i);
+    results.push({ server: 'pxeherd', seconds: await bootOnce(`px6-${i}`, mac) });
+    console.log(`pxeherd (IPv6): ${results.at(-1)!.seconds.toFixed(1)} s`);
     const text = sh('curl', ['-sSf', '-g', `http://[${S}]:8080/boot/${mac}.ipxe`], { ns: lab.ns });
     const ipxe = text
       .replaceAll(`http://[${S}]:8080/vnfs/stage1/`, `http://[${S}]:8090/`)
       .replaceAll(`http://[${S}]:8080/provision/`, `http://[${S}]:8090/provision/`)
       .replaceAll(`pxeherd.master=http://[${S}]:8080`, `pxeherd.master=http://[${S}]:8090`);
     fs.writeFileSync(path.join(web, 'boot', `${mac.replaceAll(':', '-')}.ipxe`), ipxe);
-  }
-  const nodes = JSON.parse(cli(['node', 'list', '--json'])).nodes as { name: string; mac: string }[];
-  fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'vmlinuz'), path.join(web, 'vmlinuz'));
-  fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'initrd.img'), path.join(web, 'initrd.img'));
-  fs.writeFileSync(path.join(web, 'provision', 'init'), cli(['script', 'render', nodes[0]!.name]));
-  fs.writeFileSync(path.join(web, 'provision', 'ready'), '# NODESCRIPT START\n# NODESCRIPT END\n');
-  server.kill('SIGTERM');
-  await new Promise((r) => setTimeout(r, 1500));
+    await stop(server);
+    const name = (JSON.parse(cli(['node', 'list', '--json'])).nodes as { name: string; mac: string }[]).find((n) => n.mac === mac)!.name;
+    fs.writeFileSync(path.join(web, 'provision', 'init'), cli(['script', 'render', name]));
 
-  // --- dnsmasq + nginx ---
-  fs.writeFileSync(
-    path.join(dir, 'nginx.conf'),
-    `worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx.err; daemon off;\nevents { worker_connections 256; }\nhttp { access_log off; sendfile on; default_type text/plain;\n server { listen [${S}]:8090; root ${web}; location / { try_files $uri $uri/ =404; } } }\n`,
-  );
-  lab.spawnInNs('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { log: path.join(dir, 'nginx.log') });
-  lab.spawnInNs(
-    'dnsmasq',
-    [
-      '--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces',
-      // Stateful DHCPv6 plus SLAAC (M and A flags), as pxeherd's defaults advertise.
-      `--dhcp-range=${PREFIX}1000,${PREFIX}1fff,slaac,64,1h`, '--enable-ra',
-      `--dhcp-leasefile=${dir}/dnsmasq.leases`, '--no-resolv', '--no-hosts',
-      '--dhcp-userclass=set:ipxe,iPXE', `--dhcp-option=tag:ipxe,option6:bootfile-url,http://[${S}]:8090/boot.ipxe`,
-    ],
-    { log: path.join(dir, 'dnsmasq.log') },
-  );
-  await new Promise((r) => setTimeout(r, 1500));
-  for (const [i, mac] of macs.entries()) {
+    const nginx = lab.spawnInNs('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { log: path.join(dir, 'nginx.log') });
+    const dnsmasq = lab.spawnInNs(
+      'dnsmasq',
+      [
+        '--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces',
+        // Stateful DHCPv6 plus SLAAC (M and A flags), as pxeherd's defaults advertise.
+        `--dhcp-range=${PREFIX}1000,${PREFIX}1fff,slaac,64,1h`, '--enable-ra',
+        `--dhcp-leasefile=${dir}/dnsmasq.leases`, '--no-resolv', '--no-hosts',
+        '--dhcp-userclass=set:ipxe,iPXE', `--dhcp-option=tag:ipxe,option6:bootfile-url,http://[${S}]:8090/boot.ipxe`,
+      ],
+      { log: path.join(dir, 'dnsmasq.log') },
+    );
+    await new Promise((r) => setTimeout(r, 1500));
     results.push({ server: 'dnsmasq+nginx', seconds: await bootOnce(`ref6-${i}`, mac) });
     console.log(`dnsmasq+nginx (IPv6): ${results.at(-1)!.seconds.toFixed(1)} s`);
+    await stop(dnsmasq);
+    await stop(nginx);
   }
 
   const med = (s: string) => {

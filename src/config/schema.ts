@@ -193,6 +193,8 @@ export const configSchema = z
         preferred_seconds: z.number().int().min(60).optional(),
         dns: z.array(ipv6).default([]),
         domain_search: z.array(z.string()).default([]),
+        /** RFC 5970 option 60: parameters handed to the boot file with its URL (empty: not sent). */
+        boot_params: z.array(z.string().min(1).max(255)).default([]),
         /** Answer a Solicit carrying Rapid Commit (option 14) with a Reply at once (two messages instead of four). */
         rapid_commit: z.boolean().default(true),
         /** Send router advertisements (M and O flags, the prefix) on `interface`: hosts only ask DHCPv6 when told to. */

@@ -1,7 +1,9 @@
 /**
  * What the DHCPv6 server needs from the rest of pxeherd: the same narrow shape as DHCPv4's
  * (src/dhcp/backend.ts), with leases keyed by the client's DUID and IAID (RFC 8415 §4.2: an
- * identity association is the unit a server binds addresses to) and the node found by MAC.
+ * identity association is the unit a server binds addresses to) and the node's MAC beside
+ * them: firmware in virtual machines often sends the same DUID-UUID (an all-zero SMBIOS
+ * UUID) from every machine, and two machines must never share a binding.
  */
 import type { Node, EventSink } from '../nodes/types.js';
 
@@ -19,7 +21,7 @@ export interface Lease6 {
 }
 
 export interface Lease6Store {
-  byKey(duid: string, iaid: number): Lease6 | undefined;
+  byKey(duid: string, iaid: number, mac: string): Lease6 | undefined;
   byIp(ip: string): Lease6 | undefined;
   /** Latest lease of a DUID, any IAID: remembers the MAC of a client whose DUID carries none. */
   byDuid(duid: string): Lease6 | undefined;

@@ -9,7 +9,7 @@ import type { Node } from '../nodes/types.js';
 import { ARCH_NAMES, decideBoot, type BootDecision, type BootFiles, type ClientKind } from '../dhcp/boot.js';
 import type { Dhcp6Backend, Lease6 } from './backend.js';
 import { isRelay, MSG_NAMES, MsgType, type Dhcp6Message, type Dhcp6Option, type Dhcp6Packet } from './codec.js';
-import { bigIntToIp6, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
+import { bigIntToIp6, inPrefix, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
 import {
   clientArchs,
   enc6,
@@ -197,12 +197,12 @@ export class Dhcp6Handler {
     const offered: string[] = [];
     for (const v of all(msg.options, Opt6.IaNa)) {
       const ia = parseIaNa(v);
-      const ip = this.allocate(duid, ia.iaid, ia.addresses.map((a) => a.address), now, meta.trace);
+      const ip = this.allocate(duid, ia.iaid, mac, ia.addresses.map((a) => a.address), now, meta.trace);
       if (!ip) {
         ias.push(iaNaOption(ia.iaid, 0, 0, [statusOption(Status.NoAddrsAvail, 'the pool is exhausted')]));
         continue;
       }
-      const prev = this.byKey.get(key(duid, ia.iaid));
+      const prev = this.byKey.get(key(duid, ia.iaid, mac));
       // Do not turn a bound lease into a mere offer: the client still holds it.
       if (!(prev && prev.state === 'bound' && prev.ip === ip && prev.expiresAt > now)) {
         this.remember({ duid, iaid: ia.iaid, mac, ip, state: 'offered', expiresAt: now + this.offerHoldMs, updatedAt: now });
@@ -228,9 +228,9 @@ export class Dhcp6Handler {
       const asked = ia.addresses.map((a) => a.address);
       let ip: string | undefined;
       if (renewing) {
-        const mine = this.leaseOf(duid, ia.iaid);
+        const mine = this.leaseOf(duid, ia.iaid, mac);
         if (mine && mine.state !== 'declined' && asked.includes(mine.ip)) ip = mine.ip;
-        else if (what === 'rebind' && !mine) ip = this.allocate(duid, ia.iaid, asked, now, meta.trace, true);
+        else if (what === 'rebind' && !mine) ip = this.allocate(duid, ia.iaid, mac, asked, now, meta.trace, true);
         if (!ip) {
           if (what === 'renew') {
             // §18.3.4: no binding for this IA -> NoBinding, the client goes back to Solicit.
@@ -242,7 +242,7 @@ export class Dhcp6Handler {
           continue;
         }
       } else {
-        ip = this.allocate(duid, ia.iaid, asked, now, meta.trace);
+        ip = this.allocate(duid, ia.iaid, mac, asked, now, meta.trace);
         if (!ip) {
           ias.push(iaNaOption(ia.iaid, 0, 0, [statusOption(Status.NoAddrsAvail, 'the pool is exhausted')]));
           continue;
@@ -272,7 +272,7 @@ export class Dhcp6Handler {
     const persist: Lease6[] = [];
     for (const v of all(msg.options, Opt6.IaNa)) {
       const ia = parseIaNa(v);
-      const mine = this.leaseOf(duid, ia.iaid);
+      const mine = this.leaseOf(duid, ia.iaid, mac);
       const hit = mine && ia.addresses.some((a) => a.address === mine.ip) ? mine : undefined;
       if (!hit) {
         ias.push(iaNaOption(ia.iaid, 0, 0, [statusOption(Status.NoBinding, 'no binding for this IA')]));
@@ -296,7 +296,7 @@ export class Dhcp6Handler {
     if (addrs.length === 0) return this.ignore(); // no addresses: no reply (§18.3.3)
     const onLink = addrs.every((a) => {
       const n = ip6ToBigInt(a);
-      return n !== undefined && n >> BigInt(128 - this.pool.prefix.length) === this.pool.prefix.network >> BigInt(128 - this.pool.prefix.length);
+      return n !== undefined && inPrefix(this.pool.prefix, n);
     });
     const reply = this.base(MsgType.Reply, msg);
     reply.options.push(onLink ? statusOption(Status.Success, 'on link') : statusOption(Status.NotOnLink, `not in ${this.pool.prefix.text}`));
@@ -335,6 +335,7 @@ export class Dhcp6Handler {
     const netboot = boot.kind !== 'none';
     if (boot.bootFile && (oro.includes(Opt6.BootfileUrl) || netboot)) {
       m.options.push({ code: Opt6.BootfileUrl, data: enc6.str(boot.bootFile) });
+      if (this.cfg.boot_params?.length) m.options.push({ code: Opt6.BootfileParam, data: enc6.opaqueList(this.cfg.boot_params) });
       if (boot.replyVendorClass === 'HTTPClient') {
         // UEFI HTTP boot accepts only offers that say HTTPClient (enterprise 343, as edk2 sends it).
         const vc = Buffer.concat([enc6.u32(343), enc6.opaqueList(['HTTPClient'])]);
@@ -389,7 +390,8 @@ export class Dhcp6Handler {
       const m = macFromEui64(src);
       if (m) return say(m, 'the EUI-64 link-local source address');
     }
-    if (clientId) {
+    // An all-zero DUID (firmware without an SMBIOS UUID) is shared by many machines: no clue.
+    if (clientId && !clientId.subarray(2).every((b) => b === 0)) {
       const prev = this.backend.leases.byDuid(clientId.toString('hex'));
       if (prev) return say(prev.mac, 'an earlier lease of this DUID');
     }
@@ -398,16 +400,17 @@ export class Dhcp6Handler {
 
   // ---- addresses -----------------------------------------------------------------------------
 
-  private leaseOf(duid: string, iaid: number): Lease6 | undefined {
-    const k = key(duid, iaid);
+  private leaseOf(duid: string, iaid: number, mac: string): Lease6 | undefined {
+    const k = key(duid, iaid, mac);
     const m = this.byKey.get(k);
     if (m) return m;
-    const s = this.backend.leases.byKey(duid, iaid);
+    const s = this.backend.leases.byKey(duid, iaid, mac);
     if (s) this.remember(s);
     return s;
   }
 
-  private allocate(duid: string, iaid: number, asked: string[], now: number, trace?: Trace6, onlyAsked = false): string | undefined {
+  private allocate(duid: string, iaid: number, mac: string, asked: string[], now: number, trace?: Trace6, onlyAsked = false): string | undefined {
+    const k = key(duid, iaid, mac);
     const done = (ip: string, source: 'lease' | 'pool', why: string) => {
       if (trace) {
         trace.addressSource = source;
@@ -415,17 +418,17 @@ export class Dhcp6Handler {
       }
       return ip;
     };
-    const prev = this.leaseOf(duid, iaid);
+    const prev = this.leaseOf(duid, iaid, mac);
     if (prev && prev.state !== 'declined') {
       const n = ip6ToBigInt(prev.ip);
-      if (n !== undefined && poolHas(this.pool, n) && this.free(prev.ip, duid, iaid, now)) {
+      if (n !== undefined && poolHas(this.pool, n) && this.free(prev.ip, k, now)) {
         return done(prev.ip, 'lease', `${prev.expiresAt > now && (prev.state === 'bound' || prev.state === 'offered') ? 'current' : 'previous'} lease of this DUID/IAID (${prev.state})`);
       }
     }
     for (const a of asked) {
       const n = ip6ToBigInt(a);
       const ip = n === undefined ? undefined : bigIntToIp6(n);
-      if (ip && n !== undefined && poolHas(this.pool, n) && this.free(ip, duid, iaid, now) && !this.otherOwner(ip, duid, iaid)) {
+      if (ip && n !== undefined && poolHas(this.pool, n) && this.free(ip, k, now) && !this.otherOwner(ip, k)) {
         return done(ip, 'pool', `address ${ip} asked for by the client is free`);
       }
     }
@@ -438,8 +441,8 @@ export class Dhcp6Handler {
       let n = p.cursor;
       for (let i = 0; i < tries; i++, n = n >= p.end ? p.start : n + 1n) {
         const ip = bigIntToIp6(n);
-        if (!this.free(ip, duid, iaid, now)) continue;
-        if (strict && this.otherOwner(ip, duid, iaid)) continue;
+        if (!this.free(ip, k, now)) continue;
+        if (strict && this.otherOwner(ip, k)) continue;
         p.cursor = n >= p.end ? p.start : n + 1n;
         return done(ip, 'pool', `next free address in ${p.prefix.text}`);
       }
@@ -451,7 +454,8 @@ export class Dhcp6Handler {
     return undefined;
   }
 
-  private free(ip: string, duid: string, iaid: number, now: number): boolean {
+  /** Usable by the identity association `k` (key()): not ours, not declined, not held by another. */
+  private free(ip: string, k: string, now: number): boolean {
     if (ip === this.opts.serverAddress) return false;
     const d = this.declined.get(ip);
     if (d !== undefined) {
@@ -459,18 +463,18 @@ export class Dhcp6Handler {
       this.declined.delete(ip);
     }
     const h = this.byIp.get(ip);
-    if (h && (h.state === 'bound' || h.state === 'offered') && h.expiresAt > now && key(h.duid, h.iaid) !== key(duid, iaid)) return false;
+    if (h && (h.state === 'bound' || h.state === 'offered') && h.expiresAt > now && keyOf(h) !== k) return false;
     return true;
   }
 
   /** Another client held this address last (expired or released but remembered). */
-  private otherOwner(ip: string, duid: string, iaid: number): boolean {
+  private otherOwner(ip: string, k: string): boolean {
     const last = this.byIp.get(ip) ?? this.backend.leases.byIp(ip);
-    return !!last && key(last.duid, last.iaid) !== key(duid, iaid);
+    return !!last && keyOf(last) !== k;
   }
 
   private remember(l: Lease6): void {
-    const k = key(l.duid, l.iaid);
+    const k = keyOf(l);
     const prev = this.byKey.get(k);
     if (prev && prev.ip !== l.ip && this.byIp.get(prev.ip) === prev) this.byIp.delete(prev.ip);
     this.byKey.set(k, l);
@@ -515,8 +519,13 @@ export class Dhcp6Handler {
   }
 }
 
-function key(duid: string, iaid: number): string {
-  return `${duid}/${iaid}`;
+/** A binding's identity: DUID and IAID (RFC 8415), and the MAC, as VMs may share one DUID. */
+function key(duid: string, iaid: number, mac: string): string {
+  return `${duid}/${iaid}/${mac}`;
+}
+
+function keyOf(l: Lease6): string {
+  return key(l.duid, l.iaid, l.mac);
 }
 
 /** What a DHCPv6 client says about itself, in DHCPv4's terms (so one decision serves both). */

@@ -9,8 +9,8 @@ import type { Dhcp6Backend, Lease6, Lease6Store } from './backend.js';
 export class MemoryLease6Store implements Lease6Store {
   readonly leases = new Map<string, Lease6>();
   batches = 0;
-  byKey(duid: string, iaid: number): Lease6 | undefined {
-    const l = this.leases.get(`${duid}/${iaid}`);
+  byKey(duid: string, iaid: number, mac: string): Lease6 | undefined {
+    const l = this.leases.get(`${duid}/${iaid}/${mac}`);
     return l && { ...l };
   }
   byIp(ip: string): Lease6 | undefined {
@@ -30,8 +30,9 @@ export class MemoryLease6Store implements Lease6Store {
     this.batches++;
     for (const l of leases) {
       // An address belongs to one IA: a new holder evicts the old record, as the SQLite store does.
-      for (const [k, o] of this.leases) if (o.ip === l.ip && k !== `${l.duid}/${l.iaid}`) this.leases.delete(k);
-      this.leases.set(`${l.duid}/${l.iaid}`, { ...l });
+      const k = `${l.duid}/${l.iaid}/${l.mac}`;
+      for (const [other, o] of this.leases) if (o.ip === l.ip && other !== k) this.leases.delete(other);
+      this.leases.set(k, { ...l });
     }
   }
 }

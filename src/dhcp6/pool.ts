@@ -16,6 +16,8 @@ export interface Dhcp6Config {
   dns: string[];
   domain_search: string[];
   rapid_commit: boolean;
+  /** RFC 5970 option 60: parameters for the boot file, sent with the boot-file URL. */
+  boot_params?: string[];
   ra: boolean;
   slaac: boolean;
 }

@@ -75,7 +75,8 @@ export class Dhcp6Server {
       throw new Error(`DHCPv6: ${(e as Error).message}`);
     }
     const listen = this.opts.listenAddress ?? '::';
-    const s = dgram.createSocket({ type: 'udp6', reuseAddr: true, ipv6Only: true });
+    // No SO_REUSEADDR: another DHCPv6 server on the port (dnsmasq, Kea) must be reported, not shared.
+    const s = dgram.createSocket({ type: 'udp6', reuseAddr: false, ipv6Only: true });
     try {
       await new Promise<void>((resolve, reject) => {
         s.once('error', reject);

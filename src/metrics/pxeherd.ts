@@ -23,6 +23,8 @@ export const PROVISION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 1
 
 const DHCP_RECEIVED = new Set(['discover', 'request', 'decline', 'release', 'inform']);
 const DHCP_SENT = new Set(['offer', 'ack', 'nak']);
+const DHCP6_RECEIVED = new Set(['solicit', 'request', 'renew', 'rebind', 'release', 'decline', 'confirm', 'inform']);
+const DHCP6_SENT = new Set(['advertise', 'reply']);
 /** Keep label sets bounded: anything unexpected is counted as "other". */
 const HTTP_ROUTES = new Set(['ipxe', 'kernel', 'initrd', 'file', 'provision', 'boot', 'vnfs', 'files', 'loader', 'grub', 'pxelinux']);
 
@@ -87,6 +89,7 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
   const c = {
     events: r.counter('pxeherd_events_total', 'Boot events recorded, by protocol (first part of the event kind).', ['protocol']),
     dhcp: r.counter('pxeherd_dhcp_messages_total', 'DHCP messages by type and result (received, sent, proxy, ignored).', ['type', 'result']),
+    dhcp6: r.counter('pxeherd_dhcp6_messages_total', 'DHCPv6 messages by type and result (received, sent, ignored).', ['type', 'result']),
     tftpTransfers: r.counter('pxeherd_tftp_transfers_total', 'TFTP transfers by result (ok, error, refused, probe = UEFI tsize probe).', ['result']),
     tftpBytes: r.counter('pxeherd_tftp_bytes_sent_total', 'Bytes sent by TFTP (finished and failed transfers).'),
     tftpErrors: r.counter('pxeherd_tftp_errors_total', 'TFTP transfers that failed or were refused (UEFI tsize probes excluded).'),
@@ -153,13 +156,18 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
     const dot = ev.kind.indexOf('.');
     const protocol = dot > 0 ? ev.kind.slice(0, dot) : ev.kind;
     const what = dot > 0 ? ev.kind.slice(dot + 1) : '';
-    c.events.inc({ protocol: /^[a-z]{1,16}$/.test(protocol) ? protocol : 'other' });
+    c.events.inc({ protocol: /^[a-z][a-z0-9]{0,15}$/.test(protocol) ? protocol : 'other' });
     switch (protocol) {
       case 'dhcp':
         if (DHCP_RECEIVED.has(what)) c.dhcp.inc({ type: what, result: 'received' });
         else if (DHCP_SENT.has(what)) c.dhcp.inc({ type: what, result: 'sent' });
         else if (what === 'proxy') c.dhcp.inc({ type: typeof d.reply === 'string' ? d.reply.toLowerCase() : 'offer', result: 'proxy' });
         else if (what === 'ignored') c.dhcp.inc({ type: 'any', result: 'ignored' });
+        break;
+      case 'dhcp6':
+        if (DHCP6_RECEIVED.has(what)) c.dhcp6.inc({ type: what, result: 'received' });
+        else if (DHCP6_SENT.has(what)) c.dhcp6.inc({ type: what, result: 'sent' });
+        else if (what === 'ignored') c.dhcp6.inc({ type: 'any', result: 'ignored' });
         break;
       case 'tftp': {
         const bytes = num(d.bytes);

@@ -176,7 +176,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     });
     services.push({
       name: 'tftp',
-      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port} and [::]:${a.port}`),
+      start: () => describeBind(`tftp on udp 0.0.0.0:${config.tftp.port}`, () => tftp.start()).then((a) => `udp ${a.address}:${a.port}${tftp.listening6 ? ` and [::]:${a.port}` : ' (IPv4 only: no IPv6 on this host)'}`),
       stop: () => tftp.stop(),
     });
   }

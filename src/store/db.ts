@@ -126,7 +126,7 @@ const MIGRATIONS: string[] = [
     expires_at INTEGER NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('offered', 'bound', 'released', 'declined')),
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (duid, iaid)
+    PRIMARY KEY (duid, iaid, mac)
   );
   CREATE INDEX leases6_mac ON leases6(mac, updated_at);
   `,

@@ -276,6 +276,11 @@ export class TftpServer {
     if (s6) await new Promise<void>((resolve) => s6.close(() => resolve()));
   }
 
+  /** True when the IPv6 listener (`address6`) is up. */
+  get listening6(): boolean {
+    return this.socket6 !== undefined;
+  }
+
   get port(): number {
     return this.socket?.address().port ?? 0;
   }

@@ -136,3 +136,19 @@ also request dhcp6.bootfile-url;
   await run('dhclient', ['-6', '-r', '-cf', conf, '-lf', leases, '-pf', pid, 'eth0'], { ns: lab.clientNs, timeoutMs: 30_000 });
   await waitFor('the release on disk', 10_000, () => withStore((s) => s.leases6.byMac(MAC)?.state === 'released'));
 });
+
+test('dhclient -6 -S (stateless, Information-request) gets the configuration and the boot-file URL, no address', { skip, timeout: 60_000 }, async () => {
+  const conf = path.join(dir, 'dhclient6.conf');
+  // A stateless client writes no lease: its script gets the answer in its environment.
+  const envFile = path.join(dir, 'inform.env');
+  const script = path.join(dir, 'inform.sh');
+  fs.writeFileSync(script, `#!/bin/sh\necho "reason=$reason" >> ${envFile}\nenv | grep '^new_' >> ${envFile}\nexit 0\n`, { mode: 0o755 });
+  const dh = await run('dhclient', ['-6', '-S', '-1', '-v', '-cf', conf, '-sf', script, '-lf', path.join(dir, 'dhclient6-info.leases'), '-pf', path.join(dir, 'dhclient6-info.pid'), 'eth0'], { ns: lab.clientNs, timeoutMs: 45_000 });
+  const lease = await waitFor(`the answer in the script's environment (dhclient said: ${dh.stderr})`, 20_000, () => fs.existsSync(envFile) && /new_dhcp6_name_servers/.test(fs.readFileSync(envFile, 'utf8')) && fs.readFileSync(envFile, 'utf8'));
+  assert.match(lease, /new_dhcp6_name_servers=fd00:76::1/);
+  assert.match(lease, /new_dhcp6_bootfile_url=tftp:\/\/\[fd00:76::1\]\/ipxe\.efi/);
+  assert.doesNotMatch(lease, /new_ip6_address/, 'an Information-request binds no address');
+  await waitFor('the inform event', 10_000, () =>
+    withStore((s) => s.events.query({ mac: MAC, kind: 'dhcp6.reply', limit: 100 }).some((e) => (e.detail as { to?: string }).to === 'information-request')),
+  );
+});

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { decode, encode, MsgType, type Dhcp6Message, type Dhcp6Option } from '../../src/dhcp6/codec.js';
 import { Dhcp6Handler, type Trace6 } from '../../src/dhcp6/handler.js';
 import { MemoryDhcp6Backend, MemoryLease6Store } from '../../src/dhcp6/memory-backend.js';
-import { duidLl, enc6, first, iaAddrOption, iaNaOption, Opt6, parseIaNa, parseStatus, Status } from '../../src/dhcp6/options.js';
+import { duidLl, enc6, first, formatOption6, iaAddrOption, iaNaOption, Opt6, parseIaNa, parseStatus, Status } from '../../src/dhcp6/options.js';
 import type { Dhcp6Config } from '../../src/dhcp6/pool.js';
 
 const SERVER_DUID = duidLl('02:00:00:00:00:01');
@@ -99,6 +99,10 @@ test('boot-file URL by client kind: UEFI PXE -> tftp://, HTTPClient -> http:// w
   assert.equal(url(plain.replies[0]!.message), undefined, 'a plain host gets no boot URL');
   const asked = h.handle(msg(MsgType.Solicit, [cid('52:54:00:00:00:05'), ia(), oro(59)]), { from: FROM, now: 0 });
   assert.equal(url(asked.replies[0]!.message), undefined, 'asking for 59 without saying what it is gets no loader');
+  assert.equal(first(pxe.replies[0]!.message.options, Opt6.BootfileParam), undefined, 'no dhcp6.boot_params: no option 60');
+  const withParams = setup({ boot_params: ['console=ttyS0', 'quiet'] }).h.handle(msg(MsgType.Solicit, [cid(), ia(), oro(59, 60), arch(7)]), { from: FROM, now: 0 });
+  const p = first(withParams.replies[0]!.message.options, Opt6.BootfileParam)!;
+  assert.equal(formatOption6({ code: Opt6.BootfileParam, data: p }), '"console=ttyS0" "quiet"', 'option 60: length-prefixed parameters (RFC 5970 §3.2)');
 });
 
 test('Renew extends, Release frees, a returning client gets its address back, Renew of an unknown IA says NoBinding', () => {
@@ -206,4 +210,19 @@ test('leases survive a restart: a new handler loads them and the client keeps it
   assert.notEqual(addrOf(other.replies[0]!.message), r.persist[0]!.ip, 'the loaded lease is in use');
   const same = h2.handle(msg(MsgType.Solicit, [cid(), ia()]), { from: FROM, now: 10 });
   assert.equal(addrOf(same.replies[0]!.message), r.persist[0]!.ip);
+});
+
+test('two machines sending the same DUID-UUID and IAID (all-zero SMBIOS UUID in VMs) get separate bindings by their MACs', () => {
+  const store = new MemoryLease6Store();
+  const { h } = setup({}, new MemoryDhcp6Backend({ leases: store }));
+  const zero = { code: Opt6.ClientId, data: Buffer.from('0004' + '00'.repeat(16), 'hex') };
+  const rc = { code: Opt6.RapidCommit, data: Buffer.alloc(0) };
+  const a = h.handle(msg(MsgType.Solicit, [zero, ia(1), rc]), { from: { address: 'fe80::5054:ff:fe00:a%br0', port: 546 }, now: 0 });
+  const b = h.handle(msg(MsgType.Solicit, [zero, ia(1), rc]), { from: { address: 'fe80::5054:ff:fe00:b%br0', port: 546 }, now: 0 });
+  store.putMany([...a.persist, ...b.persist]);
+  assert.deepEqual([a.persist[0]!.mac, b.persist[0]!.mac], ['52:54:00:00:00:0a', '52:54:00:00:00:0b']);
+  assert.notEqual(a.persist[0]!.ip, b.persist[0]!.ip, 'never the same address');
+  assert.equal(store.leases.size, 2, 'both bindings kept');
+  const again = h.handle(msg(MsgType.Solicit, [zero, ia(1)]), { from: { address: 'fe80::5054:ff:fe00:a%br0', port: 546 }, now: 10 });
+  assert.equal(addrOf(again.replies[0]!.message), a.persist[0]!.ip, 'each keeps its own');
 });
