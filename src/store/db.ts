@@ -116,7 +116,8 @@ const MIGRATIONS: string[] = [
     PRIMARY KEY (vnfs, rev)
   );
   `,
-  // 4: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2), with the node's MAC.
+  // 4: DHCPv6 leases, keyed by the client's DUID and IAID (RFC 8415 §4.2) and the node's MAC
+  // (virtual machines' firmware often shares one all-zero DUID-UUID).
   `
   CREATE TABLE leases6 (
     duid TEXT NOT NULL,

@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createLab, labUnavailable, run, sh, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { createLab, labUnavailable, run, sh, tmpDir, waitFor, writeDhclient6Script, type Lab } from '../lab/lab.js';
 import { CLI } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import type { ChildProcess } from 'node:child_process';
@@ -90,7 +90,7 @@ also request dhcp6.bootfile-url;
   );
   const leases = path.join(dir, 'dhclient6.leases');
   const pid = path.join(dir, 'dhclient6.pid');
-  const r = await run('dhclient', ['-6', '-1', '-v', '-cf', conf, '-lf', leases, '-pf', pid, 'eth0'], { ns: lab.clientNs, timeoutMs: 60_000 });
+  const r = await run('dhclient', ['-6', '-1', '-v', '-cf', conf, '-sf', writeDhclient6Script(dir), '-lf', leases, '-pf', pid, 'eth0'], { ns: lab.clientNs, timeoutMs: 60_000 });
   const lease = fs.readFileSync(leases, 'utf8');
   const addr = /iaaddr ([0-9a-f:]+)/.exec(lease)?.[1];
   assert.ok(addr, `an address in the lease file:\n${lease}\n${r.stderr}`);
@@ -133,7 +133,7 @@ also request dhcp6.bootfile-url;
   });
 
   // Release: the lease is kept as released (the client gets the same address when it returns).
-  await run('dhclient', ['-6', '-r', '-cf', conf, '-lf', leases, '-pf', pid, 'eth0'], { ns: lab.clientNs, timeoutMs: 30_000 });
+  await run('dhclient', ['-6', '-r', '-cf', conf, '-sf', writeDhclient6Script(dir), '-lf', leases, '-pf', pid, 'eth0'], { ns: lab.clientNs, timeoutMs: 30_000 });
   await waitFor('the release on disk', 10_000, () => withStore((s) => s.leases6.byMac(MAC)?.state === 'released'));
 });
 

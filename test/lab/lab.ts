@@ -251,3 +251,24 @@ export async function waitFor<T>(what: string, ms: number, pred: () => T | undef
 export function tmpDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
+
+/**
+ * A dhclient -6 script (-sf) that configures the leased address in the client's namespace and
+ * nothing else. Debian's own dhclient-script would also rewrite /etc/resolv.conf, and a
+ * namespace shares the host's file system: the host would lose its name server.
+ */
+export function writeDhclient6Script(dir: string): string {
+  const file = path.join(dir, 'dhclient6.sh');
+  fs.writeFileSync(
+    file,
+    `#!/bin/sh
+case "$reason" in
+  BOUND6|RENEW6|REBIND6|REBOOT6) [ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/\${new_ip6_prefixlen:-128}" dev "$interface" nodad ;;
+  RELEASE6|EXPIRE6|STOP6) [ -n "$old_ip6_address" ] && ip -6 addr del "$old_ip6_address/\${old_ip6_prefixlen:-128}" dev "$interface" 2>/dev/null ;;
+esac
+exit 0
+`,
+    { mode: 0o755 },
+  );
+  return file;
+}
