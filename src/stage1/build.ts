@@ -6,6 +6,7 @@ import zlib from 'node:zlib';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { readModinfo, modDepends, moduleName } from './elf.js';
 import { moduleLoadOrder, type ModuleFile } from './modules.js';
+import { debianArch, type CpuArch } from '../boot/loader.js';
 import { extractDeb, fetchDeb, readModuleFile, resolveKernelPackage, Stage1Error, type Log } from './debs.js';
 
 /**
@@ -16,6 +17,12 @@ export const DEFAULT_MODULES = ['e1000', 'e1000e', 'virtio_net', 'virtio_pci', '
 
 /** Console on screen and serial: the last console= is /dev/console, where the node's shell writes. */
 export const STAGE1_CMDLINE = 'console=tty0 console=ttyS0,115200';
+/** arm64 machines (QEMU virt, most servers) have a PL011 UART: ttyAMA0. */
+export const STAGE1_CMDLINE_ARM64 = 'console=tty0 console=ttyAMA0,115200';
+
+export function stage1Cmdline(arch: CpuArch): string {
+  return arch === 'arm64' ? STAGE1_CMDLINE_ARM64 : STAGE1_CMDLINE;
+}
 
 export interface BuildOptions {
   /** Where vmlinuz and initrd.img are written. */
@@ -27,6 +34,8 @@ export interface BuildOptions {
   /** e.g. linux-image-6.1.0-28-amd64; default: what linux-image-amd64 depends on. */
   kernelPackage?: string;
   modules?: string[];
+  /** The CPU the image is for (default x86_64): kernel and busybox come from Debian's packages of that architecture. */
+  arch?: CpuArch;
   log?: Log;
 }
 
@@ -136,10 +145,10 @@ function kernelPieces(deb: string, wanted: string[], cacheDir: string, log: Log)
 }
 
 /** busybox from busybox-static (cached like the kernel). */
-function busyboxBinary(cacheDir: string, log: Log): Buffer {
-  const cached = path.join(cacheDir, 'stage1', 'busybox');
+function busyboxBinary(cacheDir: string, log: Log, arch: CpuArch = 'x86_64'): Buffer {
+  const cached = path.join(cacheDir, 'stage1', arch === 'x86_64' ? 'busybox' : `busybox-${debianArch(arch)}`);
   if (fs.existsSync(cached)) return fs.readFileSync(cached);
-  const deb = fetchDeb('busybox-static', path.join(cacheDir, 'debs'), log);
+  const deb = fetchDeb('busybox-static', path.join(cacheDir, 'debs'), log, arch === 'x86_64' ? undefined : debianArch(arch));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-busybox-'));
   try {
     extractDeb(deb, tmp);
@@ -178,10 +187,12 @@ export function buildStage1(o: BuildOptions): BuildResult {
   const log = o.log ?? (() => {});
   const wanted = (o.modules ?? DEFAULT_MODULES).map(moduleName);
   const debDir = path.join(o.cacheDir, 'debs');
-  const pkg = o.kernelPackage ?? resolveKernelPackage(debDir, log);
-  const deb = fetchDeb(pkg, debDir, log);
+  const arch = o.arch ?? 'x86_64';
+  const foreign = arch === 'x86_64' ? undefined : debianArch(arch);
+  const pkg = o.kernelPackage ?? resolveKernelPackage(debDir, log, `linux-image-${debianArch(arch)}`, foreign);
+  const deb = fetchDeb(pkg, debDir, log, foreign);
   const k = kernelPieces(deb, wanted, o.cacheDir, log);
-  const busybox = busyboxBinary(o.cacheDir, log);
+  const busybox = busyboxBinary(o.cacheDir, log, arch);
   const init = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/init'));
   const udhcpcScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/udhcpc.script'));
   const inventoryScript = fs.readFileSync(findTemplate(o.templatesDirs, 'stage1/inventory.sh'));
@@ -191,7 +202,7 @@ export function buildStage1(o: BuildOptions): BuildResult {
     inventoryScript,
     busybox,
     modules: k.modules.map((m) => ({ name: m.name, data: fs.readFileSync(m.file) })),
-    buildInfo: `kernel=${k.version}\npackage=${pkg}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,
+    buildInfo: `kernel=${k.version}\npackage=${pkg}\narch=${arch}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,
   });
   const initrd = zlib.gzipSync(writeCpio(entries), { level: 9 });
   fs.mkdirSync(o.outDir, { recursive: true });
@@ -214,7 +225,7 @@ export function buildStage1(o: BuildOptions): BuildResult {
     kernelPackage: pkg,
     modules: k.modules.map((m) => m.name),
     initrdBytes: initrd.length,
-    cmdline: STAGE1_CMDLINE,
+    cmdline: stage1Cmdline(arch),
     cached: k.cached,
   };
 }
