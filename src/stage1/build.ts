@@ -229,3 +229,37 @@ export function buildStage1(o: BuildOptions): BuildResult {
     cached: k.cached,
   };
 }
+
+/**
+ * The arm64 network GRUB (Debian's signed grubnetaa64.efi from grub-efi-arm64-signed) and its
+ * http.mod (grub-efi-arm64-bin), fetched as arm64 packages like the kernel and copied into the
+ * TFTP root as grubaa64.efi and grub/arm64-efi/http.mod — an amd64 master cannot install arm64
+ * packages, so building the arm64 stage one brings the arm64 loader along. Never over a file
+ * that is there already. Returns the names copied.
+ */
+export function installArm64Grub(tftpRoot: string, cacheDir: string, log: Log): string[] {
+  const debDir = path.join(cacheDir, 'debs');
+  const wanted = [
+    { pkg: 'grub-efi-arm64-signed', src: 'usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed', dest: 'grubaa64.efi' },
+    { pkg: 'grub-efi-arm64-bin', src: 'usr/lib/grub/arm64-efi/http.mod', dest: 'grub/arm64-efi/http.mod' },
+  ];
+  const copied: string[] = [];
+  for (const w of wanted) {
+    const dest = path.join(tftpRoot, w.dest);
+    if (fs.existsSync(dest)) continue;
+    const deb = fetchDeb(w.pkg, debDir, log, 'arm64');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-arm64-grub-'));
+    try {
+      extractDeb(deb, tmp);
+      const src = path.join(tmp, w.src);
+      if (!fs.existsSync(src)) throw new Stage1Error(`${path.basename(deb)} has no ${w.src}`);
+      fs.mkdirSync(path.dirname(dest), { recursive: true });
+      fs.copyFileSync(src, dest, fs.constants.COPYFILE_EXCL);
+      copied.push(w.dest);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+  if (copied.length) log(`copied the arm64 network GRUB into ${tftpRoot}: ${copied.join(', ')}`);
+  return copied;
+}

@@ -270,6 +270,24 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
     assert.ok(!r.events.some((e) => e.kind.startsWith('tftp.')), 'no TFTP at all');
   });
 
+  test("arm64: AAVMF's own PXE (option 93 arch 11) -> Debian's signed arm64 network GRUB -> the arm64 stage one (never the x86_64 one) -> ready", { skip: whyArm, timeout: ARM_BOOT_MS + 300_000 }, async () => {
+    // Built here, not in before(): only this scenario needs it (arm64 kernel + busybox + GRUB from Debian, ~30 s, no emulation).
+    const b = pxeherd(['stage1', 'build', '--arch', 'arm64', '--json'], { config: c.config });
+    assert.equal(b.code, 0, `stage1 build --arch arm64 failed: ${b.stderr}`);
+    assert.equal(JSON.parse(b.stdout).vnfs, 'stage1-arm64');
+    const mac = '52:54:00:f0:00:08';
+    cli(c, ['node', 'add', mac, 'armnode']);
+    const r = await bootToMarker(c, {
+      vm: { name: 'arm64', mac, firmware: 'arm64', memMb: 768 },
+      expectName: 'armnode',
+      ms: ARM_BOOT_MS,
+      need: ['dhcp.ack', 'tftp.done:grubaa64.efi', 'tftp.done:grub/grub.cfg', 'tftp.done:grub/arm64-efi/http.mod', 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
+    });
+    const kernel = r.events.find((e) => e.kind === 'http.kernel')!.detail as Detail;
+    assert.equal(kernel.vnfs, 'stage1-arm64', 'the arm64 machine got the arm64 discovery image');
+    assert.match(r.console, /Linux version \S+-arm64/, 'an arm64 kernel ran');
+  });
+
   test('UEFI HTTP boot, proxyDHCP beside dnsmasq: GRUB over HTTP (boot_loader grub) -> grub.cfg-<mac> over HTTP -> kernel + initrd over HTTP -> ready', async () => {
     await stopServer(c);
     writeConfig(c, 'dhcp: { mode: proxy }');

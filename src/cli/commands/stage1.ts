@@ -4,7 +4,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import type { Run } from '../main.js';
 import { RuntimeFailure } from '../context.js';
-import { buildStage1, DEFAULT_MODULES } from '../../stage1/build.js';
+import { buildStage1, DEFAULT_MODULES, installArm64Grub } from '../../stage1/build.js';
 import { CPU_ARCHS, discoveryVnfsFor, parseCpuArch } from '../../boot/loader.js';
 import { defaultCacheDir, Stage1Error } from '../../stage1/debs.js';
 
@@ -43,6 +43,8 @@ export function stage1Command(run: Run): Command {
               arch,
               log: (m) => ctx.io.err(`pxeherd: ${m}\n`),
             });
+            // arm64 machines boot Debian's arm64 network GRUB, which an amd64 master cannot install as a package.
+            if (arch === 'arm64') installArm64Grub(ctx.config.tftp.root || path.join(ctx.config.statedir, 'tftproot'), o.cache, (m) => ctx.io.err(`pxeherd: ${m}\n`));
           } catch (e) {
             if (e instanceof Stage1Error) throw new RuntimeFailure(e.message);
             throw e;
