@@ -2,7 +2,10 @@
 // iPXE script, kernel, initrd and nodescript output as static files), in one run, in a network
 // namespace on this machine. Seconds from QEMU start to the console marker.
 //
-//   npm run build && node --import tsx bench/boot.ts [--runs 1] [--firmware bios,uefi]
+//   npm run build && node --import tsx bench/boot.ts [--runs 1] [--firmware bios,uefi,uefi-http]
+//
+// uefi-http: OVMF's own UEFI HTTP boot (virtio-net without ROM, PXE switched off by fw_cfg):
+// DHCP with vendor class HTTPClient -> ipxe.efi over HTTP -> iPXE -> the same script.
 //
 // Needs root, qemu-system-x86, ipxe-qemu, ovmf, dnsmasq, nginx-light (as .ci/run installs).
 import fs from 'node:fs';
@@ -15,7 +18,10 @@ import { CLI } from '../test/helpers/cli.js';
 const args = process.argv.slice(2);
 const opt = (n: string, d: string) => (args.includes(n) ? args[args.indexOf(n) + 1]! : d);
 const RUNS = Number(opt('--runs', '1'));
-const FIRMWARES = opt('--firmware', 'bios,uefi').split(',') as ('bios' | 'uefi')[];
+type Firmware = 'bios' | 'uefi' | 'uefi-http';
+const FIRMWARES = opt('--firmware', 'bios,uefi').split(',') as Firmware[];
+/** OVMF without PXE boot options: the NIC's first network option is UEFI HTTP boot. */
+const OVMF_HTTP_ONLY = ['-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'];
 const why = labUnavailable(['qemu-system-x86_64', 'dnsmasq', 'nginx']);
 if (why) {
   console.error(`bench/boot: ${why}`);
@@ -35,8 +41,11 @@ function cli(a: string[]) {
   return r.stdout;
 }
 
-async function bootOnce(name: string, mac: string, firmware: 'bios' | 'uefi'): Promise<number> {
-  const vm = startVm({ lab, name, mac, firmware, dir });
+async function bootOnce(name: string, mac: string, firmware: Firmware): Promise<number> {
+  const vm =
+    firmware === 'uefi-http'
+      ? startVm({ lab, name, mac, firmware: 'uefi', nic: 'virtio-firmware-pxe', extraArgs: OVMF_HTTP_ONLY, dir })
+      : startVm({ lab, name, mac, firmware, dir });
   try {
     await vm.waitForConsole(MARK, 240_000);
     return (Date.now() - vm.started) / 1000;
@@ -86,6 +95,7 @@ async function main() {
   const nodeName = nodes[0]!.name;
   fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'vmlinuz'), path.join(web, 'vmlinuz'));
   fs.copyFileSync(path.join(statedir, 'vnfs', 'stage1', 'initrd.img'), path.join(web, 'initrd.img'));
+  fs.copyFileSync(path.join(statedir, 'tftproot', 'ipxe.efi'), path.join(web, 'ipxe.efi')); // UEFI HTTP boot's loader
   fs.writeFileSync(path.join(web, 'provision', 'init'), cli(['script', 'render', nodeName]));
   fs.writeFileSync(path.join(web, 'provision', 'ready'), '# NODESCRIPT START\n# NODESCRIPT END\n');
   server.kill('SIGTERM');
@@ -103,6 +113,8 @@ async function main() {
       '--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces', '--dhcp-range=10.86.0.100,10.86.0.200,255.255.255.0,1h',
       `--dhcp-leasefile=${dir}/dnsmasq.leases`, '--no-resolv', '--no-hosts',
       '--dhcp-userclass=set:ipxe,iPXE', `--dhcp-boot=tag:ipxe,http://${S}:8090/boot.ipxe`,
+      // UEFI HTTP boot: the URL of ipxe.efi, and option 60 HTTPClient back (the firmware requires it).
+      '--dhcp-vendorclass=set:httpboot,HTTPClient', `--dhcp-boot=tag:httpboot,tag:!ipxe,http://${S}:8090/ipxe.efi`, '--dhcp-option-force=tag:httpboot,tag:!ipxe,60,HTTPClient',
     ],
     { log: path.join(dir, 'dnsmasq.log') },
   );

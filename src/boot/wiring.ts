@@ -52,7 +52,17 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
   // A name without a MAC (Debian's network GRUB reads $prefix/grub.cfg, nothing per MAC): the
   // asking address's lease (or the neighbour table) says which machine it is.
   const render = (req: { kind: 'pxelinux' | 'grub'; mac?: string }, ip?: string) => {
-    const mac = req.mac ?? (ip ? macAt(store, peerIp(ip) ?? ip, args.now?.() ?? Date.now()) : undefined);
+    const peer = ip ? (peerIp(ip) ?? ip) : undefined;
+    const now = args.now?.() ?? Date.now();
+    if (req.mac && peer && config.security.node_tokens) {
+      // As for /boot/<mac>.ipxe: a config carries its node's token, so one node must not fetch another's.
+      const asker = nodeAt(store, peer, now);
+      if (asker && asker.mac !== req.mac) {
+        events.record({ mac: req.mac, kind: 'security.denied', detail: { reason: `the ${req.kind} config of ${req.mac} was asked for from ${peer}, which is node ${asker.name} (${asker.mac}): a node gets only its own config (and token)`, ip: peer, asker: asker.name } });
+        return undefined;
+      }
+    }
+    const mac = req.mac ?? (peer ? macAt(store, peer, now) : undefined);
     return req.kind === 'pxelinux' ? boot.renderPxelinux(mac) : boot.renderGrub(mac);
   };
   return {

@@ -149,7 +149,7 @@ export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
     }
     if (arch === 7 || arch === 9 || arch === 11) {
       const l = efiLoader();
-      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); it reads grub.cfg-01-<mac>`);
+      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); Debian's network GRUB reads grub/grub.cfg`);
       return { kind: arch === 11 ? 'uefi-arm64' : 'uefi-x64', bootFile: l.file, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
     }
   }
@@ -173,7 +173,7 @@ export function decideBoot(client: ClientKind, ctx: BootContext): BootDecision {
     case 11: {
       if (ctx.bootFiles.uefi_arm64) return pick('uefi-arm64', ctx.bootFiles.uefi_arm64, 'uefi_arm64');
       const l = efiLoader();
-      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); it reads grub.cfg-01-<mac>`);
+      reasons.push(`PXE client, ${archName}: TFTP ${l.file} (${l.why}); Debian's network GRUB reads grub/grub.cfg`);
       return { kind: 'uefi-arm64', bootFile: l.file, replyVendorClass: 'PXEClient', ipxeNoProxyWait: false, reasons };
     }
     default:

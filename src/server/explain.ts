@@ -7,8 +7,18 @@ import { explain6, type Explain6Client, type Explanation6 } from '../dhcp6/expla
 import { duidLl } from '../dhcp6/options.js';
 import { bootServiceFor, type BootService } from '../boot/service.js';
 import { nodeTokensFor } from '../security/tokens.js';
+import { bootLoaderOf, cpuOfClientArch, nodeArch, type BootLoader, type CpuArch } from '../boot/loader.js';
+import type { TemplateKind } from '../boot/templates.js';
 
-export type ExplainedBoot = Explanation & { ipxe_script: { template: string; mode: string; text: string } | { error: string } };
+type RenderedText = { template: string; mode: string; text: string } | { error: string };
+
+export type ExplainedBoot = Explanation & {
+  ipxe_script: RenderedText;
+  /** The node's chain (attribute boot_loader, node beats group) and its CPU. */
+  boot_loader: { loader: BootLoader; error?: string; arch: CpuArch; arch_source: 'attribute' | 'dhcp' | 'default' };
+  /** The configuration the offered loader reads (pxelinux.cfg/01-<mac>, grub.cfg, or the iPXE script). */
+  boot_config: ({ kind: TemplateKind; name: string } & RenderedText) | null;
+};
 
 /**
  * What a client would get: the DHCP answer (the real handler against a read-only view) and
@@ -20,19 +30,33 @@ export function explainBoot(
   client: ExplainClient,
   serverAddress?: string,
   /** The running server's boot renderer; without one (the CLI) a renderer is built for this call. */
-  boot?: Pick<BootService, 'renderBootScript'>,
+  boot?: Pick<BootService, 'renderBootScript' | 'renderFor'>,
 ): ExplainedBoot {
   const address = serverAddress ?? resolveServerAddress(config.address, config.interface).address;
   const e = explain(explainBackend(store), { config: config.dhcp, serverAddress: address, httpPort: config.http.port, autoRegister: config.nodes.auto_register }, client);
-  let script: ExplainedBoot['ipxe_script'];
-  try {
-    const renderer = boot ?? bootServiceFor({ config, store, serverAddress: address, tokens: config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined });
-    const r = renderer.renderBootScript(e.mac);
-    script = { template: r.template, mode: String(r.mode), text: r.text };
-  } catch (err) {
-    script = { error: (err as Error).message };
-  }
-  return { ...e, ipxe_script: script };
+  const node = store.nodes.byMac(e.mac);
+  const attrs = node ? store.attrsFor(node) : {};
+  const chosen = bootLoaderOf(attrs);
+  const cpu = nodeArch(attrs, cpuOfClientArch(client.arch));
+  const opts = { arch: cpu.arch };
+  const renderer = boot ?? bootServiceFor({ config, store, serverAddress: address, tokens: config.security.node_tokens ? nodeTokensFor(config.statedir, config.security.token_ttl_seconds) : undefined });
+  const attempt = (fn: () => { template: string; mode: unknown; text: string }): RenderedText => {
+    try {
+      const r = fn();
+      return { template: r.template, mode: String(r.mode), text: r.text };
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
+  };
+  const script = attempt(() => renderer.renderBootScript(e.mac, opts));
+  // Which configuration the offered loader reads next.
+  const file = e.bootFile ?? '';
+  const hy = e.mac.replace(/:/g, '-');
+  let bootConfig: ExplainedBoot['boot_config'] = null;
+  if (/pxelinux/.test(file)) bootConfig = { kind: 'pxelinux', name: `pxelinux.cfg/01-${hy}`, ...attempt(() => renderer.renderFor('pxelinux', e.mac, opts)) };
+  else if (/grub|shim/.test(file)) bootConfig = { kind: 'grub', name: /-http\.efi$/.test(file) ? `grub/grub.cfg-${e.mac}` : 'grub/grub.cfg (the machine is known by its address)', ...attempt(() => renderer.renderFor('grub', e.mac, opts)) };
+  else if (file) bootConfig = { kind: 'ipxe', name: `/boot/${e.mac}.ipxe`, ...script };
+  return { ...e, ipxe_script: script, boot_loader: { loader: chosen.loader, ...(chosen.error ? { error: chosen.error } : {}), arch: cpu.arch, arch_source: cpu.source }, boot_config: bootConfig };
 }
 
 /**

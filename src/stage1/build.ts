@@ -6,6 +6,7 @@ import zlib from 'node:zlib';
 import { writeCpio, type CpioEntry } from './cpio.js';
 import { readModinfo, modDepends, moduleName } from './elf.js';
 import { moduleLoadOrder, type ModuleFile } from './modules.js';
+import { debianArch, type CpuArch } from '../boot/loader.js';
 import { extractDeb, fetchDeb, readModuleFile, resolveKernelPackage, Stage1Error, type Log } from './debs.js';
 
 /**
@@ -16,6 +17,12 @@ export const DEFAULT_MODULES = ['e1000', 'e1000e', 'virtio_net', 'virtio_pci', '
 
 /** Console on screen and serial: the last console= is /dev/console, where the node's shell writes. */
 export const STAGE1_CMDLINE = 'console=tty0 console=ttyS0,115200';
+/** arm64 machines (QEMU virt, most servers) have a PL011 UART: ttyAMA0. */
+export const STAGE1_CMDLINE_ARM64 = 'console=tty0 console=ttyAMA0,115200';
+
+export function stage1Cmdline(arch: CpuArch): string {
+  return arch === 'arm64' ? STAGE1_CMDLINE_ARM64 : STAGE1_CMDLINE;
+}
 
 export interface BuildOptions {
   /** Where vmlinuz and initrd.img are written. */
@@ -27,6 +34,8 @@ export interface BuildOptions {
   /** e.g. linux-image-6.1.0-28-amd64; default: what linux-image-amd64 depends on. */
   kernelPackage?: string;
   modules?: string[];
+  /** The CPU the image is for (default x86_64): kernel and busybox come from Debian's packages of that architecture. */
+  arch?: CpuArch;
   log?: Log;
 }
 
@@ -147,10 +156,10 @@ function kernelPieces(deb: string, wanted: string[], cacheDir: string, log: Log)
 }
 
 /** busybox from busybox-static (cached like the kernel). */
-export function busyboxBinary(cacheDir: string, log: Log): Buffer {
-  const cached = path.join(cacheDir, 'stage1', 'busybox');
+export function busyboxBinary(cacheDir: string, log: Log, arch: CpuArch = 'x86_64'): Buffer {
+  const cached = path.join(cacheDir, 'stage1', arch === 'x86_64' ? 'busybox' : `busybox-${debianArch(arch)}`);
   if (fs.existsSync(cached)) return fs.readFileSync(cached);
-  const deb = fetchDeb('busybox-static', path.join(cacheDir, 'debs'), log);
+  const deb = fetchDeb('busybox-static', path.join(cacheDir, 'debs'), log, arch === 'x86_64' ? undefined : debianArch(arch));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-busybox-'));
   try {
     extractDeb(deb, tmp);
@@ -202,15 +211,17 @@ export function buildStage1(o: BuildOptions): BuildResult {
   const log = o.log ?? (() => {});
   const wanted = (o.modules ?? DEFAULT_MODULES).map(moduleName);
   const debDir = path.join(o.cacheDir, 'debs');
-  const pkg = o.kernelPackage ?? resolveKernelPackage(debDir, log);
-  const deb = fetchDeb(pkg, debDir, log);
+  const arch = o.arch ?? 'x86_64';
+  const foreign = arch === 'x86_64' ? undefined : debianArch(arch);
+  const pkg = o.kernelPackage ?? resolveKernelPackage(debDir, log, `linux-image-${debianArch(arch)}`, foreign);
+  const deb = fetchDeb(pkg, debDir, log, foreign);
   const k = kernelPieces(deb, wanted, o.cacheDir, log);
-  const busybox = busyboxBinary(o.cacheDir, log);
+  const busybox = busyboxBinary(o.cacheDir, log, arch);
   const initrd = stage1Initrd({
     templatesDirs: o.templatesDirs,
     busybox,
     modules: k.modules.map((m) => ({ name: m.name, data: fs.readFileSync(m.file) })),
-    buildInfo: `kernel=${k.version}\npackage=${pkg}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,
+    buildInfo: `kernel=${k.version}\npackage=${pkg}\narch=${arch}\nmodules=${k.modules.map((m) => m.name).join(',')}\n`,
   });
   fs.mkdirSync(o.outDir, { recursive: true });
   const kernelOut = path.join(o.outDir, 'vmlinuz');
@@ -232,7 +243,41 @@ export function buildStage1(o: BuildOptions): BuildResult {
     kernelPackage: pkg,
     modules: k.modules.map((m) => m.name),
     initrdBytes: initrd.length,
-    cmdline: STAGE1_CMDLINE,
+    cmdline: stage1Cmdline(arch),
     cached: k.cached,
   };
+}
+
+/**
+ * The arm64 network GRUB (Debian's signed grubnetaa64.efi from grub-efi-arm64-signed) and its
+ * http.mod (grub-efi-arm64-bin), fetched as arm64 packages like the kernel and copied into the
+ * TFTP root as grubaa64.efi and grub/arm64-efi/http.mod — an amd64 master cannot install arm64
+ * packages, so building the arm64 stage one brings the arm64 loader along. Never over a file
+ * that is there already. Returns the names copied.
+ */
+export function installArm64Grub(tftpRoot: string, cacheDir: string, log: Log): string[] {
+  const debDir = path.join(cacheDir, 'debs');
+  const wanted = [
+    { pkg: 'grub-efi-arm64-signed', src: 'usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed', dest: 'grubaa64.efi' },
+    { pkg: 'grub-efi-arm64-bin', src: 'usr/lib/grub/arm64-efi/http.mod', dest: 'grub/arm64-efi/http.mod' },
+  ];
+  const copied: string[] = [];
+  for (const w of wanted) {
+    const dest = path.join(tftpRoot, w.dest);
+    if (fs.existsSync(dest)) continue;
+    const deb = fetchDeb(w.pkg, debDir, log, 'arm64');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-arm64-grub-'));
+    try {
+      extractDeb(deb, tmp);
+      const src = path.join(tmp, w.src);
+      if (!fs.existsSync(src)) throw new Stage1Error(`${path.basename(deb)} has no ${w.src}`);
+      fs.mkdirSync(path.dirname(dest), { recursive: true });
+      fs.copyFileSync(src, dest, fs.constants.COPYFILE_EXCL);
+      copied.push(w.dest);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+  if (copied.length) log(`copied the arm64 network GRUB into ${tftpRoot}: ${copied.join(', ')}`);
+  return copied;
 }

@@ -32,13 +32,13 @@ export function defaultCacheDir(): string {
 
 /** Pure: the linux-image-* package a meta package depends on, from `apt-cache depends` output. */
 export function parseKernelDepends(out: string): string | undefined {
-  const m = /Depends:\s*(linux-image-[0-9][^\s<>]*)/.exec(out);
+  const m = /Depends:\s*(linux-image-[0-9][^\s<>:]*)/.exec(out);
   return m?.[1];
 }
 
 /** Pure: deb file names in a directory listing for one package, newest version last (by name order of versions). */
-export function debsFor(files: string[], pkg: string): string[] {
-  return files.filter((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb')).sort();
+export function debsFor(files: string[], pkg: string, arch?: string): string[] {
+  return files.filter((f) => f.startsWith(`${pkg}_`) && (arch ? f.endsWith(`_${arch}.deb`) || f.endsWith('_all.deb') : f.endsWith('.deb'))).sort();
 }
 
 let updated = false;
@@ -54,16 +54,19 @@ function aptUpdate(log: Log): void {
  * The generic-flavour kernel package to use (linux-image-amd64's current dependency),
  * or the newest cached one when apt knows nothing.
  */
-export function resolveKernelPackage(debDir: string, log: Log, meta = 'linux-image-amd64'): string {
+export function resolveKernelPackage(debDir: string, log: Log, meta = 'linux-image-amd64', arch?: string): string {
+  const flavour = arch ?? 'amd64';
   for (let attempt = 0; attempt < 2; attempt++) {
-    const r = run('apt-cache', ['depends', meta]);
+    // pkg:arch reads the lists of a foreign architecture (dpkg --add-architecture arm64).
+    const r = run('apt-cache', ['depends', arch ? `${meta}:${arch}` : meta]);
     const pkg = r.ok ? parseKernelDepends(r.out) : undefined;
     if (pkg) return pkg;
     if (attempt === 0) aptUpdate(log);
   }
-  const cached = listDir(debDir).filter((f) => /^linux-image-[0-9].*-amd64_.*\.deb$/.test(f) && !f.includes('-cloud-')).sort();
+  const cached = listDir(debDir).filter((f) => new RegExp(`^linux-image-[0-9].*-${flavour}_.*\\.deb$`).test(f) && !f.includes('-cloud-')).sort();
   if (cached.length) return cached[cached.length - 1]!.split('_')[0]!;
-  throw new Stage1Error(`cannot find the kernel package: "apt-cache depends ${meta}" names none (run apt-get update, or give --kernel-package linux-image-6.1.0-N-amd64)`);
+  const foreign = arch && arch !== 'amd64' ? ` (for ${arch}: dpkg --add-architecture ${arch} && apt-get update)` : '';
+  throw new Stage1Error(`cannot find the kernel package: "apt-cache depends ${meta}${arch ? `:${arch}` : ''}" names none (run apt-get update${foreign}, or give --kernel-package linux-image-6.1.0-N-${flavour})`);
 }
 
 function listDir(d: string): string[] {
@@ -75,21 +78,23 @@ function listDir(d: string): string[] {
 }
 
 /** The cached .deb for a package, downloading it first if needed. */
-export function fetchDeb(pkg: string, debDir: string, log: Log): string {
+export function fetchDeb(pkg: string, debDir: string, log: Log, arch?: string): string {
   if (!/^[a-z0-9][a-z0-9.+-]+$/.test(pkg)) throw new Stage1Error(`"${pkg}" is not a Debian package name`);
   fs.mkdirSync(debDir, { recursive: true });
-  const have = debsFor(listDir(debDir), pkg);
+  const have = debsFor(listDir(debDir), pkg, arch);
   if (have.length) return path.join(debDir, have[have.length - 1]!);
   let last = '';
+  const spec = arch ? `${pkg}:${arch}` : pkg;
   for (let attempt = 0; attempt < 2; attempt++) {
-    log(`downloading ${pkg} (apt-get download) into ${debDir}`);
-    const r = run('apt-get', ['download', '-q', pkg], { cwd: debDir });
-    const now = debsFor(listDir(debDir), pkg);
+    log(`downloading ${spec} (apt-get download) into ${debDir}`);
+    const r = run('apt-get', ['download', '-q', spec], { cwd: debDir });
+    const now = debsFor(listDir(debDir), pkg, arch);
     if (r.ok && now.length) return path.join(debDir, now[now.length - 1]!);
     last = (r.err || r.out).trim().split('\n').filter((l) => !l.startsWith('W:')).pop() ?? '';
     if (attempt === 0) aptUpdate(log);
   }
-  throw new Stage1Error(`cannot download ${pkg}: ${last || 'apt-get download failed'}`);
+  const foreign = arch && arch !== 'amd64' ? ` (a foreign architecture needs: dpkg --add-architecture ${arch} && apt-get update)` : '';
+  throw new Stage1Error(`cannot download ${spec}: ${last || 'apt-get download failed'}${foreign}`);
 }
 
 /** Unpack a .deb's files into dir (dpkg-deb -x). */

@@ -52,7 +52,7 @@ export const DEBIAN_CHAIN_LOADERS: readonly LoaderSource[] = [
   // Not signed: GRUB loads it only without Secure Boot (kernel and initrd over HTTP); see templates/grub.
   { name: 'grub/x86_64-efi/http.mod', src: '/usr/lib/grub/x86_64-efi/http.mod', pkg: 'grub-efi-amd64-bin' },
   { name: 'shimx64.efi', src: '/usr/lib/shim/shimx64.efi.signed', pkg: 'shim-signed' },
-  { name: 'grubaa64.efi', src: '/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed', pkg: 'grub-efi-arm64-signed (arm64)' },
+  { name: 'grubaa64.efi', src: '/usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed', pkg: 'grub-efi-arm64-signed:arm64 (an amd64 master gets it with: pxeherd stage1 build --arch arm64)' },
 ];
 
 export async function installLoaders(root: string, log: TftpLogger, opts: LoaderOptions = {}): Promise<LoaderReport> {

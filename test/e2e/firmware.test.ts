@@ -101,23 +101,26 @@ type Detail = Record<string, unknown>;
  * that its timeline holds `need` in order (each entry an event kind, or kind:file for a TFTP
  * or HTTP file).
  */
-async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; expectName: string; group?: string; need: string[]; ms?: number; anyMac?: boolean }) {
+async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; expectName?: string; group?: string; need: string[]; ms?: number; anyMac?: boolean }) {
   const since = Date.now();
   const vm = startVm({ ...o.vm, lab: c.lab, dir: c.dir });
   try {
     const m = await vm.waitForConsole(/PXEHERD-E2E-MARKER node=(\S+) group=(\S+) ip=(\S*)/, o.ms ?? BOOT_MS);
     const seconds = (Date.now() - vm.started) / 1000;
-    assert.equal(m[1], o.expectName, 'the marker carries NODENAME from the master-side environment');
+    // An unknown machine's name is whatever the naming pattern gave it when DHCP registered it.
+    const expectName = o.expectName ?? withStore(c, (s) => s.nodes.byMac(o.vm.mac)?.name);
+    assert.ok(expectName, `${o.vm.mac} is registered`);
+    assert.equal(m[1], expectName, 'the marker carries NODENAME from the master-side environment');
     assert.equal(m[2], o.group ?? 'cluster', 'and GROUPNAME');
     await vm.waitForConsole(/PXEHERD-RESULT rc=0/, 60_000);
-    const node = await waitFor(`${o.expectName} to check in as ready`, 60_000, () =>
+    const node = await waitFor(`${expectName} to check in as ready`, 60_000, () =>
       withStore(c, (s) => {
         const n = s.nodes.byMac(o.vm.mac);
         const logged = s.events.query({ mac: o.vm.mac, since, kind: 'provision.start', limit: 100 }).some((e) => (e.detail as { state?: string }).state === 'ready');
         return n && n.state === 'ready' && logged ? n : undefined;
       }),
     );
-    assert.equal(node.name, o.expectName);
+    assert.equal(node.name, expectName);
     assert.match(node.ip, /^10\.77\.0\.\d+$/, 'its address is recorded');
     assert.equal(m[3], node.ip, 'IPADDR seen by the nodescript is the node address');
     // anyMac: files fetched from an address pxeherd did not lease (proxyDHCP) carry no MAC; one machine boots at a time.
@@ -150,6 +153,22 @@ async function bootToMarker(c: Ctx, o: { vm: Omit<VmOptions, 'lab' | 'dir'>; exp
     throw e;
   } finally {
     vm.kill();
+  }
+}
+
+/**
+ * Wait for `re` on the console with terminal control stripped: pxelinux and GRUB position the
+ * cursor on the serial console, and the escape sequences land anywhere in a line.
+ */
+async function waitForPlain(vm: ReturnType<typeof startVm>, re: RegExp, ms: number): Promise<RegExpMatchArray> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const plain = vm.console().replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+    const m = plain.match(re);
+    if (m) return m;
+    if (vm.proc.exitCode !== null) throw new Error(`QEMU exited before ${re}; console tail:\n${plain.slice(-2000)}`);
+    if (Date.now() > end) throw new Error(`no ${re} on the console within ${ms} ms; console tail:\n${plain.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 250));
   }
 }
 
@@ -206,8 +225,7 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
     const since = Date.now();
     const vm = startVm({ lab: c.lab, dir: c.dir, name: 'pxelinux-disabled', mac, firmware: 'bios' });
     try {
-      // pxelinux positions the cursor mid-line on the serial console: allow escape codes between the words.
-      await vm.waitForConsole(/pxeherd: node pxedis \([\s\S]{0,40}does not boot: boot mode is "disabled"/, BOOT_MS);
+      await waitForPlain(vm, /pxeherd: node pxedis \(52:54:00:f0:00:02\) does not boot: boot mode is "disabled"/, BOOT_MS);
       const kinds = withStore(c, (s) => s.events.query({ mac, since, limit: 1000 })).map((e) => e.kind);
       assert.ok(!kinds.includes('http.kernel'), 'no kernel was fetched');
     } finally {
@@ -215,7 +233,7 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
     }
   });
 
-  test("GRUB provision: OVMF's own PXE -> Debian's signed network GRUB by TFTP -> grub.cfg-01-<mac> -> HTTP -> ready", async () => {
+  test("GRUB provision: OVMF's own PXE -> Debian's signed network GRUB by TFTP -> grub/grub.cfg (known by its lease) -> HTTP -> ready", async () => {
     const mac = '52:54:00:f0:00:03';
     cli(c, ['node', 'add', mac, 'grubnode', '--set', 'boot_loader=grub']);
     const r = await bootToMarker(c, {
@@ -227,6 +245,21 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
     });
     assert.ok(!r.events.some((e) => ((e.detail ?? {}) as Detail).file === 'ipxe.efi'), 'no iPXE on the way');
     assert.match(r.console, /pxeherd: grubnode boots VNFS stage1 from\s*\(http,/, 'GRUB loaded the kernel over HTTP');
+  });
+
+  test('GRUB disabled: a known node with boot_loader=grub and boot mode disabled is told so by GRUB and fetches no kernel', async () => {
+    const mac = '52:54:00:f0:00:09';
+    cli(c, ['node', 'add', mac, 'grubdis', '--boot', 'disabled', '--set', 'boot_loader=grub']);
+    const since = Date.now();
+    const vm = startVm({ lab: c.lab, dir: c.dir, name: 'grub-disabled', mac, firmware: 'uefi', nic: 'virtio-firmware-pxe' });
+    try {
+      await waitForPlain(vm, /pxeherd: node grubdis \(52:54:00:f0:00:09\) does not boot: boot mode is "disabled"/, BOOT_MS);
+      const evs = withStore(c, (s) => s.events.query({ mac, since, limit: 1000 }));
+      assert.ok(evs.some((e) => e.kind === 'tftp.done' && ((e.detail ?? {}) as Detail).file === 'grubx64.efi'), 'GRUB came by TFTP');
+      assert.ok(!evs.some((e) => e.kind === 'http.kernel'), 'no kernel was fetched');
+    } finally {
+      vm.kill();
+    }
   });
 
   test("Secure Boot enforced: OVMF with Microsoft's keys -> Debian's signed shim -> signed GRUB -> signed kernel (by TFTP) -> ready", async () => {
@@ -268,6 +301,23 @@ describe('firmware paths (issue 20) in the namespace lab', { skip: why, concurre
     const first = r.events.find((e) => e.kind === 'dhcp.ack')!.detail as Detail;
     assert.equal(first.boot, 'uefi-http', 'the firmware asked as an HTTP boot client');
     assert.ok(!r.events.some((e) => e.kind.startsWith('tftp.')), 'no TFTP at all');
+  });
+
+  test("arm64 discovery: an unknown AAVMF machine (option 93 arch 11) -> Debian's signed arm64 network GRUB -> the arm64 stage one (never the x86_64 one) -> registered, ready", { skip: whyArm, timeout: ARM_BOOT_MS + 300_000 }, async () => {
+    // Built here, not in before(): only this scenario needs it (arm64 kernel + busybox + GRUB from Debian, ~30 s, no emulation).
+    const b = pxeherd(['stage1', 'build', '--arch', 'arm64', '--json'], { config: c.config });
+    assert.equal(b.code, 0, `stage1 build --arch arm64 failed: ${b.stderr}`);
+    assert.equal(JSON.parse(b.stdout).vnfs, 'stage1-arm64');
+    // An unknown machine: DHCP registers it, its firmware's arch 11 picks the arm64 discovery image.
+    const mac = '52:54:00:f0:00:08';
+    const r = await bootToMarker(c, {
+      vm: { name: 'arm64', mac, firmware: 'arm64', memMb: 768 },
+      ms: ARM_BOOT_MS,
+      need: ['node.register', 'dhcp.ack', 'tftp.done:grubaa64.efi', 'tftp.done:grub/grub.cfg', 'tftp.done:grub/arm64-efi/http.mod', 'http.kernel', 'http.initrd', 'provision.start', 'provision.end'],
+    });
+    const kernel = r.events.find((e) => e.kind === 'http.kernel')!.detail as Detail;
+    assert.equal(kernel.vnfs, 'stage1-arm64', 'the arm64 machine got the arm64 discovery image');
+    assert.match(r.console, /Linux version \S+-arm64/, 'an arm64 kernel ran');
   });
 
   test('UEFI HTTP boot, proxyDHCP beside dnsmasq: GRUB over HTTP (boot_loader grub) -> grub.cfg-<mac> over HTTP -> kernel + initrd over HTTP -> ready', async () => {

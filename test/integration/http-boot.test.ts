@@ -205,7 +205,9 @@ test('renderBootScript, renderPxelinux and renderGrub share the lookup; dry runs
   assert.match(pxDefault, /KERNEL http:\/\/10\.81\.0\.1:18110\/vnfs\/stage1\/vmlinuz\n/);
   assert.doesNotMatch(pxDefault, /pxeherd\.token=/, 'no MAC, no token');
   const grub = s.renderGrub('52:54:00:00:01:01')!.toString();
-  assert.match(grub, /linux \(http,10\.81\.0\.1:18110\)\/vnfs\/centos\/vmlinuz-c root=live:x/);
+  assert.match(grub, /set pxeherd_kernel="\(http,10\.81\.0\.1:18110\)\/vnfs\/centos\/vmlinuz-c\?mac=52-54-00-00-01-01"/);
+  assert.match(grub, /set pxeherd_kernel="\(tftp,10\.81\.0\.1\)\/vnfs\/centos\/vmlinuz-c"/, 'by TFTP under Secure Boot');
+  assert.match(grub, /linux "\$\{pxeherd_kernel\}" root=live:x/);
   assert.match(s.renderGrub('52:54:00:00:01:05')!.toString(), /exit/);
   store.nodes.set(['52:54:00:00:01:07'], 'boot', 'once');
   s.renderPxelinux('52:54:00:00:01:07', { dryRun: true });

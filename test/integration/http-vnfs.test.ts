@@ -171,3 +171,34 @@ test('checkRelPath refuses each unsafe segment kind (pure)', () => {
   }
   assert.deepEqual(checkRelPath(['efi', 'ipxe.efi']), { ok: true, segments: ['efi', 'ipxe.efi'] });
 });
+
+test('GET /tftp/ serves the generated GRUB/pxelinux configs (GRUB by UEFI HTTP boot reads them there), with GRUB\'s colon MAC; declined names fall back to the files', async () => {
+  const asked: { kind: string; mac?: string; path: string }[] = [];
+  const gen = await listen(
+    createHttpApp({
+      routers: [
+        tftpHttpRouter({
+          root: tftpRoot,
+          events: sink,
+          generate: (req) => {
+            asked.push(req);
+            return req.mac === '52:54:00:f0:00:07' ? Buffer.from(`# config for ${req.mac}\n`) : undefined;
+          },
+        }),
+      ],
+    }),
+    0,
+  );
+  try {
+    const r = await curl(`${gen.base}/tftp/grub/grub.cfg-52:54:00:f0:00:07`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), '# config for 52:54:00:f0:00:07\n');
+    assert.deepEqual(asked.at(-1), { kind: 'grub', mac: '52:54:00:f0:00:07', path: 'grub/grub.cfg-52:54:00:f0:00:07' });
+    await settle();
+    assert.equal(lastOf(events, (e) => e.kind === 'http.file')!.detail!.generated, true);
+    assert.equal((await curl(`${gen.base}/tftp/pxelinux.cfg/01-52-54-00-00-00-09`)).status, 404, 'declined and no such file');
+    assert.equal((await curl(`${gen.base}/tftp/undionly.kpxe`)).body.toString(), 'BIOS-LOADER', 'other names are files as before');
+  } finally {
+    await gen.close();
+  }
+});

@@ -400,3 +400,25 @@ both('stopping the server aborts running transfers on every thread with an error
     for (const p of peers) p.close();
   }
 });
+
+both('a mounted directory (vnfs/ for GRUB under Secure Boot) is served under its prefix, confined like the root', async () => {
+  const vnfs = mkdtempSync(path.join(tmpdir(), 'phtftp-vnfs-'));
+  try {
+    const kernel = randomBytes(70_000);
+    const { mkdirSync } = await import('node:fs');
+    mkdirSync(path.join(vnfs, 'stage1'));
+    writeFileSync(path.join(vnfs, 'stage1', 'vmlinuz'), kernel);
+    await withServer({ mounts: { 'vnfs/': vnfs } }, async (port, _server, events) => {
+      const r = await tftpGet({ host: '127.0.0.1', port, file: '/vnfs/stage1/vmlinuz', options: { blksize: '1428' } });
+      assert.equal(sha(r.data), sha(kernel));
+      assert.equal(events.find((e) => e.kind === 'tftp.start')?.detail?.file, '/vnfs/stage1/vmlinuz');
+      for (const bad of ['vnfs/../small.bin', 'vnfs/stage1/../../../etc/passwd', 'vnfs/stage1/missing']) {
+        await assert.rejects(tftpGet({ host: '127.0.0.1', port, file: bad }), (e: unknown) => e instanceof TftpClientError, bad);
+      }
+      // The root still serves its own files.
+      assert.equal(sha((await tftpGet({ host: '127.0.0.1', port, file: 'small.bin' })).data), sha(files['small.bin']!));
+    });
+  } finally {
+    rmSync(vnfs, { recursive: true, force: true });
+  }
+});

@@ -38,9 +38,9 @@ test('UEFI x64 (arch 7 and 9) gets ipxe.efi; the arch is read from the vendor cl
   assert.equal(decideBoot(k, ctx).kind, 'uefi-x64');
 });
 
-test('arm64 (arch 11) boots only when an arm64 loader is configured', () => {
+test("arm64 (arch 11) gets Debian's network GRUB unless an arm64 iPXE is configured", () => {
   const k = { arch: 11, vendorClass: 'PXEClient:Arch:00011', ipxe: false };
-  assert.equal(decideBoot(k, ctx).kind, 'none');
+  assert.deepEqual([decideBoot(k, ctx).kind, decideBoot(k, ctx).bootFile], ['uefi-arm64', 'grubaa64.efi']);
   assert.match(decideBoot(k, ctx).reasons.join(' '), /uefi_arm64/);
   const d = decideBoot(k, { ...ctx, bootFiles: { ...ctx.bootFiles, uefi_arm64: 'ipxe-arm64.efi' } });
   assert.deepEqual([d.kind, d.bootFile], ['uefi-arm64', 'ipxe-arm64.efi']);

@@ -40,7 +40,13 @@ export function explainCommand(run: Run): Command {
         const script = e.ipxe_script;
         ctx.print(e, () => {
           let t = formatExplanation(e);
-          if ('error' in script) t += `\niPXE script: cannot be rendered: ${script.error}\n`;
+          const bl = e.boot_loader;
+          t += `\nboot loader ${bl.loader} (attribute boot_loader${bl.error ? `: ${bl.error}` : ''}); CPU ${bl.arch} (${bl.arch_source === 'attribute' ? 'attribute arch' : bl.arch_source === 'dhcp' ? 'from --arch' : 'default'})\n`;
+          const cfg = e.boot_config;
+          if (cfg && cfg.kind !== 'ipxe') {
+            if ('error' in cfg) t += `\n${cfg.kind} config ${cfg.name}: cannot be rendered: ${cfg.error}\n`;
+            else t += `\n${cfg.kind} config (${cfg.name}, template ${cfg.template}, mode ${cfg.mode}):\n${cfg.text.replace(/^/gm, '  ')}\n`;
+          } else if ('error' in script) t += `\niPXE script: cannot be rendered: ${script.error}\n`;
           else t += `\niPXE script (/boot/${parsed.mac}.ipxe, template ${script.template}, mode ${script.mode}):\n${script.text.replace(/^/gm, '  ')}\n`;
           return t;
         });
