@@ -45,11 +45,11 @@ test('a node known by its IPv4 address asking over IPv6: judged by its token (th
   assert.equal(checkNode(opts, node, { token: tok, state: 'ready', registered: false, ip: '10.0.0.6' }).ok, false, 'IPv4 still checked');
 });
 
-test('metrics count DHCPv6 messages by type and result, and dhcp6 events under their own protocol', () => {
+test('metrics count DHCPv6 messages by type and result, and dhcp6 events under their own protocol', async () => {
   let emit: (ev: BootEvent) => void = () => {};
   const m = createMetrics({ nodes: { all: () => [] }, events: { subscribe: (fn: (ev: BootEvent) => void) => ((emit = fn), () => undefined) } } as never);
   for (const kind of ['dhcp6.solicit', 'dhcp6.advertise', 'dhcp6.request', 'dhcp6.reply', 'dhcp6.ignored', 'dhcp.discover']) emit({ kind });
-  const text = m.render();
+  const text = await m.render();
   assert.match(text, /pxeherd_dhcp6_messages_total\{type="solicit",result="received"\} 1/);
   assert.match(text, /pxeherd_dhcp6_messages_total\{type="reply",result="sent"\} 1/);
   assert.match(text, /pxeherd_dhcp6_messages_total\{type="any",result="ignored"\} 1/);
