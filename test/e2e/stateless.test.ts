@@ -25,6 +25,8 @@ const why =
   (fs.existsSync('/usr/lib/ipxe/qemu/pxe-e1000.rom') ? undefined : 'needs ipxe-qemu (Debian package)') ??
   imageUnavailable();
 const BOOT_MS = Number(process.env.PXEHERD_E2E_OS_BOOT_MS ?? 900_000);
+// The squashfs is held in RAM (tmpfs) beside the overlay's writes.
+const MEM_MB = Number(process.env.PXEHERD_E2E_OS_MEM_MB ?? 1536);
 const say = (m: string) => process.stderr.write(`# stateless: ${m}\n`);
 
 interface Ctx {
@@ -65,7 +67,7 @@ async function exec(c: Ctx, node: string, command: string[]): Promise<{ code: nu
 /** Boot a machine until its OS checked in (state ready + node.checkin first); the VM keeps running. */
 async function bootToOs(c: Ctx, o: { name: string; mac: string; firmware: 'bios' | 'uefi'; node: string }): Promise<{ vm: Vm; seconds: number }> {
   const since = Date.now();
-  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: o.firmware, memMb: 1024, dir: c.dir });
+  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir });
   try {
     await vm.waitForConsole(/pxeherd-stage1: switching root to \/newroot \(\/sbin\/init\)/, BOOT_MS);
     say(`${o.name}: switch_root after ${((Date.now() - vm.started) / 1000).toFixed(0)} s`);
@@ -123,9 +125,10 @@ admin: { port: 0 }
 nodescripts: { timeout_seconds: 60 }
 `,
     );
-    const img = buildTestImage({ dir: c.dir, statedir: c.statedir, config: c.config, name: 'deb', revs: 2 });
+    const img = buildTestImage({ dir: c.dir, statedir: c.statedir, config: c.config, name: 'deb' });
+    say(`image deb r1, r2 from ${img.source}`);
     sha2 = (JSON.parse(fs.readFileSync(path.join(c.statedir, 'vnfs/deb/r2/manifest.json'), 'utf8')) as { artifacts: Record<string, { sha256: string }> }).artifacts['rootfs.squashfs']!.sha256;
-    withStore(c, (s) => s.vnfs.put({ name: 'deb', kernel: img.kernel, initrd: img.initrd, cmdline: STAGE1_CMDLINE }));
+    assert.equal(pxeherd(['vnfs', 'set', 'deb', 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
     for (const [mac, name] of [
       ['52:54:00:e2:10:01', 'n0000'],
       ['52:54:00:e2:10:02', 'n0001'],
@@ -174,9 +177,9 @@ nodescripts: { timeout_seconds: 60 }
     }
   });
 
-  test('after a rollback to revision 1 a reboot runs revision 1, with the same host key', async () => {
-    // TODO(integrator): `pxeherd vnfs rollback deb` once the images branch has it; a pin does the same here.
-    assert.equal(pxeherd(['node', 'set', 'attr.vnfs_rev=1', 'n0000'], { config: c.config }).code, 0);
+  test('after vnfs rollback a reboot runs revision 1, with the same host key', async () => {
+    const rb = pxeherd(['vnfs', 'rollback', 'deb'], { config: c.config });
+    assert.equal(rb.code, 0, rb.stderr);
     const { vm } = await bootToOs(c, { name: 'bios-r1', mac: '52:54:00:e2:10:01', firmware: 'bios', node: 'n0000' });
     try {
       const r = await exec(c, 'n0000', ['cat', '/etc/pxeherd-test-rev', '/etc/ssh/ssh_host_ed25519_key.pub']);
@@ -188,7 +191,7 @@ nodescripts: { timeout_seconds: 60 }
       assert.equal((sw.detail as { rev: number }).rev, 1);
     } finally {
       vm.kill();
-      pxeherd(['node', 'set', 'attr.vnfs_rev=', 'n0000'], { config: c.config });
+      assert.equal(pxeherd(['vnfs', 'rollback', 'deb', '2'], { config: c.config }).code, 0);
     }
   });
 
@@ -200,7 +203,7 @@ nodescripts: { timeout_seconds: 60 }
     fs.writeFileSync(f, bad);
     const actual = crypto.createHash('sha256').update(bad).digest('hex');
     const since = Date.now();
-    const vm = startVm({ lab: c.lab, name: 'uefi-bad', mac: '52:54:00:e2:10:02', firmware: 'uefi', memMb: 1024, dir: c.dir });
+    const vm = startVm({ lab: c.lab, name: 'uefi-bad', mac: '52:54:00:e2:10:02', firmware: 'uefi', memMb: MEM_MB, dir: c.dir });
     try {
       const m = await vm.waitForConsole(/VERIFY FAILED: deb r2 rootfs\.squashfs: expected sha256 ([0-9a-f]{64}), got ([0-9a-f]{64})/, BOOT_MS);
       assert.equal(m[1], sha2, 'the expected hash is the manifest\'s');

@@ -187,6 +187,7 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
       assert.match(net, /^DHCP=ipv4$/m);
       assert.match(net, /^DNS=10\.9\.9\.9$/m, 'DNS from the lease');
       assert.match(net, /^ClientIdentifier=mac$/m);
+      assert.ok(r.out.includes('no interface with MAC 52:54:00:5e:00:01 here'), 'no such NIC on this host: the OS names it (in QEMU a .link keeps the name)');
       assert.ok(fs.lstatSync(path.join(r.root, 'etc/systemd/system/multi-user.target.wants/systemd-networkd.service')).isSymbolicLink(), 'networkd enabled');
       assert.equal(read('etc/resolv.conf'), '# written by pxeherd (nodescript 52-os-network)\nnameserver 10.9.9.9\nnameserver 10.9.9.8\n');
       assert.match(read('etc/systemd/timesyncd.conf.d/pxeherd.conf'), /^NTP=10\.1\.1\.1 10\.1\.1\.2$/m, 'the ntp attribute wins over the lease');

@@ -1,23 +1,14 @@
 /**
  * A Debian image with a root filesystem for the stateless e2e and bench, built once per run
- * into the caller's directory, in the contract's layout (<statedir>/vnfs/<name>/r<rev>/):
- *   rootfs.squashfs  mmdebstrap bookworm (systemd, udev, dbus, openssh-server, iproute2),
- *                    packed with mksquashfs -comp zstd; revision N carries /etc/pxeherd-test-rev = N
- *   vmlinuz, initrd.img   pxeherd's stage one (`pxeherd stage1 build`) with loop, squashfs and
- *                    overlay beside the NIC drivers
- *   manifest.json    sha256 and size of each artifact
- * TODO(integrator): once the images branch has `pxeherd vnfs build --debian`, build with it
- * instead (this helper predates it and writes the same layout).
+ * with pxeherd's own image commands (`vnfs build --debian`, or offline `vnfs import` of a tree
+ * made from this machine's installed Debian packages), so the artifacts are the contract's:
+ * <statedir>/vnfs/<name>/r<rev>/{vmlinuz,initrd.img,rootfs.squashfs,manifest.json}.
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { which } from './lab.js';
 import { pxeherd } from '../helpers/cli.js';
-
-export const IMAGE_PACKAGES = ['systemd-sysv', 'udev', 'dbus', 'openssh-server', 'iproute2', 'libpam-systemd'];
-export const IMAGE_MODULES = ['e1000', 'e1000e', 'virtio_net', 'virtio_pci', 'loop', 'squashfs', 'overlay'];
 
 function mirrorReachable(): boolean {
   try {
@@ -47,7 +38,14 @@ function cachedDeb(pkg: string): string | undefined {
  */
 function producer(): 'mmdebstrap' | 'host-packages' | undefined {
   if (which('mmdebstrap') && mirrorReachable()) return 'mmdebstrap';
-  if (which('dpkg-query') && fs.existsSync('/usr/sbin/sshd') && fs.existsSync('/lib/systemd/systemd') && CACHED_DEBS.every(cachedDeb)) return 'host-packages';
+  if (which('dpkg-query') && fs.existsSync('/usr/sbin/sshd') && fs.existsSync('/lib/systemd/systemd') && CACHED_DEBS.every(cachedDeb)) {
+    try {
+      kernelDeb();
+      return 'host-packages';
+    } catch {
+      return undefined;
+    }
+  }
   return undefined;
 }
 
@@ -131,79 +129,62 @@ function hostPackagesTree(tree: string, say: (m: string) => void): void {
   fs.rmSync(path.join(tree, 'etc/systemd/system/multi-user.target.wants/.keep'));
 }
 
-function sha(file: string): { sha256: string; size: number } {
-  const h = crypto.createHash('sha256');
-  const fd = fs.openSync(file, 'r');
-  const buf = Buffer.alloc(1 << 20);
-  let n: number;
-  let size = 0;
-  while ((n = fs.readSync(fd, buf, 0, buf.length, null)) > 0) {
-    h.update(buf.subarray(0, n));
-    size += n;
-  }
-  fs.closeSync(fd);
-  return { sha256: h.digest('hex'), size };
-}
-
 export interface TestImage {
   name: string;
   revs: number[];
-  kernel: string;
-  initrd: string;
+  source: 'vnfs build' | 'vnfs import (offline)';
 }
 
-/** Build revisions 1..revs of VNFS `name` under statedir; progress on stderr. */
-export function buildTestImage(o: { dir: string; statedir: string; config: string; name: string; revs: number }): TestImage {
+function cli(args: string[], config: string): string {
+  const r = pxeherd([...args, '--json'], { config });
+  if (r.code !== 0) throw new Error(`pxeherd ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.slice(-3000)}`);
+  return r.stdout;
+}
+
+/**
+ * Revisions 1 and 2 of VNFS `name` through pxeherd's own image commands: `vnfs build --debian
+ * bookworm` (offline: the host-packages tree with the kernel from pxeherd's stage-one cache,
+ * through `vnfs import DIR`), then `vnfs exec` writes /etc/pxeherd-test-rev = 2 (revision 1
+ * carries 1). Progress on stderr.
+ */
+export function buildTestImage(o: { dir: string; statedir: string; config: string; name: string }): TestImage {
   const say = (m: string) => process.stderr.write(`# image: ${m}\n`);
   const t0 = Date.now();
-  const tarball = path.join(o.dir, 'rootfs.tar');
-  const tree = path.join(o.dir, 'tree');
-  fs.mkdirSync(tree);
-  if (producer() === 'host-packages') hostPackagesTree(tree, say);
-  else {
-  say(`mmdebstrap bookworm (${IMAGE_PACKAGES.join(' ')})`);
-  execFileSync(
-    'mmdebstrap',
-    [
-      '--quiet',
-      '--variant=minbase',
-      `--include=${IMAGE_PACKAGES.join(',')}`,
-      '--dpkgopt=path-exclude=/usr/share/doc/*',
-      '--dpkgopt=path-exclude=/usr/share/man/*',
-      '--dpkgopt=path-exclude=/usr/share/locale/*',
-      // The image's own host keys are replaced by the master's at boot; an image keeps none.
-      '--customize-hook=rm -f "$1"/etc/ssh/ssh_host_*; : > "$1"/etc/machine-id',
-      'bookworm',
-      tarball,
-    ],
-    { stdio: ['ignore', 'ignore', 'inherit'], timeout: 1_200_000 },
-  );
-  execFileSync('tar', ['-xpf', tarball, '-C', tree, '--numeric-owner']);
-  fs.rmSync(tarball);
+  let source: TestImage['source'];
+  if (producer() === 'mmdebstrap') {
+    say('pxeherd vnfs build --debian bookworm');
+    const hook = path.join(o.dir, 'rev-hook');
+    fs.writeFileSync(hook, '#!/bin/sh\necho 1 > "$1/etc/pxeherd-test-rev"\n', { mode: 0o755 });
+    cli(['vnfs', 'build', o.name, '--debian', 'bookworm', '--hook', hook, '--comment', 'pxeherd e2e'], o.config);
+    source = 'vnfs build';
+  } else {
+    const tree = path.join(o.dir, 'tree');
+    fs.mkdirSync(tree);
+    hostPackagesTree(tree, say);
+    const deb = kernelDeb();
+    say(`kernel from ${path.basename(deb)}`);
+    execFileSync('sh', ['-c', 'dpkg-deb --fsys-tarfile "$1" | tar -C "$2" -xpf - --keep-directory-symlink --numeric-owner', 'sh', deb, tree], { stdio: ['ignore', 'ignore', 'inherit'] });
+    fs.writeFileSync(path.join(tree, 'etc/pxeherd-test-rev'), '1\n');
+    say('pxeherd vnfs import');
+    cli(['vnfs', 'import', o.name, tree, '--comment', 'pxeherd e2e (offline)'], o.config);
+    fs.rmSync(tree, { recursive: true, force: true });
+    source = 'vnfs import (offline)';
   }
-  say(`stage one with ${IMAGE_MODULES.join(' ')}`);
-  const s1 = path.join(o.dir, 'stage1');
-  const b = pxeherd(['stage1', 'build', '--no-register', '--out', s1, '--modules', IMAGE_MODULES.join(','), '--json'], { config: o.config });
-  if (b.code !== 0) throw new Error(`stage1 build failed: ${b.stderr}`);
-  const built = JSON.parse(b.stdout) as { kernelVersion?: string; kernel: string; initrd: string };
-  const kernelVersion = built.kernelVersion ?? 'unknown';
-  const revs: number[] = [];
-  for (let rev = 1; rev <= o.revs; rev++) {
-    fs.writeFileSync(path.join(tree, 'etc/pxeherd-test-rev'), `${rev}\n`);
-    const out = path.join(o.statedir, 'vnfs', o.name, `r${rev}`);
-    fs.mkdirSync(out, { recursive: true });
-    say(`r${rev}: mksquashfs`);
-    execFileSync('mksquashfs', [tree, path.join(out, 'rootfs.squashfs'), '-comp', 'zstd', '-noappend', '-quiet', '-no-progress'], { stdio: 'ignore' });
-    fs.copyFileSync(built.kernel, path.join(out, 'vmlinuz'));
-    fs.copyFileSync(built.initrd, path.join(out, 'initrd.img'));
-    const artifacts = Object.fromEntries(['vmlinuz', 'initrd.img', 'rootfs.squashfs'].map((f) => [f, sha(path.join(out, f))]));
-    const manifest = { vnfs: o.name, rev, parent: rev > 1 ? rev - 1 : null, arch: 'x86_64', source: 'debian:bookworm', comment: 'pxeherd test image', createdAt: Date.now(), kernel: kernelVersion, kernelVersions: [kernelVersion], artifacts, tree: { files: 0, bytes: 0 } };
-    fs.writeFileSync(path.join(out, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
-    revs.push(rev);
+  say('pxeherd vnfs exec (revision 2)');
+  cli(['vnfs', 'exec', o.name, '--', 'sh', '-c', 'echo 2 > /etc/pxeherd-test-rev'], o.config);
+  say(`revisions 1 and 2 in ${((Date.now() - t0) / 1000).toFixed(0)} s (${source})`);
+  return { name: o.name, revs: [1, 2], source };
+}
+
+/** The kernel package pxeherd's stage-one builder cached (offline image). */
+function kernelDeb(): string {
+  for (const dir of [path.join(process.env.HOME ?? '/root', '.cache/pxeherd/debs'), ARCHIVES]) {
+    try {
+      const f = fs.readdirSync(dir).filter((x) => /^linux-image-[0-9].*-amd64_.*\.deb$/.test(x) && !x.includes('-dbg')).sort().pop();
+      if (f) return path.join(dir, f);
+    } catch {
+      /* no such cache */
+    }
   }
-  fs.rmSync(tree, { recursive: true, force: true });
-  fs.rmSync(s1, { recursive: true, force: true });
-  say(`${o.revs} revision(s) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
-  const last = revs[revs.length - 1];
-  return { name: o.name, revs, kernel: `r${last}/vmlinuz`, initrd: `r${last}/initrd.img` };
+  throw new Error('no linux-image .deb cached: run "pxeherd stage1 build" once while the mirror is reachable');
 }
