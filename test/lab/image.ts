@@ -135,8 +135,11 @@ export interface TestImage {
   source: 'vnfs build' | 'vnfs import (offline)';
 }
 
+/** ARGS may end with `-- CMD...`: the config goes through the environment, --json before `--`. */
 function cli(args: string[], config: string): string {
-  const r = pxeherd([...args, '--json'], { config });
+  const dd = args.indexOf('--');
+  const full = dd < 0 ? [...args, '--json'] : [...args.slice(0, dd), '--json', ...args.slice(dd)];
+  const r = pxeherd(full, { env: { PXEHERD_CONFIG: config } });
   if (r.code !== 0) throw new Error(`pxeherd ${args.join(' ')} failed (exit ${r.code}): ${r.stderr.slice(-3000)}`);
   return r.stdout;
 }
