@@ -116,7 +116,12 @@ function hostPackagesTree(tree: string, say: (m: string) => void): void {
     execFileSync('sh', ['-c', `dpkg-deb --fsys-tarfile "$1" | tar -C "$2" -xpf - --keep-directory-symlink --numeric-owner`, 'sh', deb, tree], { stdio: ['ignore', 'ignore', 'inherit'] });
   }
   // What maintainer scripts would have made: the system users (sysusers makes the rest at boot).
-  for (const f of ['passwd', 'group', 'shadow', 'gshadow']) fs.copyFileSync(`/etc/${f}`, path.join(tree, 'etc', f));
+  for (const f of ['passwd', 'group']) fs.copyFileSync(`/etc/${f}`, path.join(tree, 'etc', f));
+  // The accounts, never this machine's password hashes: every password field locked.
+  for (const f of ['shadow', 'gshadow']) {
+    const locked = fs.readFileSync(`/etc/${f}`, 'utf8').replace(/^([^:\n]*):[^:\n]*:/gm, '$1:*:');
+    fs.writeFileSync(path.join(tree, 'etc', f), locked, { mode: 0o640 });
+  }
   fs.writeFileSync(path.join(tree, 'etc/fstab'), '# stateless: the root is a squashfs with a tmpfs overlay\n');
   fs.writeFileSync(path.join(tree, 'etc/hostname'), 'image\n');
   fs.writeFileSync(path.join(tree, 'etc/machine-id'), '');
