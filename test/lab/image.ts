@@ -1,0 +1,139 @@
+/**
+ * One minimal Debian image per test run, shared by every suite that needs a real root
+ * filesystem (vnfs exec/rollback/prune tests, the stateless boot e2e): built once with
+ * `pxeherd vnfs build` (mmdebstrap, ~80-200 s) into a cache keyed by the test runner's pid
+ * under os.tmpdir(), guarded by a lock so parallel suites wait for one build, and removed by a
+ * watcher once the runner exits. Suites never change the shared state directory: they take a
+ * hard-linked clone of it (`cloneSharedImage`), which costs seconds and no space, and is safe
+ * because revisions are immutable and every pxeherd write replaces a file instead of writing into it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { CLI } from '../helpers/cli.js';
+
+export const SHARED_IMAGE_NAME = 'deb12';
+export const SHARED_IMAGE_SUITE = 'bookworm';
+
+export interface SharedImage {
+  /** The shared (read-only!) state directory holding VNFS `name` with revision `rev`. */
+  statedir: string;
+  config: string;
+  name: string;
+  rev: number;
+  /** <statedir>/images/<name>/<rev>/tree */
+  tree: string;
+  /** Seconds the build took (0 when it came from the cache). */
+  buildSeconds: number;
+}
+
+function has(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+/** Why image tests cannot run here, or undefined. */
+export function imageToolsMissing(): string | undefined {
+  if (process.getuid?.() !== 0) return 'needs root (mmdebstrap --mode=root, overlay mounts, device nodes)';
+  for (const [cmd, pkg] of [
+    ['mmdebstrap', 'mmdebstrap'],
+    ['mksquashfs', 'squashfs-tools'],
+    ['getfattr', 'attr'],
+    ['unshare', 'util-linux'],
+    ['setpriv', 'util-linux'],
+  ]) {
+    if (!has(cmd!)) return `needs ${cmd} (Debian package ${pkg})`;
+  }
+  if (!fs.existsSync(CLI)) return `needs ${CLI}: run "npm run build"`;
+  return undefined;
+}
+
+/** PXEHERD_SHARED_IMAGE_DIR keeps the image across runs (developing a suite); it is then never removed. */
+const KEEP_DIR = process.env.PXEHERD_SHARED_IMAGE_DIR;
+
+function cacheRoot(): string {
+  // The test runner (node --test) is every suite's parent: one cache per `npm test` run.
+  return KEEP_DIR ? path.resolve(KEEP_DIR) : path.join(os.tmpdir(), `pxeherd-shared-image-${process.ppid}`);
+}
+
+function watchAndRemove(dir: string, pid: number): void {
+  // Removes the cache when the runner is gone, whichever suite built it.
+  const w = spawn('sh', ['-c', `while kill -0 ${pid} 2>/dev/null; do sleep 5; done; rm -rf "${dir}" "${dir}.lock"`], { detached: true, stdio: 'ignore' });
+  w.unref();
+}
+
+let memo: Promise<SharedImage> | undefined;
+
+/** The shared image, building it when no suite of this run has yet. */
+export function sharedDebianImage(): Promise<SharedImage> {
+  return (memo ??= obtain());
+}
+
+async function obtain(): Promise<SharedImage> {
+  const root = cacheRoot();
+  const done = path.join(root, 'done.json');
+  const lock = `${root}.lock`;
+  for (;;) {
+    if (fs.existsSync(done)) return { ...(JSON.parse(fs.readFileSync(done, 'utf8')) as SharedImage), buildSeconds: 0 };
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch {
+      // Another suite is building: wait for it (or take over when it died).
+      const pid = Number(fs.readFileSync(path.join(lock, 'pid'), { encoding: 'utf8', flag: 'a+' }) || 0);
+      if (pid && !alive(pid)) fs.rmSync(lock, { recursive: true, force: true });
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  fs.writeFileSync(path.join(lock, 'pid'), String(process.pid));
+  try {
+    fs.rmSync(root, { recursive: true, force: true });
+    fs.mkdirSync(root, { recursive: true });
+    if (!KEEP_DIR) watchAndRemove(root, process.ppid);
+    const statedir = path.join(root, 'var');
+    const config = path.join(root, 'pxeherd.yaml');
+    fs.writeFileSync(config, `statedir: ${statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { port: 0 }\n`);
+    const t0 = Date.now();
+    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+      p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      p.on('close', (code) => resolve({ code, out, err }));
+    });
+    if (r.code !== 0) throw new Error(`pxeherd vnfs build ${SHARED_IMAGE_NAME} --debian ${SHARED_IMAGE_SUITE} failed (exit ${r.code}): ${r.err.trim()}`);
+    const rev = (JSON.parse(r.out) as { rev: number }).rev;
+    const img: SharedImage = { statedir, config, name: SHARED_IMAGE_NAME, rev, tree: path.join(statedir, 'images', SHARED_IMAGE_NAME, String(rev), 'tree'), buildSeconds: Math.round((Date.now() - t0) / 1000) };
+    fs.writeFileSync(done, JSON.stringify(img));
+    return img;
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A private copy of the shared state directory in `dir` (hard links for trees and packed
+ * files, a real copy of the database), with a config; the suite may change it freely.
+ */
+export function cloneSharedImage(img: SharedImage, dir: string): { statedir: string; config: string } {
+  const statedir = path.join(dir, 'var');
+  fs.mkdirSync(statedir, { recursive: true });
+  for (const sub of ['images', 'vnfs']) {
+    const r = spawnSync('cp', ['-a', '-l', path.join(img.statedir, sub), statedir]);
+    if (r.status !== 0) throw new Error(`cp -al ${sub}: ${r.stderr}`);
+  }
+  for (const f of fs.readdirSync(img.statedir)) if (f.startsWith('pxeherd.db')) fs.copyFileSync(path.join(img.statedir, f), path.join(statedir, f));
+  const config = path.join(dir, 'pxeherd.yaml');
+  fs.writeFileSync(config, `statedir: ${statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { port: 0 }\n`);
+  return { statedir, config };
+}
