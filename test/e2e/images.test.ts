@@ -47,7 +47,11 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
   let config = '';
   let statedir = '';
   const name = 'deb12';
-  const cli = (args: string[]) => pxeherd(args, { config });
+  // --config goes before a command's `--`: after it, it would be part of the command run in the image.
+  const cli = (args: string[]) => {
+    const dd = args.indexOf('--');
+    return dd < 0 ? pxeherd(args, { config }) : pxeherd([...args.slice(0, dd), '--config', config, ...args.slice(dd)]);
+  };
 
   before(async () => {
     img = await sharedDebianImage();
@@ -113,7 +117,7 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
     assert.ok(fs.existsSync(path.join(tree, 'usr/bin/pxeherd-hello')), 'installed in the new revision');
     assert.match(fs.readFileSync(path.join(tree, 'var/lib/dpkg/status'), 'utf8'), /Package: pxeherd-test-hello\nStatus: install ok installed/);
     assert.ok(!fs.existsSync(path.join(img.tree, 'usr/bin/pxeherd-hello')), 'the parent revision is untouched');
-    assert.ok(!fs.existsSync(path.join(tree, 'tmp/p.deb')));
+    assert.ok(!fs.existsSync(path.join(tree, 'tmp/p.deb')), 'the package file was removed');
     // Nothing of the exec's mounts is committed.
     assert.deepEqual(fs.readdirSync(path.join(tree, 'proc')), []);
     assert.deepEqual(fs.readdirSync(path.join(tree, 'sys')), []);
@@ -139,7 +143,7 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
     assert.deepEqual(json<{ revisions: unknown[] }>(cli(['vnfs', 'revisions', name, '--json']), 'revisions').revisions, revsBefore);
     assert.deepEqual(fs.readdirSync(path.join(statedir, 'images', name)).sort(), filesBefore, 'no staging directory left');
     const cur = json<{ currentRev: number }>(cli(['vnfs', 'show', name, '--json']), 'show').currentRev;
-    assert.ok(fs.existsSync(path.join(statedir, 'images', name, String(cur), 'tree/usr/bin/sh')));
+    assert.ok(fs.existsSync(path.join(statedir, 'images', name, String(cur), 'tree/usr/bin/sh')), 'the current revision still has /usr/bin/sh');
   });
 
   test('a one-file change costs about that file: every other file is a hard link to the parent\'s', () => {
@@ -160,22 +164,22 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
 
   test('rollback makes the previous revision current; a pinned node keeps its revision through prune, which says why', () => {
     const revs = json<{ revisions: { rev: number; current: boolean }[] }>(cli(['vnfs', 'revisions', name, '--json']), 'revisions').revisions;
-    assert.ok(revs.length >= 3);
+    assert.ok(revs.length >= 3, `three revisions or more, not ${revs.length}`);
     const first = revs[0]!.rev;
     const last = revs[revs.length - 1]!.rev;
     assert.equal(cli(['node', 'add', '52:54:00:16:00:01', 'n0001', '--vnfs', `${name}@${first}`]).code, 0);
     assert.equal(cli(['node', 'add', '52:54:00:16:00:02', 'n0002', '--vnfs', `${name}@999`]).code, 2, 'a pin to a revision that does not exist is refused');
     const rb = json<{ from: number; to: number }>(cli(['vnfs', 'rollback', name, '--json']), 'rollback');
     assert.equal(rb.from, last);
-    assert.ok(rb.to < last);
+    assert.ok(rb.to < last, 'rolled back to an older revision');
     const pr = json<{ removed: { rev: number }[]; kept: { rev: number; why: string[] }[] }>(cli(['vnfs', 'prune', name, '--keep', '0', '--json']), 'prune');
     const kept = new Map(pr.kept.map((k) => [k.rev, k.why.join('; ')]));
     assert.match(kept.get(rb.to) ?? '', /current/);
     assert.match(kept.get(first) ?? '', /pinned by n0001/);
-    assert.ok(pr.removed.length >= 1);
+    assert.ok(pr.removed.length >= 1, 'prune removed something');
     for (const r of pr.removed) {
-      assert.ok(!fs.existsSync(path.join(statedir, 'images', name, String(r.rev))));
-      assert.ok(!fs.existsSync(path.join(statedir, 'vnfs', name, `r${r.rev}`)));
+      assert.ok(!fs.existsSync(path.join(statedir, 'images', name, String(r.rev))), `tree of r${r.rev} removed`);
+      assert.ok(!fs.existsSync(path.join(statedir, 'vnfs', name, `r${r.rev}`)), `files of r${r.rev} removed`);
     }
     // The pinned node boots r<first>; the rest boot the current revision.
     const s = Store.open(statedir);
@@ -206,7 +210,7 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
       }
     }
     assert.deepEqual(fs.readdirSync(statedir).sort(), before);
-    assert.ok(!fs.existsSync(path.join(dir, 'x')));
+    assert.ok(!fs.existsSync(path.join(dir, 'x')), 'nothing created outside the state directory');
     assert.equal(cli(['vnfs', 'build', 'ok', '--debian', 'bookworm;rm']).code, 2, 'a hostile suite is refused');
     assert.equal(cli(['vnfs', 'build', 'ok', '--debian', 'bookworm', '--packages', 'a b,--foo']).code, 2, 'a hostile package name is refused');
   });

@@ -201,3 +201,17 @@ test('manifest JSON has a stable key order and round-trips', () => {
   assert.deepEqual(parseManifest(text).artifacts, { vmlinuz: { sha256: 'cd', size: 1 }, 'rootfs.squashfs': { sha256: 'ab', size: 3 } });
   assert.throws(() => parseManifest('{"x":1}'), /not an image manifest/);
 });
+
+test('boot context of a revision: URLs keep r<REV>/ as a path, the initrd name is flat for UEFI stubs', async () => {
+  const { buildContext } = await import('../../src/boot/decide.js');
+  const node = nodeRecord({ mac: 'aa:bb:cc:dd:ee:ff', name: 'n1', vnfs: 'd@3' });
+  const vnfs: Vnfs = { name: 'd', kernel: 'r3/vmlinuz', initrd: 'r3/initrd.img', cmdline: '', attrs: {}, createdAt: 0, currentRev: 7 };
+  const decision = decideBoot(node, { autoRegister: true, defaultVnfs: '', discoveryVnfs: 'stage1' });
+  const ctx = buildContext({ decision, mac: node.mac, node, attrs: {}, vnfs, rev: 3, server: { address: '10.0.0.1', httpPort: 8080 }, token: '' });
+  assert.equal(ctx.vnfs.kernelUrl, 'http://10.0.0.1:8080/vnfs/d/r3/vmlinuz?mac=aa-bb-cc-dd-ee-ff');
+  assert.equal(ctx.vnfs.initrdUrl, 'http://10.0.0.1:8080/vnfs/d/r3/initrd.img?mac=aa-bb-cc-dd-ee-ff');
+  assert.equal(ctx.vnfs.initrdName, 'initrd.img');
+  assert.equal(ctx.vnfs.rev, '3');
+  assert.equal(ctx.vnfs.rootfs, true);
+  assert.equal(ctx.vnfs.revUrl, 'http://10.0.0.1:8080/vnfs/d/r3');
+});
