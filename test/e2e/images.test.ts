@@ -90,6 +90,29 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
     assert.equal(show.initrd, `r${r.rev}/initrd.img`);
   });
 
+  test('the squashfs keeps file capabilities, setuid bits, owners and hard links', () => {
+    const mnt = path.join(dir, 'mnt');
+    fs.mkdirSync(mnt, { recursive: true });
+    const sq = path.join(statedir, 'vnfs', name, `r${img.rev}`, 'rootfs.squashfs');
+    const m = spawnSync('mount', ['-o', 'loop,ro', '-t', 'squashfs', sq, mnt], { encoding: 'utf8' });
+    assert.equal(m.status, 0, m.stderr);
+    try {
+      const cap = (root: string) => spawnSync('getfattr', ['-h', '-n', 'security.capability', '-e', 'hex', '--absolute-names', path.join(root, 'usr/bin/ping')], { encoding: 'utf8' }).stdout.trim().split('\n').pop();
+      assert.match(cap(img.tree) ?? '', /^security\.capability=0x/, 'the image has ping with a file capability');
+      assert.equal(cap(mnt), cap(img.tree), 'the squashfs keeps it');
+      const passwd = fs.statSync(path.join(mnt, 'usr/bin/passwd'));
+      assert.equal(passwd.mode & 0o4000, 0o4000, 'setuid kept');
+      assert.equal(passwd.uid, 0);
+      const shadow = fs.statSync(path.join(mnt, 'etc/shadow'));
+      assert.equal(shadow.gid, fs.statSync(path.join(img.tree, 'etc/shadow')).gid, 'group owner kept (shadow)');
+      const ino = (root: string, f: string) => fs.statSync(path.join(root, f)).ino;
+      assert.equal(ino(img.tree, 'usr/bin/perl'), ino(img.tree, 'usr/bin/perl5.36.0'), 'Debian ships perl5.36.0 as a hard link of perl');
+      assert.equal(ino(mnt, 'usr/bin/perl'), ino(mnt, 'usr/bin/perl5.36.0'), 'the squashfs keeps it one inode');
+    } finally {
+      spawnSync('umount', [mnt]);
+    }
+  });
+
   test('the squashfs is reproducible: packing the same tree again gives the same sha256', async () => {
     const m = json<{ revisions: { artifacts: Record<string, { sha256: string }> }[] }>(cli(['vnfs', 'revisions', name, '--json']), 'revisions');
     const out = path.join(dir, 'again.squashfs');
