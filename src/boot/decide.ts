@@ -87,6 +87,8 @@ export interface BootContext {
     cmdline: string;
     kernelUrl: string;
     initrdUrl: string;
+    /** The initrd's file name without directories (iPXE's `initrd --name` and the kernel's initrd=: UEFI stubs look it up flat). */
+    initrdName: string;
     /** http://A:P/vnfs/NAME */
     baseUrl: string;
     attrs: Record<string, string>;
@@ -108,6 +110,10 @@ export interface BootContext {
 
 function hostPort(s: ServerInfo): string {
   return s.httpPort === 80 ? s.address : `${s.address}:${s.httpPort}`;
+}
+
+function encodePath(p: string): string {
+  return p.split('/').map(encodeURIComponent).join('/');
 }
 
 /** Kernel arguments are space separated: a value with blanks would split into two arguments. */
@@ -167,8 +173,10 @@ export function buildContext(args: {
       kernel: vnfs?.kernel ?? '',
       initrd: vnfs?.initrd ?? '',
       cmdline: vnfs?.cmdline ?? '',
-      kernelUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.kernel)}${q('')}` : '',
-      initrdUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
+      // Per segment: a revision's files are r<REV>/vmlinuz, and an encoded '/' is no path separator.
+      kernelUrl: vnfs ? `${vBase}/${encodePath(vnfs.kernel)}${q('')}` : '',
+      initrdUrl: vnfs ? `${vBase}/${encodePath(vnfs.initrd)}${q('')}` : '',
+      initrdName: vnfs ? vnfs.initrd.split('/').pop()! : '',
       baseUrl: vBase,
       attrs: vnfs?.attrs ?? {},
       rev: args.rev !== undefined ? String(args.rev) : '',

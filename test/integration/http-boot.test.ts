@@ -81,11 +81,11 @@ test('a provisioning node gets an iPXE script with kernel, initrd=<name>, initrd
   const lines = r.text.split('\n');
   assert.equal(lines[0], '#!ipxe');
   const kernel = lines.find((l) => l.startsWith('kernel '))!;
-  assert.ok(kernel.startsWith('kernel http://10.81.0.1:18110/vnfs/centos/vmlinuz-c?mac=52-54-00-00-01-01 initrd=initrd.img root=live:x rd.shell=0 quiet ip=dhcp '), kernel);
+  assert.ok(kernel.startsWith('kernel http://10.81.0.1:18110/vnfs/centos/vmlinuz-c?mac=52-54-00-00-01-01 initrd=initrd-c.img root=live:x rd.shell=0 quiet ip=dhcp '), kernel);
   assert.match(kernel, / pxeherd\.url=http:\/\/10\.81\.0\.1:18110\/provision\/init /);
   assert.match(kernel, / pxeherd\.mac=52-54-00-00-01-01 /);
   assert.ok(!kernel.includes('&#x3D;') && !kernel.includes('&amp;'), 'no HTML escaping in the command line');
-  assert.ok(lines.includes('initrd --name initrd.img http://10.81.0.1:18110/vnfs/centos/initrd-c.img?mac=52-54-00-00-01-01'));
+  assert.ok(lines.includes('initrd --name initrd-c.img http://10.81.0.1:18110/vnfs/centos/initrd-c.img?mac=52-54-00-00-01-01'));
   assert.equal(lines.filter((l) => l.trim() !== '').at(-1), 'boot');
   // The token in the command line is valid for this MAC only.
   const token = /pxeherd\.token=(\S+)/.exec(kernel)![1]!;
