@@ -9,7 +9,8 @@ import type { NodeFormat } from '../nodes/io.js';
 import type { Node } from '../nodes/types.js';
 import { HttpError, errorResponse } from './errors.js';
 import type { AdminAuth, Role } from './auth.js';
-import type { AdminDeps } from './deps.js';
+import { imagesOf, type AdminDeps } from './deps.js';
+import { revisionJson } from '../images/json.js';
 import { sseStream } from './sse.js';
 import { nodeExtras } from '../inventory/context.js';
 import { planForNode } from '../install/node-plan.js';
@@ -472,6 +473,20 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
       }
     });
     res.json(vnfsJson(vnfsOr404(v.name)));
+  });
+  r.get('/vnfs/:vnfs/revisions', (req, res) => {
+    const v = vnfsOr404(req.params.vnfs as string);
+    const images = imagesOf(deps);
+    const revs = images.revisions(v.name);
+    const usage = revs.length ? new Map(images.usage(v.name).revisions.map((u) => [u.rev, u])) : new Map();
+    res.json({ vnfs: v.name, current: v.currentRev ?? null, revisions: revs.map((x) => revisionJson(x, usage.get(x.rev))) });
+  });
+  r.post('/vnfs/:vnfs/rollback', async (req, res) => {
+    const v = vnfsOr404(req.params.vnfs as string);
+    const b = bodyObject(req);
+    onlyKeys(b, ['rev']);
+    if (b.rev !== undefined && !(Number.isInteger(b.rev) && (b.rev as number) > 0)) throw new HttpError(400, 'rev must be a revision number (1, 2, ...)', 'rev');
+    res.json(await imagesOf(deps).rollback(v.name, b.rev as number | undefined));
   });
   r.delete('/vnfs/:vnfs', (req, res) => {
     const name = req.params.vnfs as string;

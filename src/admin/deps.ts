@@ -2,6 +2,7 @@ import type { Store } from '../store/store.js';
 import type { NodeService } from '../nodes/service.js';
 import type { Node } from '../nodes/types.js';
 import type { AdminTokens } from './tokens.js';
+import { ImageService } from '../images/service.js';
 
 /** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
 export interface ScriptsApi {
@@ -31,9 +32,16 @@ export interface AdminDeps {
   metricsPublic?: boolean;
   scripts?: ScriptsApi;
   explain?: (mac: string, opts: ExplainOptions) => unknown | Promise<unknown>;
+  /** VNFS revisions and rollback (default: an ImageService over store and the service's state directory). */
+  images?: ImageService;
   /** Where the handlebars pages are (default: the package's templates/ui). */
   templatesDir?: string;
   now?: () => number;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
+}
+
+/** The image service the API and UI use: the one given, or one over the store (rollback and listings need no templates). */
+export function imagesOf(deps: AdminDeps): ImageService {
+  return (deps.images ??= new ImageService({ store: deps.store, statedir: deps.service.statedir, templatesDirs: [], events: deps.store.events }));
 }

@@ -1,5 +1,6 @@
 import { InvalidInput } from '../nodes/mac.js';
 import { NotFound } from '../nodes/select.js';
+import { ImageError } from '../images/errors.js';
 
 /** An answer other than 200 with a message for the client; `field` names the offending input. */
 export class HttpError extends Error {
@@ -26,6 +27,7 @@ export function errorResponse(e: unknown, defaultField?: string): { status: numb
   if (e instanceof HttpError) return { status: e.status, body: withField(e.message, e.field) };
   if (e instanceof InvalidInput) return { status: 400, body: withField(e.message, e.field ?? defaultField) };
   if (e instanceof NotFound) return { status: 404, body: withField(e.message) };
+  if (e instanceof ImageError) return { status: 400, body: withField(e.message, e.entry) };
   // body-parser's errors carry a status and a type.
   const be = e as { status?: number; type?: string; message?: string };
   if (be && typeof be === 'object' && be.type === 'entity.parse.failed') {

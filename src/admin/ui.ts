@@ -2,7 +2,7 @@ import express, { type Request, type Response, type NextFunction, type Router } 
 import { eventJson } from '../nodes/json.js';
 import { BOOT_MODES, type Node } from '../nodes/types.js';
 import type { AdminAuth, Role } from './auth.js';
-import type { AdminDeps } from './deps.js';
+import { imagesOf, type AdminDeps } from './deps.js';
 import { errorResponse, HttpError } from './errors.js';
 import { buildTimeline, nodeEvents, summarize, isFailure } from './timeline.js';
 import { Views } from './views.js';
@@ -156,9 +156,50 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     page(res, 200, 'groups', 'Groups', { groups });
   });
 
-  r.get('/ui/vnfs', (_req, res) => {
-    const vnfs = store.vnfs.list().map((v) => ({ ...v, attrs: Object.entries(v.attrs).map(([key, value]) => ({ key, value })) }));
-    page(res, 200, 'vnfs', 'VNFS', { vnfs });
+  r.get('/ui/vnfs', (req, res) => {
+    const images = imagesOf(deps);
+    const mib = (b: number | undefined) => (b === undefined ? '-' : `${(b / 1048576).toFixed(1)} MiB`);
+    const vnfs = store.vnfs.list().map((v) => ({
+      ...v,
+      rooted: v.currentRev !== null && v.currentRev !== undefined,
+      attrs: Object.entries(v.attrs).map(([key, value]) => ({ key, value })),
+      revisions: images
+        .revisions(v.name)
+        .reverse()
+        .map((r) => ({
+          rev: r.rev,
+          parent: r.parent ?? '-',
+          current: r.current,
+          source: r.source,
+          comment: r.comment,
+          created: new Date(r.createdAt).toISOString().replace('T', ' ').slice(0, 19),
+          kernel: r.manifest.kernel || '-',
+          squashfs: mib(r.manifest.artifacts['rootfs.squashfs']?.size),
+          nodes: r.nodes.join(', ') || '-',
+        })),
+    }));
+    const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
+    page(res, 200, 'vnfs', 'VNFS', { vnfs, changed });
+  });
+
+  r.post('/ui/vnfs/:vnfs', express.urlencoded({ extended: false, limit: '4kb' }), async (req, res) => {
+    const role = res.locals.role as Role;
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== `http://${req.headers.host}`) return message(res, 403, 'Refused', `cross-origin form post from ${origin} refused`);
+    const site = req.headers['sec-fetch-site'];
+    if (site !== undefined && site !== 'same-origin') return message(res, 403, 'Refused', `form post from a ${site} page refused`);
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (!auth.checkCsrf(role, body.csrf)) return message(res, 403, 'Refused', 'the form is stale or did not come from this page (CSRF check failed): reload the page and try again');
+    if (role !== 'admin') return message(res, 403, 'Read-only', 'this session uses the read-only token: changes need the admin token');
+    try {
+      if (body.action !== 'rollback') throw new HttpError(400, `unknown action "${String(body.action)}": use rollback`, 'action');
+      if (typeof body.rev !== 'string' || !/^[1-9][0-9]*$/.test(body.rev)) throw new HttpError(400, 'rev must be a revision number', 'rev');
+      const r = await imagesOf(deps).rollback(req.params.vnfs as string, Number(body.rev));
+      res.redirect(303, `/ui/vnfs?changed=${encodeURIComponent(`${r.vnfs}: revision ${r.to} is current (was ${r.from})`)}`);
+    } catch (e) {
+      const { status, body: b } = errorResponse(e);
+      message(res, status, 'Not changed', b.error);
+    }
   });
 
   r.get('/ui/events', (_req, res) => {

@@ -90,6 +90,8 @@ export interface BootContext {
     /** The URLs' path and query (/vnfs/NAME/FILE?mac=...): GRUB names the server apart, (http,A:P)PATH. */
     kernelPath: string;
     initrdPath: string;
+    /** The initrd's file name without directories (iPXE's `initrd --name` and the kernel's initrd=: UEFI stubs look it up flat). */
+    initrdName: string;
     /** http://A:P/vnfs/NAME */
     baseUrl: string;
     attrs: Record<string, string>;
@@ -111,6 +113,10 @@ export interface BootContext {
 
 function hostPort(s: ServerInfo): string {
   return s.httpPort === 80 ? s.address : `${s.address}:${s.httpPort}`;
+}
+
+function encodePath(p: string): string {
+  return p.split('/').map(encodeURIComponent).join('/');
 }
 
 /** Kernel arguments are space separated: a value with blanks would split into two arguments. */
@@ -170,10 +176,12 @@ export function buildContext(args: {
       kernel: vnfs?.kernel ?? '',
       initrd: vnfs?.initrd ?? '',
       cmdline: vnfs?.cmdline ?? '',
-      kernelUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.kernel)}${q('')}` : '',
-      initrdUrl: vnfs ? `${vBase}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
-      kernelPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodeURIComponent(vnfs.kernel)}${q('')}` : '',
-      initrdPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodeURIComponent(vnfs.initrd)}${q('')}` : '',
+      // Per segment: a revision's files are r<REV>/vmlinuz, and an encoded '/' is no path separator.
+      kernelUrl: vnfs ? `${vBase}/${encodePath(vnfs.kernel)}${q('')}` : '',
+      initrdUrl: vnfs ? `${vBase}/${encodePath(vnfs.initrd)}${q('')}` : '',
+      kernelPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodePath(vnfs.kernel)}${q('')}` : '',
+      initrdPath: vnfs ? `/vnfs/${encodeURIComponent(vnfs.name)}/${encodePath(vnfs.initrd)}${q('')}` : '',
+      initrdName: vnfs ? vnfs.initrd.split('/').pop()! : '',
       baseUrl: vBase,
       attrs: vnfs?.attrs ?? {},
       rev: args.rev !== undefined ? String(args.rev) : '',

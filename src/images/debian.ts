@@ -143,7 +143,9 @@ export async function debootstrapInto(tree: string, o: DebianBuildOptions): Prom
     if (r.code !== 0) {
       const unknown = /Unable to locate package (\S+)|E: Package '([^']+)' has no installation candidate/.exec(r.stderr);
       if (unknown) throw new ImageError(`Debian ${o.suite} has no package "${unknown[1] ?? unknown[2]}": check --packages`, unknown[1] ?? unknown[2]);
-      throw new ImageError(`mmdebstrap ${o.suite} failed (${r.signal ?? `exit ${r.code}`}): ${tail(r.stderr)}`);
+      // Not the admin's input: the network, the mirror or the disk (exit 1).
+      const net = /Temporary failure resolving|Could not resolve|apt-get update .* failed|Failed to fetch/.test(r.stderr) ? ' (apt could not reach the mirrors in this machine\'s apt sources: check the network and "apt-get update" on the master)' : '';
+      throw new Error(`mmdebstrap ${o.suite} failed (${r.signal ?? `exit ${r.code}`}): ${tail(r.stderr)}${net}`);
     }
     return { packages };
   } finally {

@@ -23,6 +23,11 @@ export class NodeService {
     private readonly queryContext: QueryContext = {},
   ) {}
 
+  /** The state directory (images, VNFS files) this service works in. */
+  get statedir(): string {
+    return this.config.statedir;
+  }
+
   get policy(): NamingPolicy {
     const n = this.config.nodes;
     return { pattern: n.name_pattern, firstNumber: n.first_number, defaultGroup: n.default_group, defaultVnfs: n.default_vnfs };

@@ -1,7 +1,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { nameError } from '../nodes/names.js';
 import type { TarEntry } from './tar.js';
 
@@ -16,6 +17,10 @@ export const HOST_KEY_TYPES = ['ed25519', 'ecdsa', 'rsa'] as const;
 
 export class IdentityError extends Error {}
 
+const execFileP = promisify(execFile);
+/** One generation per node at a time, shared by concurrent requests. */
+const inFlight = new Map<string, Promise<string>>();
+
 export function identityDir(statedir: string, node: string): string {
   const bad = nameError('node', node);
   if (bad) throw new IdentityError(bad);
@@ -23,12 +28,22 @@ export function identityDir(statedir: string, node: string): string {
 }
 
 /**
- * Create what is missing of a node's identity. Made in a temporary directory and renamed
- * into place, so two requests at once end with one identity (the loser's is thrown away).
+ * Create what is missing of a node's identity (ssh-keygen runs as a child process: the
+ * server's event loop keeps answering other nodes meanwhile). Made in a temporary directory
+ * and renamed into place, so two processes at once end with one identity.
  */
-export function ensureIdentity(statedir: string, node: string): string {
+export function ensureIdentity(statedir: string, node: string): Promise<string> {
   const dir = identityDir(statedir, node);
-  if (complete(dir)) return dir;
+  if (complete(dir)) return Promise.resolve(dir);
+  let p = inFlight.get(dir);
+  if (!p) {
+    p = makeIdentity(dir, node).finally(() => inFlight.delete(dir));
+    inFlight.set(dir, p);
+  }
+  return p;
+}
+
+async function makeIdentity(dir: string, node: string): Promise<string> {
   fs.mkdirSync(path.dirname(dir), { recursive: true, mode: 0o700 });
   const tmp = `${dir}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   fs.mkdirSync(tmp, { mode: 0o700 });
@@ -39,16 +54,16 @@ export function ensureIdentity(statedir: string, node: string): string {
       const key = path.join(tmp, `ssh_host_${t}_key`);
       if (fs.existsSync(key)) continue;
       try {
-        execFileSync('ssh-keygen', ['-q', '-t', t, '-N', '', '-C', `root@${node}`, '-f', key], { stdio: ['ignore', 'ignore', 'pipe'] });
+        await execFileP('ssh-keygen', ['-q', '-t', t, '-N', '', '-C', `root@${node}`, '-f', key]);
       } catch (e) {
-        const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
+        const err = e as NodeJS.ErrnoException & { stderr?: string };
         if (err.code === 'ENOENT') throw new IdentityError('ssh-keygen not found: install openssh-client (Debian) to make node host keys');
-        throw new IdentityError(`ssh-keygen -t ${t} for ${node} failed: ${err.stderr?.toString().trim() || err.message}`);
+        throw new IdentityError(`ssh-keygen -t ${t} for ${node} failed: ${String(err.stderr ?? '').trim() || err.message}`);
       }
     }
     const mid = path.join(tmp, 'machine-id');
     if (!fs.existsSync(mid)) fs.writeFileSync(mid, crypto.randomBytes(16).toString('hex') + '\n', { mode: 0o644 });
-    if (complete(dir)) return dir; // another request finished first
+    if (complete(dir)) return dir; // another process finished first
     fs.rmSync(dir, { recursive: true, force: true });
     try {
       fs.renameSync(tmp, dir);
@@ -101,8 +116,13 @@ export function passwordHashError(s: string): string | undefined {
  * The identity bundle stage one unpacks into a staging directory: the host keys (root-owned,
  * private keys 0600), machine-id, and the root password hash when the attribute is set.
  */
-export function identityEntries(statedir: string, node: string, attrs: Record<string, string>): TarEntry[] {
-  const dir = ensureIdentity(statedir, node);
+export async function identityEntries(statedir: string, node: string, attrs: Record<string, string>): Promise<TarEntry[]> {
+  const hash = attrs.root_password_hash;
+  if (hash) {
+    const err = passwordHashError(hash);
+    if (err) throw new IdentityError(err);
+  }
+  const dir = await ensureIdentity(statedir, node);
   const root = { uid: 0, gid: 0 };
   const entries: TarEntry[] = [{ path: 'etc', type: 'dir', mode: 0o755, ...root }, { path: 'etc/ssh', type: 'dir', mode: 0o755, ...root }];
   for (const t of HOST_KEY_TYPES) {
@@ -110,10 +130,7 @@ export function identityEntries(statedir: string, node: string, attrs: Record<st
     entries.push({ path: `etc/ssh/ssh_host_${t}_key.pub`, type: 'file', mode: 0o644, ...root, data: fs.readFileSync(path.join(dir, `ssh_host_${t}_key.pub`)) });
   }
   entries.push({ path: 'etc/machine-id', type: 'file', mode: 0o444, ...root, data: fs.readFileSync(path.join(dir, 'machine-id')) });
-  const hash = attrs.root_password_hash;
   if (hash) {
-    const err = passwordHashError(hash);
-    if (err) throw new IdentityError(err);
     entries.push({ path: 'root-password.hash', type: 'file', mode: 0o600, ...root, data: Buffer.from(hash + '\n') });
   }
   return entries;

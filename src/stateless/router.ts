@@ -74,11 +74,11 @@ const NUMERIC = new Set(['rev', 'bytes', 'ms', 'tries', 'changed']);
 export function nodeFilesRouter(deps: NodeFilesDeps): Router {
   const router = Router();
 
-  router.get('/node/identity.tar', (req: Request, res: Response) => {
+  router.get('/node/identity.tar', async (req: Request, res: Response) => {
     const c = checkNodeRequest(deps, 'identity', req.query as Record<string, unknown>, req.socket.remoteAddress);
     if (!c.ok) return refuse(res, c.status, c.reason);
     try {
-      const body = writeTar(identityEntries(deps.statedir, c.node.name, deps.attrsFor(c.node)));
+      const body = writeTar(await identityEntries(deps.statedir, c.node.name, deps.attrsFor(c.node)));
       deps.events.record({ mac: c.node.mac, node: c.node.name, kind: 'node.identity', detail: { bytes: body.length } });
       sendTar(res, body);
     } catch (e) {

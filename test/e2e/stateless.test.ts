@@ -14,7 +14,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
 import { startVm, labAccel, type Vm } from '../lab/qemu.js';
-import { buildTestImage, imageUnavailable } from '../lab/image.js';
+import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
+import { buildOfflineImage, offlineImageUnavailable, mirrorReachable, cli as imageCli } from '../lab/offline-image.js';
 import { CLI, pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
@@ -23,8 +24,11 @@ import type { ChildProcess } from 'node:child_process';
 const why =
   labUnavailable(['qemu-system-x86_64', 'busybox', 'ssh-keygen']) ??
   (fs.existsSync('/usr/lib/ipxe/qemu/pxe-e1000.rom') ? undefined : 'needs ipxe-qemu (Debian package)') ??
-  imageUnavailable();
+  (mirrorReachable() ? imageToolsMissing() : offlineImageUnavailable());
+const NAME = SHARED_IMAGE_NAME;
 const BOOT_MS = Number(process.env.PXEHERD_E2E_OS_BOOT_MS ?? 900_000);
+// The squashfs is held in RAM (tmpfs) beside the overlay's writes.
+const MEM_MB = Number(process.env.PXEHERD_E2E_OS_MEM_MB ?? 1536);
 const say = (m: string) => process.stderr.write(`# stateless: ${m}\n`);
 
 interface Ctx {
@@ -33,6 +37,24 @@ interface Ctx {
   config: string;
   statedir: string;
   server?: ChildProcess;
+  rev1: number;
+  rev2: number;
+}
+
+function writeConfig(c: Ctx): void {
+  fs.writeFileSync(
+      c.config,
+      `statedir: ${c.statedir}
+interface: br0
+address: ${c.lab.serverIp}
+dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
+tftp: { port: 69 }
+http: { port: 8080 }
+provisiond: { port: 0 }
+admin: { port: 0 }
+nodescripts: { timeout_seconds: 60 }
+`,
+    );
 }
 
 function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
@@ -65,7 +87,7 @@ async function exec(c: Ctx, node: string, command: string[]): Promise<{ code: nu
 /** Boot a machine until its OS checked in (state ready + node.checkin first); the VM keeps running. */
 async function bootToOs(c: Ctx, o: { name: string; mac: string; firmware: 'bios' | 'uefi'; node: string }): Promise<{ vm: Vm; seconds: number }> {
   const since = Date.now();
-  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: o.firmware, memMb: 1024, dir: c.dir });
+  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir });
   try {
     await vm.waitForConsole(/pxeherd-stage1: switching root to \/newroot \(\/sbin\/init\)/, BOOT_MS);
     say(`${o.name}: switch_root after ${((Date.now() - vm.started) / 1000).toFixed(0)} s`);
@@ -110,27 +132,30 @@ describe('stateless boot of a Debian image in QEMU', { skip: why, concurrency: f
     c.config = path.join(c.dir, 'pxeherd.yaml');
     fs.mkdirSync(c.statedir, { recursive: true });
     c.lab = createLab({ name: 'phos' });
-    fs.writeFileSync(
-      c.config,
-      `statedir: ${c.statedir}
-interface: br0
-address: ${c.lab.serverIp}
-dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
-tftp: { port: 69 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-nodescripts: { timeout_seconds: 60 }
-`,
-    );
-    const img = buildTestImage({ dir: c.dir, statedir: c.statedir, config: c.config, name: 'deb', revs: 2 });
-    sha2 = (JSON.parse(fs.readFileSync(path.join(c.statedir, 'vnfs/deb/r2/manifest.json'), 'utf8')) as { artifacts: Record<string, { sha256: string }> }).artifacts['rootfs.squashfs']!.sha256;
-    withStore(c, (s) => s.vnfs.put({ name: 'deb', kernel: img.kernel, initrd: img.initrd, cmdline: STAGE1_CMDLINE }));
+    writeConfig(c);
+    // The images branch's shared image (vnfs build, once per run), cloned; offline, the same
+    // through vnfs import of this machine's packages. The next revision is made by vnfs exec.
+    if (mirrorReachable()) {
+      const img = await sharedDebianImage();
+      cloneSharedImage(img, c.dir);
+      say(`shared image ${img.name} r${img.rev} (${img.buildSeconds ? `built in ${img.buildSeconds} s` : 'from this run\'s cache'})`);
+    } else {
+      buildOfflineImage({ dir: c.dir, config: c.config, name: NAME });
+      say(`offline image ${NAME} (vnfs import of this machine's Debian packages)`);
+    }
+    writeConfig(c);
+    const revs = (JSON.parse(imageCli(['vnfs', 'revisions', NAME], c.config)) as { rev: number }[] | { revisions: { rev: number }[] });
+    const list = Array.isArray(revs) ? revs : revs.revisions;
+    c.rev1 = Math.max(...list.map((r) => r.rev));
+    imageCli(['vnfs', 'exec', NAME, '--', 'sh', '-c', 'echo next > /etc/pxeherd-test-rev'], c.config);
+    c.rev2 = c.rev1 + 1;
+    sha2 = (JSON.parse(fs.readFileSync(path.join(c.statedir, `vnfs/${NAME}/r${c.rev2}/manifest.json`), 'utf8')) as { artifacts: Record<string, { sha256: string }> }).artifacts['rootfs.squashfs']!.sha256;
+    assert.equal(pxeherd(['vnfs', 'set', NAME, 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
     for (const [mac, name] of [
       ['52:54:00:e2:10:01', 'n0000'],
       ['52:54:00:e2:10:02', 'n0001'],
     ]) {
-      const r = pxeherd(['node', 'add', mac, name, '--vnfs', 'deb', '--set', 'checkin_interval=10'], { config: c.config });
+      const r = pxeherd(['node', 'add', mac, name, '--vnfs', NAME, '--set', 'checkin_interval=10'], { config: c.config });
       assert.equal(r.code, 0, r.stderr);
     }
     const log = path.join(c.dir, 'server.log');
@@ -156,7 +181,7 @@ nodescripts: { timeout_seconds: 60 }
       assert.equal(facts.code, 0, facts.err);
       const [hostname, rev, addr, pub, mid] = facts.out.split('\n');
       assert.equal(hostname, 'n0000');
-      assert.equal(rev, '2', 'the current revision');
+      assert.equal(rev, 'next', `the current revision (r${c.rev2})`);
       assert.ok(addr!.includes(` ${node.ip}/24 `), `the node's address ${node.ip} (${addr})`);
       assert.equal(pub!.trim(), fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/ssh_host_ed25519_key.pub'), 'utf8').trim(), 'the host key the master keeps');
       assert.equal(mid, fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/machine-id'), 'utf8').trim());
@@ -174,44 +199,46 @@ nodescripts: { timeout_seconds: 60 }
     }
   });
 
-  test('after a rollback to revision 1 a reboot runs revision 1, with the same host key', async () => {
-    // TODO(integrator): `pxeherd vnfs rollback deb` once the images branch has it; a pin does the same here.
-    assert.equal(pxeherd(['node', 'set', 'attr.vnfs_rev=1', 'n0000'], { config: c.config }).code, 0);
+  test('after vnfs rollback a reboot runs revision 1, with the same host key', async () => {
+    const rb = pxeherd(['vnfs', 'rollback', NAME], { config: c.config });
+    assert.equal(rb.code, 0, rb.stderr);
     const { vm } = await bootToOs(c, { name: 'bios-r1', mac: '52:54:00:e2:10:01', firmware: 'bios', node: 'n0000' });
     try {
-      const r = await exec(c, 'n0000', ['cat', '/etc/pxeherd-test-rev', '/etc/ssh/ssh_host_ed25519_key.pub']);
+      const r = await exec(c, 'n0000', ['sh', '-c', '"cat /etc/pxeherd-test-rev 2>/dev/null || echo first; cat /etc/ssh/ssh_host_ed25519_key.pub"']);
       assert.equal(r.code, 0, `exec with strict host key checking: ${r.err}`);
       const [rev, pub] = r.out.split('\n');
-      assert.equal(rev, '1');
+      assert.notEqual(rev, 'next', `the previous revision (r${c.rev1})`);
       assert.equal(pub!.trim(), fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/ssh_host_ed25519_key.pub'), 'utf8').trim());
       const sw = withStore(c, (s) => s.events.query({ node: 'n0000', kind: 'image.switch_root', limit: 1 }))[0]!;
-      assert.equal((sw.detail as { rev: number }).rev, 1);
+      assert.equal((sw.detail as { rev: number }).rev, c.rev1);
     } finally {
       vm.kill();
-      pxeherd(['node', 'set', 'attr.vnfs_rev=', 'n0000'], { config: c.config });
+      assert.equal(pxeherd(['vnfs', 'rollback', NAME, String(c.rev2)], { config: c.config }).code, 0);
     }
   });
 
   test('UEFI: a corrupted image on the master stops the boot with the hash message; repaired, the node boots to a running system', async () => {
-    const f = path.join(c.statedir, 'vnfs/deb/r2/rootfs.squashfs');
-    const orig = fs.readFileSync(f);
-    const bad = Buffer.from(orig);
+    // Replaced by rename, never written into: the packed files may be hard links.
+    const f = path.join(c.statedir, `vnfs/${NAME}/r${c.rev2}/rootfs.squashfs`);
+    const orig = `${f}.orig`;
+    fs.renameSync(f, orig);
+    const bad = fs.readFileSync(orig);
     bad[Math.floor(bad.length / 2)] ^= 0x55;
     fs.writeFileSync(f, bad);
     const actual = crypto.createHash('sha256').update(bad).digest('hex');
     const since = Date.now();
-    const vm = startVm({ lab: c.lab, name: 'uefi-bad', mac: '52:54:00:e2:10:02', firmware: 'uefi', memMb: 1024, dir: c.dir });
+    const vm = startVm({ lab: c.lab, name: 'uefi-bad', mac: '52:54:00:e2:10:02', firmware: 'uefi', memMb: MEM_MB, dir: c.dir });
     try {
-      const m = await vm.waitForConsole(/VERIFY FAILED: deb r2 rootfs\.squashfs: expected sha256 ([0-9a-f]{64}), got ([0-9a-f]{64})/, BOOT_MS);
+      const m = await vm.waitForConsole(new RegExp(`VERIFY FAILED: ${NAME} r${c.rev2} rootfs\\.squashfs: expected sha256 ([0-9a-f]{64}), got ([0-9a-f]{64})`), BOOT_MS);
       assert.equal(m[1], sha2, 'the expected hash is the manifest\'s');
       assert.equal(m[2], actual, 'the actual hash is the corrupted file\'s');
       await vm.waitForConsole(/PXEHERD-RESULT rc=[1-9]/, 60_000);
       assert.ok(!/switching root/.test(vm.console()), 'no switch_root into half an image');
       const v = await waitFor('image.verify', 10_000, () => withStore(c, (s) => s.events.query({ node: 'n0001', since, kind: 'image.verify', limit: 1 })[0]));
-      assert.deepEqual(v.detail, { file: 'rootfs.squashfs', rev: 2, expected: sha2, actual, ok: false });
+      assert.deepEqual(v.detail, { file: 'rootfs.squashfs', rev: c.rev2, expected: sha2, actual, ok: false });
     } finally {
       vm.kill();
-      fs.writeFileSync(f, orig);
+      fs.renameSync(orig, f);
     }
     const { vm: ok } = await bootToOs(c, { name: 'uefi', mac: '52:54:00:e2:10:02', firmware: 'uefi', node: 'n0001' });
     try {

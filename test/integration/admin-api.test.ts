@@ -353,7 +353,7 @@ test('groups and VNFS: list, show, set attributes atomically, add VNFS from serv
 
   const v = await api('POST', '/api/v1/vnfs', { name: 'debian12', kernel: path.join(src, 'vmlinuz-6.1'), initrd: path.join(src, 'initrd-6.1.img'), cmdline: 'console=ttyS0' });
   assert.equal(v.status, 201, v.text);
-  assert.deepEqual(v.body, { name: 'debian12', kernel: 'vmlinuz-6.1', initrd: 'initrd-6.1.img', cmdline: 'console=ttyS0', nodes: 0, attrs: {} });
+  assert.deepEqual(v.body, { name: 'debian12', kernel: 'vmlinuz-6.1', initrd: 'initrd-6.1.img', cmdline: 'console=ttyS0', nodes: 0, attrs: {}, currentRev: null, arch: 'x86_64' });
   assert.equal(fs.readFileSync(path.join(f.dir, 'vnfs', 'debian12', 'vmlinuz-6.1'), 'utf8'), 'kernel');
   const noFile = await api('POST', '/api/v1/vnfs', { name: 'x', kernel: '/nonexistent/vmlinuz', initrd: path.join(src, 'initrd-6.1.img') });
   assert.equal(noFile.status, 400);

@@ -149,7 +149,7 @@ test('groups and VNFS: set attributes, add images into the state directory, refu
   fs.writeFileSync(i, 'initrd-bytes');
   const v = pxeherd(['vnfs', 'add', 'rocky9', '--kernel', k, '--initrd', i, '--cmdline', 'console=ttyS0 quiet', '--json'], c);
   assert.equal(v.code, 0, v.stderr);
-  assert.deepEqual(JSON.parse(v.stdout), { name: 'rocky9', kernel: 'vmlinuz-6.1', initrd: 'initrd.img-6.1', cmdline: 'console=ttyS0 quiet', nodes: 0, attrs: {} });
+  assert.deepEqual(JSON.parse(v.stdout), { name: 'rocky9', kernel: 'vmlinuz-6.1', initrd: 'initrd.img-6.1', cmdline: 'console=ttyS0 quiet', nodes: 0, attrs: {}, currentRev: null, arch: 'x86_64' });
   assert.equal(fs.readFileSync(path.join(s.statedir, 'vnfs', 'rocky9', 'vmlinuz-6.1'), 'utf8'), 'kernel-bytes');
   assert.equal(pxeherd(['node', 'add', 'aa:bb:cc:dd:ee:01', '--vnfs', 'rocky9', '--group', 'compute'], c).code, 0);
   assert.match(pxeherd(['vnfs', 'delete', 'rocky9'], c).stderr, /used by 1 node/);

@@ -123,7 +123,7 @@ for (const sp of spawners) {
       PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', NODETOKEN: 'tok.en-1', ATTR_RACK: 'r12', ATTR_ROLE: "it's",
     });
     const envKeys = r.text.split('\n').filter((l) => l.startsWith('#env ')).map((l) => l.slice(5, l.indexOf('='))).filter((k) => !['PWD', 'SHLVL', '_', 'OLDPWD'].includes(k));
-    assert.deepEqual(envKeys.sort(), ['ATTR_RACK', 'ATTR_ROLE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'NODETOKEN', 'PATH', 'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX']);
+    assert.deepEqual(envKeys.sort(), ['ATTR_RACK', 'ATTR_ROLE', 'DEBUG', 'ENABLED', 'GROUPNAME', 'IPADDR', 'NODEID', 'NODENAME', 'NODETOKEN', 'PATH', 'STATE', 'STATEDIR', 'VNFS', 'VNFSMASTER', 'VNFSMETHOD', 'VNFSPREFIX', 'VNFSREV', 'VNFSROOT']);
   });
 
   test(`[${sp.name}] timeout kills the whole process group, including a child that ignores SIGTERM`, async (t) => {

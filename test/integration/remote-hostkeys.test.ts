@@ -23,8 +23,8 @@ test('a node with kept host keys must present one of them; any other key is refu
   const statedir = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-hostkeys-'));
   try {
     const key = ensureKey(statedir);
-    const dir = ensureIdentity(statedir, 'n0000');
-    ensureIdentity(statedir, 'n0001');
+    const dir = await ensureIdentity(statedir, 'n0000');
+    await ensureIdentity(statedir, 'n0001');
     const good = await new FakeSshd({ authorizedKeys: [key.publicKey], hostKey: fs.readFileSync(path.join(dir, 'ssh_host_ed25519_key')) }).listen(0);
     const impostor = await new FakeSshd({ authorizedKeys: [key.publicKey], hostKey: fs.readFileSync(path.join(statedir, 'hostkeys/n0001/ssh_host_ed25519_key')) }).listen(0);
     try {

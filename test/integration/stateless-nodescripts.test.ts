@@ -27,6 +27,10 @@ import { keptHostKeys } from '../../src/stateless/identity.js';
 import { nodeOverlay } from '../../src/stateless/context.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { BootEvent } from '../../src/nodes/types.js';
+import { provisionRouter } from '../../src/provision/http.js';
+import { ProvisionService } from '../../src/provision/service.js';
+import { provisionBackend } from '../../src/server/backends.js';
+import { httpAuthorizer } from '../../src/security/authorize.js';
 
 function which(b: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${b}`]).status === 0;
@@ -156,7 +160,6 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
     const port = (c.server.address() as AddressInfo).port;
     c.url = `http://127.0.0.1:${port}`;
     const parts = await statelessParts({ config: { ...config, http: { ...config.http, port } }, store: c.store, serverAddress: '127.0.0.1', events, tokens: c.tokens });
-    c.server.on('request', createHttpApp({ routers: [vnfsRouter({ vnfsRoot: path.join(c.statedir, 'vnfs'), events, cache: false }), ...parts.routers] }));
     c.engine = new NodescriptEngine({
       dir: path.join(c.statedir, 'nodescripts'),
       statedir: c.statedir,
@@ -164,6 +167,10 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
       attrsFor: (n) => c.store.attrsFor(n),
       imageFor: (n, attrs) => nodeImage(n.vnfs, attrs, currentRevOf(c.store, n.vnfs)),
     });
+    // /provision/ready for the OS check-in, with tokens required as in `serve`.
+    const provision = new ProvisionService(provisionBackend(c.store, config, events, c.tokens), c.engine);
+    const authorize = httpAuthorizer({ enabled: true, tokens: c.tokens, events });
+    c.server.on('request', createHttpApp({ routers: [provisionRouter(provision, { authorize }), vnfsRouter({ vnfsRoot: path.join(c.statedir, 'vnfs'), events, cache: false }), ...parts.routers] }));
   });
 
   after(async () => {
@@ -187,6 +194,7 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
       assert.match(net, /^DHCP=ipv4$/m);
       assert.match(net, /^DNS=10\.9\.9\.9$/m, 'DNS from the lease');
       assert.match(net, /^ClientIdentifier=mac$/m);
+      assert.ok(r.out.includes('no interface with MAC 52:54:00:5e:00:01 here'), 'no such NIC on this host: the OS names it (in QEMU a .link keeps the name)');
       assert.ok(fs.lstatSync(path.join(r.root, 'etc/systemd/system/multi-user.target.wants/systemd-networkd.service')).isSymbolicLink(), 'networkd enabled');
       assert.equal(read('etc/resolv.conf'), '# written by pxeherd (nodescript 52-os-network)\nnameserver 10.9.9.9\nnameserver 10.9.9.8\n');
       assert.match(read('etc/systemd/timesyncd.conf.d/pxeherd.conf'), /^NTP=10\.1\.1\.1 10\.1\.1\.2$/m, 'the ntp attribute wins over the lease');
@@ -251,6 +259,55 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
     assert.equal(fs.statSync(path.join(r.root, 'etc/hostname')).ino, motd);
     assert.equal(fs.readFileSync(path.join(r.root, 'var/lib/pxeherd/overlay.hash'), 'utf8').trim(), changed.headers.get('x-pxeherd-overlay'));
     c.store.nodes.delete(['52:54:00:5e:00:03']);
+  });
+
+  test("the OS check-in (pxeherd-checkin in the node's root): ready with health and a renewed token, the first check-in reported, overlay refreshed only when changed", async () => {
+    const r = await bootScripts(c, 'dash', 'n0000');
+    assert.equal(r.status, 0, r.out);
+    const n = c.store.nodes.byName('n0000')!;
+    // The real root would have /proc and a tmpfs /run; the service runs the script with busybox.
+    const checkin = () =>
+      new Promise<{ status: number | null; out: string }>((resolve) => {
+        const ch = spawn('unshare', ['-m', 'sh', '-c', `mount --make-rprivate / && mkdir -p "$1/proc" "$1/run" && mount -t proc proc "$1/proc" && mount --bind "${c.dir}/osrun" "$1/run" && mkdir -p "$1/dev" && mount --bind /dev "$1/dev" && chroot "$1" /usr/lib/pxeherd/busybox sh /usr/lib/pxeherd/pxeherd-checkin`, 'sh', r.root], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        ch.stdout.on('data', (d) => (out += d));
+        ch.stderr.on('data', (d) => (out += d));
+        ch.on('close', (status) => resolve({ status, out }));
+      });
+    fs.rmSync(path.join(c.dir, 'osrun'), { recursive: true, force: true });
+    fs.mkdirSync(path.join(c.dir, 'osrun'));
+    const tokenFile = path.join(r.root, 'var/lib/pxeherd/token');
+    const bootToken = fs.readFileSync(tokenFile, 'utf8');
+    const since = Date.now();
+    const first = await checkin();
+    assert.equal(first.status, 0, first.out);
+    assert.equal(c.store.nodes.byName('n0000')!.state, 'ready', 'state ready from the OS');
+    const ready = c.events.filter((e) => e.kind === 'provision.start' && (e.time ?? 0) >= since).pop()!;
+    assert.equal((ready.detail as { state: string }).state, 'ready');
+    assert.ok((ready.detail as { health?: { uptimeS?: number } }).health, 'with health values');
+    const renewed = fs.readFileSync(tokenFile, 'utf8');
+    assert.notEqual(renewed, bootToken, 'the token is renewed by every check-in: ');
+    assert.ok(c.tokens.verifyToken(n.mac, renewed.trim()).ok);
+    assert.equal((fs.statSync(tokenFile).mode & 0o777), 0o600);
+    const ck = c.events.filter((e) => e.kind === 'node.checkin' && (e.time ?? 0) >= since);
+    assert.equal(ck.length, 1);
+    assert.deepEqual(ck[0]!.detail, { rev: 1, first: true, overlay: 'same', changed: 0 });
+
+    const sends = () => c.events.filter((e) => e.kind === 'overlay.send').length;
+    const before = sends();
+    const second = await checkin();
+    assert.equal(second.status, 0, second.out);
+    assert.equal(sends(), before, 'unchanged overlay: no bundle sent');
+    c.store.nodes.add({ mac: '52:54:00:5e:00:04', name: 'n0003', ip: '10.77.0.53' }, { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' });
+    try {
+      const third = await checkin();
+      assert.equal(third.status, 0, third.out);
+      assert.match(third.out, /overlay updated \(1 paths\)/);
+      assert.match(fs.readFileSync(path.join(r.root, 'etc/hosts'), 'utf8'), /^10\.77\.0\.53\tn0003$/m, 'runtime refresh');
+      assert.deepEqual(c.events.filter((e) => e.kind === 'node.checkin').pop()!.detail, { rev: 1, first: false, overlay: 'updated', changed: 1 });
+    } finally {
+      c.store.nodes.delete(['52:54:00:5e:00:04']);
+    }
   });
 
   test("per-node files only go to the node's own token and address: anything else is 403 and security.denied", async () => {

@@ -4,6 +4,9 @@ import type { Run } from '../main.js';
 import { ExecFailed, ImageService, type CommitResult, type RevisionInfo } from '../../images/service.js';
 import { ImageError } from '../../images/errors.js';
 import { DEFAULT_PACKAGES } from '../../images/debian.js';
+import { revisionJson } from '../../images/json.js';
+
+export { revisionJson };
 
 const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
@@ -48,22 +51,6 @@ function commitText(what: string, r: CommitResult): string {
     `  kernel: ${m.kernel || 'none: nodes cannot boot it until one is installed'}\n` +
     `  files:  vmlinuz ${mib(a.vmlinuz?.size)}, initrd.img ${mib(a['initrd.img']?.size)}, rootfs.squashfs ${mib(a['rootfs.squashfs']?.size)}${r.reused.length ? ` (reused: ${r.reused.join(', ')})` : ''}`
   );
-}
-
-export function revisionJson(r: RevisionInfo, usage?: { addedBytes: number; ownBytes: number; treeBytes: number; artifactBytes: number }) {
-  return {
-    rev: r.rev,
-    parent: r.parent,
-    current: r.current,
-    source: r.source,
-    comment: r.comment,
-    createdAt: new Date(r.createdAt).toISOString(),
-    kernel: r.manifest.kernel,
-    nodes: r.nodes,
-    artifacts: r.manifest.artifacts,
-    tree: r.manifest.tree,
-    ...(usage ? { disk: usage } : {}),
-  };
 }
 
 function revisionsTable(revs: RevisionInfo[], usage?: Map<number, { addedBytes: number; ownBytes: number }>): string {
