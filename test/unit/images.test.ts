@@ -67,7 +67,7 @@ test('boot decisions: a pinned node boots r<REV>/vmlinuz + r<REV>/initrd.img; a 
 
 test('migration 3: revisions, current revision, the VNFS record points at the current revision, numbers are never reused', () => {
   const s = new Store(openDatabase(':memory:'));
-  assert.equal(s.db.pragma('user_version', { simple: true }), 3);
+  assert.ok((s.db.pragma('user_version', { simple: true }) as number) >= 3, 'migration 3 ran');
   s.vnfs.put({ name: 'old', kernel: 'vmlinuz', initrd: 'initrd.img', cmdline: 'quiet' });
   assert.equal(s.vnfs.get('old')!.kernel, 'vmlinuz');
   assert.equal(s.vnfs.get('old')!.currentRev, null);
