@@ -135,6 +135,7 @@ export async function debootstrapInto(tree: string, o: DebianBuildOptions): Prom
     o.progress(`mmdebstrap ${o.suite}: ${packages.length} packages and their dependencies (from ${src ? 'this machine\'s apt sources' : 'deb.debian.org'})`);
     const r = await runTool('mmdebstrap', args, {
       pkg: 'mmdebstrap',
+      killTree: true,
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive', LC_ALL: 'C.UTF-8' },
       onLine: (l) => {
         if (/^I: /.test(l)) o.progress(l.slice(3));

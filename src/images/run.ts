@@ -15,10 +15,14 @@ export interface ToolResult {
 export function runTool(
   cmd: string,
   args: string[],
-  opts: { cwd?: string; env?: NodeJS.ProcessEnv; stdio?: SpawnOptions['stdio']; onLine?: (line: string) => void; pkg?: string; input?: string } = {},
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; stdio?: SpawnOptions['stdio']; onLine?: (line: string) => void; pkg?: string; input?: string; killTree?: boolean } = {},
 ): Promise<ToolResult> {
+  // killTree: the tool forks workers of its own (mmdebstrap: apt, dpkg). In a pid namespace of
+  // its own, the kernel kills them all when its first process dies, and unshare --kill-child
+  // kills that one when unshare (which dies with pxeherd) goes.
+  const wrap = opts.killTree ? ['unshare', '--pid', '--fork', '--kill-child=SIGKILL', '--', cmd, ...args] : [cmd, ...args];
   return new Promise((resolve, reject) => {
-    const p = spawn('setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...args], {
+    const p = spawn('setpriv', ['--pdeathsig', 'KILL', '--', ...wrap], {
       cwd: opts.cwd,
       env: opts.env ?? process.env,
       stdio: opts.stdio ?? [opts.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],

@@ -265,7 +265,19 @@ export class ImageService {
         throw e;
       } finally {
         for (const s of SIGNALS) process.off(s, onSignal);
-        if (!recorded) for (const d of [staging, packStaging]) safeRemove(d);
+        if (!recorded) {
+          for (const d of [staging, packStaging]) safeRemove(d);
+          // A first build that failed leaves no empty directories behind either.
+          if (this.store.vnfs.revisions(c.name).length === 0) {
+            for (const d of [this.layout.imageDir(c.name), this.layout.vnfsDir(c.name)]) {
+              try {
+                fs.rmdirSync(d);
+              } catch {
+                /* not empty (a kernel+initrd VNFS's files) or absent */
+              }
+            }
+          }
+        }
       }
     });
   }

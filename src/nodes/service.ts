@@ -175,7 +175,11 @@ export class NodeService {
 
   deleteVnfs(name: string, keepFiles = false): void {
     this.store.vnfs.delete(name);
-    if (!keepFiles) fs.rmSync(this.vnfsDir(name), { recursive: true, force: true });
+    if (!keepFiles) {
+      fs.rmSync(this.vnfsDir(name), { recursive: true, force: true });
+      // A VNFS with a root filesystem: its revisions' trees (pxeherd vnfs build/import/exec).
+      fs.rmSync(path.join(this.config.statedir, 'images', validateName('vnfs', name)), { recursive: true, force: true });
+    }
   }
 }
 

@@ -260,4 +260,34 @@ describe('VNFS images: build, exec, revisions, packing', { skip: why, concurrenc
     assert.equal(r.rev, 1);
     assert.deepEqual(fs.readdirSync(staging).filter((n) => n.startsWith('.staging-')), []);
   });
+
+  test('a build killed half-way leaves no revision, no mmdebstrap, apt or dpkg still running, nothing mounted', async () => {
+    const p = spawn(process.execPath, [path.resolve('dist/cli.js'), 'vnfs', 'build', 'killedbuild', '--debian', 'bookworm', '--config', config], { stdio: 'ignore' });
+    const imgDir = path.join(statedir, 'images', 'killedbuild');
+    const started = () => fs.existsSync(imgDir) && fs.readdirSync(imgDir).some((n) => n.startsWith('.staging-') && fs.existsSync(path.join(imgDir, n, 'tree', 'var')));
+    for (let i = 0; i < 600 && !started(); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(started(), 'mmdebstrap started filling the staging tree');
+    await new Promise((r) => setTimeout(r, 3000));
+    p.kill('SIGKILL');
+    await new Promise((r) => p.on('close', r));
+    await new Promise((r) => setTimeout(r, 2000));
+    const survivors = fs
+      .readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .filter((d) => {
+        try {
+          return fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(imgDir);
+        } catch {
+          return false;
+        }
+      });
+    assert.deepEqual(survivors, [], 'no process of the build is left');
+    assert.deepEqual(fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.includes(imgDir)), [], 'nothing left mounted in the staging tree');
+    assert.equal(cli(['vnfs', 'show', 'killedbuild']).code, 2, 'no VNFS was recorded');
+    const small = path.join(dir, 'small2');
+    fs.mkdirSync(path.join(small, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(small, 'etc/hostname'), 'y\n');
+    assert.equal(json<{ rev: number }>(cli(['vnfs', 'import', 'killedbuild', small, '--json']), 'import after a killed build').rev, 1);
+    assert.deepEqual(fs.readdirSync(imgDir).filter((n) => n.startsWith('.staging-')), [], 'the next operation removed what the build left');
+  });
 });

@@ -167,9 +167,8 @@ export function vnfsCommand(run: Run): Command {
     .option('--keep-files', 'keep <statedir>/vnfs/NAME/')
     .addOption(json())
     .action(
-      run(async (ctx, name: string, o: { keepFiles?: boolean }) => {
+      run((ctx, name: string, o: { keepFiles?: boolean }) => {
         ctx.nodes.deleteVnfs(name, o.keepFiles);
-        if (!o.keepFiles) (await imageServiceFor(ctx)).removeFiles(name);
         ctx.print({ deleted: name }, () => `deleted VNFS ${name}`);
       }),
     );
