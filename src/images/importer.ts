@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ImageError } from './errors.js';
 import { extractTar } from './tar.js';
+import { importOci } from './oci/index.js';
 import { tail, tarPipe } from './run.js';
 
 /**
@@ -68,29 +69,10 @@ export async function importInto(s: ImportSource, dest: string, o: { statedir: s
       return sourceString(s);
     }
     case 'oci': {
-      const r = await importOciInto(s.ref, dest, o);
-      return `oci:${r.source}${r.digest ? `@${r.digest}` : ''}`;
+      const r = await importOci(s.ref, dest, { cacheDir: path.join(o.cacheDir, 'oci'), progress: o.progress });
+      // r.source is already "oci:<reference in full>"; the digest pins what was imported.
+      return `${r.source}${r.digest ? `@${r.digest}` : ''}`;
     }
   }
 }
 
-/**
- * The single call site of the oci branch's importer (src/images/oci/). It is loaded at run
- * time so this branch builds before that one is merged; once merged the integrator may turn
- * this into a static import of `importOci` from './oci/index.js'.
- */
-async function importOciInto(ref: string, dest: string, o: { cacheDir: string; progress: (msg: string) => void }): Promise<{ source: string; digest: string }> {
-  const spec = './oci/index.js';
-  let mod: { importOci?: (ref: string, dest: string, opts: { cacheDir: string; progress?(msg: string): void }) => Promise<{ source: string; digest: string }> };
-  try {
-    mod = (await import(spec)) as typeof mod;
-  } catch {
-    throw new ImageError(`OCI/Docker imports (${ref}) are not available in this build: src/images/oci is missing`);
-  }
-  if (!mod.importOci) throw new ImageError('src/images/oci does not export importOci');
-  return mod.importOci(ref, dest, { cacheDir: pathJoin(o.cacheDir, 'oci'), progress: o.progress });
-}
-
-function pathJoin(a: string, b: string): string {
-  return path.join(a, b);
-}

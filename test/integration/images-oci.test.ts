@@ -338,3 +338,24 @@ test('a tag the registry does not have, and an unreachable registry, are clear e
   await assert.rejects(importOci(`docker://127.0.0.1:${port}/test/img:t`, fresh('rootfs'), { cacheDir: fresh('cache'), insecure: true, env: { HOME: tmp } }), /cannot reach registry 127\.0\.0\.1:\d+.*ECONNREFUSED/);
   await assert.rejects(importOci(`oci-archive:${ociArchive}:other`, fresh('rootfs'), { cacheDir: fresh('cache') }), /has no image tagged "other" \(it has: t\)/);
 });
+
+test('pxeherd vnfs import NAME docker-archive:FILE makes a revision whose tree is the image, its source naming the archive and digest', { skip }, async () => {
+  const { makeStateDir, pxeherd } = await import('../helpers/cli.js');
+  const sd = makeStateDir();
+  try {
+    const r = pxeherd(['vnfs', 'import', 'ocinode', `docker-archive:${dockerArchive}`, '--json'], { config: sd.config, env: { ...process.env, HOME: tmp } });
+    assert.equal(r.code, 0, r.stderr);
+    const revs = pxeherd(['vnfs', 'revisions', 'ocinode', '--json'], { config: sd.config });
+    assert.equal(revs.code, 0, revs.stderr);
+    const list = JSON.parse(revs.stdout) as { revisions: { rev: number; source: string }[] };
+    assert.equal(list.revisions.length, 1);
+    assert.match(list.revisions[0]!.source, new RegExp(`^oci:docker-archive:.*img\\.docker\\.tar@sha256:[0-9a-f]{64}$`));
+    assertSameAsReference(path.join(sd.statedir, 'images', 'ocinode', String(list.revisions[0]!.rev), 'tree'), 'vnfs import docker-archive');
+    // A hostile reference is refused as bad input (exit 2) and makes no revision.
+    const bad = pxeherd(['vnfs', 'import', 'ocinode', 'docker-archive:/nonexistent.tar', '--json'], { config: sd.config });
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.equal((JSON.parse(pxeherd(['vnfs', 'revisions', 'ocinode', '--json'], { config: sd.config }).stdout) as { revisions: unknown[] }).revisions.length, 1);
+  } finally {
+    sd.cleanup();
+  }
+});
