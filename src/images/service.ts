@@ -17,6 +17,12 @@ import { debootstrapInto, parsePackages, validateSuite } from './debian.js';
 import { applyUpper, linkCopy, runInImage, upperEmpty } from './exec.js';
 import { classifySource, importInto } from './importer.js';
 
+/** ENOSPC from Node, or a tool (GNU tar, mksquashfs, cp) that said so on stderr. */
+function diskFull(e: unknown): boolean {
+  const x = e as NodeJS.ErrnoException;
+  return x?.code === 'ENOSPC' || /no space left on device|disk full|ENOSPC/i.test(String(x?.message ?? ''));
+}
+
 export type ImageEventKind = 'vnfs.build' | 'vnfs.import' | 'vnfs.exec' | 'vnfs.rollback' | 'vnfs.prune';
 
 export interface ImageServiceOptions {
@@ -261,8 +267,9 @@ export class ImageService {
         return { vnfs: c.name, rev, parent, manifest, linked, reused: packed.reused, ms };
       } catch (e) {
         if (!recorded) for (const d of undo) safeRemove(d);
-        this.o.events.record({ kind: c.event, detail: { vnfs: c.name, ok: false, source: c.source, error: (e as Error).message, ms: Date.now() - t0, ...c.detail } });
-        throw e;
+        const err = diskFull(e) ? new Error(`the disk holding ${this.o.statedir} filled up during the ${c.event.slice(5)} of ${c.name} (${(e as Error).message.split('\n')[0]}): no revision was made and revision ${parent ?? 'none'} stays current; free space, or remove old revisions with "pxeherd vnfs prune ${c.name} --keep N"`) : (e as Error);
+        this.o.events.record({ kind: c.event, detail: { vnfs: c.name, ok: false, source: c.source, error: err.message, ms: Date.now() - t0, ...c.detail } });
+        throw err;
       } finally {
         for (const s of SIGNALS) process.off(s, onSignal);
         if (!recorded) {
