@@ -1,8 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
 import { CliContext, exitCodeFor, EXIT_USAGE, type CommonOpts } from './context.js';
-import { nodeCommand } from './commands/node.js';
-import { groupCommand, vnfsCommand } from './commands/group.js';
-import { serveCommand } from './commands/serve.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Action = (ctx: CliContext, ...args: any[]) => void | Promise<void>;
@@ -19,7 +16,7 @@ export interface CliIO {
  * options, maps errors to exit codes (0 ok, 1 runtime failure, 2 bad usage or input) and
  * always closes the database.
  */
-export function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
+export function buildProgram(io: CliIO, setExit: (code: number) => void, commands: CommandFactory[] = []): Command {
   const run: Run =
     (fn) =>
     async (...args) => {
@@ -41,11 +38,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .description('bare-metal provisioning server: DHCP, TFTP, HTTP and nodescripts in one process')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)');
-  program.addCommand(serveCommand(run));
-  program.addCommand(nodeCommand(run));
-  program.addCommand(groupCommand(run));
-  program.addCommand(vnfsCommand(run));
-  for (const extra of extraCommands) program.addCommand(extra(run));
+  for (const factory of [...commands, ...extraCommands]) program.addCommand(factory(run));
 
   // Every leaf takes --config, wherever it stands on the line.
   const configure = (c: Command) => {
@@ -60,12 +53,46 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
   return program;
 }
 
-/** Commands contributed by other parts (script, explain, power ...) register here. */
-export const extraCommands: ((run: Run) => Command)[] = [];
+export type CommandFactory = (run: Run) => Command;
+
+/** Commands added eagerly, whatever the command line (tests add theirs here). */
+export const extraCommands: CommandFactory[] = [];
+
+/**
+ * A top-level command whose module is imported only when the command line names it (or asks
+ * for the full list: `--help`, an unknown word). Each command module pulls in its own world
+ * (ssh2, the image builder, express for serve...), and `pxeherd node list` should not pay for
+ * all of them: scripts call the CLI in loops.
+ */
+export interface LazyCommand {
+  /** The command's name and aliases, as the factory's Command declares them. */
+  names: string[];
+  load: () => Promise<CommandFactory[]>;
+}
+
+/** The top-level commands; src/cli/register.ts adds the ones beyond serve/node/group/vnfs. */
+export const lazyCommands: LazyCommand[] = [
+  { names: ['serve'], load: async () => [(await import('./commands/serve.js')).serveCommand] },
+  { names: ['node'], load: async () => [(await import('./commands/node.js')).nodeCommand] },
+  { names: ['group'], load: async () => [(await import('./commands/group.js')).groupCommand] },
+  { names: ['vnfs', 'image'], load: async () => [(await import('./commands/group.js')).vnfsCommand] },
+];
+
+/**
+ * The factories needed to parse `argv`: only the named top-level command's when the first word
+ * is one, else all of them (top-level help, `help`, a mistyped command: commander must see the
+ * whole tree to list it or suggest a name).
+ */
+export async function loadCommands(argv: string[] = []): Promise<CommandFactory[]> {
+  const first = argv.find((a) => !a.startsWith('-'));
+  const named = first === undefined ? undefined : lazyCommands.find((c) => c.names.includes(first));
+  const wanted = named ? [named] : lazyCommands;
+  return (await Promise.all(wanted.map((c) => c.load()))).flat();
+}
 
 export async function main(argv: string[], io: CliIO = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {
   let exit = 0;
-  const program = buildProgram(io, (c) => (exit = c));
+  const program = buildProgram(io, (c) => (exit = c), await loadCommands(argv));
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (e) {

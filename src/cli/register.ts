@@ -1,10 +1,12 @@
-// Commands beyond node/group/vnfs/serve are added to the CLI here, one line each.
-import { extraCommands } from './main.js';
-import { stage1Command } from './commands/stage1.js';
-import { explainCommand } from './commands/explain.js';
-import { scriptCommand } from './commands/script.js';
-import { powerCommand, execCommand } from './commands/remote.js';
+// Top-level commands beyond serve/node/group/vnfs, one entry each: the module is imported only
+// when the command line names the command (see lazyCommands in main.ts).
+import { lazyCommands } from './main.js';
 
-extraCommands.push(scriptCommand, stage1Command, explainCommand, powerCommand, execCommand);
-import { overlayCommand } from './commands/overlay.js';
-extraCommands.push(overlayCommand);
+lazyCommands.push(
+  { names: ['script'], load: async () => [(await import('./commands/script.js')).scriptCommand] },
+  { names: ['stage1'], load: async () => [(await import('./commands/stage1.js')).stage1Command] },
+  { names: ['explain'], load: async () => [(await import('./commands/explain.js')).explainCommand] },
+  { names: ['power'], load: async () => [(await import('./commands/remote.js')).powerCommand] },
+  { names: ['exec'], load: async () => [(await import('./commands/remote.js')).execCommand] },
+  { names: ['overlay'], load: async () => [(await import('./commands/overlay.js')).overlayCommand] },
+);

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import { CommanderError, Option, type Command } from 'commander';
 import ssh2 from 'ssh2';
 import type { AuthContext, Connection } from 'ssh2';
-import { buildProgram, extraCommands, type Run } from '../../src/cli/main.js';
+import { buildProgram, extraCommands, loadCommands, type Run } from '../../src/cli/main.js';
 import { execCommand, groupDeployCommand, nodeLocateCommand, nodeReinstallCommand, powerCommand } from '../../src/cli/commands/remote.js';
 
 export interface SshCall {
@@ -173,7 +173,7 @@ export async function cli(args: string[], config: string): Promise<CliResult> {
   let stderr = '';
   let code = 0;
   const io = { out: (s: string) => void (stdout += s), err: (s: string) => void (stderr += s) };
-  const program = buildProgram(io, (c) => (code = c));
+  const program = buildProgram(io, (c) => (code = c), await loadCommands());
   // reinstall/locate (under node) and deploy (under group) are part of the real command tree.
   void capturedRun;
   const dd = args.indexOf('--');

@@ -1,0 +1,36 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { lazyCommands, loadCommands, main, type Run } from '../../src/cli/main.js';
+import '../../src/cli/register.js';
+
+const run: Run = () => async () => {};
+
+test('every lazily loaded top-level command declares exactly the names and aliases its Command has', async () => {
+  const seen = new Set<string>();
+  for (const entry of lazyCommands) {
+    const cmds = (await entry.load()).map((f) => f(run));
+    assert.equal(cmds.length, 1, `${entry.names[0]} loads one command`);
+    const c = cmds[0]!;
+    assert.deepEqual([c.name(), ...c.aliases()].sort(), [...entry.names].sort(), `names of ${c.name()}`);
+    for (const n of entry.names) {
+      assert.ok(!seen.has(n), `${n} is declared twice`);
+      seen.add(n);
+    }
+  }
+  for (const n of ['serve', 'node', 'group', 'vnfs', 'image', 'script', 'stage1', 'explain', 'power', 'exec', 'overlay']) assert.ok(seen.has(n), n);
+});
+
+test('a named command loads only its own module; help and unknown words load the whole tree', async () => {
+  assert.deepEqual((await loadCommands(['node', 'list', '--json'])).map((f) => f(run).name()), ['node']);
+  assert.deepEqual((await loadCommands(['image', 'list', '--config', 'x'])).map((f) => f(run).name()), ['vnfs']);
+  assert.equal((await loadCommands(['--help'])).length, lazyCommands.length);
+  assert.equal((await loadCommands(['nope'])).length, lazyCommands.length);
+});
+
+test('an unknown command still gets commander\'s suggestion and exit code 2', async () => {
+  let err = '';
+  const code = await main(['nod', 'list'], { out: () => {}, err: (s) => void (err += s) });
+  assert.equal(code, 2);
+  assert.match(err, /unknown command 'nod'/);
+  assert.match(err, /Did you mean node\?/);
+});
