@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { createLab, labUnavailable, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
 import { startSimBmc, type SimBmc } from '../lab/bmc.js';
 import { CLI, pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
@@ -103,15 +104,11 @@ admin: { port: 0 }
       assert.equal(r.code, 0, r.stderr);
     }
     const log = path.join(c.dir, 'server.log');
-    c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
-    await waitFor('pxeherd serve to answer DHCP and HTTP', 20_000, () => {
-      const t = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-      if (c.server!.exitCode !== null) throw new Error(`pxeherd serve exited: ${t}`);
-      return /http listening/.test(t) && /dhcp listening/.test(t);
-    });
+    c.server = await startServe(c.lab, c.config, log, ['dhcp', 'http'], 20_000);
   });
 
-  after(() => {
+  after(async () => {
+    await stopServe(c.server);
     c.bmc?.stop();
     c.lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });

@@ -16,8 +16,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLab, labUnavailable, sh, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
 import { startVm, labAccel, OVMF_CODE_SECURE, AAVMF_CODE, type VmOptions } from '../lab/qemu.js';
-import { CLI, pxeherd } from '../helpers/cli.js';
+import { pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import { DEBIAN_CHAIN_LOADERS } from '../../src/tftp/loaders.js';
 import type { ChildProcess } from 'node:child_process';
@@ -63,20 +64,11 @@ log: { level: debug }
 async function startServer(c: Ctx, name: string): Promise<void> {
   const log = path.join(c.dir, `${name}.server.log`);
   c.serverLog = log;
-  c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
-  await waitFor('pxeherd to listen', 20_000, () => {
-    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-    if (c.server!.exitCode !== null) throw new Error(`pxeherd serve exited: ${text}`);
-    return /http listening/.test(text) && /tftp listening/.test(text) && /dhcp listening/.test(text);
-  });
+  c.server = await startServe(c.lab, c.config, log, ['dhcp', 'tftp', 'http'], 20_000);
 }
 
 async function stopServer(c: Ctx): Promise<void> {
-  if (!c.server || c.server.exitCode !== null) return;
-  const done = new Promise((r) => c.server!.once('exit', r));
-  c.server.kill('SIGTERM');
-  await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
-  if (c.server.exitCode === null) c.server.kill('SIGKILL');
+  await stopServe(c.server);
 }
 
 function withStore<T>(c: Ctx, fn: (s: Store) => T): T {

@@ -8,8 +8,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLab, labUnavailable, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
 import { startVm, labAccel } from '../lab/qemu.js';
-import { CLI, pxeherd } from '../helpers/cli.js';
+import { pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -57,22 +58,12 @@ nodescripts: { timeout_seconds: 30 }
     assert.equal(pxeherd(['vnfs', 'set', 'stage1', 'cmdline', `${v.cmdline} pxeherd.final=shell`], { config }).code, 0);
     assert.equal(pxeherd(['group', 'set', 'cluster', 'checkin_interval', '2'], { config }).code, 0, 'checkin_interval as a group attribute');
     const log = path.join(dir, 'server.log');
-    server = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log });
-    await waitFor('pxeherd to listen', 20_000, () => {
-      const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-      if (server!.exitCode !== null) throw new Error(`pxeherd serve exited: ${text}`);
-      return /http listening/.test(text) && /dhcp listening/.test(text) && /tftp listening/.test(text);
-    });
+    server = await startServe(lab, config, log, ['dhcp', 'tftp', 'http'], 20_000);
     process.stderr.write(`# e2e: QEMU accel ${labAccel()}, logs in ${dir}\n`);
   });
 
   after(async () => {
-    if (server && server.exitCode === null) {
-      const done = new Promise((r) => server!.once('exit', r));
-      server.kill('SIGTERM');
-      await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
-      if (server.exitCode === null) server.kill('SIGKILL');
-    }
+    await stopServe(server);
     lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(dir, { recursive: true, force: true });
   });

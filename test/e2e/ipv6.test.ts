@@ -16,8 +16,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLab, labUnavailable, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
 import { startVm, labAccel, type VmOptions } from '../lab/qemu.js';
-import { CLI, pxeherd } from '../helpers/cli.js';
+import { pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -110,21 +111,12 @@ log: { level: debug }
     fs.mkdirSync(path.dirname(marker), { recursive: true });
     fs.writeFileSync(marker, '#!/bin/sh\necho "echo PXEHERD-E2E-MARKER node=$NODENAME group=$GROUPNAME"\n', { mode: 0o755 });
     const log = path.join(c.dir, 'server.log');
-    c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
-    await waitFor('pxeherd to listen', 30_000, () => {
-      const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-      if (c.server!.exitCode !== null) throw new Error(`pxeherd serve exited: ${text}`);
-      return /http listening/.test(text) && /provisiond listening/.test(text) && /tftp listening/.test(text) && /dhcp6 listening/.test(text);
-    });
+    c.server = await startServe(c.lab, c.config, log, ['dhcp6', 'tftp', 'http', 'provisiond']);
     process.stderr.write(`# e2e6: QEMU accel ${labAccel()}, logs in ${c.dir}\n`);
   });
 
   after(async () => {
-    if (c.server && c.server.exitCode === null) {
-      const done = new Promise((r) => c.server!.once('exit', r));
-      c.server.kill('SIGTERM');
-      await Promise.race([done, new Promise((r) => setTimeout(r, 5000))]);
-    }
+    await stopServe(c.server);
     c.lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });
   });

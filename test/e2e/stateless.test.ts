@@ -13,6 +13,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
 import { startVm, labAccel, type Vm } from '../lab/qemu.js';
 import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
 import { buildOfflineImage, offlineImageUnavailable, mirrorReachable, cli as imageCli } from '../lab/offline-image.js';
@@ -159,13 +160,12 @@ describe('stateless boot of a Debian image in QEMU', { skip: why, concurrency: f
       assert.equal(r.code, 0, r.stderr);
     }
     const log = path.join(c.dir, 'server.log');
-    c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
-    await waitFor('pxeherd to listen', 30_000, () => /http listening/.test(fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '') && /dhcp listening/.test(fs.readFileSync(log, 'utf8')));
+    c.server = await startServe(c.lab, c.config, log, ['dhcp', 'http']);
     say(`QEMU accel ${labAccel()}, logs in ${c.dir}`);
   });
 
   after(async () => {
-    c.server?.kill('SIGTERM');
+    await stopServe(c.server);
     c.lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });
   });
