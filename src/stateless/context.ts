@@ -1,4 +1,5 @@
 import type { Node, Vnfs } from '../nodes/types.js';
+import type { BootContext } from '../boot/decide.js';
 import type { NodeImage } from './image.js';
 import { buildOverlay, overlayLayers, type Overlay } from './overlay.js';
 
@@ -8,19 +9,8 @@ import { buildOverlay, overlayLayers, type Overlay } from './overlay.js';
  * files such as /etc/hosts.
  */
 export interface OverlayContext {
-  node: {
-    name: string;
-    mac: string;
-    macHyphen: string;
-    ip: string;
-    group: string;
-    vnfs: string;
-    boot: string;
-    state: string;
-    enabled: boolean;
-    debug: boolean;
-    attrs: Record<string, string>;
-  };
+  /** The same node values boot templates see. */
+  node: BootContext['node'];
   vnfs: { name: string; rev: number | null; kernel: string; initrd: string; cmdline: string; attrs: Record<string, string> };
   server: { address: string; httpPort: number; url: string };
   nodes: { name: string; mac: string; ip: string; group: string }[];
