@@ -6,6 +6,7 @@
  */
 import { OPTION6_NAMES, type Dhcp6Option } from './codec.js';
 import { ip6FromBuffer, ip6ToBuffer, macText } from './ip6.js';
+import { enc } from '../dhcp/options.js';
 
 export const Opt6 = {
   ClientId: 1,
@@ -215,17 +216,10 @@ export function clientArchs(options: Dhcp6Option[]): number[] {
 }
 
 export const enc6 = {
-  u8: (n: number) => Buffer.from([n & 0xff]),
-  u16: (n: number) => {
-    const b = Buffer.alloc(2);
-    b.writeUInt16BE(n & 0xffff);
-    return b;
-  },
-  u32: (n: number) => {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n >>> 0);
-    return b;
-  },
+  // Fixed-width integers are big-endian in both protocols.
+  u8: enc.u8,
+  u16: enc.u16,
+  u32: enc.u32,
   addrs: (list: string[]) => Buffer.concat(list.map((a) => ip6ToBuffer(a) ?? Buffer.alloc(16))),
   str: (s: string) => Buffer.from(s, 'utf8'),
   opaqueList: (items: string[]) =>
