@@ -121,14 +121,19 @@ export function formatExplanation(e: Explanation): string {
   if (e.nextServer) lines.push(`next server ${e.nextServer}`);
   if (e.bootFile) lines.push(`boot file   ${e.bootFile}`);
   if (e.bootUrl) lines.push(`boot URL    ${e.bootUrl}`);
-  if (e.options.length) {
-    lines.push('options');
-    for (const o of e.options) lines.push(`  ${String(o.code).padStart(3)} ${o.name.padEnd(24)} ${o.value}`);
-  }
-  if (e.reasons.length) {
-    lines.push('why');
-    for (const r of e.reasons) lines.push(`  - ${r}`);
-  }
-  return lines.join('\n') + '\n';
+  return lines.concat(explainTail(e.options, e.reasons)).join('\n') + '\n';
+}
+
+/** One option as `explain` prints it: code, name, value. */
+export function optionLine(o: { code: number; name: string; value: string }): string {
+  return `  ${String(o.code).padStart(3)} ${o.name.padEnd(24)} ${o.value}`;
+}
+
+/** The options sent and the reasons, the end of every explanation (DHCPv4 and DHCPv6). */
+export function explainTail(options: { code: number; name: string; value: string }[], reasons: string[]): string[] {
+  const lines: string[] = [];
+  if (options.length) lines.push('options', ...options.map(optionLine));
+  if (reasons.length) lines.push('why', ...reasons.map((r) => `  - ${r}`));
+  return lines;
 }
 

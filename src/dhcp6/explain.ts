@@ -11,6 +11,7 @@ import { decode, encode, MSG_NAMES, MsgType, OPTION6_NAMES, type Dhcp6Message, t
 import { Dhcp6Handler, type Trace6 } from './handler.js';
 import { duidLl, enc6, first, formatOption6, iaNaOption, Opt6, parseIaNa } from './options.js';
 import type { Dhcp6Config } from './pool.js';
+import { explainTail, optionLine } from '../dhcp/explain.js';
 
 export interface Explain6Client {
   mac: string;
@@ -126,17 +127,9 @@ export function formatExplanation6(e: Explanation6): string {
   lines.push(`client      ${e.mac}${e.node ? `  (${e.node})` : ''}`);
   lines.push(`dhcp6 mode  ${e.mode}`);
   lines.push('request     SOLICIT');
-  for (const o of e.request) lines.push(`  ${String(o.code).padStart(3)} ${o.name.padEnd(24)} ${o.value}`);
+  for (const o of e.request) lines.push(optionLine(o));
   lines.push(`answer      ${e.reply ?? 'none (ignored)'}`);
   lines.push(`address     ${e.address ?? '-'}  [${e.addressSource}]`);
   if (e.bootUrl) lines.push(`boot URL    ${e.bootUrl}`);
-  if (e.options.length) {
-    lines.push('options');
-    for (const o of e.options) lines.push(`  ${String(o.code).padStart(3)} ${o.name.padEnd(24)} ${o.value}`);
-  }
-  if (e.reasons.length) {
-    lines.push('why');
-    for (const r of e.reasons) lines.push(`  - ${r}`);
-  }
-  return lines.join('\n') + '\n';
+  return lines.concat(explainTail(e.options, e.reasons)).join('\n') + '\n';
 }
