@@ -8,3 +8,5 @@ import { powerCommand, execCommand } from './commands/remote.js';
 extraCommands.push(scriptCommand, stage1Command, explainCommand, powerCommand, execCommand);
 import { overlayCommand } from './commands/overlay.js';
 extraCommands.push(overlayCommand);
+import { dbCommand } from './commands/db.js';
+extraCommands.push(dbCommand);
