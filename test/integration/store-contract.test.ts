@@ -16,7 +16,8 @@ import { PostgresBackend } from '../../src/store/pg/backend.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { openDatabase } from '../../src/store/db.js';
-import type { StoreBackend } from '../../src/store/backend.js';
+import type { StoreBackend, StoredEvent } from '../../src/store/backend.js';
+import { PgEventFeed } from '../../src/store/pg/event-feed.js';
 import type { NamingPolicy } from '../../src/store/nodes.js';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
 
@@ -313,6 +314,82 @@ describe('PostgreSQL: two servers (two pools) on one database', { skip: pgSkip }
     assert.deepEqual(await a.column(`SELECT DISTINCT server_id FROM events WHERE id > ${start} ORDER BY 1`), ['boot-a', 'boot-b']);
   });
 });
+
+describe('PostgreSQL: the live event feed (LISTEN/NOTIFY as a hint, read by id)', { skip: pgSkip }, () => {
+  test('one server\'s feed delivers every server\'s events once, in order, also across a dropped LISTEN connection', async (t) => {
+    const url = await postgresDatabase();
+    const a = postgresInstance(url, 'boot-a');
+    const b = postgresInstance(url, 'boot-b');
+    const got: StoredEvent[] = [];
+    const errors: Error[] = [];
+    // No polling: only notifications and the catch-up after a reconnect can deliver.
+    const feed = new PgEventFeed(a.backend as PostgresBackend, { onEvent: (e) => got.push(e), onError: (e) => errors.push(e), pollMs: 0 });
+    t.after(async () => {
+      await feed.stop();
+      await a.cleanup();
+      await b.cleanup();
+    });
+    await a.backend.appendEvents([{ kind: 'before.start' }]);
+    await feed.start();
+    assert.equal(feed.listens, 1);
+    await b.backend.appendEvents([{ kind: 'feed.1', mac: A1 }]);
+    await a.backend.appendEvents([{ kind: 'feed.2' }, { kind: 'feed.3' }]);
+    await waitFor(() => got.length >= 3, 'the first three events');
+    // Drop the listening connection, then append at once: the notifications may find nobody
+    // listening; the reconnect's catch-up must deliver the events anyway.
+    const killed = await b.column(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`);
+    assert.deepEqual(killed, ['true'], 'the one listening connection was terminated');
+    for (let i = 0; i < 5; i++) await b.backend.appendEvents([{ kind: 'feed.gap', detail: { i } }]);
+    await waitFor(() => got.length >= 8 && feed.listens >= 2, 'the events appended around the reconnect');
+    await a.backend.appendEvents([{ kind: 'feed.after' }]);
+    await waitFor(() => got.length >= 9, 'an event after the reconnect');
+    const all = await a.backend.eventsAfter(0);
+    assert.deepEqual(got.map((e) => e.id), all.slice(1).map((e) => e.id), 'every event after the start, once, in id order');
+    assert.deepEqual(got.map((e) => e.kind), ['feed.1', 'feed.2', 'feed.3', 'feed.gap', 'feed.gap', 'feed.gap', 'feed.gap', 'feed.gap', 'feed.after']);
+    assert.deepEqual(got.map((e) => e.serverId), ['boot-b', 'boot-a', 'boot-a', 'boot-b', 'boot-b', 'boot-b', 'boot-b', 'boot-b', 'boot-a']);
+    assert.deepEqual(errors, []);
+  });
+});
+
+describe('PostgreSQL: the event feed when LISTEN cannot be re-established at once', { skip: pgSkip }, () => {
+  test('the database unreachable at the reconnect: the heartbeat notices, subscribes again and catches up', async (t) => {
+    const url = await postgresDatabase();
+    const a = postgresInstance(url, 'boot-a');
+    const b = postgresInstance(url, 'boot-b');
+    const got: StoredEvent[] = [];
+    const feed = new PgEventFeed(a.backend as PostgresBackend, { onEvent: (e) => got.push(e), pollMs: 100 });
+    const sock = path.join(pg!.socketDir, '.s.PGSQL.5432');
+    t.after(async () => {
+      if (fs.existsSync(sock + '.away')) fs.renameSync(sock + '.away', sock);
+      await feed.stop();
+      await a.cleanup();
+      await b.cleanup();
+    });
+    await feed.start();
+    await b.backend.appendEvents([{ kind: 'feed.1' }]);
+    await waitFor(() => got.length === 1, 'the first event');
+    // New connections fail (the socket is gone) while open ones keep working; the listening
+    // connection is dropped, so postgres.js' own re-LISTEN fails and is given up.
+    fs.renameSync(sock, sock + '.away');
+    assert.deepEqual(await b.column(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'listen%'`), ['true']);
+    await waitFor(() => feed.resubscribes >= 1, 'the heartbeat to notice the lost LISTEN');
+    await b.backend.appendEvents([{ kind: 'feed.while-away' }]);
+    fs.renameSync(sock + '.away', sock);
+    await waitFor(() => got.length >= 2 && feed.listens >= 2, 'the event appended while LISTEN was lost');
+    await b.backend.appendEvents([{ kind: 'feed.back' }]);
+    await waitFor(() => got.length >= 3, 'an event after LISTEN is back');
+    assert.deepEqual(got.map((e) => e.kind), ['feed.1', 'feed.while-away', 'feed.back']);
+  });
+});
+
+/** Wait until `cond` holds; fail with `what` after 30 s (a hang, not a timing requirement). */
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 test('the PostgreSQL schema has the SQLite schema\'s tables and columns, migration for migration', { skip: pgSkip }, async () => {
   const url = await postgresDatabase();
