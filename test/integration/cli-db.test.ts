@@ -13,6 +13,8 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { SCHEMA_VERSION } from '../../src/store/db.js';
 import { Store } from '../../src/store/store.js';
+import { SqliteBackend } from '../../src/store/sqlite-backend.js';
+import { PostgresBackend } from '../../src/store/pg/backend.js';
 
 const skip = postgresUnavailable();
 let pg: PostgresLab;
@@ -154,6 +156,18 @@ test('db copy: SQLite into PostgreSQL in one transaction, counts and sha256 per 
   } finally {
     src.close();
     await sql.end();
+  }
+  // What the PostgreSQL backend reads from the copy is what the SQLite backend reads from the source.
+  const lite = new SqliteBackend(Store.open(s.statedir));
+  const pgb = PostgresBackend.connect(url, 'boot-b', { max: 2 });
+  try {
+    assert.deepEqual(await pgb.listNodes(), await lite.listNodes());
+    assert.deepEqual(await pgb.listNodes('attr:rack,r1'), await lite.listNodes('attr:rack,r1'));
+    assert.equal((await pgb.listNodes('attr:rack,r1')).length, 10);
+    assert.deepEqual(await pgb.eventsAfter(490), await lite.eventsAfter(490));
+  } finally {
+    await lite.close();
+    await pgb.close();
   }
   // Copying again into the now non-empty database: refused, exit 2, nothing added.
   const again = pxeherd(['db', 'copy', '--from', `sqlite:${file}`, '--to', url]);
