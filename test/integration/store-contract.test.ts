@@ -382,6 +382,54 @@ describe('PostgreSQL: the event feed when LISTEN cannot be re-established at onc
   });
 });
 
+describe('PostgreSQL: database trouble', { skip: pgSkip }, () => {
+  test('unreachable: each operation fails as a whole with the reason; once it is back the same pool carries on, nothing duplicated', async (t) => {
+    const url = await postgresDatabase();
+    const a = postgresInstance(url, 'boot-a');
+    const admin = postgresInstance(url, 'admin');
+    const sock = path.join(pg!.socketDir, '.s.PGSQL.5432');
+    t.after(async () => {
+      if (fs.existsSync(sock + '.away')) fs.renameSync(sock + '.away', sock);
+      await a.cleanup();
+      await admin.cleanup();
+    });
+    assert.equal((await a.backend.registerNode(mac(0x40000), policy)).created, true);
+    await admin.column('SELECT 1'); // admin's connection is open before the socket goes
+    // New connections fail and boot-a's open ones are cut: PostgreSQL is away for boot-a.
+    fs.renameSync(sock, sock + '.away');
+    const cut = await admin.column(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'pxeherd boot-a'`);
+    assert.ok(cut.length >= 1 && cut.every((x) => x === 'true'));
+    await assert.rejects(a.backend.registerNode(mac(0x40001), policy), /ENOENT|terminat|connect|closed/i);
+    await assert.rejects(a.backend.allocateLease({ mac: mac(0x40001), ip: '10.79.0.1', expiresAt: Date.now() + 60_000 }), /ENOENT|terminat|connect|closed/i);
+    await assert.rejects(a.backend.appendEvents([{ kind: 'lost?' }]), /ENOENT|terminat|connect|closed/i);
+    fs.renameSync(sock + '.away', sock);
+    // Back: the caller retries (as a DHCP client retransmits) and the same pool reconnects.
+    let r: Awaited<ReturnType<StoreBackend['registerNode']>> | undefined;
+    await waitForAsync(async () => {
+      try {
+        r = await a.backend.registerNode(mac(0x40001), policy);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 'the pool to reconnect');
+    assert.equal(r!.created, true);
+    assert.equal(r!.node.name, 'n0001');
+    assert.ok((await a.backend.allocateLease({ mac: mac(0x40001), ip: '10.79.0.1', expiresAt: Date.now() + 60_000 })).ok);
+    assert.deepEqual(await admin.column(`SELECT mac FROM nodes ORDER BY name`), [mac(0x40000), mac(0x40001)]);
+    assert.deepEqual(await admin.column(`SELECT count(*) FROM events WHERE kind = 'node.register' GROUP BY mac ORDER BY mac`), ['1', '1']);
+    assert.deepEqual(await admin.column(`SELECT count(*) FROM events WHERE kind = 'lost?'`), ['0'], 'a failed append wrote nothing');
+  });
+});
+
+async function waitForAsync(cond: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 /** Wait until `cond` holds; fail with `what` after 30 s (a hang, not a timing requirement). */
 async function waitFor(cond: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 30_000;
