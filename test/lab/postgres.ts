@@ -69,7 +69,9 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
   if (reason) throw new Error(reason);
   const bin = postgresBinDir()!;
   const owner = runAsUser();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pxeherd-pg-${process.pid}-`));
+  // The cluster's owner must reach its directory: a TMPDIR only root can enter does not do.
+  const tmp = owner && (fs.statSync(os.tmpdir()).mode & 0o001) === 0 ? '/tmp' : os.tmpdir();
+  const dir = fs.mkdtempSync(path.join(tmp, `pxeherd-pg-${process.pid}-`));
   const data = path.join(dir, 'data');
   const logFile = path.join(dir, 'server.log');
   if (owner) fs.chownSync(dir, owner.uid, owner.gid);

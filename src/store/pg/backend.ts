@@ -107,6 +107,9 @@ export class PostgresBackend implements StoreBackend {
   async registerNode(macInput: string, policy: NamingPolicy, opts: { preferredName?: string; ip?: string } = {}) {
     const mac = normalizeMac(macInput);
     const pattern = parseNamePattern(policy.pattern);
+    // A known MAC (every boot but the first) needs no lock: one read.
+    const known = await this.nodeByMac(mac);
+    if (known) return { node: known, created: false };
     return this.tx(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
       const [existing] = await tx.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
