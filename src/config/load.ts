@@ -33,6 +33,7 @@ export function parseConfig(raw: unknown, baseDir = process.cwd(), source = 'con
   const cfg = res.data;
   cfg.statedir = path.resolve(baseDir, cfg.statedir);
   if (!cfg.server_id) cfg.server_id = os.hostname();
+  if (cfg.database.startsWith('sqlite:')) cfg.database = 'sqlite:' + path.resolve(baseDir, cfg.database.slice('sqlite:'.length));
   cfg.tftp.root = cfg.tftp.root ? path.resolve(baseDir, cfg.tftp.root) : path.join(cfg.statedir, 'tftproot');
   cfg.nodescripts.dir = cfg.nodescripts.dir
     ? path.resolve(baseDir, cfg.nodescripts.dir.replace('<statedir>', cfg.statedir))

@@ -74,7 +74,12 @@ export async function copySqliteToPostgres(
         for (let i = 0; i < rows.length; i += chunk) {
           // eslint-disable-next-line @typescript-eslint/no-explicit-any
           const part = rows.slice(i, i + chunk).map((r) => Object.fromEntries(cols.map((c, j) => [c, canon(r[j])]))) as Record<string, any>[];
-          await tx`INSERT INTO ${tx(t)} ${tx(part, cols)}`;
+          try {
+            await tx`INSERT INTO ${tx(t)} ${tx(part, cols)}`;
+          } catch (e) {
+            // SQLite keeps what PostgreSQL refuses (a NUL in text, text in an INTEGER column).
+            throw new Error(`table ${t}, rows ${i + 1}-${i + part.length}: PostgreSQL refused them: ${(e as Error).message}; nothing was copied`);
+          }
         }
         const want = checksum(rows);
         const back = (await tx.unsafe(`SELECT ${cols.map((c) => `"${c}"`).join(', ')} FROM "${t}"`).values()) as unknown[][];

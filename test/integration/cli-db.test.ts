@@ -182,6 +182,16 @@ test('db copy: SQLite into PostgreSQL in one transaction, counts and sha256 per 
   assert.match(h.stdout, /^TABLE\s+ROWS\s+SHA256\s+VERIFIED/m);
   assert.match(h.stdout, /^events\s+500\s+[0-9a-f]{64}\s+yes$/m);
   assert.match(h.stdout, /copied \d+ rows from sqlite:.* in one transaction; every table verified/);
+  // A value PostgreSQL refuses (text with a NUL byte, which SQLite keeps) in the last table:
+  // the copy fails naming the table, and nothing of the earlier tables stays (one transaction).
+  const src2 = new Database(file);
+  src2.prepare("INSERT INTO meta (key, value) VALUES ('bad', ?)").run('a\u0000b');
+  src2.close();
+  const url3 = await pg.createDatabase('copy3');
+  const refused = pxeherd(['db', 'copy', '--from', `sqlite:${file}`, '--to', url3]);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /table meta, rows 1-\d+: PostgreSQL refused them: .*; nothing was copied/);
+  assert.deepEqual(JSON.parse(pxeherd(['db', 'status', '--json'], { env: { PXEHERD_DATABASE: url3 } }).stdout).counts, { nodes: 0, leases: 0, events: 0 });
   const bad = pxeherd(['db', 'copy', '--from', '/tmp/x.db', '--to', url2]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--from \/tmp\/x.db: must be sqlite:PATH/);

@@ -13,6 +13,7 @@ test('config: database defaults to SQLite, server_id to the host name; bad value
   assert.equal(parseConfig({ database: 'postgres://u@db/pxeherd', server_id: 'boot-a' }).database, 'postgres://u@db/pxeherd');
   assert.throws(() => parseConfig({ database: 'mysql://x' }), (e: Error) => e instanceof ConfigError && /database: must be a postgres:\/\/ URL/.test(e.message));
   assert.throws(() => parseConfig({ server_id: 'a b' }), /server_id: must be 1-63 letters/);
+  assert.equal(parseConfig({ database: 'sqlite:db/pxeherd.db' }, '/etc/pxeherd').database, 'sqlite:/etc/pxeherd/db/pxeherd.db', 'relative to the configuration file');
   assert.equal(loadConfig(undefined, { PXEHERD_DATABASE: 'postgresql://u:pw@h1,h2/db?target_session_attrs=read-write' }).database, 'postgresql://u:pw@h1,h2/db?target_session_attrs=read-write');
   assert.throws(() => loadConfig(undefined, { PXEHERD_DATABASE: 'db.example' }), /PXEHERD_DATABASE: must be a postgres/);
 });
