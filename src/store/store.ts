@@ -45,12 +45,13 @@ export class Store {
    * `database: sqlite:PATH`. A postgres:// database is reached through the asynchronous
    * StoreBackend (src/store/backend.ts) only; this path refuses it with a clear message.
    */
-  static openConfigured(cfg: { statedir: string; database: string; server_id: string }): Store {
+  static openConfigured(cfg: { statedir: string; database?: string; server_id?: string }): Store {
     const opts = { serverId: cfg.server_id || undefined };
-    if (cfg.database.startsWith('sqlite:')) return new Store(openDatabase(path.resolve(cfg.database.slice('sqlite:'.length))), opts);
-    if (cfg.database) {
+    const database = cfg.database ?? ''; // configurations built in code before these keys existed
+    if (database.startsWith('sqlite:')) return new Store(openDatabase(path.resolve(database.slice('sqlite:'.length))), opts);
+    if (database) {
       throw new DatabaseUnsupported(
-        `database: ${redactUrl(cfg.database)}: this command runs on SQLite only so far; PostgreSQL is supported by \`pxeherd db migrate|status|copy\` (unset database/PXEHERD_DATABASE to use SQLite under ${cfg.statedir})`,
+        `database: ${redactUrl(database)}: this command runs on SQLite only so far; PostgreSQL is supported by \`pxeherd db migrate|status|copy\` (unset database/PXEHERD_DATABASE to use SQLite under ${cfg.statedir})`,
       );
     }
     return Store.open(cfg.statedir, opts);
