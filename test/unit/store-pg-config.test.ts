@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
+import { Store } from '../../src/store/store.js';
 import { parseConfig, loadConfig, ConfigError } from '../../src/config/load.js';
 import { pgOptions, redactUrl } from '../../src/store/pg/connect.js';
 import { decideClaim } from '../../src/store/backend.js';
@@ -40,4 +43,22 @@ test('lease claims: one rule for both backends', () => {
   const own = { ...l('a', 'offered', 2000), ip: '10.0.0.9' };
   assert.deepEqual(decideClaim(own, undefined, req, 'offer', now), { do: 'keep-own', lease: own }, 'the same offer again');
   assert.deepEqual(decideClaim(own, undefined, req, 'allocate', now), { do: 'write' }, 'a REQUEST for another address moves the client');
+});
+
+test('the synchronous SQLite store writes server_id on leases and events (migration 6)', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-serverid-'));
+  const store = Store.open(dir, { serverId: 'boot-a' });
+  try {
+    assert.equal(store.db.pragma('user_version', { simple: true }), 6);
+    store.leases.putMany([{ mac: '52:54:00:00:00:01', ip: '10.0.0.9', expiresAt: 2e12, hostname: '', state: 'bound', subnet: '', updatedAt: 1 }]);
+    store.events.record({ kind: 'dhcp.ack', mac: '52:54:00:00:00:01' });
+    store.events.flush();
+    assert.deepEqual(store.db.prepare('SELECT server_id FROM leases UNION ALL SELECT server_id FROM events').pluck().all(), ['boot-a', 'boot-a']);
+    const other = Store.open(dir);
+    assert.equal(other.serverId, os.hostname(), 'default: the host name');
+    other.close();
+  } finally {
+    store.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
