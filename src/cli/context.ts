@@ -47,7 +47,7 @@ export class CliContext {
   get store(): Store {
     if (!this._store) {
       fs.mkdirSync(this.config.statedir, { recursive: true });
-      this._store = Store.open(this.config.statedir);
+      this._store = Store.openConfigured(this.config);
     }
     return this._store;
   }

@@ -9,4 +9,5 @@ lazyCommands.push(
   { names: ['power'], load: async () => [(await import('./commands/remote.js')).powerCommand] },
   { names: ['exec'], load: async () => [(await import('./commands/remote.js')).execCommand] },
   { names: ['overlay'], load: async () => [(await import('./commands/overlay.js')).overlayCommand] },
+  { names: ['db'], load: async () => [(await import('./commands/db.js')).dbCommand] },
 );

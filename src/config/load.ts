@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { configSchema, type Config } from './schema.js';
@@ -31,6 +32,8 @@ export function parseConfig(raw: unknown, baseDir = process.cwd(), source = 'con
   }
   const cfg = res.data;
   cfg.statedir = path.resolve(baseDir, cfg.statedir);
+  if (!cfg.server_id) cfg.server_id = os.hostname();
+  if (cfg.database.startsWith('sqlite:')) cfg.database = 'sqlite:' + path.resolve(baseDir, cfg.database.slice('sqlite:'.length));
   cfg.tftp.root = cfg.tftp.root ? path.resolve(baseDir, cfg.tftp.root) : path.join(cfg.statedir, 'tftproot');
   cfg.nodescripts.dir = cfg.nodescripts.dir
     ? path.resolve(baseDir, cfg.nodescripts.dir.replace('<statedir>', cfg.statedir))
@@ -43,6 +46,17 @@ export function parseConfig(raw: unknown, baseDir = process.cwd(), source = 'con
 
 /** Load from --config FILE, else $PXEHERD_CONFIG, else embedded defaults. */
 export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env): Config {
+  const cfg = loadConfigFile(file, env);
+  // The database URL carries a password more often than not: the environment may set it.
+  if (env.PXEHERD_DATABASE !== undefined) {
+    const res = configSchema.shape.database.safeParse(env.PXEHERD_DATABASE);
+    if (!res.success) throw new ConfigError(`PXEHERD_DATABASE: ${res.error.issues[0]!.message}`);
+    cfg.database = res.data;
+  }
+  return cfg;
+}
+
+function loadConfigFile(file: string | undefined, env: NodeJS.ProcessEnv): Config {
   const f = file ?? env.PXEHERD_CONFIG;
   if (!f) return parseConfig({});
   let text: string;

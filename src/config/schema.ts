@@ -45,6 +45,13 @@ const subnet = z
 export const configSchema = z
   .object({
     statedir: z.string().min(1).default('./var'),
+    /**
+     * Where nodes, leases and events live: '' = SQLite under `statedir` (one server); a
+     * postgres:// URL = PostgreSQL shared by any number of servers (issue 19). Also $PXEHERD_DATABASE.
+     */
+    database: z.union([z.literal(''), z.string().regex(/^(postgres(ql)?:\/\/|sqlite:)/i, 'must be a postgres:// URL (e.g. postgres://pxeherd@db.example/pxeherd), sqlite:PATH, or empty for SQLite under statedir')]).default(''),
+    /** This server's name on leases and events when several share a database; '' = the host name. */
+    server_id: z.union([z.literal(''), z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, dots, dashes or underscores')]).default(''),
     /** Interface DHCP/TFTP answer on; '' = any. */
     interface: z.string().default(''),
     /** Address nodes reach the master at; '' = taken from `interface`, else the first non-loopback IPv4. */

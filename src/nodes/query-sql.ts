@@ -23,9 +23,21 @@ export interface SqlDialect {
   ilike: string;
   /** The placeholder for the n-th (1-based) parameter: '?' or '$n'. */
   placeholder(n: number): string;
+  /**
+   * `a.value OP param` as numbers when the value is plain digits and dots, TRUE otherwise
+   * (evalQuery decides those); absent: SQLite's form.
+   */
+  numericAttr?(op: string, param: string): string;
 }
 
 export const SQLITE_DIALECT: SqlDialect = { ilike: 'LIKE', placeholder: () => '?' };
+
+/** PostgreSQL: a CAST of a non-number raises an error, so the CASE guards it (OR does not). */
+export const POSTGRES_DIALECT: SqlDialect = {
+  ilike: 'ILIKE',
+  placeholder: (n) => `$${n}`,
+  numericAttr: (op, param) => `CASE WHEN a.value ~ '^([0-9]+[.]?[0-9]*|[.][0-9]+)$' THEN CAST(a.value AS DOUBLE PRECISION) ${op} ${param} ELSE TRUE END`,
+};
 
 const TRUE: SqlCondition = { sql: '1 = 1', params: [], exact: false };
 
@@ -65,7 +77,7 @@ function likeTerm(column: string, glob: string, ilike: string): SqlCondition | u
   return pat === undefined ? undefined : cond(`${column} ${ilike} ${SLOT} ESCAPE '\\'`, [pat], true);
 }
 
-function attrTerm(spec: string, ilike: string): SqlCondition {
+function attrTerm(spec: string, ilike: string, dialect: SqlDialect): SqlCondition {
   const m = /^([A-Za-z0-9_.-]+)(?:(,|>=|<=|!=|=|>|<)(.*))?$/.exec(spec);
   if (!m) return TRUE;
   const key = m[1]!;
@@ -83,6 +95,7 @@ function attrTerm(spec: string, ilike: string): SqlCondition {
     // Values made of digits and dots convert alike in SQL and in Number() (or Number() gives
     // NaN, which evalQuery then refuses): compare those in SQL; leave any other value
     // (signs, spaces, hex, exponents) to evalQuery.
+    if (dialect.numericAttr) return cond(`${exists} AND ${dialect.numericAttr(op, `${SLOT}::double precision`)})`, [key, Number(want)], false);
     const plain = `a.value <> '' AND a.value NOT GLOB '*[^0-9.]*'`;
     return cond(`${exists} AND (NOT (${plain}) OR CAST(a.value AS REAL) ${op} ${SLOT}))`, [key, Number(want)], false);
   }
@@ -90,16 +103,16 @@ function attrTerm(spec: string, ilike: string): SqlCondition {
   return cond(exists + ')', [key], false);
 }
 
-function compileNode(q: Query, ilike: string): SqlCondition {
+function compileNode(q: Query, ilike: string, dialect: SqlDialect): SqlCondition {
   switch (q.op) {
     case 'and':
     case 'or': {
-      const l = compileNode(q.left, ilike);
-      const r = compileNode(q.right, ilike);
+      const l = compileNode(q.left, ilike, dialect);
+      const r = compileNode(q.right, ilike, dialect);
       return cond(`(${l.sql} ${q.op === 'and' ? 'AND' : 'OR'} ${r.sql})`, [...l.params, ...r.params], l.exact && r.exact);
     }
     case 'not': {
-      const inner = compileNode(q.arg, ilike);
+      const inner = compileNode(q.arg, ilike, dialect);
       // NOT of a superset is not a superset: only an exact operand can be negated in SQL.
       return inner.exact ? cond(`NOT (${inner.sql})`, inner.params, true) : TRUE;
     }
@@ -126,7 +139,7 @@ function compileNode(q: Query, ilike: string): SqlCondition {
         case 'debug':
           return cond(`${q.key} = ${SLOT}`, [truthy(q.value) ? 1 : 0], true);
         case 'attr':
-          return attrTerm(q.value, ilike);
+          return attrTerm(q.value, ilike, dialect);
       }
       return TRUE; // hw: facts live in the inventory's JSON
     }
@@ -134,7 +147,7 @@ function compileNode(q: Query, ilike: string): SqlCondition {
 }
 
 export function compileQuery(q: Query, dialect: SqlDialect = SQLITE_DIALECT): SqlCondition {
-  const c = compileNode(q, dialect.ilike);
+  const c = compileNode(q, dialect.ilike, dialect);
   let n = 0;
   return { sql: c.sql.replace(/\u0000/g, () => dialect.placeholder(++n)), params: c.params, exact: c.exact };
 }

@@ -131,6 +131,14 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX leases6_mac ON leases6(mac, updated_at);
   `,
+  // 5: disk (install state) — merged from the disk branch
+  'SELECT 1;',
+  // 6: which server wrote a lease or an event (several servers on one PostgreSQL, issue 19;
+  // src/store/pg/schema.ts has the same migration for PostgreSQL)
+  `
+  ALTER TABLE leases ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
+  ALTER TABLE events ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

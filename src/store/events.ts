@@ -24,8 +24,12 @@ export class EventRepo implements EventSink {
   private readonly insert;
   private listeners = new Set<(ev: BootEvent) => void>();
 
-  constructor(private readonly db: DB) {
-    this.insert = db.prepare('INSERT INTO events (time, mac, node, kind, detail) VALUES (?, ?, ?, ?, ?)');
+  constructor(
+    private readonly db: DB,
+    /** Written on every event (migration 6): which server saw it. */
+    readonly serverId = '',
+  ) {
+    this.insert = db.prepare('INSERT INTO events (time, mac, node, kind, detail, server_id) VALUES (?, ?, ?, ?, ?, ?)');
   }
 
   /** Live feed (logs, metrics, the UI's event stream). */
@@ -56,7 +60,7 @@ export class EventRepo implements EventSink {
     const batch = this.pending;
     this.pending = [];
     this.db.transaction(() => {
-      for (const e of batch) this.insert.run(e.time, e.mac ?? null, e.node ?? null, e.kind, JSON.stringify(e.detail ?? {}));
+      for (const e of batch) this.insert.run(e.time, e.mac ?? null, e.node ?? null, e.kind, JSON.stringify(e.detail ?? {}), this.serverId);
     })();
   }
 

@@ -24,7 +24,11 @@ const fromRow = (r: LeaseRow): Lease => ({
 /** DHCP leases. putMany is one transaction: the DHCP server batches the ACKs of one turn into it. */
 export class LeaseRepo {
   private readonly q;
-  constructor(private readonly db: DB) {
+  constructor(
+    private readonly db: DB,
+    /** Written on every lease (migration 6): which server handed it out. */
+    readonly serverId = '',
+  ) {
     this.q = {
       byMac: db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE mac = ?'),
       byIp: db.prepare<[string], LeaseRow>('SELECT * FROM leases WHERE ip = ?'),
@@ -33,10 +37,10 @@ export class LeaseRepo {
       // An address belongs to one MAC: a new holder evicts the old row for that address.
       evictIp: db.prepare('DELETE FROM leases WHERE ip = ? AND mac <> ?'),
       upsert: db.prepare(
-        `INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at)
-         VALUES (@mac, @ip, @expiresAt, @hostname, @state, @subnet, @updatedAt)
+        `INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (mac) DO UPDATE SET ip = excluded.ip, expires_at = excluded.expires_at, hostname = excluded.hostname,
-           state = excluded.state, subnet = excluded.subnet, updated_at = excluded.updated_at`,
+           state = excluded.state, subnet = excluded.subnet, updated_at = excluded.updated_at, server_id = excluded.server_id`,
       ),
     };
   }
@@ -60,7 +64,7 @@ export class LeaseRepo {
     this.db.transaction(() => {
       for (const l of leases) {
         this.q.evictIp.run(l.ip, l.mac);
-        this.q.upsert.run(l);
+        this.q.upsert.run(l.mac, l.ip, l.expiresAt, l.hostname, l.state, l.subnet, l.updatedAt, this.serverId);
       }
     })();
   }

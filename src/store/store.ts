@@ -1,4 +1,6 @@
+import os from 'node:os';
 import path from 'node:path';
+import { redactUrl } from './pg/url.js';
 import { openDatabase, type DB } from './db.js';
 import { NodeRepo } from './nodes.js';
 import { GroupRepo, VnfsRepo } from './groups.js';
@@ -17,18 +19,42 @@ export class Store {
   readonly events: EventRepo;
   readonly inventory: InventoryRepo;
 
-  constructor(readonly db: DB) {
+  /** Recorded on leases and events (config `server_id`, default the host name). */
+  readonly serverId: string;
+
+  constructor(
+    readonly db: DB,
+    opts: { serverId?: string } = {},
+  ) {
+    this.serverId = opts.serverId ?? os.hostname();
     this.nodes = new NodeRepo(db);
     this.groups = new GroupRepo(db);
     this.vnfs = new VnfsRepo(db);
-    this.leases = new LeaseRepo(db);
+    this.leases = new LeaseRepo(db, this.serverId);
     this.leases6 = new Lease6Repo(db);
-    this.events = new EventRepo(db);
+    this.events = new EventRepo(db, this.serverId);
     this.inventory = new InventoryRepo(db);
   }
 
-  static open(statedir: string): Store {
-    return new Store(openDatabase(path.join(statedir, 'pxeherd.db')));
+  static open(statedir: string, opts: { serverId?: string } = {}): Store {
+    return new Store(openDatabase(path.join(statedir, 'pxeherd.db')), opts);
+  }
+
+  /**
+   * The synchronous store a configuration names: SQLite under `statedir`, or the file of
+   * `database: sqlite:PATH`. A postgres:// database is reached through the asynchronous
+   * StoreBackend (src/store/backend.ts) only; this path refuses it with a clear message.
+   */
+  static openConfigured(cfg: { statedir: string; database?: string; server_id?: string }): Store {
+    const opts = { serverId: cfg.server_id || undefined };
+    const database = cfg.database ?? ''; // configurations built in code before these keys existed
+    if (database.startsWith('sqlite:')) return new Store(openDatabase(path.resolve(database.slice('sqlite:'.length))), opts);
+    if (database) {
+      throw new DatabaseUnsupported(
+        `database: ${redactUrl(database)}: this command runs on SQLite only so far; PostgreSQL is supported by \`pxeherd db migrate|status|copy\` (unset database/PXEHERD_DATABASE to use SQLite under ${cfg.statedir})`,
+      );
+    }
+    return Store.open(cfg.statedir, opts);
   }
 
   /** Merged attributes for a node: its group's, overridden by its own. */
@@ -49,3 +75,6 @@ export class Store {
 export function dbPath(statedir: string): string {
   return path.join(statedir, 'pxeherd.db');
 }
+
+/** The configured database is one this code path cannot use (exit 1, the reason in the message). */
+export class DatabaseUnsupported extends Error {}

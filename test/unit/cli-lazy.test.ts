@@ -17,7 +17,7 @@ test('every lazily loaded top-level command declares exactly the names and alias
       seen.add(n);
     }
   }
-  for (const n of ['serve', 'node', 'group', 'vnfs', 'image', 'script', 'stage1', 'explain', 'power', 'exec', 'overlay']) assert.ok(seen.has(n), n);
+  for (const n of ['serve', 'node', 'group', 'vnfs', 'image', 'script', 'stage1', 'explain', 'power', 'exec', 'overlay', 'db']) assert.ok(seen.has(n), n);
 });
 
 test('a named command loads only its own module; help and unknown words load the whole tree', async () => {

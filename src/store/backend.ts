@@ -1,0 +1,96 @@
+/**
+ * The store operations that several boot servers coordinate through the database (issue 19),
+ * as one asynchronous interface with two backends: SQLite (src/store/sqlite-backend.ts, the
+ * synchronous repositories behind promises: one server) and PostgreSQL
+ * (src/store/pg/backend.ts: any number of servers). Each method is one transaction inside the
+ * backend; no transaction spans an await in a caller. The synchronous SQLite path that
+ * `pxeherd serve` runs today (Store, DhcpBackend.batch) stays as it is.
+ * test/integration/store-contract.test.ts runs the same suite against both.
+ */
+import type { BootEvent, Lease, Node } from '../nodes/types.js';
+import type { NamingPolicy } from './nodes.js';
+
+export interface LeaseRequest {
+  mac: string;
+  ip: string;
+  /** ms since epoch when the lease (or the offer) ends */
+  expiresAt: number;
+  hostname?: string;
+  subnet?: string;
+  /** "now" for deciding which leases are still active (tests pass a fixed clock) */
+  now?: number;
+}
+
+export type LeaseResult =
+  | { ok: true; lease: Lease }
+  /** The address is actively held by another client (or was taken in a race): pick another or drop the packet. */
+  | { ok: false; reason: 'taken'; holder: string };
+
+/** An event as stored: its id orders the log across servers. */
+export interface StoredEvent extends BootEvent {
+  id: number;
+  time: number;
+  serverId: string;
+}
+
+export interface StoreBackend {
+  readonly kind: 'sqlite' | 'postgres';
+  /** Written on leases and events. */
+  readonly serverId: string;
+
+  /**
+   * The node with this MAC, or a new one named from the pattern. Exactly one caller (across all
+   * servers) gets created: true, and only that one records `node.register`.
+   */
+  registerNode(mac: string, policy: NamingPolicy, opts?: { preferredName?: string; ip?: string }): Promise<{ node: Node; created: boolean }>;
+  nodeByMac(mac: string): Promise<Node | undefined>;
+  /** Nodes matching a query (node list's language, compiled to SQL), sorted by name; no query: all. */
+  listNodes(query?: string): Promise<Node[]>;
+
+  leaseByMac(mac: string): Promise<Lease | undefined>;
+  /**
+   * Hold `ip` for `mac` as an offer. If the client already has an active lease or offer (from
+   * any server), that one is returned instead, so every server offers it the same address.
+   * An address another client actively holds is refused.
+   */
+  offerLease(req: LeaseRequest): Promise<LeaseResult>;
+  /** REQUEST -> ACK: the client takes `ip` (its offer, its old lease, or a free address). */
+  allocateLease(req: LeaseRequest): Promise<LeaseResult>;
+  /** Extend the client's bound lease on `ip`; false when it no longer holds it (NAK). */
+  renewLease(mac: string, ip: string, expiresAt: number, now?: number): Promise<boolean>;
+  /** The client gives `ip` back; false when it did not hold it. */
+  releaseLease(mac: string, ip: string, now?: number): Promise<boolean>;
+  /** Active (offered or bound, not expired) leases. */
+  activeLeases(now?: number): Promise<Lease[]>;
+
+  /** Append events in one transaction; their ids, in order. */
+  appendEvents(events: BootEvent[]): Promise<number[]>;
+  /** Events with id > `afterId`, oldest first (a live feed catching up after a gap). */
+  eventsAfter(afterId: number, limit?: number): Promise<StoredEvent[]>;
+
+  /** boot=once -> local, exactly once across servers: true for the one caller that flipped it. */
+  flipBootOnce(mac: string): Promise<boolean>;
+
+  close(): Promise<void>;
+}
+
+export function isActiveLease(l: Pick<Lease, 'state' | 'expiresAt'> | undefined, now: number): boolean {
+  return !!l && (l.state === 'offered' || l.state === 'bound') && l.expiresAt > now;
+}
+
+/** What a lease claim does, decided from the client's own row and the address's current row. */
+export type ClaimDecision = { do: 'keep-own'; lease: Lease } | { do: 'taken'; holder: string } | { do: 'write'; evict?: string };
+
+/**
+ * The one rule both backends apply inside their transaction. `offer`: a client with an active
+ * lease keeps it (the same answer from every server). Any claim: an address actively held by
+ * another client is refused; an inactive record of another client is evicted.
+ */
+export function decideClaim(own: Lease | undefined, atIp: Lease | undefined, req: LeaseRequest, mode: 'offer' | 'allocate', now: number): ClaimDecision {
+  if (mode === 'offer' && own && isActiveLease(own, now)) return { do: 'keep-own', lease: own };
+  if (atIp && atIp.mac !== req.mac) {
+    if (isActiveLease(atIp, now)) return { do: 'taken', holder: atIp.mac };
+    return { do: 'write', evict: atIp.mac };
+  }
+  return { do: 'write' };
+}

@@ -1,0 +1,259 @@
+/**
+ * StoreBackend on PostgreSQL, shared by any number of `pxeherd serve` processes. Each method is
+ * one transaction (postgres.js `begin`), retried a bounded number of times when PostgreSQL
+ * reports a lost race (unique violation, deadlock, serialization failure): the retry re-reads
+ * and sees the winner. How each operation coordinates:
+ * - registration: a transaction-scoped advisory lock serializes the registration of new MACs
+ *   (rare: once per node's life), so the MAC check, the next name of the pattern and the insert
+ *   see every other server's committed registrations; the unique keys on mac and name back it up.
+ * - leases: the client's row and the address's row are locked FOR UPDATE; a new row goes in with
+ *   ON CONFLICT DO NOTHING, so two servers creating the same client's or the same address's row
+ *   cannot both succeed; renewals and releases are conditional UPDATEs.
+ * - events: appends take an advisory lock so ids become visible in id order, which lets a reader
+ *   page by id (eventsAfter) without missing a late commit; NOTIFY pxeherd_events carries the
+ *   highest id as a hint.
+ * - boot once: a conditional UPDATE (WHERE boot = 'once'): one server flips it.
+ */
+import type { BootEvent, BootMode, Lease, Node } from '../../nodes/types.js';
+import { InvalidInput, normalizeMac } from '../../nodes/mac.js';
+import { nameError } from '../../nodes/names.js';
+import { firstFreeNumber, formatName, numberOf, parseNamePattern, type NamePattern } from '../../nodes/naming.js';
+import { evalQuery, parseQuery } from '../../nodes/query.js';
+import { compileQuery, POSTGRES_DIALECT } from '../../nodes/query-sql.js';
+import { IPV4_RE } from '../../util/net.js';
+import type { NamingPolicy } from '../nodes.js';
+import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from '../backend.js';
+import { connectPostgres, type Sql, type TxSql } from './connect.js';
+import { EVENTS_LOCK, REGISTER_LOCK } from './schema.js';
+
+export const EVENTS_CHANNEL = 'pxeherd_events';
+
+/** Lost races PostgreSQL reports: unique violation, serialization failure, deadlock. */
+const RETRYABLE = new Set(['23505', '40001', '40P01']);
+const MAX_ATTEMPTS = 5;
+
+interface NodeRow {
+  mac: string;
+  name: string;
+  grp: string;
+  vnfs: string;
+  enabled: number;
+  debug: number;
+  state: string;
+  ip: string;
+  last_contact: number | null;
+  boot: BootMode;
+  created_at: number;
+  updated_at: number;
+  attrs_json?: string | null;
+}
+
+const nodeFrom = (r: NodeRow): Node => ({
+  mac: r.mac,
+  name: r.name,
+  group: r.grp,
+  vnfs: r.vnfs,
+  enabled: r.enabled === 1,
+  debug: r.debug === 1,
+  state: r.state,
+  ip: r.ip,
+  lastContact: r.last_contact,
+  boot: r.boot,
+  attrs: r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {},
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+interface LeaseRow {
+  mac: string;
+  ip: string;
+  expires_at: number;
+  hostname: string;
+  state: Lease['state'];
+  subnet: string;
+  updated_at: number;
+}
+const leaseFrom = (r: LeaseRow): Lease => ({ mac: r.mac, ip: r.ip, expiresAt: r.expires_at, hostname: r.hostname, state: r.state, subnet: r.subnet, updatedAt: r.updated_at });
+
+const NODE_COLUMNS = `nodes.*, (SELECT json_object_agg(a.key, a.value)::text FROM node_attrs a WHERE a.mac = nodes.mac) AS attrs_json`;
+
+export class PostgresBackend implements StoreBackend {
+  readonly kind = 'postgres' as const;
+  /** Lost races retried (for tests and metrics). */
+  retries = 0;
+
+  constructor(
+    readonly sql: Sql,
+    readonly serverId: string,
+  ) {}
+
+  static connect(url: string, serverId: string, o: { max?: number } = {}): PostgresBackend {
+    return new PostgresBackend(connectPostgres(url, { max: o.max ?? 10, applicationName: `pxeherd ${serverId}` }), serverId);
+  }
+
+  /** One transaction, retried when it lost a race; other errors go to the caller. */
+  private async tx<T>(fn: (tx: TxSql) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.sql.begin(fn)) as T;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw e;
+        this.retries++;
+      }
+    }
+  }
+
+  async registerNode(macInput: string, policy: NamingPolicy, opts: { preferredName?: string; ip?: string } = {}) {
+    const mac = normalizeMac(macInput);
+    const pattern = parseNamePattern(policy.pattern);
+    // A known MAC (every boot but the first) needs no lock: one read.
+    const known = await this.nodeByMac(mac);
+    if (known) return { node: known, created: false };
+    return this.tx(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
+      const [existing] = await tx.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
+      if (existing) return { node: nodeFrom(existing), created: false };
+      let name: string | undefined;
+      if (opts.preferredName && !nameError('node', opts.preferredName)) {
+        const [taken] = await tx`SELECT 1 FROM nodes WHERE name = ${opts.preferredName}`;
+        if (!taken) name = opts.preferredName;
+      }
+      name ??= await this.nextName(tx, pattern, policy.firstNumber);
+      let ip = '';
+      if (opts.ip && IPV4_RE.test(opts.ip)) {
+        const [holder] = await tx`SELECT 1 FROM nodes WHERE ip = ${opts.ip}`;
+        if (!holder) ip = opts.ip;
+      }
+      const now = Date.now();
+      const [row] = await tx<NodeRow[]>`
+        INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
+        VALUES (${mac}, ${name}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
+        RETURNING *`;
+      await this.insertEvents(tx, [{ kind: 'node.register', mac, node: name, time: now, detail: { server: this.serverId } }]);
+      return { node: nodeFrom(row!), created: true };
+    });
+  }
+
+  /**
+   * The next name of the pattern: the highest one plus one, found through the index (names
+   * of one width sort like their numbers); when the highest is the last of the pattern, the
+   * first gap. SQLite fills gaps left by deleted nodes first; here names only grow until the
+   * pattern is used up (a rescan per registration would not scale to 100 000 nodes).
+   */
+  private async nextName(tx: TxSql, p: NamePattern, first: number): Promise<string> {
+    const top = 10 ** p.width - 1;
+    const rows = await tx<{ name: string }[]>`
+      SELECT name FROM nodes WHERE name COLLATE "C" >= ${formatName(p, first)} AND name COLLATE "C" <= ${formatName(p, top)}
+      ORDER BY name COLLATE "C" DESC LIMIT 64`;
+    for (const r of rows) {
+      const n = numberOf(p, r.name);
+      if (n !== undefined && n >= first) {
+        if (n < top) return formatName(p, n + 1);
+        break;
+      }
+    }
+    if (rows.length === 0) return formatName(p, first);
+    const all = await tx<{ name: string }[]>`SELECT name FROM nodes WHERE name COLLATE "C" >= ${p.prefix} AND name COLLATE "C" < ${p.prefix + '\uffff'}`;
+    const n = firstFreeNumber(p, first, all.map((r) => r.name));
+    if (n > top) throw new InvalidInput(`no free name left under the pattern (${formatName(p, first)}..${formatName(p, top)})`, 'name');
+    return formatName(p, n);
+  }
+
+  async nodeByMac(mac: string) {
+    const [r] = await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [normalizeMac(mac)]);
+    return r && nodeFrom(r);
+  }
+
+  async listNodes(query?: string) {
+    if (!query) return (await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY name COLLATE "C"`)).map(nodeFrom);
+    const q = parseQuery(query);
+    const c = compileQuery(q, POSTGRES_DIALECT);
+    const rows = (await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE ${c.sql} ORDER BY name COLLATE "C"`, c.params)).map(nodeFrom);
+    return c.exact ? rows : rows.filter((n) => evalQuery(q, n));
+  }
+
+  async leaseByMac(mac: string) {
+    const [r] = await this.sql<LeaseRow[]>`SELECT * FROM leases WHERE mac = ${normalizeMac(mac)}`;
+    return r && leaseFrom(r);
+  }
+
+  private claim(req: LeaseRequest, mode: 'offer' | 'allocate'): Promise<LeaseResult> {
+    const mac = normalizeMac(req.mac);
+    return this.tx(async (tx): Promise<LeaseResult> => {
+      const now = req.now ?? Date.now();
+      const [own] = await tx<LeaseRow[]>`SELECT * FROM leases WHERE mac = ${mac} FOR UPDATE`;
+      const [atIp] = await tx<LeaseRow[]>`SELECT * FROM leases WHERE ip = ${req.ip} FOR UPDATE`;
+      const d = decideClaim(own && leaseFrom(own), atIp && leaseFrom(atIp), { ...req, mac }, mode, now);
+      if (d.do === 'keep-own') return { ok: true, lease: d.lease };
+      if (d.do === 'taken') return { ok: false, reason: 'taken', holder: d.holder };
+      if (d.evict) await tx`DELETE FROM leases WHERE mac = ${d.evict} AND ip = ${req.ip}`;
+      const lease: Lease = { mac, ip: req.ip, expiresAt: req.expiresAt, hostname: req.hostname ?? '', state: mode === 'offer' ? 'offered' : 'bound', subnet: req.subnet ?? '', updatedAt: now };
+      if (own) {
+        await tx`UPDATE leases SET ip = ${lease.ip}, expires_at = ${lease.expiresAt}, hostname = ${lease.hostname}, state = ${lease.state},
+                 subnet = ${lease.subnet}, updated_at = ${now}, server_id = ${this.serverId} WHERE mac = ${mac}`;
+      } else {
+        // Not locked (it did not exist): another server may be creating it right now. DO NOTHING
+        // + retry: the retry reads the other server's row (and an offer then returns it).
+        const ins = await tx`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
+          VALUES (${mac}, ${lease.ip}, ${lease.expiresAt}, ${lease.hostname}, ${lease.state}, ${lease.subnet}, ${now}, ${this.serverId})
+          ON CONFLICT (mac) DO NOTHING RETURNING mac`;
+        if (ins.length === 0) throw Object.assign(new Error('lease row created concurrently'), { code: '40001' });
+      }
+      return { ok: true, lease };
+    });
+  }
+
+  offerLease(req: LeaseRequest) {
+    return this.claim(req, 'offer');
+  }
+  allocateLease(req: LeaseRequest) {
+    return this.claim(req, 'allocate');
+  }
+
+  async renewLease(mac: string, ip: string, expiresAt: number, now = Date.now()) {
+    const r = await this.sql`UPDATE leases SET expires_at = ${expiresAt}, updated_at = ${now}, server_id = ${this.serverId}
+      WHERE mac = ${normalizeMac(mac)} AND ip = ${ip} AND state = 'bound'`;
+    return r.count === 1;
+  }
+
+  async releaseLease(mac: string, ip: string, now = Date.now()) {
+    const r = await this.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}, server_id = ${this.serverId}
+      WHERE mac = ${normalizeMac(mac)} AND ip = ${ip} AND state IN ('offered', 'bound')`;
+    return r.count === 1;
+  }
+
+  async activeLeases(now = Date.now()) {
+    const rows = await this.sql<LeaseRow[]>`SELECT * FROM leases WHERE expires_at > ${now} AND state IN ('offered', 'bound') ORDER BY ip`;
+    return rows.map(leaseFrom);
+  }
+
+  private async insertEvents(tx: TxSql, events: BootEvent[]): Promise<number[]> {
+    if (events.length === 0) return [];
+    await tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`;
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const rows: Record<string, any>[] = events.map((e) => ({ time: e.time ?? Date.now(), mac: e.mac ?? null, node: e.node ?? null, kind: e.kind, detail: JSON.stringify(e.detail ?? {}), server_id: this.serverId }));
+    const ids = (await tx<{ id: number }[]>`INSERT INTO events ${tx(rows, ['time', 'mac', 'node', 'kind', 'detail', 'server_id'])} RETURNING id`).map((r: { id: number }) => r.id).sort((a, b) => a - b);
+    await tx`SELECT pg_notify(${EVENTS_CHANNEL}, ${String(ids[ids.length - 1])})`;
+    return ids;
+  }
+
+  appendEvents(events: BootEvent[]) {
+    return this.tx((tx) => this.insertEvents(tx, events));
+  }
+
+  async eventsAfter(afterId: number, limit = 1000): Promise<StoredEvent[]> {
+    const rows = await this.sql<{ id: number; time: number; mac: string | null; node: string | null; kind: string; detail: string; server_id: string }[]>`
+      SELECT id, time, mac, node, kind, detail, server_id FROM events WHERE id > ${afterId} ORDER BY id LIMIT ${limit}`;
+    return rows.map((r) => ({ id: r.id, time: r.time, mac: r.mac ?? undefined, node: r.node ?? undefined, kind: r.kind, detail: JSON.parse(r.detail), serverId: r.server_id }));
+  }
+
+  async flipBootOnce(mac: string) {
+    const r = await this.sql`UPDATE nodes SET boot = 'local', updated_at = ${Date.now()} WHERE mac = ${normalizeMac(mac)} AND boot = 'once'`;
+    return r.count === 1;
+  }
+
+  async close() {
+    await this.sql.end({ timeout: 5 });
+  }
+}
