@@ -354,6 +354,10 @@ export async function captureInto(tree: string, o: CaptureOptions): Promise<Capt
       );
     },
   });
+  // The node may fail before extractTar starts reading (it first makes its spool file): the
+  // error then waits on the stream, where extractTar's pipeline finds it, instead of being an
+  // 'error' event nobody listens to yet.
+  meter.on('error', () => {});
   s.stdout.on('error', (e) => meter.destroy(e instanceof CaptureError ? e : new CaptureError(`${e.message}; no revision was made`)));
   s.stdout.pipe(meter);
   try {
