@@ -311,6 +311,37 @@ describe('vnfs capture from a real OpenSSH node (overlay root, no VM)', { skip: 
     assert.match(none.stderr, /nosuchnode/);
   });
 
+  test('REST: POST /api/v1/vnfs/NAME/capture makes the next revision; a node-side failure is a 502 naming it', async () => {
+    const conf = path.join(c.dir, 'serve.yaml');
+    fs.writeFileSync(conf, `statedir: ${c.statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { listen: 127.0.0.1, port: 18181 }\nvnfs: { capture_exclude: [/opt/app/cache] }\n`);
+    const log = path.join(c.dir, 'serve.log');
+    const server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', conf], { log });
+    try {
+      await waitFor('the admin API', 20_000, () => fs.existsSync(log) && /admin listening/.test(fs.readFileSync(log, 'utf8')));
+      const token = fs.readFileSync(path.join(c.statedir, 'admin.token'), 'utf8').trim();
+      const post = async (body: unknown) => {
+        const r = await run('curl', ['-s', '-w', '\n%{http_code}', '-X', 'POST', '-H', `Authorization: Bearer ${token}`, '-H', 'Content-Type: application/json', '--data', JSON.stringify(body), 'http://127.0.0.1:18181/api/v1/vnfs/captured/capture'], { ns: c.lab.ns, timeoutMs: 120_000 });
+        const i = r.stdout.lastIndexOf('\n');
+        return { status: Number(r.stdout.slice(i + 1)), body: JSON.parse(r.stdout.slice(0, i)) as Record<string, unknown> };
+      };
+      const ok = await post({ node: 'cap1', comment: 'over REST', exclude: ['/var/cache/big'] });
+      assert.equal(ok.status, 201, JSON.stringify(ok.body));
+      assert.equal(ok.body.rev, 3);
+      assert.equal(ok.body.parent, 2);
+      assert.equal(fs.existsSync(path.join(c.statedir, 'images/captured/3/tree/var/cache/big')), false);
+      assert.equal(fs.existsSync(path.join(c.statedir, 'images/captured/3/tree/opt/app/cache')), false, 'config excludes apply over REST too');
+      const bad = await post({ node: 'impostor' });
+      assert.equal(bad.status, 502);
+      assert.match(String(bad.body.error), /host key of root@10\.77\.0\.50:22 .* is not the one pxeherd keeps/);
+      const badEx = await post({ node: 'cap1', exclude: ['relative'] });
+      assert.equal(badEx.status, 400);
+      assert.equal(badEx.body.field, 'exclude');
+      assert.deepEqual(revisions(c, 'captured'), [1, 2, 3]);
+    } finally {
+      server.kill('SIGTERM');
+    }
+  });
+
   test('a disk that fills up while the stream arrives: says so, no revision, nothing staged; with room the same capture succeeds', async () => {
     const mnt = path.join(c.statedir, 'images/full');
     fs.mkdirSync(mnt, { recursive: true });
