@@ -252,6 +252,16 @@ export function cleanCapturedTree(tree: string): CleanReport {
     fs.writeFileSync(mid, '', { mode: 0o444, flag: 'wx' });
     fs.chmodSync(mid, 0o444);
     rep.emptied.push('/etc/machine-id');
+    // An fstab written by pxeherd's disk install (nodescript 85-disk-boot) names the captured
+    // node's own disks by UUID: on another machine systemd would wait for them and fail the boot.
+    // The next disk install writes the new machine's; a stateless boot needs none.
+    const fstab = path.join(etc, 'fstab');
+    const fst = fs.lstatSync(fstab, { throwIfNoEntry: false });
+    if (fst?.isFile() && /^# written by pxeherd \(nodescript [0-9]+-disk/.test(fs.readFileSync(fstab, 'utf8'))) {
+      fs.rmSync(fstab);
+      fs.writeFileSync(fstab, '# /etc/fstab: static file system information.\n# Emptied by pxeherd vnfs capture: the captured node\'s entries named its own disks.\n', { mode: 0o644, flag: 'wx' });
+      rep.emptied.push('/etc/fstab');
+    }
     // The captured node's name, written by the boot chain (49/50-hostname).
     const hn = path.join(etc, 'hostname');
     if (fs.lstatSync(hn, { throwIfNoEntry: false })) {

@@ -51,6 +51,7 @@ test('cleaning a captured tree: identity, logs, leases, histories and pxeherd st
     write(tree, 'etc/ssh/sshd_config', 'Port 22\n');
     write(tree, 'etc/machine-id', '0123456789abcdef0123456789abcdef\n', 0o444);
     write(tree, 'etc/hostname', 'node1\n');
+    write(tree, 'etc/fstab', '# written by pxeherd (nodescript 85-disk-boot) for node1: img r1 on /dev/vda\nUUID=0b6c7f5e-1111-2222-3333-444455556666 / ext4 errors=remount-ro 0 1\n');
     write(tree, 'etc/udev/rules.d/70-persistent-net.rules', 'SUBSYSTEM=="net"');
     write(tree, 'etc/udev/rules.d/99-site.rules', 'kept');
     write(tree, 'etc/pxeherd/checkin.conf', "PXEHERD_MAC='52-54-00-00-00-01'");
@@ -91,6 +92,7 @@ test('cleaning a captured tree: identity, logs, leases, histories and pxeherd st
     const mid = fs.lstatSync(path.join(tree, 'etc/machine-id'));
     assert.ok(mid.isFile() && mid.size === 0 && (mid.mode & 0o777) === 0o444, 'machine-id is an empty regular file, 0444');
     assert.equal(fs.readFileSync(path.join(tree, 'etc/hostname'), 'utf8'), 'localhost\n');
+    assert.doesNotMatch(fs.readFileSync(path.join(tree, 'etc/fstab'), 'utf8'), /UUID=/, 'the disk install\'s fstab names the captured node\'s disks: emptied');
     const log = fs.statSync(path.join(tree, 'var/log/syslog'));
     assert.equal(log.size, 0, 'a live log is emptied');
     assert.equal(log.mode & 0o777, 0o640, 'with its mode');
