@@ -142,7 +142,7 @@ export function addImageCommands(vnfs: Command, run: Run): void {
     .description('make a new revision of NAME (created when absent) from a running node\'s root filesystem, streamed over SSH (one file system; /proc /sys /dev /run /tmp and the excludes left out); host keys, machine-id, logs, leases, histories and pxeherd\'s per-node state are cleaned in the copy, never on the node')
     .argument('<NODE>', 'node name or MAC (pxeherd logs in with its key and checks the host key it keeps)')
     .argument('<NAME>', 'the VNFS to add the revision to')
-    .option('--exclude <PATH...>', 'absolute paths on the node to leave out (shell globs; also config vnfs.capture_exclude and attribute capture_exclude)')
+    .option('--exclude <PATH>', 'an absolute path on the node to leave out, repeatable (shell globs; also config vnfs.capture_exclude and attribute capture_exclude)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--kernel <VERSION>', 'kernel to boot when the image has several')
     .option('--comment <TEXT>', 'a note kept with the revision')
     .addOption(new Option('--connect-timeout <S>', 'seconds to connect and log in').default('15'))
