@@ -24,7 +24,7 @@ import { ensureKey } from '../../src/remote/keys.js';
 import { ensureIdentity } from '../../src/stateless/identity.js';
 import { Store } from '../../src/store/store.js';
 
-const why = labUnavailable(['mksquashfs', 'unshare', 'chroot', 'setfattr', 'getfattr', 'ssh-keygen']) ?? (fs.existsSync('/usr/sbin/sshd') ? undefined : 'needs Debian openssh-server (/usr/sbin/sshd)') ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI}: run "npm run build"`);
+const why = labUnavailable(['mksquashfs', 'unshare', 'chroot', 'setfattr', 'getfattr', 'setcap', 'getcap', 'ssh-keygen']) ?? (fs.existsSync('/usr/sbin/sshd') ? undefined : 'needs Debian openssh-server (/usr/sbin/sshd)') ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI}: run "npm run build"`);
 const NODE_IP = '10.77.0.50';
 const MID = '0123456789abcdef0123456789abcdef';
 
@@ -91,6 +91,8 @@ function buildLower(c: Ctx, hostKeysDir: string, pubKey: string): void {
   fs.linkSync(path.join(l, 'opt/app/data'), path.join(l, 'opt/app/data-link'));
   fs.symlinkSync('bin', path.join(l, 'opt/app/current'));
   execFileSync('setfattr', ['-n', 'user.pxeherd', '-v', 'kept', path.join(l, 'opt/app/data')]);
+  put(l, 'opt/app/bin/pinger', '#!/bin/sh\n', 0o755);
+  execFileSync('setcap', ['cap_net_raw+ep', path.join(l, 'opt/app/bin/pinger')]);
   execFileSync('mkfifo', [path.join(l, 'opt/app/fifo')]);
   put(l, 'opt/app/removed-on-node', 'deleted after boot\n');
   put(l, 'opt/app/cache/blob', 'excluded by the config\n');
@@ -228,6 +230,7 @@ describe('vnfs capture from a real OpenSSH node (overlay root, no VM)', { skip: 
     assert.equal(fs.readlinkSync(path.join(t, 'opt/app/current')), 'bin');
     assert.match(execFileSync('getfattr', ['-n', 'user.pxeherd', '--only-values', path.join(t, 'opt/app/data')], { encoding: 'utf8' }), /^kept$/);
     assert.ok(fs.lstatSync(path.join(t, 'opt/app/fifo')).isFIFO());
+    assert.match(execFileSync('getcap', [path.join(t, 'opt/app/bin/pinger')], { encoding: 'utf8' }), /cap_net_raw[=+]ep/, 'a file capability (security.capability) survives the overlay and the stream');
     assert.equal(fs.statSync(path.join(t, 'home/alice/notes')).uid, 1000);
     // Cleaned in the copy.
     assert.deepEqual(fs.readdirSync(path.join(t, 'etc/ssh')).sort(), ['sshd_config']);
