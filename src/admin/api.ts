@@ -15,6 +15,9 @@ import { sseStream } from './sse.js';
 import { nodeExtras } from '../inventory/context.js';
 import { planForNode } from '../install/node-plan.js';
 import { PlanError } from '../install/plan.js';
+import { ImageService } from '../images/service.js';
+import { CaptureError, excludePattern, splitExcludes } from '../images/capture.js';
+import { SshError } from '../remote/ssh.js';
 
 type Obj = Record<string, unknown>;
 
@@ -487,6 +490,43 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
     onlyKeys(b, ['rev']);
     if (b.rev !== undefined && !(Number.isInteger(b.rev) && (b.rev as number) > 0)) throw new HttpError(400, 'rev must be a revision number (1, 2, ...)', 'rev');
     res.json(await imagesOf(deps).rollback(v.name, b.rev as number | undefined));
+  });
+  // `pxeherd vnfs capture NODE NAME` over HTTP: answers when the revision is made (minutes for a
+  // whole root filesystem); progress is in the server log, the outcome a vnfs.capture event.
+  r.post('/vnfs/:vnfs/capture', async (req, res) => {
+    const name = req.params.vnfs as string;
+    const b = bodyObject(req);
+    onlyKeys(b, ['node', 'comment', 'exclude']);
+    const node = nodeOr404(reqString(b, 'node'));
+    const exclude = b.exclude ?? [];
+    if (!Array.isArray(exclude) || exclude.some((x) => typeof x !== 'string')) throw new HttpError(400, '"exclude" must be a list of absolute paths on the node', 'exclude');
+    const attrs = store.attrsFor(node);
+    const fromConfig = service.captureExcludes;
+    for (const e of fromConfig) excludePattern(e, 'config vnfs.capture_exclude');
+    for (const e of splitExcludes(attrs.capture_exclude)) excludePattern(e, `attribute capture_exclude of ${node.name}`);
+    for (const e of exclude as string[]) {
+      try {
+        excludePattern(e, 'exclude');
+      } catch (err) {
+        throw new HttpError(400, (err as Error).message, 'exclude');
+      }
+    }
+    const { ensureKey } = await import('../remote/keys.js');
+    const { nodeTarget } = await import('../remote/target.js');
+    const { defaultTemplateDirs } = await import('../boot/service.js');
+    const target = nodeTarget(node, attrs, ensureKey(service.statedir), service.statedir);
+    const images = new ImageService({ store, statedir: service.statedir, templatesDirs: defaultTemplateDirs(service.statedir), events: store.events });
+    const from = node.vnfs.includes('@') ? node.vnfs.slice(0, node.vnfs.lastIndexOf('@')) : node.vnfs;
+    try {
+      const r = await images.capture({ name, node: { name: node.name, mac: node.mac }, target, excludes: [...fromConfig, ...splitExcludes(attrs.capture_exclude), ...(exclude as string[])], comment: optString(b, 'comment'), from: from || undefined });
+      const c = r.capture!;
+      res.status(201).json({ vnfs: r.vnfs, rev: r.rev, parent: r.parent, node: node.name, streamedBytes: c.bytes, streamMs: c.ms, entries: c.tar.entries, cleaned: c.clean, warnings: c.warnings, manifest: r.manifest ?? null });
+    } catch (e) {
+      // The node's side (unreachable, host key, tar, a refused archive): a bad gateway, not our fault.
+      if (e instanceof CaptureError || e instanceof SshError) throw new HttpError(502, e.message, 'node');
+      if (e instanceof Error && / filled up during the capture /.test(e.message)) throw new HttpError(507, e.message);
+      throw e;
+    }
   });
   r.delete('/vnfs/:vnfs', (req, res) => {
     const name = req.params.vnfs as string;

@@ -160,6 +160,8 @@ export const configSchema = z
         method: z.string().default('http'),
         master: z.string().default(''),
         prefix: z.string().default(''),
+        /** `vnfs capture`: paths on the node left out of every capture (globs), besides /proc /sys /dev /run /tmp. */
+        capture_exclude: z.array(z.string()).default([]),
       })
       .strict()
       .prefault({}),

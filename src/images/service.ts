@@ -16,6 +16,8 @@ import { readXattrs, treeStats } from './tree.js';
 import { debootstrapInto, parsePackages, validateSuite } from './debian.js';
 import { applyUpper, linkCopy, runInImage, upperEmpty } from './exec.js';
 import { classifySource, importInto } from './importer.js';
+import { captureInto, excludePattern, type CaptureStats } from './capture.js';
+import type { SshTarget } from '../remote/ssh.js';
 
 /** ENOSPC from Node, or a tool (GNU tar, mksquashfs, cp) that said so on stderr. */
 function diskFull(e: unknown): boolean {
@@ -23,7 +25,7 @@ function diskFull(e: unknown): boolean {
   return x?.code === 'ENOSPC' || /no space left on device|disk full|ENOSPC/i.test(String(x?.message ?? ''));
 }
 
-export type ImageEventKind = 'vnfs.build' | 'vnfs.import' | 'vnfs.exec' | 'vnfs.rollback' | 'vnfs.prune';
+export type ImageEventKind = 'vnfs.build' | 'vnfs.import' | 'vnfs.exec' | 'vnfs.rollback' | 'vnfs.prune' | 'vnfs.capture';
 
 export interface ImageServiceOptions {
   store: Store;
@@ -54,6 +56,8 @@ export interface CommitOptions {
   detail?: Record<string, unknown>;
   /** Return false to drop the staged tree without a revision (e.g. an exec that changed nothing). */
   keep?: (tree: string) => boolean;
+  /** The node the revision comes from (capture): the event goes on its timeline too. */
+  node?: { name: string; mac: string };
 }
 
 export interface CommitResult {
@@ -247,6 +251,7 @@ export class ImageService {
         const ms = Date.now() - t0;
         this.o.events.record({
           kind: c.event,
+          ...(c.node ? { node: c.node.name, mac: c.node.mac } : {}),
           detail: {
             vnfs: c.name,
             rev,
@@ -268,7 +273,7 @@ export class ImageService {
       } catch (e) {
         if (!recorded) for (const d of undo) safeRemove(d);
         const err = diskFull(e) ? new Error(`the disk holding ${this.o.statedir} filled up during the ${c.event.slice(5)} of ${c.name} (${(e as Error).message.split('\n')[0]}): no revision was made and revision ${parent ?? 'none'} stays current; free space, or remove old revisions with "pxeherd vnfs prune ${c.name} --keep N"`) : (e as Error);
-        this.o.events.record({ kind: c.event, detail: { vnfs: c.name, ok: false, source: c.source, error: err.message, ms: Date.now() - t0, ...c.detail } });
+        this.o.events.record({ kind: c.event, ...(c.node ? { node: c.node.name, mac: c.node.mac } : {}), detail: { vnfs: c.name, ok: false, source: c.source, error: err.message, ms: Date.now() - t0, ...c.detail } });
         throw err;
       } finally {
         for (const s of SIGNALS) process.off(s, onSignal);
@@ -363,6 +368,52 @@ export class ImageService {
       },
       keep: (tree) => fs.readdirSync(tree).length > 0,
     }).then((res) => ({ ...res, exitCode }));
+  }
+
+  /**
+   * `vnfs capture NODE NAME`: the node's root filesystem over SSH (capture.ts), cleaned of what
+   * must not be cloned, as a new revision of NAME (made when absent; else the parent is the
+   * current revision). Nothing is changed on the node; a failure leaves no revision and nothing staged.
+   */
+  capture(o: {
+    name: string;
+    node: { name: string; mac: string };
+    target: SshTarget;
+    excludes?: string[];
+    comment?: string;
+    kernel?: string;
+    connectTimeoutMs?: number;
+    idleTimeoutMs?: number;
+    /** The VNFS the node runs: a VNFS made by this capture boots with its kernel command line. */
+    from?: string;
+  }): Promise<CommitResult & { capture?: CaptureStats }> {
+    validateName('vnfs', o.name);
+    const isNew = !this.store.vnfs.get(o.name);
+    // Bad excludes are refused before anything connects.
+    for (const e of o.excludes ?? []) excludePattern(e);
+    let stats: CaptureStats | undefined;
+    const detail: Record<string, unknown> = { node: o.node.name, excludes: o.excludes ?? [] };
+    return this.commit({
+      name: o.name,
+      source: `capture:${o.node.name}`,
+      comment: o.comment,
+      kernel: o.kernel,
+      event: 'vnfs.capture',
+      node: o.node,
+      detail,
+      fill: async (tree) => {
+        stats = await captureInto(tree, { node: o.node.name, target: o.target, excludes: o.excludes ?? [], progress: this.progress, connectTimeoutMs: o.connectTimeoutMs, idleTimeoutMs: o.idleTimeoutMs });
+        detail.streamedBytes = stats.bytes;
+        detail.streamMs = stats.ms;
+        detail.entries = stats.tar.entries;
+        detail.cleaned = { removed: stats.clean.removed, emptied: stats.clean.emptied.length, skipped: stats.clean.skipped };
+        detail.warnings = stats.warnings.length;
+      },
+    }).then((r) => {
+      const src = o.from && o.from !== o.name ? this.store.vnfs.get(o.from) : undefined;
+      if (isNew && r.rev !== null && src?.cmdline) this.store.vnfs.set(o.name, 'cmdline', src.cmdline);
+      return { ...r, capture: stats };
+    });
   }
 
   // ---- revisions ------------------------------------------------------------------

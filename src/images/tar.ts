@@ -63,7 +63,10 @@ export async function extractTar(archive: string | Readable, dest: string, opts:
     // Validation and extraction each read the archive once, so a stream is kept on disk
     // beside dest (same filesystem as the result, not a possibly small /tmp) meanwhile.
     spool = `${dest.replace(/\/+$/, '')}.spool-${process.pid}-${Date.now()}`;
-    await pipeline(archive, fs.createWriteStream(spool, { mode: 0o600 }));
+    // Opened before the stream is read: a source that fails at once must not race a pending
+    // open() that would create the spool after the cleanup below removed it.
+    const fh = await fsp.open(spool, 'w', 0o600);
+    await pipeline(archive, fh.createWriteStream());
     file = spool;
   }
   try {

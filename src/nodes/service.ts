@@ -28,6 +28,11 @@ export class NodeService {
     return this.config.statedir;
   }
 
+  /** Config vnfs.capture_exclude: paths every `vnfs capture` leaves out. */
+  get captureExcludes(): string[] {
+    return this.config.vnfs.capture_exclude;
+  }
+
   get policy(): NamingPolicy {
     const n = this.config.nodes;
     return { pattern: n.name_pattern, firstNumber: n.first_number, defaultGroup: n.default_group, defaultVnfs: n.default_vnfs };

@@ -2,6 +2,7 @@ import type ssh2 from 'ssh2';
 import { ssh2lib } from './ssh2lib.js';
 import type { ClientChannel, ConnectConfig } from 'ssh2';
 import { createHash } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
 
 /** Where and as whom to log in. Secrets stay in this object; messages only use `label`. */
 export interface SshTarget {
@@ -221,3 +222,139 @@ export function sshShell(t: SshTarget, input: string, opts: SshRunOptions): Prom
 
 /** The function type the drivers take, so tests and callers can substitute it. */
 export type SshRunner = typeof sshRun;
+
+/** A command whose stdout is read as a stream (`vnfs capture`: a whole root filesystem). */
+export interface SshStream {
+  /** The command's stdout, with backpressure: a slow reader pauses the command on the node. */
+  stdout: Readable;
+  /**
+   * Settles once the channel closed: the exit status and what the command wrote on stderr
+   * (the last 64 KiB). Rejects with an SshError when the connection broke or went silent.
+   */
+  done: Promise<{ exit: number | null; signal: string | null; stderr: string }>;
+  /** Give up: close the channel and the connection (the node's command gets SIGPIPE/EOF). */
+  abort(reason?: string): void;
+}
+
+export interface SshStreamOptions {
+  /** Connect + authenticate (default 15 s). */
+  connectTimeoutMs?: number;
+  /** No byte on stdout or stderr for this long ends it with a timeout error (default 300 s; 0 = never). */
+  idleTimeoutMs?: number;
+  onStderr?: (chunk: Buffer) => void;
+}
+
+/**
+ * Run one command and hand its stdout over as a stream. Resolves once the command runs
+ * (connected, host key checked as `sshRun` does, logged in); connection, authentication and
+ * host-key failures reject with the same SshErrors as `sshRun`.
+ */
+export function sshExecStream(t: SshTarget, command: string, opts: SshStreamOptions = {}): Promise<SshStream> {
+  const connectMs = opts.connectTimeoutMs ?? 15_000;
+  const idleMs = opts.idleTimeoutMs ?? 300_000;
+  return new Promise((resolveStart, rejectStart) => {
+    const c = new (ssh2lib().Client)();
+    let started = false;
+    let badHostKey: Buffer | undefined;
+    let settleDone: ((r: { exit: number | null; signal: string | null; stderr: string }) => void) | undefined;
+    let failDone: ((e: SshError) => void) | undefined;
+    const done = new Promise<{ exit: number | null; signal: string | null; stderr: string }>((res, rej) => {
+      settleDone = res;
+      failDone = rej;
+    });
+    done.catch(() => {}); // the caller may only look once the stream ended
+    let channel: ClientChannel | undefined;
+    let stdoutStream: Transform | undefined;
+    let finished = false;
+    const close = () => {
+      c.removeAllListeners('ready');
+      c.on('error', () => {});
+      c.end();
+      setTimeout(() => c.destroy(), 200).unref();
+    };
+    const fail = (e: SshError) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(connectTimer);
+      clearTimeout(idleTimer);
+      if (!started) rejectStart(e);
+      else {
+        failDone!(e);
+        channel?.destroy();
+        stdoutStream?.destroy(e);
+      }
+      close();
+    };
+    const connectTimer = setTimeout(() => fail(timeoutError(t, 'connecting to', connectMs)), connectMs);
+    let idleTimer: NodeJS.Timeout | undefined;
+    const touch = () => {
+      if (!idleMs || finished) return;
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => fail(new SshError(`${describe(t)} sent nothing for ${fmtSeconds(idleMs)} while running a command: giving up`, 'timeout')), idleMs);
+    };
+    c.on('error', (e: Error) => fail(!started || badHostKey ? connectError(t, e, connectMs, badHostKey) : new SshError(`the connection to ${describe(t)} failed while running a command: ${e.message}`, 'exec')));
+    c.on('close', () => fail(new SshError(`${describe(t)} closed the connection ${started ? 'while running a command' : 'during the handshake'}`, started ? 'exec' : 'connect')));
+    c.on('ready', () => {
+      clearTimeout(connectTimer);
+      c.exec(command, (err, ch) => {
+        if (err) return fail(new SshError(`${describe(t)} refused to run a command: ${err.message}`, 'exec'));
+        channel = ch;
+        let stderr = Buffer.alloc(0);
+        let exit: number | null = null;
+        let signal: string | null = null;
+        ch.stderr.on('data', (d: Buffer) => {
+          touch();
+          opts.onStderr?.(d);
+          stderr = Buffer.concat([stderr, d]);
+          if (stderr.length > 65536) stderr = stderr.subarray(stderr.length - 65536);
+        });
+        ch.on('exit', (code: number | null, sig?: string) => {
+          if (typeof code === 'number') exit = code;
+          if (sig) signal = sig;
+        });
+        ch.on('close', () => {
+          if (finished) return;
+          finished = true;
+          clearTimeout(idleTimer);
+          settleDone!({ exit, signal, stderr: stderr.toString('utf8') });
+          close();
+        });
+        // Nothing to send: the command's stdin is closed at once.
+        ch.end();
+        started = true;
+        touch();
+        // Passed through a transform that notices activity; pipe() keeps the backpressure.
+        const out = new Transform({
+          highWaterMark: 1 << 20,
+          transform(chunk: Buffer, _enc, cb) {
+            touch();
+            cb(null, chunk);
+          },
+        });
+        ch.pipe(out);
+        stdoutStream = out;
+        resolveStart({
+          stdout: out,
+          done,
+          abort: (reason) => fail(new SshError(`${reason ?? 'aborted'} (${describe(t)})`, 'exec')),
+        });
+      });
+    });
+    const cfg: ConnectConfig = { host: t.host, port: t.port, username: t.user, readyTimeout: connectMs + 1000, tryKeyboard: false };
+    if (t.hostKeys) {
+      const allowed = new Set(t.hostKeys.map((k) => k.trim().split(/\s+/)[1]).filter(Boolean));
+      cfg.hostVerifier = (key: Buffer) => {
+        if (allowed.has(key.toString('base64'))) return true;
+        badHostKey = key;
+        return false;
+      };
+    }
+    if (t.privateKey) cfg.privateKey = t.privateKey;
+    if (t.password !== undefined) cfg.password = t.password;
+    try {
+      c.connect(cfg);
+    } catch (e) {
+      fail(new SshError(`cannot connect to ${describe(t)}: ${(e as Error).message}`, 'connect'));
+    }
+  });
+}

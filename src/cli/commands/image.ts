@@ -5,6 +5,8 @@ import { ExecFailed, ImageService, type CommitResult, type RevisionInfo } from '
 import { ImageError } from '../../images/errors.js';
 import { DEFAULT_PACKAGES } from '../../images/debian.js';
 import { revisionJson } from '../../images/json.js';
+import { excludePattern, splitExcludes } from '../../images/capture.js';
+import { InvalidInput } from '../../nodes/mac.js';
 
 export { revisionJson };
 
@@ -135,6 +137,53 @@ export function addImageCommands(vnfs: Command, run: Run): void {
     .option('--comment <TEXT>', 'a note kept with the revision')
     .addOption(json())
     .action(execAction(true));
+  vnfs
+    .command('capture')
+    .description('make a new revision of NAME (created when absent) from a running node\'s root filesystem, streamed over SSH (one file system; /proc /sys /dev /run /tmp and the excludes left out); host keys, machine-id, logs, leases, histories and pxeherd\'s per-node state are cleaned in the copy, never on the node')
+    .argument('<NODE>', 'node name or MAC (pxeherd logs in with its key and checks the host key it keeps)')
+    .argument('<NAME>', 'the VNFS to add the revision to')
+    .option('--exclude <PATH>', 'an absolute path on the node to leave out, repeatable (shell globs; also config vnfs.capture_exclude and attribute capture_exclude)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--kernel <VERSION>', 'kernel to boot when the image has several')
+    .option('--comment <TEXT>', 'a note kept with the revision')
+    .addOption(new Option('--connect-timeout <S>', 'seconds to connect and log in').default('15'))
+    .addOption(new Option('--idle-timeout <S>', 'seconds without a byte from the node before giving up').default('300'))
+    .addOption(json())
+    .action(
+      run(async (ctx, nodeArg: string, name: string, o: { exclude?: string[]; kernel?: string; comment?: string; connectTimeout: string; idleTimeout: string }) => {
+        const secs = (v: string, opt: string) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n <= 0) throw new InvalidInput(`${opt} must be a number of seconds > 0, not "${v}"`, opt);
+          return n * 1000;
+        };
+        const connectTimeoutMs = secs(o.connectTimeout, '--connect-timeout');
+        const idleTimeoutMs = secs(o.idleTimeout, '--idle-timeout');
+        const node = ctx.nodes.get(nodeArg);
+        const attrs = ctx.store.attrsFor(node);
+        const excludes = [...ctx.config.vnfs.capture_exclude, ...splitExcludes(attrs.capture_exclude), ...(o.exclude ?? [])];
+        for (const e of ctx.config.vnfs.capture_exclude) excludePattern(e, 'config vnfs.capture_exclude');
+        for (const e of splitExcludes(attrs.capture_exclude)) excludePattern(e, `attribute capture_exclude of ${node.name}`);
+        const { ensureKey } = await import('../../remote/keys.js');
+        const { nodeTarget } = await import('../../remote/target.js');
+        const target = nodeTarget(node, attrs, ensureKey(ctx.config.statedir), ctx.config.statedir);
+        const svc = await imageServiceFor(ctx);
+        const from = node.vnfs.includes('@') ? node.vnfs.slice(0, node.vnfs.lastIndexOf('@')) : node.vnfs;
+        const r = await svc.capture({ name, node: { name: node.name, mac: node.mac }, target, excludes, comment: o.comment, kernel: o.kernel, connectTimeoutMs, idleTimeoutMs, from: from || undefined });
+        const c = r.capture!;
+        ctx.print(
+          {
+            ...commitJson(r),
+            node: node.name,
+            streamedBytes: c.bytes,
+            streamMs: c.ms,
+            entries: c.tar.entries,
+            excludes: c.patterns.map((p) => p.slice(1)),
+            cleaned: c.clean,
+            warnings: c.warnings,
+          },
+          () => `${commitText('captured', r)}\n  from:   ${node.name}, ${mib(c.bytes)} streamed in ${(c.ms / 1000).toFixed(1)} s; cleaned in the copy: ${c.clean.removed.length} removed, ${c.clean.emptied.length} emptied`,
+        );
+      }),
+    );
   vnfs
     .command('revisions')
     .description('the revisions of a VNFS: source, kernel, size, nodes using each (* = current)')
