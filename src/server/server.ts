@@ -106,6 +106,7 @@ async function describeBind<T>(what: string, start: () => Promise<T>): Promise<T
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   fs.mkdirSync(config.statedir, { recursive: true });
   const store = Store.open(config.statedir);
+  store.checkpointInBackground((m) => log.warn(m)); // WAL checkpoints off the event loop
   const { address, source } = resolveServerAddress(config.address, config.interface);
   log.info({ address, source, statedir: config.statedir }, `pxeherd starting: nodes reach this master at ${address} (${source})`);
 

@@ -88,6 +88,8 @@ export class NodeRepo {
     this.q = {
       byMac: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE mac = ?'),
       byName: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE name = ?'),
+      nameByMac: db.prepare<[string], string>('SELECT name FROM nodes WHERE mac = ?').pluck(),
+      macByIp: db.prepare<[string], string>("SELECT mac FROM nodes WHERE ip = ? AND ip <> ''").pluck(),
       byIp: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE ip = ? AND ip <> ''"),
       all: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY name'),
       attrsOf: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM node_attrs WHERE mac = ? ORDER BY key'),
@@ -134,6 +136,15 @@ export class NodeRepo {
     const out: Record<string, string> = {};
     for (const a of this.q.attrsOf.all(mac)) out[a.key] = a.value;
     return out;
+  }
+
+  /** Just the name (events name their node; a whole node with attributes costs a second query). */
+  nameByMac(mac: string): string | undefined {
+    return this.q.nameByMac.get(mac);
+  }
+  /** Just the MAC of the node holding this fixed address. */
+  macByIp(ip: string): string | undefined {
+    return this.q.macByIp.get(ip);
   }
 
   byMac(mac: string): Node | undefined {
