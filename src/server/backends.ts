@@ -47,6 +47,10 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
 
 export function dhcpBackend(store: Store, config: Config, events: EventSink, archs?: ClientArchs): DhcpBackend {
   const policy = namingPolicy(config);
+  const slice = store.db.transaction((work: () => void) => {
+    work();
+    store.events.flushIfDue();
+  });
   return {
     lookupNode(mac, hint) {
       const existing = store.nodes.byMac(mac);
@@ -62,15 +66,9 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
     events,
     // One IMMEDIATE transaction per slice of queued datagrams: registrations and leases
     // nest in it as savepoints, so a slice costs one commit instead of one per new MAC.
-    // The slice's events (dhcp.discover/offer/request/ack, node.register) are written in the
-    // same transaction: one commit per slice instead of a second one for the event log.
-    batch: (work) =>
-      store.db
-        .transaction(() => {
-          work();
-          store.events.flush();
-        })
-        .immediate(),
+    // Pending events (dhcp.discover/offer/request/ack, node.register) are written in a slice's
+    // transaction when they are due: no separate commit for the event log.
+    batch: (work) => slice.immediate(work),
     attrsFor: (node) => store.attrsFor(node),
     noteClientArch: archs ? (mac, arch) => archs.note(mac, arch) : undefined,
   };

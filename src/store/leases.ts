@@ -39,6 +39,12 @@ export class LeaseRepo {
            state = excluded.state, subnet = excluded.subnet, updated_at = excluded.updated_at`,
       ),
     };
+    this.writeMany = db.transaction((leases: Lease[]) => {
+      for (const l of leases) {
+        this.q.evictIp.run(l.ip, l.mac);
+        this.q.upsert.run(l);
+      }
+    });
   }
 
   byMac(mac: string): Lease | undefined {
@@ -57,11 +63,8 @@ export class LeaseRepo {
   }
   putMany(leases: Lease[]): void {
     if (leases.length === 0) return;
-    this.db.transaction(() => {
-      for (const l of leases) {
-        this.q.evictIp.run(l.ip, l.mac);
-        this.q.upsert.run(l);
-      }
-    })();
+    this.writeMany(leases);
   }
+  /** Built once (the DHCP server calls putMany for every slice of ACKs). */
+  private readonly writeMany;
 }
