@@ -7,7 +7,7 @@
  * slices. Each slice is one durable transaction (the registrations of unknown MACs, the
  * leases of its ACKs, the nodes' bound addresses) committed before any of its replies leave.
  * Requests that complete an exchange (REQUEST, DECLINE, RELEASE, INFORM, proxyDHCP) go
- * before new DISCOVERs, and a datagram older than a client waits (`dhcp.queue_max_age_ms`)
+ * first, then DISCOVERs of known nodes, then those of new MACs, and a datagram older than a client waits (`dhcp.queue_max_age_ms`)
  * is shed unanswered and counted: past saturation the server answers as many exchanges as
  * at its peak instead of spending itself on offers whose clients have given up.
  */
@@ -116,7 +116,9 @@ export class DhcpServer {
   private proxySock?: dgram.Socket;
   /** REQUEST, DECLINE, RELEASE, INFORM and proxyDHCP: each one finishes an exchange. */
   private readonly finishing = new Fifo<Queued>();
-  /** DISCOVERs: each one starts an exchange. */
+  /** DISCOVERs of MACs that are nodes already: a storm of new machines must not starve them. */
+  private readonly known = new Fifo<Queued>();
+  /** DISCOVERs of new MACs: each one starts an exchange (and registers a node). */
   private readonly starting = new Fifo<Queued>();
   private drainScheduled = false;
   /** Datagrams read since the last slice, and loop turns spent only reading (see drain). */
@@ -134,7 +136,7 @@ export class DhcpServer {
 
   /** Datagrams waiting in the queue now. */
   queued(): number {
-    return this.finishing.length + this.starting.length;
+    return this.finishing.length + this.known.length + this.starting.length;
   }
 
   /** The decision maker; exposed so tests and `explain` can drive it without sockets. */
@@ -230,13 +232,22 @@ export class DhcpServer {
     this.readsSinceDrain++;
     const type = peekMessageType(buf);
     const q: Queued = { buf, type, meta: { via, from: { address: rinfo.address, port: rinfo.port } }, arrived: this.clock() };
-    if (via === 'dhcp' && type === MessageType.Discover) this.starting.push(q);
-    else this.finishing.push(q);
+    if (via !== 'dhcp' || type !== MessageType.Discover) this.finishing.push(q);
+    else if (this.isKnown(buf)) this.known.push(q);
+    else this.starting.push(q);
     if (!this.drainScheduled) {
       this.drainScheduled = true;
       // After the datagrams already readable in this loop turn have been read and queued.
       setImmediate(() => this.drain());
     }
+  }
+
+  /** A DISCOVER from a MAC that is a node already (chaddr peeked; a malformed one is not). */
+  private isKnown(buf: Buffer): boolean {
+    const backend = this.opts.backend;
+    if (!backend.isKnown || buf.length < 34 || buf[2] !== 6) return false;
+    const h = buf.toString('hex', 28, 34);
+    return backend.isKnown(`${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}:${h.slice(8, 10)}:${h.slice(10, 12)}`);
   }
 
   /** Drop queued datagrams older than a client waits, counting them by message type. */
@@ -269,6 +280,7 @@ export class DhcpServer {
     const start = this.clock();
     const maxAge = this.opts.queueMaxAgeMs ?? 1000;
     this.shedStale(this.finishing, start, maxAge);
+    this.shedStale(this.known, start, maxAge);
     this.shedStale(this.starting, start, maxAge);
     const deadline = start + (this.opts.sliceMs ?? 5);
     const replies: Reply[] = [];
@@ -282,7 +294,7 @@ export class DhcpServer {
       const oldest = this.starting.peek();
       const lifo = oldest !== undefined && start - oldest.arrived > CONGESTED_MS;
       for (let n = 0; n < SLICE_MAX_PACKETS && (n < SLICE_MIN_PACKETS || this.clock() < deadline); n++) {
-        const q = this.finishing.shift() ?? (lifo ? this.starting.pop() : this.starting.shift());
+        const q = this.finishing.shift() ?? this.known.shift() ?? (lifo ? this.starting.pop() : this.starting.shift());
         if (!q) break;
         const out = this.receive(q.buf, q.meta);
         replies.push(...out.replies);

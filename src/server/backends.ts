@@ -60,6 +60,7 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
       if (r.created) events.record({ mac, node: r.node.name, kind: 'node.register', detail: { via: 'dhcp' } });
       return { node: r.node, registered: r.created };
     },
+    isKnown: (mac) => store.nodes.nameByMac(mac) !== undefined,
     reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
     bound: (mac, ip) => store.nodes.touchAddress(mac, ip),
     leases: store.leases,
