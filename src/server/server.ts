@@ -165,6 +165,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxBlksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
+      streams: config.tftp.streams,
       maxWindowBytes: config.tftp.max_window_bytes,
       threads: config.tftp.threads || undefined,
       engine: config.tftp.engine,

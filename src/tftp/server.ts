@@ -48,6 +48,12 @@ export interface TftpServerOptions {
   maxWindowBytes?: number;
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
+  /**
+   * Transfers sent at once (config tftp.streams, default 64; 0 = no limit); further RRQs wait in
+   * arrival order, as HTTP downloads do with http.streams. In a storm the first machines get their
+   * loader early and move on instead of all sharing the link until the end.
+   */
+  streams?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
   timeoutMs?: number;
   /** Retransmissions without progress before a transfer is abandoned. Default 5 (config tftp.retries). */
@@ -124,6 +130,9 @@ export class TftpServer {
   private readonly threadsGiven: number | undefined;
   private readonly engine: 'auto' | 'native' | 'js';
   private native: NativeEngine | undefined;
+  /** Transfers holding a stream, and the requests waiting for one in arrival order. */
+  private admitted = 0;
+  private waiting: Array<{ t: Transfer; req: RequestPacket; peer: Peer }> = [];
   /** Transfers running on this thread (the pool counts its own). */
   private localActive = 0;
   private readonly s: Omit<TftpStats, 'active'> = {
@@ -150,6 +159,7 @@ export class TftpServer {
       maxWindowsize: opts.maxWindowsize ?? 64,
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
+      streams: opts.streams ?? 64,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
       logger: opts.logger ?? noopLogger,
@@ -260,6 +270,7 @@ export class TftpServer {
     const sock = this.socket;
     this.socket = undefined;
     const ending: Promise<void>[] = [];
+    this.waiting = [];
     for (const t of [...this.transfers.values()]) {
       if (t.abort) {
         t.abort(ErrorCode.NOT_DEFINED, 'server shutting down', true);
@@ -340,11 +351,31 @@ export class TftpServer {
     }
     const t: Transfer = { key, file, progressed: false };
     this.transfers.set(key, t);
-    this.begin(t, p, peer).catch((e: unknown) => {
-      if (this.transfers.get(key) === t) this.transfers.delete(key);
-      t.source?.release();
-      this.refuse(peer, file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
-    });
+    // Its retransmitted RRQs find it in `transfers` (not progressed) and are not queued again.
+    if (this.o.streams > 0 && this.admitted >= this.o.streams) this.waiting.push({ t, req: p, peer });
+    else this.admit(t, p, peer);
+  }
+
+  /** Start a transfer in a stream; the stream is free again when it ended (or never began). */
+  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
+    this.admitted++;
+    const release = () => {
+      this.admitted--;
+      while (this.waiting.length > 0 && (this.o.streams === 0 || this.admitted < this.o.streams)) {
+        const w = this.waiting.shift()!;
+        // Superseded by a new request of the same client, or the server stopped.
+        if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+      }
+    };
+    this.begin(t, req, peer).then(
+      () => (t.ended ? t.ended.then(release) : release()),
+      (e: unknown) => {
+        if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
+        t.source?.release();
+        this.refuse(peer, t.file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
+        release();
+      },
+    );
   }
 
   private async begin(t: Transfer, req: RequestPacket, peer: Peer): Promise<void> {
