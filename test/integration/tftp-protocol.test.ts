@@ -423,8 +423,8 @@ both('a mounted directory (vnfs/ for GRUB under Secure Boot) is served under its
   }
 });
 
-both('with tftp.streams 1, requests that arrive together are sent one after the other in arrival order, and all complete', async () => {
-  await withServer({ streams: 1 }, async (port, _server, events) => {
+both('with tftp.streams 1 (and no wait limit), requests that arrive together are sent one after the other in arrival order, and all complete', async () => {
+  await withServer({ streams: 1, streamWaitMs: 600_000 }, async (port, _server, events) => {
     const got = await Promise.all([0, 1, 2, 3].map(() => tftpGet({ host: '127.0.0.1', port, file: 'small.bin', timeoutMs: 2000, deadlineMs: 30_000 })));
     for (const g of got) assert.equal(sha(g.data), sha(files['small.bin']!));
     // The server sees the last ACK after the client returned.
