@@ -49,10 +49,11 @@ export interface TftpServerOptions {
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
   /**
-   * Transfers sent at once (config tftp.streams, default 64; 0 = no limit); further RRQs wait in
-   * arrival order, as HTTP downloads do with http.streams. In a storm the first machines get their
-   * loader early and move on instead of all sharing the link until the end. None waits longer
-   * than 500 ms.
+   * Transfers sent at once (config tftp.streams; 0, the default, = no limit); further RRQs wait
+   * in arrival order, as HTTP downloads do with http.streams, so in a storm the first machines
+   * get their loader early instead of all sharing the link until the end. None waits longer
+   * than `streamWaitMs`. Off by default: in a 1000-node storm on a loaded machine, 64 streams
+   * measured behind dnsmasq at p99 (BENCHMARKS.md, issue 21).
    */
   streams?: number;
   /** Longest an RRQ waits for a stream before it starts anyway (default 500 ms). */
@@ -163,7 +164,7 @@ export class TftpServer {
       maxWindowsize: opts.maxWindowsize ?? 64,
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
-      streams: opts.streams ?? 64,
+      streams: opts.streams ?? 0,
       streamWaitMs: opts.streamWaitMs ?? 500,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
