@@ -20,6 +20,12 @@ export interface LeaseStore {
 export interface DhcpBackend {
   /** Node for a MAC. Unknown MAC: registers it (auto_register on) -> {node, registered:true}; off -> undefined. */
   lookupNode(mac: string, hint: { hostname?: string }): { node: Node; registered: boolean } | undefined;
+  /**
+   * Whether a MAC is a node already (no registration). Asked for each DISCOVER as it is read, so
+   * it must be cheap; under overload a known node's DISCOVER goes before new MACs'. Absent: no
+   * such priority.
+   */
+  isKnown?(mac: string): boolean;
   /** MAC of the node that has this IP as its fixed address (node.ip), if any: the pool must skip it for others. */
   reservationOwner(ip: string): string | undefined;
   /** Called after an ACK is sent: the lead records the node's IP/last contact. */

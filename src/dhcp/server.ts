@@ -7,7 +7,7 @@
  * slices. Each slice is one durable transaction (the registrations of unknown MACs, the
  * leases of its ACKs, the nodes' bound addresses) committed before any of its replies leave.
  * Requests that complete an exchange (REQUEST, DECLINE, RELEASE, INFORM, proxyDHCP) go
- * before new DISCOVERs, and a datagram older than a client waits (`dhcp.queue_max_age_ms`)
+ * first, then DISCOVERs of known nodes, then those of new MACs, and a datagram older than a client waits (`dhcp.queue_max_age_ms`)
  * is shed unanswered and counted: past saturation the server answers as many exchanges as
  * at its peak instead of spending itself on offers whose clients have given up.
  */
@@ -54,7 +54,10 @@ export interface DhcpServerOptions {
    * perfdhcp gives up on an exchange after 1 s, a PXE ROM retransmits after 4 s).
    */
   queueMaxAgeMs?: number;
-  /** Longest one slice of queued work runs before the loop reads sockets again (default 1 ms). */
+  /**
+   * Longest one slice of queued work runs before the loop reads sockets again (default 5 ms;
+   * a slice also ends after SLICE_MAX_PACKETS datagrams or when the queue is empty).
+   */
   sliceMs?: number;
   /** Clock for queue ages (tests). */
   clock?: () => number;
@@ -113,9 +116,14 @@ export class DhcpServer {
   private proxySock?: dgram.Socket;
   /** REQUEST, DECLINE, RELEASE, INFORM and proxyDHCP: each one finishes an exchange. */
   private readonly finishing = new Fifo<Queued>();
-  /** DISCOVERs: each one starts an exchange. */
+  /** DISCOVERs of MACs that are nodes already: a storm of new machines must not starve them. */
+  private readonly known = new Fifo<Queued>();
+  /** DISCOVERs of new MACs: each one starts an exchange (and registers a node). */
   private readonly starting = new Fifo<Queued>();
   private drainScheduled = false;
+  /** Datagrams read since the last slice, and loop turns spent only reading (see drain). */
+  private readsSinceDrain = 0;
+  private readAheadTurns = 0;
   readonly shed: ShedCounts = {};
   private readonly log: DhcpLogger;
   private readonly clock: () => number;
@@ -128,7 +136,7 @@ export class DhcpServer {
 
   /** Datagrams waiting in the queue now. */
   queued(): number {
-    return this.finishing.length + this.starting.length;
+    return this.finishing.length + this.known.length + this.starting.length;
   }
 
   /** The decision maker; exposed so tests and `explain` can drive it without sockets. */
@@ -221,15 +229,25 @@ export class DhcpServer {
   private onMessage(buf: Buffer, rinfo: dgram.RemoteInfo, via: 'dhcp' | 'proxy'): void {
     // Reading must stay cheaper than answering, so the backlog of an overload builds up here
     // (where it can be aged and shed) and not in the kernel's buffer: no decode yet.
+    this.readsSinceDrain++;
     const type = peekMessageType(buf);
     const q: Queued = { buf, type, meta: { via, from: { address: rinfo.address, port: rinfo.port } }, arrived: this.clock() };
-    if (via === 'dhcp' && type === MessageType.Discover) this.starting.push(q);
-    else this.finishing.push(q);
+    if (via !== 'dhcp' || type !== MessageType.Discover) this.finishing.push(q);
+    else if (this.isKnown(buf)) this.known.push(q);
+    else this.starting.push(q);
     if (!this.drainScheduled) {
       this.drainScheduled = true;
       // After the datagrams already readable in this loop turn have been read and queued.
       setImmediate(() => this.drain());
     }
+  }
+
+  /** A DISCOVER from a MAC that is a node already (chaddr peeked; a malformed one is not). */
+  private isKnown(buf: Buffer): boolean {
+    const backend = this.opts.backend;
+    if (!backend.isKnown || buf.length < 34 || buf[2] !== 6) return false;
+    const h = buf.toString('hex', 28, 34);
+    return backend.isKnown(`${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}:${h.slice(8, 10)}:${h.slice(10, 12)}`);
   }
 
   /** Drop queued datagrams older than a client waits, counting them by message type. */
@@ -248,11 +266,23 @@ export class DhcpServer {
    */
   private drain(): void {
     this.drainScheduled = false;
+    if (this.readsSinceDrain >= LIBUV_READS_PER_TURN && this.readAheadTurns < MAX_READ_AHEAD_TURNS) {
+      // libuv reads at most 32 datagrams per socket per loop turn: as many more may wait in
+      // the kernel's buffer, where their age is unknown and nothing sheds them. Read on first.
+      this.readsSinceDrain = 0;
+      this.readAheadTurns++;
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+      return;
+    }
+    this.readsSinceDrain = 0;
+    this.readAheadTurns = 0;
     const start = this.clock();
     const maxAge = this.opts.queueMaxAgeMs ?? 1000;
     this.shedStale(this.finishing, start, maxAge);
+    this.shedStale(this.known, start, maxAge);
     this.shedStale(this.starting, start, maxAge);
-    const deadline = start + (this.opts.sliceMs ?? 1);
+    const deadline = start + (this.opts.sliceMs ?? 5);
     const replies: Reply[] = [];
     const backend = this.opts.backend;
     const work = () => {
@@ -263,8 +293,8 @@ export class DhcpServer {
       // completes within its timeout; the old ones are shed once they pass the age limit.
       const oldest = this.starting.peek();
       const lifo = oldest !== undefined && start - oldest.arrived > CONGESTED_MS;
-      for (let n = 0; n < SLICE_MIN_PACKETS || this.clock() < deadline; n++) {
-        const q = this.finishing.shift() ?? (lifo ? this.starting.pop() : this.starting.shift());
+      for (let n = 0; n < SLICE_MAX_PACKETS && (n < SLICE_MIN_PACKETS || this.clock() < deadline); n++) {
+        const q = this.finishing.shift() ?? this.known.shift() ?? (lifo ? this.starting.pop() : this.starting.shift());
         if (!q) break;
         const out = this.receive(q.buf, q.meta);
         replies.push(...out.replies);
@@ -346,6 +376,20 @@ export class DhcpServer {
  * this process's queue, where its age is known, not in the kernel's buffer, where it is not.
  */
 const SLICE_MIN_PACKETS = 4;
+/** libuv's limit of datagrams read from one socket per loop turn (uv__udp_recvmsg). */
+const LIBUV_READS_PER_TURN = 32;
+/** Turns a slice waits at most while the sockets still deliver full batches (16 × 32 datagrams). */
+const MAX_READ_AHEAD_TURNS = 16;
+/**
+ * Most datagrams one slice (one transaction) handles. A slice takes what is queued, so under
+ * light load a datagram is answered in the turn it arrives, and as load rises the batches grow
+ * by themselves (group commit): SQLite writes every page a transaction touched to the WAL, and
+ * a DORA of a new MAC touches ~25 pages in a transaction of 2 exchanges but ~5 in one of 32
+ * (strace: pwrite64 per DORA), so larger slices cost less per answer exactly when answers are
+ * scarce. Before a slice the sockets are read until the kernel's buffer is empty (drain), so an
+ * overload's backlog waits in this queue, where it is aged and shed, whatever a slice costs.
+ */
+const SLICE_MAX_PACKETS = 24;
 /** A DISCOVER queue whose oldest entry waited longer than this is served newest first. */
 const CONGESTED_MS = 100;
 

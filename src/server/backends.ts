@@ -31,9 +31,10 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
         const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
-        if (ip) e.mac = ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : store.leases.byIp(ip)?.mac ?? store.nodes.byIp(ip)?.mac;
+        if (ip) e.mac = ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : store.leases.byIp(ip)?.mac ?? store.nodes.macByIp(ip);
       }
-      if (e.mac && !e.node) e.node = store.nodes.byMac(e.mac)?.name;
+      // Only the name: this runs for several events of every DHCP exchange.
+      if (e.mac && !e.node) e.node = store.nodes.nameByMac(e.mac);
       store.events.record(e);
       if (log) {
         const level = /\.(fail|error|denied)$|^nodescript\.fail/.test(e.kind) ? 'warn' : 'info';
@@ -46,6 +47,10 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
 
 export function dhcpBackend(store: Store, config: Config, events: EventSink, archs?: ClientArchs): DhcpBackend {
   const policy = namingPolicy(config);
+  const slice = store.db.transaction((work: () => void) => {
+    work();
+    store.events.flushIfDue();
+  });
   return {
     lookupNode(mac, hint) {
       const existing = store.nodes.byMac(mac);
@@ -55,13 +60,16 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
       if (r.created) events.record({ mac, node: r.node.name, kind: 'node.register', detail: { via: 'dhcp' } });
       return { node: r.node, registered: r.created };
     },
+    isKnown: (mac) => store.nodes.nameByMac(mac) !== undefined,
     reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
     bound: (mac, ip) => store.nodes.touchAddress(mac, ip),
     leases: store.leases,
     events,
     // One IMMEDIATE transaction per slice of queued datagrams: registrations and leases
     // nest in it as savepoints, so a slice costs one commit instead of one per new MAC.
-    batch: (work) => store.db.transaction(work).immediate(),
+    // Pending events (dhcp.discover/offer/request/ack, node.register) are written in a slice's
+    // transaction when they are due: no separate commit for the event log.
+    batch: (work) => slice.immediate(work),
     attrsFor: (node) => store.attrsFor(node),
     noteClientArch: archs ? (mac, arch) => archs.note(mac, arch) : undefined,
   };

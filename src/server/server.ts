@@ -106,6 +106,7 @@ async function describeBind<T>(what: string, start: () => Promise<T>): Promise<T
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   fs.mkdirSync(config.statedir, { recursive: true });
   const store = Store.openConfigured(config);
+  store.checkpointInBackground((m) => log.warn(m)); // WAL checkpoints off the event loop
   const { address, source } = resolveServerAddress(config.address, config.interface);
   log.info({ address, source, statedir: config.statedir }, `pxeherd starting: nodes reach this master at ${address} (${source})`);
 
@@ -164,6 +165,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxBlksize,
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
+      streams: config.tftp.streams,
       maxWindowBytes: config.tftp.max_window_bytes,
       threads: config.tftp.threads || undefined,
       engine: config.tftp.engine,

@@ -43,6 +43,12 @@ export class LeaseRepo {
            state = excluded.state, subnet = excluded.subnet, updated_at = excluded.updated_at, server_id = excluded.server_id`,
       ),
     };
+    this.writeMany = db.transaction((leases: Lease[]) => {
+      for (const l of leases) {
+        this.q.evictIp.run(l.ip, l.mac);
+        this.q.upsert.run(l.mac, l.ip, l.expiresAt, l.hostname, l.state, l.subnet, l.updatedAt, this.serverId);
+      }
+    });
   }
 
   byMac(mac: string): Lease | undefined {
@@ -61,11 +67,8 @@ export class LeaseRepo {
   }
   putMany(leases: Lease[]): void {
     if (leases.length === 0) return;
-    this.db.transaction(() => {
-      for (const l of leases) {
-        this.q.evictIp.run(l.ip, l.mac);
-        this.q.upsert.run(l.mac, l.ip, l.expiresAt, l.hostname, l.state, l.subnet, l.updatedAt, this.serverId);
-      }
-    })();
+    this.writeMany(leases);
   }
+  /** Built once (the DHCP server calls putMany for every slice of ACKs). */
+  private readonly writeMany;
 }

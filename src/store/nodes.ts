@@ -1,4 +1,5 @@
 import type { DB } from './db.js';
+import type { Transaction } from 'better-sqlite3';
 import type { BootMode, Node } from '../nodes/types.js';
 import { BOOT_MODES } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
@@ -88,6 +89,8 @@ export class NodeRepo {
     this.q = {
       byMac: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE mac = ?'),
       byName: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE name = ?'),
+      nameByMac: db.prepare<[string], string>('SELECT name FROM nodes WHERE mac = ?').pluck(),
+      macByIp: db.prepare<[string], string>("SELECT mac FROM nodes WHERE ip = ? AND ip <> ''").pluck(),
       byIp: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE ip = ? AND ip <> ''"),
       all: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY name'),
       attrsOf: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM node_attrs WHERE mac = ? ORDER BY key'),
@@ -134,6 +137,15 @@ export class NodeRepo {
     const out: Record<string, string> = {};
     for (const a of this.q.attrsOf.all(mac)) out[a.key] = a.value;
     return out;
+  }
+
+  /** Just the name (events name their node; a whole node with attributes costs a second query). */
+  nameByMac(mac: string): string | undefined {
+    return this.q.nameByMac.get(mac);
+  }
+  /** Just the MAC of the node holding this fixed address. */
+  macByIp(ip: string): string | undefined {
+    return this.q.macByIp.get(ip);
   }
 
   byMac(mac: string): Node | undefined {
@@ -300,20 +312,23 @@ export class NodeRepo {
    */
   register(mac: string, policy: NamingPolicy, opts: { preferredName?: string; ip?: string } = {}): { node: Node; created: boolean } {
     const m = normalizeMac(mac);
-    const pattern = parseNamePattern(policy.pattern);
-    return this.db
-      .transaction(() => {
-        const existing = this.byMac(m);
-        if (existing) return { node: existing, created: false };
-        let name: string | undefined;
-        if (opts.preferredName && !validateNameSafe(opts.preferredName) && !this.q.byName.get(opts.preferredName)) name = opts.preferredName;
-        const v = this.validateNew({ mac: m, name }, policy);
-        // An address already someone else's is not taken over by registration.
-        if (opts.ip && IPV4_RE.test(opts.ip) && !this.q.byIp.get(opts.ip)) v.ip = opts.ip;
-        return { node: this.insertOne(v, policy, pattern, Date.now()), created: true };
-      })
-      .immediate();
+    if (this.lastPattern?.text !== policy.pattern) this.lastPattern = { text: policy.pattern, parsed: parseNamePattern(policy.pattern) };
+    // Built once: a DHCP storm registers thousands of MACs a second, and better-sqlite3 makes
+    // a new wrapper function on every db.transaction() call.
+    this.registerTx ??= this.db.transaction((m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => {
+      const existing = this.byMac(m);
+      if (existing) return { node: existing, created: false };
+      let name: string | undefined;
+      if (opts.preferredName && !validateNameSafe(opts.preferredName) && !this.q.byName.get(opts.preferredName)) name = opts.preferredName;
+      const v = this.validateNew({ mac: m, name }, policy);
+      // An address already someone else's is not taken over by registration.
+      if (opts.ip && IPV4_RE.test(opts.ip) && !this.q.byIp.get(opts.ip)) v.ip = opts.ip;
+      return { node: this.insertOne(v, policy, pattern, Date.now()), created: true };
+    });
+    return this.registerTx.immediate(m, policy, this.lastPattern.parsed, opts);
   }
+  private registerTx?: Transaction<(m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => { node: Node; created: boolean }>;
+  private lastPattern?: { text: string; parsed: NamePattern };
 
   /** Apply one field or attribute change to nodes, in one transaction. */
   set(macs: string[], key: string, value: string): Node[] {

@@ -8,6 +8,7 @@ import { LeaseRepo } from './leases.js';
 import { Lease6Repo } from './leases6.js';
 import { EventRepo } from './events.js';
 import { InventoryRepo } from './inventory.js';
+import { BackgroundCheckpointer } from './checkpoint.js';
 
 /** The node database: one SQLite file in WAL mode under the state directory. */
 export class Store {
@@ -18,6 +19,7 @@ export class Store {
   readonly leases6: Lease6Repo;
   readonly events: EventRepo;
   readonly inventory: InventoryRepo;
+  private checkpointer?: BackgroundCheckpointer;
 
   /** Recorded on leases and events (config `server_id`, default the host name). */
   readonly serverId: string;
@@ -66,7 +68,17 @@ export class Store {
     return String(this.db.pragma('integrity_check', { simple: true }));
   }
 
+  /**
+   * For a long-running server: WAL checkpoints on a worker thread instead of inside the commit
+   * that crosses 1000 pages (src/store/checkpoint.ts). Short-lived CLI commands do without.
+   */
+  checkpointInBackground(warn?: (msg: string) => void): void {
+    this.checkpointer ??= new BackgroundCheckpointer(this.db, this.db.name, 200, warn);
+    this.checkpointer.start();
+  }
+
   close(): void {
+    this.checkpointer?.stop();
     this.events.flush();
     this.db.close();
   }

@@ -48,6 +48,16 @@ export interface TftpServerOptions {
   maxWindowBytes?: number;
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
+  /**
+   * Transfers sent at once (config tftp.streams; 0, the default, = no limit); further RRQs wait
+   * in arrival order, as HTTP downloads do with http.streams, so in a storm the first machines
+   * get their loader early instead of all sharing the link until the end. None waits longer
+   * than `streamWaitMs`. Off by default: in a 1000-node storm on a loaded machine, 64 streams
+   * measured behind dnsmasq at p99 (BENCHMARKS.md, issue 21).
+   */
+  streams?: number;
+  /** Longest an RRQ waits for a stream before it starts anyway (default 500 ms). */
+  streamWaitMs?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
   timeoutMs?: number;
   /** Retransmissions without progress before a transfer is abandoned. Default 5 (config tftp.retries). */
@@ -124,6 +134,10 @@ export class TftpServer {
   private readonly threadsGiven: number | undefined;
   private readonly engine: 'auto' | 'native' | 'js';
   private native: NativeEngine | undefined;
+  /** Transfers holding a stream, and the requests waiting for one in arrival order. */
+  private admitted = 0;
+  private waiting: Array<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }> = [];
+  private waitTimer: NodeJS.Timeout | undefined;
   /** Transfers running on this thread (the pool counts its own). */
   private localActive = 0;
   private readonly s: Omit<TftpStats, 'active'> = {
@@ -150,6 +164,8 @@ export class TftpServer {
       maxWindowsize: opts.maxWindowsize ?? 64,
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
+      streams: opts.streams ?? 0,
+      streamWaitMs: opts.streamWaitMs ?? 500,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
       logger: opts.logger ?? noopLogger,
@@ -260,6 +276,9 @@ export class TftpServer {
     const sock = this.socket;
     this.socket = undefined;
     const ending: Promise<void>[] = [];
+    this.waiting = [];
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.waitTimer = undefined;
     for (const t of [...this.transfers.values()]) {
       if (t.abort) {
         t.abort(ErrorCode.NOT_DEFINED, 'server shutting down', true);
@@ -340,11 +359,54 @@ export class TftpServer {
     }
     const t: Transfer = { key, file, progressed: false };
     this.transfers.set(key, t);
-    this.begin(t, p, peer).catch((e: unknown) => {
-      if (this.transfers.get(key) === t) this.transfers.delete(key);
-      t.source?.release();
-      this.refuse(peer, file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
-    });
+    // Its retransmitted RRQs find it in `transfers` (not progressed) and are not queued again.
+    if (this.o.streams > 0 && this.admitted >= this.o.streams) {
+      this.waiting.push({ t, req: p, peer, at: performance.now() });
+      this.watchWaiting();
+    } else this.admit(t, p, peer);
+  }
+
+  /**
+   * A request waits for a stream at most `streamWaitMs` (500 ms), then starts anyway: a PXE ROM
+   * gives up on its own clock, and a transfer to a client that has given up would hold its
+   * stream for all its retries. So the queue orders a burst but never makes a client wait
+   * longer than before it existed by more than that.
+   */
+  private watchWaiting(): void {
+    if (this.waitTimer || this.waiting.length === 0) return;
+    const due = this.waiting[0]!.at + this.o.streamWaitMs - performance.now();
+    this.waitTimer = setTimeout(() => {
+      this.waitTimer = undefined;
+      const now = performance.now();
+      while (this.waiting.length > 0 && now - this.waiting[0]!.at >= this.o.streamWaitMs) {
+        const w = this.waiting.shift()!;
+        if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+      }
+      this.watchWaiting();
+    }, Math.max(0, due));
+    this.waitTimer.unref();
+  }
+
+  /** Start a transfer in a stream; the stream is free again when it ended (or never began). */
+  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
+    this.admitted++;
+    const release = () => {
+      this.admitted--;
+      while (this.waiting.length > 0 && (this.o.streams === 0 || this.admitted < this.o.streams)) {
+        const w = this.waiting.shift()!;
+        // Superseded by a new request of the same client, or the server stopped.
+        if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+      }
+    };
+    this.begin(t, req, peer).then(
+      () => (t.ended ? t.ended.then(release) : release()),
+      (e: unknown) => {
+        if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
+        t.source?.release();
+        this.refuse(peer, t.file, ErrorCode.NOT_DEFINED, `internal error: ${(e as Error).message}`);
+        release();
+      },
+    );
   }
 
   private async begin(t: Transfer, req: RequestPacket, peer: Peer): Promise<void> {

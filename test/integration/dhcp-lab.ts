@@ -67,7 +67,9 @@ export interface RunningServer {
 
 /** Start test/integration/dhcp-runner.ts in a namespace; resolves once it printed READY. */
 export function startServer(ns: string, config: unknown, timeoutMs = 60_000): Promise<RunningServer> {
-  const proc = spawnIn(ns, process.execPath, ['--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(config)], { cwd: ROOT, pipe: true });
+  // PXEHERD_DHCP_CPU_PROF=DIR: the server writes a V8 CPU profile there when it stops (bench profiling).
+  const prof = process.env.PXEHERD_DHCP_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PXEHERD_DHCP_CPU_PROF] : [];
+  const proc = spawnIn(ns, process.execPath, [...prof, '--import', 'tsx', path.join(ROOT, 'test/integration/dhcp-runner.ts'), JSON.stringify(config)], { cwd: ROOT, pipe: true });
   let out = '';
   let err = '';
   proc.stdout!.on('data', (d) => (out += d));

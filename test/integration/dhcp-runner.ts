@@ -30,6 +30,8 @@ const arg = JSON.parse(process.argv[2] ?? '{}') as {
 
 const cfg = configSchema.parse({ dhcp: arg.dhcp ?? {}, nodes: { auto_register: arg.autoRegister ?? true, ...arg.nodesConfig } });
 const store = arg.statedir ? Store.open(arg.statedir) : undefined;
+// As `pxeherd serve` (src/server/server.ts): WAL checkpoints on a worker thread.
+if (arg.backend === 'store') store?.checkpointInBackground((m) => console.error(m));
 const memory = new MemoryDhcpBackend({ autoRegister: arg.autoRegister ?? true, nodes: arg.nodes, leases: store?.leases });
 let backend: DhcpBackend = memory;
 if (arg.backend === 'store') {

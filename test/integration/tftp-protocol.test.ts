@@ -422,3 +422,14 @@ both('a mounted directory (vnfs/ for GRUB under Secure Boot) is served under its
     rmSync(vnfs, { recursive: true, force: true });
   }
 });
+
+both('with tftp.streams 1 (and no wait limit), requests that arrive together are sent one after the other in arrival order, and all complete', async () => {
+  await withServer({ streams: 1, streamWaitMs: 600_000 }, async (port, _server, events) => {
+    const got = await Promise.all([0, 1, 2, 3].map(() => tftpGet({ host: '127.0.0.1', port, file: 'small.bin', timeoutMs: 2000, deadlineMs: 30_000 })));
+    for (const g of got) assert.equal(sha(g.data), sha(files['small.bin']!));
+    // The server sees the last ACK after the client returned.
+    for (let i = 0; i < 100 && events.filter((e) => e.kind === 'tftp.done').length < 4; i++) await new Promise((r) => setTimeout(r, 20));
+    const kinds = events.filter((e) => e.kind === 'tftp.start' || e.kind === 'tftp.done').map((e) => e.kind);
+    assert.deepEqual(kinds, ['tftp.start', 'tftp.done', 'tftp.start', 'tftp.done', 'tftp.start', 'tftp.done', 'tftp.start', 'tftp.done'], 'one transfer at a time');
+  });
+});

@@ -81,6 +81,27 @@ test('requests that finish an exchange are answered before DISCOVERs that arrive
   assert.deepEqual(order.slice(1).map((o) => o.split(' ')[0]), ['offer', 'offer', 'offer']);
 });
 
+test("under congestion a known node's DISCOVER is answered before the new MACs' DISCOVERs that arrived earlier", async () => {
+  let now = 0;
+  const backend = new MemoryDhcpBackend();
+  const knownMac = '52:54:00:00:30:01';
+  (backend as { isKnown?: (mac: string) => boolean }).isKnown = (mac) => mac === knownMac;
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend, clock: () => now });
+  server.getHandler().load();
+  const s = server as unknown as Driven;
+  const order: string[] = [];
+  s.send = (r) => order.push(r.packet.chaddr.subarray(0, 6).toString('hex'));
+  for (let i = 0; i < 40; i++) s.onMessage(discover(i), RINFO, 'dhcp');
+  const known = emptyPacket(1);
+  macToBuffer(knownMac).copy(known.chaddr);
+  known.options.set(Opt.MessageType, enc.u8(MessageType.Discover));
+  s.onMessage(encode(known), RINFO, 'dhcp');
+  now = 200; // the oldest new DISCOVER has waited 200 ms: congested
+  await turn();
+  await turn(); // 41 datagrams read in one turn: the first turn reads on (libuv reads 32 a turn)
+  assert.equal(order[0], '525400003001', 'the known node goes first');
+});
+
 test('datagrams that waited longer than queue_max_age_ms are shed unanswered and counted by type; fresh ones are answered', async () => {
   let now = 0;
   const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend(), queueMaxAgeMs: 1000, clock: () => now });
