@@ -13,6 +13,7 @@ import { isActive } from '../dhcp/leases.js';
 import { arpLookup } from '../provisiond/arp.js';
 import type { ClientArchs } from './loader.js';
 import { peerIp } from '../util/net.js';
+import { revisionArtifactsFor } from '../peers/wiring.js';
 
 /**
  * Everything the boot path contributes to the server, built from the configuration in one
@@ -71,7 +72,7 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     gate,
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
-      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),
+      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate, artifacts: revisionArtifactsFor(config, store, events) }),
       tftpHttpRouter({ root: tftpRoot, events, cache, gate, generate: (req, ip) => render(req, ip) }),
     ],
     authorize: httpAuthorizer(auth),
