@@ -172,6 +172,10 @@ export class RevisionArtifacts {
           headers: { [PEER_HEADER]: this.deps.serverId },
           onProgress: opts.onProgress ? (b) => opts.onProgress!(b, want.size) : undefined,
         });
+        if (!r.ok && r.kind === 'local') {
+          this.say('warn', 'vnfs.fetch.fail', { vnfs: ref.vnfs, rev: ref.rev, file: ref.file, origin, reason: r.reason, server: this.deps.serverId }, `${label}: ${r.reason}`);
+          return { ok: false, status: 503, reason: `${here} and this server cannot store it: ${r.reason} (free space under ${this.deps.vnfsRoot})` };
+        }
         if (!r.ok) {
           tried.push(`${origin}: ${r.reason}`);
           if (r.kind === 'mismatch') {

@@ -14,7 +14,7 @@ import type { Expected } from './verify.js';
 export type DownloadResult =
   | { ok: true; bytes: number; ms: number; attempts: number }
   /** missing: the origin does not have it (404/410) — try the next. */
-  | { ok: false; kind: 'missing' | 'mismatch' | 'error'; reason: string };
+  | { ok: false; kind: 'missing' | 'mismatch' | 'error' | 'local'; reason: string };
 
 export interface DownloadOptions {
   /** Attempts per origin (first try included). */
@@ -30,7 +30,8 @@ export interface DownloadOptions {
 }
 
 interface Attempt {
-  status: 'done' | 'cut' | 'missing' | 'mismatch' | 'error';
+  /** local: this server cannot write the file (disk full, permissions): no origin can help. */
+  status: 'done' | 'cut' | 'missing' | 'mismatch' | 'error' | 'local';
   reason?: string;
 }
 
@@ -50,7 +51,7 @@ export async function downloadFrom(url: string, tmp: string, want: Expected, opt
       if (got !== want.sha256) return { ok: false, kind: 'mismatch', reason: `served different bytes: sha256 ${got}, the manifest says ${want.sha256}` };
       return { ok: true, bytes: have, ms: Date.now() - t0, attempts: n };
     }
-    if (a.status === 'missing' || a.status === 'mismatch') return { ok: false, kind: a.status, reason: a.reason! };
+    if (a.status === 'missing' || a.status === 'mismatch' || a.status === 'local') return { ok: false, kind: a.status, reason: a.reason! };
     last = a.reason ?? 'connection cut';
   }
   return { ok: false, kind: 'error', reason: `${last} (gave up after ${opts.attempts} attempts, ${have} of ${want.size} bytes)` };
@@ -109,7 +110,13 @@ export async function downloadFrom(url: string, tmp: string, want: Expected, opt
             return finish({ status: 'mismatch', reason: `serves ${total} bytes, the manifest says ${want.size}` });
           }
           etag = typeof res.headers.etag === 'string' && !res.headers.etag.startsWith('W/') ? res.headers.etag : etag;
-          const fd = fs.openSync(tmp, 'a');
+          let fd: number;
+          try {
+            fd = fs.openSync(tmp, 'a');
+          } catch (e) {
+            req.destroy();
+            return finish({ status: 'local', reason: `cannot write ${tmp}: ${(e as Error).message}` });
+          }
           let closed = false;
           const close = () => {
             if (!closed) fs.closeSync(fd);
@@ -122,7 +129,13 @@ export async function downloadFrom(url: string, tmp: string, want: Expected, opt
               req.destroy();
               return finish({ status: 'mismatch', reason: `sent more than the manifest's ${want.size} bytes` });
             }
-            fs.writeSync(fd, b);
+            try {
+              fs.writeSync(fd, b);
+            } catch (e) {
+              close();
+              req.destroy();
+              return finish({ status: 'local', reason: `cannot write ${tmp}: ${(e as Error).message}` });
+            }
             hash.update(b);
             have += b.length;
             opts.onProgress?.(have);

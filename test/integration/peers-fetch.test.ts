@@ -291,3 +291,22 @@ test('a download sends no more than the manifest says: an origin sending extra b
     srv.close();
   }
 });
+
+test('a disk that fills up during a fetch: 503 saying so, no other origin tried, nothing half-written left', { skip: skip || (process.getuid?.() !== 0 ? 'needs root (mounts a small tmpfs)' : false), timeout: 30_000 }, async (t) => {
+  const { RevisionArtifacts } = await import('../../src/peers/artifacts.js');
+  const mnt = path.join(dir, 'full');
+  fs.mkdirSync(mnt);
+  spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=128k', 'tmpfs', mnt]);
+  t.after(() => spawnSync('umount', ['-l', mnt]));
+  const kinds: string[] = [];
+  const db = new Database(sqlite, { readonly: true });
+  const text = db.prepare<[], { manifest: string }>("SELECT manifest FROM vnfs_revisions WHERE vnfs = 'img' AND rev = 1").get()!.manifest;
+  db.close();
+  const a = new RevisionArtifacts({ vnfsRoot: mnt, manifestOf: () => text, origins: [`http://127.0.0.1:${PA}`, `http://127.0.0.1:${PN}`], serverId: 'small', events: { record: (e) => kinds.push(e.kind) } });
+  const r = await a.ensure({ vnfs: 'img', rev: 1, file: SQ });
+  assert.equal(r.ok, false);
+  assert.equal((r as { status: number }).status, 503);
+  assert.match((r as { reason: string }).reason, /is not on this server and this server cannot store it: cannot write .*ENOSPC.* \(free space under /);
+  assert.deepEqual(kinds, ['vnfs.fetch.fail'], 'the second origin was not tried');
+  assert.deepEqual(fs.readdirSync(path.join(mnt, 'img', 'r1')), [], 'the temporary file is removed');
+});
