@@ -212,3 +212,11 @@ export class RevisionArtifacts {
     this.deps.log?.(level, msg);
   }
 }
+
+/** TFTP's vnfs/ mount: `rel` is NAME/rREV/FILE; undefined = serve, else why not (the TFTP error message). */
+export async function tftpArtifactGuard(artifacts: RevisionArtifacts, rel: string): Promise<string | undefined> {
+  const ref = revisionFileOf(rel.split('/'));
+  if (!ref) return undefined;
+  const r = await artifacts.ensure(ref);
+  return r.ok ? undefined : r.reason;
+}

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
 import os from 'node:os';
+import { tftpArtifactGuard } from '../peers/artifacts.js';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
@@ -172,6 +173,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       retries: config.tftp.retries,
       generate: (req, peer) => boot.tftpGenerate(req, peer),
       mounts: { 'vnfs/': path.join(config.statedir, 'vnfs') }, // GRUB under Secure Boot loads kernels by TFTP
+      mountGuard: (_prefix, rel) => tftpArtifactGuard(boot.artifacts, rel), // verified or fetched first, as over HTTP
       events,
       logger: tftpLog,
     });

@@ -310,3 +310,33 @@ test('a disk that fills up during a fetch: 503 saying so, no other origin tried,
   assert.deepEqual(kinds, ['vnfs.fetch.fail'], 'the second origin was not tried');
   assert.deepEqual(fs.readdirSync(path.join(mnt, 'img', 'r1')), [], 'the temporary file is removed');
 });
+
+test('over TFTP (GRUB under Secure Boot loads kernels from vnfs/) the same rule holds: fetched and verified first, else refused with the reason', { skip, timeout: 60_000 }, async (t) => {
+  const PT = 18975;
+  const sd = path.join(dir, 'd');
+  const cfg = path.join(dir, 'd.yaml');
+  fs.writeFileSync(cfg, `statedir: ${sd}\ndatabase: sqlite:${sqlite}\nserver_id: boot-d\nhttp: { port: 0 }\ntftp: { port: ${PT} }\nprovisiond: { port: 0 }\nadmin: { port: 0 }\naddress: 127.0.0.1\nnodes: { auto_register: false }\nimages: { origins: ["http://127.0.0.1:${PA}"] }\n`);
+  const p = spawn(process.execPath, [CLI, 'serve', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => p.kill('SIGTERM'));
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => {
+      out += b.toString();
+      if (/tftp listening on/.test(out)) resolve();
+    });
+    p.once('exit', () => reject(new Error(`serve exited: ${out}`)));
+  });
+  p.stdout!.resume();
+  const out = path.join(dir, 'tftp-got');
+  await run('curl', ['-sS', '--max-time', '30', '-o', out, `tftp://127.0.0.1:${PT}/vnfs/img/r1/${SQ}`]);
+  assert.equal(sha256(out), manifest.artifacts[SQ]!.sha256);
+  assert.equal(sha256(path.join(sd, 'vnfs', 'img', 'r1', SQ)), manifest.artifacts[SQ]!.sha256, 'fetched onto this server\'s disk');
+  assert.equal((await eventsAtLeast('vnfs.fetch', 1, 'boot-d')).length, 1);
+  const missing = await run('curl', ['-sS', '--max-time', '30', '-o', out, `tftp://127.0.0.1:${PT}/vnfs/img/r2/${SQ}`]).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal(missing.code, 68, `curl: TFTP file not found (${missing.stderr.trim()})`);
+  const refused = (await eventsAtLeast('tftp.error', 1, 'boot-d')).map((e) => String(e.detail.error));
+  assert.ok(refused.some((m) => /img r2\/rootfs\.squashfs is not on this server and no origin had it verified: http:\/\/127\.0\.0\.1:18971: HTTP 404/.test(m)), refused.join('\n'));
+});
