@@ -5,7 +5,6 @@ import { ExecFailed, ImageService, type CommitResult, type RevisionInfo } from '
 import { ImageError } from '../../images/errors.js';
 import { DEFAULT_PACKAGES } from '../../images/debian.js';
 import { revisionJson } from '../../images/json.js';
-import { addSyncCommand } from './sync.js';
 
 export { revisionJson };
 
@@ -181,5 +180,4 @@ export function addImageCommands(vnfs: Command, run: Run): void {
         );
       }),
     );
-  addSyncCommand(vnfs, run); // issue 19: fetch from peers ahead of a boot storm
 }
