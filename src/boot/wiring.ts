@@ -13,6 +13,8 @@ import { isActive } from '../dhcp/leases.js';
 import { arpLookup } from '../provisiond/arp.js';
 import type { ClientArchs } from './loader.js';
 import { peerIp } from '../util/net.js';
+import { revisionArtifactsFor } from '../peers/wiring.js';
+import type { RevisionArtifacts } from '../peers/artifacts.js';
 
 /**
  * Everything the boot path contributes to the server, built from the configuration in one
@@ -36,6 +38,8 @@ export interface BootParts {
   tftpGenerate: (req: { kind: 'pxelinux' | 'grub'; mac?: string }, peer?: { address: string }) => Promise<Buffer | undefined>;
   /** The admission of kernels and initrds (http.streams), for metrics; absent when 0. */
   gate?: SendGate;
+  /** Revision artifacts, verified (or fetched from peers) before they are served: for TFTP's vnfs/ mount too. */
+  artifacts: RevisionArtifacts;
 }
 
 export function bootParts(args: { config: Config; store: Store; serverAddress: string; events: EventSink; templatesDirs?: string[]; now?: () => number; archs?: ClientArchs }): BootParts {
@@ -65,13 +69,15 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     const mac = req.mac ?? (peer ? macAt(store, peer, now) : undefined);
     return req.kind === 'pxelinux' ? boot.renderPxelinux(mac) : boot.renderGrub(mac);
   };
+  const artifacts = revisionArtifactsFor(config, store, events);
   return {
     boot,
     tokens,
     gate,
+    artifacts,
     routers: [
       bootRouter({ boot, events, nodeAt: config.security.node_tokens ? (ip) => nodeAt(store, ip, args.now?.() ?? Date.now()) : undefined }),
-      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate }),
+      vnfsRouter({ vnfsRoot: path.join(config.statedir, 'vnfs'), backend: storeVnfsFiles(store), events, cache, gate, artifacts }),
       tftpHttpRouter({ root: tftpRoot, events, cache, gate, generate: (req, ip) => render(req, ip) }),
     ],
     authorize: httpAuthorizer(auth),

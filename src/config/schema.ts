@@ -234,6 +234,19 @@ export const configSchema = z
         }
       })
       .prefault({}),
+    /**
+     * Several servers (issue 19): each keeps VNFS revision artifacts on its own disk and
+     * fetches one it lacks from these servers (http://peer:8080 ...), in order, verified against
+     * the database's manifest before it is served. Empty: only local files, still verified.
+     */
+    images: z
+      .object({
+        origins: z.array(z.string().regex(/^https?:\/\/[^\s/]+(\/[^\s]*)?$/, 'must be a base URL such as http://boot2:8080')).default([]),
+        fetch_attempts: z.number().int().min(1).max(20).default(3),
+        fetch_idle_timeout_seconds: z.number().positive().default(30),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 

@@ -5,6 +5,7 @@ import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
 import { parseGeneratedName, type GeneratedRequest } from '../tftp/generated.js';
+import { PEER_HEADER, revisionFileOf, type RevisionArtifacts } from '../peers/artifacts.js';
 import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
@@ -23,6 +24,12 @@ export interface VnfsRouterDeps {
   /** In-memory copies of hot files (default: the process's sharedFileCache); false streams every response. */
   cache?: FileCache | false;
   gate?: SendGate;
+  /**
+   * Revision artifacts (r<rev>/vmlinuz, initrd.img, rootfs.squashfs, manifest.json) are
+   * served only once verified against the database's manifest, fetched from peers when
+   * missing (issue 19). Absent: files are served as they are on disk.
+   */
+  artifacts?: RevisionArtifacts;
 }
 
 function macOf(q: unknown): string | undefined {
@@ -57,20 +64,32 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
     if (bad) return deny(403, bad);
     const chk = checkRelPath(rest);
     if (!chk.ok) return deny(403, chk.reason);
-    const r = resolveInside(path.join(deps.vnfsRoot, name!), chk.segments);
-    if (!r.ok) return deny(r.status, r.reason);
-    const file = chk.segments.join('/');
-    // Naming the event takes database look-ups: done once the response is out, not before its first byte.
-    sendResolved(req, res, r.file, r.stat, (s: SendResult) => {
-      const v = deps.backend?.vnfs(name!);
-      const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
-      deps.events.record({
-        mac,
-        node: mac ? deps.backend?.nodeName(mac) : undefined,
-        kind,
-        detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
-      });
-    }, { highWaterMark: deps.highWaterMark, cache: deps.cache, gate: deps.gate });
+    const segments = chk.segments;
+    const ref = deps.artifacts && revisionFileOf([name!, ...segments]);
+    if (ref) {
+      deps.artifacts!.ensure(ref, { fetch: !req.headers[PEER_HEADER] }).then(
+        (e) => (e.ok ? send() : deny(e.status, e.reason)),
+        (err: Error) => deny(500, `${ref.vnfs} r${ref.rev}/${ref.file}: ${err.message}`),
+      );
+      return;
+    }
+    send();
+    function send() {
+      const r = resolveInside(path.join(deps.vnfsRoot, name!), segments);
+      if (!r.ok) return deny(r.status, r.reason);
+      const file = segments.join('/');
+      // Naming the event takes database look-ups: done once the response is out, not before its first byte.
+      sendResolved(req, res, r.file, r.stat, (s: SendResult) => {
+        const v = deps.backend?.vnfs(name!);
+        const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
+        deps.events.record({
+          mac,
+          node: mac ? deps.backend?.nodeName(mac) : undefined,
+          kind,
+          detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
+        });
+      }, { highWaterMark: deps.highWaterMark, cache: deps.cache, gate: deps.gate });
+    }
   });
   router.use(errorHandler);
   return router;

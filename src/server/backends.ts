@@ -37,7 +37,7 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       if (e.mac && !e.node) e.node = store.nodes.nameByMac(e.mac);
       store.events.record(e);
       if (log) {
-        const level = /\.(fail|error|denied)$|^nodescript\.fail/.test(e.kind) ? 'warn' : 'info';
+        const level = /\.(fail|error|denied|corrupt|rejected)$|^nodescript\.fail/.test(e.kind) ? 'warn' : 'info';
         log[level]({ event: e.kind, node: e.node, mac: e.mac, ...d }, e.kind);
       }
       for (const fn of also) fn(e);

@@ -1,6 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import http from 'node:http';
+import os from 'node:os';
+import { tftpArtifactGuard } from '../peers/artifacts.js';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
@@ -173,6 +175,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       retries: config.tftp.retries,
       generate: (req, peer) => boot.tftpGenerate(req, peer),
       mounts: { 'vnfs/': path.join(config.statedir, 'vnfs') }, // GRUB under Secure Boot loads kernels by TFTP
+      mountGuard: (_prefix, rel) => tftpArtifactGuard(boot.artifacts, rel), // verified or fetched first, as over HTTP
       events,
       logger: tftpLog,
     });
@@ -257,7 +260,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(config.dhcp.mode === 'proxy' && config.dhcp.proxy_port !== 0 ? [{ port: config.dhcp.proxy_port, service: 'proxydhcp' }] : []),
       ...(config.tftp.port !== 0 ? [{ port: config.tftp.port, service: 'tftp' }] : []),
     ];
-    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true, dhcpQueue });
+    // server=<server_id> on every series (process metrics too): several servers report to one Prometheus.
+    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true, dhcpQueue, defaultLabels: { server: config.server_id || os.hostname() } });
     const admin = createAdminApp({
       store,
       service: new NodeService(store, config, queryContextFor(store)),

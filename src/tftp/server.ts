@@ -69,6 +69,11 @@ export interface TftpServerOptions {
    * one), so it fetches kernel and initrd by TFTP. Same confinement rules as the root.
    */
   mounts?: Record<string, string>;
+  /**
+   * Asked before a file under a mount is served (issue 19: revision artifacts are verified, or
+   * fetched from a peer, first): undefined = serve it, else the reason it is refused.
+   */
+  mountGuard?: (prefix: string, rel: string) => Promise<string | undefined>;
   events?: EventSink;
   logger?: TftpLogger;
   cache?: FileCacheOptions;
@@ -126,7 +131,8 @@ export class TftpServer {
   private readonly transfers = new Map<string, Transfer>();
   private readonly cache: FileCache;
   private readonly mounts: Record<string, string>;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts' | 'address6'>> &
+  private readonly mountGuard?: (prefix: string, rel: string) => Promise<string | undefined>;
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts' | 'mountGuard' | 'address6'>> &
     Pick<TftpServerOptions, 'generate' | 'events' | 'address6'>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
@@ -173,6 +179,7 @@ export class TftpServer {
       events: opts.events,
     };
     this.mounts = opts.mounts ?? {};
+    this.mountGuard = opts.mountGuard;
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
     this.threadsGiven = opts.threads;
     this.engine = opts.engine ?? 'auto';
@@ -428,6 +435,8 @@ export class TftpServer {
       if (rel.startsWith(prefix) && rel.length > prefix.length) {
         root = dir;
         rel = rel.slice(prefix.length);
+        const why = !source && this.mountGuard ? await this.mountGuard(prefix, rel) : undefined;
+        if (why) return this.drop(t, peer, ErrorCode.FILE_NOT_FOUND, why);
         break;
       }
     }

@@ -6,6 +6,7 @@ import { NotFound } from '../../nodes/select.js';
 import type { Run } from '../main.js';
 import { groupDeployCommand } from './remote.js';
 import { addImageCommands, imageServiceFor, mib, revisionJson } from './image.js';
+import { addSyncCommand } from './sync.js';
 
 const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
@@ -173,5 +174,6 @@ export function vnfsCommand(run: Run): Command {
       }),
     );
   addImageCommands(vnfs, run);
+  addSyncCommand(vnfs, run); // issue 19: fetch from peers ahead of a boot storm
   return vnfs;
 }
