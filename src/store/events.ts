@@ -1,5 +1,6 @@
 import type { DB } from './db.js';
 import type { BootEvent, EventSink } from '../nodes/types.js';
+import { redactEvent } from '../security/secrets.js';
 
 export interface EventFilter {
   mac?: string;
@@ -35,7 +36,8 @@ export class EventRepo implements EventSink {
   }
 
   record(ev: BootEvent): void {
-    const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
+    // Secrets (a password hash quoted by a script or a console line) never reach the log.
+    const e: BootEvent = { ...redactEvent(ev), time: ev.time ?? Date.now() };
     this.pending.push(e);
     for (const fn of this.listeners) {
       try {
