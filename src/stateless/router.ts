@@ -14,7 +14,7 @@ import { writeTar } from './tar.js';
  *   GET /node/overlay.tar?mac=M&token=T[&have=HASH]
  *        the node's overlay bundle; an empty 200 when HASH is the current one (one request)
  *   GET /node/report/<kind>?mac=M&token=T&...  the node reports a step: image.download,
- *        image.verify, image.switch_root, node.checkin (an event on its timeline)
+ *        image.verify, image.unpack, image.switch_root, node.checkin (an event on its timeline)
  * Only the node itself gets them. Anything else is 403 and a `security.denied` event. Secrets
  * never reach a log or an event: refusals and events name files, never their contents.
  *
@@ -115,6 +115,7 @@ function sendTar(res: Response, body: Buffer, extra: Record<string, string> = {}
 const REPORT_FIELDS: Record<string, Record<string, RegExp>> = {
   'image.download': { file: /^[\w.-]{1,64}$/, rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/, tries: /^\d{1,4}$/, ok: /^[01]$/ },
   'image.verify': { file: /^[\w.-]{1,64}$/, rev: /^\d{1,9}$/, expected: /^[0-9a-f]{64}$/, actual: /^[0-9a-f]{0,64}$/, ok: /^[01]$/ },
+  'image.unpack': { rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
   'image.switch_root': { rev: /^\d{1,9}$/, root: /^[\w/.-]{1,64}$/, init: /^[\w/.-]{1,64}$/ },
   'node.checkin': { rev: /^\d{0,9}$/, first: /^[01]$/, overlay: /^(same|updated|failed)$/, changed: /^\d{1,6}$/ },
 };
