@@ -38,8 +38,8 @@ interface Opts {
   vnfsMode: 'overlay' | 'tmpfs';
 }
 
-function sh(cmd: string, args: string[], o: { cwd?: string; input?: string } = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', cwd: o.cwd, input: o.input, maxBuffer: 1 << 26 });
+function sh(cmd: string, args: string[], o: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', cwd: o.cwd, input: o.input, maxBuffer: 1 << 26, env: o.env ? { ...process.env, ...o.env } : undefined });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error?.message}`);
   return r.stdout;
 }
@@ -97,11 +97,20 @@ export async function imageBootBench(o: Opts): Promise<void> {
       config,
       `statedir: ${statedir}\ninterface: br0\naddress: ${S}\ndhcp: { mode: full, range: [10.88.0.100, 10.88.0.200], router: ${S}, dns: [${S}], lease_seconds: 600 }\ntftp: { port: 69 }\nhttp: { port: 8080 }\nprovisiond: { port: 0 }\nadmin: { port: 0 }\n`,
     );
-    const cli = (a: string[]) => sh(process.execPath, [CLI, ...a, '--config', config]);
+    // The config through the environment: after `vnfs exec NAME --`, --config would be part of the command.
+    const cli = (a: string[]) => sh(process.execPath, [CLI, ...a], { env: { PXEHERD_CONFIG: config } });
     cli(['vnfs', 'set', SHARED_IMAGE_NAME, 'cmdline', STAGE1_CMDLINE]);
+    let rev = img.rev;
+    if (o.vnfsMode === 'tmpfs') {
+      // A revision packed by this pxeherd: its stage one carries unsquashfs (a cached image may predate it).
+      console.log('tmpfs mode: vnfs exec makes a fresh revision (stage one with unsquashfs)');
+      cli(['vnfs', 'exec', SHARED_IMAGE_NAME, '--', 'sh', '-c', 'echo bench > /etc/pxeherd-bench']);
+      rev = img.rev + 1;
+    }
+    const tree = path.join(statedir, 'images', SHARED_IMAGE_NAME, String(rev), 'tree');
     cli(['node', 'add', MAC, NODE, '--vnfs', SHARED_IMAGE_NAME, '--set', `vnfs_mode=${o.vnfsMode}`, '--set', 'checkin_interval=300']);
-    const manifest = JSON.parse(fs.readFileSync(path.join(statedir, `vnfs/${SHARED_IMAGE_NAME}/r${img.rev}/manifest.json`), 'utf8')) as { artifacts: Record<string, { size: number }>; tree: { bytes: number } };
-    console.log(`image ${SHARED_IMAGE_NAME} r${img.rev}: tree ${(manifest.tree.bytes / 1048576).toFixed(0)} MiB, rootfs.squashfs ${(manifest.artifacts['rootfs.squashfs']!.size / 1048576).toFixed(0)} MiB; QEMU accel ${labAccel()}, ${MEM_MB} MiB; pxeherd vnfs_mode=${o.vnfsMode}`);
+    const manifest = JSON.parse(fs.readFileSync(path.join(statedir, `vnfs/${SHARED_IMAGE_NAME}/r${rev}/manifest.json`), 'utf8')) as { artifacts: Record<string, { size: number }>; tree: { bytes: number } };
+    console.log(`image ${SHARED_IMAGE_NAME} r${rev}: tree ${(manifest.tree.bytes / 1048576).toFixed(0)} MiB, rootfs.squashfs ${(manifest.artifacts['rootfs.squashfs']!.size / 1048576).toFixed(0)} MiB; QEMU accel ${labAccel()}, ${MEM_MB} MiB; pxeherd vnfs_mode=${o.vnfsMode}`);
     const results: { server: string; seconds: number }[] = [];
 
     // --- pxeherd ---
@@ -140,10 +149,10 @@ export async function imageBootBench(o: Opts): Promise<void> {
     const web = path.join(dir, 'www');
     fs.mkdirSync(web, { recursive: true });
     fs.chmodSync(dir, 0o755);
-    const rdir = path.join(statedir, `vnfs/${SHARED_IMAGE_NAME}/r${img.rev}`);
+    const rdir = path.join(statedir, `vnfs/${SHARED_IMAGE_NAME}/r${rev}`);
     fs.copyFileSync(path.join(rdir, 'vmlinuz'), path.join(web, 'vmlinuz'));
     let t0 = Date.now();
-    packCpioGz(img.tree, path.join(web, 'image.cpio.gz'));
+    packCpioGz(fs.existsSync(tree) ? tree : img.tree, path.join(web, 'image.cpio.gz'));
     console.log(`reference: packed the image tree as image.cpio.gz (${(fs.statSync(path.join(web, 'image.cpio.gz')).size / 1048576).toFixed(0)} MiB) in ${((Date.now() - t0) / 1000).toFixed(0)} s (not part of the boot time)`);
     const nd = path.join(dir, 'node-files');
     fs.mkdirSync(nd);
