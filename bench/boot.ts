@@ -3,6 +3,8 @@
 // namespace on this machine. Seconds from QEMU start to the console marker.
 //
 //   npm run build && node --import tsx bench/boot.ts [--runs 1] [--firmware bios,uefi,uefi-http]
+//   npm run build && node --import tsx bench/boot.ts --image [--runs 1] [--vnfs-mode overlay|tmpfs]
+//     image boots into the Debian image to SSH against a Warewulf-style chain: bench/boot-image.ts
 //
 // uefi-http: OVMF's own UEFI HTTP boot (virtio-net without ROM, PXE switched off by fw_cfg):
 // DHCP with vendor class HTTPClient -> ipxe.efi over HTTP -> iPXE -> the same script.
@@ -14,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import { createLab, labUnavailable, tmpDir, waitFor, type Lab } from '../test/lab/lab.js';
 import { startVm, labAccel } from '../test/lab/qemu.js';
 import { CLI } from '../test/helpers/cli.js';
+import { imageBootBench } from './boot-image.js';
 
 const args = process.argv.slice(2);
 const opt = (n: string, d: string) => (args.includes(n) ? args[args.indexOf(n) + 1]! : d);
@@ -22,6 +25,15 @@ type Firmware = 'bios' | 'uefi' | 'uefi-http';
 const FIRMWARES = opt('--firmware', 'bios,uefi').split(',') as Firmware[];
 /** OVMF without PXE boot options: the NIC's first network option is UEFI HTTP boot. */
 const OVMF_HTTP_ONLY = ['-fw_cfg', 'name=opt/org.tianocore/IPv4PXESupport,string=n', '-fw_cfg', 'name=opt/org.tianocore/IPv6PXESupport,string=n'];
+if (args.includes('--image')) {
+  const mode = opt('--vnfs-mode', 'overlay');
+  if (mode !== 'overlay' && mode !== 'tmpfs') {
+    console.error(`bench/boot: --vnfs-mode must be overlay or tmpfs, not ${mode}`);
+    process.exit(2);
+  }
+  await imageBootBench({ runs: RUNS, vnfsMode: mode });
+  process.exit(process.exitCode ?? 0);
+}
 const why = labUnavailable(['qemu-system-x86_64', 'dnsmasq', 'nginx']);
 if (why) {
   console.error(`bench/boot: ${why}`);

@@ -20,7 +20,7 @@ import { decode, emptyPacket, encode, type DhcpPacket } from '../src/dhcp/codec.
 import { MessageType, Opt } from '../src/dhcp/options.js';
 import { tftpGet } from '../src/tftp/client.js';
 
-export type StormMode = 'full' | 'dhcp' | 'tftp' | 'http' | 'register';
+export type StormMode = 'full' | 'dhcp' | 'tftp' | 'http' | 'register' | 'tcp';
 
 export interface StormJob {
   mode: StormMode;
@@ -35,6 +35,13 @@ export interface StormJob {
   /** tftp-only: file to fetch; http-only: paths to fetch (with {mac} replaced). */
   tftpFile?: string;
   httpPaths?: string[];
+  /** http-only: stage names of httpPaths (default kernel, initrd). */
+  httpNames?: string[];
+  /** full: after init, the rootfs stage ("image") downloads this path (?mac= added), expecting imageBytes. */
+  imagePath?: string;
+  imageBytes?: number;
+  /** tcp: raw TCP transfers from server:tcpPort, one connection per node, read to the end ("link" stage). */
+  tcpPort?: number;
   /** register mode: which MACs ask /provision/init (others do DHCP); see the kill -9 test. */
   registerSplit?: number;
   /** Whole-job deadline. */
@@ -304,9 +311,25 @@ async function fullNode(job: StormJob, dhcp: DhcpClients, mac: string): Promise<
     const name = /NODENAME='([^']*)'/.exec(text)?.[1];
     if (name) r.name = name;
   });
+  // The rootfs stage: what 10-vnfs-root does on a node (stage one's wget of the image).
+  if (job.imagePath) await timed(r, 'image', () => fetchStage(`http://${job.server}:${job.httpPort}${job.imagePath}?mac=${mac.replace(/:/g, '-')}`, ip, r, false, job.imageBytes));
   await timed(r, 'ready', () => fetchStage(q('ready'), ip, r, true));
   r.ok = true;
   return r;
+}
+
+/** A raw TCP transfer: connect, read to the end, count the bytes (the link, without HTTP). */
+function tcpRead(host: string, port: number, expect: number | undefined, timeoutMs = 300_000): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, host);
+    let bytes = 0;
+    s.setTimeout(timeoutMs, () => s.destroy(new Error('timeout')));
+    s.on('data', (c: Buffer) => {
+      bytes += c.length;
+    });
+    s.on('end', () => (expect !== undefined && bytes !== expect ? reject(new Error(`short transfer ${bytes}/${expect}`)) : resolve(bytes)));
+    s.on('error', reject);
+  });
 }
 
 async function registerNode(job: StormJob, dhcp: DhcpClients, mac: string, i: number): Promise<NodeResult> {
@@ -343,11 +366,13 @@ async function oneStage(job: StormJob, dhcp: DhcpClients | undefined, mac: strin
     await timed(r, 'tftp', () => tftpFetch(job.server, job.tftpFile!, job, r));
   } else if (job.mode === 'http') {
     const paths = job.httpPaths ?? [];
-    const names = ['kernel', 'initrd'];
+    const names = job.httpNames ?? ['kernel', 'initrd'];
     for (let k = 0; k < paths.length; k++) {
       const url = `http://${job.server}:${job.httpPort}${paths[k]!.replace('{mac}', mac.replace(/:/g, '-'))}`;
-      await timed(r, names[k] ?? `http${k}`, () => fetchStage(url, undefined, r, false));
+      await timed(r, names[k] ?? `http${k}`, () => fetchStage(url, undefined, r, false, names[k] === 'image' ? job.imageBytes : undefined));
     }
+  } else if (job.mode === 'tcp') {
+    await timed(r, 'link', () => tcpRead(job.server, job.tcpPort!, job.imageBytes));
   }
   r.ok = true;
   return r;

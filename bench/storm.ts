@@ -7,7 +7,13 @@
  * against pxeherd alone, and the ratios are printed.
  *
  *   npm run storm -- --nodes 1000 [--ramp SECONDS] [--kernel-mib 1] [--initrd-mib 4]
- *                    [--tftp-max-transfers N] [--no-compare] [--json] [--keep]
+ *                    [--image-mib 0] [--tftp-max-transfers N] [--no-compare] [--json] [--keep]
+ *
+ * --image-mib N adds the stateless rootfs stage: after init, each node downloads an N MiB
+ * image (/vnfs/storm/r1/rootfs.squashfs, as 10-vnfs-root's wget does). The comparison then
+ * also runs that stage alone against pxeherd and nginx (same file, same clients), and measures
+ * the namespace link itself — raw TCP transfers over the same veth, same number of
+ * connections, no HTTP — to give the link limit: total image bytes / link throughput.
  *   (= node --import tsx bench/storm.ts ...)
  *
  * Needs root (network namespaces), dnsmasq and nginx for the comparison, and a built
@@ -47,6 +53,8 @@ const NODES = Number(opt('nodes', '1000'));
 const RAMP = Number(opt('ramp', '0'));
 const KERNEL = Math.round(Number(opt('kernel-mib', '1')) * 1048576);
 const INITRD = Math.round(Number(opt('initrd-mib', '4')) * 1048576);
+const IMAGE = Math.round(Number(opt('image-mib', '0')) * 1048576);
+const IMAGE_PATH = '/vnfs/storm/r1/rootfs.squashfs';
 const COMPARE = !flag('no-compare');
 const JSON_OUT = flag('json');
 const KEEP = flag('keep');
@@ -110,6 +118,91 @@ interface StageRun {
   clientCpuSeconds?: number;
 }
 
+/** A synthetic image file of `bytes` (not zeros, so nothing on the way can compress it away). */
+function writeImageFile(file: string, bytes: number): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const fd = fs.openSync(file, 'w');
+  const block = Buffer.alloc(1 << 20);
+  for (let i = 0; i < block.length; i += 4) block.writeUInt32LE((i * 2246822519) >>> 0, i);
+  for (let off = 0; off < bytes; off += block.length) fs.writeSync(fd, block, 0, Math.min(block.length, bytes - off));
+  fs.closeSync(fd);
+}
+
+interface LinkRun {
+  /** Connections at once (as many as nodes), bytes each, total seconds, bytes per second. */
+  connections: number;
+  bytesEach: number;
+  seconds: number;
+  bytesPerSecond: number;
+}
+
+interface ImageReport {
+  pxeherd: StageRun;
+  nginx: StageRun;
+  link: LinkRun;
+  totalBytes: number;
+}
+
+/**
+ * The namespace link's throughput: raw TCP from the server namespace to the same client
+ * process kind, one connection per node, 64 MiB each (the rate, not the volume, is what counts).
+ */
+async function measureLink(lab: Parameters<typeof runClients>[0], dir: string, nodes: number, base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'>): Promise<LinkRun> {
+  const port = 9099;
+  const bytesEach = 64 * 1048576;
+  const src = lab.spawnInNs(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'storm-tcp-source.ts'), lab.serverIp, String(port), String(bytesEach)], { log: path.join(dir, 'tcp-source.log'), cwd: path.resolve(import.meta.dirname, '..') });
+  try {
+    const t0 = Date.now();
+    while (!fs.existsSync(path.join(dir, 'tcp-source.log')) || !fs.readFileSync(path.join(dir, 'tcp-source.log'), 'utf8').includes('LISTENING')) {
+      if (Date.now() - t0 > 20_000) throw new Error(`the TCP source did not start: ${fs.readFileSync(path.join(dir, 'tcp-source.log'), 'utf8')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await runWithProgress(lab, { ...base, mode: 'tcp', nodes, macTag: 0x40, tcpPort: port, imageBytes: bytesEach }, 'raw TCP over the namespace link');
+    const ok = r.results.filter((x) => x.ok).length;
+    if (ok < nodes) throw new Error(`raw TCP: ${nodes - ok} of ${nodes} transfers failed: ${JSON.stringify(failuresByReason(r.results))}`);
+    return { connections: nodes, bytesEach, seconds: +r.seconds.toFixed(2), bytesPerSecond: Math.round((bytesEach * nodes) / r.seconds) };
+  } finally {
+    await stopProc(src);
+  }
+}
+
+const gib = (b: number) => `${(b / 1073741824).toFixed(2)} GiB`;
+const mibs = (bps: number) => `${(bps / 1048576).toFixed(0)} MiB/s`;
+
+function imageJson(x: ImageReport) {
+  const limit = x.totalBytes / x.link.bytesPerSecond;
+  const side = (s: StageRun) => ({
+    p50: s.stages.image?.p50 ?? null,
+    p99: s.stages.image?.p99 ?? null,
+    seconds: s.seconds,
+    failures: s.failures,
+    bytesPerSecond: Math.round(x.totalBytes / s.seconds),
+    vsLinkLimit: +(s.seconds / limit).toFixed(2),
+  });
+  return {
+    totalBytes: x.totalBytes,
+    link: { ...x.link, limitSeconds: +limit.toFixed(2) },
+    pxeherd: side(x.pxeherd),
+    nginx: side(x.nginx),
+    ratioP50: x.pxeherd.stages.image && x.nginx.stages.image ? +(x.pxeherd.stages.image.p50 / x.nginx.stages.image.p50).toFixed(2) : null,
+    ratioP99: x.pxeherd.stages.image && x.nginx.stages.image ? +(x.pxeherd.stages.image.p99 / x.nginx.stages.image.p99).toFixed(2) : null,
+    ratioTotal: +(x.pxeherd.seconds / x.nginx.seconds).toFixed(2),
+  };
+}
+
+function imageTable(x: ImageReport): string {
+  const j = imageJson(x);
+  const row = (name: string, s: ReturnType<typeof imageJson>['pxeherd']) =>
+    `  ${name.padEnd(8)} p50 ${s.p50?.toFixed(2)} s  p99 ${s.p99?.toFixed(2)} s  all ${s.seconds} s  ${mibs(s.bytesPerSecond)}  ${s.vsLinkLimit}x the link limit  fail ${s.failures}`;
+  return [
+    `\nimage stage alone: ${x.pxeherd.ok + x.pxeherd.failures} clients x ${(x.totalBytes / (x.pxeherd.ok + x.pxeherd.failures) / 1048576).toFixed(0)} MiB = ${gib(x.totalBytes)}`,
+    `  link     raw TCP, ${x.link.connections} connections x ${x.link.bytesEach / 1048576} MiB in ${x.link.seconds} s = ${mibs(x.link.bytesPerSecond)}: limit for ${gib(x.totalBytes)} = ${j.link.limitSeconds} s`,
+    row('pxeherd', j.pxeherd),
+    row('nginx', j.nginx),
+    `  ratio pxeherd / nginx: p50 ${j.ratioP50} p99 ${j.ratioP99} total ${j.ratioTotal}`,
+  ].join('\n');
+}
+
 async function main(): Promise<void> {
   const why = stormUnavailable(COMPARE ? ['dnsmasq', 'nginx'] : []);
   if (why) {
@@ -130,13 +223,14 @@ async function main(): Promise<void> {
   try {
     const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: KERNEL, initrdBytes: INITRD, tftpMaxTransfers: TFTP_MAX || undefined });
     registerSyntheticVnfs(dir, config, KERNEL, INITRD);
+    if (IMAGE) writeImageFile(path.join(statedir, 'vnfs', 'storm', 'r1', 'rootfs.squashfs'), IMAGE);
     const server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
-    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'}, kernel ${KERNEL} B, initrd ${INITRD} B; pxeherd pid ${server.pid}, logs in ${dir}`);
-    const base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'> = { server: lab.serverIp, httpPort: 8080, rampSeconds: RAMP, deadlineSeconds: 900 };
+    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'}, kernel ${KERNEL} B, initrd ${INITRD} B${IMAGE ? `, image ${IMAGE} B` : ''}; pxeherd pid ${server.pid}, logs in ${dir}`);
+    const base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'> = { server: lab.serverIp, httpPort: 8080, rampSeconds: RAMP, deadlineSeconds: 900, ...(IMAGE ? { imageBytes: IMAGE } : {}) };
 
     const watch = watchProc(server.pid);
     const net0 = { server: netCounters(lab.ns), clients: netCounters(lab.clientNs) };
-    const storm = await runWithProgress(lab, { ...base, mode: 'full', nodes: NODES, macTag: 0x10 }, 'full boot path');
+    const storm = await runWithProgress(lab, { ...base, mode: 'full', nodes: NODES, macTag: 0x10, ...(IMAGE ? { imagePath: IMAGE_PATH } : {}) }, 'full boot path');
     const proc = watch.stop();
     const kernelDrops = { server: diffCounters(net0.server, netCounters(lab.ns)), clients: diffCounters(net0.clients, netCounters(lab.clientNs)) };
     const ready = storm.results.filter((r) => r.ok);
@@ -164,6 +258,7 @@ async function main(): Promise<void> {
         clientCpuSeconds: r.clientCpuSeconds,
       };
     };
+    let imageReport: ImageReport | undefined;
     const comparisons: Record<string, { pxeherd: StageRun; reference: StageRun; ref: string; ratioP50: number; ratioP99: number; ratioTotal: number }> = {};
     if (COMPARE) {
       const tftpRoot = path.join(statedir, 'tftproot');
@@ -173,6 +268,7 @@ async function main(): Promise<void> {
         dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }),
         tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }),
         http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }),
+        image: IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x23, httpPaths: [`${IMAGE_PATH}?mac={mac}`], httpNames: ['image'] }) : undefined,
       };
       await server.stop();
       // …and against the references on the same bridge and pool.
@@ -182,7 +278,12 @@ async function main(): Promise<void> {
       await stopProc(dns);
       const ngx = await startNginx(lab, dir, statedir);
       const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx');
+      const refImage = IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x33, httpPaths: [IMAGE_PATH], httpNames: ['image'] }, 'nginx') : undefined;
       await stopProc(ngx);
+      if (IMAGE && px.image && refImage) {
+        const link = await measureLink(lab, dir, NODES, base);
+        imageReport = { pxeherd: px.image, nginx: refImage, link, totalBytes: IMAGE * NODES };
+      }
       const pair = (name: string, stage: string, a: StageRun, b: StageRun, ref: string) => {
         const sa = a.stages[stage];
         const sb = b.stages[stage];
@@ -199,6 +300,7 @@ async function main(): Promise<void> {
       pair('tftp', 'tftp', px.tftp, refTftp, 'dnsmasq');
       pair('kernel', 'kernel', px.http, refHttp, 'nginx');
       pair('initrd', 'initrd', px.http, refHttp, 'nginx');
+      if (px.image && refImage) pair('image', 'image', px.image, refImage, 'nginx');
       say(`\nstage alone, ${NODES} clients, pxeherd vs reference (ratio = pxeherd / reference; below 1 = pxeherd faster):`);
       for (const [k, c] of Object.entries(comparisons)) {
         const a = c.pxeherd.stages[k];
@@ -209,6 +311,7 @@ async function main(): Promise<void> {
             ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
         );
       }
+      if (imageReport) say(imageTable(imageReport));
     } else {
       await server.stop();
     }
@@ -228,6 +331,7 @@ async function main(): Promise<void> {
       kernelDrops,
       compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds }])),
       failureReasons: failuresByReason(storm.results),
+      ...(imageReport ? { image: imageJson(imageReport) } : {}),
     };
     if (JSON_OUT) process.stdout.write(JSON.stringify(summary) + '\n');
     else say(`\nsummary: ${JSON.stringify(summary)}`);

@@ -9,6 +9,7 @@ import { Views } from './views.js';
 import { sseStream } from './sse.js';
 import { eventFilter } from './api.js';
 import { nodeExtras } from '../inventory/context.js';
+import { shownValue } from '../security/secrets.js';
 
 /** The UI loads nothing from elsewhere and runs no inline script. */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -129,7 +130,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     const attrs = Object.keys({ ...groupAttrs, ...n.attrs })
       .sort()
       // A password hash is a secret: the page says one is set, never what it is.
-      .map((key) => ({ key, value: key === 'root_password_hash' ? '(set, hidden)' : (n.attrs[key] ?? groupAttrs[key]), from: key in n.attrs ? 'node' : `group ${n.group}` }));
+      .map((key) => ({ key, value: shownValue(key, n.attrs[key] ?? groupAttrs[key]!), from: key in n.attrs ? 'node' : `group ${n.group}` }));
     const events = nodeEvents((f) => store.events.query(f), n, 500);
     // The root-filesystem revision the node runs: the last one stage one switched into.
     const sw = store.events.query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
@@ -152,7 +153,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
   });
 
   r.get('/ui/groups', (_req, res) => {
-    const groups = store.groups.list().map((g) => ({ name: g.name, nodes: g.nodes, attrs: Object.entries(g.attrs).map(([key, value]) => ({ key, value })) }));
+    const groups = store.groups.list().map((g) => ({ name: g.name, nodes: g.nodes, attrs: Object.entries(g.attrs).map(([key, value]) => ({ key, value: shownValue(key, value) })) }));
     page(res, 200, 'groups', 'Groups', { groups });
   });
 
@@ -162,7 +163,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     const vnfs = store.vnfs.list().map((v) => ({
       ...v,
       rooted: v.currentRev !== null && v.currentRev !== undefined,
-      attrs: Object.entries(v.attrs).map(([key, value]) => ({ key, value })),
+      attrs: Object.entries(v.attrs).map(([key, value]) => ({ key, value: shownValue(key, value) })),
       revisions: images
         .revisions(v.name)
         .reverse()

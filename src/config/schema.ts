@@ -172,6 +172,8 @@ export const configSchema = z
         node_tokens: z.boolean().default(true),
         /** how long a per-boot token stays valid */
         token_ttl_seconds: z.number().int().min(60).default(86400),
+        /** with node_tokens off: serve /node/identity.tar (host private keys) on the source address alone */
+        identity_without_token: z.boolean().default(false),
       })
       .strict()
       .prefault({}),

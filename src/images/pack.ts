@@ -4,6 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { busyboxBinary, findTemplate, modulesFromDir, stage1Initrd, DEFAULT_MODULES } from '../stage1/build.js';
 import { Stage1Error } from '../stage1/debs.js';
+import type { CpioEntry } from '../stage1/cpio.js';
+import { hostBinaryEntries, whichBinary } from '../stage1/hostbin.js';
 import { ImageError } from './errors.js';
 import { chooseKernel, kernelVersions } from './kernel.js';
 import type { ArtifactInfo, ArtifactName, ImageManifest } from './manifest.js';
@@ -148,13 +150,33 @@ function imageInitrd(tree: string, version: string, o: PackOptions): { data: Buf
     throw e;
   }
   const busybox = busyboxBinary(o.cacheDir, o.progress);
+  const unsquash = stageOneUnsquashfs(tree);
   const data = stage1Initrd({
     templatesDirs: o.templatesDirs,
     busybox,
     modules: mods.order.map((name) => ({ name, data: mods.bodies.get(name)! })),
-    buildInfo: `kernel=${version}\nimage=${o.name}\nmodules=${mods.order.join(',')}\n`,
+    buildInfo: `kernel=${version}\nimage=${o.name}\nmodules=${mods.order.join(',')}\nunsquashfs=${unsquash ? 'usr/bin/unsquashfs' : 'none'}\n`,
+    extra: unsquash?.entries,
   });
   return { data, modules: mods.order };
+}
+
+/**
+ * The master's unsquashfs with its libraries, for vnfs_mode=tmpfs (10-vnfs-root unpacks the
+ * image into a tmpfs): only when the image is of the master's architecture and the master has
+ * it (squashfs-tools, which packing needs anyway). Otherwise the stage one goes without, and
+ * tmpfs mode says so on the node's console.
+ */
+function stageOneUnsquashfs(tree: string): { entries: CpioEntry[]; files: string[] } | undefined {
+  const bin = whichBinary('unsquashfs');
+  if (!bin || process.arch !== 'x64') return undefined;
+  // An arm64 image (its loader is there) gets no x86-64 program.
+  if (['lib/ld-linux-aarch64.so.1', 'usr/lib/ld-linux-aarch64.so.1'].some((f) => fs.existsSync(path.join(tree, f)))) return undefined;
+  try {
+    return hostBinaryEntries(bin);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Input digest of the stage one: templates, busybox, kernel version and every module file's identity. */
@@ -163,6 +185,9 @@ function initrdInputs(tree: string, version: string, o: PackOptions): string {
   for (const t of ['stage1/init', 'stage1/udhcpc.script', 'stage1/inventory.sh']) parts.push(sha256File(findTemplate(o.templatesDirs, t)));
   const bb = path.join(o.cacheDir, 'stage1', 'busybox');
   parts.push(fs.existsSync(bb) ? sha256File(bb) : 'no-busybox-yet');
+  // unsquashfs and the libraries it was linked with, as the master has them now.
+  const us = stageOneUnsquashfs(tree);
+  parts.push(us ? us.files.map((f) => `${f}:${sha256File(fs.realpathSync(f))}`).join(',') : 'no-unsquashfs');
   const modRoot = path.join(tree, 'lib', 'modules', version);
   if (fs.existsSync(modRoot)) walkTree(modRoot, ({ rel, st }) => st.isFile() && parts.push(`${rel}:${st.dev}:${st.ino}:${st.size}:${Math.floor(st.mtimeMs)}`));
   return digest(parts);

@@ -2,6 +2,7 @@ import type { Store } from '../store/store.js';
 import type { QueryContext } from '../nodes/query.js';
 import type { Node } from '../nodes/types.js';
 import { checkinInterval, isStale } from './inventory.js';
+import { rootPasswordState } from '../security/secrets.js';
 
 /**
  * The one QueryContext built from the store, shared by the CLI (CliContext.nodes) and the
@@ -53,5 +54,6 @@ export function nodeExtras(store: Store, n: Node, opts: { detail?: boolean; now?
   const now = opts.now ?? Date.now();
   const stale = staleFor(store, n, now);
   if (!opts.detail) return { stale };
-  return { stale, hardware: hardwareJson(store, n.mac), health: healthJson(store, n), checkinInterval: checkinInterval(store.attrsFor(n)) };
+  const effective = store.attrsFor(n);
+  return { stale, hardware: hardwareJson(store, n.mac), health: healthJson(store, n), checkinInterval: checkinInterval(effective), rootPassword: rootPasswordState(effective) };
 }

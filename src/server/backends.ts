@@ -10,6 +10,7 @@ import { InvalidInput } from '../nodes/mac.js';
 import type { Logger } from '../util/log.js';
 import { arpLookup } from '../provisiond/arp.js';
 import { peerIp } from '../util/net.js';
+import { redactEvent } from '../security/secrets.js';
 import type { ClientArchs } from '../boot/loader.js';
 
 /** The SQLite store seen through each protocol server's narrow interface. */
@@ -27,7 +28,8 @@ export function namingPolicy(config: Config): NamingPolicy {
 export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => void)[] = []): EventSink {
   return {
     record(ev: BootEvent) {
-      const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
+      // Redacted before the store, the log line and the subscribers see it.
+      const e: BootEvent = { ...redactEvent(ev), time: ev.time ?? Date.now() };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
         const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;

@@ -174,8 +174,10 @@ export function busyboxBinary(cacheDir: string, log: Log, arch: CpuArch = 'x86_6
 }
 
 /** Pure: the initramfs file list. */
-export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; inventoryScript?: Buffer; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string }): CpioEntry[] {
+export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; inventoryScript?: Buffer; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string; extra?: CpioEntry[] }): CpioEntry[] {
   const dirs = ['bin', 'sbin', 'usr', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'etc', 'etc/pxeherd', 'lib', 'lib/modules', 'root', 'var'];
+  // Extra programs (an image's unsquashfs and its libraries) bring their own parents: once each.
+  const extra = (p.extra ?? []).filter((e) => !(e.type === 'dir' && dirs.includes(e.name)));
   return [
     ...dirs.map((name): CpioEntry => ({ type: 'dir', name, mode: name === 'tmp' ? 0o1777 : 0o755 })),
     // The kernel opens /dev/console for init before anything is mounted.
@@ -190,11 +192,12 @@ export function initramfsEntries(p: { init: Buffer; udhcpcScript: Buffer; invent
     ...(p.inventoryScript ? [{ type: 'file', name: 'etc/pxeherd/inventory.sh', data: p.inventoryScript, mode: 0o755 } as CpioEntry] : []),
     ...p.modules.map((m): CpioEntry => ({ type: 'file', name: `lib/modules/${m.name}.ko`, data: m.data, mode: 0o644 })),
     { type: 'file', name: 'lib/modules/load.order', data: Buffer.from(p.modules.map((m) => `${m.name}.ko\n`).join('')), mode: 0o644 },
+    ...extra,
   ];
 }
 
 /** The stage-one initramfs (gzip'd newc cpio): templates' init scripts, busybox, modules in load order. */
-export function stage1Initrd(p: { templatesDirs: string[]; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string }): Buffer {
+export function stage1Initrd(p: { templatesDirs: string[]; busybox: Buffer; modules: { name: string; data: Buffer }[]; buildInfo: string; extra?: CpioEntry[] }): Buffer {
   const entries = initramfsEntries({
     init: fs.readFileSync(findTemplate(p.templatesDirs, 'stage1/init')),
     udhcpcScript: fs.readFileSync(findTemplate(p.templatesDirs, 'stage1/udhcpc.script')),
@@ -202,6 +205,7 @@ export function stage1Initrd(p: { templatesDirs: string[]; busybox: Buffer; modu
     busybox: p.busybox,
     modules: p.modules,
     buildInfo: p.buildInfo,
+    extra: p.extra,
   });
   return zlib.gzipSync(writeCpio(entries), { level: 9 });
 }

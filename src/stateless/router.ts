@@ -14,10 +14,21 @@ import { writeTar } from './tar.js';
  *   GET /node/overlay.tar?mac=M&token=T[&have=HASH]
  *        the node's overlay bundle; an empty 200 when HASH is the current one (one request)
  *   GET /node/report/<kind>?mac=M&token=T&...  the node reports a step: image.download,
- *        image.verify, image.switch_root, node.checkin (an event on its timeline)
- * Only the node itself gets them: a valid token for its MAC (security.node_tokens) AND a
- * request from its address. Anything else is 403 and a `security.denied` event. Secrets
+ *        image.verify, image.unpack, image.switch_root, node.checkin (an event on its timeline)
+ * Only the node itself gets them. Anything else is 403 and a `security.denied` event. Secrets
  * never reach a log or an event: refusals and events name files, never their contents.
+ *
+ * Who "the node itself" is:
+ * - security.node_tokens on: a valid token for its MAC AND a request from its address (its
+ *   DHCP lease, its static `address` attribute, or the address it last booted from).
+ * - security.node_tokens off: the source address alone, so it is strict: the node's active
+ *   DHCP lease from pxeherd, or its static `address` attribute — never the address it last
+ *   claimed in a request (any host can claim a MAC with /provision?mac=). When the master's
+ *   neighbour table knows the address, its MAC must be the node's. identity.tar (the host's
+ *   PRIVATE keys, the password hash) is refused without a token unless the admin opted in
+ *   with security.identity_without_token: anyone on the node's layer-2 segment who can take
+ *   its address (ARP/DHCP spoofing, or the node switched off) could fetch its keys and
+ *   impersonate it. Without them the node makes its own host keys at each boot.
  */
 export interface NodeFilesDeps extends OverlaySources {
   byMac(mac: string): Node | undefined;
@@ -25,16 +36,36 @@ export interface NodeFilesDeps extends OverlaySources {
   tokens: NodeTokens;
   /** security.node_tokens */
   tokensRequired: boolean;
+  /** security.identity_without_token: serve identity.tar on the address check alone (tokens off). */
+  identityWithoutToken?: boolean;
+  /** The node's active (bound, unexpired) DHCP lease address, if pxeherd's DHCP gave one. */
+  leaseIp?(mac: string): string | undefined;
+  /** The MAC the master's neighbour table has for an address (same link only), if any. */
+  neighbourMac?(ip: string): string | undefined;
 }
-
-type Check = { ok: true; node: Node } | { ok: false };
 
 function single(v: unknown): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** Only the node itself: its token (when tokens are on) and its address. */
-export function checkNodeRequest(deps: Pick<NodeFilesDeps, 'byMac' | 'events' | 'tokens' | 'tokensRequired'>, what: string, query: Record<string, unknown>, remote: string | undefined): { ok: true; node: Node } | { ok: false; status: number; reason: string } {
+type CheckDeps = Pick<NodeFilesDeps, 'byMac' | 'events' | 'tokens' | 'tokensRequired' | 'identityWithoutToken' | 'leaseIp' | 'neighbourMac' | 'attrsFor'>;
+
+/**
+ * The addresses a node's per-node files may go to. With a token, the address it booted from
+ * (node.ip) is one; without, only what the master itself assigned or the admin configured.
+ */
+export function nodeAddresses(deps: Pick<CheckDeps, 'leaseIp' | 'attrsFor'>, node: Node, tokenChecked: boolean): string[] {
+  const out = new Set<string>();
+  const lease = deps.leaseIp?.(node.mac);
+  if (lease) out.add(lease);
+  const stat = deps.attrsFor?.(node).address;
+  if (stat) out.add(stat);
+  if (tokenChecked && node.ip) out.add(node.ip);
+  return [...out];
+}
+
+/** Only the node itself: its token (when tokens are on) and its address (see above). */
+export function checkNodeRequest(deps: CheckDeps, what: string, query: Record<string, unknown>, remote: string | undefined): { ok: true; node: Node } | { ok: false; status: number; reason: string } {
   const ip = peerIp(remote);
   const m = parseMac(single(query.mac) ?? '');
   const denied = (reason: string, node?: Node) => {
@@ -44,12 +75,30 @@ export function checkNodeRequest(deps: Pick<NodeFilesDeps, 'byMac' | 'events' | 
   if (!m.ok) return denied('give mac= (the node\'s MAC)');
   const node = deps.byMac(m.mac);
   if (!node) return denied(`unknown node ${m.mac}`);
+  const token = single(query.token);
+  let tokenOk = false;
   if (deps.tokensRequired) {
-    const v = deps.tokens.verifyToken(node.mac, single(query.token));
+    const v = deps.tokens.verifyToken(node.mac, token);
     if (!v.ok) return denied(`node ${node.name}: ${v.reason}`, node);
+    tokenOk = true;
+  } else if (token) {
+    tokenOk = deps.tokens.verifyToken(node.mac, token).ok;
   }
-  if (!node.ip) return denied(`node ${node.name} has no known address yet: per-node files go only to the node's own address`, node);
-  if (ip !== node.ip) return denied(`node ${node.name}: request came from ${ip ?? 'an unknown address'}, but the node's address is ${node.ip}`, node);
+  if (what === 'identity' && !tokenOk && !deps.identityWithoutToken) {
+    return denied(`node ${node.name}: host keys and the password hash are served only with a node token (security.node_tokens: true); to serve them on the source address alone, set security.identity_without_token: true`, node);
+  }
+  const allowed = nodeAddresses(deps, node, tokenOk);
+  if (allowed.length === 0) {
+    return denied(
+      tokenOk
+        ? `node ${node.name} has no known address yet: per-node files go only to the node's own address`
+        : `node ${node.name} has no DHCP lease from this master and no static address attribute: without a node token, per-node files go only to one of those (set "address", or turn security.node_tokens on)`,
+      node,
+    );
+  }
+  if (!ip || !allowed.includes(ip)) return denied(`node ${node.name}: request came from ${ip ?? 'an unknown address'}, but the node's address is ${allowed.join(' or ')}`, node);
+  const seen = deps.neighbourMac?.(ip);
+  if (seen && seen !== node.mac) return denied(`node ${node.name}: request came from ${ip}, which the master's neighbour table has at MAC ${seen}, not the node's ${node.mac}`, node);
   return { ok: true, node };
 }
 
@@ -66,6 +115,7 @@ function sendTar(res: Response, body: Buffer, extra: Record<string, string> = {}
 const REPORT_FIELDS: Record<string, Record<string, RegExp>> = {
   'image.download': { file: /^[\w.-]{1,64}$/, rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/, tries: /^\d{1,4}$/, ok: /^[01]$/ },
   'image.verify': { file: /^[\w.-]{1,64}$/, rev: /^\d{1,9}$/, expected: /^[0-9a-f]{64}$/, actual: /^[0-9a-f]{0,64}$/, ok: /^[01]$/ },
+  'image.unpack': { rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
   'image.switch_root': { rev: /^\d{1,9}$/, root: /^[\w/.-]{1,64}$/, init: /^[\w/.-]{1,64}$/ },
   'node.checkin': { rev: /^\d{0,9}$/, first: /^[01]$/, overlay: /^(same|updated|failed)$/, changed: /^\d{1,6}$/ },
 };

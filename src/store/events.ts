@@ -1,5 +1,6 @@
 import type { DB } from './db.js';
 import type { BootEvent, EventSink } from '../nodes/types.js';
+import { redactEvent } from '../security/secrets.js';
 
 export interface EventFilter {
   mac?: string;
@@ -50,8 +51,10 @@ export class EventRepo implements EventSink {
   }
 
   record(ev: BootEvent): void {
-    // The sink in src/server/backends.ts hands over its own copy with the time set.
-    const e: BootEvent = ev.time === undefined ? { ...ev, time: Date.now() } : ev;
+    // Secrets (a password hash quoted by a script or a console line) never reach the log; the
+    // sink in src/server/backends.ts hands over its own copy with the time set.
+    const r = redactEvent(ev);
+    const e: BootEvent = r.time === undefined ? { ...r, time: Date.now() } : r;
     this.pending.push(e);
     for (const fn of this.listeners) {
       try {

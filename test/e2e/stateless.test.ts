@@ -4,7 +4,8 @@
  * comes up as a usable machine: `pxeherd exec` over real SSH with the host key the master
  * keeps, its own hostname, address and /etc/hosts, state ready from the OS's check-in, a
  * rollback to the previous revision, a corrupted image refused with the hash message, and a
- * node added later reaching /etc/hosts of the running node through the check-in.
+ * node added later reaching /etc/hosts of the running node through the check-in, and a node
+ * with vnfs_mode=tmpfs whose root is the image unpacked into a tmpfs.
  * One image build per run (test/lab/image.ts); boots one at a time (TCG is slow).
  */
 import { describe, test, before, after } from 'node:test';
@@ -253,6 +254,33 @@ describe('stateless boot of a Debian image in QEMU', { skip: why, concurrency: f
       assert.equal(h.out.trim(), 'n0001');
     } finally {
       ok.kill();
+    }
+  });
+
+  test('BIOS, vnfs_mode=tmpfs: the image is unpacked into a tmpfs sized from the manifest, no squashfs or loop device left, the download freed', async () => {
+    const r = pxeherd(['node', 'add', '52:54:00:e2:10:03', 'n0002', '--vnfs', NAME, '--set', 'checkin_interval=10', '--set', 'vnfs_mode=tmpfs'], { config: c.config });
+    assert.equal(r.code, 0, r.stderr);
+    const since = Date.now();
+    const { vm } = await bootToOs(c, { name: 'bios-tmpfs', mac: '52:54:00:e2:10:03', firmware: 'bios', node: 'n0002' });
+    try {
+      assert.match(vm.console(), new RegExp(`unpacking ${NAME} r${c.rev2} into a tmpfs`));
+      assert.equal(await systemRunning(c, 'n0002'), 'running');
+      const f = await exec(c, 'n0002', ['sh', '-c', '"findmnt -n -o FSTYPE /; findmnt -n -b -o SIZE /; cat /etc/pxeherd-test-rev; grep -c -E \\"squashfs|overlay\\" /proc/mounts; losetup -n -l | wc -l; ls /run/pxeherd/rootfs.squashfs 2>&1 | grep -c \\"No such\\""']);
+      assert.equal(f.code, 0, f.err);
+      const [fstype, size, rev, squash, loops, gone] = f.out.split('\n');
+      assert.equal(fstype, 'tmpfs', 'findmnt /: the root is a tmpfs');
+      const m = JSON.parse(fs.readFileSync(path.join(c.statedir, `vnfs/${NAME}/r${c.rev2}/manifest.json`), 'utf8')) as { tree: { bytes: number; files: number } };
+      const k = Math.floor(m.tree.bytes / 1024) + m.tree.files * 4 + 256 * 1024;
+      assert.equal(Number(size), Math.ceil((k * 1024) / 4096) * 4096, 'size = tree bytes + a page per file + 256 MiB (vnfs_tmpfs_free)');
+      assert.equal(rev, 'next', `revision r${c.rev2}`);
+      assert.equal(squash, '0', 'no squashfs or overlay mount');
+      assert.equal(loops, '0', 'no loop device');
+      assert.equal(gone, '1', 'the downloaded squashfs was deleted');
+      const u = withStore(c, (s) => s.events.query({ node: 'n0002', since, kind: 'image.unpack', limit: 1 }))[0];
+      assert.ok(u, 'image.unpack on the timeline');
+      say(`tmpfs mode: unpacked ${((u.detail as { bytes: number }).bytes / 1048576).toFixed(0)} MiB in ${((u.detail as { ms: number }).ms / 1000).toFixed(1)} s`);
+    } finally {
+      vm.kill();
     }
   });
 });

@@ -85,7 +85,7 @@ function makeImage(c: Ctx, rev: number, marker: string): string {
 }
 
 /** Render the init scripts for NODE on the master, run their node side with SHELL in a private mount namespace. */
-async function bootScripts(c: Ctx, shell: 'dash' | 'busybox', nodeName: string): Promise<{ status: number | null; out: string; root: string; switchRoot: string }> {
+async function bootScripts(c: Ctx, shell: 'dash' | 'busybox', nodeName: string): Promise<{ status: number | null; out: string; root: string; switchRoot: string; fstype: string; runFiles: string }> {
   const node = c.store.nodes.byName(nodeName)!;
   const token = c.tokens.issueToken(node.mac);
   const r = await c.engine.renderScript(node, 'init', { attrs: c.store.attrsFor(node), ip: node.ip, token });
@@ -106,7 +106,8 @@ export PATH=${c.bbdir}:$PATH PXEHERD_MASTER=${c.url} PXEHERD_TOKEN=${token} DEST
 set +e
 ${sh} ${script}
 rc=$?
-if mountpoint -q /run/newroot; then tar -C /run/newroot -cf ${work}/root.tar . ; fi
+if mountpoint -q /run/newroot; then tar -C /run/newroot -cf ${work}/root.tar . ; findmnt -n -o FSTYPE /run/newroot > ${work}/fstype; fi
+ls -A /run/pxeherd > ${work}/run-files 2>/dev/null
 cp /run/pxeherd.switch_root ${work}/switch_root 2>/dev/null
 exit $rc
 `;
@@ -125,7 +126,8 @@ exit $rc
   });
   if (fs.existsSync(path.join(work, 'root.tar'))) execFileSync('tar', ['-C', root, '-xf', path.join(work, 'root.tar')]);
   const sr = path.join(work, 'switch_root');
-  return { status: p.status, out: (p.stdout ?? '') + (p.stderr ?? ''), root, switchRoot: fs.existsSync(sr) ? fs.readFileSync(sr, 'utf8') : '' };
+  const text = (f: string) => (fs.existsSync(path.join(work, f)) ? fs.readFileSync(path.join(work, f), 'utf8') : '');
+  return { status: p.status, out: (p.stdout ?? '') + (p.stderr ?? ''), root, switchRoot: fs.existsSync(sr) ? fs.readFileSync(sr, 'utf8') : '', fstype: text('fstype').trim(), runFiles: text('run-files') };
 }
 
 function overlayOf(c: Ctx, name: string) {
@@ -376,6 +378,35 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
       assert.ok(!/DHCP=/.test(net), 'no DHCP with a static address');
     } finally {
       for (const k of Object.keys(set)) c.store.nodes.set([n.mac], `attr.${k}`, '');
+    }
+  });
+
+  test('vnfs_mode=tmpfs (busybox): the image unpacked into a tmpfs at $DESTDIR sized from the manifest, the download deleted, image.unpack reported; a bad mode fails on the master', async () => {
+    c.store.nodes.set([MAC], 'attr.vnfs_mode', 'tmpfs');
+    const since = Date.now();
+    try {
+      const r = await bootScripts(c, 'busybox', 'n0000');
+      assert.equal(r.status, 0, r.out);
+      assert.equal(r.fstype, 'tmpfs', '$DESTDIR is a tmpfs, not an overlay');
+      assert.equal(fs.readFileSync(path.join(r.root, 'etc/image-marker'), 'utf8'), 'revision one');
+      assert.equal(fs.readFileSync(path.join(r.root, 'etc/hostname'), 'utf8'), 'n0000\n', 'configured like an overlay root');
+      // tree 100 bytes, 9 files in the manifest: 0 + 9 pages + 256 MiB of room.
+      assert.match(r.out, /unpacking deb r1 into a tmpfs of 256 MiB at \/run\/newroot/);
+      assert.ok(!r.runFiles.includes('rootfs.squashfs'), `the download is deleted (left in /run/pxeherd: ${r.runFiles.trim()})`);
+      assert.equal(r.switchRoot, '/run/newroot /sbin/init\n');
+      const u = c.events.filter((e) => (e.time ?? 0) >= since && e.kind === 'image.unpack');
+      assert.equal(u.length, 1, 'image.unpack reported');
+    } finally {
+      c.store.nodes.set([MAC], 'attr.vnfs_mode', '');
+    }
+    c.store.nodes.set([MAC], 'attr.vnfs_mode', 'ramdisk');
+    try {
+      const node = c.store.nodes.byName('n0000')!;
+      const r = await c.engine.renderScript(node, 'init', { attrs: c.store.attrsFor(node), ip: node.ip, token: c.tokens.issueToken(node.mac) });
+      assert.equal(r.ok, false);
+      assert.match(`${r.failure?.script} ${r.failure?.stderr}`, /10-vnfs-root.*attribute vnfs_mode "ramdisk" is not a root mode: overlay .* or tmpfs/s);
+    } finally {
+      c.store.nodes.set([MAC], 'attr.vnfs_mode', '');
     }
   });
 

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { table } from '../context.js';
 import { groupJson, vnfsJson } from '../../nodes/json.js';
+import { shownValue } from '../../security/secrets.js';
 import { InvalidInput } from '../../nodes/mac.js';
 import { NotFound } from '../../nodes/select.js';
 import type { Run } from '../main.js';
@@ -12,7 +13,7 @@ const json = () => new Option('--json', 'machine-readable output (stable schema)
 
 function attrLines(attrs: Record<string, string>): string {
   const keys = Object.keys(attrs).sort();
-  return keys.length ? 'attributes:\n' + keys.map((k) => `  ${k} = ${attrs[k]}`).join('\n') + '\n' : '';
+  return keys.length ? 'attributes:\n' + keys.map((k) => `  ${k} = ${shownValue(k, attrs[k]!)}`).join('\n') + '\n' : '';
 }
 
 export function groupCommand(run: Run): Command {
@@ -25,7 +26,7 @@ export function groupCommand(run: Run): Command {
       run((ctx) => {
         const groups = ctx.store.groups.list();
         ctx.print({ groups: groups.map(groupJson) }, () =>
-          groups.length ? table(['GROUP', 'NODES', 'ATTRIBUTES'], groups.map((g) => [g.name, g.nodes, Object.entries(g.attrs).map(([k, v]) => `${k}=${v}`).join(' ') || '-'])) : 'no groups\n',
+          groups.length ? table(['GROUP', 'NODES', 'ATTRIBUTES'], groups.map((g) => [g.name, g.nodes, Object.entries(g.attrs).map(([k, v]) => `${k}=${shownValue(k, v)}`).join(' ') || '-'])) : 'no groups\n',
         );
       }),
     );
@@ -58,7 +59,7 @@ export function groupCommand(run: Run): Command {
           key = key.slice(0, i);
         }
         const g = ctx.store.groups.set(name, key, value);
-        ctx.print(groupJson({ ...g, nodes: ctx.store.groups.get(name)!.nodes }), () => `group ${name}: ${key}=${value}`);
+        ctx.print(groupJson({ ...g, nodes: ctx.store.groups.get(name)!.nodes }), () => `group ${name}: ${key}=${shownValue(key, value!)}`);
       }),
     );
   group
@@ -158,7 +159,7 @@ export function vnfsCommand(run: Run): Command {
     .action(
       run((ctx, name: string, key: string, value: string) => {
         const v = ctx.store.vnfs.set(name, key, value);
-        ctx.print(vnfsJson(v), () => `vnfs ${name}: ${key}=${value}`);
+        ctx.print(vnfsJson(v), () => `vnfs ${name}: ${key}=${shownValue(key, value!)}`);
       }),
     );
   vnfs

@@ -3,6 +3,7 @@ import { Command, Option } from 'commander';
 import type { CliContext } from '../context.js';
 import { table, ago } from '../context.js';
 import { nodeJson } from '../../nodes/json.js';
+import { shownValue } from '../../security/secrets.js';
 import { InvalidInput } from '../../nodes/mac.js';
 import type { Node } from '../../nodes/types.js';
 import { formatFromName, type NodeFormat } from '../../nodes/io.js';
@@ -79,11 +80,12 @@ function nodeDetail(n: Node, x: Extras): string {
     `ip:           ${n.ip || '-'}`,
     `last contact: ${n.lastContact === null ? 'never' : `${new Date(n.lastContact).toISOString()} (${ago(n.lastContact)})`}${x.stale ? ' STALE: missed three check-ins' : ''}`,
     ...hardwareDetail(x),
+    ...('rootPassword' in x ? [`root password: ${x.rootPassword === 'set' ? 'set (the hash is hidden)' : 'unset'}`] : []),
   ];
   const keys = Object.keys(n.attrs).sort();
   if (keys.length) {
     lines.push('attributes:');
-    for (const k of keys) lines.push(`  ${k} = ${n.attrs[k]}`);
+    for (const k of keys) lines.push(`  ${k} = ${shownValue(k, n.attrs[k]!)}`);
   }
   return lines.join('\n') + '\n';
 }
@@ -180,7 +182,7 @@ export function nodeCommand(run: Run): Command {
         }
         if (targets.length === 0) throw new InvalidInput(`node set ${key}: name the nodes to change`, 'nodes');
         const nodes = ctx.nodes.set(key, value, targets);
-        ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => `set ${key}=${value} on ${nodes.length} node(s): ${nodes.map((n) => n.name).join(' ')}`);
+        ctx.print({ nodes: nodes.map((n) => nodeJson(n)) }, () => `set ${key}=${shownValue(key, value)} on ${nodes.length} node(s): ${nodes.map((n) => n.name).join(' ')}`);
       }),
     );
 
