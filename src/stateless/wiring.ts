@@ -11,6 +11,7 @@ import { DEFAULT_OVERLAYS_SRC } from './overlay.js';
 import type { OverlaySources } from './context.js';
 import { nodeFilesRouter } from './router.js';
 import path from 'node:path';
+import { installReportHandler } from '../install/state.js';
 
 /** vnfs.current_rev of the node's VNFS. */
 export function currentRevOf(store: Store, vnfsField: string): number | undefined {
@@ -42,6 +43,6 @@ export async function statelessParts(args: { config: Config; store: Store; serve
   const src = overlaySources(config, store, { address: args.serverAddress, httpPort: config.http.port });
   return {
     installed,
-    routers: [nodeFilesRouter({ ...src, byMac: (mac) => store.nodes.byMac(mac), events, tokens, tokensRequired: config.security.node_tokens })],
+    routers: [nodeFilesRouter({ ...src, byMac: (mac) => store.nodes.byMac(mac), events, tokens, tokensRequired: config.security.node_tokens, onReport: installReportHandler(store, events) })],
   };
 }

@@ -6,6 +6,7 @@ import { LeaseRepo } from './leases.js';
 import { Lease6Repo } from './leases6.js';
 import { EventRepo } from './events.js';
 import { InventoryRepo } from './inventory.js';
+import { InstallRepo } from './installs.js';
 
 /** The node database: one SQLite file in WAL mode under the state directory. */
 export class Store {
@@ -16,6 +17,7 @@ export class Store {
   readonly leases6: Lease6Repo;
   readonly events: EventRepo;
   readonly inventory: InventoryRepo;
+  readonly installs: InstallRepo;
 
   constructor(readonly db: DB) {
     this.nodes = new NodeRepo(db);
@@ -25,6 +27,7 @@ export class Store {
     this.leases6 = new Lease6Repo(db);
     this.events = new EventRepo(db);
     this.inventory = new InventoryRepo(db);
+    this.installs = new InstallRepo(db);
   }
 
   static open(statedir: string): Store {

@@ -1,0 +1,204 @@
+/**
+ * Install to disk (issue 18) in QEMU with a virtio disk: a node with install=disk boots
+ * pxeherd's stage one, which partitions its disk from the master's plan, writes the verified
+ * revision of the shared Debian image onto it, configures it like a stateless root (host keys
+ * kept on the master, network, check-in), installs GRUB, reports install.done and reboots; the
+ * master then answers its network boot with boot mode local, and the machine boots its disk.
+ * The test proves the running system is the disk's: /proc/cmdline is GRUB's (root=UUID=, no
+ * pxeherd.url=) and / is the disk's root partition, read over SSH with the kept host key.
+ * Failure paths: no disk matching install_disk, a plan that does not fit the disk — each
+ * stops before anything is written, with the reason on the console and an install.fail event.
+ * One VM at a time (TCG); the shared image of the run (test/lab/image.ts).
+ */
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { startVm, labAccel } from '../lab/qemu.js';
+import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
+import { mirrorReachable } from '../lab/offline-image.js';
+import { CLI, pxeherd } from '../helpers/cli.js';
+import { Store } from '../../src/store/store.js';
+import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
+
+const why =
+  labUnavailable(['qemu-system-x86_64', 'busybox', 'ssh-keygen']) ??
+  (fs.existsSync('/usr/lib/ipxe/qemu/pxe-e1000.rom') ? undefined : 'needs ipxe-qemu (Debian package)') ??
+  (mirrorReachable() ? imageToolsMissing() : 'needs a Debian mirror: the installed image is built with grub-pc-bin/grub-efi-amd64-bin (test/lab/image.ts)');
+const NAME = SHARED_IMAGE_NAME;
+const BOOT_MS = Number(process.env.PXEHERD_E2E_OS_BOOT_MS ?? 900_000);
+// Stage one holds the downloaded squashfs in RAM while it writes the disk.
+const MEM_MB = Number(process.env.PXEHERD_E2E_OS_MEM_MB ?? 1536);
+const DISK_MB = 4096;
+const say = (m: string) => process.stderr.write(`# disk-install: ${m}\n`);
+
+interface Ctx {
+  lab: Lab;
+  dir: string;
+  config: string;
+  statedir: string;
+  server?: ChildProcess;
+  rev: number;
+}
+
+function writeConfig(c: Ctx): void {
+  fs.writeFileSync(
+    c.config,
+    `statedir: ${c.statedir}
+interface: br0
+address: ${c.lab.serverIp}
+dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
+tftp: { port: 69 }
+http: { port: 8080 }
+provisiond: { port: 0 }
+admin: { port: 0 }
+nodescripts: { timeout_seconds: 60 }
+`,
+  );
+}
+
+function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
+  const s = Store.open(c.statedir);
+  try {
+    return fn(s);
+  } finally {
+    s.close();
+  }
+}
+
+function kinds(c: Ctx, node: string, since: number): { kind: string; detail: Record<string, unknown> }[] {
+  return withStore(c, (s) => s.events.query({ node, since, order: 'asc', limit: 10000 })).map((e) => ({ kind: e.kind, detail: (e.detail ?? {}) as Record<string, unknown> }));
+}
+
+async function exec(c: Ctx, node: string, command: string[]): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const r = await run(process.execPath, [CLI, 'exec', node, '--connect-timeout', '20', '--timeout', '150', '--', ...command], { ns: c.lab.ns, timeoutMs: 180_000, env: { ...process.env, PXEHERD_CONFIG: c.config } });
+    const strip = (s: string) => s.split('\n').filter((l) => l.startsWith(`${node}: `)).map((l) => l.slice(node.length + 2)).join('\n');
+    return { code: 0, out: strip(r.stdout), err: r.stderr };
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof err.code === 'number' ? err.code : -1, out: err.stdout ?? '', err: err.stderr ?? String(e) };
+  }
+}
+
+function set(c: Ctx, args: string[]): void {
+  const r = pxeherd(['node', 'set', ...args], { config: c.config });
+  assert.equal(r.code, 0, r.stderr);
+}
+
+/** A boot whose plan is refused: the console reason and the install.fail event, nothing written. */
+async function refusedBoot(c: Ctx, o: { vm: string; mac: string; node: string; disk: string; expect: RegExp }): Promise<void> {
+  const since = Date.now();
+  const vm = startVm({ lab: c.lab, name: o.vm, mac: o.mac, firmware: 'bios', memMb: MEM_MB, dir: c.dir, diskFile: o.disk, diskMb: DISK_MB });
+  try {
+    const m = await vm.waitForConsole(/pxeherd: NOT INSTALLING (\S+) to disk: ([^\n]*)/, BOOT_MS);
+    assert.equal(m[1], o.node);
+    assert.match(m[2]!, o.expect, 'the console names the reason');
+    await vm.waitForConsole(/PXEHERD-RESULT rc=1/, 60_000);
+    const fail = await waitFor('install.fail', 10_000, () => kinds(c, o.node, since).find((e) => e.kind === 'install.fail'));
+    assert.equal(fail.detail.stage, 'plan');
+    assert.match(String(fail.detail.error), o.expect, 'the event carries the reason');
+    const ev = kinds(c, o.node, since).map((e) => e.kind);
+    assert.ok(!ev.includes('image.download'), 'nothing downloaded');
+    assert.ok(!ev.includes('install.start'), 'nothing written');
+    assert.ok(fs.readFileSync(o.disk).subarray(0, 1 << 20).every((b) => b === 0), 'the disk is untouched');
+  } finally {
+    vm.kill();
+  }
+}
+
+describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
+  const c = {} as Ctx;
+
+  before(async () => {
+    c.dir = tmpDir('pxeherd-e2e-disk-');
+    c.statedir = path.join(c.dir, 'var');
+    c.config = path.join(c.dir, 'pxeherd.yaml');
+    fs.mkdirSync(c.statedir, { recursive: true });
+    c.lab = createLab({ name: 'phdi' });
+    const img = await sharedDebianImage();
+    cloneSharedImage(img, c.dir);
+    c.rev = img.rev;
+    say(`shared image ${img.name} r${img.rev} (${img.buildSeconds ? `built in ${img.buildSeconds} s` : "from this run's cache"})`);
+    writeConfig(c);
+    assert.equal(pxeherd(['vnfs', 'set', NAME, 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
+    for (const [mac, name] of [
+      ['52:54:00:e2:20:01', 'n0000'],
+      ['52:54:00:e2:20:02', 'n0001'],
+    ]) {
+      const r = pxeherd(['node', 'add', mac, name, '--vnfs', NAME, '--set', 'install=disk', '--set', 'checkin_interval=10'], { config: c.config });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const log = path.join(c.dir, 'server.log');
+    c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
+    await waitFor('pxeherd to listen', 30_000, () => /http listening/.test(fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '') && /dhcp listening/.test(fs.readFileSync(log, 'utf8')));
+    say(`QEMU accel ${labAccel()}, logs in ${c.dir}`);
+  });
+
+  after(async () => {
+    c.server?.kill('SIGTERM');
+    c.lab?.destroy();
+    if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });
+  });
+
+  test('a plan that cannot be made stops the node before anything is written: no disk matching install_disk, a plan that does not fit the disk', async () => {
+    const disk = path.join(c.dir, 'refused.disk.img');
+    set(c, ['install_disk', 'serial:NO-SUCH-DISK', 'n0001']);
+    await refusedBoot(c, { vm: 'nodisk', mac: '52:54:00:e2:20:02', node: 'n0001', disk, expect: /no disk matches install_disk=serial:NO-SUCH-DISK \(candidates: vda \(4 GiB, serial PXEHERDNODISK\)\)/ });
+    set(c, ['install_disk', '', 'n0001']);
+    set(c, ['install_swap', '8G', 'n0001']);
+    await refusedBoot(c, { vm: 'nofit', mac: '52:54:00:e2:20:02', node: 'n0001', disk, expect: /the plan does not fit vda: it needs .* and the disk has 4 GiB/ });
+  });
+
+  test('BIOS: install to the virtio disk, reboot, the machine boots its disk (GRUB\'s command line, root on vda2), exec with the kept host key, state ready', async () => {
+    const since = Date.now();
+    const disk = path.join(c.dir, 'bios.disk.img');
+    const vm = startVm({ lab: c.lab, name: 'bios', mac: '52:54:00:e2:20:01', firmware: 'bios', memMb: MEM_MB, dir: c.dir, diskFile: disk, diskMb: DISK_MB, reboot: true });
+    try {
+      await vm.waitForConsole(/pxeherd: n0000 installed: \S+ r\d+ on \/dev\/vda; rebooting into it/, BOOT_MS);
+      say(`bios: installed ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
+      const done = withStore(c, (s) => s.events.query({ node: 'n0000', since, kind: 'install.done', limit: 1 })[0]);
+      assert.ok(done, 'install.done recorded before the reboot');
+      assert.equal((done.detail as { rev: number }).rev, c.rev);
+      await waitFor("n0000's OS (from its disk) to check in", BOOT_MS, () =>
+        withStore(c, (s) => {
+          const n = s.nodes.byName('n0000');
+          const ev = s.events.query({ node: 'n0000', since, kind: 'node.checkin', limit: 10 });
+          return n?.state === 'ready' && ev.some((e) => (e.detail as { first?: boolean }).first === true);
+        }),
+        1000,
+      ).catch((e) => {
+        throw new Error(`${(e as Error).message}; console tail:\n${vm.console().slice(-4000)}`);
+      });
+      say(`bios: OS checked in ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
+      const node = withStore(c, (s) => s.nodes.byName('n0000')!);
+      assert.equal(node.boot, 'local', 'install.done set boot mode local');
+      const inst = withStore(c, (s) => s.installs.get(node.mac));
+      assert.equal(inst?.rev, c.rev);
+      assert.equal(inst?.vnfs, NAME);
+      assert.equal(inst?.previous, null);
+
+      // Over real SSH, with the host key the master keeps (exec checks it strictly).
+      const r = await exec(c, 'n0000', ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub"']);
+      assert.equal(r.code, 0, r.err);
+      const [cmdline, root, uuid, hostname, pub] = r.out.split('\n');
+      say(`bios: /proc/cmdline: ${cmdline}; / is ${root}`);
+      assert.match(cmdline!, new RegExp(`root=UUID=${uuid} `), "the kernel was started by the disk's GRUB with the disk's root");
+      assert.match(cmdline!, new RegExp(`pxeherd\\.installed=${NAME}@${c.rev}`));
+      assert.doesNotMatch(cmdline!, /pxeherd\.url=/, "not pxeherd's network boot");
+      assert.equal(root!.trim().replace(/\s+/g, ' '), '/dev/vda2 ext4', 'root is the disk\'s root partition');
+      assert.equal(hostname, 'n0000');
+      assert.equal(pub!.trim(), fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/ssh_host_ed25519_key.pub'), 'utf8').trim());
+
+      const ev = kinds(c, 'n0000', since).map((e) => e.kind);
+      for (const k of ['image.download', 'image.verify', 'install.start', 'install.write', 'install.done', 'install.recorded', 'node.checkin']) assert.ok(ev.includes(k), `timeline has ${k}`);
+      assert.ok(ev.indexOf('install.done') < ev.lastIndexOf('http.ipxe'), 'the machine came back to the network boot after the install');
+      assert.ok(!ev.includes('image.switch_root'), 'no stateless switch_root');
+      assert.ok(!ev.includes('install.local_boot_failed'));
+    } finally {
+      vm.kill();
+    }
+  });
+});
