@@ -109,6 +109,64 @@ async function refusedBoot(c: Ctx, o: { vm: string; mac: string; node: string; d
   }
 }
 
+/** Install a node to its disk, let it reboot into it, and prove the running system is the disk's. */
+async function installAndBoot(c: Ctx, o: { vm: string; mac: string; node: string; firmware: 'bios' | 'uefi' }): Promise<void> {
+  const since = Date.now();
+  const disk = path.join(c.dir, `${o.vm}.disk.img`);
+  const vm = startVm({ lab: c.lab, name: o.vm, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir, diskFile: disk, diskMb: DISK_MB, reboot: true });
+  try {
+    await vm.waitForConsole(new RegExp(`pxeherd: ${o.node} installed: \\S+ r\\d+ on /dev/vda; rebooting into it`), BOOT_MS);
+    say(`${o.vm}: installed ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
+    const done = withStore(c, (s) => s.events.query({ node: o.node, since, kind: 'install.done', limit: 1 })[0]);
+    assert.ok(done, 'install.done recorded before the reboot');
+    assert.equal((done.detail as { rev: number }).rev, c.rev);
+    assert.equal((done.detail as { firmware: string }).firmware, o.firmware, 'the plan follows the firmware the inventory saw');
+    await waitFor(`${o.node}'s OS (from its disk) to check in`, BOOT_MS, () =>
+      withStore(c, (s) => {
+        const n = s.nodes.byName(o.node);
+        const ev = s.events.query({ node: o.node, since, kind: 'node.checkin', limit: 10 });
+        return n?.state === 'ready' && ev.some((e) => (e.detail as { first?: boolean }).first === true);
+      }),
+      1000,
+    ).catch((e) => {
+      throw new Error(`${(e as Error).message}; console tail:\n${vm.console().slice(-4000)}`);
+    });
+    say(`${o.vm}: OS checked in ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
+    const node = withStore(c, (s) => s.nodes.byName(o.node)!);
+    assert.equal(node.boot, 'local', 'install.done set boot mode local');
+    const inst = withStore(c, (s) => s.installs.get(node.mac));
+    assert.equal(inst?.rev, c.rev);
+    assert.equal(inst?.vnfs, NAME);
+    assert.equal(inst?.firmware, o.firmware);
+    assert.equal(inst?.previous, null);
+
+    // Over real SSH, with the host key the master keeps (exec checks it strictly).
+    const r = await exec(c, o.node, ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; test -d /sys/firmware/efi && echo uefi || echo bios; findmnt -n -o SOURCE /boot/efi; ls /boot/efi/EFI/BOOT 2>/dev/null | tr \"\\n\" \" \""']);
+    assert.equal(r.code, 0, r.err);
+    const [cmdline, root, uuid, hostname, pub, firmware, esp, efiFiles] = r.out.split('\n');
+    say(`${o.vm}: /proc/cmdline: ${cmdline}; / is ${root}`);
+    assert.match(cmdline!, new RegExp(`root=UUID=${uuid} `), "the kernel was started by the disk's GRUB with the disk's root, by UUID");
+    assert.match(cmdline!, new RegExp(`pxeherd\\.installed=${NAME}@${c.rev}`));
+    assert.doesNotMatch(cmdline!, /pxeherd\.url=/, "not pxeherd's network boot");
+    assert.equal(root!.trim().replace(/\s+/g, ' '), '/dev/vda2 ext4', "root is the disk's root partition");
+    assert.equal(hostname, o.node);
+    assert.equal(pub!.trim(), fs.readFileSync(path.join(c.statedir, `hostkeys/${o.node}/ssh_host_ed25519_key.pub`), 'utf8').trim());
+    assert.equal(firmware, o.firmware);
+    if (o.firmware === 'uefi') {
+      assert.equal(esp, '/dev/vda1', 'the EFI system partition is mounted from fstab');
+      assert.match(efiFiles!, /BOOTX64\.EFI/, 'GRUB at the removable path');
+    }
+
+    const ev = kinds(c, o.node, since).map((e) => e.kind);
+    for (const k of ['image.download', 'image.verify', 'install.start', 'install.write', 'install.done', 'install.recorded', 'node.checkin']) assert.ok(ev.includes(k), `timeline has ${k}`);
+    assert.ok(ev.indexOf('install.done') < ev.lastIndexOf('http.ipxe'), 'the machine came back to the network boot after the install');
+    assert.ok(!ev.includes('image.switch_root'), 'no stateless switch_root');
+    assert.ok(!ev.includes('install.local_boot_failed'));
+  } finally {
+    vm.kill();
+  }
+}
+
 describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
   const c = {} as Ctx;
 
@@ -127,6 +185,7 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
     for (const [mac, name] of [
       ['52:54:00:e2:20:01', 'n0000'],
       ['52:54:00:e2:20:02', 'n0001'],
+      ['52:54:00:e2:20:03', 'n0002'],
     ]) {
       const r = pxeherd(['node', 'add', mac, name, '--vnfs', NAME, '--set', 'install=disk', '--set', 'checkin_interval=10'], { config: c.config });
       assert.equal(r.code, 0, r.stderr);
@@ -145,60 +204,18 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
 
   test('a plan that cannot be made stops the node before anything is written: no disk matching install_disk, a plan that does not fit the disk', async () => {
     const disk = path.join(c.dir, 'refused.disk.img');
-    set(c, ['install_disk', 'serial:NO-SUCH-DISK', 'n0001']);
+    set(c, ['attr.install_disk', 'serial:NO-SUCH-DISK', 'n0001']);
     await refusedBoot(c, { vm: 'nodisk', mac: '52:54:00:e2:20:02', node: 'n0001', disk, expect: /no disk matches install_disk=serial:NO-SUCH-DISK \(candidates: vda \(4 GiB, serial PXEHERDNODISK\)\)/ });
-    set(c, ['install_disk', '', 'n0001']);
-    set(c, ['install_swap', '8G', 'n0001']);
+    set(c, ['attr.install_disk', '', 'n0001']);
+    set(c, ['attr.install_swap', '8G', 'n0001']);
     await refusedBoot(c, { vm: 'nofit', mac: '52:54:00:e2:20:02', node: 'n0001', disk, expect: /the plan does not fit vda: it needs .* and the disk has 4 GiB/ });
   });
 
   test('BIOS: install to the virtio disk, reboot, the machine boots its disk (GRUB\'s command line, root on vda2), exec with the kept host key, state ready', async () => {
-    const since = Date.now();
-    const disk = path.join(c.dir, 'bios.disk.img');
-    const vm = startVm({ lab: c.lab, name: 'bios', mac: '52:54:00:e2:20:01', firmware: 'bios', memMb: MEM_MB, dir: c.dir, diskFile: disk, diskMb: DISK_MB, reboot: true });
-    try {
-      await vm.waitForConsole(/pxeherd: n0000 installed: \S+ r\d+ on \/dev\/vda; rebooting into it/, BOOT_MS);
-      say(`bios: installed ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
-      const done = withStore(c, (s) => s.events.query({ node: 'n0000', since, kind: 'install.done', limit: 1 })[0]);
-      assert.ok(done, 'install.done recorded before the reboot');
-      assert.equal((done.detail as { rev: number }).rev, c.rev);
-      await waitFor("n0000's OS (from its disk) to check in", BOOT_MS, () =>
-        withStore(c, (s) => {
-          const n = s.nodes.byName('n0000');
-          const ev = s.events.query({ node: 'n0000', since, kind: 'node.checkin', limit: 10 });
-          return n?.state === 'ready' && ev.some((e) => (e.detail as { first?: boolean }).first === true);
-        }),
-        1000,
-      ).catch((e) => {
-        throw new Error(`${(e as Error).message}; console tail:\n${vm.console().slice(-4000)}`);
-      });
-      say(`bios: OS checked in ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
-      const node = withStore(c, (s) => s.nodes.byName('n0000')!);
-      assert.equal(node.boot, 'local', 'install.done set boot mode local');
-      const inst = withStore(c, (s) => s.installs.get(node.mac));
-      assert.equal(inst?.rev, c.rev);
-      assert.equal(inst?.vnfs, NAME);
-      assert.equal(inst?.previous, null);
+    await installAndBoot(c, { vm: 'bios', mac: '52:54:00:e2:20:01', node: 'n0000', firmware: 'bios' });
+  });
 
-      // Over real SSH, with the host key the master keeps (exec checks it strictly).
-      const r = await exec(c, 'n0000', ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub"']);
-      assert.equal(r.code, 0, r.err);
-      const [cmdline, root, uuid, hostname, pub] = r.out.split('\n');
-      say(`bios: /proc/cmdline: ${cmdline}; / is ${root}`);
-      assert.match(cmdline!, new RegExp(`root=UUID=${uuid} `), "the kernel was started by the disk's GRUB with the disk's root");
-      assert.match(cmdline!, new RegExp(`pxeherd\\.installed=${NAME}@${c.rev}`));
-      assert.doesNotMatch(cmdline!, /pxeherd\.url=/, "not pxeherd's network boot");
-      assert.equal(root!.trim().replace(/\s+/g, ' '), '/dev/vda2 ext4', 'root is the disk\'s root partition');
-      assert.equal(hostname, 'n0000');
-      assert.equal(pub!.trim(), fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/ssh_host_ed25519_key.pub'), 'utf8').trim());
-
-      const ev = kinds(c, 'n0000', since).map((e) => e.kind);
-      for (const k of ['image.download', 'image.verify', 'install.start', 'install.write', 'install.done', 'install.recorded', 'node.checkin']) assert.ok(ev.includes(k), `timeline has ${k}`);
-      assert.ok(ev.indexOf('install.done') < ev.lastIndexOf('http.ipxe'), 'the machine came back to the network boot after the install');
-      assert.ok(!ev.includes('image.switch_root'), 'no stateless switch_root');
-      assert.ok(!ev.includes('install.local_boot_failed'));
-    } finally {
-      vm.kill();
-    }
+  test('UEFI (OVMF): install with an EFI system partition, iPXE exits to the disk\'s GRUB at the removable path, same proofs', async () => {
+    await installAndBoot(c, { vm: 'uefi', mac: '52:54:00:e2:20:03', node: 'n0002', firmware: 'uefi' });
   });
 });
