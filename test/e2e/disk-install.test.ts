@@ -15,10 +15,11 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { createLab, labUnavailable, run, tmpDir, waitFor, which, type Lab } from '../lab/lab.js';
 import { startVm, labAccel } from '../lab/qemu.js';
 import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
 import { mirrorReachable } from '../lab/offline-image.js';
+import { startSimBmc, type SimBmc } from '../lab/bmc.js';
 import { CLI, pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
 import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
@@ -41,6 +42,7 @@ interface Ctx {
   statedir: string;
   server?: ChildProcess;
   rev: number;
+  bmc?: SimBmc;
 }
 
 function writeConfig(c: Ctx): void {
@@ -145,7 +147,7 @@ async function installAndBoot(c: Ctx, o: { vm: string; mac: string; node: string
     assert.equal(inst?.previous, null);
 
     // Over real SSH, with the host key the master keeps (exec checks it strictly).
-    const r = await exec(c, o.node, ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; test -d /sys/firmware/efi && echo uefi || echo bios; findmnt -n -o SOURCE /boot/efi; ls /boot/efi/EFI/BOOT 2>/dev/null | tr \"\\n\" \" \""']);
+    const r = await exec(c, o.node, ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; test -d /sys/firmware/efi && echo uefi || echo bios; echo $(findmnt -n -o SOURCE /boot/efi); echo $(ls /boot/efi/EFI/BOOT 2>/dev/null)"']);
     assert.equal(r.code, 0, r.err);
     const [cmdline, root, uuid, hostname, pub, firmware, esp, efiFiles] = r.out.split('\n');
     say(`${o.vm}: /proc/cmdline: ${cmdline}; / is ${root}`);
@@ -201,6 +203,7 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
   });
 
   after(async () => {
+    c.bmc?.stop();
     c.server?.kill('SIGTERM');
     c.lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });
@@ -221,5 +224,35 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
 
   test('UEFI (OVMF): install with an EFI system partition, iPXE exits to the disk\'s GRUB at the removable path, same proofs', async () => {
     await installAndBoot(c, { vm: 'uefi', mac: '52:54:00:e2:20:03', node: 'n0002', firmware: 'uefi' });
+  });
+
+  test('node reinstall --wait of a disk node through ipmi_sim: boot once + PXE override + power cycle of the real VM, install, reboot into the disk, SSH with the kept host key: the table ends in ready', { skip: which('ipmi_sim') && which('ipmitool') ? undefined : 'needs ipmi_sim and ipmitool (Debian packages openipmi, ipmitool)' }, async () => {
+    const PASSWORD = 'Lab-4d1e7b2c';
+    const mac = '52:54:00:e2:20:04';
+    c.bmc = await startSimBmc({ lab: c.lab, dir: c.dir, user: 'admin', password: PASSWORD, mac, memMb: MEM_MB, diskMb: DISK_MB, diskSerial: 'PXEHERDBMC4' });
+    fs.mkdirSync(path.join(c.statedir, 'secrets'), { recursive: true });
+    fs.writeFileSync(path.join(c.statedir, 'secrets', 'bmc-lab'), PASSWORD + '\n', { mode: 0o600 });
+    const add = pxeherd(['node', 'add', mac, 'n0004', '--vnfs', NAME, '--set', 'install=disk', '--set', 'checkin_interval=10', '--set', 'power=ipmi', '--set', `bmc_host=${c.bmc.host}`, '--set', 'bmc_user=admin', '--set', 'ipmi_cipher=3', '--set', 'bmc_password_file=bmc-lab'], { config: c.config });
+    assert.equal(add.code, 0, add.stderr);
+    const since = Date.now();
+    let r: { stdout: string; stderr: string; code: number };
+    try {
+      const out = await run(process.execPath, [CLI, 'node', 'reinstall', 'n0004', '--wait', '--timeout', String(Math.round(BOOT_MS / 1000))], { ns: c.lab.ns, timeoutMs: BOOT_MS + 120_000, env: { ...process.env, PXEHERD_CONFIG: c.config } });
+      r = { ...out, code: 0 };
+    } catch (e) {
+      const x = e as { code?: number; stdout?: string; stderr?: string };
+      r = { code: typeof x.code === 'number' ? x.code : -1, stdout: x.stdout ?? '', stderr: x.stderr ?? String(e) };
+    }
+    process.stderr.write(r.stdout.replace(/^/gm, '# reinstall: ') + '\n');
+    assert.equal(r.code, 0, `${r.stderr}\nconsole tail:\n${c.bmc.console().slice(-3000)}`);
+    assert.match(r.stdout, /^n0004\s+ready\b/m, 'the table ends in ready');
+    const ev = kinds(c, 'n0004', since).map((e) => e.kind);
+    assert.ok(ev.indexOf('power.pxe') >= 0 && ev.indexOf('power.pxe') < ev.indexOf('dhcp.discover'), ev.join(' '));
+    assert.ok(ev.indexOf('install.done') > 0 && ev.indexOf('install.done') < ev.lastIndexOf('node.checkin'), 'ready came from the installed system');
+    assert.ok(c.bmc.chassis().includes('start order=n'), 'the BMC started the machine with the network boot');
+    const root = await exec(c, 'n0004', ['findmnt', '-n', '-o', 'SOURCE', '/']);
+    assert.equal(root.code, 0, root.err);
+    assert.equal(root.out.trim(), '/dev/vda2');
+    assert.equal(withStore(c, (s) => s.installs.get(mac))?.rev, c.rev);
   });
 });
