@@ -119,7 +119,10 @@ async function refusedBoot(c: Ctx, o: { vm: string; mac: string; node: string; d
 async function installAndBoot(c: Ctx, o: { vm: string; mac: string; node: string; firmware: 'bios' | 'uefi' }): Promise<void> {
   const since = Date.now();
   const disk = path.join(c.dir, `${o.vm}.disk.img`);
-  const vm = startVm({ lab: c.lab, name: o.vm, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir, diskFile: disk, diskMb: DISK_MB, reboot: true });
+  // OVMF: no PXE over IPv6 on this IPv4 lab (after iPXE exits, OVMF's own IPv6 PXE would wait
+  // for a DHCPv6 answer before it reaches the disk).
+  const fwCfg = o.firmware === 'uefi' ? { 'opt/org.tianocore/IPv6PXESupport': 'n' } : undefined;
+  const vm = startVm({ lab: c.lab, name: o.vm, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir, diskFile: disk, diskMb: DISK_MB, reboot: true, fwCfg });
   try {
     await vm.waitForConsole(new RegExp(`pxeherd: ${o.node} installed: \\S+ r\\d+ on /dev/vda; rebooting into it`), BOOT_MS);
     say(`${o.vm}: installed ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
@@ -147,7 +150,13 @@ async function installAndBoot(c: Ctx, o: { vm: string; mac: string; node: string
     assert.equal(inst?.previous, null);
 
     // Over real SSH, with the host key the master keeps (exec checks it strictly).
-    const r = await exec(c, o.node, ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; test -d /sys/firmware/efi && echo uefi || echo bios; echo $(findmnt -n -o SOURCE /boot/efi); echo $(ls /boot/efi/EFI/BOOT 2>/dev/null)"']);
+    // The check-in may come before sshd listens (TCG is slow): retry until it answers.
+    const facts = ['sh', '-c', '"cat /proc/cmdline; findmnt -n -o SOURCE,FSTYPE /; blkid -s UUID -o value /dev/vda2; hostname; cat /etc/ssh/ssh_host_ed25519_key.pub; test -d /sys/firmware/efi && echo uefi || echo bios; echo $(findmnt -n -o SOURCE /boot/efi); echo $(ls /boot/efi/EFI/BOOT 2>/dev/null)"'];
+    let r = await exec(c, o.node, facts);
+    for (let t = 0; r.code !== 0 && /connection refused/.test(r.err) && t < 30; t++) {
+      await new Promise((res) => setTimeout(res, 5000));
+      r = await exec(c, o.node, facts);
+    }
     assert.equal(r.code, 0, r.err);
     const [cmdline, root, uuid, hostname, pub, firmware, esp, efiFiles] = r.out.split('\n');
     say(`${o.vm}: /proc/cmdline: ${cmdline}; / is ${root}`);
