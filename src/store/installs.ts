@@ -42,6 +42,9 @@ const fromRow = (r: Row): NodeInstall => ({
   localBootFailures: r.local_boot_failures,
 });
 
+/** Local boot scripts handed out within this of each other belong to one pass of the firmware. */
+export const LOCAL_BOOT_SAME_PASS_MS = 60_000;
+
 export class InstallRepo {
   constructor(private readonly db: DB) {}
 
@@ -72,10 +75,13 @@ export class InstallRepo {
    * by the OS checking in (`checkedInSince`), that disk boot failed and the machine came back
    * to PXE: `failed`, and `failures` counts such boots in a row.
    */
-  localBoot(mac: string, checkedInSince: (t: number) => boolean, now = Date.now()): { failed: boolean; failures: number; install?: NodeInstall } {
+  localBoot(mac: string, checkedInSince: (t: number) => boolean, now = Date.now(), samePassMs = LOCAL_BOOT_SAME_PASS_MS): { failed: boolean; failures: number; install?: NodeInstall } {
     return this.db.transaction(() => {
       const cur = this.get(mac);
       if (!cur) return { failed: false, failures: 0 };
+      // One firmware pass may ask several times (OVMF's own PXE entry, then the iPXE ROM's):
+      // that is one boot, not a failed one.
+      if (cur.localBootAt !== null && now >= cur.localBootAt && now - cur.localBootAt < samePassMs) return { failed: false, failures: cur.localBootFailures, install: cur };
       const failed = cur.localBootAt !== null && !checkedInSince(cur.localBootAt);
       const failures = failed ? cur.localBootFailures + 1 : 0;
       this.db.prepare('UPDATE node_installs SET local_boot_at = ?, local_boot_failures = ? WHERE mac = ?').run(now, failures, mac);

@@ -70,12 +70,14 @@ test('a local boot handed out again without a check-in from the OS in between is
   installReportHandler(s, s.events)(n, 'install.done', { rev: 1, vnfs: 'deb12', disk: 'vda', firmware: 'bios' });
   const t = Date.now();
   localBootServed(s, s.events, n, t);
+  localBootServed(s, s.events, n, t + 15_000);
+  assert.equal(s.events.query({ kind: 'install.local_boot_failed' }).length, 0, 'two network entries of one firmware pass (OVMF PXE, then iPXE): one boot');
   s.events.record({ mac: n.mac, node: 'n2', kind: 'node.checkin', detail: { first: true } });
   s.events.flush();
-  localBootServed(s, s.events, n, Date.now() + 10);
+  localBootServed(s, s.events, n, Date.now() + 70_000);
   assert.equal(s.events.query({ kind: 'install.local_boot_failed' }).length, 0, 'the OS checked in between: a good disk boot');
-  localBootServed(s, s.events, n, Date.now() + 20_000);
-  localBootServed(s, s.events, n, Date.now() + 40_000);
+  localBootServed(s, s.events, n, Date.now() + 140_000);
+  localBootServed(s, s.events, n, Date.now() + 210_000);
   const f = s.events.query({ kind: 'install.local_boot_failed', order: 'asc' });
   assert.equal(f.length, 2);
   assert.deepEqual(f.map((e) => (e.detail as { failures: number }).failures), [1, 2]);
