@@ -8,6 +8,7 @@ import type { NodeTokens } from '../security/tokens.js';
 import { buildContext, decideBoot, type BootDecision, type ServerInfo } from './decide.js';
 import { TemplateError, TemplateStore, templateCandidates, type TemplateKind } from './templates.js';
 import { parseRev } from '../images/resolve.js';
+import { localBootServed } from '../install/state.js';
 
 /**
  * Pure: the revision a node boots and the VNFS record pointing at its files. A pin (the
@@ -39,10 +40,13 @@ export interface BootBackend {
   hasRevision?(name: string, rev: number): boolean;
   /** The CPU the machine's firmware named in its last DHCP request (undefined: not seen). */
   clientArch?(mac: string): CpuArch | undefined;
+  /** A node was handed its local (disk) boot script: detects disk boots that came back to PXE. */
+  localBootServed?(node: Node): void;
 }
 
-export function storeBootBackend(store: Store, archs?: ClientArchs): BootBackend {
+export function storeBootBackend(store: Store, archs?: ClientArchs, events?: EventSink): BootBackend {
   return {
+    localBootServed: events ? (node) => localBootServed(store, events, node) : undefined,
     clientArch: archs ? (mac) => archs.get(mac) : undefined,
     nodeByMac: (mac) => store.nodes.byMac(mac),
     attrsFor: (node) => store.attrsFor(node),
@@ -192,6 +196,7 @@ export class BootService {
    * the script is served, not when provisioning finishes, so a reboot loop cannot reinstall).
    */
   served(r: Rendered): { switchedTo?: BootMode } {
+    if (r.mode === 'local' && r.kind === 'ipxe' && r.node) this.o.backend.localBootServed?.(r.node);
     if (r.mode === 'once' && r.node) {
       if (r.kind === 'ipxe') {
         this.o.backend.setBootMode(r.node.mac, 'local');
@@ -259,7 +264,7 @@ export function bootServiceFor(args: {
 }): BootService {
   const { config } = args;
   return new BootService({
-    backend: storeBootBackend(args.store, args.archs),
+    backend: storeBootBackend(args.store, args.archs, args.events),
     templates: new TemplateStore(args.templatesDirs ?? defaultTemplateDirs(config.statedir)),
     server: { address: args.serverAddress, httpPort: config.http.port, tftpPort: config.tftp.port },
     tokens: config.security.node_tokens ? args.tokens : undefined,

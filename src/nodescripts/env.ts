@@ -5,6 +5,8 @@ import { resolveVnfsRef } from '../images/resolve.js';
 export interface ImageEnv {
   rev?: number;
   root: boolean;
+  /** INSTALL_* variables of a node installed to disk (src/install/env.ts). */
+  install?: Record<string, string>;
 }
 
 /** Site-wide values every nodescript sees (from the config, read once by the caller). */
@@ -66,6 +68,7 @@ export function scriptEnv(
     // A fresh node token for this request ('' when security.node_tokens is off): lets a
     // script hand the node a token for later requests (the check-in loop outlives the boot's).
     NODETOKEN: token ?? '',
+    ...(image?.install ?? {}),
   };
   for (const [k, v] of Object.entries(fixed)) env[k] = String(v ?? '').replace(/\0/g, '');
   return env;

@@ -5,6 +5,8 @@ import { NodescriptEngine, createSpawner } from '../nodescripts/index.js';
 import { ProvisionService } from '../provision/service.js';
 import { provisionBackend } from './backends.js';
 import { imageEnvFor } from '../images/resolve.js';
+import { installEnv } from '../install/env.js';
+import { planForNode } from '../install/node-plan.js';
 
 /** The nodescript engine and provision service as configured: shared by `serve`, `script` and the API. */
 export function provisionParts(
@@ -25,7 +27,10 @@ export function provisionParts(
     spawner: createSpawner({ log: warn }),
     events,
     attrsFor: (node) => store.attrsFor(node),
-    imageFor: imageEnvFor((name) => store.vnfs.get(name)),
+    imageFor: (node, attrs) => {
+      const image = imageEnvFor((name) => store.vnfs.get(name))(node, attrs);
+      return { ...image, install: installEnv(attrs, image.root, () => planForNode(store, node)) };
+    },
   });
   return { engine, provision: new ProvisionService(provisionBackend(store, config, events, tokens), engine) };
 }

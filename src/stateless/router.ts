@@ -42,6 +42,8 @@ export interface NodeFilesDeps extends OverlaySources {
   leaseIp?(mac: string): string | undefined;
   /** The MAC the master's neighbour table has for an address (same link only), if any. */
   neighbourMac?(ip: string): string | undefined;
+  /** A report was recorded (install.done: the master records the install and boots the disk from now on). */
+  onReport?: (node: Node, kind: string, detail: Record<string, unknown>) => void;
 }
 
 function single(v: unknown): string | undefined {
@@ -118,8 +120,14 @@ const REPORT_FIELDS: Record<string, Record<string, RegExp>> = {
   'image.unpack': { rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
   'image.switch_root': { rev: /^\d{1,9}$/, root: /^[\w/.-]{1,64}$/, init: /^[\w/.-]{1,64}$/ },
   'node.checkin': { rev: /^\d{0,9}$/, first: /^[01]$/, overlay: /^(same|updated|failed)$/, changed: /^\d{1,6}$/ },
+  // Install to disk (nodescripts 08-disk-plan, 20-disk-install, 85-disk-boot).
+  'install.start': { rev: /^\d{1,9}$/, disk: /^[a-z][a-z0-9]{0,31}$/, firmware: /^(bios|uefi)$/ },
+  'install.write': { rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
+  'install.done': { rev: /^\d{1,9}$/, vnfs: /^[\w.-]{1,64}$/, disk: /^[a-z][a-z0-9]{0,31}$/, firmware: /^(bios|uefi)$/, ms: /^\d{1,12}$/ },
+  'install.fail': { stage: /^[a-z]{1,16}$/, attr: /^[\w]{0,32}$/, error: /^[\x20-\x7e]{0,600}$/ },
 };
 const NUMERIC = new Set(['rev', 'bytes', 'ms', 'tries', 'changed']);
+
 
 export function nodeFilesRouter(deps: NodeFilesDeps): Router {
   const router = Router();
@@ -176,6 +184,7 @@ export function nodeFilesRouter(deps: NodeFilesDeps): Router {
       detail.mibPerSecond = detail.ms > 0 ? Math.round((detail.bytes / 1048576 / (detail.ms / 1000)) * 100) / 100 : null;
     }
     deps.events.record({ mac: c.node.mac, node: c.node.name, kind, detail });
+    deps.onReport?.(c.node, kind, detail);
     res.status(200).type('text/plain').set('Cache-Control', 'no-store').send('ok\n');
   });
 

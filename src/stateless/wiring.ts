@@ -12,6 +12,7 @@ import type { OverlaySources } from './context.js';
 import { nodeFilesRouter } from './router.js';
 import path from 'node:path';
 import { arpLookup } from '../provisiond/arp.js';
+import { installReportHandler } from '../install/state.js';
 
 /** vnfs.current_rev of the node's VNFS. */
 export function currentRevOf(store: Store, vnfsField: string): number | undefined {
@@ -56,6 +57,7 @@ export async function statelessParts(args: { config: Config; store: Store; serve
           return l && l.state === 'bound' && l.expiresAt > Date.now() ? l.ip : undefined;
         },
         neighbourMac: (ip) => arpLookup(ip),
+        onReport: installReportHandler(store, events),
       }),
     ],
   };

@@ -12,7 +12,7 @@ import type { Sql, TxSql } from './pg/connect.js';
 import { migratePostgres } from './pg/schema.js';
 
 /** Parents before children (foreign keys); tables not listed here are copied after these. */
-const ORDER = ['groups', 'group_attrs', 'vnfs', 'vnfs_attrs', 'vnfs_revisions', 'nodes', 'node_attrs', 'inventory', 'health', 'leases', 'leases6', 'events', 'meta'];
+const ORDER = ['groups', 'group_attrs', 'vnfs', 'vnfs_attrs', 'vnfs_revisions', 'nodes', 'node_attrs', 'node_installs', 'inventory', 'health', 'leases', 'leases6', 'events', 'meta'];
 
 export interface TableCopy {
   table: string;

@@ -131,8 +131,24 @@ const MIGRATIONS: string[] = [
   );
   CREATE INDEX leases6_mac ON leases6(mac, updated_at);
   `,
-  // 5: disk (install state) — merged from the disk branch
-  'SELECT 1;',
+  // 5: disk installs (install=disk): the revision on each node's disk and the one before it (for a
+  // rollback), and when a local boot was last handed out (a second one without a check-in in
+  // between is a disk boot that failed and came back to PXE).
+  `
+  CREATE TABLE node_installs (
+    mac TEXT PRIMARY KEY REFERENCES nodes(mac) ON DELETE CASCADE ON UPDATE CASCADE,
+    vnfs TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    disk TEXT NOT NULL DEFAULT '',
+    firmware TEXT NOT NULL DEFAULT '',
+    installed_at INTEGER NOT NULL,
+    prev_vnfs TEXT,
+    prev_rev INTEGER,
+    prev_installed_at INTEGER,
+    local_boot_at INTEGER,
+    local_boot_failures INTEGER NOT NULL DEFAULT 0
+  );
+  `,
   // 6: which server wrote a lease or an event (several servers on one PostgreSQL, issue 19;
   // src/store/pg/schema.ts has the same migration for PostgreSQL)
   `

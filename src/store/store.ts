@@ -9,6 +9,7 @@ import { Lease6Repo } from './leases6.js';
 import { EventRepo } from './events.js';
 import { InventoryRepo } from './inventory.js';
 import { BackgroundCheckpointer } from './checkpoint.js';
+import { InstallRepo } from './installs.js';
 
 /** The node database: one SQLite file in WAL mode under the state directory. */
 export class Store {
@@ -20,6 +21,7 @@ export class Store {
   readonly events: EventRepo;
   readonly inventory: InventoryRepo;
   private checkpointer?: BackgroundCheckpointer;
+  readonly installs: InstallRepo;
 
   /** Recorded on leases and events (config `server_id`, default the host name). */
   readonly serverId: string;
@@ -36,6 +38,7 @@ export class Store {
     this.leases6 = new Lease6Repo(db);
     this.events = new EventRepo(db, this.serverId);
     this.inventory = new InventoryRepo(db);
+    this.installs = new InstallRepo(db);
   }
 
   static open(statedir: string, opts: { serverId?: string } = {}): Store {

@@ -58,7 +58,9 @@ test('node plan prints the disk plan from attributes and the hardware report, ch
   assert.equal(fs.readFileSync(path.join(s.statedir, 'pxeherd.db')).length, dbBefore);
 
   const js = JSON.parse((await cli(['node', 'plan', 'd1', '--json'], s.config)).stdout);
-  assert.deepEqual(Object.keys(js), ['node', 'install', 'firmware', 'disk', 'label', 'partitions', 'sfdisk']);
+  assert.deepEqual(Object.keys(js), ['node', 'install', 'firmware', 'disk', 'label', 'partitions', 'sfdisk', 'installed']);
+  assert.equal(js.installed, null, 'nothing installed by pxeherd yet');
+  assert.match(txt.stdout, /^on the disk now: nothing pxeherd installed$/m);
   assert.deepEqual(js.partitions.map((p: { name: string; device: string }) => [p.name, p.device]), [['esp', '/dev/vdb1'], ['swap', '/dev/vdb2'], ['root', '/dev/vdb3']]);
 
   const none = await cli(['node', 'set', 'attr.install_disk=serial:NOPE', 'd1'], s.config);

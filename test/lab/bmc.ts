@@ -70,7 +70,9 @@ export async function startSimBmc(o: SimBmcOptions): Promise<SimBmc> {
   fs.writeFileSync(
     path.join(dir, 'start-vm'),
     `#!/bin/sh
-if [ "$1" = n ]; then nic=",bootindex=1"; hd=""; else nic=""; hd=",bootindex=1"; fi
+# Network boot: the NIC first and the disk second (a network boot that ends in boot mode local
+# falls through to it; with strict=on SeaBIOS gives iPXE's sanboot only listed disks).
+if [ "$1" = n ]; then nic=",bootindex=1"; hd=",bootindex=2"; else nic=""; hd=",bootindex=1"; fi
 exec qemu-system-x86_64 -accel ${labAccel()} -machine pc -m ${o.memMb ?? 256} -smp 1 -nographic -monitor none \\
   -chardev file,id=ser0,path=${serialLog},append=on -serial chardev:ser0 \\
   -pidfile ${path.join(dir, 'qemu.pid')} \\

@@ -15,6 +15,8 @@ import { CLI } from '../helpers/cli.js';
 
 export const SHARED_IMAGE_NAME = 'deb12';
 export const SHARED_IMAGE_SUITE = 'bookworm';
+/** Beyond vnfs build's defaults: what stage one uses from the image to install it to a disk (disk-install e2e). */
+export const SHARED_IMAGE_PACKAGES = 'fdisk,e2fsprogs,dosfstools,grub2-common,grub-pc-bin,grub-efi-amd64-bin';
 
 export interface SharedImage {
   /** The shared (read-only!) state directory holding VNFS `name` with revision `rev`. */
@@ -95,7 +97,7 @@ async function obtain(): Promise<SharedImage> {
     fs.writeFileSync(config, `statedir: ${statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { port: 0 }\n`);
     const t0 = Date.now();
     const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-      const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--packages', SHARED_IMAGE_PACKAGES, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
       p.stdout.on('data', (b: Buffer) => (out += b.toString()));

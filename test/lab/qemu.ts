@@ -18,6 +18,10 @@ export interface VmOptions {
   extraArgs?: string[];
   /** Size of an empty extra disk in MiB (inventory tests). */
   diskMb?: number;
+  /** Use this disk image (raw; created with diskMb when missing) instead of a fresh one: it outlives the VM. */
+  diskFile?: string;
+  /** Let the guest reboot (default: QEMU exits on reboot, -no-reboot). */
+  reboot?: boolean;
   dir: string;
   /** OVMF settings through QEMU's fw_cfg, e.g. { 'opt/org.tianocore/IPv4PXESupport': 'n' }. */
   fwCfg?: Record<string, string>;
@@ -64,7 +68,7 @@ export function startVm(o: VmOptions): Vm {
   const tap = o.lab.addTap();
   const serialLog = path.join(o.dir, `${o.name}.serial.log`);
   fs.writeFileSync(serialLog, '');
-  const args = ['-accel', o.firmware === 'arm64' ? 'tcg' : labAccel(), '-m', String(o.memMb ?? 512), '-smp', String(o.cpus ?? 1), '-nographic', '-serial', `file:${serialLog}`, '-monitor', 'none', '-no-reboot'];
+  const args = ['-accel', o.firmware === 'arm64' ? 'tcg' : labAccel(), '-m', String(o.memMb ?? 512), '-smp', String(o.cpus ?? 1), '-nographic', '-serial', `file:${serialLog}`, '-monitor', 'none', ...(o.reboot ? [] : ['-no-reboot'])];
   if (o.firmware === 'bios') args.push('-machine', 'pc');
   else if (o.firmware === 'uefi-secure') {
     const vars = path.join(o.dir, `${o.name}.OVMF_VARS.fd`);
@@ -92,12 +96,15 @@ export function startVm(o: VmOptions): Vm {
   } else {
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${o.mac},romfile=,bootindex=1`);
   }
-  if (o.diskMb) {
-    const disk = path.join(o.dir, `${o.name}.disk.img`);
-    fs.writeFileSync(disk, '');
-    fs.truncateSync(disk, o.diskMb * 1024 * 1024);
+  if (o.diskMb || o.diskFile) {
+    const disk = o.diskFile ?? path.join(o.dir, `${o.name}.disk.img`);
+    if (!o.diskFile || !fs.existsSync(disk)) {
+      fs.writeFileSync(disk, '');
+      fs.truncateSync(disk, (o.diskMb ?? 4096) * 1024 * 1024);
+    }
     // serial= belongs on the device: QEMU 7 refuses it as a -drive option.
-    args.push('-drive', `file=${disk},format=raw,if=none,id=disk0`, '-device', `virtio-blk-pci,drive=disk0,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}`);
+    // bootindex 2: after the NIC, so the firmware tries the disk when the network boot exits.
+    args.push('-drive', `file=${disk},format=raw,if=none,id=disk0`, '-device', `virtio-blk-pci,drive=disk0,serial=PXEHERD${o.name.toUpperCase().replace(/[^A-Z0-9]/g, '')}${o.diskFile ? ',bootindex=2' : ''}`);
   }
   for (const [name, value] of Object.entries(o.fwCfg ?? {})) args.push('-fw_cfg', `name=${name},string=${value}`);
   if (o.firmware === 'bios') args.push('-boot', 'n');

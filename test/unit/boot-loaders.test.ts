@@ -168,7 +168,7 @@ test('generated GRUB and pxelinux configs for every boot mode: provision and onc
     assert.match(pxl(mac), /^SERIAL 0 115200$/m);
   }
   assert.equal(s.render('grub', '52:54:00:00:00:02').mode, 'once');
-  assert.match(grub('52:54:00:00:00:03'), /menuentry "local disk" \{\n\s+exit/);
+  assert.match(grub('52:54:00:00:00:03'), /menuentry "local disk" \{\n[^}]*chainloader \(\$pxeherd_esp\)\$pxeherd_efi[^}]*\n  exit\n\}/);
   assert.match(pxl('52:54:00:00:00:03'), /LOCALBOOT 0/);
   assert.match(grub('52:54:00:00:00:04'), /^echo 'pxeherd: node dis \(52:54:00:00:00:04\) does not boot: boot mode is "disabled" [^']*'$/m, 'single quotes: GRUB would eat the reason\'s double quotes');
   assert.doesNotMatch(grub('52:54:00:00:00:04'), /linux /);

@@ -13,7 +13,7 @@ import { releaseNodes, type ReleaseResult } from '../../install/release.js';
 const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
 /** Human text of a plan: the disk, the table, the sfdisk script and mkfs commands. */
-export function planText(p: DiskPlan): string {
+export function planText(p: DiskPlan, onDisk?: string): string {
   const lines = [
     `${p.node}: install=${p.install}${p.install === 'stateless' ? ' (this plan is used once install=disk: pxeherd node set attr.install=disk ' + p.node + ')' : ''}, firmware ${p.firmware}`,
     `disk: ${p.disk.path} ${fmtSize(p.disk.sizeBytes)}${p.disk.serial ? `, serial ${p.disk.serial}` : ''}${p.disk.model ? `, ${p.disk.model}` : ''} (${p.disk.chosenBy})`,
@@ -28,6 +28,7 @@ export function planText(p: DiskPlan): string {
     'EOF',
     ...p.partitions.filter((x) => x.mkfs).map((x) => [...x.mkfs!, x.device].join(' ')),
     '',
+    ...(onDisk ? [onDisk] : []),
     'nothing was changed (this is a plan)',
   ];
   return lines.join('\n');
@@ -49,7 +50,17 @@ export function nodePlanCommand(run: Run): Command {
           if (e instanceof PlanError) throw new RuntimeFailure(e.message);
           throw e;
         }
-        ctx.print(p, () => planText(p));
+        // What is on the disk now (install.done), and the install before it: the rollback target.
+        const i = ctx.store.installs.get(n.mac);
+        const installed = i ? { vnfs: i.vnfs, rev: i.rev, disk: i.disk, firmware: i.firmware, installedAt: new Date(i.installedAt).toISOString(), previous: i.previous ? { vnfs: i.previous.vnfs, rev: i.previous.rev, installedAt: new Date(i.previous.installedAt).toISOString() } : null } : null;
+        ctx.print({ ...p, installed }, () =>
+          planText(
+            p,
+            installed
+              ? `on the disk now: ${installed.vnfs} r${installed.rev} on ${installed.disk} (${installed.firmware}), installed ${installed.installedAt}; before it: ${installed.previous ? `${installed.previous.vnfs} r${installed.previous.rev}` : 'nothing'}`
+              : 'on the disk now: nothing pxeherd installed',
+          ),
+        );
       }),
     );
 }

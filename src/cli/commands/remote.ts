@@ -209,7 +209,9 @@ export function nodeReinstallCommand(run: Run): Command {
             setBootPxe: (n) => power.run(n, 'pxe'),
             powerCycle: (n) => power.cycleOrOn(n),
             eventsSince: (n, since) => ctx.store.events.query({ mac: n.mac, since, order: 'asc', limit: 100000 }),
-            probeSsh: async (n, timeoutMs) => {
+            probeSsh: async (n0, timeoutMs) => {
+              // Read afresh: a node seen for the first time got its address during this boot.
+              const n = ctx.store.nodes.byMac(n0.mac) ?? n0;
               const r = await sshRun(nodeTarget(n, ctx.store.attrsFor(n), key(), ctx.config.statedir), 'true', { timeoutMs });
               if (r.exit !== 0) throw new Error(`"true" over SSH ended with ${r.exit === null ? 'no status' : `exit code ${r.exit}`}`);
             },

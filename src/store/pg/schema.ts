@@ -117,8 +117,22 @@ export const PG_MIGRATIONS: string[] = [
   );
   CREATE INDEX leases6_mac ON leases6(mac, updated_at);
   `,
-  // 5: disk (install state) — merged from the disk branch: port its SQLite migration here
-  'SELECT 1;',
+  // 5: disk installs: the revision on each node's disk and the one before it, and the last local boot
+  `
+  CREATE TABLE node_installs (
+    mac TEXT PRIMARY KEY REFERENCES nodes(mac) ON DELETE CASCADE ON UPDATE CASCADE,
+    vnfs TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    disk TEXT NOT NULL DEFAULT '',
+    firmware TEXT NOT NULL DEFAULT '',
+    installed_at BIGINT NOT NULL,
+    prev_vnfs TEXT,
+    prev_rev INTEGER,
+    prev_installed_at BIGINT,
+    local_boot_at BIGINT,
+    local_boot_failures INTEGER NOT NULL DEFAULT 0
+  );
+  `,
   // 6: which server wrote a lease or an event (several servers on one database)
   `
   ALTER TABLE leases ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
