@@ -11,6 +11,7 @@ import { NODE_FIELDS } from '../../store/nodes.js';
 import type { Run } from '../main.js';
 import { nodeReinstallCommand, nodeLocateCommand } from './remote.js';
 import { nodePlanCommand, nodeReleaseCommand } from './install.js';
+import { nodeTimelineCommand } from './timeline.js';
 import { nodeExtras } from '../../inventory/context.js';
 
 function parseKv(list: string[] = []): Record<string, string> {
@@ -274,5 +275,6 @@ export function nodeCommand(run: Run): Command {
   node.addCommand(nodeLocateCommand(run));
   node.addCommand(nodePlanCommand(run));
   node.addCommand(nodeReleaseCommand(run));
+  node.addCommand(nodeTimelineCommand(run));
   return node;
 }
