@@ -10,7 +10,6 @@ import { InvalidInput } from '../nodes/mac.js';
 import type { Logger } from '../util/log.js';
 import { arpLookup } from '../provisiond/arp.js';
 import { peerIp } from '../util/net.js';
-import { redactEvent } from '../security/secrets.js';
 import type { ClientArchs } from '../boot/loader.js';
 
 /** The SQLite store seen through each protocol server's narrow interface. */
@@ -28,8 +27,7 @@ export function namingPolicy(config: Config): NamingPolicy {
 export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => void)[] = []): EventSink {
   return {
     record(ev: BootEvent) {
-      // Redacted before the store, the log line and the subscribers see it.
-      const e: BootEvent = { ...redactEvent(ev), time: ev.time ?? Date.now() };
+      const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
         const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
@@ -37,12 +35,13 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       }
       // Only the name: this runs for several events of every DHCP exchange.
       if (e.mac && !e.node) e.node = store.nodes.nameByMac(e.mac);
-      store.events.record(e);
+      // The store redacts secrets; the log line and the subscribers see the event as stored.
+      const stored = store.events.record(e);
       if (log) {
-        const level = /\.(fail|error|denied|corrupt|rejected)$|^nodescript\.fail/.test(e.kind) ? 'warn' : 'info';
-        log[level]({ event: e.kind, node: e.node, mac: e.mac, ...d }, e.kind);
+        const level = /\.(fail|error|denied|corrupt|rejected)$|^nodescript\.fail/.test(stored.kind) ? 'warn' : 'info';
+        log[level]({ event: stored.kind, node: stored.node, mac: stored.mac, ...stored.detail }, stored.kind);
       }
-      for (const fn of also) fn(e);
+      for (const fn of also) fn(stored);
     },
   };
 }

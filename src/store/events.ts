@@ -50,9 +50,10 @@ export class EventRepo implements EventSink {
     return () => this.listeners.delete(fn);
   }
 
-  record(ev: BootEvent): void {
-    // Secrets (a password hash quoted by a script or a console line) never reach the log; the
-    // sink in src/server/backends.ts hands over its own copy with the time set.
+  /** Stores the event and returns it as stored: redacted, with its time (what logs and feeds should show). */
+  record(ev: BootEvent): BootEvent {
+    // Secrets (a password hash quoted by a script or a console line) never reach the log: this
+    // is the one place events are redacted; the server's sink logs and forwards what it returns.
     const r = redactEvent(ev);
     const e: BootEvent = r.time === undefined ? { ...r, time: Date.now() } : r;
     this.pending.push(e);
@@ -69,6 +70,7 @@ export class EventRepo implements EventSink {
       if (wait > 0) setTimeout(() => this.flush(), wait);
       else setImmediate(() => this.flush());
     }
+    return e;
   }
 
   /**
