@@ -180,31 +180,40 @@ function runChannel(t: SshTarget, open: Open, opts: SshRunOptions, what: string)
         else ch.end();
       });
     });
-    const cfg: ConnectConfig = {
-      host: t.host,
-      port: t.port,
-      username: t.user,
-      // Our own timer reports the timeout; ssh2's must not fire first with its own wording.
-      readyTimeout: connectMs + 1000,
-      // Only the credential given: never fall back to an agent or keyboard prompts.
-      tryKeyboard: false,
-    };
-    if (t.hostKeys) {
-      const allowed = new Set(t.hostKeys.map((k) => k.trim().split(/\s+/)[1]).filter(Boolean));
-      cfg.hostVerifier = (key: Buffer) => {
-        if (allowed.has(key.toString('base64'))) return true;
-        badHostKey = key;
-        return false;
-      };
-    }
-    if (t.privateKey) cfg.privateKey = t.privateKey;
-    if (t.password !== undefined) cfg.password = t.password;
     try {
-      c.connect(cfg);
+      c.connect(connectConfig(t, connectMs, (key) => (badHostKey = key)));
     } catch (e) {
       finish(new SshError(`cannot connect to ${describe(t)}: ${(e as Error).message}`, 'connect'));
     }
   });
+}
+
+/**
+ * ssh2's connection settings for a target: pxeherd's own timer reports timeouts, only the given
+ * credential is tried, and with known host keys any other key is refused (and handed to
+ * `onBadHostKey` for the error message).
+ */
+function connectConfig(t: SshTarget, connectMs: number, onBadHostKey: (key: Buffer) => void): ConnectConfig {
+  const cfg: ConnectConfig = {
+    host: t.host,
+    port: t.port,
+    username: t.user,
+    // Our own timer reports the timeout; ssh2's must not fire first with its own wording.
+    readyTimeout: connectMs + 1000,
+    // Only the credential given: never fall back to an agent or keyboard prompts.
+    tryKeyboard: false,
+  };
+  if (t.hostKeys) {
+    const allowed = new Set(t.hostKeys.map((k) => k.trim().split(/\s+/)[1]).filter(Boolean));
+    cfg.hostVerifier = (key: Buffer) => {
+      if (allowed.has(key.toString('base64'))) return true;
+      onBadHostKey(key);
+      return false;
+    };
+  }
+  if (t.privateKey) cfg.privateKey = t.privateKey;
+  if (t.password !== undefined) cfg.password = t.password;
+  return cfg;
 }
 
 /** Run one command (`ssh host COMMAND`): exit status, output, or an SshError. */
@@ -340,19 +349,8 @@ export function sshExecStream(t: SshTarget, command: string, opts: SshStreamOpti
         });
       });
     });
-    const cfg: ConnectConfig = { host: t.host, port: t.port, username: t.user, readyTimeout: connectMs + 1000, tryKeyboard: false };
-    if (t.hostKeys) {
-      const allowed = new Set(t.hostKeys.map((k) => k.trim().split(/\s+/)[1]).filter(Boolean));
-      cfg.hostVerifier = (key: Buffer) => {
-        if (allowed.has(key.toString('base64'))) return true;
-        badHostKey = key;
-        return false;
-      };
-    }
-    if (t.privateKey) cfg.privateKey = t.privateKey;
-    if (t.password !== undefined) cfg.password = t.password;
     try {
-      c.connect(cfg);
+      c.connect(connectConfig(t, connectMs, (key) => (badHostKey = key)));
     } catch (e) {
       fail(new SshError(`cannot connect to ${describe(t)}: ${(e as Error).message}`, 'connect'));
     }
