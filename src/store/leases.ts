@@ -1,7 +1,8 @@
 import type { DB } from './db.js';
 import type { Lease } from '../nodes/types.js';
 
-interface LeaseRow {
+/** A row of `leases`, on SQLite and PostgreSQL alike. */
+export interface LeaseRow {
   mac: string;
   ip: string;
   expires_at: number;
@@ -11,7 +12,7 @@ interface LeaseRow {
   updated_at: number;
 }
 
-const fromRow = (r: LeaseRow): Lease => ({
+export const leaseFromRow = (r: LeaseRow): Lease => ({
   mac: r.mac,
   ip: r.ip,
   expiresAt: r.expires_at,
@@ -53,17 +54,17 @@ export class LeaseRepo {
 
   byMac(mac: string): Lease | undefined {
     const r = this.q.byMac.get(mac);
-    return r && fromRow(r);
+    return r && leaseFromRow(r);
   }
   byIp(ip: string): Lease | undefined {
     const r = this.q.byIp.get(ip);
-    return r && fromRow(r);
+    return r && leaseFromRow(r);
   }
   active(now: number): Lease[] {
-    return this.q.active.all(now).map(fromRow);
+    return this.q.active.all(now).map(leaseFromRow);
   }
   all(): Lease[] {
-    return this.q.all.all().map(fromRow);
+    return this.q.all.all().map(leaseFromRow);
   }
   putMany(leases: Lease[]): void {
     if (leases.length === 0) return;

@@ -16,7 +16,8 @@ function validateVnfsRef(ref: string): void {
   if (err) throw new InvalidInput(err, 'vnfs');
 }
 
-interface NodeRow {
+/** A row of `nodes`, on SQLite and PostgreSQL alike. */
+export interface NodeRow {
   mac: string;
   name: string;
   grp: string;
@@ -29,6 +30,25 @@ interface NodeRow {
   boot: BootMode;
   created_at: number;
   updated_at: number;
+}
+
+/** A node from its row and its attributes. */
+export function nodeFromRow(r: NodeRow, attrs: Record<string, string>): Node {
+  return {
+    mac: r.mac,
+    name: r.name,
+    group: r.grp,
+    vnfs: r.vnfs,
+    enabled: r.enabled === 1,
+    debug: r.debug === 1,
+    state: r.state,
+    ip: r.ip,
+    lastContact: r.last_contact,
+    boot: r.boot,
+    attrs,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
 }
 
 export interface NewNode {
@@ -116,21 +136,7 @@ export class NodeRepo {
   }
 
   private fromRow(r: NodeRow, attrs: Record<string, string>): Node {
-    return {
-      mac: r.mac,
-      name: r.name,
-      group: r.grp,
-      vnfs: r.vnfs,
-      enabled: r.enabled === 1,
-      debug: r.debug === 1,
-      state: r.state,
-      ip: r.ip,
-      lastContact: r.last_contact,
-      boot: r.boot,
-      attrs,
-      createdAt: r.created_at,
-      updatedAt: r.updated_at,
-    };
+    return nodeFromRow(r, attrs);
   }
 
   private attrsOf(mac: string): Record<string, string> {

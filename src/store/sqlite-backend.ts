@@ -9,19 +9,9 @@ import { normalizeMac } from '../nodes/mac.js';
 import { evalQuery, parseQuery } from '../nodes/query.js';
 import { compileQuery } from '../nodes/query-sql.js';
 import type { Store } from './store.js';
+import { leaseFromRow, type LeaseRow } from './leases.js';
 import type { NamingPolicy } from './nodes.js';
 import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from './backend.js';
-
-interface LeaseRow {
-  mac: string;
-  ip: string;
-  expires_at: number;
-  hostname: string;
-  state: Lease['state'];
-  subnet: string;
-  updated_at: number;
-}
-const leaseFrom = (r: LeaseRow): Lease => ({ mac: r.mac, ip: r.ip, expiresAt: r.expires_at, hostname: r.hostname, state: r.state, subnet: r.subnet, updatedAt: r.updated_at });
 
 export class SqliteBackend implements StoreBackend {
   readonly kind = 'sqlite' as const;
@@ -74,7 +64,7 @@ export class SqliteBackend implements StoreBackend {
 
   async leaseByMac(mac: string) {
     const r = this.q.leaseByMac.get(normalizeMac(mac));
-    return r && leaseFrom(r);
+    return r && leaseFromRow(r);
   }
 
   private claim(req: LeaseRequest, mode: 'offer' | 'allocate'): LeaseResult {
@@ -84,7 +74,7 @@ export class SqliteBackend implements StoreBackend {
       .transaction((): LeaseResult => {
         const ownRow = this.q.leaseByMac.get(mac);
         const ipRow = this.q.leaseByIp.get(req.ip);
-        const d = decideClaim(ownRow && leaseFrom(ownRow), ipRow && leaseFrom(ipRow), { ...req, mac }, mode, now);
+        const d = decideClaim(ownRow && leaseFromRow(ownRow), ipRow && leaseFromRow(ipRow), { ...req, mac }, mode, now);
         if (d.do === 'keep-own') return { ok: true, lease: d.lease };
         if (d.do === 'taken') return { ok: false, reason: 'taken', holder: d.holder };
         if (d.evict) this.q.delLease.run(d.evict);

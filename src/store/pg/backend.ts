@@ -14,14 +14,15 @@
  *   highest id as a hint.
  * - boot once: a conditional UPDATE (WHERE boot = 'once'): one server flips it.
  */
-import type { BootEvent, BootMode, Lease, Node } from '../../nodes/types.js';
+import type { BootEvent, Lease, Node } from '../../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../../nodes/mac.js';
 import { nameError } from '../../nodes/names.js';
 import { firstFreeNumber, formatName, numberOf, parseNamePattern, type NamePattern } from '../../nodes/naming.js';
 import { evalQuery, parseQuery } from '../../nodes/query.js';
 import { compileQuery, POSTGRES_DIALECT } from '../../nodes/query-sql.js';
 import { IPV4_RE } from '../../util/net.js';
-import type { NamingPolicy } from '../nodes.js';
+import { nodeFromRow, type NamingPolicy, type NodeRow } from '../nodes.js';
+import { leaseFromRow, type LeaseRow } from '../leases.js';
 import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from '../backend.js';
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
 import { EVENTS_LOCK, REGISTER_LOCK } from './schema.js';
@@ -32,48 +33,9 @@ export const EVENTS_CHANNEL = 'pxeherd_events';
 const RETRYABLE = new Set(['23505', '40001', '40P01']);
 const MAX_ATTEMPTS = 5;
 
-interface NodeRow {
-  mac: string;
-  name: string;
-  grp: string;
-  vnfs: string;
-  enabled: number;
-  debug: number;
-  state: string;
-  ip: string;
-  last_contact: number | null;
-  boot: BootMode;
-  created_at: number;
-  updated_at: number;
-  attrs_json?: string | null;
-}
-
-const nodeFrom = (r: NodeRow): Node => ({
-  mac: r.mac,
-  name: r.name,
-  group: r.grp,
-  vnfs: r.vnfs,
-  enabled: r.enabled === 1,
-  debug: r.debug === 1,
-  state: r.state,
-  ip: r.ip,
-  lastContact: r.last_contact,
-  boot: r.boot,
-  attrs: r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {},
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
-
-interface LeaseRow {
-  mac: string;
-  ip: string;
-  expires_at: number;
-  hostname: string;
-  state: Lease['state'];
-  subnet: string;
-  updated_at: number;
-}
-const leaseFrom = (r: LeaseRow): Lease => ({ mac: r.mac, ip: r.ip, expiresAt: r.expires_at, hostname: r.hostname, state: r.state, subnet: r.subnet, updatedAt: r.updated_at });
+/** A node row with its attributes as one JSON object (NODE_COLUMNS). */
+type NodeRowWithAttrs = NodeRow & { attrs_json?: string | null };
+const nodeFrom = (r: NodeRowWithAttrs): Node => nodeFromRow(r, r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {});
 
 const NODE_COLUMNS = `nodes.*, (SELECT json_object_agg(a.key, a.value)::text FROM node_attrs a WHERE a.mac = nodes.mac) AS attrs_json`;
 
@@ -112,7 +74,7 @@ export class PostgresBackend implements StoreBackend {
     if (known) return { node: known, created: false };
     return this.tx(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
-      const [existing] = await tx.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
+      const [existing] = await tx.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
       if (existing) return { node: nodeFrom(existing), created: false };
       let name: string | undefined;
       if (opts.preferredName && !nameError('node', opts.preferredName)) {
@@ -126,7 +88,7 @@ export class PostgresBackend implements StoreBackend {
         if (!holder) ip = opts.ip;
       }
       const now = Date.now();
-      const [row] = await tx<NodeRow[]>`
+      const [row] = await tx<NodeRowWithAttrs[]>`
         INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
         VALUES (${mac}, ${name}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
         RETURNING *`;
@@ -161,21 +123,21 @@ export class PostgresBackend implements StoreBackend {
   }
 
   async nodeByMac(mac: string) {
-    const [r] = await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [normalizeMac(mac)]);
+    const [r] = await this.sql.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [normalizeMac(mac)]);
     return r && nodeFrom(r);
   }
 
   async listNodes(query?: string) {
-    if (!query) return (await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY name COLLATE "C"`)).map(nodeFrom);
+    if (!query) return (await this.sql.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes ORDER BY name COLLATE "C"`)).map(nodeFrom);
     const q = parseQuery(query);
     const c = compileQuery(q, POSTGRES_DIALECT);
-    const rows = (await this.sql.unsafe<NodeRow[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE ${c.sql} ORDER BY name COLLATE "C"`, c.params)).map(nodeFrom);
+    const rows = (await this.sql.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE ${c.sql} ORDER BY name COLLATE "C"`, c.params)).map(nodeFrom);
     return c.exact ? rows : rows.filter((n) => evalQuery(q, n));
   }
 
   async leaseByMac(mac: string) {
     const [r] = await this.sql<LeaseRow[]>`SELECT * FROM leases WHERE mac = ${normalizeMac(mac)}`;
-    return r && leaseFrom(r);
+    return r && leaseFromRow(r);
   }
 
   private claim(req: LeaseRequest, mode: 'offer' | 'allocate'): Promise<LeaseResult> {
@@ -184,7 +146,7 @@ export class PostgresBackend implements StoreBackend {
       const now = req.now ?? Date.now();
       const [own] = await tx<LeaseRow[]>`SELECT * FROM leases WHERE mac = ${mac} FOR UPDATE`;
       const [atIp] = await tx<LeaseRow[]>`SELECT * FROM leases WHERE ip = ${req.ip} FOR UPDATE`;
-      const d = decideClaim(own && leaseFrom(own), atIp && leaseFrom(atIp), { ...req, mac }, mode, now);
+      const d = decideClaim(own && leaseFromRow(own), atIp && leaseFromRow(atIp), { ...req, mac }, mode, now);
       if (d.do === 'keep-own') return { ok: true, lease: d.lease };
       if (d.do === 'taken') return { ok: false, reason: 'taken', holder: d.holder };
       if (d.evict) await tx`DELETE FROM leases WHERE mac = ${d.evict} AND ip = ${req.ip}`;
@@ -225,7 +187,7 @@ export class PostgresBackend implements StoreBackend {
 
   async activeLeases(now = Date.now()) {
     const rows = await this.sql<LeaseRow[]>`SELECT * FROM leases WHERE expires_at > ${now} AND state IN ('offered', 'bound') ORDER BY ip`;
-    return rows.map(leaseFrom);
+    return rows.map(leaseFromRow);
   }
 
   private async insertEvents(tx: TxSql, events: BootEvent[]): Promise<number[]> {
