@@ -100,7 +100,10 @@ export async function main(argv: string[], io: CliIO = { out: (s) => process.std
       if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
       return EXIT_USAGE;
     }
-    throw e;
+    // An option parser refusing a value (InvalidInput: exit 2), or any other failure while parsing.
+    const { code, message } = exitCodeFor(e);
+    io.err(`pxeherd: ${message}\n`);
+    return code;
   }
   return exit;
 }

@@ -66,7 +66,7 @@ test('node timeline refuses an unknown node (exit 2), a bad --boots (exit 2) and
   assert.equal(pxeherd(['node', 'add', MAC, 'n1'], { config: sd.config }).code, 0);
   const b = pxeherd(['node', 'timeline', 'n1', '--boots', '0'], { config: sd.config });
   assert.equal(b.code, 2);
-  assert.match(b.stderr, /option '--boots <N>' argument '0' is invalid\. must be a whole number >= 1/);
+  assert.match(b.stderr, /--boots must be a whole number >= 1, not "0"/);
   assert.equal(pxeherd(['node', 'timeline', 'n1', '--follow', '--json'], { config: sd.config }).code, 2);
 });
 

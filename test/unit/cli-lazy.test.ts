@@ -34,3 +34,10 @@ test('an unknown command still gets commander\'s suggestion and exit code 2', as
   assert.match(err, /unknown command 'nod'/);
   assert.match(err, /Did you mean node\?/);
 });
+
+test('an option value a parser refuses is a usage error (exit 2) with the parser\'s own message', async () => {
+  let err = '';
+  const code = await main(['power', 'status', 'x', '--timeout', '0'], { out: () => {}, err: (s) => void (err += s) });
+  assert.equal(code, 2);
+  assert.equal(err, 'pxeherd: --timeout must be a number of seconds > 0, not "0"\n');
+});

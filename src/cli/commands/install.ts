@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { RuntimeFailure, table } from '../context.js';
 import type { Run } from '../main.js';
-import { InvalidInput } from '../../nodes/mac.js';
+import { json, seconds } from '../options.js';
 import { NotFound } from '../../nodes/select.js';
 import { mapLimit } from '../../remote/fanout.js';
 import { PowerService } from '../../power/service.js';
@@ -10,7 +10,6 @@ import { fmtSize, PlanError, type DiskPlan } from '../../install/plan.js';
 import { planForNode } from '../../install/node-plan.js';
 import { releaseNodes, type ReleaseResult } from '../../install/release.js';
 
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
 /** Human text of a plan: the disk, the table, the sfdisk script and mkfs commands. */
 export function planText(p: DiskPlan, onDisk?: string): string {
@@ -63,14 +62,6 @@ export function nodePlanCommand(run: Run): Command {
         );
       }),
     );
-}
-
-function seconds(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidInput(`${name} must be a number of seconds > 0, not "${v}"`, name);
-    return n;
-  };
 }
 
 /** `pxeherd node release <NODES...> [--wipe]` */

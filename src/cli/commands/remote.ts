@@ -16,23 +16,8 @@ import { loadKinds } from '../../deploy/kinds.js';
 import { loadSwitches, resolveSwitch, switchesPath } from '../../deploy/switches.js';
 import { machinesFilePath, applyDeploy } from '../../deploy/apply.js';
 import { machinesText, planDeploy } from '../../deploy/plan.js';
+import { json, positiveInt, seconds } from '../options.js';
 
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
-
-function positiveInt(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidInput(`${name} must be a whole number >= 1, not "${v}"`, name);
-    return n;
-  };
-}
-function seconds(name: string) {
-  return (v: string) => {
-    const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidInput(`${name} must be a number of seconds > 0, not "${v}"`, name);
-    return n;
-  };
-}
 
 /** One key per command run; generated on first use. */
 function keyLoader(ctx: CliContext): () => KeyPair {

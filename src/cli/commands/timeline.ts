@@ -1,17 +1,9 @@
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { json, positiveInt } from '../options.js';
 import type { CliContext } from '../context.js';
 import type { Run } from '../main.js';
 import type { BootEvent, Node } from '../../nodes/types.js';
 import { buildTimeline, nodeEvents, summarize, isFailure, type Boot } from '../../admin/timeline.js';
-
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
-
-/** Commander reports an InvalidArgumentError as a usage error (exit 2) naming the option. */
-function positiveInt(v: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a whole number >= 1');
-  return n;
-}
 
 /** One boot as text: its start, length and outcome, then a row per event (failures marked). */
 export function bootText(node: string, b: Boot): string {
@@ -45,7 +37,7 @@ export function nodeTimelineCommand(run: Run): Command {
   return new Command('timeline')
     .description("a node's boots, newest first: every event (DHCP, TFTP, HTTP, nodescripts, image, install, power) with its offset in the boot, failures marked with !; --follow watches new ones")
     .argument('<NODE>', 'node name or MAC')
-    .addOption(new Option('--boots <N>', 'how many boots to show, newest first').default(1).argParser(positiveInt))
+    .addOption(new Option('--boots <N>', 'how many boots to show, newest first').default(1).argParser(positiveInt('--boots')))
     .addOption(new Option('--follow', 'after the boots, print each new event of the node as it is recorded (until interrupted)').conflicts('json'))
     .addOption(json())
     .action(
