@@ -2,6 +2,7 @@
  * `pxeherd db migrate|status|copy`: the database behind the configuration (SQLite under the
  * state directory, or `database: postgres://...` / $PXEHERD_DATABASE).
  */
+import { json } from '../options.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
@@ -13,7 +14,6 @@ import { dbPath } from '../../store/store.js';
 import { migrate, SCHEMA_VERSION } from '../../store/db.js';
 import { isPostgresUrl, redactUrl } from '../../store/pg/url.js';
 
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
 /** The tables `db status` counts. */
 const COUNTED = ['nodes', 'leases', 'events'] as const;

@@ -1,4 +1,5 @@
-import { Command, Option } from 'commander';
+import { Command } from 'commander';
+import { json } from '../options.js';
 import { table } from '../context.js';
 import { groupJson, vnfsJson } from '../../nodes/json.js';
 import { shownValue } from '../../security/secrets.js';
@@ -9,7 +10,6 @@ import { groupDeployCommand } from './remote.js';
 import { addImageCommands, imageServiceFor, mib, revisionJson } from './image.js';
 import { addSyncCommand } from './sync.js';
 
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
 function attrLines(attrs: Record<string, string>): string {
   const keys = Object.keys(attrs).sort();

@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { json } from '../options.js';
 import { RuntimeFailure, table, type CliContext } from '../context.js';
 import type { Run } from '../main.js';
 import { ExecFailed, ImageService, type CommitResult, type RevisionInfo } from '../../images/service.js';
@@ -10,7 +11,6 @@ import { InvalidInput } from '../../nodes/mac.js';
 
 export { revisionJson };
 
-const json = () => new Option('--json', 'machine-readable output (stable schema)');
 
 /** The image service for a CLI run: progress lines on stderr when it is a terminal (or PXEHERD_PROGRESS=1). */
 export async function imageServiceFor(ctx: CliContext): Promise<ImageService> {

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
-import { Command, Option } from 'commander';
+import { json } from '../options.js';
+import { Command } from 'commander';
 import type { CliContext } from '../context.js';
 import { table, ago } from '../context.js';
 import { nodeJson } from '../../nodes/json.js';
@@ -99,8 +100,7 @@ function format(opt: string | undefined, file: string): NodeFormat {
 
 export function nodeCommand(run: Run): Command {
   const node = new Command('node').description('register, list and change nodes');
-  const json = () => new Option('--json', 'machine-readable output (stable schema)');
-
+  
   node
     .command('add')
     .description('register a node by MAC (name from the naming pattern unless given)')
