@@ -1,4 +1,5 @@
-import type { BootEvent, Node } from '../nodes/types.js';
+import type { BootEvent, EventSink, Node } from '../nodes/types.js';
+import type { Store } from '../store/store.js';
 import type { PowerOutcome } from '../power/types.js';
 
 /** The edges a release touches; the CLI builds it from the store and the power service. */
@@ -15,6 +16,8 @@ export interface ReleaseResult {
   /** Always `once`: the next boot provisions the node again. */
   boot: 'once';
   wipe: boolean;
+  /** What 07-disk-wipe will do on the next boot (null: no wipe). */
+  wipeMode: 'quick' | 'full' | null;
   power: 'off' | 'failed';
   error: string | null;
 }
@@ -24,12 +27,26 @@ export interface ReleaseResult {
  * fails is still reinstalled on its next boot; then it is powered off. One `release.done` (or `release.fail`)
  * event per node.
  */
-export async function releaseNodes(nodes: Node[], b: ReleaseBackend, o: { wipe: boolean }): Promise<ReleaseResult[]> {
+export async function releaseNodes(nodes: Node[], b: ReleaseBackend, o: { wipe: boolean; wipeMode?: 'quick' | 'full' | null }): Promise<ReleaseResult[]> {
+  const wipeMode = o.wipe ? (o.wipeMode ?? 'quick') : null;
   b.mark(nodes, o.wipe);
   return b.map(nodes, async (n) => {
     const p = await b.powerOff(n);
-    const r: ReleaseResult = { node: n.name, boot: 'once', wipe: o.wipe, power: p.ok ? 'off' : 'failed', error: p.ok ? null : (p.error ?? 'unknown error') };
-    b.record({ mac: n.mac, node: n.name, kind: p.ok ? 'release.done' : 'release.fail', detail: { boot: 'once', wipe: o.wipe, power: r.power, error: r.error } });
+    const r: ReleaseResult = { node: n.name, boot: 'once', wipe: o.wipe, wipeMode, power: p.ok ? 'off' : 'failed', error: p.ok ? null : (p.error ?? 'unknown error') };
+    b.record({ mac: n.mac, node: n.name, kind: p.ok ? 'release.done' : 'release.fail', detail: { boot: 'once', wipe: wipeMode ?? false, power: r.power, error: r.error } });
     return r;
   });
+}
+
+/**
+ * The node erased its disks (nodescript 07-disk-wipe reported wipe.done): its own
+ * wipe_on_boot is removed, so the next boot does not erase them again. One set on the group
+ * stays: the admin asked for every boot of every member to start from blank disks.
+ */
+export function wipeReportHandler(store: Store, events: EventSink) {
+  return (node: Node, kind: string): void => {
+    if (kind !== 'wipe.done' || store.nodes.byMac(node.mac)?.attrs.wipe_on_boot === undefined) return;
+    store.nodes.set([node.mac], 'attr.wipe_on_boot', '');
+    events.record({ mac: node.mac, node: node.name, kind: 'wipe.recorded', detail: { attr: 'wipe_on_boot', removed: true } });
+  };
 }

@@ -125,6 +125,9 @@ const REPORT_FIELDS: Record<string, Record<string, RegExp>> = {
   'install.write': { rev: /^\d{1,9}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
   'install.done': { rev: /^\d{1,9}$/, vnfs: /^[\w.-]{1,64}$/, disk: /^[a-z][a-z0-9]{0,31}$/, firmware: /^(bios|uefi)$/, ms: /^\d{1,12}$/ },
   'install.fail': { stage: /^[a-z]{1,16}$/, attr: /^[\w]{0,32}$/, error: /^[\x20-\x7e]{0,600}$/ },
+  // Erasing the disks (nodescript 07-disk-wipe, attribute wipe_on_boot from `node release --wipe`).
+  'wipe.done': { mode: /^(quick|full)$/, disks: /^[a-z0-9,]{0,200}$/, bytes: /^\d{1,15}$/, ms: /^\d{1,12}$/ },
+  'wipe.fail': { disk: /^[a-z0-9]{1,32}$/, error: /^[\x20-\x7e]{0,600}$/ },
 };
 const NUMERIC = new Set(['rev', 'bytes', 'ms', 'tries', 'changed']);
 

@@ -13,6 +13,7 @@ import { nodeFilesRouter } from './router.js';
 import path from 'node:path';
 import { arpLookup } from '../provisiond/arp.js';
 import { installReportHandler } from '../install/state.js';
+import { wipeReportHandler } from '../install/release.js';
 
 /** vnfs.current_rev of the node's VNFS. */
 export function currentRevOf(store: Store, vnfsField: string): number | undefined {
@@ -42,6 +43,8 @@ export async function statelessParts(args: { config: Config; store: Store; serve
   const installed = await installDefaultNodescripts(DEFAULT_OVERLAYS_SRC, path.join(config.statedir, 'overlays'));
   ensureKey(config.statedir);
   const src = overlaySources(config, store, { address: args.serverAddress, httpPort: config.http.port });
+  const installReport = installReportHandler(store, events);
+  const wipeReport = wipeReportHandler(store, events);
   return {
     installed,
     routers: [
@@ -57,7 +60,10 @@ export async function statelessParts(args: { config: Config; store: Store; serve
           return l && l.state === 'bound' && l.expiresAt > Date.now() ? l.ip : undefined;
         },
         neighbourMac: (ip) => arpLookup(ip),
-        onReport: installReportHandler(store, events),
+        onReport: (node, kind, detail) => {
+          installReport(node, kind, detail);
+          wipeReport(node, kind);
+        },
       }),
     ],
   };

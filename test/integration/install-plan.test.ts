@@ -124,8 +124,8 @@ test('node release marks nodes to provision on next boot (and wipe), powers them
   const r = await cli(['node', 'release', 'r1', 'r2', '--wipe', '--json'], s.config);
   assert.equal(r.code, 1);
   assert.deepEqual(JSON.parse(r.stdout).results, [
-    { node: 'r1', boot: 'once', wipe: true, power: 'off', error: null },
-    { node: 'r2', boot: 'once', wipe: true, power: 'failed', error: 'no power driver: set attr power=ssh|ipmi|command|redfish on the node or its group' },
+    { node: 'r1', boot: 'once', wipe: true, wipeMode: 'quick', power: 'off', error: null },
+    { node: 'r2', boot: 'once', wipe: true, wipeMode: 'quick', power: 'failed', error: 'no power driver: set attr power=ssh|ipmi|command|redfish on the node or its group' },
   ]);
   assert.match(r.stderr, /release: 1 of 2 node\(s\) were marked but did not power off: r2/);
   assert.equal(fs.readFileSync(log, 'utf8'), 'off r1\n');
@@ -137,4 +137,8 @@ test('node release marks nodes to provision on next boot (and wipe), powers them
   const txt = await cli(['node', 'release', 'r1'], s.config);
   assert.equal(txt.code, 0, txt.stderr);
   assert.match(txt.stdout, /^r1\s+provision \(once\)\s+no\s+off$/m);
+  const full = await cli(['node', 'release', 'r1', '--wipe-full', '--json'], s.config);
+  assert.equal(full.code, 0, full.stderr);
+  assert.equal(JSON.parse(full.stdout).results[0].wipeMode, 'full');
+  assert.equal(JSON.parse((await cli(['node', 'show', 'r1', '--json'], s.config)).stdout).nodes[0].attrs.wipe_on_boot, 'full', '07-disk-wipe overwrites every byte');
 });

@@ -234,6 +234,84 @@ describe('stateless nodescripts: rendered on the master, node side run by dash a
     });
   }
 
+  test('wipe_on_boot (node release --wipe): 07-disk-wipe erases the disk it is given (quick: tables and signatures; full: every byte), reports wipe.done, and the master removes the attribute', async (t) => {
+    const MiB = 1 << 20;
+    const img = path.join(c.dir, 'disk.img');
+    fs.writeFileSync(img, Buffer.alloc(64 * MiB, 0xaa));
+    let loop: string;
+    try {
+      loop = execFileSync('losetup', ['-f', '--show', '-P', img]).toString().trim();
+    } catch (e) {
+      return t.skip(`no loop device here: ${(e as Error).message}`);
+    }
+    t.after(() => spawnSync('losetup', ['-d', loop]));
+    const disk = path.basename(loop);
+    execFileSync('sfdisk', ['--quiet', loop], { input: 'label: gpt\n,32M\n,16M,S\n' });
+    const p1 = `${loop}p1`;
+    // Without udev the kernel may not have read the new table yet: partx adds the partitions.
+    if (!fs.existsSync(`/sys/block/${disk}/${disk}p2`)) spawnSync('partx', ['-a', loop]);
+    for (let i = 0; i < 50 && !fs.existsSync(p1); i++) await new Promise((r) => setTimeout(r, 100));
+    execFileSync('mkfs.ext4', ['-q', '-F', p1]);
+    execFileSync('mkswap', [`${loop}p2`], { stdio: 'ignore' });
+    assert.equal(spawnSync('blkid', ['-p', p1]).status, 0, 'the partition has an ext4 signature to erase');
+    const n = c.store.nodes.byName('n0000')!;
+    const at = (off: number, len = MiB) => {
+      const fd = fs.openSync(img, 'r');
+      const b = Buffer.alloc(len);
+      fs.readSync(fd, b, 0, len, off);
+      fs.closeSync(fd);
+      return b;
+    };
+    const zero = (b: Buffer) => b.every((x) => x === 0);
+    try {
+      c.store.nodes.set([n.mac], 'attr.wipe_disks', disk);
+      c.store.nodes.set([n.mac], 'attr.wipe_on_boot', 'yes');
+      const since = Date.now();
+      const r = await bootScripts(c, 'busybox', 'n0000');
+      assert.equal(r.status, 0, r.out);
+      assert.match(r.out, new RegExp(`pxeherd: wiping ${disk} \\(64 MiB, quick\\)`));
+      assert.match(r.out, new RegExp(`pxeherd: wiped ${disk} \\(quick\\)`));
+      for (const [what, off] of [['protective MBR + primary GPT', 0], ['ext4 superblock', 1 * MiB], ['end of partition 1', 32 * MiB], ['swap signature', 33 * MiB], ['backup GPT', 63 * MiB]] as const) {
+        assert.ok(zero(at(off)), `${what} erased (MiB at ${off / MiB})`);
+      }
+      assert.ok(at(40 * MiB, 4096).every((x) => x === 0xaa), 'quick leaves the data between the ends alone');
+      assert.notEqual(spawnSync('blkid', ['-p', loop]).status, 0, 'no partition table signature left');
+      const done = c.events.filter((e) => (e.time ?? 0) >= since && e.kind === 'wipe.done');
+      assert.deepEqual(done.map((e) => e.detail && { mode: (e.detail as Record<string, unknown>).mode, disks: (e.detail as Record<string, unknown>).disks }), [{ mode: 'quick', disks: disk }]);
+      assert.equal(c.store.nodes.byName('n0000')!.attrs.wipe_on_boot, undefined, 'the master removed wipe_on_boot: the next boot does not wipe again');
+      assert.ok(c.events.some((e) => (e.time ?? 0) >= since && e.kind === 'wipe.recorded'));
+      const again = await bootScripts(c, 'busybox', 'n0000');
+      assert.equal(again.status, 0, again.out);
+      assert.doesNotMatch(again.out, /wiping/, 'no wipe without the attribute');
+
+      fs.writeFileSync(img, Buffer.alloc(64 * MiB, 0xaa));
+      c.store.nodes.set([n.mac], 'attr.wipe_on_boot', 'full');
+      const full = await bootScripts(c, 'dash', 'n0000');
+      assert.equal(full.status, 0, full.out);
+      for (let off = 0; off < 64 * MiB; off += 8 * MiB) assert.ok(zero(at(off, 8 * MiB)), `full: every byte zero (8 MiB at ${off / MiB} MiB)`);
+      const last = c.events.filter((e) => e.kind === 'wipe.done').pop()!;
+      assert.equal((last.detail as { bytes: number }).bytes, 64 * MiB);
+
+      // A disk that is not there stops the boot, names it and keeps the attribute for the next try.
+      c.store.nodes.set([n.mac], 'attr.wipe_disks', 'nosuchdisk');
+      c.store.nodes.set([n.mac], 'attr.wipe_on_boot', 'yes');
+      const bad = await bootScripts(c, 'busybox', 'n0000');
+      assert.notEqual(bad.status, 0);
+      assert.match(bad.out, /pxeherd: WIPE FAILED on nosuchdisk: wipe_disks names nosuchdisk but this machine has no such disk/);
+      assert.ok(c.events.some((e) => e.kind === 'wipe.fail' && (e.detail as { disk?: string }).disk === 'nosuchdisk'));
+      assert.equal(c.store.nodes.byName('n0000')!.attrs.wipe_on_boot, 'yes');
+      assert.equal(bad.switchRoot, '', 'no switch_root after a failed wipe');
+
+      c.store.nodes.set([n.mac], 'attr.wipe_on_boot', 'maybe');
+      const odd = await bootScripts(c, 'busybox', 'n0000');
+      assert.notEqual(odd.status, 0);
+      assert.match(odd.out, /NOT BOOTING n0000: attribute wipe_on_boot="maybe" is not one of yes, quick, full, no/);
+    } finally {
+      c.store.nodes.set([n.mac], 'attr.wipe_on_boot', '');
+      c.store.nodes.set([n.mac], 'attr.wipe_disks', '');
+    }
+  });
+
   test('runtime refresh: a node added later reaches /etc/hosts through overlay-apply; an unchanged overlay is one empty answer', async () => {
     const r = await bootScripts(c, 'dash', 'n0000');
     assert.equal(r.status, 0, r.out);

@@ -69,11 +69,13 @@ export function nodeReleaseCommand(run: Run): Command {
   return new Command('release')
     .description('give nodes back (reclaim): mark them to be provisioned on their next boot (boot once), optionally flag their disks to be wiped, and power them off')
     .argument('<NODES...>', 'names, globs, ranges or a query')
-    .option('--wipe', 'also set attribute wipe_on_boot=yes: the next provisioning boot erases the disks first')
+    .option('--wipe', 'also set attribute wipe_on_boot=yes: the next provisioning boot erases the partition tables and filesystem signatures of the disks first (nodescript 07-disk-wipe)')
+    .option('--wipe-full', 'like --wipe, but every byte of every disk is overwritten with zeros (wipe_on_boot=full: slow on big disks)')
     .addOption(new Option('--timeout <S>', 'seconds for one power off').default(30).argParser(seconds('--timeout')))
     .addOption(json())
     .action(
-      run(async (ctx, args: string[], o: { wipe?: boolean; timeout: number; json?: boolean }) => {
+      run(async (ctx, args: string[], o: { wipe?: boolean; wipeFull?: boolean; timeout: number; json?: boolean }) => {
+        const wipeMode = o.wipeFull ? 'full' : o.wipe ? 'quick' : null;
         const nodes = ctx.nodes.select(args, { requireAll: true });
         if (nodes.length === 0) throw new NotFound(`no node matches "${args.join(' ')}"`);
         let key: KeyPair | undefined;
@@ -88,18 +90,18 @@ export function nodeReleaseCommand(run: Run): Command {
           {
             mark: (ns, wipe) => {
               ctx.store.nodes.set(ns.map((n) => n.mac), 'boot', 'once');
-              if (wipe) ctx.store.nodes.set(ns.map((n) => n.mac), 'attr.wipe_on_boot', 'yes');
+              if (wipe) ctx.store.nodes.set(ns.map((n) => n.mac), 'attr.wipe_on_boot', wipeMode === 'full' ? 'full' : 'yes');
             },
             powerOff: (n) => power.run(n, 'off'),
             record: (ev) => ctx.store.events.record(ev),
             map: (items, fn) => mapLimit(items, 32, fn),
           },
-          { wipe: !!o.wipe },
+          { wipe: wipeMode !== null, wipeMode },
         );
         ctx.print({ results }, () =>
           table(
             ['NODE', 'NEXT BOOT', 'WIPE', 'POWER'],
-            results.map((r: ReleaseResult) => [r.node, 'provision (once)', r.wipe ? 'yes' : 'no', r.power === 'off' ? 'off' : `FAILED: ${r.error ?? ''}`]),
+            results.map((r: ReleaseResult) => [r.node, 'provision (once)', r.wipeMode ?? 'no', r.power === 'off' ? 'off' : `FAILED: ${r.error ?? ''}`]),
           ),
         );
         const bad = results.filter((r) => r.power !== 'off');
