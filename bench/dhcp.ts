@@ -13,12 +13,17 @@
  *                  in memory (not a configuration users run; it shows what registration costs).
  * Kea uses its memfile (CSV) lease file, dnsmasq its lease file. Needs root, perfdhcp
  * (kea-admin), kea-dhcp4-server and dnsmasq.
+ *   kea-pg         Kea with its PostgreSQL lease backend (issue 19's reference): a real
+ *                  PostgreSQL (test/lab/postgres.ts) with fsync and synchronous commit on, a
+ *                  fresh database per run initialised by `kea-admin db-init pgsql`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { createLab, labUnavailable, nsExec, sh, startServer, type Lab } from '../test/integration/dhcp-lab.js';
+import { postgresUnavailable, startPostgres, type PostgresLab } from '../test/lab/postgres.js';
 
 function opt(name: string, dflt: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -51,16 +56,28 @@ async function waitPort(ns: string, port: number, ms = 10_000): Promise<void> {
   throw new Error(`nothing listens on ${port} in ${ns}`);
 }
 
-async function startOther(kind: 'kea' | 'dnsmasq', ns: string, dir: string): Promise<ChildProcess> {
+/** One PostgreSQL for the whole run (kea-pg), a database per run. */
+let pg: PostgresLab | undefined;
+let pgDatabases = 0;
+async function keaPgDatabase(): Promise<Record<string, unknown>> {
+  pg ??= await startPostgres({ durable: true });
+  const name = `kea${++pgDatabases}`;
+  await pg.createDatabase(name);
+  execFileSync('kea-admin', ['db-init', 'pgsql', '-u', pg.user, '-n', name, '-h', pg.socketDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  return { type: 'postgresql', name, host: pg.socketDir, user: pg.user };
+}
+
+async function startOther(kind: 'kea' | 'kea-pg' | 'dnsmasq', ns: string, dir: string): Promise<ChildProcess> {
   let p: ChildProcess;
-  if (kind === 'kea') {
+  if (kind === 'kea' || kind === 'kea-pg') {
+    const leaseDb = kind === 'kea-pg' ? await keaPgDatabase() : { type: 'memfile', persist: true, name: path.join(dir, 'kea-leases4.csv'), 'lfc-interval': 0 };
     const conf = path.join(dir, 'kea.json');
     writeFileSync(
       conf,
       JSON.stringify({
         Dhcp4: {
           'interfaces-config': { interfaces: ['br0'], 'dhcp-socket-type': 'udp' },
-          'lease-database': { type: 'memfile', persist: true, name: path.join(dir, 'kea-leases4.csv'), 'lfc-interval': 0 },
+          'lease-database': leaseDb,
           'valid-lifetime': 3600,
           'renew-timer': 1800,
           'rebind-timer': 3150,
@@ -108,7 +125,7 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       shed = Number(r.counters.shed ?? 0);
     };
   } else {
-    const p = await startOther(server as 'kea' | 'dnsmasq', lab.server, sdir);
+    const p = await startOther(server as 'kea' | 'kea-pg' | 'dnsmasq', lab.server, sdir);
     stop = () =>
       new Promise((r) => {
         p.once('exit', r);
@@ -130,7 +147,7 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
 }
 
 async function main() {
-  const why = labUnavailable(['perfdhcp', 'kea-dhcp4', 'dnsmasq']);
+  const why = labUnavailable(['perfdhcp', 'kea-dhcp4', 'dnsmasq']) ?? (SERVERS.includes('kea-pg') ? postgresUnavailable() : undefined);
   if (why) {
     console.error(`bench/dhcp.ts: ${why}`);
     process.exit(2);
@@ -154,6 +171,7 @@ async function main() {
     }
   } finally {
     await lab.cleanup();
+    await pg?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
   console.log('\nratios (DORA/s of pxeherd ÷ DORA/s of the other server at the same offered rate)');

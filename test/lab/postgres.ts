@@ -64,7 +64,11 @@ export interface PostgresLab {
 
 const USER = 'pxeherd';
 
-export async function startPostgres(opts: { database?: string } = {}): Promise<PostgresLab> {
+/**
+ * `durable`: fsync and synchronous commit on, as a production server runs (benchmarks compare
+ * servers on it); by default they are off, since a test cluster is thrown away.
+ */
+export async function startPostgres(opts: { database?: string; durable?: boolean } = {}): Promise<PostgresLab> {
   const reason = postgresUnavailable();
   if (reason) throw new Error(reason);
   const bin = postgresBinDir()!;
@@ -90,7 +94,7 @@ export async function startPostgres(opts: { database?: string } = {}): Promise<P
     if (owner) fs.fchownSync(fd, owner.uid, owner.gid);
     child = spawn(
       path.join(bin, 'postgres'),
-      ['-D', data, '-k', dir, '-c', "listen_addresses=", '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=100', '-c', 'shared_buffers=32MB'],
+      ['-D', data, '-k', dir, '-c', "listen_addresses=", ...(opts.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']), '-c', 'max_connections=100', '-c', 'shared_buffers=32MB'],
       { ...asOwner, cwd: dir, stdio: ['ignore', fd, fd] },
     );
     fs.closeSync(fd);
