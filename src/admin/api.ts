@@ -356,7 +356,8 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
   // the node is power cycled (follow it on GET /events?node=NAME). Refusals change nothing (409).
   r.post('/nodes/:node/rollback', async (req, res) => {
     const n = nodeOr404(req.params.node as string);
-    onlyKeys(bodyObject(req), []);
+    const extra = Object.keys(bodyObject(req))[0];
+    if (extra !== undefined) throw new HttpError(400, `this call takes no fields ("${extra}"): it answers once ${n.name} is power cycled; follow the reinstall with GET /api/v1/events?node=${n.name}`, extra);
     const out = await startRollback(deps, n);
     if (out.result === 'failed') throw new HttpError(502, `${out.message} (${n.name} is pinned to ${out.vnfsAfter} and set to boot once: fix the power driver, or power it on by hand)`, 'attrs.power');
     res.json({ node: out.node, from: out.from, to: out.to, vnfs: { before: out.vnfsBefore, after: out.vnfsAfter }, result: out.result, message: out.message });

@@ -204,6 +204,9 @@ test('node rollback pins the install before, reinstalls through the node-facing 
   const bad = await post('/nodes/d2/rollback');
   assert.equal(bad.status, 502);
   assert.match(((await bad.json()) as { error: string }).error, /no power driver.*d2 is pinned to deb@1 and set to boot once/);
+  const extra = await fetch(`http://127.0.0.1:${ADMIN_PORT}/api/v1/nodes/d2/rollback`, { method: 'POST', headers: { Authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: '{"wait":true}' });
+  assert.equal(extra.status, 400);
+  assert.equal(((await extra.json()) as { field: string }).field, 'wait');
   const conflict = await post('/nodes/s1/rollback');
   assert.equal(conflict.status, 409);
   assert.deepEqual(await conflict.json(), { error: 's1 is not installed to disk (install=stateless): a rollback reinstalls a disk with the revision installed before; a stateless node boots whatever its vnfs field selects (pxeherd node set vnfs NAME@REV s1)', field: 'node' });

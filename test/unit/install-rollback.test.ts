@@ -16,7 +16,7 @@ function install(rev: number, prev: number | null, vnfs = 'deb'): NodeInstall {
 function lookups(installs: Record<string, NodeInstall>, o: { install?: string; problem?: string } = {}): RollbackLookups {
   return {
     install: (mac) => installs[mac],
-    attrsFor: () => (o.install === undefined ? { install: 'disk' } : o.install ? { install: o.install } : {}),
+    attrsFor: (): Record<string, string> => (o.install === undefined ? { install: 'disk' } : o.install ? { install: o.install } : {}),
     revisionProblem: () => o.problem,
   };
 }
