@@ -212,6 +212,14 @@ test('node rollback pins the install before, reinstalls through the node-facing 
   assert.deepEqual(await conflict.json(), { error: 's1 is not installed to disk (install=stateless): a rollback reinstalls a disk with the revision installed before; a stateless node boots whatever its vnfs field selects (pxeherd node set vnfs NAME@REV s1)', field: 'node' });
   assert.equal((await post('/nodes/d1/rollback', fs.readFileSync(path.join(s.statedir, 'admin-readonly.token'), 'utf8').trim())).status, 403);
 
+  // Its packed files are gone from the disk: refused, naming the file.
+  const sq = path.join(s.statedir, 'vnfs/deb/r1/rootfs.squashfs');
+  fs.renameSync(sq, `${sq}.aside`);
+  const lost = await cli(['node', 'rollback', 'd1'], s.config);
+  fs.renameSync(`${sq}.aside`, sq);
+  assert.equal(lost.code, 2);
+  assert.match(lost.stderr, /^pxeherd: d1: the install before deb r2 was deb r1, and revision 1 of VNFS "deb" is missing rootfs\.squashfs on disk: it cannot be installed again\./);
+
   // The revision to go back to is pruned (d2 no longer pins it): named, with what to do; nothing changes.
   assert.equal((await cli(['node', 'delete', 'd2'], s.config)).code, 0);
   const prune = await cli(['vnfs', 'prune', 'deb', '--keep', '0'], s.config);
