@@ -56,9 +56,9 @@ export function createOsLab(o: { name: string; dirPrefix: string }): OsLab {
 /**
  * The run's shared Debian image cloned into the lab's state directory, or, with no Debian
  * mirror, the offline image (vnfs import of this machine's packages); the config is written
- * again afterwards (the clone writes its own).
+ * again afterwards (the clone writes its own). Returns the image's current revision.
  */
-export async function installLabImage(c: OsLab, name: string, say: (m: string) => void): Promise<void> {
+export async function installLabImage(c: OsLab, name: string, say: (m: string) => void): Promise<number> {
   if (mirrorReachable()) {
     const img = await sharedDebianImage();
     cloneSharedImage(img, c.dir);
@@ -68,6 +68,9 @@ export async function installLabImage(c: OsLab, name: string, say: (m: string) =
     say(`offline image ${name} (vnfs import of this machine's Debian packages)`);
   }
   writeLabConfig(c);
+  const rev = withStore(c, (s) => s.vnfs.get(name)?.currentRev);
+  if (!rev) throw new Error(`the lab image ${name} has no current revision`);
+  return rev;
 }
 
 /** One look at the store: opened, read, closed (the server holds it too). */
