@@ -9,7 +9,7 @@ import type { NodeFormat } from '../nodes/io.js';
 import type { Node } from '../nodes/types.js';
 import { HttpError, errorResponse } from './errors.js';
 import type { AdminAuth, Role } from './auth.js';
-import { imagesOf, type AdminDeps } from './deps.js';
+import { imagesOf, startRollback, type AdminDeps } from './deps.js';
 import { revisionJson } from '../images/json.js';
 import { sseStream } from './sse.js';
 import { nodeExtras } from '../inventory/context.js';
@@ -350,6 +350,17 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
       if (e instanceof PlanError) throw new HttpError(422, e.message, e.attr ? `attrs.${e.attr}` : undefined);
       throw e;
     }
+  });
+
+  // -- disk rollback (src/install/rollback.ts): pin the install before, reinstall; answers once
+  // the node is power cycled (follow it on GET /events?node=NAME). Refusals change nothing (409).
+  r.post('/nodes/:node/rollback', async (req, res) => {
+    const n = nodeOr404(req.params.node as string);
+    const extra = Object.keys(bodyObject(req))[0];
+    if (extra !== undefined) throw new HttpError(400, `this call takes no fields ("${extra}"): it answers once ${n.name} is power cycled; follow the reinstall with GET /api/v1/events?node=${n.name}`, extra);
+    const out = await startRollback(deps, n);
+    if (out.result === 'failed') throw new HttpError(502, `${out.message} (${n.name} is pinned to ${out.vnfsAfter} and set to boot once: fix the power driver, or power it on by hand)`, 'attrs.power');
+    res.json({ node: out.node, from: out.from, to: out.to, vnfs: { before: out.vnfsBefore, after: out.vnfsAfter }, result: out.result, message: out.message });
   });
 
   // -- nodescripts (implemented by src/nodescripts, injected by the wiring)

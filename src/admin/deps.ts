@@ -3,6 +3,11 @@ import type { NodeService } from '../nodes/service.js';
 import type { Node } from '../nodes/types.js';
 import type { AdminTokens } from './tokens.js';
 import { ImageService } from '../images/service.js';
+import { PowerService } from '../power/service.js';
+import { pinInStore, planRollbacks, rollbackNodes, RollbackRefused, storeRollbackLookups, type RollbackOutcome } from '../install/rollback.js';
+import { storeReinstallBackend } from '../lifecycle/backend.js';
+import { ensureKey } from '../remote/keys.js';
+import { HttpError } from './errors.js';
 
 /** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
 export interface ScriptsApi {
@@ -37,6 +42,8 @@ export interface AdminDeps {
   /** Where the handlebars pages are (default: the package's templates/ui). */
   templatesDir?: string;
   now?: () => number;
+  /** Power control for rollbacks (default: a PowerService over the store and the state directory). */
+  power?: PowerService;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
 }
@@ -44,4 +51,24 @@ export interface AdminDeps {
 /** The image service the API and UI use: the one given, or one over the store (rollback and listings need no templates). */
 export function imagesOf(deps: AdminDeps): ImageService {
   return (deps.images ??= new ImageService({ store: deps.store, statedir: deps.service.statedir, templatesDirs: [], events: deps.store.events }));
+}
+
+/**
+ * `node rollback NODE` without --wait, for the API and the UI: refusals (RollbackRefused) are
+ * 409s naming what to do; the outcome says whether the power cycle happened.
+ */
+export async function startRollback(deps: AdminDeps, node: Node): Promise<RollbackOutcome> {
+  const { store } = deps;
+  const statedir = deps.service.statedir;
+  let plans;
+  try {
+    plans = planRollbacks([node], storeRollbackLookups(store, imagesOf(deps)));
+  } catch (e) {
+    if (e instanceof RollbackRefused) throw new HttpError(409, e.message, 'node');
+    throw e;
+  }
+  const power = deps.power ?? new PowerService({ statedir, backend: { attrsFor: (n) => store.attrsFor(n), events: store.events } });
+  const backend = storeReinstallBackend({ store, statedir, power, key: () => ensureKey(statedir) });
+  const [out] = await rollbackNodes(plans, { ...backend, pin: (ps) => pinInStore(store, ps), install: (mac) => store.installs.get(mac) }, { wait: false, timeoutMs: 0, parallel: 1 });
+  return out!;
 }

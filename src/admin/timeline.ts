@@ -68,6 +68,10 @@ export function summarize(ev: BootEvent): string {
     case 'power':
       parts.push(s(d.action), s(d.driver) && `driver ${s(d.driver)}`, s(d.power) && `power ${s(d.power)}`, d.skipped === true ? 'skipped' : undefined, s(d.error));
       break;
+    case 'install':
+      // install.rollback: deb12@2 → deb12@1; install.done/recorded: the revision (and the one before it).
+      parts.push(s(d.from) && `${s(d.from)} → ${s(d.to)}`, s(d.vnfs) && s(d.rev) && `${s(d.vnfs)} r${s(d.rev)}`, s(d.previous) && `before: ${s(d.previous)}`, s(d.stage) && `stage ${s(d.stage)}`, s(d.reason) ?? s(d.error));
+      break;
     default:
       parts.push(s(d.reason) ?? s(d.error), s(d.via) && `via ${s(d.via)}`, s(d.ip) && `ip ${s(d.ip)}`);
   }

@@ -2,7 +2,7 @@ import express, { type Request, type Response, type NextFunction, type Router } 
 import { eventJson } from '../nodes/json.js';
 import { BOOT_MODES, type Node } from '../nodes/types.js';
 import type { AdminAuth, Role } from './auth.js';
-import { imagesOf, type AdminDeps } from './deps.js';
+import { imagesOf, startRollback, type AdminDeps } from './deps.js';
 import { errorResponse, HttpError } from './errors.js';
 import { buildTimeline, nodeEvents, summarize, isFailure } from './timeline.js';
 import { Views } from './views.js';
@@ -137,6 +137,8 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
     const running = sw ? `${n.vnfs.replace(/@[0-9]+$/, '')} r${(sw.detail as { rev?: number }).rev ?? '?'}` : undefined;
     const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
     const x = nodeExtras(store, n, { detail: true, now: deps.now?.() });
+    // A disk node with an earlier install recorded can be rolled back to it (src/install/rollback.ts).
+    const install = store.installs.get(n.mac);
     page(res, 200, 'node', n.name, {
       node: nodeRow(n, x.stale),
       running,
@@ -148,7 +150,15 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
       boots: buildTimeline(events),
       eventCount: events.length,
       modes: UI_BOOT_MODES.map((m) => ({ mode: m, current: m === n.boot })),
-      changed: changed === 'enabled' ? `node ${n.enabled ? 'enabled' : 'disabled'}` : changed === 'boot' ? `boot mode set to ${n.boot}` : undefined,
+      rollback: install?.previous ? { now: `${install.vnfs} r${install.rev}`, to: `${install.previous.vnfs} r${install.previous.rev}` } : undefined,
+      changed:
+        changed === 'enabled'
+          ? `node ${n.enabled ? 'enabled' : 'disabled'}`
+          : changed === 'boot'
+            ? `boot mode set to ${n.boot}`
+            : changed === 'rollback'
+              ? `rolling back: pinned to ${n.vnfs}, boot once, next boot from the network, power cycled (the timeline below follows it)`
+              : undefined,
     });
   });
 
@@ -221,7 +231,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
   });
 
   // -- actions: POST forms, guarded against cross-site requests twice over
-  r.post('/ui/nodes/:node', express.urlencoded({ extended: false, limit: '16kb' }), (req, res) => {
+  r.post('/ui/nodes/:node', express.urlencoded({ extended: false, limit: '16kb' }), async (req, res) => {
     const role = res.locals.role as Role;
     const origin = req.headers.origin;
     if (origin !== undefined && origin !== `http://${req.headers.host}`) return message(res, 403, 'Refused', `cross-origin form post from ${origin} refused`);
@@ -246,8 +256,14 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
           service.set('boot', body.mode, [n.mac]);
           changed = 'boot';
           break;
+        case 'rollback': {
+          const out = await startRollback(deps, n);
+          if (out.result === 'failed') return message(res, 502, 'Power cycle failed', `${out.message}. ${n.name} is pinned to ${out.vnfsAfter} and set to boot once: fix its power driver, or power it on by hand.`);
+          changed = 'rollback';
+          break;
+        }
         default:
-          throw new HttpError(400, `unknown action "${String(body.action)}": use enable, disable or boot`, 'action');
+          throw new HttpError(400, `unknown action "${String(body.action)}": use enable, disable, boot or rollback`, 'action');
       }
       res.redirect(303, `/ui/nodes/${encodeURIComponent(n.name)}?changed=${changed}`);
     } catch (e) {

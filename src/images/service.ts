@@ -456,6 +456,18 @@ export class ImageService {
     }));
   }
 
+  /** The first packed file of a recorded revision that is not on disk (a node booting it would fail), or undefined. */
+  missingArtifact(name: string, rev: number): string | undefined {
+    const r = this.store.vnfs.revision(name, rev);
+    if (!r) return 'manifest.json';
+    const m = parseManifest(r.manifest);
+    for (const f of ['vmlinuz', 'initrd.img', 'rootfs.squashfs', 'manifest.json']) {
+      if (f !== 'manifest.json' && !m.artifacts[f as 'vmlinuz']) continue;
+      if (!fs.existsSync(path.join(this.layout.artifactsDir(name, rev), f))) return f;
+    }
+    return undefined;
+  }
+
   /** Make REV (default: the current one's parent, else the previous revision) current. Nothing is repacked. */
   async rollback(name: string, rev?: number): Promise<{ vnfs: string; from: number; to: number }> {
     const t0 = Date.now();
@@ -471,11 +483,8 @@ export class ImageService {
         if (to === undefined) throw new ImageError(`VNFS "${name}" has no revision before ${v.currentRev} to roll back to`);
       }
       if (!revs.some((r) => r.rev === to)) throw new NotFound(`VNFS "${name}" has no revision ${to}: see "pxeherd vnfs revisions ${name}"`);
-      for (const f of ['vmlinuz', 'initrd.img', 'rootfs.squashfs', 'manifest.json']) {
-        const m = parseManifest(revs.find((r) => r.rev === to)!.manifest);
-        if (f !== 'manifest.json' && !m.artifacts[f as 'vmlinuz']) continue;
-        if (!fs.existsSync(path.join(this.layout.artifactsDir(name, to), f))) throw new ImageError(`revision ${to} of VNFS "${name}" is missing ${f} on disk: it cannot be made current`, f);
-      }
+      const missing = this.missingArtifact(name, to);
+      if (missing) throw new ImageError(`revision ${to} of VNFS "${name}" is missing ${missing} on disk: it cannot be made current`, missing);
       const from = v.currentRev;
       this.store.vnfs.setCurrent(name, to);
       this.o.events.record({ kind: 'vnfs.rollback', detail: { vnfs: name, from, to, ms: Date.now() - t0 } });

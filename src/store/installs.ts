@@ -53,10 +53,15 @@ export class InstallRepo {
     return r ? fromRow(r) : undefined;
   }
 
-  /** A finished install: the one there was becomes the previous one (one transaction). */
+  /**
+   * A finished install: the one there was becomes the previous one (one transaction). A
+   * reinstall of the revision already on the disk keeps the previous one: it stays the
+   * rollback target, so a rollback and a rollback of that swap the two (see install/rollback.ts).
+   */
   recordDone(mac: string, v: { vnfs: string; rev: number; disk: string; firmware: string }, now = Date.now()): NodeInstall {
     return this.db.transaction(() => {
-      const old = this.get(mac);
+      const cur = this.get(mac);
+      const old = cur && cur.vnfs === v.vnfs && cur.rev === v.rev ? cur.previous : cur;
       this.db
         .prepare(
           `INSERT INTO node_installs (mac, vnfs, rev, disk, firmware, installed_at, prev_vnfs, prev_rev, prev_installed_at, local_boot_at, local_boot_failures)

@@ -11,12 +11,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
-import { startVm, labAccel, type Vm } from '../lab/qemu.js';
-import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
-import { buildOfflineImage, offlineImageUnavailable, mirrorReachable } from '../lab/offline-image.js';
-import { CLI, pxeherd } from '../helpers/cli.js';
-import { Store } from '../../src/store/store.js';
+import { labUnavailable } from '../lab/lab.js';
+import { startServe, stopServe } from '../lab/serve.js';
+import { labAccel, type Vm } from '../lab/qemu.js';
+import { imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
+import { offlineImageUnavailable, mirrorReachable } from '../lab/offline-image.js';
+import { bootToOs, cliInNs, createOsLab, execOnNode, installLabImage, withStore, type OsLab } from '../lab/os-node.js';
+import { pxeherd } from '../helpers/cli.js';
 import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -25,65 +26,11 @@ const why =
   (fs.existsSync('/usr/lib/ipxe/qemu/pxe-e1000.rom') ? undefined : 'needs ipxe-qemu (Debian package)') ??
   (mirrorReachable() ? imageToolsMissing() : offlineImageUnavailable());
 const NAME = SHARED_IMAGE_NAME;
-const BOOT_MS = Number(process.env.PXEHERD_E2E_OS_BOOT_MS ?? 900_000);
-const MEM_MB = Number(process.env.PXEHERD_E2E_OS_MEM_MB ?? 1536);
 const PKG = 'pxeherd-capture-probe';
 const say = (m: string) => process.stderr.write(`# capture: ${m}\n`);
 
-interface Ctx {
-  lab: Lab;
-  dir: string;
-  config: string;
-  statedir: string;
+interface Ctx extends OsLab {
   server?: ChildProcess;
-}
-
-function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
-  const s = Store.open(c.statedir);
-  try {
-    return fn(s);
-  } finally {
-    s.close();
-  }
-}
-
-async function cliInNs(c: Ctx, args: string[], timeoutMs = 180_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await run(process.execPath, [CLI, ...args], { ns: c.lab.ns, timeoutMs, env: { ...process.env, PXEHERD_CONFIG: c.config, PXEHERD_PROGRESS: '1' } });
-    return { code: 0, ...r };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? String(e) };
-  }
-}
-
-async function exec(c: Ctx, node: string, command: string): Promise<{ code: number; out: string; err: string }> {
-  const r = await cliInNs(c, ['exec', node, '--connect-timeout', '20', '--timeout', '150', '--', command]);
-  const strip = (s: string) => s.split('\n').filter((l) => l.startsWith(`${node}: `)).map((l) => l.slice(node.length + 2)).join('\n');
-  return { code: r.code, out: strip(r.stdout), err: r.stderr };
-}
-
-/** Boot until the OS checked in (state ready + first node.checkin); the VM keeps running. */
-async function bootToOs(c: Ctx, o: { name: string; mac: string; node: string }): Promise<Vm> {
-  const since = Date.now();
-  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: 'bios', memMb: MEM_MB, dir: c.dir });
-  try {
-    await waitFor(`${o.node}'s OS to check in`, BOOT_MS, () =>
-      withStore(c, (s) => {
-        const n = s.nodes.byName(o.node);
-        const ev = s.events.query({ node: o.node, since, kind: 'node.checkin', limit: 10 });
-        return n?.state === 'ready' && ev.some((e) => (e.detail as { first?: boolean }).first === true);
-      }),
-      1000,
-    ).catch((e) => {
-      throw new Error(`${(e as Error).message}; console tail:\n${vm.console().slice(-4000)}`);
-    });
-    say(`${o.name}: OS checked in ${((Date.now() - vm.started) / 1000).toFixed(0)} s after QEMU started`);
-    return vm;
-  } catch (e) {
-    vm.kill();
-    throw e;
-  }
 }
 
 /** A tiny Debian package: one program, built with dpkg-deb (no mirror in the lab). */
@@ -102,57 +49,29 @@ describe('vnfs capture of a stateless node in QEMU, booted on another machine', 
   const c = {} as Ctx;
 
   before(async () => {
-    c.dir = tmpDir('pxeherd-e2e-capture-');
-    c.statedir = path.join(c.dir, 'var');
-    c.config = path.join(c.dir, 'pxeherd.yaml');
-    fs.mkdirSync(c.statedir, { recursive: true });
-    c.lab = createLab({ name: 'phcp' });
-    const writeConfig = () =>
-      fs.writeFileSync(
-        c.config,
-        `statedir: ${c.statedir}
-interface: br0
-address: ${c.lab.serverIp}
-dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
-tftp: { port: 69 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-nodescripts: { timeout_seconds: 60 }
-`,
-      );
-    writeConfig();
-    if (mirrorReachable()) {
-      const img = await sharedDebianImage();
-      cloneSharedImage(img, c.dir);
-      say(`shared image ${img.name} r${img.rev} (${img.buildSeconds ? `built in ${img.buildSeconds} s` : 'from this run\'s cache'})`);
-    } else {
-      buildOfflineImage({ dir: c.dir, config: c.config, name: NAME });
-      say(`offline image ${NAME}`);
-    }
-    writeConfig();
+    Object.assign(c, createOsLab({ name: 'phcp', dirPrefix: 'pxeherd-e2e-capture-' }));
+    await installLabImage(c, NAME, say);
     assert.equal(pxeherd(['vnfs', 'set', NAME, 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
     const r = pxeherd(['node', 'add', '52:54:00:e2:18:01', 'golden', '--vnfs', NAME, '--set', 'checkin_interval=30'], { config: c.config });
     assert.equal(r.code, 0, r.stderr);
     const log = path.join(c.dir, 'server.log');
-    c.server = c.lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', c.config], { log });
-    await waitFor('pxeherd to listen', 30_000, () => /http listening/.test(fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '') && /dhcp listening/.test(fs.readFileSync(log, 'utf8')));
+    c.server = await startServe(c.lab, c.config, log, ['dhcp', 'http']);
     say(`QEMU accel ${labAccel()}, logs in ${c.dir}`);
   });
 
-  after(() => {
-    c.server?.kill('SIGTERM');
+  after(async () => {
+    await stopServe(c.server);
     c.lab?.destroy();
     if (!process.env.PXEHERD_KEEP_E2E) fs.rmSync(c.dir, { recursive: true, force: true });
   });
 
   test('a node with an extra package is captured; another machine boots the capture: the package is there, the host keys and machine-id are its own', async () => {
     const deb = buildProbeDeb(c.dir);
-    let golden: Vm | undefined = await bootToOs(c, { name: 'golden', mac: '52:54:00:e2:18:01', node: 'golden' });
+    let golden: Vm | undefined = (await bootToOs(c, { name: 'golden', mac: '52:54:00:e2:18:01', node: 'golden', say })).vm;
     let goldenKey = '';
     let goldenMid = '';
     try {
-      const inst = await exec(c, 'golden', `echo ${deb.toString('base64')} | base64 -d > /tmp/${PKG}.deb && dpkg -i /tmp/${PKG}.deb >/dev/null && ${PKG} && cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub`);
+      const inst = await execOnNode(c, 'golden', `echo ${deb.toString('base64')} | base64 -d > /tmp/${PKG}.deb && dpkg -i /tmp/${PKG}.deb >/dev/null && ${PKG} && cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub`);
       assert.equal(inst.code, 0, inst.err);
       const [probe, mid, pub] = inst.out.split('\n');
       assert.equal(probe, 'probe from the captured node');
@@ -164,7 +83,7 @@ nodescripts: { timeout_seconds: 60 }
       // Drivers no VM of this lab loads (a site would leave out what its hardware lacks): a
       // quarter less to stream under TCG, and the excludes' globs on a real root.
       const skipDrivers = ['drivers/gpu', 'sound', 'drivers/net/wireless', 'drivers/media', 'drivers/infiniband', 'drivers/staging', 'drivers/iio'].flatMap((d) => ['--exclude', `/usr/lib/modules/*/kernel/${d}`]);
-      const cap = await cliInNs(c, ['vnfs', 'capture', 'golden', 'captured', ...skipDrivers, '--comment', 'golden with the probe', '--json'], 900_000);
+      const cap = await cliInNs(c, ['vnfs', 'capture', 'golden', 'captured', ...skipDrivers, '--comment', 'golden with the probe', '--json'], { timeoutMs: 900_000, env: { PXEHERD_PROGRESS: '1' } });
       assert.equal(cap.code, 0, cap.stderr);
       const out = JSON.parse(cap.stdout) as { rev: number; parent: number | null; streamedBytes: number; streamMs: number; cleaned: { removed: string[] }; manifest: { kernel: string; tree: { files: number } } };
       say(`capture: ${(out.streamedBytes / 1048576).toFixed(0)} MiB streamed in ${(out.streamMs / 1000).toFixed(0)} s, whole capture ${((Date.now() - t0) / 1000).toFixed(0)} s, ${out.manifest.tree.files} files, kernel ${out.manifest.kernel}`);
@@ -180,7 +99,7 @@ nodescripts: { timeout_seconds: 60 }
       const kdir = path.join(tree, 'usr/lib/modules', out.manifest.kernel, 'kernel');
       assert.equal(fs.existsSync(path.join(kdir, 'sound')), false, 'an excluded glob');
       assert.ok(fs.existsSync(path.join(kdir, 'drivers/net/ethernet/intel/e1000')), 'the NIC driver the clone needs is kept');
-      const still = await exec(c, 'golden', 'cat /etc/machine-id; ls /etc/ssh/ssh_host_ed25519_key /var/lib/pxeherd/token');
+      const still = await execOnNode(c, 'golden', 'cat /etc/machine-id; ls /etc/ssh/ssh_host_ed25519_key /var/lib/pxeherd/token');
       assert.equal(still.code, 0, `the node is unchanged: ${still.err}`);
       assert.equal(still.out.split('\n')[0], goldenMid);
     } finally {
@@ -190,9 +109,9 @@ nodescripts: { timeout_seconds: 60 }
 
     const add = pxeherd(['node', 'add', '52:54:00:e2:18:02', 'clone', '--vnfs', 'captured', '--set', 'checkin_interval=30'], { config: c.config });
     assert.equal(add.code, 0, add.stderr);
-    const clone = await bootToOs(c, { name: 'clone', mac: '52:54:00:e2:18:02', node: 'clone' });
+    const { vm: clone } = await bootToOs(c, { name: 'clone', mac: '52:54:00:e2:18:02', node: 'clone', say });
     try {
-      const r = await exec(c, 'clone', `dpkg-query -W -f '\${Status}\\n' ${PKG}; ${PKG}; hostname; cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub`);
+      const r = await execOnNode(c, 'clone', `dpkg-query -W -f '\${Status}\\n' ${PKG}; ${PKG}; hostname; cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub`);
       assert.equal(r.code, 0, `exec with the clone's own kept host key: ${r.err}`);
       const [status, probe, hostname, mid, pub] = r.out.split('\n');
       assert.equal(status, 'install ok installed', 'the package installed on the captured node');

@@ -13,13 +13,13 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createLab, labUnavailable, run, tmpDir, waitFor, type Lab } from '../lab/lab.js';
+import { labUnavailable, waitFor } from '../lab/lab.js';
 import { startServe, stopServe } from '../lab/serve.js';
-import { startVm, labAccel, type Vm } from '../lab/qemu.js';
-import { sharedDebianImage, cloneSharedImage, imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
-import { buildOfflineImage, offlineImageUnavailable, mirrorReachable, cli as imageCli } from '../lab/offline-image.js';
-import { CLI, pxeherd } from '../helpers/cli.js';
-import { Store } from '../../src/store/store.js';
+import { startVm, labAccel } from '../lab/qemu.js';
+import { imageToolsMissing, SHARED_IMAGE_NAME } from '../lab/image.js';
+import { offlineImageUnavailable, mirrorReachable, cli as imageCli } from '../lab/offline-image.js';
+import { bootToOs as bootOs, createOsLab, eventsOf, execOnNode as exec, installLabImage, withStore, OS_BOOT_MS as BOOT_MS, OS_MEM_MB as MEM_MB, type OsLab } from '../lab/os-node.js';
+import { pxeherd } from '../helpers/cli.js';
 import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -28,89 +28,16 @@ const why =
   (fs.existsSync('/usr/lib/ipxe/qemu/pxe-e1000.rom') ? undefined : 'needs ipxe-qemu (Debian package)') ??
   (mirrorReachable() ? imageToolsMissing() : offlineImageUnavailable());
 const NAME = SHARED_IMAGE_NAME;
-const BOOT_MS = Number(process.env.PXEHERD_E2E_OS_BOOT_MS ?? 900_000);
-// The squashfs is held in RAM (tmpfs) beside the overlay's writes.
-const MEM_MB = Number(process.env.PXEHERD_E2E_OS_MEM_MB ?? 1536);
 const say = (m: string) => process.stderr.write(`# stateless: ${m}\n`);
 
-interface Ctx {
-  lab: Lab;
-  dir: string;
-  config: string;
-  statedir: string;
+interface Ctx extends OsLab {
   server?: ChildProcess;
   rev1: number;
   rev2: number;
 }
 
-function writeConfig(c: Ctx): void {
-  fs.writeFileSync(
-      c.config,
-      `statedir: ${c.statedir}
-interface: br0
-address: ${c.lab.serverIp}
-dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
-tftp: { port: 69 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-nodescripts: { timeout_seconds: 60 }
-`,
-    );
-}
-
-function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
-  const s = Store.open(c.statedir);
-  try {
-    return fn(s);
-  } finally {
-    s.close();
-  }
-}
-
-/** `pxeherd ARGS` inside the lab namespace (nodes are only reachable there). */
-async function cliInNs(c: Ctx, args: string[], timeoutMs = 180_000): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    // The config through the environment: after exec's `--`, --config would be part of the command.
-    const r = await run(process.execPath, [CLI, ...args], { ns: c.lab.ns, timeoutMs, env: { ...process.env, PXEHERD_CONFIG: c.config } });
-    return { code: 0, ...r };
-  } catch (e) {
-    const err = e as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? String(e) };
-  }
-}
-
-async function exec(c: Ctx, node: string, command: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await cliInNs(c, ['exec', node, '--connect-timeout', '20', '--timeout', '150', '--', ...command]);
-  const strip = (s: string) => s.split('\n').filter((l) => l.startsWith(`${node}: `)).map((l) => l.slice(node.length + 2)).join('\n');
-  return { code: r.code, out: strip(r.stdout), err: r.stderr };
-}
-
-/** Boot a machine until its OS checked in (state ready + node.checkin first); the VM keeps running. */
-async function bootToOs(c: Ctx, o: { name: string; mac: string; firmware: 'bios' | 'uefi'; node: string }): Promise<{ vm: Vm; seconds: number }> {
-  const since = Date.now();
-  const vm = startVm({ lab: c.lab, name: o.name, mac: o.mac, firmware: o.firmware, memMb: MEM_MB, dir: c.dir });
-  try {
-    await vm.waitForConsole(/pxeherd-stage1: switching root to \/newroot \(\/sbin\/init\)/, BOOT_MS);
-    say(`${o.name}: switch_root after ${((Date.now() - vm.started) / 1000).toFixed(0)} s`);
-    await waitFor(`${o.node}'s OS to check in`, BOOT_MS, () =>
-      withStore(c, (s) => {
-        const n = s.nodes.byName(o.node);
-        const ev = s.events.query({ node: o.node, since, kind: 'node.checkin', limit: 10 });
-        return n?.state === 'ready' && ev.some((e) => (e.detail as { first?: boolean }).first === true);
-      }),
-      1000,
-    ).catch((e) => {
-      throw new Error(`${(e as Error).message}; console tail:\n${vm.console().slice(-4000)}`);
-    });
-    const seconds = (Date.now() - vm.started) / 1000;
-    say(`${o.name}: OS checked in ${seconds.toFixed(0)} s after QEMU started`);
-    return { vm, seconds };
-  } catch (e) {
-    vm.kill();
-    throw e;
-  }
-}
+/** Boot a machine until its OS checked in; the VM keeps running. */
+const bootToOs = (c: Ctx, o: { name: string; mac: string; firmware: 'bios' | 'uefi'; node: string }) => bootOs(c, { ...o, say });
 
 async function systemRunning(c: Ctx, node: string): Promise<string> {
   const r = await exec(c, node, ['systemctl', 'is-system-running', '--wait']);
@@ -129,23 +56,10 @@ describe('stateless boot of a Debian image in QEMU', { skip: why, concurrency: f
   let sha2 = '';
 
   before(async () => {
-    c.dir = tmpDir('pxeherd-e2e-os-');
-    c.statedir = path.join(c.dir, 'var');
-    c.config = path.join(c.dir, 'pxeherd.yaml');
-    fs.mkdirSync(c.statedir, { recursive: true });
-    c.lab = createLab({ name: 'phos' });
-    writeConfig(c);
+    Object.assign(c, createOsLab({ name: 'phos', dirPrefix: 'pxeherd-e2e-os-' }));
     // The images branch's shared image (vnfs build, once per run), cloned; offline, the same
     // through vnfs import of this machine's packages. The next revision is made by vnfs exec.
-    if (mirrorReachable()) {
-      const img = await sharedDebianImage();
-      cloneSharedImage(img, c.dir);
-      say(`shared image ${img.name} r${img.rev} (${img.buildSeconds ? `built in ${img.buildSeconds} s` : 'from this run\'s cache'})`);
-    } else {
-      buildOfflineImage({ dir: c.dir, config: c.config, name: NAME });
-      say(`offline image ${NAME} (vnfs import of this machine's Debian packages)`);
-    }
-    writeConfig(c);
+    await installLabImage(c, NAME, say);
     const revs = (JSON.parse(imageCli(['vnfs', 'revisions', NAME], c.config)) as { rev: number }[] | { revisions: { rev: number }[] });
     const list = Array.isArray(revs) ? revs : revs.revisions;
     c.rev1 = Math.max(...list.map((r) => r.rev));
@@ -188,7 +102,7 @@ describe('stateless boot of a Debian image in QEMU', { skip: why, concurrency: f
       assert.equal(mid, fs.readFileSync(path.join(c.statedir, 'hostkeys/n0000/machine-id'), 'utf8').trim());
       const hosts = await exec(c, 'n0000', ['cat', '/etc/hosts']);
       assert.match(hosts.out, new RegExp(`^${node.ip.replace(/\./g, '\\.')}\\tn0000$`, 'm'));
-      const kinds = withStore(c, (s) => s.events.query({ node: 'n0000', since, order: 'asc', limit: 10000 })).map((e) => e.kind);
+      const kinds = eventsOf(c, 'n0000', since).map((e) => e.kind);
       for (const k of ['dhcp.ack', 'http.ipxe', 'http.kernel', 'http.initrd', 'provision.start', 'image.download', 'image.verify', 'node.identity', 'overlay.send', 'image.switch_root', 'node.checkin']) assert.ok(kinds.includes(k), `timeline has ${k}`);
       assert.ok(kinds.indexOf('image.switch_root') < kinds.indexOf('node.checkin'));
 

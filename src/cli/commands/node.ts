@@ -10,7 +10,7 @@ import type { Node } from '../../nodes/types.js';
 import { formatFromName, type NodeFormat } from '../../nodes/io.js';
 import { NODE_FIELDS } from '../../store/nodes.js';
 import type { Run } from '../main.js';
-import { nodeReinstallCommand, nodeLocateCommand } from './remote.js';
+import { nodeReinstallCommand, nodeLocateCommand, nodeRollbackCommand } from './remote.js';
 import { nodePlanCommand, nodeReleaseCommand } from './install.js';
 import { nodeTimelineCommand } from './timeline.js';
 import { nodeExtras } from '../../inventory/context.js';
@@ -276,5 +276,6 @@ export function nodeCommand(run: Run): Command {
   node.addCommand(nodePlanCommand(run));
   node.addCommand(nodeReleaseCommand(run));
   node.addCommand(nodeTimelineCommand(run));
+  node.addCommand(nodeRollbackCommand(run));
   return node;
 }

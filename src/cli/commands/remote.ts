@@ -11,7 +11,9 @@ import { sshRun, sshShell } from '../../remote/ssh.js';
 import { nodeTarget } from '../../remote/target.js';
 import { PowerService } from '../../power/service.js';
 import { POWER_ACTIONS, type PowerAction, type PowerOutcome } from '../../power/types.js';
-import { reinstall, type NodeOutcome } from '../../lifecycle/reinstall.js';
+import { reinstall, type NodeOutcome, type ReinstallBackend, type ReinstallOptions } from '../../lifecycle/reinstall.js';
+import { storeReinstallBackend } from '../../lifecycle/backend.js';
+import { pinInStore, pinOf, planRollbacks, rollbackNodes, storeRollbackLookups } from '../../install/rollback.js';
 import { loadKinds } from '../../deploy/kinds.js';
 import { loadSwitches, resolveSwitch, switchesPath } from '../../deploy/switches.js';
 import { machinesFilePath, applyDeploy } from '../../deploy/apply.js';
@@ -168,54 +170,89 @@ function outcomeWord(r: NodeOutcome): string {
   }
 }
 
-/** `pxeherd node reinstall <NODES...> [--wait] [--timeout S]` (the lead adds it under `node`). */
-export function nodeReinstallCommand(run: Run): Command {
-  return new Command('reinstall')
-    .description("provision nodes again: boot mode once, the BMC's next boot set to PXE, power cycle, and with --wait follow each to ready and SSH")
+interface ReinstallFlags {
+  wait?: boolean;
+  timeout: number;
+  parallel: number;
+  powerTimeout: number;
+  poll: number;
+  json?: boolean;
+}
+
+/** The options `node reinstall` and `node rollback` share. */
+function withReinstallOptions(cmd: Command, waitHelp: string): Command {
+  return cmd
     .argument('<NODES...>', 'names, globs, ranges or a query')
-    .option('--wait', 'follow the boots until every node is ready and answers SSH (or fails, or times out)')
+    .option('--wait', waitHelp)
     .addOption(new Option('--timeout <S>', 'seconds per node for --wait').default(900).argParser(seconds('--timeout')))
     .addOption(new Option('--parallel <N>', 'power cycles at once').default(32).argParser(positiveInt('--parallel')))
     .addOption(new Option('--power-timeout <S>', 'seconds for one power cycle').default(30).argParser(seconds('--power-timeout')))
     .addOption(new Option('--poll <S>', 'seconds between looks at the event log').default(1).argParser(seconds('--poll')).hideHelp())
-    .addOption(json())
-    .action(
-      run(async (ctx, args: string[], o: { wait?: boolean; timeout: number; parallel: number; powerTimeout: number; poll: number; json?: boolean }) => {
-        const nodes = selectAll(ctx, args);
-        const off = nodes.filter((n) => !n.enabled);
-        if (off.length) throw new InvalidInput(`${off.map((n) => n.name).join(' ')} disabled: pxeherd node enable ${off.map((n) => n.name).join(' ')} first`, 'nodes');
-        const key = keyLoader(ctx);
-        const power = powerService(ctx, o.powerTimeout, key);
-        const say = (l: string) => (o.json ? ctx.io.err(l + '\n') : ctx.io.out(l + '\n'));
-        const results = await reinstall(
-          nodes,
-          {
-            setBootOnce: (ns) => void ctx.store.nodes.set(ns.map((n) => n.mac), 'boot', 'once'),
-            setBootPxe: (n) => power.run(n, 'pxe'),
-            powerCycle: (n) => power.cycleOrOn(n),
-            eventsSince: (n, since) => ctx.store.events.query({ mac: n.mac, since, order: 'asc', limit: 100000 }),
-            probeSsh: async (n0, timeoutMs) => {
-              // Read afresh: a node seen for the first time got its address during this boot.
-              const n = ctx.store.nodes.byMac(n0.mac) ?? n0;
-              const r = await sshRun(nodeTarget(n, ctx.store.attrsFor(n), key(), ctx.config.statedir), 'true', { timeoutMs });
-              if (r.exit !== 0) throw new Error(`"true" over SSH ended with ${r.exit === null ? 'no status' : `exit code ${r.exit}`}`);
-            },
-            record: (ev) => ctx.store.events.record(ev),
-            now: () => Date.now(),
-            sleep: (ms) => new Promise((res) => setTimeout(res, ms)),
-          },
-          { wait: !!o.wait, timeoutMs: o.timeout * 1000, parallel: o.parallel, pollMs: o.poll * 1000, sshEveryMs: Math.max(o.poll * 1000, 2000), onProgress: say },
-        );
-        ctx.print({ results }, () =>
-          table(
-            ['NODE', 'RESULT', 'DETAIL', 'LAST EVENT', 'TIME'],
-            results.map((r) => [r.node, outcomeWord(r), r.message, r.lastEvent ?? '-', `${r.seconds} s`]),
-          ),
-        );
-        const bad = results.filter((r) => r.result === 'failed' || r.result === 'timeout');
-        if (bad.length) throw new RuntimeFailure(`reinstall: ${bad.length} of ${results.length} node(s) did not ${o.wait ? 'reach ready' : 'power cycle'}: ${bad.map((r) => `${r.node} (${outcomeWord(r)})`).join(', ')}`);
-      }),
-    );
+    .addOption(json());
+}
+
+/** The store backend and the options of one reinstall (progress lines to stderr under --json). */
+function reinstallRun(ctx: CliContext, o: ReinstallFlags): { backend: ReinstallBackend; options: ReinstallOptions } {
+  const key = keyLoader(ctx);
+  const power = powerService(ctx, o.powerTimeout, key);
+  const say = (l: string) => (o.json ? ctx.io.err(l + '\n') : ctx.io.out(l + '\n'));
+  return {
+    backend: storeReinstallBackend({ store: ctx.store, statedir: ctx.config.statedir, power, key }),
+    options: { wait: !!o.wait, timeoutMs: o.timeout * 1000, parallel: o.parallel, pollMs: o.poll * 1000, sshEveryMs: Math.max(o.poll * 1000, 2000), onProgress: say },
+  };
+}
+
+/** `pxeherd node reinstall <NODES...> [--wait] [--timeout S]` (the lead adds it under `node`). */
+export function nodeReinstallCommand(run: Run): Command {
+  return withReinstallOptions(
+    new Command('reinstall').description("provision nodes again: boot mode once, the BMC's next boot set to PXE, power cycle, and with --wait follow each to ready and SSH"),
+    'follow the boots until every node is ready and answers SSH (or fails, or times out)',
+  ).action(
+    run(async (ctx, args: string[], o: ReinstallFlags) => {
+      const nodes = selectAll(ctx, args);
+      const off = nodes.filter((n) => !n.enabled);
+      if (off.length) throw new InvalidInput(`${off.map((n) => n.name).join(' ')} disabled: pxeherd node enable ${off.map((n) => n.name).join(' ')} first`, 'nodes');
+      const { backend, options } = reinstallRun(ctx, o);
+      const results = await reinstall(nodes, backend, options);
+      ctx.print({ results }, () =>
+        table(
+          ['NODE', 'RESULT', 'DETAIL', 'LAST EVENT', 'TIME'],
+          results.map((r) => [r.node, outcomeWord(r), r.message, r.lastEvent ?? '-', `${r.seconds} s`]),
+        ),
+      );
+      const bad = results.filter((r) => r.result === 'failed' || r.result === 'timeout');
+      if (bad.length) throw new RuntimeFailure(`reinstall: ${bad.length} of ${results.length} node(s) did not ${o.wait ? 'reach ready' : 'power cycle'}: ${bad.map((r) => `${r.node} (${outcomeWord(r)})`).join(', ')}`);
+    }),
+  );
+}
+
+/** `pxeherd node rollback <NODES...> [--wait] [--timeout S]`: reinstall a disk node with the revision installed before (src/install/rollback.ts). */
+export function nodeRollbackCommand(run: Run): Command {
+  return withReinstallOptions(
+    new Command('rollback').description(
+      "put the install before the one on a disk node back: pin the node's vnfs field to that revision (NAME@REV), then reinstall it as node reinstall does (boot once, next boot PXE, power cycle; --wait follows it to ready and SSH). " +
+        'After install.done the two recorded installs have swapped: a second rollback returns the disk to where it started (the node stays pinned; pxeherd node set vnfs NAME NODE follows the current revision again). ' +
+        'Refused, changing nothing (exit 2): a node not installed to disk, one with no earlier install recorded, one whose earlier revision was pruned.',
+    ),
+    'follow the reinstalls until every node is ready, answers SSH and reported the rolled-back revision (or fails, or times out)',
+  ).action(
+    run(async (ctx, args: string[], o: ReinstallFlags) => {
+      const nodes = selectAll(ctx, args);
+      const { ImageService } = await import('../../images/service.js');
+      const images = new ImageService({ store: ctx.store, statedir: ctx.config.statedir, templatesDirs: [], events: ctx.store.events });
+      const plans = planRollbacks(nodes, storeRollbackLookups(ctx.store, images));
+      const { backend, options } = reinstallRun(ctx, o);
+      const results = await rollbackNodes(plans, { ...backend, pin: (ps) => pinInStore(ctx.store, ps), install: (mac) => ctx.store.installs.get(mac) }, options);
+      ctx.print({ results }, () =>
+        table(
+          ['NODE', 'ROLLBACK', 'RESULT', 'DETAIL', 'LAST EVENT', 'TIME'],
+          results.map((r) => [r.node, `${pinOf(r.from)} -> ${pinOf(r.to)}`, outcomeWord(r), r.message, r.lastEvent ?? '-', `${r.seconds} s`]),
+        ),
+      );
+      const bad = results.filter((r) => r.result === 'failed' || r.result === 'timeout');
+      if (bad.length) throw new RuntimeFailure(`rollback: ${bad.length} of ${results.length} node(s) did not ${o.wait ? 'reach ready with the rolled-back revision' : 'power cycle'} (each is pinned to it and set to boot once): ${bad.map((r) => `${r.node} (${outcomeWord(r)})`).join(', ')}`);
+    }),
+  );
 }
 
 /** `pxeherd node locate <NODE>`: switch/port and rack/unit from attributes. */
