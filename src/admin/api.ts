@@ -9,7 +9,10 @@ import type { NodeFormat } from '../nodes/io.js';
 import type { Node } from '../nodes/types.js';
 import { HttpError, errorResponse } from './errors.js';
 import type { AdminAuth, Role } from './auth.js';
-import { imagesOf, startRollback, type AdminDeps } from './deps.js';
+import { imagesOf, powerOf, reinstallBackendOf, startRollback, type AdminDeps } from './deps.js';
+import { POWER_ACTIONS, type PowerAction } from '../power/types.js';
+import { reinstall } from '../lifecycle/reinstall.js';
+import { markForRelease, releaseNodes } from '../install/release.js';
 import { revisionJson } from '../images/json.js';
 import { sseStream } from './sse.js';
 import { nodeExtras } from '../inventory/context.js';
@@ -361,6 +364,48 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
     const out = await startRollback(deps, n);
     if (out.result === 'failed') throw new HttpError(502, `${out.message} (${n.name} is pinned to ${out.vnfsAfter} and set to boot once: fix the power driver, or power it on by hand)`, 'attrs.power');
     res.json({ node: out.node, from: out.from, to: out.to, vnfs: { before: out.vnfsBefore, after: out.vnfsAfter }, result: out.result, message: out.message });
+  });
+
+  // -- the node lifecycle for a scheduler driving pxeherd over HTTP (Apache VCL's load and
+  // reclaim, issue 18): what `pxeherd power`, `node reinstall` and `node release` do. A failure
+  // answers with the outcome and an `error`: 502 when the BMC or power driver failed, 504 when a
+  // reinstall with wait timed out, 422 when the node's boot failed (the stage and the failing
+  // event are in the body).
+  r.post('/nodes/:node/power', async (req, res) => {
+    const n = nodeOr404(req.params.node as string);
+    const b = bodyObject(req);
+    onlyKeys(b, ['action']);
+    const action = reqString(b, 'action');
+    if (!(POWER_ACTIONS as readonly string[]).includes(action)) throw new HttpError(400, `"action" must be one of ${POWER_ACTIONS.join(', ')}, not "${action}"`, 'action');
+    const out = await powerOf(deps).run(n, action as PowerAction);
+    res.status(out.ok ? 200 : 502).json(out.ok ? out : { ...out, error: `power ${action} of ${n.name} failed: ${out.error ?? 'unknown error'}` });
+  });
+  r.post('/nodes/:node/reinstall', async (req, res) => {
+    const n = nodeOr404(req.params.node as string);
+    const b = bodyObject(req);
+    onlyKeys(b, ['wait', 'timeout']);
+    if (b.wait !== undefined && typeof b.wait !== 'boolean') throw new HttpError(400, '"wait" must be true or false', 'wait');
+    const timeout = b.timeout ?? 900;
+    if (typeof timeout !== 'number' || !(timeout > 0) || timeout > 86_400) throw new HttpError(400, '"timeout" must be a number of seconds > 0 (at most 86400)', 'timeout');
+    if (!n.enabled) throw new HttpError(409, `${n.name} is disabled: enable it first (pxeherd node enable ${n.name})`, 'node');
+    const [out] = await reinstall([n], reinstallBackendOf(deps), { wait: b.wait === true, timeoutMs: timeout * 1000, parallel: 1 });
+    const status = out!.result === 'ready' || out!.result === 'started' ? 200 : out!.result === 'timeout' ? 504 : out!.stage === 'power' ? 502 : 422;
+    res.status(status).json(status === 200 ? out : { ...out, error: `reinstall of ${n.name} ${out!.result === 'timeout' ? 'timed out' : 'failed'} at ${out!.stage}: ${out!.message}` });
+  });
+  r.post('/nodes/:node/release', async (req, res) => {
+    const n = nodeOr404(req.params.node as string);
+    const b = bodyObject(req);
+    onlyKeys(b, ['wipe']);
+    const w = b.wipe ?? false;
+    if (w !== false && w !== true && w !== 'quick' && w !== 'full') throw new HttpError(400, '"wipe" must be false, true (quick), "quick" or "full"', 'wipe');
+    const wipeMode = w === false ? null : w === 'full' ? 'full' : 'quick';
+    const power = powerOf(deps);
+    const [out] = await releaseNodes(
+      [n],
+      { mark: (ns) => markForRelease(store, ns, wipeMode), powerOff: (x) => power.run(x, 'off'), record: (ev) => store.events.record(ev), map: async (items, fn) => Promise.all(items.map(fn)) },
+      { wipe: wipeMode !== null, wipeMode },
+    );
+    res.status(out!.power === 'off' ? 200 : 502).json(out!.power === 'off' ? out : { ...out, error: `${n.name} is marked to be provisioned on its next boot${wipeMode ? ` (wipe ${wipeMode})` : ''} but did not power off: ${out!.error ?? 'unknown error'}` });
   });
 
   // -- nodescripts (implemented by src/nodescripts, injected by the wiring)

@@ -53,6 +53,18 @@ export function imagesOf(deps: AdminDeps): ImageService {
   return (deps.images ??= new ImageService({ store: deps.store, statedir: deps.service.statedir, templatesDirs: [], events: deps.store.events }));
 }
 
+/** The power service the API and UI use: the one given, or one over the store and the state directory. */
+export function powerOf(deps: AdminDeps): PowerService {
+  const { store } = deps;
+  return (deps.power ??= new PowerService({ statedir: deps.service.statedir, backend: { attrsFor: (n) => store.attrsFor(n), events: store.events } }));
+}
+
+/** What a reinstall (or rollback) started from the API drives: the store, the power service, pxeherd's SSH key. */
+export function reinstallBackendOf(deps: AdminDeps) {
+  const statedir = deps.service.statedir;
+  return storeReinstallBackend({ store: deps.store, statedir, power: powerOf(deps), key: () => ensureKey(statedir) });
+}
+
 /**
  * `node rollback NODE` without --wait, for the API and the UI: refusals (RollbackRefused) are
  * 409s naming what to do; the outcome says whether the power cycle happened.
@@ -67,8 +79,7 @@ export async function startRollback(deps: AdminDeps, node: Node): Promise<Rollba
     if (e instanceof RollbackRefused) throw new HttpError(409, e.message, 'node');
     throw e;
   }
-  const power = deps.power ?? new PowerService({ statedir, backend: { attrsFor: (n) => store.attrsFor(n), events: store.events } });
-  const backend = storeReinstallBackend({ store, statedir, power, key: () => ensureKey(statedir) });
+  const backend = reinstallBackendOf(deps);
   const [out] = await rollbackNodes(plans, { ...backend, pin: (ps) => pinInStore(store, ps), install: (mac) => store.installs.get(mac) }, { wait: false, timeoutMs: 0, parallel: 1 });
   return out!;
 }

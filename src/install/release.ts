@@ -38,6 +38,15 @@ export async function releaseNodes(nodes: Node[], b: ReleaseBackend, o: { wipe: 
   });
 }
 
+/** `mark` over the store: boot mode once, and wipe_on_boot (yes = quick, or full) when asked. */
+export function markForRelease(store: Store, nodes: Node[], wipeMode: 'quick' | 'full' | null): void {
+  const macs = nodes.map((n) => n.mac);
+  store.db.transaction(() => {
+    store.nodes.set(macs, 'boot', 'once');
+    if (wipeMode) store.nodes.set(macs, 'attr.wipe_on_boot', wipeMode === 'full' ? 'full' : 'yes');
+  })();
+}
+
 /**
  * The node erased its disks (nodescript 07-disk-wipe reported wipe.done): its own
  * wipe_on_boot is removed, so the next boot does not erase them again. One set on the group

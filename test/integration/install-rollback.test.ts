@@ -74,7 +74,8 @@ const DISKS = JSON.stringify({
   firmware: 'bios',
 });
 
-test('node rollback pins the install before, reinstalls through the node-facing endpoints, and swaps back on a second rollback (CLI, REST, UI); refusals change nothing', { skip, timeout: 180_000 }, async (t) => {
+/** The server, two revisions of VNFS deb, disk node d1 (machine + FakeSshd) and stateless node s1. */
+async function startLab(t: { after(fn: () => unknown): void }) {
   const s = makeStateDir();
   t.after(s.cleanup);
   fs.writeFileSync(
@@ -110,6 +111,12 @@ test('node rollback pins the install before, reinstalls through the node-facing 
     const i = store.installs.get(MAC)!;
     return [`${i.vnfs}@${i.rev}`, i.previous ? `${i.previous.vnfs}@${i.previous.rev}` : null];
   };
+
+  return { s, store, MAC, machineSaw, installed };
+}
+
+test('node rollback pins the install before, reinstalls through the node-facing endpoints, and swaps back on a second rollback (CLI, REST, UI); refusals change nothing', { skip, timeout: 180_000 }, async (t) => {
+  const { s, store, MAC, machineSaw, installed } = await startLab(t);
 
   // Refused before anything is installed: nothing changes, exit 2.
   const before0 = dumpDb(s.statedir);
@@ -241,3 +248,57 @@ async function waitUntil(pred: () => boolean, ms = 30_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+test('REST lifecycle for a scheduler (VCL load/reclaim): power, reinstall with wait to ready, release with wipe; failures answer 502/504 with the outcome', { skip, timeout: 120_000 }, async (t) => {
+  const { s, store, machineSaw } = await startLab(t);
+  for (const [k, v] of [['power_status_cmd', 'echo Chassis Power is on'], ['power_off_cmd', 'echo Chassis Power Control: Down/Off']]) assert.equal((await cli(['group', 'set', 'disk', k, v], s.config)).code, 0);
+  const admin = fs.readFileSync(path.join(s.statedir, 'admin.token'), 'utf8').trim();
+  const readonly = fs.readFileSync(path.join(s.statedir, 'admin-readonly.token'), 'utf8').trim();
+  const post = async (p: string, body: unknown, token = admin) => {
+    const r = await fetch(`http://127.0.0.1:${ADMIN_PORT}/api/v1${p}`, { method: 'POST', headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+  };
+
+  const st = await post('/nodes/d1/power', { action: 'status' });
+  assert.equal(st.status, 200, JSON.stringify(st.body));
+  assert.deepEqual([st.body.node, st.body.action, st.body.driver, st.body.ok, st.body.power], ['d1', 'status', 'command', true, 'on']);
+  const bogus = await post('/nodes/d1/power', { action: 'explode' });
+  assert.deepEqual([bogus.status, bogus.body.field], [400, 'action']);
+  assert.match(String(bogus.body.error), /"action" must be one of on, off, cycle, status, pxe, not "explode"/);
+  const nopower = await post('/nodes/s1/power', { action: 'on' });
+  assert.equal(nopower.status, 502);
+  assert.match(String(nopower.body.error), /^power on of s1 failed: no power driver/);
+
+  // VCL's load: answers when the node checked in ready and answers SSH (the machine installs r1: d1 pins deb@1).
+  const load = await post('/nodes/d1/reinstall', { wait: true, timeout: 60 });
+  assert.equal(load.status, 200, JSON.stringify(load.body));
+  assert.deepEqual([load.body.node, load.body.result, load.body.stage, load.body.message], ['d1', 'ready', 'ssh', 'checked in ready and answers SSH']);
+  assert.equal(machineSaw().at(-1), 'installed deb r1');
+  const started = await post('/nodes/d1/reinstall', {});
+  assert.deepEqual([started.status, started.body.result], [200, 'started']);
+  await waitUntil(() => machineSaw().length === 2);
+  // A machine that never boots: 504 naming the stage it stopped at; no power driver: 502.
+  assert.equal((await cli(['node', 'add', '52:54:00:00:00:09', 'd9', '--group', 'disk', '--vnfs', 'deb', '--set', 'power_cycle_cmd=true'], s.config)).code, 0);
+  const dead = await post('/nodes/d9/reinstall', { wait: true, timeout: 1.5 });
+  assert.equal(dead.status, 504, JSON.stringify(dead.body));
+  assert.deepEqual([dead.body.result, dead.body.stage], ['timeout', 'power']);
+  assert.match(String(dead.body.error), /^reinstall of d9 timed out at power: timed out after 1\.5 s: no progress after power/);
+  const cannot = await post('/nodes/s1/reinstall', { wait: true });
+  assert.deepEqual([cannot.status, cannot.body.result, cannot.body.stage], [502, 'failed', 'power']);
+  assert.deepEqual([(await post('/nodes/d1/reinstall', { wait: 'yes' })).status, (await post('/nodes/d1/reinstall', { timeout: -1 })).status], [400, 400]);
+
+  // VCL's reclaim: marked (boot once, wipe) and powered off.
+  const rel = await post('/nodes/d1/release', { wipe: 'full' });
+  assert.equal(rel.status, 200, JSON.stringify(rel.body));
+  assert.deepEqual(rel.body, { node: 'd1', boot: 'once', wipe: true, wipeMode: 'full', power: 'off', error: null });
+  assert.deepEqual([store.nodes.byName('d1')!.boot, store.nodes.byName('d1')!.attrs.wipe_on_boot], ['once', 'full']);
+  const relBad = await post('/nodes/s1/release', { wipe: true });
+  assert.equal(relBad.status, 502);
+  assert.match(String(relBad.body.error), /^s1 is marked to be provisioned on its next boot \(wipe quick\) but did not power off: no power driver/);
+  assert.equal(store.nodes.byName('s1')!.attrs.wipe_on_boot, 'yes');
+  assert.equal((await post('/nodes/d1/release', { wipe: 'maybe' })).status, 400);
+  for (const p of ['/nodes/d1/power', '/nodes/d1/reinstall', '/nodes/d1/release']) assert.equal((await post(p, {}, readonly)).status, 403, `${p} needs the admin token`);
+  store.events.flush();
+  const kinds = store.events.query({ node: 'd1', order: 'asc', limit: 1000 }).map((e) => e.kind);
+  for (const k of ['power.status', 'reinstall.start', 'reinstall.end', 'release.done', 'power.off']) assert.ok(kinds.includes(k), `event ${k} on d1's timeline`);
+});

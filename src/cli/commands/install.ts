@@ -8,7 +8,7 @@ import { PowerService } from '../../power/service.js';
 import { ensureKey, type KeyPair } from '../../remote/keys.js';
 import { fmtSize, PlanError, type DiskPlan } from '../../install/plan.js';
 import { planForNode } from '../../install/node-plan.js';
-import { releaseNodes, type ReleaseResult } from '../../install/release.js';
+import { markForRelease, releaseNodes, type ReleaseResult } from '../../install/release.js';
 
 
 /** Human text of a plan: the disk, the table, the sfdisk script and mkfs commands. */
@@ -88,10 +88,7 @@ export function nodeReleaseCommand(run: Run): Command {
         const results = await releaseNodes(
           nodes,
           {
-            mark: (ns, wipe) => {
-              ctx.store.nodes.set(ns.map((n) => n.mac), 'boot', 'once');
-              if (wipe) ctx.store.nodes.set(ns.map((n) => n.mac), 'attr.wipe_on_boot', wipeMode === 'full' ? 'full' : 'yes');
-            },
+            mark: (ns) => markForRelease(ctx.store, ns, wipeMode),
             powerOff: (n) => power.run(n, 'off'),
             record: (ev) => ctx.store.events.record(ev),
             map: (items, fn) => mapLimit(items, 32, fn),
