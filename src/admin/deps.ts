@@ -37,6 +37,8 @@ export interface AdminDeps {
   /** Where the handlebars pages are (default: the package's templates/ui). */
   templatesDir?: string;
   now?: () => number;
+  /** Set: every request that would change something is refused with this message (409). */
+  readOnly?: string;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
 }

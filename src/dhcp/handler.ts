@@ -126,6 +126,11 @@ export class DhcpHandler {
     return this.table.load(now);
   }
 
+  /** A lease record written elsewhere (another server on the shared database); undefined: gone. */
+  noteLease(mac: string, lease: Lease | undefined): void {
+    this.table.replace(mac, lease);
+  }
+
   handle(req: DhcpPacket, meta: RequestMeta): Outcome {
     const now = meta.now ?? Date.now();
     this.counters.received++;

@@ -185,6 +185,28 @@ export class PostgresBackend implements StoreBackend {
     return r.count === 1;
   }
 
+  /** The client reports `ip` in use by someone else (DHCPDECLINE): the record stays, out of use. */
+  async declineLease(mac: string, ip: string, now = Date.now()) {
+    const r = await this.sql`UPDATE leases SET state = 'declined', expires_at = ${now}, updated_at = ${now}, server_id = ${this.serverId}
+      WHERE mac = ${normalizeMac(mac)} AND ip = ${ip}`;
+    return r.count === 1;
+  }
+
+  /**
+   * A node got `ip` (DHCP ACK): record it and the contact, as NodeRepo.touchAddress does; an
+   * address another node has as its own keeps the node's previous one.
+   */
+  async touchAddress(mac: string, ip: string, now = Date.now()): Promise<void> {
+    const m = normalizeMac(mac);
+    try {
+      const addr = IPV4_RE.test(ip) ? ip : '';
+      await this.sql`UPDATE nodes SET ip = CASE WHEN ${addr} <> '' THEN ${addr} ELSE ip END, last_contact = ${now}, updated_at = ${now} WHERE mac = ${m}`;
+    } catch (e) {
+      if ((e as { code?: string }).code !== '23505') throw e;
+      await this.sql`UPDATE nodes SET last_contact = ${now}, updated_at = ${now} WHERE mac = ${m}`;
+    }
+  }
+
   async activeLeases(now = Date.now()) {
     const rows = await this.sql<LeaseRow[]>`SELECT * FROM leases WHERE expires_at > ${now} AND state IN ('offered', 'bound') ORDER BY ip`;
     return rows.map(leaseFromRow);
