@@ -59,6 +59,8 @@ export interface DhcpServerOptions {
    * a slice also ends after SLICE_MAX_PACKETS datagrams or when the queue is empty).
    */
   sliceMs?: number;
+  /** Several servers share the pools (PostgreSQL): random search starts; see HandlerOptions. */
+  sharedPools?: boolean;
   /** Clock for queue ages (tests). */
   clock?: () => number;
 }
@@ -147,6 +149,7 @@ export class DhcpServer {
         serverAddress: this.opts.serverAddress,
         httpPort: this.opts.httpPort,
         backend: this.opts.backend,
+        sharedPools: this.opts.sharedPools,
         counters: this.counters,
       });
     }
@@ -266,9 +269,9 @@ export class DhcpServer {
    */
   private drain(): void {
     this.drainScheduled = false;
-    // A slice's claims are being confirmed in the shared database (PostgreSQL only): the next
-    // slice starts when that is done, so it sees the outcome.
-    if (this.confirming) return;
+    // Slices whose claims are being confirmed in the shared database (PostgreSQL only): a few
+    // may be in flight at once (each waits for round trips, not CPU); past that the queue waits.
+    if (this.confirming >= MAX_CONFIRMING) return;
     if (this.readsSinceDrain >= LIBUV_READS_PER_TURN && this.readAheadTurns < MAX_READ_AHEAD_TURNS) {
       // libuv reads at most 32 datagrams per socket per loop turn: as many more may wait in
       // the kernel's buffer, where their age is unknown and nothing sheds them. Read on first.
@@ -323,7 +326,7 @@ export class DhcpServer {
 
   /** PostgreSQL: send the replies whose claims the shared database confirmed, then the next slice. */
   private confirmThenSend(confirm: NonNullable<DhcpBackend['confirm']>, replies: Reply[], leases: Lease[]): void {
-    this.confirming = true;
+    this.confirming++;
     confirm(replies, leases)
       .then(
         (ok) => {
@@ -335,11 +338,11 @@ export class DhcpServer {
         },
       )
       .finally(() => {
-        this.confirming = false;
+        this.confirming--;
         this.drainMore();
       });
   }
-  private confirming = false;
+  private confirming = 0;
 
   /** A noted lease from elsewhere (the shared database's replica): the handler's memory follows. */
   noteLease(mac: string, lease: Lease | undefined): void {
@@ -424,6 +427,11 @@ const MAX_READ_AHEAD_TURNS = 16;
  * overload's backlog waits in this queue, where it is aged and shed, whatever a slice costs.
  */
 const SLICE_MAX_PACKETS = 24;
+/**
+ * Slices whose claims may be in the shared database at once (backend.confirm). Each later slice
+ * decides against the replica as the earlier ones left it; the database refuses what conflicts.
+ */
+const MAX_CONFIRMING = 4;
 /** A DISCOVER queue whose oldest entry waited longer than this is served newest first. */
 const CONGESTED_MS = 100;
 

@@ -74,7 +74,7 @@ export interface MetricsOptions {
   /** The DHCP server's queue: datagrams waiting now, and those shed as stale by message type. */
   dhcpQueue?: { queued(): number; readonly shed: Record<string, number> };
   /** Several servers on PostgreSQL: whether it is reachable, and what paused while it was not. */
-  database?: { up(): boolean; readonly paused: Record<string, number> };
+  database?: { up(): boolean; readonly paused: Record<string, number>; readonly races?: Record<string, number> };
   /** prom-client's process and Node.js runtime metrics (CPU, memory, event-loop lag, GC, heap). */
   processMetrics?: boolean;
   /** Labels on every series: { server: ID } where several servers share one database. */
@@ -142,6 +142,14 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
       ['what'],
       (set) => {
         for (const [what, n] of Object.entries(db.paused)) set({ what }, n);
+      },
+    );
+    r.counter(
+      'pxeherd_database_races_total',
+      'DHCP claims another server won in the database: offer/allocate (that reply is not sent, the client retries), name (the reply carries the name the database gave).',
+      ['what'],
+      (set) => {
+        for (const [what, n] of Object.entries(db.races ?? {})) set({ what }, n);
       },
     );
   }

@@ -32,7 +32,7 @@ import { redactUrl } from '../store/pg/url.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from '../dhcp/backend.js';
 import type { Reply } from '../dhcp/handler.js';
-import { MessageType, messageType } from '../dhcp/options.js';
+import { enc, MessageType, messageType, Opt } from '../dhcp/options.js';
 import type { Logger } from '../util/log.js';
 import { namingPolicy } from './backends.js';
 
@@ -56,7 +56,7 @@ export interface PgServe {
   /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
   onLease(fn: (mac: string, lease: Lease | undefined) => void): void;
   /** For /metrics. */
-  database: { up(): boolean; readonly paused: Record<string, number> };
+  database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
   close(): Promise<void>;
 }
 
@@ -90,6 +90,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const store = new Store(openDatabase(file), { serverId });
   const leaseListeners: ((mac: string, lease: Lease | undefined) => void)[] = [];
   const paused: Record<string, number> = {};
+  const races: Record<string, number> = {};
   let up = reachable;
   const replica = new PgReplica(store.db, pg.sql, {
     onLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)),
@@ -117,8 +118,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     replica,
     shipEvent: (ev) => shipper.push(ev),
     onLease: (fn) => leaseListeners.push(fn),
-    database: { up: () => up && replica.connected, paused },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, log }),
+    database: { up: () => up && replica.connected, paused, races },
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
     async close() {
       await replica.stop();
       await shipper.stop();
@@ -156,7 +157,7 @@ export function confirmedDhcpBackend(
   pg: PostgresBackend,
   replica: PgReplica,
   policy: ReturnType<typeof namingPolicy>,
-  o: { isUp(): boolean; paused: Record<string, number>; log: Logger },
+  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger },
 ): DhcpBackend {
   /** This slice's registrations (MAC -> the node as the replica named it). */
   let registered = new Map<string, Node>();
@@ -164,6 +165,9 @@ export function confirmedDhcpBackend(
   let prior = new Map<string, Lease | undefined>();
   const pause = (what: string) => {
     o.paused[what] = (o.paused[what] ?? 0) + 1;
+  };
+  const race = (what: string) => {
+    o.races[what] = (o.races[what] ?? 0) + 1;
   };
   return {
     ...base,
@@ -201,6 +205,7 @@ export function confirmedDhcpBackend(
         else if (l.state === 'declined') add(l.mac, { kind: 'decline', ip: l.ip, expiresAt: now });
       }
       const refused = new Set<string>();
+      const renamed = new Map<string, string>();
       const nodeKeys = new Set<string>();
       const leaseKeys = new Set<string>();
       let offline: Error | undefined;
@@ -211,11 +216,12 @@ export function confirmedDhcpBackend(
             const local = reg.get(mac);
             if (local) {
               const r = await pg.registerNode(mac, policy, { preferredName: local.name });
-              // Another server named it differently: the database's name wins, this answer goes.
+              // Another server named it (or took this name) first: the database's name wins; the
+              // reply carries it (option 12) and the replica takes the database's row.
               if (r.node.name !== local.name) {
-                refused.add(mac);
+                renamed.set(mac, r.node.name);
                 nodeKeys.add(mac);
-                return;
+                race('name');
               }
             }
             for (const c of cs) {
@@ -223,6 +229,8 @@ export function confirmedDhcpBackend(
                 const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
                 const res = c.kind === 'offer' ? await pg.offerLease(req) : await pg.allocateLease(req);
                 if (!res.ok || res.lease.ip !== c.ip) {
+                  race(c.kind);
+                  o.log.debug({ mac, ip: c.ip, got: res.ok ? res.lease.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
                   refused.add(mac);
                   leaseKeys.add(mac);
                   if (!res.ok) leaseKeys.add(res.holder);
@@ -263,7 +271,14 @@ export function confirmedDhcpBackend(
           )
           .catch(() => undefined); // unreachable now: the next poll reloads
       }
+      o.log.debug({ ms: Date.now() - now, replies: replies.length, registrations: reg.size, refused: refused.size }, 'DHCP: slice confirmed in the database');
       const ok = refused.size ? replies.filter((r) => !refused.has(macOf(r.packet.chaddr))) : replies;
+      if (renamed.size) {
+        for (const r of ok) {
+          const name = renamed.get(macOf(r.packet.chaddr));
+          if (name && r.packet.options.has(Opt.Hostname)) r.packet.options.set(Opt.Hostname, enc.str(name));
+        }
+      }
       if (!offline) {
         // The node's address and last contact, as the single server records them after an ACK.
         for (const r of ok) if (r.bound) pg.touchAddress(r.bound.mac, r.bound.ip, now).catch(() => undefined);

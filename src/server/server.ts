@@ -200,6 +200,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
       queueMaxAgeMs: config.dhcp.queue_max_age_ms,
+      sharedPools: !!pgs,
     });
     dhcpQueue = dhcp;
     pgs?.onLease((mac, lease) => dhcp.noteLease(mac, lease)); // other servers' offers and leases

@@ -39,7 +39,7 @@ after(async () => {
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   lab?.destroy();
   await pg?.stop();
-  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  if (dir && !process.env.PGSERVE_KEEP) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /** The pid `ip netns exec` runs (it execs, normally the same). */
@@ -67,7 +67,7 @@ tftp: { port: 0 }
 http: { port: 8080 }
 provisiond: { port: 0 }
 admin: { port: 0 }
-log: { level: info }
+log: { level: ${process.env.PGSERVE_LOG ?? "info"} }
 `,
   );
   const log = path.join(dir, `${id}.log`);

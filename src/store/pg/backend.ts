@@ -72,6 +72,25 @@ export class PostgresBackend implements StoreBackend {
     // A known MAC (every boot but the first) needs no lock: one read.
     const known = await this.nodeByMac(mac);
     if (known) return { node: known, created: false };
+    if (opts.preferredName && !nameError('node', opts.preferredName)) {
+      // A name is proposed (a client's hostname, or the name a server's replica chose): insert it
+      // without the registration lock; the unique keys on mac, name and ip decide. Two servers
+      // registering one MAC under the same name (the usual case: both saw the same DISCOVER) cost
+      // no lock; any conflict falls through to the locked path below, which reads the winner or
+      // picks the next free name.
+      const fast = await this.tx(async (tx) => {
+        const now = Date.now();
+        const ip = opts.ip && IPV4_RE.test(opts.ip) ? opts.ip : '';
+        const [row] = await tx<NodeRowWithAttrs[]>`
+          INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
+          VALUES (${mac}, ${opts.preferredName!}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
+          ON CONFLICT DO NOTHING RETURNING *`;
+        if (!row) return undefined;
+        await this.insertEvents(tx, [{ kind: 'node.register', mac, node: row.name, time: now, detail: { server: this.serverId } }]);
+        return { node: nodeFrom(row), created: true };
+      });
+      if (fast) return fast;
+    }
     return this.tx(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
       const [existing] = await tx.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
