@@ -135,6 +135,25 @@ export function isConnectionError(e: unknown): boolean {
   return true; // ECONNREFUSED, ENOENT (socket), CONNECTION_CLOSED, CONNECT_TIMEOUT...
 }
 
+class DatabaseDown extends Error {}
+
+/**
+ * Longest a claim waits for the database. A client retransmits after 2-4 s; a claim that takes
+ * longer is treated as the database being unreachable (a connection attempt to a host that
+ * dropped off the network can hang far longer). A claim that still commits afterwards is
+ * consistent: the reply went out only under the offline rule (the node's own address).
+ */
+const CLAIM_TIMEOUT_MS = 1500;
+
+function inTime<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseDown(`no answer from the database in ${CLAIM_TIMEOUT_MS} ms`)), CLAIM_TIMEOUT_MS);
+  });
+  p.catch(() => undefined); // a late failure after the timeout has nobody to report to
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 function macOf(chaddr: Buffer): string {
   return [...chaddr.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
 }
@@ -209,13 +228,17 @@ export function confirmedDhcpBackend(
       const nodeKeys = new Set<string>();
       const leaseKeys = new Set<string>();
       let offline: Error | undefined;
+      // Known to be down (the replica's last round failed): no waiting on connection attempts;
+      // the replica's reconnects (with backoff) say when it is back.
+      const down = !o.isUp();
       await Promise.all(
         [...new Set([...reg.keys(), ...claims.keys()])].map(async (mac) => {
           const cs = claims.get(mac) ?? [];
           try {
+            if (down) throw new DatabaseDown('the database is unreachable');
             const local = reg.get(mac);
             if (local) {
-              const r = await pg.registerNode(mac, policy, { preferredName: local.name });
+              const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
               // Another server named it (or took this name) first: the database's name wins; the
               // reply carries it (option 12) and the replica takes the database's row.
               if (r.node.name !== local.name) {
@@ -227,7 +250,7 @@ export function confirmedDhcpBackend(
             for (const c of cs) {
               if (c.kind === 'offer' || c.kind === 'allocate') {
                 const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
-                const res = c.kind === 'offer' ? await pg.offerLease(req) : await pg.allocateLease(req);
+                const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
                 if (!res.ok || res.lease.ip !== c.ip) {
                   race(c.kind);
                   o.log.debug({ mac, ip: c.ip, got: res.ok ? res.lease.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
@@ -235,8 +258,8 @@ export function confirmedDhcpBackend(
                   leaseKeys.add(mac);
                   if (!res.ok) leaseKeys.add(res.holder);
                 }
-              } else if (c.kind === 'release') await pg.releaseLease(mac, c.ip, now);
-              else await pg.declineLease(mac, c.ip, now);
+              } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
+              else await inTime(pg.declineLease(mac, c.ip, now));
             }
           } catch (e) {
             if (!isConnectionError(e)) {
@@ -261,14 +284,14 @@ export function confirmedDhcpBackend(
       );
       if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
       if (nodeKeys.size || leaseKeys.size) {
-        await replica
+        await inTime(replica
           .refresh(
             new Map([
               ['nodes', nodeKeys],
               ['node_attrs', nodeKeys],
               ['leases', leaseKeys],
             ]),
-          )
+          ))
           .catch(() => undefined); // unreachable now: the next poll reloads
       }
       o.log.debug({ ms: Date.now() - now, replies: replies.length, registrations: reg.size, refused: refused.size }, 'DHCP: slice confirmed in the database');

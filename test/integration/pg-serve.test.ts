@@ -134,6 +134,29 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     assert.equal(a.proc.exitCode, null, 'boot-a still runs');
     assert.doesNotMatch(fs.readFileSync(a.log, 'utf8'), /"level":(50|60)/, 'boot-a logged no error');
     process.stderr.write(`# pg-serve kill -9: ${cutOff.length} of 30 cut off mid-exchange by the kill; then all 30 served by boot-a in ${second.seconds.toFixed(1)} s\n`);
+
+    // PostgreSQL unreachable (its socket gone, every connection cut): boot-a keeps answering the
+    // nodes it knows from its replica, with their own addresses; new machines wait, then
+    // register once it is back.
+    const sock = path.join(pg.socketDir, '.s.PGSQL.5432');
+    const acksBefore = Number((await sql`SELECT count(*)::int AS n FROM events WHERE kind = 'dhcp.ack' AND server_id = 'boot-a'`)[0]!.n);
+    fs.renameSync(sock, `${sock}.away`);
+    await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pxeherd boot-%'`;
+    await waitFor('boot-a to notice the outage', 20_000, () => /database unreachable/.test(fs.readFileSync(a.log, 'utf8')));
+    const known = await runClients(stormLab(), { mode: 'dhcp', nodes: 30, macTag: 0x52, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 60 });
+    assert.deepEqual(known.results.filter((r) => !r.ok).map((r) => `${r.mac}: ${r.error}`), [], 'known nodes are answered while the database is away');
+    for (const r of known.results) assert.equal(r.ip, second.results.find((x) => x.mac === r.mac)!.ip, `${r.mac} gets its own address`);
+    const fresh = await runClients(stormLab(), { mode: 'dhcp', nodes: 3, macTag: 0x53, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, dhcpTries: 1, deadlineSeconds: 10 });
+    assert.equal(fresh.results.filter((r) => r.ok).length, 0, 'new machines are not registered while the database is away');
+    fs.renameSync(`${sock}.away`, sock);
+    await waitFor('boot-a to reconnect', 30_000, () => /database reachable again/.test(fs.readFileSync(a.log, 'utf8')));
+    const later = await runClients(stormLab(), { mode: 'dhcp', nodes: 3, macTag: 0x53, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 30 });
+    assert.deepEqual(later.results.filter((r) => !r.ok).map((r) => `${r.mac}: ${r.error}`), [], 'new machines register once the database is back');
+    const text = fs.readFileSync(a.log, 'utf8');
+    assert.equal(text.match(/database unreachable/g)!.length, 1, 'one log line for the outage');
+    await waitFor('the ACKs given during the outage to reach PostgreSQL', 20_000, async () => Number((await sql`SELECT count(*)::int AS n FROM events WHERE kind = 'dhcp.ack' AND server_id = 'boot-a'`)[0]!.n) >= acksBefore + 33);
+    assert.equal(Number((await sql`SELECT count(*)::int AS n FROM nodes`)[0]!.n), all.length + 3, 'each new machine registered once');
+    process.stderr.write(`# pg-serve outage: 30 known nodes answered from the replica in ${known.seconds.toFixed(1)} s; 3 new ones waited, then registered after the reconnect\n`);
   } finally {
     await sql.end();
   }

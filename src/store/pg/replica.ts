@@ -212,7 +212,7 @@ export class PgReplica {
       try {
         do {
           this.again = false;
-          await this.poll();
+          await withTimeout(this.poll(), ROUND_TIMEOUT_MS);
         } while (this.again && !this.stopped);
         if (this.down) {
           this.down = false;
@@ -276,6 +276,15 @@ export class PgReplica {
     }
     fn(r);
   }
+}
+
+/** A round that takes longer counts as a failure (a connection to a vanished host can hang for minutes). */
+const ROUND_TIMEOUT_MS = 15_000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => undefined);
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer from the database in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
 }
 
 function pkOf(t: TableSpec, r: Row): string {
