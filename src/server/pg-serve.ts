@@ -213,8 +213,9 @@ export function confirmedDhcpBackend(
         const t = messageType(r.packet.options);
         const mac = macOf(r.packet.chaddr);
         const ip = r.packet.yiaddr;
+        if (ip === '0.0.0.0') continue; // proxyDHCP, INFORM: no address handed out
         if (t === MessageType.Offer) add(mac, { kind: 'offer', ip, expiresAt: now + OFFER_HOLD_MS });
-        else if (t === MessageType.Ack && ip !== '0.0.0.0') {
+        else if (t === MessageType.Ack) {
           const l = leases.find((x) => x.mac === mac && x.state === 'bound');
           if (l) add(mac, { kind: 'allocate', ip, expiresAt: l.expiresAt, hostname: l.hostname, subnet: l.subnet });
         }
