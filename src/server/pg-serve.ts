@@ -226,6 +226,8 @@ export function confirmedDhcpBackend(
       }
       const refused = new Set<string>();
       const renamed = new Map<string, string>();
+      /** Registrations PostgreSQL has: the others leave the replica again (below). */
+      const confirmed = new Set<string>();
       const nodeKeys = new Set<string>();
       const leaseKeys = new Set<string>();
       let offline: Error | undefined;
@@ -240,6 +242,7 @@ export function confirmedDhcpBackend(
             const local = reg.get(mac);
             if (local) {
               const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
+              confirmed.add(mac);
               // Another server named it (or took this name) first: the database's name wins; the
               // reply carries it (option 12) and the replica takes the database's row.
               if (r.node.name !== local.name) {
@@ -284,6 +287,14 @@ export function confirmedDhcpBackend(
         }),
       );
       if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
+      // A registration the database did not confirm must not stay in the replica: that MAC would
+      // look known on its next DISCOVER and never be registered in PostgreSQL. Its row is re-read
+      // from PostgreSQL (another server may have it), or comes back with the next reload.
+      for (const mac of reg.keys()) {
+        if (confirmed.has(mac)) continue;
+        store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac);
+        nodeKeys.add(mac);
+      }
       if (nodeKeys.size || leaseKeys.size) {
         await inTime(replica
           .refresh(
