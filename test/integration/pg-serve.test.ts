@@ -86,11 +86,14 @@ const stormLab = (): StormLab => ({ ...lab, net16: '', pool: [`${NET}.100`, `${N
 test('two servers on one PostgreSQL answer one segment: each MAC registered once, no address twice, events of both; kill -9 of one, the other serves', { skip: why, timeout: 180_000 }, async () => {
   const url = await pg.createDatabase('serve2');
   const sql = connectPostgres(url, { max: 2 });
+  const t0 = Date.now();
+  const phase = (what: string) => process.stderr.write(`# pg-serve phase ${what} at ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   try {
     await migratePostgres(sql);
     const a = await serve('boot-a', lab.ns, `${NET}.1`, url);
     const b = await serve('boot-b', lab.hostNs[0]!, `${NET}.2`, url);
 
+    phase('servers up');
     const N = 40;
     const storm = await runClients(stormLab(), { mode: 'dhcp', nodes: N, macTag: 0x51, server: `${NET}.1`, httpPort: 8080, rampSeconds: 1, deadlineSeconds: 90 });
     const failed = storm.results.filter((r) => !r.ok);
@@ -114,8 +117,9 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     const ackedBy = await sql<{ server_id: string; n: number }[]>`SELECT server_id, count(*)::int AS n FROM leases GROUP BY server_id ORDER BY 1`;
     process.stderr.write(`# pg-serve: ${N} clients in ${storm.seconds.toFixed(1)} s, ${storm.results.reduce((s, r) => s + r.retries, 0)} retransmissions; leases by server ${JSON.stringify(ackedBy)}; offers by server ${JSON.stringify(servers)}\n`);
 
+    phase('first storm done');
     // kill -9 of boot-b while a second wave of new machines boots: boot-a answers every one.
-    const wave = runClients(stormLab(), { mode: 'dhcp', nodes: 30, macTag: 0x52, server: `${NET}.1`, httpPort: 8080, rampSeconds: 2, deadlineSeconds: 90 });
+    const wave = runClients(stormLab(), { mode: 'dhcp', nodes: 30, macTag: 0x52, server: `${NET}.1`, httpPort: 8080, rampSeconds: 2, dhcpTries: 2, deadlineSeconds: 90 });
     await waitFor('the second wave under way', 30_000, async () => Number((await sql`SELECT count(*)::int AS n FROM nodes`)[0]!.n) >= N + 5, 20);
     process.kill(innerPid(b.proc), 'SIGKILL');
     const cut = await wave;
@@ -123,6 +127,7 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     // simulated ROM gives up there, a real one starts over with a DISCOVER, as they do next.
     const cutOff = cut.results.filter((r) => !r.ok);
     assert.ok(cutOff.every((r) => /no Ack\/Nak/.test(r.error ?? '')), `only REQUESTs to the killed server went unanswered: ${JSON.stringify(cutOff)}`);
+    phase('cut wave done');
     const second = await runClients(stormLab(), { mode: 'dhcp', nodes: 30, macTag: 0x52, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 60 });
     assert.deepEqual(second.results.filter((r) => !r.ok).map((r) => `${r.mac}: ${r.error}`), [], 'boot-a alone gives every client of the second wave its lease');
     for (const r of cut.results.filter((x) => x.ok)) assert.equal(second.results.find((x) => x.mac === r.mac)!.ip, r.ip, `${r.mac} keeps its address on the other server`);
@@ -135,6 +140,7 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     assert.doesNotMatch(fs.readFileSync(a.log, 'utf8'), /"level":(50|60)/, 'boot-a logged no error');
     process.stderr.write(`# pg-serve kill -9: ${cutOff.length} of 30 cut off mid-exchange by the kill; then all 30 served by boot-a in ${second.seconds.toFixed(1)} s\n`);
 
+    phase('kill phase done');
     // PostgreSQL unreachable (its socket gone, every connection cut): boot-a keeps answering the
     // nodes it knows from its replica, with their own addresses; new machines wait, then
     // register once it is back.
@@ -143,18 +149,24 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     fs.renameSync(sock, `${sock}.away`);
     await sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pxeherd boot-%'`;
     await waitFor('boot-a to notice the outage', 20_000, () => /database unreachable/.test(fs.readFileSync(a.log, 'utf8')));
+    phase('outage noticed');
     const known = await runClients(stormLab(), { mode: 'dhcp', nodes: 30, macTag: 0x52, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 60 });
     assert.deepEqual(known.results.filter((r) => !r.ok).map((r) => `${r.mac}: ${r.error}`), [], 'known nodes are answered while the database is away');
     for (const r of known.results) assert.equal(r.ip, second.results.find((x) => x.mac === r.mac)!.ip, `${r.mac} gets its own address`);
+    phase('known served');
     const fresh = await runClients(stormLab(), { mode: 'dhcp', nodes: 3, macTag: 0x53, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, dhcpTries: 1, deadlineSeconds: 10 });
     assert.equal(fresh.results.filter((r) => r.ok).length, 0, 'new machines are not registered while the database is away');
+    phase('fresh refused');
     fs.renameSync(`${sock}.away`, sock);
     await waitFor('boot-a to reconnect', 30_000, () => /database reachable again/.test(fs.readFileSync(a.log, 'utf8')));
+    phase('reconnected');
     const later = await runClients(stormLab(), { mode: 'dhcp', nodes: 3, macTag: 0x53, server: `${NET}.1`, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 30 });
     assert.deepEqual(later.results.filter((r) => !r.ok).map((r) => `${r.mac}: ${r.error}`), [], 'new machines register once the database is back');
+    phase('later served');
     const text = fs.readFileSync(a.log, 'utf8');
     assert.equal(text.match(/database unreachable/g)!.length, 1, 'one log line for the outage');
     await waitFor('the ACKs given during the outage to reach PostgreSQL', 20_000, async () => Number((await sql`SELECT count(*)::int AS n FROM events WHERE kind = 'dhcp.ack' AND server_id = 'boot-a'`)[0]!.n) >= acksBefore + 33);
+    phase('events shipped');
     assert.equal(Number((await sql`SELECT count(*)::int AS n FROM nodes`)[0]!.n), all.length + 3, 'each new machine registered once');
     process.stderr.write(`# pg-serve outage: 30 known nodes answered from the replica in ${known.seconds.toFixed(1)} s; 3 new ones waited, then registered after the reconnect\n`);
   } finally {

@@ -230,7 +230,7 @@ export class PgReplica {
   }
 
   private markDown(e: Error): void {
-    this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 250), 10_000);
+    this.backoffMs = Math.min(Math.max(this.backoffMs * 2, 250), 5_000);
     this.nextTryAt = Date.now() + this.backoffMs;
     if (!this.down) {
       this.down = true;
