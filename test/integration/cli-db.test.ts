@@ -196,3 +196,15 @@ test('db copy: SQLite into PostgreSQL in one transaction, counts and sha256 per 
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--from \/tmp\/x.db: must be sqlite:PATH/);
 });
+
+test('serve on a PostgreSQL database that is not migrated, or unreachable without a replica, exits 1 saying what to do', { skip }, async (t) => {
+  const url = await pg.createDatabase('serve_unmigrated');
+  const s = makeStateDir('dhcp: { mode: off }\n');
+  t.after(s.cleanup);
+  const r = pxeherd(['serve'], { config: s.config, env: { PXEHERD_DATABASE: url } });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /has schema version 0, this pxeherd \d+: run `pxeherd db migrate` first/);
+  const gone = pxeherd(['serve'], { config: s.config, env: { PXEHERD_DATABASE: `postgres://pxeherd@localhost/x?host=${encodeURIComponent(s.dir)}` } });
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /cannot reach the database .* and there is no local replica .*pg-replica\.db\) to serve from yet/);
+});
