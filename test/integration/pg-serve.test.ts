@@ -7,6 +7,10 @@
  * Checked in PostgreSQL: every MAC registered once (one node, one node.register), no address
  * bound to two clients, each client's lease the address it was ACKed, events from both servers
  * with their server_id. Then kill -9 of one server mid-run: the other answers every client.
+ * Then PostgreSQL unreachable (its socket renamed away, every connection cut): known nodes are
+ * answered from the replica with their own addresses, new MACs wait and register once it is back.
+ * Debugging: PGSERVE_LOG=debug (one line per confirmed slice and per lost race) and
+ * PGSERVE_KEEP=1 (keep the servers' logs in the temporary directory).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
