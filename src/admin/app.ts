@@ -42,6 +42,13 @@ export function createAdminApp(deps: AdminDeps): AdminApp {
     }
   });
 
+  if (deps.readOnly) {
+    const why = deps.readOnly;
+    app.use((req: Request, res: Response, next: () => void) => {
+      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+      sendError(res, new HttpError(409, why));
+    });
+  }
   app.use('/api/v1', createApiRouter(deps, auth, streams));
   app.use('/api', (req, res) => sendError(res, new HttpError(404, `no API at ${req.originalUrl}: the API is under /api/v1`)));
   app.use(createUiRouter(deps, auth, streams));

@@ -44,6 +44,8 @@ export interface AdminDeps {
   now?: () => number;
   /** Power control for rollbacks (default: a PowerService over the store and the state directory). */
   power?: PowerService;
+  /** Set: every request that would change something is refused with this message (409). */
+  readOnly?: string;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
 }

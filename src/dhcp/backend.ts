@@ -3,6 +3,7 @@
  * it over SQLite and tests can fake it in a few lines (see memory-backend.ts).
  */
 import type { Node, Lease, EventSink } from '../nodes/types.js';
+import type { Reply } from './handler.js';
 
 export interface LeaseStore {
   byMac(mac: string): Lease | undefined;
@@ -36,6 +37,13 @@ export interface DhcpBackend {
    * of queued datagrams) and returns when it is on disk; absent: each write is its own.
    */
   batch?(work: () => void): void;
+  /**
+   * Several servers on one PostgreSQL (src/server/pg-serve.ts): after a slice's local batch, its
+   * claims (registrations, offers, leases) are made in the shared database, and only the replies
+   * this resolves with are sent (a lost race drops its packet; the client retries). The next
+   * slice waits for it. Absent (SQLite): the batch's commit is the confirmation, synchronously.
+   */
+  confirm?(replies: Reply[], leases: Lease[]): Promise<Reply[]>;
   /** A node's attributes, group's overridden by the node's own (boot_loader chooses the chain); absent = none. */
   attrsFor?(node: Node): Record<string, string>;
   /** The firmware's architecture (option 93) as it asked, so the boot renderer knows the node's CPU. */

@@ -87,6 +87,13 @@ export interface HandlerOptions {
   offerHoldSeconds?: number;
   /** How long a DECLINEd address is kept out of the pool (RFC 2131 §4.3.3). */
   declineHoldSeconds?: number;
+  /**
+   * Several servers share the pools (PostgreSQL): each search for a free address starts at a
+   * random point of the pool (as Kea's random allocator), so servers answering the same
+   * DISCOVERs seldom pick the same address for different clients, which the database would
+   * refuse to one of them (that client then waits for its retransmission).
+   */
+  sharedPools?: boolean;
 }
 
 const BROADCAST = '255.255.255.255';
@@ -105,6 +112,7 @@ export class DhcpHandler {
   private readonly declineHoldMs: number;
   private readonly declined = new Map<number, number>();
   private readonly ignoredAt = new Map<string, number>();
+  private readonly sharedPools: boolean;
 
   constructor(opts: HandlerOptions) {
     this.cfg = opts.config;
@@ -116,6 +124,7 @@ export class DhcpHandler {
     this.httpPort = opts.httpPort;
     this.counters = opts.counters ?? newCounters();
     this.pools = buildPools(opts.config);
+    this.sharedPools = opts.sharedPools ?? false;
     this.table = new LeaseTable(opts.backend.leases);
     this.offerHoldMs = (opts.offerHoldSeconds ?? 60) * 1000;
     this.declineHoldMs = (opts.declineHoldSeconds ?? 600) * 1000;
@@ -124,6 +133,11 @@ export class DhcpHandler {
   /** Read the active leases from the store; call once before the first packet. */
   load(now = Date.now()): number {
     return this.table.load(now);
+  }
+
+  /** A lease record written elsewhere (another server on the shared database); undefined: gone. */
+  noteLease(mac: string, lease: Lease | undefined): void {
+    this.table.replace(mac, lease);
   }
 
   handle(req: DhcpPacket, meta: RequestMeta): Outcome {
@@ -381,6 +395,7 @@ export class DhcpHandler {
     if (want !== undefined && poolContains(pool, want) && usableInNetwork(pool, want) && this.free(want, mac, now) && !this.otherOwner(want, mac)) {
       return done(want, 'pool', `address ${requested} asked for by the client (option 50) is free in ${pool.name}`);
     }
+    if (this.sharedPools) pool.cursor = pool.start + Math.floor(Math.random() * (pool.end - pool.start + 1));
     // Two passes: first never-used or own addresses, so returning clients find theirs; then expired ones.
     for (const strict of [true, false]) {
       const size = pool.end - pool.start + 1;

@@ -72,6 +72,19 @@ export class LeaseTable {
     }
   }
 
+  /**
+   * Another server (through the shared database) changed this client's record: take it as is,
+   * or forget it (undefined) so the next read goes to the store.
+   */
+  replace(mac: string, l: Lease | undefined): void {
+    if (l) return this.set(l);
+    const prev = this.mac.get(mac);
+    this.mac.delete(mac);
+    this.noMac.delete(mac);
+    const n = prev && ipToInt(prev.ip);
+    if (n !== undefined && this.ip.get(n) === prev) this.ip.delete(n);
+  }
+
   /** Forget an unpersisted offer (the client chose another server). */
   dropOffer(mac: string): void {
     const l = this.mac.get(mac);

@@ -59,6 +59,8 @@ export interface DhcpServerOptions {
    * a slice also ends after SLICE_MAX_PACKETS datagrams or when the queue is empty).
    */
   sliceMs?: number;
+  /** Several servers share the pools (PostgreSQL): random search starts; see HandlerOptions. */
+  sharedPools?: boolean;
   /** Clock for queue ages (tests). */
   clock?: () => number;
 }
@@ -147,6 +149,7 @@ export class DhcpServer {
         serverAddress: this.opts.serverAddress,
         httpPort: this.opts.httpPort,
         backend: this.opts.backend,
+        sharedPools: this.opts.sharedPools,
         counters: this.counters,
       });
     }
@@ -266,6 +269,9 @@ export class DhcpServer {
    */
   private drain(): void {
     this.drainScheduled = false;
+    // Slices whose claims are being confirmed in the shared database (PostgreSQL only): a few
+    // may be in flight at once (each waits for round trips, not CPU); past that the queue waits.
+    if (this.confirming >= MAX_CONFIRMING) return;
     if (this.readsSinceDrain >= LIBUV_READS_PER_TURN && this.readAheadTurns < MAX_READ_AHEAD_TURNS) {
       // libuv reads at most 32 datagrams per socket per loop turn: as many more may wait in
       // the kernel's buffer, where their age is unknown and nothing sheds them. Read on first.
@@ -284,9 +290,9 @@ export class DhcpServer {
     this.shedStale(this.starting, start, maxAge);
     const deadline = start + (this.opts.sliceMs ?? 5);
     const replies: Reply[] = [];
+    const leases: Lease[] = [];
     const backend = this.opts.backend;
     const work = () => {
-      const leases: Lease[] = [];
       // A few datagrams at least, so one slow packet (a cold start) does not shrink the batch.
       // Congested (the oldest DISCOVER has waited past CONGESTED_MS): newest first, as in
       // adaptive LIFO. A fresh DISCOVER's client is still listening and its exchange
@@ -311,8 +317,39 @@ export class DhcpServer {
       this.counters.storeErrors++;
       this.log.error(`DHCP: could not store a batch of ${replies.length} replies' leases and registrations, they are not sent: ${(e as Error).message}`);
       replies.length = 0;
+      leases.length = 0;
     }
+    if (backend.confirm && (replies.length > 0 || leases.length > 0)) return this.confirmThenSend(backend.confirm.bind(backend), replies, leases);
     for (const r of replies) this.send(r);
+    this.drainMore();
+  }
+
+  /** PostgreSQL: send the replies whose claims the shared database confirmed, then the next slice. */
+  private confirmThenSend(confirm: NonNullable<DhcpBackend['confirm']>, replies: Reply[], leases: Lease[]): void {
+    this.confirming++;
+    confirm(replies, leases)
+      .then(
+        (ok) => {
+          for (const r of ok) this.send(r);
+        },
+        (e: Error) => {
+          this.counters.storeErrors++;
+          this.log.error(`DHCP: could not confirm a batch of ${replies.length} replies in the database, they are not sent: ${e.message}`);
+        },
+      )
+      .finally(() => {
+        this.confirming--;
+        this.drainMore();
+      });
+  }
+  private confirming = 0;
+
+  /** A noted lease from elsewhere (the shared database's replica): the handler's memory follows. */
+  noteLease(mac: string, lease: Lease | undefined): void {
+    this.getHandler().noteLease(mac, lease);
+  }
+
+  private drainMore(): void {
     if (this.queued() > 0 && !this.drainScheduled) {
       this.drainScheduled = true;
       // Let the loop read the sockets (and serve the admin API) before the next slice.
@@ -390,6 +427,11 @@ const MAX_READ_AHEAD_TURNS = 16;
  * overload's backlog waits in this queue, where it is aged and shed, whatever a slice costs.
  */
 const SLICE_MAX_PACKETS = 24;
+/**
+ * Slices whose claims may be in the shared database at once (backend.confirm). Each later slice
+ * decides against the replica as the earlier ones left it; the database refuses what conflicts.
+ */
+const MAX_CONFIRMING = 4;
 /** A DISCOVER queue whose oldest entry waited longer than this is served newest first. */
 const CONGESTED_MS = 100;
 

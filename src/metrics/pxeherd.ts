@@ -73,6 +73,8 @@ export interface MetricsOptions {
   httpStreams?: { now(): { active: number; waiting: number } };
   /** The DHCP server's queue: datagrams waiting now, and those shed as stale by message type. */
   dhcpQueue?: { queued(): number; readonly shed: Record<string, number> };
+  /** Several servers on PostgreSQL: whether it is reachable, and what paused while it was not. */
+  database?: { up(): boolean; readonly paused: Record<string, number>; readonly races?: Record<string, number> };
   /** prom-client's process and Node.js runtime metrics (CPU, memory, event-loop lag, GC, heap). */
   processMetrics?: boolean;
   /** Labels on every series: { server: ID } where several servers share one database. */
@@ -128,6 +130,26 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
       ['type'],
       (set) => {
         for (const [type, n] of Object.entries(dq.shed)) set({ type }, n);
+      },
+    );
+  }
+  const db = opts.database;
+  if (db) {
+    r.gauge('pxeherd_database_up', 'Whether the shared PostgreSQL database was reachable at its last use (1) or not (0).', [], (g) => g.set(undefined, db.up() ? 1 : 0));
+    r.counter(
+      'pxeherd_database_paused_total',
+      'DHCP answers not given because the database was unreachable (new registrations, new dynamic leases); known nodes are answered from the local replica.',
+      ['what'],
+      (set) => {
+        for (const [what, n] of Object.entries(db.paused)) set({ what }, n);
+      },
+    );
+    r.counter(
+      'pxeherd_database_races_total',
+      'DHCP claims another server won in the database: offer/allocate (that reply is not sent, the client retries), name (the reply carries the name the database gave).',
+      ['what'],
+      (set) => {
+        for (const [what, n] of Object.entries(db.races ?? {})) set({ what }, n);
       },
     );
   }

@@ -32,6 +32,8 @@ import { explainBoot } from './explain.js';
 import { inventoryRouter, storeInventoryBackend, queryContextFor } from '../inventory/index.js';
 import { blksizeCeiling, interfaceMtu } from '../tftp/mtu.js';
 import { statelessParts } from '../stateless/wiring.js';
+import { isPostgresUrl } from '../store/pg/url.js';
+import { openPgServe, type PgServe } from './pg-serve.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -107,13 +109,15 @@ async function describeBind<T>(what: string, start: () => Promise<T>): Promise<T
  */
 export async function startServer(config: Config, log: Logger): Promise<RunningServer> {
   fs.mkdirSync(config.statedir, { recursive: true });
-  const store = Store.openConfigured(config);
+  // PostgreSQL: the store every service reads is a local replica; claims go to PostgreSQL (pg-serve.ts).
+  const pgs: PgServe | undefined = isPostgresUrl(config.database ?? '') ? await openPgServe({ ...config, server_id: config.server_id || os.hostname() }, log) : undefined;
+  const store = pgs?.store ?? Store.openConfigured(config);
   store.checkpointInBackground((m) => log.warn(m)); // WAL checkpoints off the event loop
   const { address, source } = resolveServerAddress(config.address, config.interface);
   log.info({ address, source, statedir: config.statedir }, `pxeherd starting: nodes reach this master at ${address} (${source})`);
 
   const listeners = new Set<(ev: BootEvent) => void>();
-  const events = eventSink(store, log, [(ev) => listeners.forEach((fn) => fn(ev))]);
+  const events = eventSink(store, log, [(ev) => listeners.forEach((fn) => fn(ev)), ...(pgs ? [(ev: BootEvent) => pgs.shipEvent(ev)] : [])]);
 
   // Default nodescripts and boot loaders: copied in on first start, never over an admin's files.
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
@@ -191,13 +195,15 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       config: config.dhcp,
       serverAddress: address,
       httpPort: config.http.port,
-      backend: dhcpBackend(store, config, events, archs),
+      backend: pgs ? pgs.dhcp(dhcpBackend(store, config, events, archs)) : dhcpBackend(store, config, events, archs),
       interface: config.interface,
       bindToDevice: loadBindToDevice(),
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
       queueMaxAgeMs: config.dhcp.queue_max_age_ms,
+      sharedPools: !!pgs,
     });
     dhcpQueue = dhcp;
+    pgs?.onLease((mac, lease) => dhcp.noteLease(mac, lease)); // other servers' offers and leases
     let ra: { stop(): void } | undefined;
     services.push({
       name: 'dhcp',
@@ -224,6 +230,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     services.push({
       name: 'dhcp6',
       start: async () => {
+        if (pgs) throw new Error('dhcp6: not coordinated between servers on PostgreSQL yet: set dhcp6.mode: off (or use SQLite)');
         if (!v6) throw new Error(`dhcp6: no global IPv6 address on ${config.interface || 'any interface'} for the boot URLs: add one or set dhcp6.address`);
         if (!mac) throw new Error(`dhcp6: no MAC address on ${config.interface || 'any interface'} to build the server DUID from`);
         dhcp6 = new Dhcp6Server({
@@ -261,7 +268,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       ...(config.tftp.port !== 0 ? [{ port: config.tftp.port, service: 'tftp' }] : []),
     ];
     // server=<server_id> on every series (process metrics too): several servers report to one Prometheus.
-    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true, dhcpQueue, defaultLabels: { server: config.server_id || os.hostname() } });
+    const metrics = createMetrics(store, { udpPorts, httpStreams: boot.gate, processMetrics: true, dhcpQueue, database: pgs?.database, defaultLabels: { server: config.server_id || os.hostname() } });
     const admin = createAdminApp({
       store,
       service: new NodeService(store, config, queryContextFor(store)),
@@ -269,6 +276,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       metrics,
       scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },
       explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address, boot.boot),
+      readOnly: pgs ? 'this server runs on PostgreSQL, where the admin API and UI are read-only so far: change nodes, groups and images on a server with a SQLite database, or with `pxeherd db` tools' : undefined,
     });
     closeAdmin = () => {
       admin.close();
@@ -319,6 +327,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       closeAdmin();
       for (const s of started.reverse()) await s.stop().catch(() => undefined);
       await engine.close();
+      await pgs?.close();
       store.close();
     },
   };

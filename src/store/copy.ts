@@ -26,7 +26,8 @@ export class CopyRefused extends Error {}
 
 function sqliteTables(db: DB): string[] {
   const names = db.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").all().map((r) => r.name);
-  return [...ORDER.filter((t) => names.includes(t)), ...names.filter((t) => !ORDER.includes(t)).sort()];
+  // changes: PostgreSQL's triggers write it (for the replicas), SQLite's is always empty.
+  return [...ORDER.filter((t) => names.includes(t)), ...names.filter((t) => !ORDER.includes(t) && t !== 'changes').sort()];
 }
 
 function columnsOf(db: DB, table: string): string[] {

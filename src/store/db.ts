@@ -155,6 +155,12 @@ const MIGRATIONS: string[] = [
   ALTER TABLE leases ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   ALTER TABLE events ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   `,
+  // 7: pgserve — the change log several servers on one PostgreSQL follow to keep their local
+  // replicas current (src/store/pg/replica.ts). On PostgreSQL triggers fill it; on SQLite it stays
+  // empty (one schema on both backends, so `db copy` maps table to table).
+  `
+  CREATE TABLE changes (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, key TEXT NOT NULL, xid TEXT NOT NULL DEFAULT '', time INTEGER NOT NULL DEFAULT 0);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

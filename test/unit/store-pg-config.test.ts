@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../../src/store/store.js';
+import { SCHEMA_VERSION } from '../../src/store/db.js';
 import { parseConfig, loadConfig, ConfigError } from '../../src/config/load.js';
 import { pgOptions, redactUrl } from '../../src/store/pg/connect.js';
 import { decideClaim } from '../../src/store/backend.js';
@@ -49,7 +50,7 @@ test('the synchronous SQLite store writes server_id on leases and events (migrat
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-serverid-'));
   const store = Store.open(dir, { serverId: 'boot-a' });
   try {
-    assert.equal(store.db.pragma('user_version', { simple: true }), 6);
+    assert.equal(store.db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
     store.leases.putMany([{ mac: '52:54:00:00:00:01', ip: '10.0.0.9', expiresAt: 2e12, hostname: '', state: 'bound', subnet: '', updatedAt: 1 }]);
     store.events.record({ kind: 'dhcp.ack', mac: '52:54:00:00:00:01' });
     store.events.flush();

@@ -72,6 +72,25 @@ export class PostgresBackend implements StoreBackend {
     // A known MAC (every boot but the first) needs no lock: one read.
     const known = await this.nodeByMac(mac);
     if (known) return { node: known, created: false };
+    if (opts.preferredName && !nameError('node', opts.preferredName)) {
+      // A name is proposed (a client's hostname, or the name a server's replica chose): insert it
+      // without the registration lock; the unique keys on mac, name and ip decide. Two servers
+      // registering one MAC under the same name (the usual case: both saw the same DISCOVER) cost
+      // no lock; any conflict falls through to the locked path below, which reads the winner or
+      // picks the next free name.
+      const fast = await this.tx(async (tx) => {
+        const now = Date.now();
+        const ip = opts.ip && IPV4_RE.test(opts.ip) ? opts.ip : '';
+        const [row] = await tx<NodeRowWithAttrs[]>`
+          INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
+          VALUES (${mac}, ${opts.preferredName!}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
+          ON CONFLICT DO NOTHING RETURNING *`;
+        if (!row) return undefined;
+        await this.insertEvents(tx, [{ kind: 'node.register', mac, node: row.name, time: now, detail: { server: this.serverId } }]);
+        return { node: nodeFrom(row), created: true };
+      });
+      if (fast) return fast;
+    }
     return this.tx(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
       const [existing] = await tx.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
@@ -183,6 +202,28 @@ export class PostgresBackend implements StoreBackend {
     const r = await this.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}, server_id = ${this.serverId}
       WHERE mac = ${normalizeMac(mac)} AND ip = ${ip} AND state IN ('offered', 'bound')`;
     return r.count === 1;
+  }
+
+  /** The client reports `ip` in use by someone else (DHCPDECLINE): the record stays, out of use. */
+  async declineLease(mac: string, ip: string, now = Date.now()) {
+    const r = await this.sql`UPDATE leases SET state = 'declined', expires_at = ${now}, updated_at = ${now}, server_id = ${this.serverId}
+      WHERE mac = ${normalizeMac(mac)} AND ip = ${ip}`;
+    return r.count === 1;
+  }
+
+  /**
+   * A node got `ip` (DHCP ACK): record it and the contact, as NodeRepo.touchAddress does; an
+   * address another node has as its own keeps the node's previous one.
+   */
+  async touchAddress(mac: string, ip: string, now = Date.now()): Promise<void> {
+    const m = normalizeMac(mac);
+    try {
+      const addr = IPV4_RE.test(ip) ? ip : '';
+      await this.sql`UPDATE nodes SET ip = CASE WHEN ${addr} <> '' THEN ${addr} ELSE ip END, last_contact = ${now}, updated_at = ${now} WHERE mac = ${m}`;
+    } catch (e) {
+      if ((e as { code?: string }).code !== '23505') throw e;
+      await this.sql`UPDATE nodes SET last_contact = ${now}, updated_at = ${now} WHERE mac = ${m}`;
+    }
   }
 
   async activeLeases(now = Date.now()) {

@@ -58,6 +58,11 @@ export function connectPostgres(url: string, o: { max?: number; applicationName?
     max: o.max ?? 10,
     onnotice: () => undefined, // "relation already exists, skipping" and friends
     connect_timeout: 10,
+    // postgres.js waits before reconnecting, growing with the failures of the whole pool (its
+    // default reaches 20 s): after an outage the first queries would wait that long although the
+    // database is back. The callers pace their own retries (the replica backs off, a DHCP claim
+    // gives up after 1.5 s), so the pool retries at most 1 s apart.
+    backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 1),
     connection: { application_name: o.applicationName ?? 'pxeherd' },
     types: {
       bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },

@@ -138,6 +138,43 @@ export const PG_MIGRATIONS: string[] = [
   ALTER TABLE leases ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   ALTER TABLE events ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   `,
+  // 7: the change log every server's local replica follows (src/store/pg/replica.ts). A trigger on
+  // each replicated table writes (table, key) for every row written, with the writing transaction's
+  // id: a follower reads the rows that became visible since its previous snapshot (xid not visible
+  // in it), which misses no late commit and needs no lock between writers. NOTIFY is a hint only.
+  `
+  CREATE TABLE changes (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    key TEXT NOT NULL,
+    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    -- ms since epoch: rows older than the retention are pruned (a replica that slept longer reloads)
+    time BIGINT NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+  );
+  CREATE INDEX changes_time ON changes(time);
+  CREATE INDEX changes_xid ON changes(xid);
+  CREATE FUNCTION pxeherd_change() RETURNS trigger LANGUAGE plpgsql AS $$
+  DECLARE
+    col text := TG_ARGV[0];
+    old_key text;
+    new_key text;
+  BEGIN
+    IF TG_OP <> 'INSERT' THEN old_key := to_jsonb(OLD) ->> col; END IF;
+    IF TG_OP <> 'DELETE' THEN new_key := to_jsonb(NEW) ->> col; END IF;
+    IF old_key IS NOT NULL THEN INSERT INTO changes (tbl, key) VALUES (TG_TABLE_NAME, old_key); END IF;
+    IF new_key IS NOT NULL AND new_key IS DISTINCT FROM old_key THEN INSERT INTO changes (tbl, key) VALUES (TG_TABLE_NAME, new_key); END IF;
+    PERFORM pg_notify('pxeherd_changes', '');
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER groups_changes AFTER INSERT OR UPDATE OR DELETE ON groups FOR EACH ROW EXECUTE FUNCTION pxeherd_change('name');
+  CREATE TRIGGER group_attrs_changes AFTER INSERT OR UPDATE OR DELETE ON group_attrs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('grp');
+  CREATE TRIGGER vnfs_changes AFTER INSERT OR UPDATE OR DELETE ON vnfs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('name');
+  CREATE TRIGGER vnfs_attrs_changes AFTER INSERT OR UPDATE OR DELETE ON vnfs_attrs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('vnfs');
+  CREATE TRIGGER vnfs_revisions_changes AFTER INSERT OR UPDATE OR DELETE ON vnfs_revisions FOR EACH ROW EXECUTE FUNCTION pxeherd_change('vnfs');
+  CREATE TRIGGER nodes_changes AFTER INSERT OR UPDATE OR DELETE ON nodes FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  CREATE TRIGGER node_attrs_changes AFTER INSERT OR UPDATE OR DELETE ON node_attrs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  CREATE TRIGGER leases_changes AFTER INSERT OR UPDATE OR DELETE ON leases FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */

@@ -1,0 +1,385 @@
+/**
+ * `pxeherd serve` on PostgreSQL (issue 19): any number of servers on one database.
+ *
+ * Every protocol server reads the synchronous SQLite `Store` as on a single server; here that
+ * store is a local replica under the state directory (src/store/pg/replica.ts), loaded from
+ * PostgreSQL at start and following its change log. PostgreSQL is the only coordinator:
+ * - DHCP: a slice of queued datagrams is decided and written against the replica as today, then
+ *   its claims go to PostgreSQL (PostgresBackend: registration insert-or-read, offer/allocate
+ *   with decideClaim, release, decline) before any of its replies leave. A claim that lost a
+ *   race (another server registered the MAC under another name, offered the client another
+ *   address, or holds the address) drops that client's replies and re-reads its rows into the
+ *   replica and the handler's lease memory: the client retries and gets the database's answer.
+ * - Events are shipped to PostgreSQL in batches with this server's id (the local copy stays for
+ *   this server's API and UI). Registrations record node.register in PostgreSQL themselves, once.
+ * - PostgreSQL unreachable: known nodes keep being answered from the replica (their own bound
+ *   lease or fixed address); new registrations and new dynamic leases pause, with one log line
+ *   per outage and the metrics pxeherd_database_up / pxeherd_database_paused_total; the replica
+ *   reconnects with backoff and reloads.
+ * Not coordinated yet (writes stay in this server's replica and may be overwritten by the next
+ * change of the row in PostgreSQL): provisiond's contact/state, inventory, health, boot=once
+ * flips, installs, DHCPv6 leases. The admin API is read-only on PostgreSQL.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Config } from '../config/schema.js';
+import { Store } from '../store/store.js';
+import { openDatabase } from '../store/db.js';
+import { PostgresBackend } from '../store/pg/backend.js';
+import { PgReplica } from '../store/pg/replica.js';
+import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
+import { redactUrl } from '../store/pg/url.js';
+import type { BootEvent, Lease, Node } from '../nodes/types.js';
+import type { DhcpBackend } from '../dhcp/backend.js';
+import type { Reply } from '../dhcp/handler.js';
+import { enc, MessageType, messageType, Opt } from '../dhcp/options.js';
+import type { Logger } from '../util/log.js';
+import { namingPolicy } from './backends.js';
+
+/** How long an offer is held in PostgreSQL for the client's REQUEST (the handler's default). */
+const OFFER_HOLD_MS = 60_000;
+/** Events kept for PostgreSQL while it is unreachable; older ones are dropped and counted. */
+const EVENT_BUFFER_MAX = 50_000;
+
+export class PgServeError extends Error {}
+
+/** What a server on PostgreSQL adds to the single-server wiring. */
+export interface PgServe {
+  /** The local replica: what every protocol server reads. */
+  store: Store;
+  pg: PostgresBackend;
+  replica: PgReplica;
+  /** The event sink's extra subscriber: ships events to PostgreSQL. */
+  shipEvent(ev: BootEvent): void;
+  /** The DHCP backend over the replica, with claims confirmed in PostgreSQL. */
+  dhcp(base: DhcpBackend): DhcpBackend;
+  /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
+  onLease(fn: (mac: string, lease: Lease | undefined) => void): void;
+  /** For /metrics. */
+  database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
+  close(): Promise<void>;
+}
+
+export async function openPgServe(config: Config, log: Logger): Promise<PgServe> {
+  const url = config.database;
+  const serverId = config.server_id;
+  const pg = PostgresBackend.connect(url, serverId, { max: 10 });
+  const file = path.join(config.statedir, 'pg-replica.db');
+  const hadReplica = fs.existsSync(file);
+  let reachable = true;
+  try {
+    const v = await pgSchemaVersion(pg.sql);
+    if (v !== PG_SCHEMA_VERSION) {
+      await pg.close();
+      throw new PgServeError(
+        v < PG_SCHEMA_VERSION
+          ? `database ${redactUrl(url)} has schema version ${v}, this pxeherd ${PG_SCHEMA_VERSION}: run \`pxeherd db migrate\` first`
+          : `database ${redactUrl(url)} has schema version ${v}, newer than this pxeherd understands (${PG_SCHEMA_VERSION}): upgrade pxeherd on this server`,
+      );
+    }
+  } catch (e) {
+    if (e instanceof PgServeError) throw e;
+    if (!hadReplica) {
+      await pg.close().catch(() => undefined);
+      throw new PgServeError(`cannot reach the database ${redactUrl(url)} (${(e as Error).message}) and there is no local replica (${file}) to serve from yet`);
+    }
+    reachable = false;
+    log.warn({ database: redactUrl(url) }, `database ${redactUrl(url)} unreachable at start (${(e as Error).message}): serving known nodes from the local replica ${file}`);
+  }
+
+  const store = new Store(openDatabase(file), { serverId });
+  const leaseListeners: ((mac: string, lease: Lease | undefined) => void)[] = [];
+  const paused: Record<string, number> = {};
+  const races: Record<string, number> = {};
+  let up = reachable;
+  const replica = new PgReplica(store.db, pg.sql, {
+    onLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)),
+    onDown: (e) => {
+      up = false;
+      log.warn({ database: redactUrl(url) }, `database unreachable (${e.message}): known nodes are served from the local replica; new registrations and new dynamic leases pause until it is back (reconnecting with backoff)`);
+    },
+    onUp: () => {
+      up = true;
+      log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');
+    },
+  });
+  if (reachable) {
+    const counts = await replica.load();
+    log.info({ database: redactUrl(url), replica: file, ...counts }, `database ${redactUrl(url)}: replica loaded (${counts.nodes} nodes, ${counts.leases} leases)`);
+  }
+  await replica.start();
+
+  const shipper = new EventShipper(pg, (m) => log.warn(m));
+  const policy = namingPolicy(config);
+
+  return {
+    store,
+    pg,
+    replica,
+    shipEvent: (ev) => shipper.push(ev),
+    onLease: (fn) => leaseListeners.push(fn),
+    database: { up: () => up && replica.connected, paused, races },
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
+    async close() {
+      await replica.stop();
+      await shipper.stop();
+      await pg.close().catch(() => undefined);
+    },
+  };
+}
+
+/** Errors that say the database could not be reached (as opposed to a refused statement). */
+export function isConnectionError(e: unknown): boolean {
+  const code = (e as { code?: string }).code ?? '';
+  if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code.startsWith('57');
+  return true; // ECONNREFUSED, ENOENT (socket), CONNECTION_CLOSED, CONNECT_TIMEOUT...
+}
+
+class DatabaseDown extends Error {}
+
+/**
+ * Longest a claim waits for the database. A client retransmits after 2-4 s; a claim that takes
+ * longer is treated as the database being unreachable (a connection attempt to a host that
+ * dropped off the network can hang far longer). A claim that still commits afterwards is
+ * consistent: the reply went out only under the offline rule (the node's own address).
+ */
+const CLAIM_TIMEOUT_MS = 1500;
+
+function inTime<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new DatabaseDown(`no answer from the database in ${CLAIM_TIMEOUT_MS} ms`)), CLAIM_TIMEOUT_MS);
+  });
+  p.catch(() => undefined); // a late failure after the timeout has nobody to report to
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+function macOf(chaddr: Buffer): string {
+  return [...chaddr.subarray(0, 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+interface Claim {
+  kind: 'offer' | 'allocate' | 'release' | 'decline';
+  ip: string;
+  expiresAt: number;
+  hostname?: string;
+  subnet?: string;
+}
+
+/**
+ * The DHCP backend of a server on PostgreSQL: the single-server one over the replica, plus
+ * `confirm`, which makes the slice's claims in PostgreSQL and returns the replies that may go.
+ */
+export function confirmedDhcpBackend(
+  base: DhcpBackend,
+  store: Store,
+  pg: PostgresBackend,
+  replica: PgReplica,
+  policy: ReturnType<typeof namingPolicy>,
+  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger },
+): DhcpBackend {
+  /** This slice's registrations (MAC -> the node as the replica named it). */
+  let registered = new Map<string, Node>();
+  /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
+  let prior = new Map<string, Lease | undefined>();
+  const pause = (what: string) => {
+    o.paused[what] = (o.paused[what] ?? 0) + 1;
+  };
+  const race = (what: string) => {
+    o.races[what] = (o.races[what] ?? 0) + 1;
+  };
+  return {
+    ...base,
+    lookupNode(mac, hint) {
+      if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
+      if (!o.isUp() && !store.nodes.nameByMac(mac)) {
+        pause('registration');
+        return undefined; // a new MAC waits for the database (its client retries)
+      }
+      const r = base.lookupNode(mac, hint);
+      if (r?.registered) registered.set(mac, r.node);
+      return r;
+    },
+    async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
+      const reg = registered;
+      const before = prior;
+      registered = new Map();
+      prior = new Map();
+      const now = Date.now();
+      const claims = new Map<string, Claim[]>();
+      const add = (mac: string, c: Claim) => (claims.get(mac) ?? claims.set(mac, []).get(mac)!).push(c);
+      for (const r of replies) {
+        if (r.via !== 'dhcp') continue;
+        const t = messageType(r.packet.options);
+        const mac = macOf(r.packet.chaddr);
+        const ip = r.packet.yiaddr;
+        if (ip === '0.0.0.0') continue; // proxyDHCP, INFORM: no address handed out
+        if (t === MessageType.Offer) add(mac, { kind: 'offer', ip, expiresAt: now + OFFER_HOLD_MS });
+        else if (t === MessageType.Ack) {
+          const l = leases.find((x) => x.mac === mac && x.state === 'bound');
+          if (l) add(mac, { kind: 'allocate', ip, expiresAt: l.expiresAt, hostname: l.hostname, subnet: l.subnet });
+        }
+      }
+      for (const l of leases) {
+        if (l.state === 'released') add(l.mac, { kind: 'release', ip: l.ip, expiresAt: now });
+        else if (l.state === 'declined') add(l.mac, { kind: 'decline', ip: l.ip, expiresAt: now });
+      }
+      const refused = new Set<string>();
+      const renamed = new Map<string, string>();
+      /** Registrations PostgreSQL has: the others leave the replica again (below). */
+      const confirmed = new Set<string>();
+      const nodeKeys = new Set<string>();
+      const leaseKeys = new Set<string>();
+      let offline: Error | undefined;
+      // Known to be down (the replica's last round failed): no waiting on connection attempts;
+      // the replica's reconnects (with backoff) say when it is back.
+      const down = !o.isUp();
+      await Promise.all(
+        [...new Set([...reg.keys(), ...claims.keys()])].map(async (mac) => {
+          const cs = claims.get(mac) ?? [];
+          try {
+            if (down) throw new DatabaseDown('the database is unreachable');
+            const local = reg.get(mac);
+            if (local) {
+              const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
+              confirmed.add(mac);
+              // Another server named it (or took this name) first: the database's name wins; the
+              // reply carries it (option 12) and the replica takes the database's row.
+              if (r.node.name !== local.name) {
+                renamed.set(mac, r.node.name);
+                nodeKeys.add(mac);
+                race('name');
+              }
+            }
+            for (const c of cs) {
+              if (c.kind === 'offer' || c.kind === 'allocate') {
+                const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
+                const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
+                if (!res.ok || res.lease.ip !== c.ip) {
+                  race(c.kind);
+                  o.log.debug({ mac, ip: c.ip, got: res.ok ? res.lease.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
+                  refused.add(mac);
+                  leaseKeys.add(mac);
+                  if (!res.ok) leaseKeys.add(res.holder);
+                }
+              } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
+              else await inTime(pg.declineLease(mac, c.ip, now));
+            }
+          } catch (e) {
+            if (!isConnectionError(e)) {
+              o.log.warn({ mac }, `DHCP: the database refused the claims of ${mac}, its reply is not sent: ${(e as Error).message}`);
+              refused.add(mac);
+              nodeKeys.add(mac);
+              leaseKeys.add(mac);
+              return;
+            }
+            offline = e as Error;
+            // Unreachable: a known node keeps its own bound lease or its fixed address; anything
+            // new (a registration, another address) waits for the database.
+            const had = before.get(mac);
+            const node = store.nodes.byMac(mac);
+            const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!node && node.ip === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
+            if (reg.has(mac) || !cs.every(own)) {
+              refused.add(mac);
+              pause(reg.has(mac) ? 'registration' : 'lease');
+            }
+          }
+        }),
+      );
+      if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
+      // A registration the database did not confirm must not stay in the replica: that MAC would
+      // look known on its next DISCOVER and never be registered in PostgreSQL. Its row is re-read
+      // from PostgreSQL (another server may have it), or comes back with the next reload.
+      for (const mac of reg.keys()) {
+        if (confirmed.has(mac)) continue;
+        store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac);
+        nodeKeys.add(mac);
+      }
+      if (nodeKeys.size || leaseKeys.size) {
+        await inTime(replica
+          .refresh(
+            new Map([
+              ['nodes', nodeKeys],
+              ['node_attrs', nodeKeys],
+              ['leases', leaseKeys],
+            ]),
+          ))
+          .catch(() => undefined); // unreachable now: the next poll reloads
+      }
+      o.log.debug({ ms: Date.now() - now, replies: replies.length, registrations: reg.size, refused: refused.size }, 'DHCP: slice confirmed in the database');
+      const ok = refused.size ? replies.filter((r) => !refused.has(macOf(r.packet.chaddr))) : replies;
+      if (renamed.size) {
+        for (const r of ok) {
+          const name = renamed.get(macOf(r.packet.chaddr));
+          if (name && r.packet.options.has(Opt.Hostname)) r.packet.options.set(Opt.Hostname, enc.str(name));
+        }
+      }
+      if (!offline) {
+        // The node's address and last contact, as the single server records them after an ACK.
+        for (const r of ok) if (r.bound) pg.touchAddress(r.bound.mac, r.bound.ip, now).catch(() => undefined);
+      }
+      return ok;
+    },
+  };
+}
+
+/**
+ * Ships the events this server records to PostgreSQL with its server_id, in batches, in order;
+ * held (bounded) while the database is unreachable. node.register from DHCP is left out: the
+ * registration in PostgreSQL records it, once, for the server that won.
+ */
+class EventShipper {
+  private buf: BootEvent[] = [];
+  private flushing?: Promise<void>;
+  private readonly timer: NodeJS.Timeout;
+  dropped = 0;
+  private failing = false;
+
+  constructor(
+    private readonly pg: PostgresBackend,
+    private readonly warn: (m: string) => void,
+  ) {
+    this.timer = setInterval(() => void this.flush(), 200);
+    this.timer.unref();
+  }
+
+  push(ev: BootEvent): void {
+    const via = (ev.detail as Record<string, unknown> | undefined)?.via;
+    if (ev.kind === 'node.register' && (via === 'dhcp' || via === 'dhcp6')) return;
+    this.buf.push(ev);
+    if (this.buf.length > EVENT_BUFFER_MAX) {
+      this.dropped += this.buf.length - EVENT_BUFFER_MAX;
+      this.buf.splice(0, this.buf.length - EVENT_BUFFER_MAX);
+    }
+  }
+
+  flush(): Promise<void> {
+    if (this.flushing || this.buf.length === 0) return this.flushing ?? Promise.resolve();
+    const batch = this.buf.splice(0, 1000);
+    this.flushing = this.pg
+      .appendEvents(batch)
+      .then(
+        () => {
+          if (this.failing) this.warn(`events: shipping to the database resumed`);
+          this.failing = false;
+        },
+        (e: Error) => {
+          this.buf.unshift(...batch);
+          if (!this.failing) this.warn(`events: cannot ship ${batch.length} events to the database (${e.message}); they are held and sent when it is back`);
+          this.failing = true;
+        },
+      )
+      .finally(() => {
+        this.flushing = undefined;
+      });
+    return this.flushing;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    for (let i = 0; i < 20 && this.buf.length > 0; i++) {
+      await this.flush();
+      if (this.failing) break;
+    }
+  }
+}
