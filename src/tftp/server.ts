@@ -14,9 +14,9 @@ import dgram from 'node:dgram';
 import { availableParallelism } from 'node:os';
 import type { EventSink } from '../nodes/types.js';
 import { decode, encode, ErrorCode, errorPacket, OP_RRQ, OP_WRQ, toNetascii, type RequestPacket } from './codec.js';
-import { parseGeneratedName, type GenerateFn, type Peer } from './generated.js';
+import { parseGeneratedName, type GenerateFn, type GeneratedName, type Peer } from './generated.js';
 import { negotiate } from './options.js';
-import { cleanName, openInRoot, statInRoot } from './paths.js';
+import { cleanName, DirectStats, openInRoot, type CleanName } from './paths.js';
 import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
@@ -49,14 +49,19 @@ export interface TftpServerOptions {
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
   /**
-   * Transfers sent at once (config tftp.streams; 0, the default, = no limit); further RRQs wait
-   * in arrival order, as HTTP downloads do with http.streams, so in a storm the first machines
-   * get their loader early instead of all sharing the link until the end. None waits longer
-   * than `streamWaitMs`. Off by default: in a 1000-node storm on a loaded machine, 64 streams
-   * measured behind dnsmasq at p99 (BENCHMARKS.md, issue 21).
+   * Transfers sent at once (config tftp.streams; 0 = no limit, every RRQ starts at once);
+   * further RRQs wait in arrival order, as HTTP downloads do with http.streams, so in a storm
+   * the first machines get their loader early instead of all sharing the link and the CPU
+   * until the end (the median machine then finishes near the middle of the storm, not at its
+   * end). A transfer gives its stream up when it ends, or when its client has not answered
+   * anything `streamStallMs` after it started: a client that gave up while it waited must not
+   * hold a stream through all of the server's retransmissions (that collapsed an earlier
+   * version of this queue, BENCHMARKS.md issue 21). It keeps running outside the streams.
    */
   streams?: number;
-  /** Longest an RRQ waits for a stream before it starts anyway (default 500 ms). */
+  /** A started transfer whose client has not acknowledged anything yet gives its stream up after this long (default 250 ms). */
+  streamStallMs?: number;
+  /** Longest an RRQ waits for a stream before it starts anyway (default 10 000 ms; a client that stopped asking is let go by `streamStallMs`). */
   streamWaitMs?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
   timeoutMs?: number;
@@ -99,7 +104,11 @@ export interface TftpStats {
   failed: number;
   refused: number;
   busy: number;
+  /** Transfers that gave their stream up because their client had not answered (tftp.streams). */
+  streamStalls: number;
   active: number;
+  /** Requests waiting for a stream (tftp.streams). */
+  waiting: number;
   /** Malformed or unexpected packets dropped (listener + transfers). */
   badPackets: number;
   duplicateRequests: number;
@@ -113,6 +122,10 @@ interface Transfer {
   file: string;
   /** The client acknowledged something: a repeated RRQ is then a new request. */
   progressed: boolean;
+  /** It holds one of the `streams` (given up at its end or when it stalls). */
+  holdsStream?: boolean;
+  /** performance.now() when it was given its stream. */
+  admittedAt?: number;
   source?: Source;
   /** Set once running: aborts wherever the transfer runs (this thread or a worker). */
   abort?: (code: number, message: string, notifyClient: boolean) => void;
@@ -142,17 +155,27 @@ export class TftpServer {
   private native: NativeEngine | undefined;
   /** Transfers holding a stream, and the requests waiting for one in arrival order. */
   private admitted = 0;
-  private waiting: Array<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }> = [];
+  private readonly waiting = new Fifo<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }>();
   private waitTimer: NodeJS.Timeout | undefined;
+  /** Stream holders not yet heard from, in admission order: one timer watches them all for a stall. */
+  private readonly unanswered = new Fifo<Transfer>();
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** What each requested name (as sent) means: cleanName and parseGeneratedName are pure, and a storm asks for one name a thousand times. */
+  private readonly names = new Map<string, { clean: CleanName; generated?: GeneratedName }>();
+  /** lstat results for names directly in the root and in each mount, until the directory changes. */
+  private readonly directStats = new Map<string, DirectStats>();
+  /** `mounts` as a list (walked for every request). */
+  private readonly mountList: Array<[string, string]>;
   /** Transfers running on this thread (the pool counts its own). */
   private localActive = 0;
-  private readonly s: Omit<TftpStats, 'active'> = {
+  private readonly s: Omit<TftpStats, 'active' | 'waiting'> = {
     requests: 0,
     started: 0,
     completed: 0,
     failed: 0,
     refused: 0,
     busy: 0,
+    streamStalls: 0,
     badPackets: 0,
     duplicateRequests: 0,
     duplicateAcks: 0,
@@ -171,7 +194,8 @@ export class TftpServer {
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
       streams: opts.streams ?? 0,
-      streamWaitMs: opts.streamWaitMs ?? 500,
+      streamStallMs: opts.streamStallMs ?? 250,
+      streamWaitMs: opts.streamWaitMs ?? 10_000,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
       logger: opts.logger ?? noopLogger,
@@ -179,6 +203,7 @@ export class TftpServer {
       events: opts.events,
     };
     this.mounts = opts.mounts ?? {};
+    this.mountList = Object.entries(this.mounts);
     this.mountGuard = opts.mountGuard;
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
     this.threadsGiven = opts.threads;
@@ -283,9 +308,14 @@ export class TftpServer {
     const sock = this.socket;
     this.socket = undefined;
     const ending: Promise<void>[] = [];
-    this.waiting = [];
+    this.waiting.clear();
+    this.unanswered.clear();
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    for (const d of this.directStats.values()) d.close();
+    this.directStats.clear();
     for (const t of [...this.transfers.values()]) {
       if (t.abort) {
         t.abort(ErrorCode.NOT_DEFINED, 'server shutting down', true);
@@ -312,7 +342,7 @@ export class TftpServer {
   }
 
   stats(): TftpStats {
-    return { ...this.s, active: this.transfers.size };
+    return { ...this.s, active: this.transfers.size, waiting: this.waiting.length };
   }
 
   private onRequest(msg: Buffer, peer: Peer): void {
@@ -374,18 +404,16 @@ export class TftpServer {
   }
 
   /**
-   * A request waits for a stream at most `streamWaitMs` (500 ms), then starts anyway: a PXE ROM
-   * gives up on its own clock, and a transfer to a client that has given up would hold its
-   * stream for all its retries. So the queue orders a burst but never makes a client wait
-   * longer than before it existed by more than that.
+   * A request waits for a stream at most `streamWaitMs`, then starts anyway; a client that gave
+   * up meanwhile costs its transfer's stream only `streamStallMs` (see watchStalls).
    */
   private watchWaiting(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
-    const due = this.waiting[0]!.at + this.o.streamWaitMs - performance.now();
+    const due = this.waiting.peek()!.at + this.o.streamWaitMs - performance.now();
     this.waitTimer = setTimeout(() => {
       this.waitTimer = undefined;
       const now = performance.now();
-      while (this.waiting.length > 0 && now - this.waiting[0]!.at >= this.o.streamWaitMs) {
+      while (this.waiting.length > 0 && now - this.waiting.peek()!.at >= this.o.streamWaitMs) {
         const w = this.waiting.shift()!;
         if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
       }
@@ -394,17 +422,45 @@ export class TftpServer {
     this.waitTimer.unref();
   }
 
-  /** Start a transfer in a stream; the stream is free again when it ended (or never began). */
-  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
-    this.admitted++;
-    const release = () => {
-      this.admitted--;
-      while (this.waiting.length > 0 && (this.o.streams === 0 || this.admitted < this.o.streams)) {
-        const w = this.waiting.shift()!;
-        // Superseded by a new request of the same client, or the server stopped.
-        if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+  /**
+   * One timer for every stream holder whose client has not answered yet (they are watched in
+   * admission order, so only the oldest needs a deadline): one still silent `streamStallMs`
+   * after it started gives its stream to the next request in line. It keeps retransmitting on
+   * its own clock; if its client does answer, it simply finishes outside the streams.
+   */
+  private watchStalls(): void {
+    if (this.stallTimer) return;
+    const now = performance.now();
+    for (let t = this.unanswered.peek(); t; t = this.unanswered.peek()) {
+      if (!t.holdsStream || t.progressed) {
+        this.unanswered.shift();
+        continue;
       }
-    };
+      const left = t.admittedAt! + this.o.streamStallMs - now;
+      if (left > 0) {
+        this.stallTimer = setTimeout(() => {
+          this.stallTimer = undefined;
+          this.watchStalls();
+        }, left);
+        this.stallTimer.unref();
+        return;
+      }
+      this.unanswered.shift();
+      this.s.streamStalls++;
+      this.releaseStream(t);
+    }
+  }
+
+  /** Start a transfer in a stream; the stream is free again when it ended (or never began), or stalled. */
+  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
+    if (this.o.streams > 0) {
+      this.admitted++;
+      t.holdsStream = true;
+      t.admittedAt = performance.now();
+      this.unanswered.push(t);
+      this.watchStalls();
+    }
+    const release = () => this.releaseStream(t);
     this.begin(t, req, peer).then(
       () => (t.ended ? t.ended.then(release) : release()),
       (e: unknown) => {
@@ -416,12 +472,42 @@ export class TftpServer {
     );
   }
 
+  /** `t` gives its stream up (once): the next requests in line start. */
+  private releaseStream(t: Transfer): void {
+    if (!t.holdsStream) return;
+    t.holdsStream = false;
+    this.admitted--;
+    while (this.waiting.length > 0 && this.admitted < this.o.streams) {
+      const w = this.waiting.shift()!;
+      // Superseded by a new request of the same client, or the server stopped.
+      if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+    }
+  }
+
+  /** cleanName and parseGeneratedName of a requested name, remembered (both are pure). */
+  private nameOf(raw: string): { clean: CleanName; generated?: GeneratedName } {
+    let n = this.names.get(raw);
+    if (!n) {
+      const clean = cleanName(raw);
+      n = { clean, generated: clean.ok && this.o.generate ? parseGeneratedName(clean.rel) : undefined };
+      // Names are few (loaders, per-MAC configs); a scan of random names must not grow this.
+      if (this.names.size >= 4096) this.names.clear();
+      this.names.set(raw, n);
+    }
+    return n;
+  }
+
+  private statsFor(root: string): DirectStats {
+    let d = this.directStats.get(root);
+    if (!d) this.directStats.set(root, (d = new DirectStats(root)));
+    return d;
+  }
+
   private async begin(t: Transfer, req: RequestPacket, peer: Peer): Promise<void> {
-    const clean = cleanName(req.filename);
+    const { clean, generated: g } = this.nameOf(req.filename);
     if (!clean.ok) return this.drop(t, peer, clean.code, clean.reason);
     let source: Source | undefined;
     let generated = false;
-    const g = this.o.generate ? parseGeneratedName(clean.rel) : undefined;
     if (g && this.o.generate) {
       const buf = await this.o.generate({ ...g, path: clean.rel }, peer);
       if (buf) {
@@ -431,7 +517,7 @@ export class TftpServer {
     }
     let root = this.o.root;
     let rel = clean.rel;
-    for (const [prefix, dir] of Object.entries(this.mounts)) {
+    for (const [prefix, dir] of this.mountList) {
       if (rel.startsWith(prefix) && rel.length > prefix.length) {
         root = dir;
         rel = rel.slice(prefix.length);
@@ -444,7 +530,7 @@ export class TftpServer {
       // Fast path: a file in memory (or being read into it) is identified with one or two
       // syscalls, no descriptor and no thread-pool round trips (a boot storm asks for the same
       // loader a thousand times).
-      const found = statInRoot(root, rel);
+      const found = this.statsFor(root).get(rel);
       if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
     }
     if (!source) {
@@ -620,11 +706,43 @@ export class TftpServer {
   }
 }
 
+/** A first-in first-out queue with O(1) shift (Array.shift moves every element). */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.head < this.items.length ? this.items[this.head] : undefined;
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head];
+    this.items[this.head++] = undefined;
+    // Compact once the consumed part is the larger half.
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
 function peerStr(p: Peer): string {
   return `${p.address}:${p.port}`;
 }
 
+const PRINTABLE = /^[\x20-\x7e]*$/;
 /** File names go into logs and events: keep them printable. */
 function printable(s: string): string {
+  if (PRINTABLE.test(s)) return s;
   return s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
