@@ -6,7 +6,9 @@
  * Prints self time by function (file:line) and, for the functions named with --under (may be
  * repeated), their inclusive time. --from FUNCTION skips every sample before the first one whose
  * stack contains FUNCTION (e.g. onRequest: leaves out module loading and start-up), so the
- * percentages are of the work under load. Idle and GC samples are reported on their own line.
+ * percentages are of the work under load; --callers FUNCTION lists the stacks leading to its
+ * self time. Before: the
+ * Idle and GC samples are reported on their own line.
  */
 import fs from 'node:fs';
 
@@ -34,6 +36,9 @@ const optVal = (n: string) => {
 const from = optVal('from');
 const top = Number(optVal('top') ?? 30);
 const unders = args.flatMap((a, i) => (a === '--under' && args[i + 1] ? [args[i + 1]!] : []));
+/** --callers FUNCTION: the stacks (5 frames) that lead to FUNCTION's self time. */
+const callersOf = optVal('callers');
+const callers = new Map<string, number>();
 
 const p = JSON.parse(fs.readFileSync(file, 'utf8')) as Profile;
 const byId = new Map(p.nodes.map((n) => [n.id, n]));
@@ -64,6 +69,10 @@ for (let i = 0; i < p.samples.length; i++) {
     continue;
   }
   total += dt;
+  if (callersOf && leaf.callFrame.functionName === callersOf) {
+    const k = stack.slice(1, 6).map((n) => n.callFrame.functionName || '(anonymous)').join(' < ');
+    callers.set(k, (callers.get(k) ?? 0) + dt);
+  }
   self.set(label(leaf), (self.get(label(leaf)) ?? 0) + dt);
   for (const u of unders) if (stack.some((n) => n.callFrame.functionName === u)) incl.set(u, (incl.get(u) ?? 0) + dt);
 }
@@ -73,3 +82,4 @@ for (const [k, v] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, to
   process.stdout.write(`${ms(v).padStart(8)} ms ${((100 * v) / total).toFixed(1).padStart(5)} %  ${k}\n`);
 }
 for (const u of unders) process.stdout.write(`under ${u}: ${ms(incl.get(u) ?? 0)} ms (${((100 * (incl.get(u) ?? 0)) / total).toFixed(1)} %)\n`);
+for (const [k, v] of [...callers.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)) process.stdout.write(`caller ${ms(v).padStart(8)} ms  ${k}\n`);

@@ -164,6 +164,9 @@ export class TftpServer {
   private readonly names = new Map<string, { clean: CleanName; generated?: GeneratedName }>();
   /** lstat results for names directly in the root and in each mount, until the directory changes. */
   private readonly directStats = new Map<string, DirectStats>();
+  private readonly oacks = new Map<string, Buffer>();
+  /** Files being opened by a request, by real path: the requests arriving meanwhile wait for it. */
+  private readonly opening = new Map<string, Promise<void>>();
   /** `mounts` as a list (walked for every request). */
   private readonly mountList: Array<[string, string]>;
   /** Transfers running on this thread (the pool counts its own). */
@@ -497,6 +500,18 @@ export class TftpServer {
     return n;
   }
 
+  /** The encoded OACK for these options: a storm's machines all negotiate the same few (the engines copy it, never change it). */
+  private oackPacket(options: Record<string, string>, order: string[]): Buffer {
+    let key = '';
+    for (const n of order) key += `${n}=${options[n]};`;
+    let p = this.oacks.get(key);
+    if (!p) {
+      if (this.oacks.size >= 1024) this.oacks.clear();
+      this.oacks.set(key, (p = encode({ op: 'oack', options, optionOrder: order })));
+    }
+    return p;
+  }
+
   private statsFor(root: string): DirectStats {
     let d = this.directStats.get(root);
     if (!d) this.directStats.set(root, (d = new DirectStats(root)));
@@ -526,17 +541,34 @@ export class TftpServer {
         break;
       }
     }
-    if (!source) {
-      // Fast path: a file in memory (or being read into it) is identified with one or two
-      // syscalls, no descriptor and no thread-pool round trips (a boot storm asks for the same
-      // loader a thousand times).
-      const found = this.statsFor(root).get(rel);
-      if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+    // Fast path: a file in memory (or being read into it) is identified without a syscall
+    // (DirectStats) or with one or two, no descriptor and no thread-pool round trips (a boot
+    // storm asks for the same loader a thousand times).
+    const found = source ? undefined : this.statsFor(root).get(rel);
+    if (found) {
+      source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+      // The first request of a burst is opening the file: wait for it rather than open it too
+      // (the RRQs of a cold storm used to open and realpath the loader a hundred times).
+      const opening = source ? undefined : this.opening.get(found.real);
+      if (opening) {
+        await opening;
+        source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+      }
     }
     if (!source) {
-      const opened = await openInRoot(root, rel);
-      if (!opened.ok) return this.drop(t, peer, opened.code, opened.reason);
-      source = await this.cache.open(opened.handle, opened.stat);
+      let opened!: () => void;
+      const key = found && !this.opening.has(found.real) ? found.real : undefined;
+      if (key) this.opening.set(key, new Promise<void>((r) => (opened = r)));
+      try {
+        const o = await openInRoot(root, rel);
+        if (!o.ok) return this.drop(t, peer, o.code, o.reason);
+        source = await this.cache.open(o.handle, o.stat);
+      } finally {
+        if (key) {
+          this.opening.delete(key);
+          opened();
+        }
+      }
     }
     if (this.transfers.get(t.key) !== t) {
       // Superseded or server stopped while we were reading.
@@ -565,7 +597,7 @@ export class TftpServer {
       source.size,
     );
     const startedAt = Date.now();
-    const oack = n.oack ? encode({ op: 'oack', options: n.oack, optionOrder: n.oackOrder }) : undefined;
+    const oack = n.oack ? this.oackPacket(n.oack, n.oackOrder) : undefined;
     const detail: Record<string, unknown> = {
       file: t.file,
       peer: peer.address,
