@@ -106,7 +106,7 @@ export const configSchema = z
         max_blksize: z.number().int().min(8).max(65464).default(65464),
         max_windowsize: z.number().int().min(1).max(65535).default(64),
         max_transfers: z.number().int().min(1).default(1024),
-        /** Transfers sent at once; more RRQs wait in arrival order; one whose client is silent 250 ms after it started gives its stream up (0 = no limit). */
+        /** Transfers sent at once; more RRQs wait in arrival order; each transfer holds its stream at most 250 ms (0 = no limit). */
         streams: z.number().int().min(0).default(32),
         /** A window never holds more than this many bytes (a burst larger than a client's receive buffer is lost). */
         max_window_bytes: z.number().int().min(512).default(65536),

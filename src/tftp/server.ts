@@ -53,15 +53,18 @@ export interface TftpServerOptions {
    * further RRQs wait in arrival order, as HTTP downloads do with http.streams, so in a storm
    * the first machines get their loader early instead of all sharing the link and the CPU
    * until the end (the median machine then finishes near the middle of the storm, not at its
-   * end). A transfer gives its stream up when it ends, or when its client has not answered
-   * anything `streamStallMs` after it started: a client that gave up while it waited must not
-   * hold a stream through all of the server's retransmissions (that collapsed an earlier
-   * version of this queue, BENCHMARKS.md issue 21). It keeps running outside the streams.
+   * end). A transfer gives its stream up when it ends or when it has held it `streamHoldMs`,
+   * whichever comes first, and then keeps running outside the streams, as HTTP's SendGate
+   * does. So the line moves at least `streams` requests per `streamHoldMs` whatever the
+   * clients do: a client that gave up while it waited costs a stream only that long (holding
+   * it through all of the server's retransmissions collapsed an earlier version of this
+   * queue), and so do slow clients (the whole-path storm's single client process answers
+   * each DATA late, and a fixed number of lock-step transfers then moves too few machines).
    */
   streams?: number;
-  /** A started transfer whose client has not acknowledged anything yet gives its stream up after this long (default 250 ms). */
-  streamStallMs?: number;
-  /** Longest an RRQ waits for a stream before it starts anyway (default 10 000 ms; a client that stopped asking is let go by `streamStallMs`). */
+  /** Longest a transfer holds its stream (default 250 ms). */
+  streamHoldMs?: number;
+  /** Longest an RRQ waits for a stream before it starts anyway (default 4000 ms, well before PXE ROMs give up). */
   streamWaitMs?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
   timeoutMs?: number;
@@ -104,8 +107,8 @@ export interface TftpStats {
   failed: number;
   refused: number;
   busy: number;
-  /** Transfers that gave their stream up because their client had not answered (tftp.streams). */
-  streamStalls: number;
+  /** Transfers that gave their stream up before their end, after `streamHoldMs` (tftp.streams). */
+  streamHoldsExpired: number;
   active: number;
   /** Requests waiting for a stream (tftp.streams). */
   waiting: number;
@@ -122,7 +125,7 @@ interface Transfer {
   file: string;
   /** The client acknowledged something: a repeated RRQ is then a new request. */
   progressed: boolean;
-  /** It holds one of the `streams` (given up at its end or when it stalls). */
+  /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
   holdsStream?: boolean;
   /** performance.now() when it was given its stream. */
   admittedAt?: number;
@@ -157,9 +160,9 @@ export class TftpServer {
   private admitted = 0;
   private readonly waiting = new Fifo<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }>();
   private waitTimer: NodeJS.Timeout | undefined;
-  /** Stream holders not yet heard from, in admission order: one timer watches them all for a stall. */
-  private readonly unanswered = new Fifo<Transfer>();
-  private stallTimer: NodeJS.Timeout | undefined;
+  /** Stream holders in admission order: one timer watches them all for the end of their hold. */
+  private readonly holders = new Fifo<Transfer>();
+  private holdTimer: NodeJS.Timeout | undefined;
   /** What each requested name (as sent) means: cleanName and parseGeneratedName are pure, and a storm asks for one name a thousand times. */
   private readonly names = new Map<string, { clean: CleanName; generated?: GeneratedName }>();
   /** lstat results for names directly in the root and in each mount, until the directory changes. */
@@ -178,7 +181,7 @@ export class TftpServer {
     failed: 0,
     refused: 0,
     busy: 0,
-    streamStalls: 0,
+    streamHoldsExpired: 0,
     badPackets: 0,
     duplicateRequests: 0,
     duplicateAcks: 0,
@@ -197,8 +200,8 @@ export class TftpServer {
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
       streams: opts.streams ?? 0,
-      streamStallMs: opts.streamStallMs ?? 250,
-      streamWaitMs: opts.streamWaitMs ?? 10_000,
+      streamHoldMs: opts.streamHoldMs ?? 250,
+      streamWaitMs: opts.streamWaitMs ?? 4000,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
       logger: opts.logger ?? noopLogger,
@@ -312,11 +315,11 @@ export class TftpServer {
     this.socket = undefined;
     const ending: Promise<void>[] = [];
     this.waiting.clear();
-    this.unanswered.clear();
+    this.holders.clear();
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
-    if (this.stallTimer) clearTimeout(this.stallTimer);
-    this.stallTimer = undefined;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
     for (const d of this.directStats.values()) d.close();
     this.directStats.clear();
     for (const t of [...this.transfers.values()]) {
@@ -407,8 +410,8 @@ export class TftpServer {
   }
 
   /**
-   * A request waits for a stream at most `streamWaitMs`, then starts anyway; a client that gave
-   * up meanwhile costs its transfer's stream only `streamStallMs` (see watchStalls).
+   * A request waits for a stream at most `streamWaitMs`, then starts anyway (a backstop: holds
+   * end after `streamHoldMs`, so the line rarely waits this long).
    */
   private watchWaiting(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
@@ -426,42 +429,43 @@ export class TftpServer {
   }
 
   /**
-   * One timer for every stream holder whose client has not answered yet (they are watched in
-   * admission order, so only the oldest needs a deadline): one still silent `streamStallMs`
-   * after it started gives its stream to the next request in line. It keeps retransmitting on
-   * its own clock; if its client does answer, it simply finishes outside the streams.
+   * One timer for every stream holder (watched in admission order, so only the oldest needs a
+   * deadline): a transfer still running `streamHoldMs` after it started gives its stream to the
+   * next request in line and finishes outside the streams.
    */
-  private watchStalls(): void {
-    if (this.stallTimer) return;
+  private watchHolds(): void {
+    if (this.holdTimer) return;
     const now = performance.now();
-    for (let t = this.unanswered.peek(); t; t = this.unanswered.peek()) {
-      if (!t.holdsStream || t.progressed) {
-        this.unanswered.shift();
+    for (let t = this.holders.peek(); t; t = this.holders.peek()) {
+      if (!t.holdsStream) {
+        this.holders.shift();
         continue;
       }
-      const left = t.admittedAt! + this.o.streamStallMs - now;
+      const left = t.admittedAt! + this.o.streamHoldMs - now;
       if (left > 0) {
-        this.stallTimer = setTimeout(() => {
-          this.stallTimer = undefined;
-          this.watchStalls();
+        // A release below admitted requests, whose own watchHolds may have set the timer.
+        if (this.holdTimer) return;
+        this.holdTimer = setTimeout(() => {
+          this.holdTimer = undefined;
+          this.watchHolds();
         }, left);
-        this.stallTimer.unref();
+        this.holdTimer.unref();
         return;
       }
-      this.unanswered.shift();
-      this.s.streamStalls++;
+      this.holders.shift();
+      this.s.streamHoldsExpired++;
       this.releaseStream(t);
     }
   }
 
-  /** Start a transfer in a stream; the stream is free again when it ended (or never began), or stalled. */
+  /** Start a transfer in a stream; the stream is free again when it ended (or never began), or after streamHoldMs. */
   private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
     if (this.o.streams > 0) {
       this.admitted++;
       t.holdsStream = true;
       t.admittedAt = performance.now();
-      this.unanswered.push(t);
-      this.watchStalls();
+      this.holders.push(t);
+      this.watchHolds();
     }
     const release = () => this.releaseStream(t);
     this.begin(t, req, peer).then(
