@@ -127,7 +127,7 @@ interface Transfer {
   progressed: boolean;
   /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
   holdsStream?: boolean;
-  /** performance.now() when it was given its stream. */
+  /** performance.now() when it started (was given its stream). */
   admittedAt?: number;
   source?: Source;
   /** Set once running: aborts wherever the transfer runs (this thread or a worker). */
@@ -136,6 +136,8 @@ interface Transfer {
 }
 
 const noopLogger: TftpLogger = { info() {}, warn() {} };
+/** A same-file RRQ from a transfer's own client this soon after it started is a late copy, not a new request. */
+const LATE_RRQ_MS = 2000;
 /** Port 69's receive buffer: ~4000 queued RRQs (each costs ~1 KiB of kernel memory). */
 const LISTENER_RECV_BUFFER = 4 << 20;
 
@@ -380,9 +382,12 @@ export class TftpServer {
     const key = `${peer.address}:${peer.port}`;
     const existing = this.transfers.get(key);
     if (existing) {
-      if (existing.file === file && !existing.progressed) {
+      if (existing.file === file && (!existing.progressed || performance.now() - (existing.admittedAt ?? 0) < LATE_RRQ_MS)) {
         // The client repeated its RRQ because our first answer is late or lost: the
-        // running transfer's own retransmission covers it.
+        // running transfer's own retransmission covers it. Also a copy it sent just before
+        // our OACK reached it and that arrives after its ACK (a request that waited for a
+        // stream is repeated every second): restarting the transfer for it would leave the
+        // client, which follows the first transfer's port, waiting for DATA that never comes.
         this.s.duplicateRequests++;
         return;
       }
@@ -460,10 +465,10 @@ export class TftpServer {
 
   /** Start a transfer in a stream; the stream is free again when it ended (or never began), or after streamHoldMs. */
   private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
+    t.admittedAt = performance.now();
     if (this.o.streams > 0) {
       this.admitted++;
       t.holdsStream = true;
-      t.admittedAt = performance.now();
       this.holders.push(t);
       this.watchHolds();
     }

@@ -331,6 +331,29 @@ both('a generator that throws yields an error packet, not a crash', async () => 
   });
 });
 
+both('a copy of the RRQ that arrives after the client acknowledged the OACK does not restart the transfer', async () => {
+  await withServer({ timeoutMs: 5000 }, async (port, server) => {
+    const p = await rawPeer();
+    try {
+      const rrq = encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: { blksize: '1024' }, optionOrder: ['blksize'] });
+      p.send(rrq, port);
+      await until(() => p.got.some((g) => g.p.op === 'oack'));
+      const tid = p.got.find((g) => g.p.op === 'oack')!.port;
+      p.send(ackPacket(0), tid);
+      await until(() => p.got.some((g) => g.p.op === 'data'));
+      // The retransmission the client sent before the OACK reached it, arriving late.
+      p.send(rrq, port);
+      await sleep(300);
+      assert.equal(p.got.filter((g) => g.p.op === 'oack').length, 1, 'no second transfer');
+      assert.ok(p.got.every((g) => g.port === tid), 'everything from the first transfer');
+      assert.equal(server.stats().duplicateRequests, 1);
+      assert.equal(server.stats().started, 1);
+    } finally {
+      p.close();
+    }
+  });
+});
+
 both('a repeated RRQ from the same port does not start a second transfer', async () => {
   await withServer({ timeoutMs: 5000 }, async (port, server) => {
     const p = await rawPeer();
