@@ -4,7 +4,7 @@
  * neighbour stretches the wall clock, not the CPU time a request takes).
  *
  *   node --import tsx bench/tftp-rrq-cost.ts [--nodes 1000] [--rounds 3] [--file undionly.kpxe]
- *        [--blksize 1432] [--streams N] [--no-reference] [--cpu-prof DIR] [--json]
+ *        [--blksize 1432] [--streams N] [--hold-ms MS] [--no-reference] [--cpu-prof DIR] [--json]
  *
  * `pxeherd serve` (the production path: events stored, native DATA pump) and dnsmasq take
  * turns (both answer on port 69), each started fresh per round and warmed up with one unmeasured
@@ -14,7 +14,7 @@
  * (nanoseconds on CPU, per thread) the server's own thread in µs per request, the DATA pump
  * threads (`pxeherd-tftp`) in µs per DATA block, and the rest of the process (GC, libuv pool,
  * checkpoint worker). dnsmasq is one thread: its µs per request include its DATA.
- * `--streams N` sets tftp.streams for pxeherd. `--cpu-prof DIR` runs pxeherd with node's
+ * `--streams N` and `--hold-ms MS` set tftp.streams and tftp.stream_hold_ms for pxeherd. `--cpu-prof DIR` runs pxeherd with node's
  * the V8 sampling profiler on (200 µs; one
  * .cpuprofile per server start in DIR; analyse with bench/cpuprofile-top.ts).
  * Needs root, dnsmasq and a built dist/cli.js. Namespaces phrrq*, 10.89.0.0/16.
@@ -35,6 +35,7 @@ const ROUNDS = Number(opt('rounds', '3'));
 const FILE = opt('file', 'undionly.kpxe');
 const BLKSIZE = Number(opt('blksize', '1432'));
 const STREAMS = opt('streams', '');
+const HOLD = opt('hold-ms', '');
 const PROF = opt('cpu-prof', '');
 const REFERENCE = !process.argv.includes('--no-reference');
 const JSON_OUT = process.argv.includes('--json');
@@ -156,10 +157,11 @@ async function main(): Promise<void> {
   try {
     const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: 1 << 20, initrdBytes: 1 << 20, });
     if (STREAMS) fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace('tftp: { port: 69', `tftp: { port: 69, streams: ${Number(STREAMS)}`));
+    if (HOLD) fs.writeFileSync(config, fs.readFileSync(config, 'utf8').replace('tftp: { port: 69', `tftp: { port: 69, stream_hold_ms: ${Number(HOLD)}`));
     const root = path.join(statedir, 'tftproot');
     let tag = 0x60;
     const job = (): StormJob => ({ mode: 'tftp', tftpFile: FILE, blksize: BLKSIZE, server: lab.serverIp, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 300, nodes: NODES, macTag: tag++ });
-    say(`tftp-rrq-cost: ${NODES} clients fetch ${FILE} (blksize ${BLKSIZE}) at once; ${ROUNDS} round(s), each server started fresh and warmed up with one unmeasured run${STREAMS ? `; tftp.streams ${STREAMS}` : ''}; load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+    say(`tftp-rrq-cost: ${NODES} clients fetch ${FILE} (blksize ${BLKSIZE}) at once; ${ROUNDS} round(s), each server started fresh and warmed up with one unmeasured run${STREAMS ? `; tftp.streams ${STREAMS}` : ''}${HOLD ? `; tftp.stream_hold_ms ${HOLD}` : ''}; load ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
     const rows: Row[] = [];
     let fileBytes = 0;
     for (let round = 1; round <= ROUNDS; round++) {
@@ -193,7 +195,8 @@ async function main(): Promise<void> {
       file: FILE,
       fileBytes,
       blksize: BLKSIZE,
-      streams: STREAMS ? Number(STREAMS) : 0,
+      streams: STREAMS ? Number(STREAMS) : 'default',
+      holdMs: HOLD ? Number(HOLD) : 'default',
       rounds: ROUNDS,
       loadavg: os.loadavg(),
       pxeherd: { mainUsPerRrq: of('pxeherd', 'mainUsPerRrq'), pumpUsPerBlock: of('pxeherd', 'pumpUsPerBlock'), totalUsPerRrq: of('pxeherd', 'totalUsPerRrq') },
