@@ -123,7 +123,7 @@ export interface TftpStats {
 interface Transfer {
   key: string;
   file: string;
-  /** The client acknowledged something: a repeated RRQ is then a new request. */
+  /** The client acknowledged something: a repeated RRQ (after LATE_RRQ_MS) is then a new request. */
   progressed: boolean;
   /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
   holdsStream?: boolean;
