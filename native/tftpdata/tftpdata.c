@@ -90,7 +90,8 @@ typedef struct transfer {
   uint8_t timeout_pkt[ERRPKT_MAX];
   size_t timeout_pkt_len;
   napi_ref content_ref;
-  napi_threadsafe_function tsfn;
+  napi_ref callback_ref; /* the transfer's JS callback */
+  napi_threadsafe_function tsfn; /* its environment's one queue to JS (shared by all transfers) */
 
   /* abort(): written on the JS thread, read by the worker. */
   atomic_int abort_requested;
@@ -343,6 +344,8 @@ static void begin(worker_t *w, transfer_t *t) {
 static void *work(void *arg) {
   worker_t *w = arg;
   (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE);
+  /* Named, so its CPU time can be told from the server's thread (/proc/PID/task/TID/comm). */
+  (void)pthread_setname_np(pthread_self(), "pxeherd-tftp");
   struct epoll_event evs[128];
   uint8_t buf[ERRPKT_MAX];
   double next_check = now_ms() + TICK_MS;
@@ -458,13 +461,15 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   transfer_t *t = p->t;
   enum post_kind kind = p->kind;
   free(p);
+  (void)cb;
   if (env == NULL) return; /* environment torn down: nothing to tell, memory goes with it */
-  napi_value undef, args[2];
+  napi_value undef, args[2], fn;
   napi_get_undefined(env, &undef);
   if (kind == POST_PROGRESS) {
     if (t->ended) return;
+    napi_get_reference_value(env, t->callback_ref, &fn);
     napi_create_string_utf8(env, "progress", NAPI_AUTO_LENGTH, &args[0]);
-    napi_call_function(env, undef, cb, 1, args, NULL);
+    napi_call_function(env, undef, fn, 1, args, NULL);
     return;
   }
   t->ended = 1;
@@ -498,12 +503,42 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     napi_set_named_property(env, r, "clientError", e);
   }
   napi_delete_reference(env, t->content_ref);
-  napi_threadsafe_function tsfn = t->tsfn;
+  napi_get_reference_value(env, t->callback_ref, &fn);
+  napi_delete_reference(env, t->callback_ref);
   free(t);
   napi_create_string_utf8(env, "end", NAPI_AUTO_LENGTH, &args[0]);
   args[1] = r;
-  napi_call_function(env, undef, cb, 2, args, NULL);
-  napi_release_threadsafe_function(tsfn, napi_tsfn_release);
+  napi_call_function(env, undef, fn, 2, args, NULL);
+}
+
+static void free_slot(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  free(data);
+}
+
+/*
+ * One thread-safe function per JS environment, made at its first transfer and shared by all:
+ * a function of its own per transfer cost each RRQ a libuv handle to open and close on the
+ * server's thread, and each post its own wake-up of the event loop, where one shared queue
+ * hands the server's thread everything the workers posted in one turn. Unreferenced: the
+ * server's sockets, not this queue, keep the process alive.
+ */
+static napi_threadsafe_function env_tsfn(napi_env env) {
+  napi_threadsafe_function *slot = NULL;
+  if (napi_get_instance_data(env, (void **)&slot) == napi_ok && slot && *slot) return *slot;
+  slot = calloc(1, sizeof *slot);
+  if (!slot) return NULL;
+  napi_value name;
+  napi_create_string_utf8(env, "pxeherd-tftp", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, call_js, slot) != napi_ok) {
+    free(slot);
+    return NULL;
+  }
+  napi_unref_threadsafe_function(env, *slot);
+  /* The environment's teardown finalizes the function; the slot is freed with the env data. */
+  napi_set_instance_data(env, slot, free_slot, NULL);
+  return *slot;
 }
 
 static napi_value throw_errno(napi_env env, const char *what, int err) {
@@ -619,10 +654,15 @@ static napi_value start(napi_env env, napi_callback_info info) {
   t->oack_len = oack_len;
   memcpy(t->timeout_pkt, tpkt, tpkt_len);
   t->timeout_pkt_len = tpkt_len;
-  napi_value name;
-  napi_create_string_utf8(env, "pxeherd-tftp", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[0], 1, &t->content_ref) != napi_ok ||
-      napi_create_threadsafe_function(env, argv[10], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &t->tsfn) != napi_ok) {
+  t->tsfn = env_tsfn(env);
+  if (!t->tsfn || napi_create_reference(env, argv[0], 1, &t->content_ref) != napi_ok) {
+    close(fd);
+    free(t);
+    napi_throw_error(env, NULL, "start(): cannot set up the callback");
+    return NULL;
+  }
+  if (napi_create_reference(env, argv[10], 1, &t->callback_ref) != napi_ok) {
+    napi_delete_reference(env, t->content_ref);
     close(fd);
     free(t);
     napi_throw_error(env, NULL, "start(): cannot set up the callback");

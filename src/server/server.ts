@@ -172,6 +172,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxWindowsize: config.tftp.max_windowsize,
       maxTransfers: config.tftp.max_transfers,
       streams: config.tftp.streams,
+      streamHoldMs: config.tftp.stream_hold_ms,
       maxWindowBytes: config.tftp.max_window_bytes,
       threads: config.tftp.threads || undefined,
       engine: config.tftp.engine,

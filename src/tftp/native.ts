@@ -86,7 +86,7 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
         spec.timeoutMs,
         spec.retries,
         spec.oack ?? null,
-        errorPacket(0, `timed out after ${spec.retries} retransmissions`),
+        timeoutPacket(spec.retries),
         (kind, r) => {
           if (kind === 'progress') return hooks.onProgress();
           ended = true;
@@ -106,6 +106,14 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
       };
     },
   };
+}
+
+/** The ERROR a timed-out transfer sends, per retry count (the addon copies it: one per count is enough). */
+const timeoutPackets = new Map<number, Buffer>();
+function timeoutPacket(retries: number): Buffer {
+  let p = timeoutPackets.get(retries);
+  if (!p) timeoutPackets.set(retries, (p = errorPacket(0, `timed out after ${retries} retransmissions`)));
+  return p;
 }
 
 function toOutcome(r: NativeResult, size: number, retries: number, aborted: { code: number; message: string } | undefined): Outcome {

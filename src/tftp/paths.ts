@@ -8,7 +8,7 @@
  * serves only regular files (checked on the open descriptor, so a swap after the
  * realpath cannot smuggle in a device or a FIFO).
  */
-import { constants, lstatSync, realpathSync, promises as fsp, type Stats } from 'node:fs';
+import { constants, lstatSync, realpathSync, promises as fsp, watch, type FSWatcher, type Stats } from 'node:fs';
 import path from 'node:path';
 import { ErrorCode } from './codec.js';
 
@@ -141,5 +141,73 @@ export function statInRoot(root: string, rel: string, now = Date.now()): { real:
     return stat.isFile() ? { real, stat } : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * statInRoot for names directly in one directory (the loaders every machine asks for),
+ * remembered until the directory changes: in a storm the same name is asked for a thousand
+ * times a second, and each lstat (a syscall and a Stats object) was a measurable part of an
+ * RRQ's cost. An inotify watch on the directory (fs.watch) forgets everything on any change in
+ * it (a write, chmod, touch, rename, replacement or removal of an entry); entries are also
+ * never older than `maxAgeMs`, which bounds what a watch cannot see (a file changed through a
+ * hard link elsewhere, a symlinked root re-pointed). Without a watch (e.g. inotify limits)
+ * nothing is remembered. Names with a '/' and anything statInRoot refuses are not cached.
+ * What a hit returns is exactly what statInRoot returned, so the confinement rules are the
+ * same; the name itself is checked (cleanName) before it gets here.
+ */
+export class DirectStats {
+  private readonly entries = new Map<string, { found: { real: string; stat: Stats }; at: number }>();
+  private watcher: FSWatcher | undefined;
+  private unwatchable = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly maxAgeMs = 1000,
+  ) {}
+
+  get(rel: string, now = Date.now()): { real: string; stat: Stats } | undefined {
+    if (rel.includes('/')) return statInRoot(this.root, rel, now);
+    const c = this.entries.get(rel);
+    if (c && now - c.at < this.maxAgeMs && now >= c.at) return c.found;
+    const found = statInRoot(this.root, rel, now);
+    if (found && this.watch()) {
+      // A few names are asked for; a scan of random names must not grow this without bound.
+      if (this.entries.size >= 256) this.entries.clear();
+      this.entries.set(rel, { found, at: now });
+    } else this.entries.delete(rel);
+    return found;
+  }
+
+  /** Forget everything (the directory changed). */
+  clear(): void {
+    this.entries.clear();
+  }
+
+  close(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    this.entries.clear();
+  }
+
+  private watch(): boolean {
+    if (this.watcher) return true;
+    if (this.unwatchable) return false;
+    try {
+      // persistent: false — the watch never keeps the process alive by itself.
+      const w = watch(this.root, { persistent: false }, () => this.entries.clear());
+      w.on('error', () => {
+        this.entries.clear();
+        w.close();
+        if (this.watcher === w) this.watcher = undefined;
+      });
+      this.watcher = w;
+      return true;
+    } catch {
+      // Root missing (then nothing is found anyway) or no inotify: try again in a while.
+      this.unwatchable = true;
+      setTimeout(() => (this.unwatchable = false), 5000).unref();
+      return false;
+    }
   }
 }

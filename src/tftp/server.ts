@@ -14,9 +14,9 @@ import dgram from 'node:dgram';
 import { availableParallelism } from 'node:os';
 import type { EventSink } from '../nodes/types.js';
 import { decode, encode, ErrorCode, errorPacket, OP_RRQ, OP_WRQ, toNetascii, type RequestPacket } from './codec.js';
-import { parseGeneratedName, type GenerateFn, type Peer } from './generated.js';
+import { parseGeneratedName, type GenerateFn, type GeneratedName, type Peer } from './generated.js';
 import { negotiate } from './options.js';
-import { cleanName, openInRoot, statInRoot } from './paths.js';
+import { cleanName, DirectStats, openInRoot, type CleanName } from './paths.js';
 import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
@@ -49,14 +49,22 @@ export interface TftpServerOptions {
   /** Default 256 (config tftp.max_transfers). */
   maxTransfers?: number;
   /**
-   * Transfers sent at once (config tftp.streams; 0, the default, = no limit); further RRQs wait
-   * in arrival order, as HTTP downloads do with http.streams, so in a storm the first machines
-   * get their loader early instead of all sharing the link until the end. None waits longer
-   * than `streamWaitMs`. Off by default: in a 1000-node storm on a loaded machine, 64 streams
-   * measured behind dnsmasq at p99 (BENCHMARKS.md, issue 21).
+   * Transfers sent at once (config tftp.streams; 0 = no limit, every RRQ starts at once);
+   * further RRQs wait in arrival order, as HTTP downloads do with http.streams, so in a storm
+   * the first machines get their loader early instead of all sharing the link and the CPU
+   * until the end (the median machine then finishes near the middle of the storm, not at its
+   * end). A transfer gives its stream up when it ends or when it has held it `streamHoldMs`,
+   * whichever comes first, and then keeps running outside the streams, as HTTP's SendGate
+   * does. So the line moves at least `streams` requests per `streamHoldMs` whatever the
+   * clients do: a client that gave up while it waited costs a stream only that long (holding
+   * it through all of the server's retransmissions collapsed an earlier version of this
+   * queue), and so do slow clients (the whole-path storm's single client process answers
+   * each DATA late, and a fixed number of lock-step transfers then moves too few machines).
    */
   streams?: number;
-  /** Longest an RRQ waits for a stream before it starts anyway (default 500 ms). */
+  /** Longest a transfer holds its stream (default 250 ms). */
+  streamHoldMs?: number;
+  /** Longest an RRQ waits for a stream before it starts anyway (default 4000 ms, well before PXE ROMs give up). */
   streamWaitMs?: number;
   /** Retransmission interval unless the client negotiates `timeout`. Default 1000 (config tftp.timeout_seconds). */
   timeoutMs?: number;
@@ -99,7 +107,11 @@ export interface TftpStats {
   failed: number;
   refused: number;
   busy: number;
+  /** Transfers that gave their stream up before their end, after `streamHoldMs` (tftp.streams). */
+  streamHoldsExpired: number;
   active: number;
+  /** Requests waiting for a stream (tftp.streams). */
+  waiting: number;
   /** Malformed or unexpected packets dropped (listener + transfers). */
   badPackets: number;
   duplicateRequests: number;
@@ -111,8 +123,12 @@ export interface TftpStats {
 interface Transfer {
   key: string;
   file: string;
-  /** The client acknowledged something: a repeated RRQ is then a new request. */
+  /** The client acknowledged something: a repeated RRQ (after LATE_RRQ_MS) is then a new request. */
   progressed: boolean;
+  /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
+  holdsStream?: boolean;
+  /** performance.now() when it started (was given its stream). */
+  admittedAt?: number;
   source?: Source;
   /** Set once running: aborts wherever the transfer runs (this thread or a worker). */
   abort?: (code: number, message: string, notifyClient: boolean) => void;
@@ -120,6 +136,8 @@ interface Transfer {
 }
 
 const noopLogger: TftpLogger = { info() {}, warn() {} };
+/** A same-file RRQ from a transfer's own client this soon after it started is a late copy, not a new request. */
+const LATE_RRQ_MS = 2000;
 /** Port 69's receive buffer: ~4000 queued RRQs (each costs ~1 KiB of kernel memory). */
 const LISTENER_RECV_BUFFER = 4 << 20;
 
@@ -142,17 +160,30 @@ export class TftpServer {
   private native: NativeEngine | undefined;
   /** Transfers holding a stream, and the requests waiting for one in arrival order. */
   private admitted = 0;
-  private waiting: Array<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }> = [];
+  private readonly waiting = new Fifo<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }>();
   private waitTimer: NodeJS.Timeout | undefined;
+  /** Stream holders in admission order: one timer watches them all for the end of their hold. */
+  private readonly holders = new Fifo<Transfer>();
+  private holdTimer: NodeJS.Timeout | undefined;
+  /** What each requested name (as sent) means: cleanName and parseGeneratedName are pure, and a storm asks for one name a thousand times. */
+  private readonly names = new Map<string, { clean: CleanName; generated?: GeneratedName }>();
+  /** lstat results for names directly in the root and in each mount, until the directory changes. */
+  private readonly directStats = new Map<string, DirectStats>();
+  private readonly oacks = new Map<string, Buffer>();
+  /** Files being opened by a request, by real path: the requests arriving meanwhile wait for it. */
+  private readonly opening = new Map<string, Promise<void>>();
+  /** `mounts` as a list (walked for every request). */
+  private readonly mountList: Array<[string, string]>;
   /** Transfers running on this thread (the pool counts its own). */
   private localActive = 0;
-  private readonly s: Omit<TftpStats, 'active'> = {
+  private readonly s: Omit<TftpStats, 'active' | 'waiting'> = {
     requests: 0,
     started: 0,
     completed: 0,
     failed: 0,
     refused: 0,
     busy: 0,
+    streamHoldsExpired: 0,
     badPackets: 0,
     duplicateRequests: 0,
     duplicateAcks: 0,
@@ -171,7 +202,8 @@ export class TftpServer {
       maxWindowBytes: opts.maxWindowBytes ?? 64 * 1024,
       maxTransfers: opts.maxTransfers ?? 256,
       streams: opts.streams ?? 0,
-      streamWaitMs: opts.streamWaitMs ?? 500,
+      streamHoldMs: opts.streamHoldMs ?? 250,
+      streamWaitMs: opts.streamWaitMs ?? 4000,
       timeoutMs: opts.timeoutMs ?? 1000,
       retries: opts.retries ?? 5,
       logger: opts.logger ?? noopLogger,
@@ -179,6 +211,7 @@ export class TftpServer {
       events: opts.events,
     };
     this.mounts = opts.mounts ?? {};
+    this.mountList = Object.entries(this.mounts);
     this.mountGuard = opts.mountGuard;
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
     this.threadsGiven = opts.threads;
@@ -283,9 +316,14 @@ export class TftpServer {
     const sock = this.socket;
     this.socket = undefined;
     const ending: Promise<void>[] = [];
-    this.waiting = [];
+    this.waiting.clear();
+    this.holders.clear();
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = undefined;
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = undefined;
+    for (const d of this.directStats.values()) d.close();
+    this.directStats.clear();
     for (const t of [...this.transfers.values()]) {
       if (t.abort) {
         t.abort(ErrorCode.NOT_DEFINED, 'server shutting down', true);
@@ -312,7 +350,7 @@ export class TftpServer {
   }
 
   stats(): TftpStats {
-    return { ...this.s, active: this.transfers.size };
+    return { ...this.s, active: this.transfers.size, waiting: this.waiting.length };
   }
 
   private onRequest(msg: Buffer, peer: Peer): void {
@@ -344,9 +382,12 @@ export class TftpServer {
     const key = `${peer.address}:${peer.port}`;
     const existing = this.transfers.get(key);
     if (existing) {
-      if (existing.file === file && !existing.progressed) {
+      if (existing.file === file && (!existing.progressed || performance.now() - (existing.admittedAt ?? 0) < LATE_RRQ_MS)) {
         // The client repeated its RRQ because our first answer is late or lost: the
-        // running transfer's own retransmission covers it.
+        // running transfer's own retransmission covers it. Also a copy it sent just before
+        // our OACK reached it and that arrives after its ACK (a request that waited for a
+        // stream is repeated every second): restarting the transfer for it would leave the
+        // client, which follows the first transfer's port, waiting for DATA that never comes.
         this.s.duplicateRequests++;
         return;
       }
@@ -374,18 +415,16 @@ export class TftpServer {
   }
 
   /**
-   * A request waits for a stream at most `streamWaitMs` (500 ms), then starts anyway: a PXE ROM
-   * gives up on its own clock, and a transfer to a client that has given up would hold its
-   * stream for all its retries. So the queue orders a burst but never makes a client wait
-   * longer than before it existed by more than that.
+   * A request waits for a stream at most `streamWaitMs`, then starts anyway (a backstop: holds
+   * end after `streamHoldMs`, so the line rarely waits this long).
    */
   private watchWaiting(): void {
     if (this.waitTimer || this.waiting.length === 0) return;
-    const due = this.waiting[0]!.at + this.o.streamWaitMs - performance.now();
+    const due = this.waiting.peek()!.at + this.o.streamWaitMs - performance.now();
     this.waitTimer = setTimeout(() => {
       this.waitTimer = undefined;
       const now = performance.now();
-      while (this.waiting.length > 0 && now - this.waiting[0]!.at >= this.o.streamWaitMs) {
+      while (this.waiting.length > 0 && now - this.waiting.peek()!.at >= this.o.streamWaitMs) {
         const w = this.waiting.shift()!;
         if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
       }
@@ -394,17 +433,46 @@ export class TftpServer {
     this.waitTimer.unref();
   }
 
-  /** Start a transfer in a stream; the stream is free again when it ended (or never began). */
-  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
-    this.admitted++;
-    const release = () => {
-      this.admitted--;
-      while (this.waiting.length > 0 && (this.o.streams === 0 || this.admitted < this.o.streams)) {
-        const w = this.waiting.shift()!;
-        // Superseded by a new request of the same client, or the server stopped.
-        if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+  /**
+   * One timer for every stream holder (watched in admission order, so only the oldest needs a
+   * deadline): a transfer still running `streamHoldMs` after it started gives its stream to the
+   * next request in line and finishes outside the streams.
+   */
+  private watchHolds(): void {
+    if (this.holdTimer) return;
+    const now = performance.now();
+    for (let t = this.holders.peek(); t; t = this.holders.peek()) {
+      if (!t.holdsStream) {
+        this.holders.shift();
+        continue;
       }
-    };
+      const left = t.admittedAt! + this.o.streamHoldMs - now;
+      if (left > 0) {
+        // A release below admitted requests, whose own watchHolds may have set the timer.
+        if (this.holdTimer) return;
+        this.holdTimer = setTimeout(() => {
+          this.holdTimer = undefined;
+          this.watchHolds();
+        }, left);
+        this.holdTimer.unref();
+        return;
+      }
+      this.holders.shift();
+      this.s.streamHoldsExpired++;
+      this.releaseStream(t);
+    }
+  }
+
+  /** Start a transfer in a stream; the stream is free again when it ended (or never began), or after streamHoldMs. */
+  private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
+    t.admittedAt = performance.now();
+    if (this.o.streams > 0) {
+      this.admitted++;
+      t.holdsStream = true;
+      this.holders.push(t);
+      this.watchHolds();
+    }
+    const release = () => this.releaseStream(t);
     this.begin(t, req, peer).then(
       () => (t.ended ? t.ended.then(release) : release()),
       (e: unknown) => {
@@ -416,12 +484,54 @@ export class TftpServer {
     );
   }
 
+  /** `t` gives its stream up (once): the next requests in line start. */
+  private releaseStream(t: Transfer): void {
+    if (!t.holdsStream) return;
+    t.holdsStream = false;
+    this.admitted--;
+    while (this.waiting.length > 0 && this.admitted < this.o.streams) {
+      const w = this.waiting.shift()!;
+      // Superseded by a new request of the same client, or the server stopped.
+      if (this.transfers.get(w.t.key) === w.t) this.admit(w.t, w.req, w.peer);
+    }
+  }
+
+  /** cleanName and parseGeneratedName of a requested name, remembered (both are pure). */
+  private nameOf(raw: string): { clean: CleanName; generated?: GeneratedName } {
+    let n = this.names.get(raw);
+    if (!n) {
+      const clean = cleanName(raw);
+      n = { clean, generated: clean.ok && this.o.generate ? parseGeneratedName(clean.rel) : undefined };
+      // Names are few (loaders, per-MAC configs); a scan of random names must not grow this.
+      if (this.names.size >= 4096) this.names.clear();
+      this.names.set(raw, n);
+    }
+    return n;
+  }
+
+  /** The encoded OACK for these options: a storm's machines all negotiate the same few (the engines copy it, never change it). */
+  private oackPacket(options: Record<string, string>, order: string[]): Buffer {
+    let key = '';
+    for (const n of order) key += `${n}=${options[n]};`;
+    let p = this.oacks.get(key);
+    if (!p) {
+      if (this.oacks.size >= 1024) this.oacks.clear();
+      this.oacks.set(key, (p = encode({ op: 'oack', options, optionOrder: order })));
+    }
+    return p;
+  }
+
+  private statsFor(root: string): DirectStats {
+    let d = this.directStats.get(root);
+    if (!d) this.directStats.set(root, (d = new DirectStats(root)));
+    return d;
+  }
+
   private async begin(t: Transfer, req: RequestPacket, peer: Peer): Promise<void> {
-    const clean = cleanName(req.filename);
+    const { clean, generated: g } = this.nameOf(req.filename);
     if (!clean.ok) return this.drop(t, peer, clean.code, clean.reason);
     let source: Source | undefined;
     let generated = false;
-    const g = this.o.generate ? parseGeneratedName(clean.rel) : undefined;
     if (g && this.o.generate) {
       const buf = await this.o.generate({ ...g, path: clean.rel }, peer);
       if (buf) {
@@ -431,7 +541,7 @@ export class TftpServer {
     }
     let root = this.o.root;
     let rel = clean.rel;
-    for (const [prefix, dir] of Object.entries(this.mounts)) {
+    for (const [prefix, dir] of this.mountList) {
       if (rel.startsWith(prefix) && rel.length > prefix.length) {
         root = dir;
         rel = rel.slice(prefix.length);
@@ -440,17 +550,34 @@ export class TftpServer {
         break;
       }
     }
-    if (!source) {
-      // Fast path: a file in memory (or being read into it) is identified with one or two
-      // syscalls, no descriptor and no thread-pool round trips (a boot storm asks for the same
-      // loader a thousand times).
-      const found = statInRoot(root, rel);
-      if (found) source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+    // Fast path: a file in memory (or being read into it) is identified without a syscall
+    // (DirectStats) or with one or two, no descriptor and no thread-pool round trips (a boot
+    // storm asks for the same loader a thousand times).
+    const found = source ? undefined : this.statsFor(root).get(rel);
+    if (found) {
+      source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+      // The first request of a burst is opening the file: wait for it rather than open it too
+      // (the RRQs of a cold storm used to open and realpath the loader a hundred times).
+      const opening = source ? undefined : this.opening.get(found.real);
+      if (opening) {
+        await opening;
+        source = this.cache.hit(found.stat) ?? (await this.cache.joinLoad(found.stat));
+      }
     }
     if (!source) {
-      const opened = await openInRoot(root, rel);
-      if (!opened.ok) return this.drop(t, peer, opened.code, opened.reason);
-      source = await this.cache.open(opened.handle, opened.stat);
+      let opened!: () => void;
+      const key = found && !this.opening.has(found.real) ? found.real : undefined;
+      if (key) this.opening.set(key, new Promise<void>((r) => (opened = r)));
+      try {
+        const o = await openInRoot(root, rel);
+        if (!o.ok) return this.drop(t, peer, o.code, o.reason);
+        source = await this.cache.open(o.handle, o.stat);
+      } finally {
+        if (key) {
+          this.opening.delete(key);
+          opened();
+        }
+      }
     }
     if (this.transfers.get(t.key) !== t) {
       // Superseded or server stopped while we were reading.
@@ -479,7 +606,7 @@ export class TftpServer {
       source.size,
     );
     const startedAt = Date.now();
-    const oack = n.oack ? encode({ op: 'oack', options: n.oack, optionOrder: n.oackOrder }) : undefined;
+    const oack = n.oack ? this.oackPacket(n.oack, n.oackOrder) : undefined;
     const detail: Record<string, unknown> = {
       file: t.file,
       peer: peer.address,
@@ -620,11 +747,43 @@ export class TftpServer {
   }
 }
 
+/** A first-in first-out queue with O(1) shift (Array.shift moves every element). */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  get length(): number {
+    return this.items.length - this.head;
+  }
+  push(x: T): void {
+    this.items.push(x);
+  }
+  peek(): T | undefined {
+    return this.head < this.items.length ? this.items[this.head] : undefined;
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const x = this.items[this.head];
+    this.items[this.head++] = undefined;
+    // Compact once the consumed part is the larger half.
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return x;
+  }
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
 function peerStr(p: Peer): string {
   return `${p.address}:${p.port}`;
 }
 
+const PRINTABLE = /^[\x20-\x7e]*$/;
 /** File names go into logs and events: keep them printable. */
 function printable(s: string): string {
+  if (PRINTABLE.test(s)) return s;
   return s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }

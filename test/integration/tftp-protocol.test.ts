@@ -79,6 +79,7 @@ async function rawPeer() {
   });
   return {
     got,
+    port: sock.address().port,
     send: (b: Buffer, port: number) => sock.send(b, port, '127.0.0.1'),
     close: () => sock.close(),
   };
@@ -330,6 +331,29 @@ both('a generator that throws yields an error packet, not a crash', async () => 
   });
 });
 
+both('a copy of the RRQ that arrives after the client acknowledged the OACK does not restart the transfer', async () => {
+  await withServer({ timeoutMs: 5000 }, async (port, server) => {
+    const p = await rawPeer();
+    try {
+      const rrq = encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: { blksize: '1024' }, optionOrder: ['blksize'] });
+      p.send(rrq, port);
+      await until(() => p.got.some((g) => g.p.op === 'oack'));
+      const tid = p.got.find((g) => g.p.op === 'oack')!.port;
+      p.send(ackPacket(0), tid);
+      await until(() => p.got.some((g) => g.p.op === 'data'));
+      // The retransmission the client sent before the OACK reached it, arriving late.
+      p.send(rrq, port);
+      await sleep(300);
+      assert.equal(p.got.filter((g) => g.p.op === 'oack').length, 1, 'no second transfer');
+      assert.ok(p.got.every((g) => g.port === tid), 'everything from the first transfer');
+      assert.equal(server.stats().duplicateRequests, 1);
+      assert.equal(server.stats().started, 1);
+    } finally {
+      p.close();
+    }
+  });
+});
+
 both('a repeated RRQ from the same port does not start a second transfer', async () => {
   await withServer({ timeoutMs: 5000 }, async (port, server) => {
     const p = await rawPeer();
@@ -399,6 +423,62 @@ both('stopping the server aborts running transfers on every thread with an error
   } finally {
     for (const p of peers) p.close();
   }
+});
+
+both('with tftp.streams 1, a client that never answers holds its stream only streamHoldMs, the next request in line is served, and the silent transfer still ends on its own clock', async () => {
+  await withServer({ streams: 1, streamHoldMs: 100, timeoutMs: 300, retries: 2 }, async (port, server, events) => {
+    const silent = await rawPeer();
+    try {
+      // An RRQ whose client has gone away (it never acknowledges the OACK).
+      silent.send(encode({ op: 'rrq', filename: 'small.bin', mode: 'octet', options: { blksize: '1024' }, optionOrder: ['blksize'] }), port);
+      await until(() => silent.got.some((g) => g.p.op === 'oack'));
+      const r = await tftpGet({ host: '127.0.0.1', port, file: 'small.bin', timeoutMs: 2000, deadlineMs: 30_000 });
+      assert.equal(sha(r.data), sha(files['small.bin']!));
+      assert.ok(server.stats().streamHoldsExpired >= 1, 'the silent transfer gave its stream up');
+      // Its own retransmissions, then the timeout: it was never simply dropped.
+      await until(() => events.some((e) => e.kind === 'tftp.error' && /timed out/.test(String(e.detail?.error))), 10_000);
+      assert.ok(silent.got.filter((g) => g.p.op === 'oack').length >= 2, 'the OACK was retransmitted');
+      assert.equal(server.stats().waiting, 0);
+    } finally {
+      silent.close();
+    }
+  });
+});
+
+both('with tftp.streams 2, requests beyond the streams wait (stats().waiting) and are all served in arrival order', async () => {
+  // Holds long enough here: the unanswered first DATA must keep its stream while we look.
+  await withServer({ streams: 2, streamHoldMs: 60_000 }, async (port, server, events) => {
+    const peers = await Promise.all([0, 1, 2, 3, 4].map(() => rawPeer()));
+    try {
+      // Five RRQs, one after the other, none acknowledged yet: two start, three wait.
+      const rrq = encode({ op: 'rrq', filename: 'exact.bin', mode: 'octet', options: {}, optionOrder: [] });
+      for (const p of peers) {
+        p.send(rrq, port);
+        await sleep(20);
+      }
+      await until(() => server.stats().requests === 5);
+      assert.equal(server.stats().waiting, 3);
+      // Acknowledge every DATA as it comes: the waiting ones start as the first ones end.
+      const acked = peers.map(() => 0);
+      await until(() => {
+        peers.forEach((p, i) => {
+          for (const g of p.got) {
+            if (g.p.op === 'data' && g.p.block > acked[i]!) {
+              acked[i] = g.p.block;
+              p.send(ackPacket(g.p.block), g.port);
+            }
+          }
+        });
+        return events.filter((e) => e.kind === 'tftp.done').length === 5;
+      }, 20_000);
+      const starts = events.filter((e) => e.kind === 'tftp.start').map((e) => Number(e.detail?.port));
+      const ports = peers.map((p) => p.port);
+      assert.deepEqual(starts.slice(2), ports.slice(2), 'the waiting requests started in arrival order');
+      assert.equal(server.stats().waiting, 0);
+    } finally {
+      for (const p of peers) p.close();
+    }
+  });
 });
 
 both('a mounted directory (vnfs/ for GRUB under Secure Boot) is served under its prefix, confined like the root', async () => {
