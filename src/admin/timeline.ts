@@ -26,7 +26,7 @@ const FAILURE_KINDS = /\.(fail|error|nak|denied|decline)$/;
 export function isFailure(ev: BootEvent): boolean {
   const d = ev.detail ?? {};
   if (ev.kind === 'tftp.error' && d.probe === true) return false;
-  if (FAILURE_KINDS.test(ev.kind)) return true;
+  if (FAILURE_KINDS.test(ev.kind) || ev.kind === 'install.local_boot_failed') return true;
   if (ev.kind === 'provision.end' && d.ok === false) return true;
   return typeof d.status === 'number' && d.status >= 400;
 }
@@ -64,6 +64,17 @@ export function summarize(ev: BootEvent): string {
       break;
     case 'nodescript':
       parts.push(s(d.script), s(d.reason));
+      break;
+    case 'install':
+      parts.push(
+        s(d.vnfs) && s(d.rev) ? `${s(d.vnfs)} r${s(d.rev)}` : s(d.rev) && `r${s(d.rev)}`,
+        s(d.disk) && `disk ${s(d.disk)}`,
+        s(d.firmware),
+        s(d.stage) && `stage ${s(d.stage)}`,
+        s(d.error),
+        typeof d.failures === 'number' ? `${d.failures} failed disk boot${d.failures === 1 ? '' : 's'} in a row` : undefined,
+        s(d.hint),
+      );
       break;
     case 'power':
       parts.push(s(d.action), s(d.driver) && `driver ${s(d.driver)}`, s(d.power) && `power ${s(d.power)}`, d.skipped === true ? 'skipped' : undefined, s(d.error));

@@ -62,6 +62,11 @@ export function followBoot(events: readonly BootEvent[]): BootProgress {
       // The stream ends here (on_error abort): the failing script is the event to show.
       break;
     }
+    if (ev.kind === 'install.fail') {
+      // Stage one stops after an install failure (nothing reboots): waiting on is pointless.
+      p.failure = `install to disk failed at ${String(d.stage ?? '?')}: ${String(d.error ?? 'no reason given')}`;
+      break;
+    }
     if (ev.kind === 'provision.end' && d.ok === false) {
       const failed = Array.isArray(d.failed) && d.failed.length ? ` (scripts: ${d.failed.join(', ')})` : '';
       p.failure = `provision ${String(d.state ?? '')} failed${failed}`.replace('  ', ' ');

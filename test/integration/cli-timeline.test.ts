@@ -96,7 +96,7 @@ test('node timeline --follow prints each new event of the node as another proces
   }
   await until('both new events of n1', () => /install\.fail/.test(out));
   assert.match(out, /\d\d:\d\d:\d\d\.\d{3} {2}n1 {4}power\.cycle +cycle · driver ipmi\n/);
-  assert.match(out, /n1  ! install\.fail +no disk matches install_disk=serial:X\n/);
+  assert.match(out, /n1  ! install\.fail +stage plan · no disk matches install_disk=serial:X\n/);
   assert.ok(!/ n2 /.test(out), "another node's events are not followed");
   const code = await new Promise<number | null>((resolve) => {
     child.once('exit', (c) => resolve(c));

@@ -15,8 +15,8 @@ import { CLI } from '../helpers/cli.js';
 
 export const SHARED_IMAGE_NAME = 'deb12';
 export const SHARED_IMAGE_SUITE = 'bookworm';
-/** Beyond vnfs build's defaults: what stage one uses from the image to install it to a disk (disk-install e2e). */
-export const SHARED_IMAGE_PACKAGES = 'fdisk,e2fsprogs,dosfstools,grub2-common,grub-pc-bin,grub-efi-amd64-bin';
+/** Beyond vnfs build's defaults: what stage one uses from the image to install it to a disk (disk-install e2e; xfsprogs for its xfs root). */
+export const SHARED_IMAGE_PACKAGES = 'fdisk,e2fsprogs,dosfstools,grub2-common,grub-pc-bin,grub-efi-amd64-bin,xfsprogs';
 
 export interface SharedImage {
   /** The shared (read-only!) state directory holding VNFS `name` with revision `rev`. */

@@ -118,3 +118,63 @@ test('08-disk-plan: a refused plan gives the node a console line, an install.fai
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a machine back at PXE after its OS asked for an address, or after pxeherd powered it off or cycled it, is no failed disk boot', () => {
+  const s = store();
+  const n = s.nodes.add({ mac: '52:54:00:00:00:03', name: 'n3', vnfs: 'deb12' }, POLICY);
+  installReportHandler(s, s.events)(n, 'install.done', { rev: 1, vnfs: 'deb12', disk: 'vda', firmware: 'bios' });
+  const failed = () => s.events.query({ kind: 'install.local_boot_failed' }).length;
+  const t = Date.now();
+  localBootServed(s, s.events, n, t);
+  s.events.record({ mac: n.mac, node: 'n3', time: t + 1000, kind: 'power.cycle', detail: { action: 'cycle', ok: true, skipped: false } });
+  localBootServed(s, s.events, n, t + 70_000);
+  assert.equal(failed(), 0, 'rebooted by pxeherd before the OS checked in');
+  s.events.record({ mac: n.mac, node: 'n3', time: t + 71_000, kind: 'dhcp.ack', detail: { ip: '10.0.0.5', boot: 'none' } });
+  localBootServed(s, s.events, n, t + 140_000);
+  assert.equal(failed(), 0, "the disk's OS asked for an address (a DHCP client that is no network-boot client)");
+  s.events.record({ mac: n.mac, node: 'n3', time: t + 141_000, kind: 'dhcp.ack', detail: { ip: '10.0.0.5', boot: 'ipxe-script' } });
+  s.events.record({ mac: n.mac, node: 'n3', time: t + 142_000, kind: 'power.status', detail: { action: 'status', ok: true } });
+  localBootServed(s, s.events, n, t + 210_000);
+  assert.equal(failed(), 1, "iPXE's own DHCP and a power status query are no sign of the OS");
+  assert.equal(s.nodes.byName('n3')!.state, 'local_boot_failed');
+});
+
+test('08-disk-plan: a plan for the other firmware than the machine booted with stops it before the download, install.fail stage bootloader', () => {
+  const booted = fs.existsSync('/sys/firmware/efi') ? 'uefi' : 'bios';
+  const other = booted === 'uefi' ? 'bios' : 'uefi';
+  const run = (firmware: string) => {
+    const attrs = { install: 'disk', install_firmware: firmware };
+    const env = { PATH: process.env.PATH, VNFSROOT: '1', NODENAME: 'n1', ...installEnv(attrs, true, () => planDisk({ node: 'n1', attrs, disks: [vda], firmware: booted })) };
+    const out = execFileSync('sh', [path.join(ROOT, 'nodescripts/init/all/08-disk-plan')], { env }).toString();
+    try {
+      const stdout = execFileSync('sh', ['-c', `pxeherd_report() { printf 'REPORT %s\\n' "$*"; }\n${out}\necho PASSED`], { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+      return { code: 0, stdout, stderr: '' };
+    } catch (e) {
+      const x = e as { status: number; stdout: Buffer; stderr: Buffer };
+      return { code: x.status, stdout: x.stdout.toString(), stderr: x.stderr.toString() };
+    }
+  };
+  const ok = run(booted);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^PASSED$/m, 'the same firmware: the boot goes on');
+  const bad = run(other);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, new RegExp(`^pxeherd: NOT INSTALLING n1 to disk \\(bootloader\\): the plan installs a ${other} boot loader but n1 booted in ${booted} mode, so its firmware would not start that disk\\. Unset install_firmware`, 'm'));
+  const rep = /^REPORT install\.fail stage=bootloader attr=install_firmware error=(.*)$/m.exec(bad.stdout);
+  assert.ok(rep, bad.stdout);
+  assert.match(decodeURIComponent(rep[1]!), /Nothing was downloaded or written$/);
+});
+
+test('install events on the timeline and in reinstall --wait: install.fail names its stage and ends the wait, a failed disk boot is a failure', async () => {
+  const { summarize, isFailure } = await import('../../src/admin/timeline.js');
+  const { followBoot } = await import('../../src/lifecycle/stages.js');
+  const fail = { kind: 'install.fail', detail: { stage: 'bootloader', error: 'the plan installs a uefi boot loader but n1 booted in bios mode' } };
+  assert.equal(summarize(fail), 'stage bootloader · the plan installs a uefi boot loader but n1 booted in bios mode');
+  assert.ok(isFailure(fail));
+  const lbf = { kind: 'install.local_boot_failed', detail: { vnfs: 'deb12', rev: 3, failures: 1, hint: 'see the console' } };
+  assert.equal(summarize(lbf), 'deb12 r3 · 1 failed disk boot in a row · see the console');
+  assert.ok(isFailure(lbf));
+  const p = followBoot([{ kind: 'dhcp.discover', detail: {} }, { kind: 'http.initrd', detail: {} }, { kind: 'provision.start', detail: { state: 'init' } }, fail, { kind: 'provision.end', detail: { state: 'init', ok: false } }]);
+  assert.equal(p.failure, 'install to disk failed at bootloader: the plan installs a uefi boot loader but n1 booted in bios mode');
+  assert.equal(p.ready, false);
+});
