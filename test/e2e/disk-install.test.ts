@@ -255,8 +255,9 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
     assert.equal(pxeherd(['vnfs', 'set', NAME, 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
     for (const [mac, name, extra] of [
       ['52:54:00:e2:20:02', 'n0001', []],
-      // The plan's attributes: an xfs root and a swap partition (between the ESP and the root).
-      ['52:54:00:e2:20:03', 'n0002', ['--set', 'install_fs=xfs', '--set', 'install_swap=256M']],
+      // The plan's attributes: an xfs root and a swap partition (between the ESP and the root);
+      // wipe_on_boot (node release --wipe): 07-disk-wipe erases the disk before the install.
+      ['52:54:00:e2:20:03', 'n0002', ['--set', 'install_fs=xfs', '--set', 'install_swap=256M', '--set', 'wipe_on_boot=yes']],
     ] as const) {
       const r = pxeherd(['node', 'add', mac, name, '--vnfs', NAME, '--set', 'install=disk', '--set', 'checkin_interval=10', ...extra], { config: c.config });
       assert.equal(r.code, 0, r.stderr);
@@ -293,6 +294,12 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
     assert.equal(plan.code, 0, plan.stderr);
     const parts = (JSON.parse(plan.stdout) as { partitions: { name: string; device: string; fs: string }[] }).partitions.map((p) => `${p.name} ${p.device} ${p.fs}`);
     assert.deepEqual(parts, ['esp /dev/vda1 vfat', 'swap /dev/vda2 swap', 'root /dev/vda3 xfs']);
+    // The wipe ran once, on the machine's one disk, before the install touched it; the master then dropped the attribute.
+    const ev = kinds(c, 'n0002', 0);
+    const wipes = ev.filter((e) => e.kind === 'wipe.done');
+    assert.deepEqual(wipes.map((e) => [e.detail.mode, e.detail.disks]), [['quick', 'vda']], JSON.stringify(wipes));
+    assert.ok(ev.findIndex((e) => e.kind === 'wipe.done') < ev.findIndex((e) => e.kind === 'install.start'), 'wiped before the install');
+    assert.equal(withStore(c, (s) => s.nodes.byName('n0002')!.attrs.wipe_on_boot), undefined, 'wipe_on_boot removed after wipe.done');
   });
 
   test('vnfs capture of the disk-installed node: a new revision whose manifest verifies, without the node\'s host keys, machine-id or fstab; the node keeps them', async (t) => {
