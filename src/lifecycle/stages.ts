@@ -6,9 +6,11 @@ import { summarize } from '../admin/timeline.js';
  * reinstall began. Stages only move forward; a later retry of an earlier step (a second
  * DHCP DISCOVER) does not move the node back.
  */
-export type Stage = 'power' | 'dhcp' | 'tftp' | 'ipxe' | 'kernel' | 'initrd' | 'provision' | 'ready' | 'ssh';
+export type Stage = 'power' | 'dhcp' | 'tftp' | 'ipxe' | 'kernel' | 'initrd' | 'provision' | 'image' | 'install' | 'ready' | 'ssh';
 
-const RANK: Record<Stage, number> = { power: 0, dhcp: 1, tftp: 2, ipxe: 3, kernel: 4, initrd: 5, provision: 6, ready: 7, ssh: 8 };
+// image: a VNFS with a root filesystem being fetched, verified, mounted (stateless and disk);
+// install: written to the node's disk (install=disk), then the reboot into it until the OS checks in.
+const RANK: Record<Stage, number> = { power: 0, dhcp: 1, tftp: 2, ipxe: 3, kernel: 4, initrd: 5, provision: 6, image: 7, install: 8, ready: 9, ssh: 10 };
 
 export interface BootProgress {
   stage: Stage;
@@ -29,6 +31,11 @@ function stageOf(ev: BootEvent): { stage: Stage; label?: string } | undefined {
   if (ev.kind === 'http.ipxe') return { stage: 'ipxe' };
   if (ev.kind === 'http.kernel') return { stage: 'kernel' };
   if (ev.kind === 'http.initrd') return { stage: 'initrd' };
+  if (ev.kind === 'image.download' || ev.kind === 'image.verify' || ev.kind === 'image.unpack') return { stage: 'image', label: typeof d.rev === 'number' ? `image r${d.rev}` : 'image' };
+  if (ev.kind === 'image.switch_root') return { stage: 'image', label: 'image mounted, starting its init' };
+  if (ev.kind === 'install.start') return { stage: 'install', label: `install to disk${typeof d.disk === 'string' ? ` ${d.disk}` : ''}` };
+  if (ev.kind === 'install.write') return { stage: 'install', label: 'install: image written, configuring and installing the boot loader' };
+  if (ev.kind === 'install.done' || ev.kind === 'install.recorded') return { stage: 'install', label: 'installed, booting from its disk' };
   if (ev.kind === 'provision.start' || ev.kind === 'provision.end') {
     const state = typeof d.state === 'string' ? d.state : '';
     if (state === 'ready') return { stage: 'ready', label: 'ready' };
@@ -65,6 +72,11 @@ export function followBoot(events: readonly BootEvent[]): BootProgress {
     if (ev.kind === 'install.fail') {
       // Stage one stops after an install failure (nothing reboots): waiting on is pointless.
       p.failure = `install to disk failed at ${String(d.stage ?? '?')}: ${String(d.error ?? 'no reason given')}`;
+      break;
+    }
+    if (ev.kind === 'wipe.fail') {
+      // 07-disk-wipe stops the boot: nothing is installed onto a half-erased machine.
+      p.failure = `wiping disk ${String(d.disk ?? '?')} failed: ${String(d.error ?? 'no reason given')}`;
       break;
     }
     if (ev.kind === 'provision.end' && d.ok === false) {

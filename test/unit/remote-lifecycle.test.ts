@@ -23,6 +23,21 @@ test('boot progress only moves forward and stops at the ready check-in', () => {
   assert.equal(r.stage, 'ready');
 });
 
+test('a disk install is followed through its image, install and reboot stages (not minutes of "provision init"); a failed wipe ends the boot', () => {
+  const base = [ev('dhcp.discover'), ev('http.initrd'), ev('provision.start', { state: 'init' }), ev('provision.end', { state: 'init', ok: true })];
+  const at = (...more: BootEvent[]) => followBoot([...base, ...more]);
+  assert.deepEqual([at(ev('image.download', { rev: 3 })).stage, at(ev('image.download', { rev: 3 })).label], ['image', 'image r3']);
+  assert.equal(at(ev('image.download', { rev: 3 }), ev('install.start', { rev: 3, disk: 'vda' })).label, 'install to disk vda');
+  assert.equal(at(ev('install.start', { disk: 'vda' }), ev('install.write', { bytes: 1 })).label, 'install: image written, configuring and installing the boot loader');
+  // The reboot into the disk repeats DHCP and iPXE: the label stays until the OS checks in.
+  const rebooting = at(ev('install.start', { disk: 'vda' }), ev('install.done', { rev: 3 }), ev('dhcp.discover'), ev('http.ipxe'));
+  assert.deepEqual([rebooting.stage, rebooting.label, rebooting.ready], ['install', 'installed, booting from its disk', false]);
+  assert.equal(at(ev('install.done', { rev: 3 }), ev('dhcp.discover'), ev('provision.start', { state: 'ready' })).ready, true);
+  assert.equal(at(ev('image.switch_root', { rev: 3 })).label, 'image mounted, starting its init');
+  const wipe = at(ev('wipe.fail', { disk: 'vdb', error: 'writing zeros at sector 0 failed: I/O error' }));
+  assert.equal(wipe.failure, 'wiping disk vdb failed: writing zeros at sector 0 failed: I/O error');
+});
+
 test('a failed nodescript ends the boot with its name and reason; one run with on_error=continue does not', () => {
   const f = followBoot([ev('provision.start', { state: 'init' }), ev('nodescript.fail', { script: 'init/all/50-x', reason: 'exit code 1', onError: 'abort' }), ev('provision.end', { state: 'init', ok: false })]);
   assert.equal(f.failure, 'nodescript init/all/50-x failed (exit code 1)');
