@@ -81,7 +81,7 @@ test("lifecycle bench: pxeherd's stages from its events", () => {
 
 test("lifecycle bench: the reference stage one quotes the plan's sfdisk script for sh", () => {
   const init = referenceInit({ sfdisk: "label: gpt\nsize=1MiB, type=21686148-6449-6E4F-744E-656564454649, name='x'\n", mkfsRoot: 'mke2fs -t ext4 -F -L root', rootPart: '/dev/vda2', disk: '/dev/vda', grubCmdline: 'console=ttyS0,115200' });
-  assert.match(init, /printf '%s' 'label: gpt\nsize=1MiB, type=21686148-6449-6E4F-744E-656564454649, name='\\''x'\\''\n' \| sfdisk/);
+  assert.match(init, /printf '%s' 'label: gpt\nsize=1MiB, type=21686148-6449-6E4F-744E-656564454649, name='\\''x'\\''\n' \| \/usr\/sbin\/sfdisk/);
   assert.match(init, /mke2fs -t ext4 -F -L root \/dev\/vda2/);
   assert.match(init, /grub-install --target=i386-pc --recheck --no-floppy \/dev\/vda/);
 });
