@@ -23,6 +23,10 @@
 //
 //   npm run build && node --import tsx bench/lifecycle.ts [--rounds N] [--json] [--mem MB]
 //
+// Rounds alternate (pxeherd, reference, pxeherd, ...) so both sides see the same drift of a shared
+// machine's load; the reference's tarball and stage one are made after the first pxeherd round
+// (they need the node's files and pxeherd's disk plan) and are not timed.
+//
 // Uses the Debian image of test/lab/image.ts (PXEHERD_SHARED_IMAGE_DIR keeps it between runs;
 // otherwise it is built, ~2-6 min). Needs root, qemu, ipxe-qemu, ipmitool, openipmi, dnsmasq,
 // nginx (with the dav module: nginx-light/-full), curl, zstd, GNU tar, openssh-client.
@@ -44,7 +48,7 @@ export const USAGE = `usage: node --import tsx bench/lifecycle.ts [--rounds N] [
   seconds from power cycle to SSH for a disk install of the shared Debian image, pxeherd
   (node reinstall --wait through ipmi_sim) against a scripted dnsmasq + iPXE + nginx +
   curl|zstd|tar stage one, on the same QEMU machine and disk, in one run
-  --rounds N   installs per side (default 1); figures are medians
+  --rounds N   installs per side (default 1), alternating pxeherd and reference; figures are medians
   --json       one JSON object on stdout (progress on stderr)
   --mem MB     the VM's memory (default 1536: pxeherd's stage one holds the squashfs in RAM)`;
 
@@ -260,7 +264,6 @@ async function main(o: LifecycleOptions): Promise<void> {
   const S = lab.serverIp;
   const NODE_IP = '10.89.0.150';
   let bmc: Awaited<ReturnType<typeof startSimBmc>> | undefined;
-  const kills: (() => void)[] = [];
   try {
     const img = await sharedDebianImage();
     const { statedir } = cloneSharedImage(img, dir);
@@ -286,14 +289,20 @@ async function main(o: LifecycleOptions): Promise<void> {
     log(`image ${SHARED_IMAGE_NAME} r${img.rev}: tree ${(manifest.tree.bytes / 1048576).toFixed(0)} MiB, rootfs.squashfs ${(manifest.artifacts['rootfs.squashfs']!.size / 1048576).toFixed(0)} MiB (zstd -9); ${machine}; logs in ${dir}`);
     const key = path.join(statedir, 'ssh', 'id_ed25519');
 
+    // Rounds alternate (pxeherd, reference, pxeherd, ...): on a shared machine the load drifts,
+    // and each side should see the same drift. Only one side's servers run at a time (one DHCP server on the wire).
+    const stop = async (pr: import('node:child_process').ChildProcess, what: string) => {
+      if (pr.exitCode === null && pr.signalCode === null) pr.kill('SIGTERM');
+      await waitFor(`${what} to stop`, 15_000, () => pr.exitCode !== null || pr.signalCode !== null);
+    };
     // --- pxeherd ---
-    const srvLog = path.join(dir, 'pxeherd.log');
-    const server = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log: srvLog });
-    await waitFor('pxeherd to listen', 30_000, () => /dhcp listening/.test(fs.existsSync(srvLog) ? fs.readFileSync(srvLog, 'utf8') : '') && /http listening/.test(fs.readFileSync(srvLog, 'utf8')));
     const px: { seconds: number; stages: Stage[]; events: { t: number; kind: string }[] }[] = [];
     let nodeFiles = '';
     let plan: { sfdisk: string; partitions: { name: string; device: string; mkfs: string[] | null }[]; disk?: { name?: string } } | undefined;
-    for (let r = 0; r < o.rounds; r++) {
+    const pxeherdRound = async (r: number) => {
+      const srvLog = path.join(dir, `pxeherd-${r}.log`);
+      const server = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { log: srvLog });
+      await waitFor('pxeherd to listen', 30_000, () => /dhcp listening/.test(fs.existsSync(srvLog) ? fs.readFileSync(srvLog, 'utf8') : '') && /http listening/.test(fs.readFileSync(srvLog, 'utf8')));
       log(`pxeherd round ${r + 1}: node reinstall ${NODE} --wait`);
       const t0 = Date.now();
       const out = await run(process.execPath, [CLI, 'node', 'reinstall', NODE, '--wait', '--timeout', String(TIMEOUT_S), '--json'], { ns: lab.ns, timeoutMs: (TIMEOUT_S + 120) * 1000, env }).catch((e) => {
@@ -317,9 +326,9 @@ async function main(o: LifecycleOptions): Promise<void> {
         fs.writeFileSync(nodeFiles, Buffer.from(t.stdout.trim(), 'base64'));
         plan = JSON.parse(cli(['node', 'plan', NODE, '--json'])) as typeof plan;
       }
-    }
-    server.kill('SIGTERM');
-    await waitFor('pxeherd to stop', 15_000, () => server.exitCode !== null || server.signalCode !== null);
+      await stop(server, 'pxeherd');
+    };
+    await pxeherdRound(0);
 
     // --- the reference: prepared once, not timed ---
     const p = (plan as unknown as { plan?: typeof plan }).plan ?? plan;
@@ -377,21 +386,26 @@ async function main(o: LifecycleOptions): Promise<void> {
       path.join(dir, 'nginx.conf'),
       `user root; worker_processes 1; pid ${dir}/nginx.pid; error_log ${dir}/nginx.err; daemon off;\nevents { worker_connections 256; }\nhttp { log_format t '$msec $request_time $request_method $uri $status $body_bytes_sent'; access_log ${accessLog} t; sendfile on; default_type application/octet-stream;\n server { listen ${S}:8090; root ${web}; location /nodes/ { dav_methods PUT DELETE; create_full_put_path on; dav_access all:r; } } }\n`,
     );
-    kills.push(((pr) => () => pr.kill('SIGTERM'))(lab.spawnInNs('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { log: path.join(dir, 'nginx.log') })));
     const leases = path.join(dir, 'dnsmasq.leases');
-    kills.push(
-      ((pr) => () => pr.kill('SIGTERM'))(
-        lab.spawnInNs(
-          'dnsmasq',
-          ['--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces', '--dhcp-range=10.89.0.100,10.89.0.200,255.255.255.0,1h', `--dhcp-host=${MAC},${NODE_IP}`, `--dhcp-leasefile=${leases}`, '--no-resolv', '--no-hosts', `--dhcp-option=option:router,${S}`, `--dhcp-option=option:dns-server,${S}`, '--dhcp-userclass=set:ipxe,iPXE',
-            // iPXE's documented speed-up (as pxeherd sends it): 175.176 = 1, no wait for ProxyDHCP offers.
-            '--dhcp-option=tag:ipxe,encap:175,176,1b',
-            `--dhcp-boot=tag:ipxe,http://${S}:8090/boot.ipxe`],
-          { log: path.join(dir, 'dnsmasq.log') },
-        ),
-      ),
-    );
-    await waitFor('nginx and dnsmasq', 15_000, async () => (await run('curl', ['-fsS', '-I', '-o', '/dev/null', `http://${S}:8090/vmlinuz`], { ns: lab.ns, timeoutMs: 5000 }).then(() => true, () => false)) && fs.existsSync(path.join(dir, 'dnsmasq.log')));
+    const startReference = async () => {
+      const nginx = lab.spawnInNs('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { log: path.join(dir, 'nginx.log') });
+      const dnsmasq = lab.spawnInNs(
+        'dnsmasq',
+        [
+          ...['--no-daemon', '--port=0', '--interface=br0', '--bind-interfaces', '--dhcp-range=10.89.0.100,10.89.0.200,255.255.255.0,1h', `--dhcp-host=${MAC},${NODE_IP}`, `--dhcp-leasefile=${leases}`, '--no-resolv', '--no-hosts'],
+          ...[`--dhcp-option=option:router,${S}`, `--dhcp-option=option:dns-server,${S}`, '--dhcp-userclass=set:ipxe,iPXE', `--dhcp-boot=tag:ipxe,http://${S}:8090/boot.ipxe`],
+          // iPXE's no-pxedhcp setting, as pxeherd sends it (175.176 = 1: sub-option 0xb0, length 1, value 1),
+          // forced since iPXE does not list 175 in its request: without it iPXE waits ~15 s for ProxyDHCP offers.
+          '--dhcp-option-force=tag:ipxe,175,b0:01:01',
+        ],
+        { log: path.join(dir, 'dnsmasq.log') },
+      );
+      await waitFor('nginx and dnsmasq', 15_000, async () => (await run('curl', ['-fsS', '-I', '-o', '/dev/null', `http://${S}:8090/vmlinuz`], { ns: lab.ns, timeoutMs: 5000 }).then(() => true, () => false)) && fs.existsSync(path.join(dir, 'dnsmasq.log')));
+      return async () => {
+        await stop(nginx, 'nginx');
+        await stop(dnsmasq, 'dnsmasq');
+      };
+    };
     const known = path.join(dir, 'known_hosts');
     fs.writeFileSync(known, `${NODE} ${fs.readFileSync(path.join(statedir, `hostkeys/${NODE}/ssh_host_ed25519_key.pub`), 'utf8').trim().split(/\s+/).slice(0, 2).join(' ')}\n`);
     const sshOk = () =>
@@ -401,7 +415,8 @@ async function main(o: LifecycleOptions): Promise<void> {
       );
     const ipmi = (a: string[]) => run('ipmitool', ['-I', 'lanplus', '-H', bmc!.host, '-p', String(bmc!.port), '-U', 'admin', '-P', PASSWORD, '-C', '3', ...a], { ns: lab.ns, timeoutMs: 30_000 });
     const ref: { seconds: number; stages: Stage[] }[] = [];
-    for (let r = 0; r < o.rounds; r++) {
+    const referenceRound = async (r: number) => {
+      const stopReference = await startReference();
       const mark = `r${r}`;
       fs.writeFileSync(path.join(web, 'boot.ipxe'), fs.readFileSync(path.join(web, 'boot.ipxe'), 'utf8').replace(/ref\.mark=\S+/, `ref.mark=${mark}`));
       // The admin's script: netboot on for this node, next boot from the network, power cycle, wait for SSH.
@@ -421,6 +436,12 @@ async function main(o: LifecycleOptions): Promise<void> {
       const stages = referenceStages(t0, parseNginxLog(fs.readFileSync(accessLog, 'utf8')), mark, end);
       ref.push({ seconds: (end - t0) / 1000, stages });
       log(`reference round ${r + 1}: ${((end - t0) / 1000).toFixed(1)} s power cycle to SSH`);
+      await stopReference();
+    };
+    await referenceRound(0);
+    for (let r = 1; r < o.rounds; r++) {
+      await pxeherdRound(r);
+      await referenceRound(r);
     }
 
     const a = median(px.map((x) => x.seconds));
@@ -445,7 +466,6 @@ async function main(o: LifecycleOptions): Promise<void> {
       console.log(`  ratio ${ratio.toFixed(2)} (pxeherd / reference; < 1 means pxeherd is faster)`);
     }
   } finally {
-    for (const k of kills) k();
     bmc?.stop();
     lab.destroy();
     if (!process.env.PXEHERD_KEEP_BENCH) fs.rmSync(dir, { recursive: true, force: true });
