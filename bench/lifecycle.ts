@@ -9,7 +9,8 @@
 //              per-node files, GRUB, install.done, reboot -> boot mode local -> the disk's GRUB ->
 //              Debian -> check-in ready -> SSH. Stages come from pxeherd's own events.
 //   reference: what an admin scripts with stock parts: ipmitool bootdev pxe + power cycle,
-//              dnsmasq (DHCP, fixed address per MAC) handing iPXE a script on nginx; that script
+//              dnsmasq (DHCP with a fixed address per MAC, iPXE's no-ProxyDHCP option and router
+//              advertisements, as pxeherd sends both) handing iPXE a script on nginx; that script
 //              chains a per-MAC "local boot" script when there is one, else boots the same
 //              kernel with a minimal stage one (busybox + the host's sfdisk, mke2fs, curl, zstd
 //              and GNU tar); the stage one partitions with the same sfdisk script and mkfs as
@@ -388,6 +389,10 @@ async function main(o: LifecycleOptions): Promise<void> {
     );
     const leases = path.join(dir, 'dnsmasq.leases');
     const startReference = async () => {
+      // Router advertisements, as pxeherd sends them (native/ra): without an answer to its router
+      // solicitations iPXE waits ~16 s for IPv6 after every DHCPv4 (twice per install). dnsmasq
+      // needs an IPv6 prefix on the interface to advertise; it is removed after the round.
+      await run('ip', ['-n', lab.ns, '-6', 'addr', 'replace', 'fd89::1/64', 'dev', 'br0', 'nodad'], { timeoutMs: 10_000 });
       const nginx = lab.spawnInNs('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { log: path.join(dir, 'nginx.log') });
       const dnsmasq = lab.spawnInNs(
         'dnsmasq',
@@ -397,6 +402,8 @@ async function main(o: LifecycleOptions): Promise<void> {
           // iPXE's no-pxedhcp setting, as pxeherd sends it (175.176 = 1: sub-option 0xb0, length 1, value 1),
           // forced since iPXE does not list 175 in its request: without it iPXE waits ~15 s for ProxyDHCP offers.
           '--dhcp-option-force=tag:ipxe,175,b0:01:01',
+          '--enable-ra',
+          '--dhcp-range=::,constructor:br0,ra-only',
         ],
         { log: path.join(dir, 'dnsmasq.log') },
       );
@@ -404,6 +411,7 @@ async function main(o: LifecycleOptions): Promise<void> {
       return async () => {
         await stop(nginx, 'nginx');
         await stop(dnsmasq, 'dnsmasq');
+        await run('ip', ['-n', lab.ns, '-6', 'addr', 'del', 'fd89::1/64', 'dev', 'br0'], { timeoutMs: 10_000 }).catch(() => undefined);
       };
     };
     const known = path.join(dir, 'known_hosts');
