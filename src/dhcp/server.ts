@@ -20,6 +20,7 @@ import type { DhcpConfig } from './pools.js';
 import { deepenRecvBuffer, socketFd } from '../util/sockopts.js';
 import { MessageType } from './options.js';
 import type { DhcpPacket } from './codec.js';
+import { Fifo } from '../util/fifo.js';
 
 export interface DhcpLogger {
   info(msg: string): void;
@@ -77,35 +78,6 @@ interface Queued {
 /** Datagrams shed from the queue, by the message type they carried. */
 export type ShedCounts = Record<string, number>;
 
-/** A FIFO that pops from the front without shifting the array each time. */
-class Fifo<T> {
-  private items: T[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(x: T): void {
-    this.items.push(x);
-  }
-  peek(): T | undefined {
-    return this.items[this.head];
-  }
-  /** The newest item (adaptive LIFO under congestion). */
-  pop(): T | undefined {
-    if (this.length === 0) return undefined;
-    return this.items.pop();
-  }
-  shift(): T | undefined {
-    const x = this.items[this.head];
-    if (x === undefined) return undefined;
-    this.items[this.head++] = undefined as T;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return x;
-  }
-}
 
 const silent: DhcpLogger = { info() {}, warn() {}, error() {} };
 

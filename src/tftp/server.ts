@@ -23,6 +23,7 @@ import { startTransfer, type RunningTransfer, type TransferCounters, type Transf
 import { WorkerPool } from './pool.js';
 import { loadNativeEngine, type NativeEngine } from './native.js';
 import { deepenRecvBuffer } from '../util/sockopts.js';
+import { Fifo } from '../util/fifo.js';
 
 /** pino-compatible subset. */
 export interface TftpLogger {
@@ -747,35 +748,6 @@ export class TftpServer {
   }
 }
 
-/** A first-in first-out queue with O(1) shift (Array.shift moves every element). */
-class Fifo<T> {
-  private items: (T | undefined)[] = [];
-  private head = 0;
-  get length(): number {
-    return this.items.length - this.head;
-  }
-  push(x: T): void {
-    this.items.push(x);
-  }
-  peek(): T | undefined {
-    return this.head < this.items.length ? this.items[this.head] : undefined;
-  }
-  shift(): T | undefined {
-    if (this.head >= this.items.length) return undefined;
-    const x = this.items[this.head];
-    this.items[this.head++] = undefined;
-    // Compact once the consumed part is the larger half.
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
-    return x;
-  }
-  clear(): void {
-    this.items = [];
-    this.head = 0;
-  }
-}
 
 function peerStr(p: Peer): string {
   return `${p.address}:${p.port}`;

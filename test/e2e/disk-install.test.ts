@@ -28,6 +28,7 @@ import { mirrorReachable } from '../lab/offline-image.js';
 import { startSimBmc, type SimBmc } from '../lab/bmc.js';
 import { CLI, pxeherd } from '../helpers/cli.js';
 import { Store } from '../../src/store/store.js';
+import { writeLabConfig } from '../lab/os-node.js';
 import { STAGE1_CMDLINE } from '../../src/stage1/build.js';
 
 const why =
@@ -52,22 +53,6 @@ interface Ctx {
   /** The UEFI node's VM, kept running from its install to its capture. */
   uefi?: Vm;
   broken?: Vm;
-}
-
-function writeConfig(c: Ctx): void {
-  fs.writeFileSync(
-    c.config,
-    `statedir: ${c.statedir}
-interface: br0
-address: ${c.lab.serverIp}
-dhcp: { mode: full, range: [10.77.0.100, 10.77.0.200], router: 10.77.0.1, dns: [10.77.0.1], lease_seconds: 600 }
-tftp: { port: 69 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-nodescripts: { timeout_seconds: 60 }
-`,
-  );
 }
 
 function withStore<T>(c: Ctx, fn: (s: Store) => T): T {
@@ -251,7 +236,7 @@ describe('install to disk in QEMU', { skip: why, concurrency: false }, () => {
     cloneSharedImage(img, c.dir);
     c.rev = img.rev;
     say(`shared image ${img.name} r${img.rev} (${img.buildSeconds ? `built in ${img.buildSeconds} s` : "from this run's cache"})`);
-    writeConfig(c);
+    writeLabConfig(c);
     assert.equal(pxeherd(['vnfs', 'set', NAME, 'cmdline', STAGE1_CMDLINE], { config: c.config }).code, 0);
     for (const [mac, name, extra] of [
       ['52:54:00:e2:20:02', 'n0001', []],
