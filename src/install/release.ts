@@ -54,7 +54,8 @@ export function markForRelease(store: Store, nodes: Node[], wipeMode: 'quick' | 
  */
 export function wipeReportHandler(store: Store, events: EventSink) {
   return (node: Node, kind: string): void => {
-    if (kind !== 'wipe.done' || store.nodes.byMac(node.mac)?.attrs.wipe_on_boot === undefined) return;
+    // `node` was read for this report: its own attributes, not the group's.
+    if (kind !== 'wipe.done' || node.attrs.wipe_on_boot === undefined) return;
     store.nodes.set([node.mac], 'attr.wipe_on_boot', '');
     events.record({ mac: node.mac, node: node.name, kind: 'wipe.recorded', detail: { attr: 'wipe_on_boot', removed: true } });
   };
