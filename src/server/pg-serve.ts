@@ -27,6 +27,7 @@ import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
 import { PgReplica } from '../store/pg/replica.js';
+import { PgEventMirror } from '../store/pg/event-feed.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
@@ -51,6 +52,8 @@ export interface PgServe {
   replica: PgReplica;
   /** The event sink's extra subscriber: ships events to PostgreSQL. */
   shipEvent(ev: BootEvent): void;
+  /** Every server's events, mirrored from PostgreSQL: what the admin API, UI and streams read. */
+  events: PgEventMirror;
   /** The DHCP backend over the replica, with claims confirmed in PostgreSQL. */
   dhcp(base: DhcpBackend): DhcpBackend;
   /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
@@ -111,21 +114,42 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
 
   const shipper = new EventShipper(pg, (m) => log.warn(m));
   const policy = namingPolicy(config);
+  // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
+  // after an outage; the replica's own log line reports the outage itself).
+  const events = new PgEventMirror(store.db, pg, { onError: (e) => log.debug({ err: e.message }, 'events: the feed cannot read the database, it catches up when it is back') });
+  if (reachable) await events.start();
+  else void retryStart(events, log);
 
   return {
     store,
     pg,
     replica,
     shipEvent: (ev) => shipper.push(ev),
+    events,
     onLease: (fn) => leaseListeners.push(fn),
     database: { up: () => up && replica.connected, paused, races },
     dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
     async close() {
+      await events.stop();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
     },
   };
+}
+
+/** Started while the database is away: the event mirror starts once it answers (every 2 s). */
+async function retryStart(events: PgEventMirror, log: Logger): Promise<void> {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 2000).unref());
+    try {
+      await events.start();
+      log.info('events: the live feed across servers follows the database');
+      return;
+    } catch {
+      /* still away */
+    }
+  }
 }
 
 /** Errors that say the database could not be reached (as opposed to a refused statement). */

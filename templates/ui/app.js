@@ -48,7 +48,7 @@
     if (ev.failed) tr.className = 'failed';
     cell(tr, ev.time, 'mono');
     cell(tr, ev.kind, 'kind');
-    var td = cell(tr, ev.summary);
+    var td = cell(tr, withServer(ev));
     if (ev.detail && typeof ev.detail.stderr === 'string' && ev.detail.stderr) {
       var pre = document.createElement('pre');
       pre.className = 'stderr';
@@ -73,9 +73,14 @@
     } else td.textContent = '-';
     cell(tr, ev.mac || '-', 'mono');
     cell(tr, ev.kind, 'kind');
-    cell(tr, ev.summary);
+    cell(tr, withServer(ev));
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > 500) body.deleteRow(-1);
+  }
+
+  // On PostgreSQL several servers record events: each says which one (ev.server).
+  function withServer(ev) {
+    return ev.server ? '[' + ev.server + '] ' + ev.summary : ev.summary;
   }
 
   var handler = page === 'nodes' ? onNodes : page === 'node' ? onNode : onFeed;
