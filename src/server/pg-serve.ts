@@ -214,6 +214,16 @@ export function confirmedDhcpBackend(
   };
   return {
     ...base,
+    otherServerChosen(mac, ip) {
+      base.otherServerChosen?.(mac, ip);
+      if (!o.isUp()) return; // its offer expires by itself (OFFER_HOLD_MS)
+      // The client took another server's offer: the offer row this server wrote is free again.
+      // Not when it is the address being taken (servers on one database offer a client the same
+      // address: it is about to be bound), nor once another server has written the row.
+      const now = Date.now();
+      pg.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}
+        WHERE mac = ${mac} AND state = 'offered' AND server_id = ${pg.serverId} AND ip <> ${ip ?? ''}`.catch(() => undefined);
+    },
     lookupNode(mac, hint) {
       if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
       if (!o.isUp() && !store.nodes.nameByMac(mac)) {
