@@ -152,6 +152,19 @@ async function retryStart(events: PgEventMirror, log: Logger): Promise<void> {
   }
 }
 
+/**
+ * A client's SELECTING REQUEST named another server (option 54) and `ip`: the offer row this
+ * server wrote for it is released, so the address is free at once rather than when the offer
+ * expires. Not when it is the address being taken (servers on one database offer a client the
+ * same address: it is about to be bound), nor once another server has written the row, nor a
+ * bound lease. True when an offer was released.
+ */
+export async function releaseOfferTakenElsewhere(pg: PostgresBackend, mac: string, ip: string | undefined, now = Date.now()): Promise<boolean> {
+  const r = await pg.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}
+    WHERE mac = ${mac} AND state = 'offered' AND server_id = ${pg.serverId} AND ip <> ${ip ?? ''}`;
+  return r.count === 1;
+}
+
 /** Errors that say the database could not be reached (as opposed to a refused statement). */
 export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
@@ -217,12 +230,7 @@ export function confirmedDhcpBackend(
     otherServerChosen(mac, ip) {
       base.otherServerChosen?.(mac, ip);
       if (!o.isUp()) return; // its offer expires by itself (OFFER_HOLD_MS)
-      // The client took another server's offer: the offer row this server wrote is free again.
-      // Not when it is the address being taken (servers on one database offer a client the same
-      // address: it is about to be bound), nor once another server has written the row.
-      const now = Date.now();
-      pg.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}
-        WHERE mac = ${mac} AND state = 'offered' AND server_id = ${pg.serverId} AND ip <> ${ip ?? ''}`.catch(() => undefined);
+      releaseOfferTakenElsewhere(pg, mac, ip).catch(() => undefined);
     },
     lookupNode(mac, hint) {
       if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
