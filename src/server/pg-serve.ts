@@ -117,8 +117,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
   // after an outage; the replica's own log line reports the outage itself).
   const events = new PgEventMirror(store.db, pg, { onError: (e) => log.debug({ err: e.message }, 'events: the feed cannot read the database, it catches up when it is back') });
-  if (reachable) await events.start();
-  else void retryStart(events, log);
+  // Not awaited: a server joining a database with a long history serves while it catches up.
+  void startEventMirror(events, log, reachable);
 
   return {
     store,
@@ -138,16 +138,16 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   };
 }
 
-/** Started while the database is away: the event mirror starts once it answers (every 2 s). */
-async function retryStart(events: PgEventMirror, log: Logger): Promise<void> {
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 2000).unref());
+/** Starts the event mirror, or retries every 2 s while the database is away. */
+async function startEventMirror(events: PgEventMirror, log: Logger, reachable: boolean): Promise<void> {
+  for (let first = true; ; first = false) {
+    if (!first || !reachable) await new Promise((r) => setTimeout(r, 2000).unref());
     try {
       await events.start();
-      log.info('events: the live feed across servers follows the database');
+      if (!first || !reachable) log.info('events: the live feed across servers follows the database');
       return;
-    } catch {
-      /* still away */
+    } catch (e) {
+      if (first) log.debug({ err: (e as Error).message }, 'events: the live feed across servers waits for the database');
     }
   }
 }

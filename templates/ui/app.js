@@ -85,7 +85,11 @@
 
   var handler = page === 'nodes' ? onNodes : page === 'node' ? onNode : onFeed;
   var status = document.getElementById('live-status');
-  var es = new EventSource('/ui/events/stream');
+  // The feed page resumes after its newest row (on PostgreSQL, where the stream is in database
+  // id order), so nothing recorded between the page and the stream is missed or shown twice.
+  var newest = page === 'events' ? document.querySelector('#events tbody tr[data-id]') : null;
+  var from = newest && /^[0-9]+$/.test(newest.getAttribute('data-id')) ? '?lastEventId=' + newest.getAttribute('data-id') : '';
+  var es = new EventSource('/ui/events/stream' + from);
   es.onopen = function () {
     if (status) status.textContent = 'live';
   };

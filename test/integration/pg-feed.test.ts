@@ -230,6 +230,14 @@ test('events from every server on one PostgreSQL: live across servers, Last-Even
     assert.equal(new Set(got).size, got.length, 'none twice');
     assert.ok(got[missed.length]! > missed[missed.length - 1]!, 'then the live one');
     assert.deepEqual(resumed.frames.slice(0, missed.length).map((f) => f.data.server).sort(), ['a', 'a', 'b', 'b', 'b']);
+    // The web UI's live feed page resumes the same way, from its newest row (?lastEventId=).
+    const feedPage = await (await fetch(`${a.admin}/ui/events`, { headers: { Authorization: `Bearer ${a.token}` } })).text();
+    assert.match(feedPage, /data-id="\d+"/);
+    assert.match(feedPage, /<small class="server">b<\/small>/, 'the feed page marks the server');
+    const ui = new SseClient(`${a.admin}/ui/events/stream?lastEventId=${lastSeen}`, a.token);
+    await waitFor('the missed events on the UI stream', 20_000, () => ui.frames.length >= missed.length);
+    assert.deepEqual(ui.ids().slice(0, missed.length), missed);
+    await ui.close();
 
     // 4. PostgreSQL restarts while A's stream stays open: B's events recorded meanwhile are held
     // and shipped when it is back, and A's stream delivers each once.
