@@ -11,7 +11,12 @@
  *   address, or holds the address) drops that client's replies and re-reads its rows into the
  *   replica and the handler's lease memory: the client retries and gets the database's answer.
  * - Events are shipped to PostgreSQL in batches with this server's id (the local copy stays for
- *   this server's API and UI). Registrations record node.register in PostgreSQL themselves, once.
+ *   this server's metrics and install decisions). Registrations record node.register in
+ *   PostgreSQL themselves, once. The admin API, UI, streams and timelines read every server's
+ *   events, mirrored back from PostgreSQL by id (src/store/pg/event-feed.ts' PgEventMirror).
+ * - DHCP answer policy with several servers on one segment (all / standby, option 54,
+ *   rebinding): src/dhcp/policy.ts; a REQUEST naming another server releases this server's own
+ *   offer row (releaseOfferTakenElsewhere).
  * - PostgreSQL unreachable: known nodes keep being answered from the replica (their own bound
  *   lease or fixed address); new registrations and new dynamic leases pause, with one log line
  *   per outage and the metrics pxeherd_database_up / pxeherd_database_paused_total; the replica
