@@ -10,6 +10,11 @@
  *   address, naming itself. (udhcpc rebinds once under 30 s of lease remain: with the shortest
  *   lease, 60 s, that is ~33 s after it bound; the test waits for it, it does not time it.)
  * Needs root (namespaces), busybox and PostgreSQL. PGPOLICY_KEEP=1 keeps the logs.
+ *
+ * First, without a lab: option 54 on PostgreSQL (pg-serve.ts' releaseOfferTakenElsewhere): when a
+ * client's REQUEST names another server, the offer row this server wrote is released so the
+ * address is free at once — but never the address the client is taking, another server's row,
+ * or a bound lease.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,8 +26,11 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { CLI } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { PostgresBackend } from '../../src/store/pg/backend.js';
+import { releaseOfferTakenElsewhere } from '../../src/server/pg-serve.js';
 
-const why = labUnavailable(['busybox']) ?? postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
+const noPg = postgresUnavailable();
+const why = labUnavailable(['busybox']) ?? noPg ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
 const NET = '10.83.0';
 const MAC_X = '02:83:00:00:00:0a';
 const MAC_Y = '02:83:00:00:00:0b';
@@ -33,15 +41,15 @@ let dir = '';
 const procs: ChildProcess[] = [];
 
 before(async () => {
+  if (noPg) return;
+  pg = await startPostgres();
   if (why) return;
   dir = tmpDir('phpgpolicy-');
-  pg = await startPostgres();
   const id = process.pid % 10000;
   lab = createLab({ name: 'phpgp', subnet: NET, clientMac: MAC_X, hosts: [{ ns: `phpgp${id}b`, addr: `${NET}.2/24` }, { ns: `phpgp${id}y`, mac: MAC_Y }] });
 });
 
 after(async () => {
-  if (why) return;
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
   lab?.destroy();
   await pg?.stop();
@@ -122,6 +130,41 @@ function events(log: string): ClientEvent[] {
       return { event: m[1]!, ip: m[2]!, serverid: m[3]!, siaddr: m[4]! };
     });
 }
+
+test('a REQUEST naming another server releases only this server\'s own offer of another address', { skip: noPg, timeout: 60_000 }, async () => {
+  const a = PostgresBackend.connect(await pg.createDatabase('offers'), 'a', { max: 2 });
+  const b = PostgresBackend.connect(pg.url('offers'), 'b', { max: 2 });
+  try {
+    await migratePostgres(a.sql);
+    const now = Date.now();
+    const hold = now + 60_000;
+    const mac = (n: number) => `52:54:00:00:05:0${n}`;
+    const state = async (m: string) => (await a.leaseByMac(m))?.state;
+
+    // b offered .10 to client 1, which took an address from a server not on this database.
+    assert.ok((await b.offerLease({ mac: mac(1), ip: '10.9.0.10', expiresAt: hold, now })).ok);
+    assert.equal((await a.offerLease({ mac: mac(2), ip: '10.9.0.10', expiresAt: hold, now })).ok, false, 'held by the offer');
+    assert.equal(await releaseOfferTakenElsewhere(b, mac(1), '10.9.0.99', now), true);
+    assert.equal(await state(mac(1)), 'released');
+    assert.ok((await a.allocateLease({ mac: mac(2), ip: '10.9.0.10', expiresAt: hold, now })).ok, 'the address is free again at once');
+
+    // The address the client takes from the other server on this database stays offered (about to be bound).
+    assert.ok((await b.offerLease({ mac: mac(3), ip: '10.9.0.11', expiresAt: hold, now })).ok);
+    assert.equal(await releaseOfferTakenElsewhere(b, mac(3), '10.9.0.11', now), false);
+    assert.equal(await state(mac(3)), 'offered');
+
+    // Another server's offer, and a bound lease, are left alone.
+    assert.ok((await a.offerLease({ mac: mac(4), ip: '10.9.0.12', expiresAt: hold, now })).ok);
+    assert.equal(await releaseOfferTakenElsewhere(b, mac(4), '10.9.0.99', now), false);
+    assert.equal(await state(mac(4)), 'offered');
+    assert.ok((await b.allocateLease({ mac: mac(5), ip: '10.9.0.13', expiresAt: hold, now })).ok);
+    assert.equal(await releaseOfferTakenElsewhere(b, mac(5), '10.9.0.99', now), false);
+    assert.equal(await state(mac(5)), 'bound');
+  } finally {
+    await a.close();
+    await b.close();
+  }
+});
 
 test('two servers on one segment: the standby stays silent while the primary answers, answers once the primary is dead and a client has tried for standby_secs, and ACKs the REBIND of a client whose server died', { skip: why, timeout: 180_000 }, async () => {
   const url = await pg.createDatabase('policy');
