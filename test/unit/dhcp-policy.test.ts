@@ -11,6 +11,7 @@ import { DhcpHandler, type Outcome, type RequestMeta } from '../../src/dhcp/hand
 import { MemoryDhcpBackend } from '../../src/dhcp/memory-backend.js';
 import { enc, getIp, messageType, MessageType, Opt } from '../../src/dhcp/options.js';
 import { clientSecs, requestStep, silenceReason } from '../../src/dhcp/policy.js';
+import { explain } from '../../src/dhcp/explain.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
 
 const T0 = 1_700_000_000_000;
@@ -143,4 +144,11 @@ test('per subnet: a standby relayed subnet under an answering dhcp.range pool', 
   const relayed = (secs: number) => h.handle(pkt(MessageType.Discover, {}, { giaddr: '10.2.0.1', secs }, '52:54:00:00:00:09'), meta());
   assert.deepEqual(relayed(0).replies, []);
   assert.equal(only(relayed(2)).packet.yiaddr.startsWith('10.2.0.'), true);
+});
+
+test('explain on a standby says a fresh DISCOVER is not answered, and why', () => {
+  const cfg = config({ answer: 'standby' });
+  const e = explain(new MemoryDhcpBackend(), { config: cfg, serverAddress: SERVER, httpPort: 8080, autoRegister: true, now: T0 }, { mac: MAC, arch: 0 });
+  assert.equal(e.address, undefined);
+  assert.ok(e.reasons.some((r) => /standby for 10\.0\.0\.0\/24: the client has tried for 0 s/.test(r)), JSON.stringify(e.reasons));
 });
