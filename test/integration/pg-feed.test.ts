@@ -63,7 +63,7 @@ interface Server {
   log: string;
 }
 
-async function serve(id: string, url: string): Promise<Server> {
+async function serve(id: string, url: string): Promise<Server & { proc: ChildProcess }> {
   const statedir = path.join(dir, id);
   const config = path.join(dir, `${id}.yaml`);
   const [httpPort, adminPort] = [await freePort(), await freePort()];
@@ -82,16 +82,17 @@ log: { level: info }
 `,
   );
   const log = path.join(dir, `${id}.log`);
+  const from = fs.existsSync(log) ? fs.statSync(log).size : 0; // a restart appends to the same log
   const fd = fs.openSync(log, 'a');
   const proc = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', fd, fd] });
   fs.closeSync(fd);
   procs.push(proc);
   await waitFor(`${id} to serve its admin API`, 30_000, () => {
-    const text = fs.readFileSync(log, 'utf8');
+    const text = fs.readFileSync(log, 'utf8').slice(from);
     if (proc.exitCode !== null) throw new Error(`pxeherd serve ${id} exited (${proc.exitCode}): ${text.slice(-2000)}`);
     return /web UI and API:/.test(text);
   });
-  return { id, http: `http://127.0.0.1:${httpPort}`, admin: `http://127.0.0.1:${adminPort}`, token: fs.readFileSync(path.join(statedir, 'admin.token'), 'utf8').trim(), log };
+  return { id, proc, http: `http://127.0.0.1:${httpPort}`, admin: `http://127.0.0.1:${adminPort}`, token: fs.readFileSync(path.join(statedir, 'admin.token'), 'utf8').trim(), log };
 }
 
 interface Frame {
@@ -167,7 +168,7 @@ test('events from every server on one PostgreSQL: live across servers, Last-Even
     await migratePostgres(sql);
     const now = Date.now();
     await sql`INSERT INTO nodes (mac, name, created_at, updated_at) VALUES (${MAC}, 'feed01', ${now}, ${now})`;
-    const a = await serve('a', url);
+    let a = await serve('a', url);
     const b = await serve('b', url);
     const stream = `${a.admin}/api/v1/events/stream?mac=${MAC}`;
 
@@ -257,9 +258,20 @@ test('events from every server on one PostgreSQL: live across servers, Last-Even
     await bootScript(a, MAC);
     await waitFor('a live event after the restart', 30_000, () => resumed.frames.some((f) => f.id! > all[all.length - 1]! && f.data.server === 'a'));
     await resumed.close();
+
+    // 5. A restarts (its mirror persists in its replica) while B records more: A resumes from its
+    // highest id, with nothing lost or twice.
+    a.proc.kill('SIGTERM');
+    await new Promise((r) => (a.proc.exitCode !== null ? r(null) : a.proc.once('exit', r)));
+    for (let i = 0; i < 2; i++) await bootScript(b, MAC);
+    a = await serve('a', url);
     const sql2 = connectPostgres(url, { max: 1 });
     const total = Number((await sql2`SELECT count(*)::int AS n FROM events WHERE mac = ${MAC}`)[0]!.n);
     await sql2.end();
+    await waitFor("A's mirror to catch up after its restart", 20_000, async () => {
+      const r = (await (await fetch(`${a.admin}/api/v1/events?mac=${MAC}&limit=1000`, { headers: { Authorization: `Bearer ${a.token}` } })).json()) as { events: unknown[] };
+      return r.events.length >= total;
+    });
     const mirrored = (await (await fetch(`${a.admin}/api/v1/events?mac=${MAC}&limit=1000`, { headers: { Authorization: `Bearer ${a.token}` } })).json()) as { events: { id: number }[] };
     assert.equal(mirrored.events.length, total, "A's timeline holds every event of the node PostgreSQL has, once");
     for (const s of [a, b]) assert.doesNotMatch(fs.readFileSync(s.log, 'utf8'), /"level":(50|60)/, `${s.id} logged no error`);
