@@ -133,7 +133,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
       .map((key) => ({ key, value: shownValue(key, n.attrs[key] ?? groupAttrs[key]!), from: key in n.attrs ? 'node' : `group ${n.group}` }));
     const events = nodeEvents((f) => (deps.events ?? store.events).query(f), n, 500);
     // The root-filesystem revision the node runs: the last one stage one switched into.
-    const sw = store.events.query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
+    const sw = (deps.events ?? store.events).query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
     const running = sw ? `${n.vnfs.replace(/@[0-9]+$/, '')} r${(sw.detail as { rev?: number }).rev ?? '?'}` : undefined;
     const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
     const x = nodeExtras(store, n, { detail: true, now: deps.now?.() });
