@@ -599,11 +599,11 @@ export function createApiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<(
 
   // -- events
   r.get('/events', (req, res) => {
-    res.json({ events: store.events.query(eventFilter(req)).map(eventJson) });
+    res.json({ events: (deps.events ?? store.events).query(eventFilter(req)).map(eventJson) });
   });
   r.get('/events/stream', (req, res) => {
     const filter = eventFilter(req);
-    const end = sseStream(req, res, store.events, filter, deps.heartbeatMs, () => streams.delete(end));
+    const end = sseStream(req, res, deps.events ?? store.events, filter, deps.heartbeatMs, () => streams.delete(end));
     streams.add(end);
   });
 

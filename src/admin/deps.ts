@@ -8,6 +8,7 @@ import { pinInStore, planRollbacks, rollbackNodes, RollbackRefused, storeRollbac
 import { storeReinstallBackend } from '../lifecycle/backend.js';
 import { ensureKey } from '../remote/keys.js';
 import { HttpError } from './errors.js';
+import type { LiveEvents } from './sse.js';
 
 /** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
 export interface ScriptsApi {
@@ -48,6 +49,8 @@ export interface AdminDeps {
   readOnly?: string;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
+  /** Where GET /events, timelines and live streams read events (default store.events; PostgreSQL: every server's, src/store/pg/event-feed.ts). */
+  events?: LiveEvents;
 }
 
 /** The image service the API and UI use: the one given, or one over the store (rollback and listings need no templates). */

@@ -12,6 +12,8 @@ export interface TimelineRow {
   failed: boolean;
   /** stderr of a failed or noisy nodescript, shown in full (escaped). */
   stderr?: string;
+  /** The server that recorded it, on PostgreSQL where several servers record a node's events. */
+  server?: string;
 }
 
 export interface Boot {
@@ -121,6 +123,8 @@ export function buildTimeline(events: BootEvent[]): Boot[] {
           summary: summarize(ev),
           failed: isFailure(ev),
         };
+        const server = (ev as { serverId?: string }).serverId;
+        if (server) row.server = server;
         const err = ev.detail?.stderr;
         if (typeof err === 'string' && err.length) row.stderr = err;
         prev = t;

@@ -131,9 +131,9 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
       .sort()
       // A password hash is a secret: the page says one is set, never what it is.
       .map((key) => ({ key, value: shownValue(key, n.attrs[key] ?? groupAttrs[key]!), from: key in n.attrs ? 'node' : `group ${n.group}` }));
-    const events = nodeEvents((f) => store.events.query(f), n, 500);
+    const events = nodeEvents((f) => (deps.events ?? store.events).query(f), n, 500);
     // The root-filesystem revision the node runs: the last one stage one switched into.
-    const sw = store.events.query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
+    const sw = (deps.events ?? store.events).query({ mac: n.mac, kind: 'image.switch_root', limit: 1 })[0];
     const running = sw ? `${n.vnfs.replace(/@[0-9]+$/, '')} r${(sw.detail as { rev?: number }).rev ?? '?'}` : undefined;
     const changed = typeof req.query.changed === 'string' ? req.query.changed : undefined;
     const x = nodeExtras(store, n, { detail: true, now: deps.now?.() });
@@ -214,7 +214,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
   });
 
   r.get('/ui/events', (_req, res) => {
-    const events = store.events.query({ limit: 200 }).map((e) => eventRow(eventJson(e), isFailure(e), summarize(e)));
+    const events = (deps.events ?? store.events).query({ limit: 200 }).map((e) => eventRow(eventJson(e), isFailure(e), summarize(e)));
     page(res, 200, 'events', 'Live boot events', { events });
   });
 
@@ -226,7 +226,7 @@ export function createUiRouter(deps: AdminDeps, auth: AdminAuth, streams: Set<()
       const { status, body } = errorResponse(e);
       return res.status(status).json(body);
     }
-    const end = sseStream(req, res, store.events, filter, deps.heartbeatMs, () => streams.delete(end));
+    const end = sseStream(req, res, deps.events ?? store.events, filter, deps.heartbeatMs, () => streams.delete(end));
     streams.add(end);
   });
 

@@ -39,6 +39,10 @@ const subnet = z
     lease_seconds: z.number().int().min(60).optional(),
     /** Replaces dhcp.options entry by entry for this subnet's clients. */
     options: siteOptions.optional(),
+    /** Several servers on one segment (src/dhcp/policy.ts): all answer, or this one only when the primary is silent; default dhcp.answer. */
+    answer: z.enum(['all', 'standby']).optional(),
+    /** standby: answer once the client's secs field reaches this; default dhcp.standby_secs. */
+    standby_secs: z.number().int().min(1).max(600).optional(),
   })
   .strict();
 
@@ -84,6 +88,13 @@ export const configSchema = z
         ipv6_ra: z.boolean().default(true),
         /** More pools, for relayed requests (giaddr). */
         subnets: z.array(subnet).default([]),
+        /**
+         * Several servers on one segment (PostgreSQL, src/dhcp/policy.ts): `all` answer every
+         * client; `standby` answers only a client whose secs field shows it has tried for
+         * standby_secs (the primary is silent). For the dhcp.range pool, and the subnets' default.
+         */
+        answer: z.enum(['all', 'standby']).default('all'),
+        standby_secs: z.number().int().min(1).max(600).default(3),
         /** Boot loader file names by client kind. */
         boot_files: z
           .object({

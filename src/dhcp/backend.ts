@@ -48,6 +48,13 @@ export interface DhcpBackend {
   attrsFor?(node: Node): Record<string, string>;
   /** The firmware's architecture (option 93) as it asked, so the boot renderer knows the node's CPU. */
   noteClientArch?(mac: string, arch: number | undefined): void;
+  /**
+   * A SELECTING REQUEST named another server (option 54): this server's offer to the client is
+   * void (RFC 2131 §4.3.2). `ip`: the address the client is taking. On PostgreSQL the offer row
+   * this server wrote is released unless it is that address (src/server/pg-serve.ts); absent: the
+   * handler's own memory is all there is.
+   */
+  otherServerChosen?(mac: string, ip: string | undefined): void;
   /** kinds: dhcp.discover, dhcp.offer, dhcp.request, dhcp.ack, dhcp.nak, dhcp.decline, dhcp.release, dhcp.inform, dhcp.ignored, dhcp.proxy */
   events: EventSink;
 }

@@ -25,6 +25,7 @@ import {
   PxeSub,
 } from './options.js';
 import { buildPools, poolContains, selectPool, usableInNetwork, type DhcpConfig, type Pool } from './pools.js';
+import { answerPolicies, requestStep, silenceReason, type AnswerPolicy } from './policy.js';
 
 export interface DhcpCounters {
   received: number;
@@ -113,6 +114,8 @@ export class DhcpHandler {
   private readonly declined = new Map<number, number>();
   private readonly ignoredAt = new Map<string, number>();
   private readonly sharedPools: boolean;
+  /** Several servers on one segment: who answers (src/dhcp/policy.ts). */
+  private readonly answer: Map<Pool, AnswerPolicy>;
 
   constructor(opts: HandlerOptions) {
     this.cfg = opts.config;
@@ -124,6 +127,7 @@ export class DhcpHandler {
     this.httpPort = opts.httpPort;
     this.counters = opts.counters ?? newCounters();
     this.pools = buildPools(opts.config);
+    this.answer = answerPolicies(opts.config, this.pools);
     this.sharedPools = opts.sharedPools ?? false;
     this.table = new LeaseTable(opts.backend.leases);
     this.offerHoldMs = (opts.offerHoldSeconds ?? 60) * 1000;
@@ -173,6 +177,8 @@ export class DhcpHandler {
     const pool = this.poolFor(req);
     this.event('dhcp.discover', mac, undefined, { xid: req.xid, giaddr: nz(req.giaddr), hostname });
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? 'this link' : `relay ${req.giaddr}`}`, meta, now);
+    const quiet = silenceReason(this.answer.get(pool), 'discover', req.secs, pool.name);
+    if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;
     const { node } = found;
@@ -203,6 +209,7 @@ export class DhcpHandler {
     if (sid !== undefined && sid !== this.server) {
       // SELECTING with another server chosen: our offer is free again (RFC 2131 §4.3.2).
       this.table.dropOffer(mac);
+      this.backend.otherServerChosen?.(mac, requested ?? nz(req.ciaddr));
       return this.ignore();
     }
     let ip: string | undefined;
@@ -216,6 +223,8 @@ export class DhcpHandler {
     const renewing = sid === undefined && requested === undefined;
     const pool = this.poolFor(req, renewing ? ipInt : undefined);
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? ip : `relay ${req.giaddr}`}`, meta, now);
+    const quiet = silenceReason(this.answer.get(pool), requestStep(sid, requested), req.secs, pool.name);
+    if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;
     const { node } = found;

@@ -43,7 +43,9 @@ export function leaseJson(l: Lease) {
 
 export function eventJson(e: BootEvent) {
   e = redactEvent(e);
-  return { id: e.id ?? null, time: new Date(e.time ?? 0).toISOString(), mac: e.mac ?? null, node: e.node ?? null, kind: e.kind, detail: e.detail ?? {} };
+  // `server`: which server recorded it, on PostgreSQL where several do (StoredEvent.serverId).
+  const server = (e as { serverId?: string }).serverId;
+  return { id: e.id ?? null, time: new Date(e.time ?? 0).toISOString(), mac: e.mac ?? null, node: e.node ?? null, kind: e.kind, detail: e.detail ?? {}, ...(server ? { server } : {}) };
 }
 
 function sortKeys(o: Record<string, string>): Record<string, string> {

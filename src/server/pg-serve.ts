@@ -11,7 +11,12 @@
  *   address, or holds the address) drops that client's replies and re-reads its rows into the
  *   replica and the handler's lease memory: the client retries and gets the database's answer.
  * - Events are shipped to PostgreSQL in batches with this server's id (the local copy stays for
- *   this server's API and UI). Registrations record node.register in PostgreSQL themselves, once.
+ *   this server's metrics and install decisions). Registrations record node.register in
+ *   PostgreSQL themselves, once. The admin API, UI, streams and timelines read every server's
+ *   events, mirrored back from PostgreSQL by id (src/store/pg/event-feed.ts' PgEventMirror).
+ * - DHCP answer policy with several servers on one segment (all / standby, option 54,
+ *   rebinding): src/dhcp/policy.ts; a REQUEST naming another server releases this server's own
+ *   offer row (releaseOfferTakenElsewhere).
  * - PostgreSQL unreachable: known nodes keep being answered from the replica (their own bound
  *   lease or fixed address); new registrations and new dynamic leases pause, with one log line
  *   per outage and the metrics pxeherd_database_up / pxeherd_database_paused_total; the replica
@@ -27,6 +32,7 @@ import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
 import { PgReplica } from '../store/pg/replica.js';
+import { PgEventMirror } from '../store/pg/event-feed.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
@@ -51,6 +57,8 @@ export interface PgServe {
   replica: PgReplica;
   /** The event sink's extra subscriber: ships events to PostgreSQL. */
   shipEvent(ev: BootEvent): void;
+  /** Every server's events, mirrored from PostgreSQL: what the admin API, UI and streams read. */
+  events: PgEventMirror;
   /** The DHCP backend over the replica, with claims confirmed in PostgreSQL. */
   dhcp(base: DhcpBackend): DhcpBackend;
   /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
@@ -111,21 +119,55 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
 
   const shipper = new EventShipper(pg, (m) => log.warn(m));
   const policy = namingPolicy(config);
+  // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
+  // after an outage; the replica's own log line reports the outage itself).
+  const events = new PgEventMirror(store.db, pg, { onError: (e) => log.debug({ err: e.message }, 'events: the feed cannot read the database, it catches up when it is back') });
+  // Not awaited: a server joining a database with a long history serves while it catches up.
+  void startEventMirror(events, log, reachable);
 
   return {
     store,
     pg,
     replica,
     shipEvent: (ev) => shipper.push(ev),
+    events,
     onLease: (fn) => leaseListeners.push(fn),
     database: { up: () => up && replica.connected, paused, races },
     dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
     async close() {
+      await events.stop();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
     },
   };
+}
+
+/** Starts the event mirror, or retries every 2 s while the database is away. */
+async function startEventMirror(events: PgEventMirror, log: Logger, reachable: boolean): Promise<void> {
+  for (let first = true; ; first = false) {
+    if (!first || !reachable) await new Promise((r) => setTimeout(r, 2000).unref());
+    try {
+      await events.start();
+      if (!first || !reachable) log.info('events: the live feed across servers follows the database');
+      return;
+    } catch (e) {
+      if (first) log.debug({ err: (e as Error).message }, 'events: the live feed across servers waits for the database');
+    }
+  }
+}
+
+/**
+ * A client's SELECTING REQUEST named another server (option 54) and `ip`: the offer row this
+ * server wrote for it is released, so the address is free at once rather than when the offer
+ * expires. Not when it is the address being taken (servers on one database offer a client the
+ * same address: it is about to be bound), nor once another server has written the row, nor a
+ * bound lease. True when an offer was released.
+ */
+export async function releaseOfferTakenElsewhere(pg: PostgresBackend, mac: string, ip: string | undefined, now = Date.now()): Promise<boolean> {
+  const r = await pg.sql`UPDATE leases SET state = 'released', expires_at = ${now}, updated_at = ${now}
+    WHERE mac = ${mac} AND state = 'offered' AND server_id = ${pg.serverId} AND ip <> ${ip ?? ''}`;
+  return r.count === 1;
 }
 
 /** Errors that say the database could not be reached (as opposed to a refused statement). */
@@ -190,6 +232,11 @@ export function confirmedDhcpBackend(
   };
   return {
     ...base,
+    otherServerChosen(mac, ip) {
+      base.otherServerChosen?.(mac, ip);
+      if (!o.isUp()) return; // its offer expires by itself (OFFER_HOLD_MS)
+      releaseOfferTakenElsewhere(pg, mac, ip).catch(() => undefined);
+    },
     lookupNode(mac, hint) {
       if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
       if (!o.isUp() && !store.nodes.nameByMac(mac)) {

@@ -277,6 +277,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       metrics,
       scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },
       explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address, boot.boot),
+      events: pgs?.events, // PostgreSQL: every server's events (the feed in src/store/pg/event-feed.ts)
       readOnly: pgs ? 'this server runs on PostgreSQL, where the admin API and UI are read-only so far: change nodes, groups and images on a server with a SQLite database, or with `pxeherd db` tools' : undefined,
     });
     closeAdmin = () => {

@@ -48,7 +48,7 @@
     if (ev.failed) tr.className = 'failed';
     cell(tr, ev.time, 'mono');
     cell(tr, ev.kind, 'kind');
-    var td = cell(tr, ev.summary);
+    var td = cell(tr, withServer(ev));
     if (ev.detail && typeof ev.detail.stderr === 'string' && ev.detail.stderr) {
       var pre = document.createElement('pre');
       pre.className = 'stderr';
@@ -73,14 +73,23 @@
     } else td.textContent = '-';
     cell(tr, ev.mac || '-', 'mono');
     cell(tr, ev.kind, 'kind');
-    cell(tr, ev.summary);
+    cell(tr, withServer(ev));
     body.insertBefore(tr, body.firstChild);
     while (body.rows.length > 500) body.deleteRow(-1);
   }
 
+  // On PostgreSQL several servers record events: each says which one (ev.server).
+  function withServer(ev) {
+    return ev.server ? '[' + ev.server + '] ' + ev.summary : ev.summary;
+  }
+
   var handler = page === 'nodes' ? onNodes : page === 'node' ? onNode : onFeed;
   var status = document.getElementById('live-status');
-  var es = new EventSource('/ui/events/stream');
+  // The feed page resumes after its newest row (on PostgreSQL, where the stream is in database
+  // id order), so nothing recorded between the page and the stream is missed or shown twice.
+  var newest = page === 'events' ? document.querySelector('#events tbody tr[data-id]') : null;
+  var from = newest && /^[0-9]+$/.test(newest.getAttribute('data-id')) ? '?lastEventId=' + newest.getAttribute('data-id') : '';
+  var es = new EventSource('/ui/events/stream' + from);
   es.onopen = function () {
     if (status) status.textContent = 'live';
   };

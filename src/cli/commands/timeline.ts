@@ -4,12 +4,13 @@ import type { CliContext } from '../context.js';
 import type { Run } from '../main.js';
 import type { BootEvent, Node } from '../../nodes/types.js';
 import { buildTimeline, nodeEvents, summarize, isFailure, type Boot } from '../../admin/timeline.js';
+import { isPostgresUrl } from '../../store/pg/url.js';
 
 /** One boot as text: its start, length and outcome, then a row per event (failures marked). */
 export function bootText(node: string, b: Boot): string {
   const head = `${node}: boot at ${b.start}, ${b.durationS} s${b.failed ? ', FAILED' : ''}`;
   const rows = b.rows.map((r) => {
-    const line = `  ${r.offset.padStart(11)}  ${r.failed ? '!' : ' '} ${r.kind.padEnd(22)} ${r.summary}`.trimEnd();
+    const line = `  ${r.offset.padStart(11)}  ${r.failed ? '!' : ' '} ${r.kind.padEnd(22)} ${r.server ? `[${r.server}] ` : ''}${r.summary}`.trimEnd();
     return r.stderr ? `${line}\n${r.stderr.trimEnd().split('\n').map((l) => `      | ${l}`).join('\n')}` : line;
   });
   return [head, ...rows].join('\n') + '\n';
@@ -18,7 +19,8 @@ export function bootText(node: string, b: Boot): string {
 /** An event as one line of `--follow` output. */
 function followLine(node: string, ev: BootEvent): string {
   const t = new Date(ev.time ?? 0).toISOString().slice(11, 23);
-  return `${t}  ${node}  ${isFailure(ev) ? '!' : ' '} ${ev.kind.padEnd(22)} ${summarize(ev)}`.trimEnd() + '\n';
+  const server = (ev as { serverId?: string }).serverId; // PostgreSQL: which server recorded it
+  return `${t}  ${node}${server ? ` [${server}]` : ''}  ${isFailure(ev) ? '!' : ' '} ${ev.kind.padEnd(22)} ${summarize(ev)}`.trimEnd() + '\n';
 }
 
 /** Events of a node newer than `after` (by time, then id), oldest first. */
@@ -42,6 +44,11 @@ export function nodeTimelineCommand(run: Run): Command {
     .addOption(json())
     .action(
       run(async (ctx, name: string, o: { boots: number; follow?: boolean }) => {
+        if (isPostgresUrl(ctx.config.database ?? '')) {
+          // Every server's events, from the database (src/cli/commands/timeline-pg.ts).
+          const { pgNodeTimeline } = await import('./timeline-pg.js');
+          return pgNodeTimeline(ctx, name, o, { boot: bootText, follow: followLine });
+        }
         const node = ctx.nodes.get(name);
         const events = nodeEvents((f) => ctx.store.events.query(f), node, 5000);
         const boots = buildTimeline(events).slice(0, o.boots);
