@@ -176,7 +176,7 @@ export function whenFails(conds: readonly WhenCondition[], env: Record<string, s
   return undefined;
 }
 
-/** "line N: message; line M: ..." */
+/** "line N: message; line M: ..." (line 0: about the whole file, e.g. it cannot be read). */
 export function headerErrorText(errors: readonly HeaderError[]): string {
-  return errors.map((e) => `line ${e.line}: ${e.message}`).join('; ');
+  return errors.map((e) => (e.line ? `line ${e.line}: ${e.message}` : e.message)).join('; ');
 }

@@ -138,3 +138,10 @@ test('shipped defaults: headers parse and skip what they should on sample nodes'
     ['disk, plan, wipe', ['40-address']],
   ]);
 });
+
+test('a script that cannot be read is a header error, not a script without conditions', async () => {
+  const { readScriptHeader } = await import('../../src/nodescripts/fsread.js');
+  const { headerErrorText } = await import('../../src/nodescripts/when.js');
+  const h = readScriptHeader('/nonexistent/pxeherd/30-x');
+  assert.equal(headerErrorText(h.errors), 'cannot read it to look for pxeherd-when: headers (ENOENT)');
+});
