@@ -21,6 +21,8 @@ export interface EntryInfo {
   name: string;
   isFile: boolean;
   executable: boolean;
+  /** Identity of this version of the file (device, inode, size, times): keys the header cache. */
+  stamp?: string;
 }
 
 export interface Listing {
@@ -34,9 +36,11 @@ export interface PlannedScript {
   name: string;
   where: Where;
   path: string;
+  stamp?: string;
 }
 
-export type SkipKind = 'not-executable' | 'overridden' | 'unsafe-name';
+/** `when`: its pxeherd-when: header does not hold for the node (when.ts). */
+export type SkipKind = 'not-executable' | 'overridden' | 'unsafe-name' | 'when';
 
 export interface SkippedScript {
   name: string;
@@ -148,7 +152,7 @@ export function planScripts(listings: Listing[]): Plan {
       skipped.push({ name, where: w.where, path: w.path, kind: 'not-executable', reason: 'not executable: chmod +x to run it' });
       continue;
     }
-    order.push({ name, where: w.where, path: w.path });
+    order.push({ name, where: w.where, path: w.path, ...(w.entry.stamp !== undefined ? { stamp: w.entry.stamp } : {}) });
   }
   order.sort((a, b) => compareBytes(a.name, b.name));
   skipped.sort((a, b) => compareBytes(a.name, b.name) || rankOf(a.where) - rankOf(b.where));

@@ -1,8 +1,9 @@
 import path from 'node:path';
 import type { EventSink, Node } from '../nodes/types.js';
 import { stateError } from '../nodes/names.js';
-import { scriptLabel, type SkippedScript, type Where } from './collect.js';
-import { collectScripts } from './fsread.js';
+import { compareBytes, scriptLabel, type PlannedScript, type SkippedScript, type Where } from './collect.js';
+import { collectScripts, readScriptHeader } from './fsread.js';
+import { headerErrorText, whenFails, type ScriptHeader } from './when.js';
 import { DEFAULT_PATH, scriptEnv, type EnvContext, type ImageEnv } from './env.js';
 import { Semaphore } from './semaphore.js';
 import type { SpawnResult, Spawner } from './spawner.js';
@@ -32,10 +33,41 @@ export interface EngineOptions {
 }
 
 export interface ScriptListing {
-  order: { name: string; where: Where; path: string }[];
+  /** `error`: a malformed pxeherd- header ("bad pxeherd header: line N: ..."); the script fails at run time with it. */
+  order: { name: string; where: Where; path: string; error?: string }[];
   skipped: { name: string; where: Where; path: string; reason: string }[];
-  /** Invalid state word or node/group/VNFS names that could not be looked up. */
+  /** Invalid state word or node/group/VNFS names that could not be looked up, malformed headers. */
   problems: string[];
+}
+
+/** A script that will be started, or that fails without being started (`headerError`). */
+export interface ScriptToRun extends PlannedScript {
+  headerError?: string;
+}
+
+/**
+ * Apply the scripts' pxeherd-when: headers (when.ts) to the environment they would run
+ * with: the ones whose conditions do not hold are skipped without a fork; a script with a
+ * malformed header stays in the order, marked, and fails there instead of running.
+ */
+export function selectByHeaders(
+  order: readonly PlannedScript[],
+  env: Record<string, string>,
+  headerOf: (s: PlannedScript) => ScriptHeader = (s) => readScriptHeader(s.path, s.stamp),
+): { run: ScriptToRun[]; skipped: SkippedScript[] } {
+  const run: ScriptToRun[] = [];
+  const skipped: SkippedScript[] = [];
+  for (const s of order) {
+    const h = headerOf(s);
+    if (h.errors.length) {
+      run.push({ ...s, headerError: `bad pxeherd header: ${headerErrorText(h.errors)}` });
+      continue;
+    }
+    const why = h.when.length ? whenFails(h.when, env) : undefined;
+    if (why === undefined) run.push(s);
+    else skipped.push({ name: s.name, where: s.where, path: s.path, kind: 'when', reason: why });
+  }
+  return { run, skipped };
 }
 
 export interface ScriptFailure {
@@ -118,16 +150,27 @@ export class NodescriptEngine {
     return { running: this.sem.active, waiting: this.sem.waiting };
   }
 
-  /** Which scripts would run for (node, state), in order, and which are skipped and why. */
-  async listScripts(node: Node, state: string): Promise<ScriptListing> {
+  /**
+   * Which scripts would run for (node, state), in order, and which are skipped and why
+   * (pxeherd-when: headers evaluated against the environment a run would have now).
+   */
+  async listScripts(node: Node, state: string, opts: Pick<RunOptions, 'attrs' | 'ip'> = {}): Promise<ScriptListing> {
     const sErr = stateError(state);
     if (sErr) return { order: [], skipped: [], problems: [sErr] };
     const plan = await collectScripts(this.dir, state, node);
+    const sel = selectByHeaders(plan.order, this.envFor(node, state, opts));
+    const skipped = [...plan.skipped, ...sel.skipped].sort((a, b) => compareBytes(a.name, b.name));
     return {
-      order: plan.order.map(({ name, where, path: p }) => ({ name, where, path: p })),
-      skipped: plan.skipped.map(({ name, where, path: p, reason }) => ({ name, where, path: p, reason })),
-      problems: plan.problems,
+      order: sel.run.map(({ name, where, path: p, headerError }) => ({ name, where, path: p, ...(headerError ? { error: headerError } : {}) })),
+      skipped: skipped.map(({ name, where, path: p, reason }) => ({ name, where, path: p, reason })),
+      problems: [...plan.problems, ...sel.run.flatMap((s) => (s.headerError ? [`${s.path}: ${s.headerError}`] : []))],
     };
+  }
+
+  /** The environment the node's scripts get (the same for every script of a request). */
+  private envFor(node: Node, state: string, opts: Pick<RunOptions, 'attrs' | 'ip' | 'token'>): Record<string, string> {
+    const attrs = opts.attrs ?? this.attrsFor(node);
+    return scriptEnv(node, state, attrs, this.ctx, opts.ip, opts.token, this.imageFor?.(node, attrs));
   }
 
   /**
@@ -140,8 +183,10 @@ export class NodescriptEngine {
     if (sErr) throw new Error(sErr);
     const prio = this.reqSeq++;
     const plan = await collectScripts(this.dir, state, node);
-    const attrs = opts.attrs ?? this.attrsFor(node);
-    const env = scriptEnv(node, state, attrs, this.ctx, opts.ip, opts.token, this.imageFor?.(node, attrs));
+    const env = this.envFor(node, state, opts);
+    // Skipped by their headers: no fork, and no event each (most init scripts, for every
+    // node without a root filesystem); they are in the summary and in `script list`.
+    const sel = selectByHeaders(plan.order, env);
     const failures: ScriptFailure[] = [];
     let scripts = 0;
     let aborted = false;
@@ -155,10 +200,23 @@ export class NodescriptEngine {
     }
 
     await write(STREAM_START);
-    for (const s of plan.order) {
+    for (const s of sel.run) {
       if (opts.signal?.aborted) {
         aborted = true;
         break;
+      }
+      if (s.headerError) {
+        // Not started: its conditions are unknown. Fails like a script would.
+        const label = scriptLabel(state, s);
+        const failure: ScriptFailure = { script: label, reason: s.headerError, code: null, signal: null, timedOut: false, stderr: '' };
+        failures.push(failure);
+        this.events.record({ ...base, kind: 'nodescript.fail', detail: { ...failure, onError: this.onError } });
+        if (this.onError === 'abort') {
+          await write(abortLines(label, s.headerError));
+          break;
+        }
+        await write(continueLine(label, s.headerError));
+        continue;
       }
       const release = await this.sem.acquire(prio);
       let res: SpawnResult;
@@ -209,7 +267,8 @@ export class NodescriptEngine {
       if (res.code !== null && !res.timedOut && !res.outputTooLarge && res.stdout.length) await write(terminated(res.stdout));
     }
     if (!aborted) await write(STREAM_END);
-    return { ok: failures.length === 0 && !aborted, scripts, failures, skipped: plan.skipped, aborted, durationMs: Date.now() - t0 };
+    const skipped = sel.skipped.length ? [...plan.skipped, ...sel.skipped].sort((a, b) => compareBytes(a.name, b.name)) : plan.skipped;
+    return { ok: failures.length === 0 && !aborted, scripts, failures, skipped, aborted, durationMs: Date.now() - t0 };
   }
 
   /**

@@ -20,6 +20,12 @@ export interface EnvContext {
 
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
+/** The variables every nodescript gets besides ATTR_* and INSTALL_* (set below, in this order). */
+export const FIXED_VARS = [
+  'STATE', 'NODENAME', 'NODEID', 'VNFS', 'VNFSREV', 'VNFSROOT', 'GROUPNAME', 'ENABLED', 'DEBUG', 'IPADDR',
+  'STATEDIR', 'VNFSMETHOD', 'VNFSMASTER', 'VNFSPREFIX', 'PATH', 'NODETOKEN',
+] as const;
+
 const ATTR_KEY_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 /**

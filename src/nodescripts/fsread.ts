@@ -1,7 +1,8 @@
-import { readdirSync, statSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync, statSync, type Stats } from 'node:fs';
 import path from 'node:path';
 import type { Node } from '../nodes/types.js';
 import { placesFor, planScripts, type EntryInfo, type Listing, type Plan } from './collect.js';
+import { HEAD_BYTES, parseHeader, type ScriptHeader } from './when.js';
 
 /**
  * The thin, impure edge of collect.ts: read the directories a node's scripts live in, afresh
@@ -30,13 +31,64 @@ export function readListing(dir: string, where: Listing['where']): Listing {
       // stat, not lstat: a symlink to a script is a script (admins link shared ones).
       const st = statSync(path.join(dir, name), { throwIfNoEntry: false });
       // Dangling symlink or a file removed meanwhile: not a file.
-      return st ? { name, isFile: st.isFile(), executable: (st.mode & 0o111) !== 0 } : { name, isFile: false, executable: false };
+      return st ? { name, isFile: st.isFile(), executable: (st.mode & 0o111) !== 0, stamp: stampOf(st) } : { name, isFile: false, executable: false };
     } catch {
       // A symlink loop, or no permission to look: not a file either.
       return { name, isFile: false, executable: false };
     }
   });
   return { where, dir, entries };
+}
+
+/** What changes whenever the file's content may have: a new file (inode), a write (size, times). */
+function stampOf(st: Stats): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+}
+
+/** path -> the header of the version of the file with that stamp. */
+const headerCache = new Map<string, { stamp: string; header: ScriptHeader }>();
+/** Stale entries (deleted scripts, node directories of removed nodes) are dropped wholesale. */
+const HEADER_CACHE_MAX = 4096;
+
+/**
+ * The pxeherd-when: headers of a script (when.ts), read once per version of the file: with
+ * the stamp readListing took (same stat), a request costs a map lookup, not a read. Without
+ * a stamp (listings built by hand) the file is read every time. A file that cannot be read
+ * is a header error: its conditions are unknown, so it must not run as if it had none.
+ */
+export function readScriptHeader(file: string, stamp?: string): ScriptHeader {
+  if (stamp !== undefined) {
+    const hit = headerCache.get(file);
+    if (hit && hit.stamp === stamp) return hit.header;
+  }
+  let header: ScriptHeader;
+  try {
+    const { text, truncated } = readHead(file);
+    header = parseHeader(text, truncated);
+  } catch (e) {
+    header = { when: [], errors: [{ line: 0, message: `cannot read it to look for pxeherd-when: headers (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})` }] };
+  }
+  if (stamp !== undefined) {
+    if (headerCache.size >= HEADER_CACHE_MAX) headerCache.clear();
+    headerCache.set(file, { stamp, header });
+  }
+  return header;
+}
+
+function readHead(file: string): { text: string; truncated: boolean } {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(HEAD_BYTES);
+    let n = 0;
+    while (n < HEAD_BYTES) {
+      const got = readSync(fd, buf, n, HEAD_BYTES - n, null);
+      if (got === 0) break;
+      n += got;
+    }
+    return { text: buf.toString('utf8', 0, n), truncated: n === HEAD_BYTES };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export interface CollectResult extends Plan {

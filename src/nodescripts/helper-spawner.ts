@@ -15,18 +15,26 @@ import { ChildProcessSpawner, failed, type SpawnRequest, type SpawnResult, type 
 export const DEFAULT_HELPER_PATH = fileURLToPath(new URL('../../native/spawner/pxeherd-spawner', import.meta.url));
 
 export function encodeRequest(id: number, req: SpawnRequest): Buffer {
-  const strs = [req.path, req.cwd, ...Object.entries(req.env).map(([k, v]) => `${k}=${v}`)];
-  const parts = strs.map((s) => Buffer.from(s.replace(/\0/g, '') + '\0', 'utf8'));
-  const head = Buffer.alloc(28);
-  const bodyLen = 24 + parts.reduce((n, p) => n + p.length, 0);
-  head.writeUInt32LE(bodyLen, 0);
-  head.writeUInt32LE(id >>> 0, 4);
-  head.writeUInt32LE(clampU32(req.timeoutMs), 8);
-  head.writeUInt32LE(clampU32(req.graceMs), 12);
-  head.writeUInt32LE(clampU32(req.maxStdout), 16);
-  head.writeUInt32LE(clampU32(req.maxStderr), 20);
-  head.writeUInt32LE(strs.length, 24);
-  return Buffer.concat([head, ...parts]);
+  // One string, one buffer: this runs for every script of every node (a buffer per
+  // variable and a concat cost ~3x as much).
+  let text = `${req.path.replace(/\0/g, '')}\0${req.cwd.replace(/\0/g, '')}\0`;
+  let count = 2;
+  for (const k in req.env) {
+    const kv = `${k}=${req.env[k]}`;
+    text += (kv.includes('\0') ? kv.replace(/\0/g, '') : kv) + '\0';
+    count++;
+  }
+  const bodyBytes = Buffer.byteLength(text, 'utf8');
+  const buf = Buffer.allocUnsafe(28 + bodyBytes);
+  buf.writeUInt32LE(24 + bodyBytes, 0);
+  buf.writeUInt32LE(id >>> 0, 4);
+  buf.writeUInt32LE(clampU32(req.timeoutMs), 8);
+  buf.writeUInt32LE(clampU32(req.graceMs), 12);
+  buf.writeUInt32LE(clampU32(req.maxStdout), 16);
+  buf.writeUInt32LE(clampU32(req.maxStderr), 20);
+  buf.writeUInt32LE(count, 24);
+  buf.write(text, 28, 'utf8');
+  return buf;
 }
 
 function clampU32(n: number): number {

@@ -1,6 +1,6 @@
 export { planScripts, placesFor, scriptLabel, compareBytes, isIgnored } from './collect.js';
 export type { Where, EntryInfo, Listing, Plan, PlannedScript, SkippedScript, SkipKind } from './collect.js';
-export { collectScripts, readListing } from './fsread.js';
+export { collectScripts, readListing, readScriptHeader } from './fsread.js';
 export { scriptEnv, DEFAULT_PATH } from './env.js';
 export type { EnvContext } from './env.js';
 export { Semaphore } from './semaphore.js';
@@ -11,3 +11,5 @@ export { NodescriptEngine } from './engine.js';
 export type { EngineOptions, RunOptions, RunSummary, ScriptFailure, ScriptListing, ChunkWriter } from './engine.js';
 export { installDefaultNodescripts, DEFAULT_NODESCRIPTS_SRC } from './install.js';
 export { STREAM_START, STREAM_END, shQuote, refusalLines } from './stream.js';
+export { parseHeader, whenFails, HEAD_BYTES } from './when.js';
+export type { ScriptHeader, WhenCondition, HeaderError } from './when.js';

@@ -1,10 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_NODESCRIPTS_SRC } from '../../src/nodescripts/install.js';
+import { DEFAULT_NODESCRIPTS_SRC, SHIPPED_MANIFEST, installDefaultNodescripts, parseShippedManifest } from '../../src/nodescripts/install.js';
+import { parseHeader, whenFails } from '../../src/nodescripts/when.js';
+import { makeStateDir, pxeherd } from '../helpers/cli.js';
 import { scriptEnv, type EnvContext } from '../../src/nodescripts/env.js';
 import type { Node } from '../../src/nodes/types.js';
 
@@ -203,4 +206,111 @@ test('every value reaches the node unchanged, backslashes included, in dash and 
     }
   }
   assert.ok(checked >= HOSTILE.length);
+});
+
+/** Environments that decide each shipped header both ways. */
+function sampleEnvs(): [string, Record<string, string>][] {
+  const rootImage = { root: true, rev: 3 };
+  return [
+    ['kernel+initrd VNFS, no attributes', scriptEnv(node(), 'init', {}, ctx, undefined, '', { root: false })],
+    ['root filesystem, static address', scriptEnv(node(), 'init', { address: '10.0.0.9', netmask: '24' }, ctx, undefined, '', rootImage)],
+    ['wipe_on_boot=no, install=disk without a plan', scriptEnv(node(), 'init', { install: 'disk', wipe_on_boot: 'no' }, ctx, undefined, '', { ...rootImage, install: { INSTALL: 'disk', INSTALL_ERROR: 'no disk matches' } })],
+    ['wipe_on_boot=off, install=disk, no root filesystem', scriptEnv(node(), 'init', { install: 'disk', wipe_on_boot: 'off' }, ctx, undefined, '', { root: false, install: { INSTALL: 'disk', INSTALL_ERROR: 'needs a root filesystem' } })],
+    ['wipe_on_boot=quick, a disk plan', scriptEnv(node(), 'init', { install: 'disk', wipe_on_boot: 'quick' }, ctx, undefined, '', { ...rootImage, install: { INSTALL: 'disk', INSTALL_DISK: '/dev/vda', INSTALL_FIRMWARE: 'bios' } })],
+  ];
+}
+
+test('pxeherd-when: wherever a shipped header skips a script, the script run by hand prints nothing and exits 0', () => {
+  // The header is a declaration of the script's own guard: the engine may skip the fork only
+  // where the script would have done nothing. (The reverse need not hold: 40-address with
+  // an invalid address runs and fails, which is right.)
+  const dir = path.join(DEFAULT_NODESCRIPTS_SRC, 'init', 'all');
+  let skipped = 0;
+  const seen = new Set<string>();
+  for (const [label, env] of sampleEnvs()) {
+    for (const name of readdirSync(dir).sort()) {
+      const file = path.join(dir, name);
+      const h = parseHeader(readFileSync(file, 'utf8'));
+      assert.deepEqual(h.errors, [], name);
+      if (!h.when.length || !whenFails(h.when, env)) continue;
+      const r = spawnSync(file, [], { env, cwd: os.tmpdir() });
+      assert.equal(r.status, 0, `${name} with ${label}: ${r.stderr}`);
+      assert.equal(r.stdout.length, 0, `${name} with ${label} printed: ${r.stdout}`);
+      skipped++;
+      seen.add(name);
+    }
+  }
+  assert.equal(seen.size, 15, `every header skips in some sample: ${[...seen].join(' ')}`);
+  assert.ok(skipped > 30);
+});
+
+const sha256 = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+test(`${SHIPPED_MANIFEST} lists the current version of every shipped nodescript`, () => {
+  const shipped = parseShippedManifest(readFileSync(path.join(DEFAULT_NODESCRIPTS_SRC, SHIPPED_MANIFEST), 'utf8'));
+  const walk = (rel: string): string[] =>
+    readdirSync(path.join(DEFAULT_NODESCRIPTS_SRC, rel), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? walk(path.join(rel, e.name)) : e.name === SHIPPED_MANIFEST ? [] : [path.join(rel, e.name)],
+    );
+  const files = walk('');
+  assert.ok(files.length >= 19);
+  for (const rel of files) {
+    const h = sha256(readFileSync(path.join(DEFAULT_NODESCRIPTS_SRC, rel)));
+    assert.ok(shipped.get(rel)?.has(h), `${rel} (sha256 ${h}) is not in nodescripts/${SHIPPED_MANIFEST}: add it (see the file's header) so that installations update it`);
+  }
+  assert.throws(() => parseShippedManifest('abc  init/all/00-init\n', 'M'), /M line 1: expected "SHA256  PATH"/);
+});
+
+test('existing installations get the new defaults where the admin never changed them, and nothing else', async (t) => {
+  const dest = mkdtempSync(path.join(os.tmpdir(), 'pxeherd-nsupd-'));
+  t.after(() => rmSync(dest, { recursive: true, force: true }));
+  await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, dest);
+  assert.deepEqual(readdirSync(dest).sort(), ['init', 'ready'], `${SHIPPED_MANIFEST} is not copied`);
+  // The previous shipped versions: the current ones without their pxeherd-when: line.
+  const old = (name: string) => readFileSync(path.join(DEFAULT_NODESCRIPTS_SRC, 'init/all', name), 'utf8').replace(/^# pxeherd-when: .*\n/m, '');
+  const at = (name: string) => path.join(dest, 'init/all', name);
+  writeFileSync(at('05-stateless'), old('05-stateless')); // untouched old default
+  writeFileSync(at('10-vnfs-root'), old('10-vnfs-root'));
+  chmodSync(at('10-vnfs-root'), 0o644); // untouched old default, disabled by the admin
+  writeFileSync(at('50-os-hostname'), old('50-os-hostname') + '# my note\n'); // the admin's edit
+  const edited = readFileSync(at('50-os-hostname'));
+  rmSync(at('95-switch-root'));
+  mkdirSync(at('95-switch-root')); // a directory where a default was: the admin's
+  const updated = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, dest);
+  assert.deepEqual(updated.sort(), [at('05-stateless'), at('10-vnfs-root')]);
+  for (const name of ['05-stateless', '10-vnfs-root']) {
+    assert.equal(readFileSync(at(name), 'utf8'), readFileSync(path.join(DEFAULT_NODESCRIPTS_SRC, 'init/all', name), 'utf8'), name);
+  }
+  assert.equal(statSync(at('05-stateless')).mode & 0o777, 0o755);
+  assert.equal(statSync(at('10-vnfs-root')).mode & 0o777, 0o644, 'the admin disabled it: it stays disabled');
+  assert.ok(readFileSync(at('50-os-hostname')).equals(edited), 'an edited default is never replaced');
+  assert.ok(statSync(at('95-switch-root')).isDirectory());
+  assert.deepEqual(readdirSync(path.join(dest, 'init/all')).filter((n) => n.startsWith('.')), [], 'no temporary file left');
+  assert.deepEqual(await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, dest), []);
+});
+
+test('pxeherd script list shows scripts skipped by pxeherd-when: with the reason, and a malformed header with its file and line', (t) => {
+  const s = makeStateDir();
+  t.after(s.cleanup);
+  const c = { config: s.config };
+  assert.equal(pxeherd(['node', 'add', '52:54:00:aa:00:01', 'n0001', '--set', 'address=10.0.0.9'], c).code, 0);
+  const r = pxeherd(['script', 'list', 'n0001', '--json'], c);
+  assert.equal(r.code, 0, r.stderr);
+  const l = JSON.parse(r.stdout) as { order: { name: string }[]; skipped: { name: string; reason: string }[]; problems: string[] };
+  assert.deepEqual(l.order.map((x) => x.name), ['00-init', '40-address', '49-hostname', '99-last']);
+  assert.equal(l.skipped.find((x) => x.name === '05-stateless')?.reason, "pxeherd-when: VNFSROOT=1, node has VNFSROOT=''");
+  assert.equal(l.skipped.find((x) => x.name === '08-disk-plan')?.reason, "pxeherd-when: INSTALL=disk, node has INSTALL=''");
+  assert.equal(l.skipped.length, 14);
+  assert.deepEqual(l.problems, []);
+  // An admin's script with a typo in its header: a problem naming file and line, and a failure at run time.
+  const bad = path.join(s.statedir, 'nodescripts/init/node/n0001/30-mine');
+  mkdirSync(path.dirname(bad), { recursive: true });
+  writeFileSync(bad, '#!/bin/sh\n# mine\n# pxeherd-when: VNFSROOT=1 GROUP=compute\necho "echo mine"\n', { mode: 0o755 });
+  const text = pxeherd(['script', 'list', 'n0001'], c);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /05-stateless\s+all\s+pxeherd-when: VNFSROOT=1, node has VNFSROOT=''/);
+  assert.ok(text.stdout.includes(`${bad}: bad pxeherd header: line 3: pxeherd-when: unknown variable GROUP`), text.stdout);
+  const render = pxeherd(['script', 'render', 'n0001'], c);
+  assert.equal(render.code, 1);
+  assert.match(render.stdout, /nodescript init\/node\/n0001\/30-mine failed: bad pxeherd header: line 3: pxeherd-when: unknown variable GROUP/);
 });

@@ -335,6 +335,60 @@ test('default nodescripts: getfile fetches from the master with busybox wget', a
   assert.match(sh.stderr, /getfile: cannot fetch http:\/\/127.0.0.1:19871\/px\/vnfs\/missing/);
 });
 
+test('pxeherd-when: a script whose header does not hold is never started, is listed as skipped with the reason, and records no event', async (t) => {
+  const ran = path.join(tmp, 'when-ran');
+  const bad = path.join(tmp, 'when-bad-ran');
+  const dir = tree({
+    'init/all/10-root': `#!/bin/sh\n# needs a root filesystem\n# pxeherd-when: VNFSROOT=1\necho root >> ${ran}\necho 'echo root'\n`,
+    'init/all/20-always': echo('always'),
+    'init/all/30-addr': `#!/bin/sh\n# pxeherd-when: ATTR_ADDRESS!= ATTR_MODE!=off|no\necho addr >> ${ran}\necho 'echo addr'\n`,
+  });
+  let root = false;
+  const { eng, events } = engine(dir, new ChildProcessSpawner(), { imageFor: () => ({ root, rev: root ? 2 : undefined }) });
+  t.after(() => eng.close());
+
+  const l = await eng.listScripts(node(), 'init');
+  assert.deepEqual(l.order.map((s) => s.name), ['20-always']);
+  assert.deepEqual(l.skipped.map((s) => [s.name, s.where, s.reason]), [
+    ['10-root', 'all', "pxeherd-when: VNFSROOT=1, node has VNFSROOT=''"],
+    ['30-addr', 'all', "pxeherd-when: ATTR_ADDRESS!=, node has ATTR_ADDRESS=''"],
+  ]);
+  assert.deepEqual(l.problems, []);
+  const r = await eng.renderScript(node(), 'init');
+  assert.equal(r.text, `${STREAM_START}echo always\n${STREAM_END}`);
+  assert.equal(existsSync(ran), false, 'a skipped script must not be started');
+  assert.equal(r.summary.scripts, 1);
+  assert.deepEqual(r.summary.skipped.map((s) => [s.name, s.kind]), [['10-root', 'when'], ['30-addr', 'when']]);
+  assert.deepEqual(events, [], 'no event per skipped script');
+
+  // The environment decides, per request: attributes as given to the run, the image as resolved.
+  const r2 = await eng.renderScript(node(), 'init', { attrs: { address: '10.0.0.5', mode: 'off' } });
+  assert.match(r2.summary.skipped.find((s) => s.name === '30-addr')!.reason, /^pxeherd-when: ATTR_MODE!=off\|no, node has ATTR_MODE='off'$/);
+  root = true;
+  const r3 = await eng.renderScript(node(), 'init', { attrs: { address: '10.0.0.5' } });
+  assert.equal(r3.text, `${STREAM_START}echo root\necho always\necho addr\n${STREAM_END}`);
+  assert.equal(readFileSync(ran, 'utf8'), 'root\naddr\n');
+
+  // Headers are read once per version of the file: an edit counts at once (same size, in place).
+  const p = path.join(dir, 'init/all/10-root');
+  writeFileSync(p, readFileSync(p, 'utf8').replace('VNFSROOT=1', 'VNFSROOT=9'));
+  assert.deepEqual((await eng.listScripts(node({ attrs: { address: '10.0.0.5' } }), 'init')).skipped.map((s) => s.reason), ["pxeherd-when: VNFSROOT=9, node has VNFSROOT='1'"]);
+  // ... and so does a file renamed over it (new inode), with a header that is now malformed:
+  // it is a problem in the listing and fails at run time, without being started.
+  writeFileSync(`${p}.new`, `#!/bin/sh\n# pxeherd-when: VNFS_ROOT=1\necho x >> ${bad}\n`, { mode: 0o755 });
+  execFileSync('mv', [`${p}.new`, p]);
+  const l2 = await eng.listScripts(node(), 'init');
+  assert.equal(l2.order[0]!.name, '10-root');
+  assert.equal(l2.order[0]!.error, 'bad pxeherd header: line 2: pxeherd-when: unknown variable VNFS_ROOT: did you mean VNFSROOT?');
+  assert.deepEqual(l2.problems, [`${p}: bad pxeherd header: line 2: pxeherd-when: unknown variable VNFS_ROOT: did you mean VNFSROOT?`]);
+  const r4 = await eng.renderScript(node(), 'init');
+  assert.equal(r4.ok, false);
+  assert.equal(existsSync(bad), false, 'a script with a malformed header must not be started');
+  assert.equal(r4.text, `${STREAM_START}${abortLines('init/all/10-root', 'bad pxeherd header: line 2: pxeherd-when: unknown variable VNFS_ROOT: did you mean VNFSROOT?')}${STREAM_END}`);
+  assert.deepEqual(events.map((e) => e.kind), ['nodescript.fail']);
+  assert.match(String((events[0]!.detail as { reason: string }).reason), /line 2/);
+});
+
 test('installDefaultNodescripts copies missing files with their modes and never overwrites an admin edit', async () => {
   const dest = path.join(tmp, 'install');
   const first = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, dest);
