@@ -64,7 +64,8 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
       return { node: r.node, registered: r.created };
     },
     isKnown: (mac) => store.nodes.nameByMac(mac) !== undefined,
-    reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
+    // Only the MAC (asked for each address the handler considers): not the node and its attributes.
+    reservationOwner: (ip) => store.nodes.macByIp(ip),
     bound: (mac, ip) => store.nodes.touchAddress(mac, ip),
     leases: store.leases,
     events,
