@@ -18,7 +18,7 @@
  *                  fresh database per run initialised by `kea-admin db-init pgsql`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
@@ -44,6 +44,8 @@ interface Result {
   avgDelayMs: number;
   /** pxeherd only: datagrams shed unanswered because they waited past dhcp.queue_max_age_ms. */
   shed?: number;
+  /** Server process CPU (user + system, all threads) per answered DORA, µs (see serverCpu). */
+  cpuUsPerDora?: number;
 }
 
 async function waitPort(ns: string, port: number, ms = 10_000): Promise<void> {
@@ -111,6 +113,7 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
   const sdir = mkdtempSync(path.join(dir, `${server}-${rate}-`));
   let stop: () => Promise<unknown>;
   let shed: number | undefined;
+  let pid: number | undefined;
   if (server === 'pxeherd' || server === 'pxeherd-store') {
     const s = await startServer(lab.server, {
       serverAddress: '10.79.0.1',
@@ -120,12 +123,14 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       backend: server === 'pxeherd' ? 'memory' : 'store',
       nodesConfig: { name_pattern: 'n######' },
     });
+    pid = s.proc.pid;
     stop = async () => {
       const r = await s.stop();
       shed = Number(r.counters.shed ?? 0);
     };
   } else {
     const p = await startOther(server as 'kea' | 'kea-pg' | 'dnsmasq', lab.server, sdir);
+    pid = p.pid;
     stop = () =>
       new Promise((r) => {
         p.once('exit', r);
@@ -134,12 +139,14 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       });
   }
   try {
+    const cpu0 = serverCpuSecs(pid);
     const { stdout } = await nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', String(rate), '-R', String(CLIENTS), '-p', String(SECS), '10.79.0.1'], (SECS + 30) * 1000).catch(
       (e) => ({ stdout: String(e.stdout ?? '') }),
     );
     const p = parse(stdout);
+    const cpu = serverCpuSecs(pid) - cpu0;
     await stop();
-    return { server, rate, exchangesPerSec: p.raRecv / SECS, drops: p.doDrops + p.raDrops, sent: p.doSent, avgDelayMs: p.raDelay, shed };
+    return { server, rate, exchangesPerSec: p.raRecv / SECS, drops: p.doDrops + p.raDrops, sent: p.doSent, avgDelayMs: p.raDelay, shed, cpuUsPerDora: p.raRecv > 0 ? (cpu * 1e6) / p.raRecv : undefined };
   } catch (e) {
     await stop();
     throw e;
@@ -153,7 +160,8 @@ async function main() {
     process.exit(2);
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-bench-'));
-  const lab = await createLab('bn');
+  // Names carry the pid: another bench run at the same time must not remove this one's namespaces.
+  const lab = await createLab(`bn${process.pid}`);
   const results: Result[] = [];
   try {
     // One /16 for the whole link: perfdhcp (acting as a relay, giaddr 10.79.0.2) and the servers.
@@ -161,12 +169,12 @@ async function main() {
     await sh('ip', ['-n', lab.server, 'addr', 'add', '10.79.0.1/16', 'dev', 'br0']);
     await sh('ip', ['-n', lab.client, 'addr', 'add', '10.79.0.2/16', 'dev', 'eth0']);
     console.log(`perfdhcp: ${SECS} s per run, ${CLIENTS} simulated clients, /16 pool; rates ${RATES.join(', ')} DORA/s offered`);
-    console.log('server          offered/s  DORA/s   drops  avg-ACK-delay   shed');
+    console.log('server          offered/s  DORA/s   drops  avg-ACK-delay   shed  CPU-µs/DORA');
     for (const rate of RATES) {
       for (const server of SERVERS) {
         const r = await runOne(lab, server, rate, dir);
         results.push(r);
-        console.log(`${server.padEnd(15)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms ${r.shed === undefined ? '' : String(r.shed).padStart(6)}`);
+        console.log(`${server.padEnd(15)} ${String(rate).padStart(9)} ${r.exchangesPerSec.toFixed(0).padStart(7)} ${String(r.drops).padStart(7)} ${r.avgDelayMs.toFixed(2).padStart(9)} ms ${(r.shed === undefined ? '' : String(r.shed)).padStart(6)} ${r.cpuUsPerDora === undefined ? '' : r.cpuUsPerDora.toFixed(0).padStart(11)}`);
       }
     }
   } finally {
@@ -185,6 +193,23 @@ async function main() {
       });
       console.log(`  ${String(rate).padStart(5)}/s ${mine.padEnd(13)}: ${parts.join('   ')}   (drops ${px.drops})`);
     }
+  }
+}
+
+/**
+ * CPU seconds (user + system, all threads) the server process has used so far, from
+ * /proc/<pid>/stat (`ip netns exec` execs the server, so the child's pid is the server's). The
+ * difference across a perfdhcp run, per answered DORA, is what a server costs per exchange;
+ * on a shared machine it is far less noisy than DORA/s.
+ */
+function serverCpuSecs(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15) in USER_HZ = 100
+  } catch {
+    return NaN;
   }
 }
 

@@ -141,6 +141,7 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
 }
 
 /** VnfsFilesBackend over the store. */
-export function storeVnfsFiles(store: { vnfs: { get(name: string): { kernel: string; initrd: string } | undefined }; nodes: { byMac(mac: string): { name: string } | undefined } }): VnfsFilesBackend {
-  return { vnfs: (n) => store.vnfs.get(n), nodeName: (mac) => store.nodes.byMac(mac)?.name };
+export function storeVnfsFiles(store: { vnfs: { get(name: string): { kernel: string; initrd: string } | undefined }; nodes: { nameByMac(mac: string): string | undefined } }): VnfsFilesBackend {
+  // Only the name (one indexed read per kernel/initrd in a boot storm): not the node and its attributes.
+  return { vnfs: (n) => store.vnfs.get(n), nodeName: (mac) => store.nodes.nameByMac(mac) };
 }

@@ -65,9 +65,30 @@ function redactValue(v: unknown, key: string | undefined, depth: number): unknow
  */
 export function redactEvent(ev: BootEvent): BootEvent {
   if (!ev.detail) return ev;
-  const d = ev.detail;
-  const json = JSON.stringify(d);
-  if (!json.includes('$') && ![...SECRET_ATTRS].some((k) => json.includes(k))) return ev;
+  return mayHoldSecret(JSON.stringify(ev.detail)) ? redactDetail(ev) : ev;
+}
+
+/**
+ * redactEvent, and the JSON text of the returned event's detail ('{}' when it has none): the
+ * event log stores that text, so an event is serialised once, not twice (DHCP records four
+ * or five events per exchange).
+ */
+export function redactEventJson(ev: BootEvent): { event: BootEvent; detailJson: string } {
+  const json = JSON.stringify(ev.detail ?? {});
+  if (!ev.detail || !mayHoldSecret(json)) return { event: ev, detailJson: json };
+  const event = redactDetail(ev);
+  return { event, detailJson: JSON.stringify(event.detail) };
+}
+
+/** Cheap pre-check on the detail's JSON: no '$' (crypt hashes) and no secret key, nothing to hide. */
+function mayHoldSecret(json: string): boolean {
+  if (json.includes('$')) return true;
+  for (const k of SECRET_ATTRS) if (json.includes(k)) return true;
+  return false;
+}
+
+function redactDetail(ev: BootEvent): BootEvent {
+  const d = ev.detail!;
   const detail = redactValue(d, undefined, 0) as Record<string, unknown>;
   // A {key, value} pair naming a secret attribute.
   if (typeof detail.key === 'string' && isSecretAttr(detail.key) && typeof detail.value === 'string' && detail.value !== '') detail.value = HIDDEN;

@@ -27,7 +27,9 @@ export function namingPolicy(config: Config): NamingPolicy {
 export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => void)[] = []): EventSink {
   return {
     record(ev: BootEvent) {
-      const e: BootEvent = { ...ev, time: ev.time ?? Date.now() };
+      // Built field by field, not spread: one object shape for every event (this runs four or
+      // five times per DHCP exchange, and a spread of differently shaped events costs more).
+      const e: BootEvent = { time: ev.time ?? Date.now(), mac: ev.mac, node: ev.node, kind: ev.kind, detail: ev.detail };
       const d = (e.detail ?? {}) as Record<string, unknown>;
       if (!e.mac) {
         const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
@@ -52,17 +54,29 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
     work();
     store.events.flushIfDue();
   });
+  // MACs the running slice found not to be nodes (isKnown, asked inside its transaction, where
+  // nothing else writes): their lookup goes straight to registration. Registration reads the MAC
+  // itself, so this saves a query per new MAC and can never give a wrong answer. Emptied with
+  // each slice.
+  const newInSlice = new Set<string>();
   return {
     lookupNode(mac, hint) {
-      const existing = store.nodes.byMac(mac);
-      if (existing) return { node: existing, registered: false };
+      if (!newInSlice.delete(mac)) {
+        const existing = store.nodes.byMac(mac);
+        if (existing) return { node: existing, registered: false };
+      }
       if (!config.nodes.auto_register) return undefined;
       const r = store.nodes.register(mac, policy, { preferredName: hint.hostname });
       if (r.created) events.record({ mac, node: r.node.name, kind: 'node.register', detail: { via: 'dhcp' } });
       return { node: r.node, registered: r.created };
     },
-    isKnown: (mac) => store.nodes.nameByMac(mac) !== undefined,
-    reservationOwner: (ip) => store.nodes.byIp(ip)?.mac,
+    isKnown(mac) {
+      if (store.nodes.nameByMac(mac) !== undefined) return true;
+      newInSlice.add(mac);
+      return false;
+    },
+    // Only the MAC (asked for each address the handler considers): not the node and its attributes.
+    reservationOwner: (ip) => store.nodes.macByIp(ip),
     bound: (mac, ip) => store.nodes.touchAddress(mac, ip),
     leases: store.leases,
     events,
@@ -70,7 +84,13 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
     // nest in it as savepoints, so a slice costs one commit instead of one per new MAC.
     // Pending events (dhcp.discover/offer/request/ack, node.register) are written in a slice's
     // transaction when they are due: no separate commit for the event log.
-    batch: (work) => slice.immediate(work),
+    batch(work) {
+      try {
+        slice.immediate(work);
+      } finally {
+        newInSlice.clear();
+      }
+    },
     attrsFor: (node) => store.attrsFor(node),
     noteClientArch: archs ? (mac, arch) => archs.note(mac, arch) : undefined,
   };

@@ -1,6 +1,6 @@
 import type { DB } from './db.js';
 import type { BootEvent, EventSink } from '../nodes/types.js';
-import { redactEvent } from '../security/secrets.js';
+import { redactEventJson } from '../security/secrets.js';
 
 export interface EventFilter {
   mac?: string;
@@ -24,6 +24,8 @@ export interface EventFilter {
  */
 export class EventRepo implements EventSink {
   private pending: BootEvent[] = [];
+  /** JSON of each pending event's detail, as redaction serialised it (same index as `pending`). */
+  private pendingDetail: string[] = [];
   private scheduled = false;
   /** performance.now() of the last write (-Infinity: none yet). */
   private lastWrite = -Infinity;
@@ -36,10 +38,13 @@ export class EventRepo implements EventSink {
     readonly serverId = '',
   ) {
     this.insert = db.prepare('INSERT INTO events (time, mac, node, kind, detail, server_id) VALUES (?, ?, ?, ?, ?, ?)');
-    this.writeBatch = db.transaction((batch: BootEvent[]) => {
+    this.writeBatch = db.transaction((batch: BootEvent[], details: string[]) => {
       // One row per statement: a multi-row INSERT ... VALUES measured worse (SQLite stages
       // its rows in a temporary table: ~60 % more bytes written per DHCP exchange).
-      for (const e of batch) this.insert.run(e.time, e.mac ?? null, e.node ?? null, e.kind, JSON.stringify(e.detail ?? {}), this.serverId);
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i]!;
+        this.insert.run(e.time, e.mac ?? null, e.node ?? null, e.kind, details[i], this.serverId);
+      }
     });
   }
   private readonly writeBatch;
@@ -54,14 +59,17 @@ export class EventRepo implements EventSink {
   record(ev: BootEvent): BootEvent {
     // Secrets (a password hash quoted by a script or a console line) never reach the log: this
     // is the one place events are redacted; the server's sink logs and forwards what it returns.
-    const r = redactEvent(ev);
+    const { event: r, detailJson } = redactEventJson(ev);
     const e: BootEvent = r.time === undefined ? { ...r, time: Date.now() } : r;
     this.pending.push(e);
-    for (const fn of this.listeners) {
-      try {
-        fn(e);
-      } catch {
-        /* a broken listener must not lose the event */
+    this.pendingDetail.push(detailJson);
+    if (this.listeners.size > 0) {
+      for (const fn of this.listeners) {
+        try {
+          fn(e);
+        } catch {
+          /* a broken listener must not lose the event */
+        }
       }
     }
     if (!this.scheduled) {
@@ -85,9 +93,11 @@ export class EventRepo implements EventSink {
     this.scheduled = false;
     if (this.pending.length === 0) return;
     const batch = this.pending;
+    const details = this.pendingDetail;
     this.pending = [];
+    this.pendingDetail = [];
     this.lastWrite = performance.now();
-    this.writeBatch(batch);
+    this.writeBatch(batch, details);
   }
 
   query(f: EventFilter = {}): BootEvent[] {

@@ -178,3 +178,30 @@ test('ipToInt accepts exactly dotted quads of 0-255', async () => {
   assert.equal(intToIp(ipToInt('192.168.1.200')!), '192.168.1.200');
   for (const bad of ['', '1.2.3', '1.2.3.4.5', '256.1.1.1', '1..2.3', '1.2.3.', 'a.b.c.d', '1.2.3.4 ', '0001.2.3.4']) assert.equal(ipToInt(bad), undefined, bad);
 });
+
+test('a reply whose options fit is laid out option by option after the cookie, END last, zero-padded to 300 bytes', () => {
+  const p = emptyPacket(2);
+  p.xid = 0x01020304;
+  p.yiaddr = '10.0.0.7';
+  p.file = 'ipxe.efi';
+  p.options.set(53, Buffer.from([2]));
+  p.options.set(54, Buffer.from([10, 0, 0, 1]));
+  p.options.set(12, Buffer.alloc(0));
+  p.options.set(0, Buffer.from([9])); // PAD, END and overload in the map are never written as options
+  p.options.set(255, Buffer.from([9]));
+  const b = encode(p);
+  assert.equal(b.length, 300);
+  assert.equal(b.readUInt32BE(4), 0x01020304);
+  assert.deepEqual([...b.subarray(16, 20)], [10, 0, 0, 7]);
+  assert.equal(b.toString('latin1', 108, 116), 'ipxe.efi');
+  assert.equal(b[116], 0);
+  assert.equal(b.readUInt32BE(236), 0x63825363);
+  assert.deepEqual([...b.subarray(240, 252)], [53, 1, 2, 54, 4, 10, 0, 0, 1, 12, 0, 255]);
+  assert.ok(b.subarray(252).every((x) => x === 0));
+  // An option longer than 255 bytes is split (RFC 3396) and still decodes whole.
+  p.options.set(43, Buffer.alloc(300, 7));
+  const long = decode(encode(p, { maxSize: 1500 }));
+  assert.ok(long.ok);
+  assert.equal(long.packet.options.get(43)!.length, 300);
+  assert.equal(long.packet.file, 'ipxe.efi');
+});

@@ -183,3 +183,32 @@ test('a range outside its netmask makes start() reject with a one-line DHCP erro
   const server = new DhcpServer({ config: bad, serverAddress: '10.0.0.1', httpPort: 8080, backend: new MemoryDhcpBackend() });
   await assert.rejects(server.start(), /^Error: DHCP: dhcp\.range: 10\.0\.0\.100-10\.0\.1\.200 is not inside 10\.0\.0\.0\/24$/);
 });
+
+test('whether a DISCOVER is from a known node is asked inside the slice\'s batch (one store transaction), not as each datagram is read', async () => {
+  const log: string[] = [];
+  const backend = new MemoryDhcpBackend();
+  let inBatch = false;
+  (backend as { isKnown?: (mac: string) => boolean }).isKnown = (mac) => {
+    log.push(`isKnown ${mac.slice(-2)} ${inBatch ? 'in batch' : 'OUTSIDE'}`);
+    return false;
+  };
+  backend.batch = (work) => {
+    inBatch = true;
+    try {
+      work();
+    } finally {
+      inBatch = false;
+    }
+  };
+  const server = new DhcpServer({ config: cfg, serverAddress: '10.0.0.1', httpPort: 8080, backend });
+  server.getHandler().load();
+  const s = server as unknown as Driven;
+  const sent: string[] = [];
+  s.send = (r) => sent.push(r.packet.yiaddr);
+  for (let i = 0; i < 3; i++) s.onMessage(discover(i), RINFO, 'dhcp');
+  assert.deepEqual(log, [], 'nothing asked while reading');
+  assert.equal(server.queued(), 3);
+  await turn();
+  assert.deepEqual(log, ['isKnown 00 in batch', 'isKnown 01 in batch', 'isKnown 02 in batch']);
+  assert.equal(sent.length, 3);
+});

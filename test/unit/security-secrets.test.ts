@@ -2,7 +2,7 @@
 // hashes are cut out of any event text; everything else passes through unchanged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { redactAttrs, redactEvent, redactText, rootPasswordState, shownValue } from '../../src/security/secrets.js';
+import { redactAttrs, redactEvent, redactEventJson, redactText, rootPasswordState, shownValue } from '../../src/security/secrets.js';
 
 const HASH = '$6$rounds=5000$saltsalt$' + 'x'.repeat(86);
 
@@ -29,4 +29,16 @@ test('events: crypt hashes in any text, and secret attributes by key, are redact
   assert.equal((set.detail as { value: string }).value, '(set, hidden)');
   const plain = { kind: 'dhcp.ack', detail: { ip: '10.0.0.5' } };
   assert.equal(redactEvent(plain), plain, 'no $ and no secret key: the same object');
+});
+
+test('redactEventJson: the JSON the event log stores is that of the redacted detail', () => {
+  const ev = { kind: 'nodescript.stderr', detail: { stderr: `echo ${HASH}` } };
+  const r = redactEventJson(ev);
+  assert.ok(!r.detailJson.includes(HASH));
+  assert.deepEqual(JSON.parse(r.detailJson), r.event.detail);
+  const set = redactEventJson({ kind: 'node.set', detail: { key: 'attr.root_password_hash', value: 'secret-not-a-hash' } });
+  assert.equal(JSON.parse(set.detailJson).value, '(set, hidden)');
+  const plain = { kind: 'dhcp.ack', detail: { ip: '10.0.0.5' } };
+  assert.deepEqual(redactEventJson(plain), { event: plain, detailJson: '{"ip":"10.0.0.5"}' });
+  assert.equal(redactEventJson({ kind: 'x' }).detailJson, '{}');
 });
