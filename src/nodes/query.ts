@@ -180,6 +180,18 @@ function compareFacts(spec: string, facts: Record<string, string | number> | und
   return false;
 }
 
+/** The attribute keys a query's attr: terms read (a caller loading only some attributes adds these). */
+export function queryAttrKeys(q: Query, out = new Set<string>()): Set<string> {
+  if (q.op === 'term') {
+    if (q.key === 'attr') out.add(/^[A-Za-z0-9_.-]+/.exec(q.value)![0]);
+  } else if (q.op === 'not') queryAttrKeys(q.arg, out);
+  else {
+    queryAttrKeys(q.left, out);
+    queryAttrKeys(q.right, out);
+  }
+  return out;
+}
+
 export function evalQuery(q: Query, node: Node, ctx: QueryContext = {}): boolean {
   switch (q.op) {
     case 'and':

@@ -1,5 +1,5 @@
 import type { DB } from './db.js';
-import type { Transaction } from 'better-sqlite3';
+import type { Statement, Transaction } from 'better-sqlite3';
 import type { BootMode, Node } from '../nodes/types.js';
 import { BOOT_MODES } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
@@ -31,6 +31,10 @@ export interface NodeRow {
   created_at: number;
   updated_at: number;
 }
+
+/** The columns NodeRepo.where reads, in the order of WhereRow. */
+const WHERE_COLUMNS = ['mac', 'name', 'grp', 'vnfs', 'enabled', 'debug', 'state', 'ip', 'last_contact', 'boot', 'created_at', 'updated_at'];
+type WhereRow = [string, string, string, string, number, number, string, string, number | null, BootMode, number, number, Record<string, string>];
 
 /** A node from its row and its attributes. */
 export function nodeFromRow(r: NodeRow, attrs: Record<string, string>): Node {
@@ -183,18 +187,40 @@ export class NodeRepo {
 
   /**
    * Nodes matching a SQL condition on `nodes` (from compileQuery), attributes included, sorted
-   * by name: one statement, each row carrying its attributes as a JSON object, so a query
-   * over 100 000 nodes reads the matching rows once and nothing else.
+   * by name. SQLite hands the whole answer over as one JSON text — an array of rows, each with
+   * its attributes as an object — which JSON.parse turns into values far faster than
+   * better-sqlite3 makes them column by column (8 000 nodes: about half the time). With
+   * `attrKeys`, each node carries only those attributes.
    */
-  where(condition: string, params: (string | number)[]): Node[] {
-    const rows = this.db
-      .prepare<(string | number)[], NodeRow & { attrs_json: string | null }>(
-        `SELECT nodes.*, (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac) AS attrs_json
-         FROM nodes WHERE ${condition} ORDER BY name`,
-      )
-      .all(...params);
-    return rows.map((r) => this.fromRow(r, r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {}));
+  where(condition: string, params: (string | number)[], opts: { attrKeys?: readonly string[] } = {}): Node[] {
+    // attrKeys: only these attributes (`node list` as a table needs checkin_interval alone).
+    const keys = opts.attrKeys;
+    const cacheKey = keys ? `${keys.length}\u0000${condition}` : condition;
+    let stmt = this.whereCache.get(cacheKey);
+    if (!stmt) {
+      const only = keys ? (keys.length ? ` AND a.key IN (${keys.map(() => '?').join(', ')})` : ' AND 0') : '';
+      stmt = this.db
+        .prepare<(string | number)[], string>(
+          `SELECT json_group_array(json_array(${WHERE_COLUMNS.join(', ')},
+             (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac${only})) ORDER BY name)
+           FROM nodes WHERE ${condition}`,
+        )
+        .pluck();
+      if (this.whereCache.size >= 64) this.whereCache.clear();
+      this.whereCache.set(cacheKey, stmt);
+    }
+    const rows = JSON.parse(stmt.get(...(keys ?? []), ...params) ?? '[]') as WhereRow[];
+    const out: Node[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      out[i] = {
+        mac: r[0], name: r[1], group: r[2], vnfs: r[3], enabled: r[4] === 1, debug: r[5] === 1, state: r[6], ip: r[7],
+        lastContact: r[8], boot: r[9], attrs: r[12], createdAt: r[10], updatedAt: r[11],
+      };
+    }
+    return out;
   }
+  private readonly whereCache = new Map<string, Statement<(string | number)[], string>>();
 
   /**
    * Next free name under the pattern. Call inside the write transaction that inserts it.

@@ -175,6 +175,15 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER node_attrs_changes AFTER INSERT OR UPDATE OR DELETE ON node_attrs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   CREATE TRIGGER leases_changes AFTER INSERT OR UPDATE OR DELETE ON leases FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   `,
+  // 8: query19 — indexes for `node list QUERY` (src/nodes/query-sql.ts compiles globs to
+  // lower(column) LIKE pattern on PostgreSQL: text_pattern_ops serves its prefix in any locale).
+  `
+  CREATE INDEX node_attrs_key_value ON node_attrs (key, lower(value) text_pattern_ops);
+  CREATE INDEX nodes_name_lower ON nodes (lower(name) text_pattern_ops);
+  CREATE INDEX nodes_grp_lower ON nodes (lower(grp) text_pattern_ops);
+  CREATE INDEX nodes_vnfs_lower ON nodes (lower(vnfs) text_pattern_ops);
+  CREATE INDEX nodes_state_lower ON nodes (lower(state) text_pattern_ops);
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */
