@@ -22,9 +22,10 @@ export interface SqlDialect {
   /** 'LIKE' on SQLite (ASCII case-insensitive), 'ILIKE' on PostgreSQL. */
   ilike: string;
   /**
-   * PostgreSQL: match `lower(column) LIKE pattern` with the (ASCII) pattern lowercased here, which
-   * means what ILIKE means and can use a `lower(column) text_pattern_ops` index (migration 8);
-   * ILIKE cannot use a b-tree at all.
+   * PostgreSQL: match `lower(column COLLATE "C") LIKE pattern` with the (ASCII) pattern lowercased
+   * here. Under "C" lower() folds ASCII letters only, as evalQuery's /i and SQLite's LIKE do
+   * (ILIKE in a UTF-8 locale folds the Kelvin sign to k), and the expression has an index
+   * (migration 8); ILIKE cannot use a b-tree at all.
    */
   lowerLike?: boolean;
   /** The placeholder for the n-th (1-based) parameter: '?' or '$n'. */
@@ -105,7 +106,7 @@ function like(column: string, pat: string, dialect: SqlDialect): Part {
   // Indexed columns (migration 8) drive the query when the pattern starts with a literal.
   const indexed = INDEXED.has(column) && !/^[%_]/.test(pat);
   // globToLike passes only printable ASCII, whose lowercase is the same in JS and in SQL.
-  if (dialect.lowerLike) return cond(`lower(${column}) LIKE ${SLOT} ESCAPE '\\'`, [pat.toLowerCase()], true, indexed);
+  if (dialect.lowerLike) return cond(`lower(${column} COLLATE "C") LIKE ${SLOT} ESCAPE '\\'`, [pat.toLowerCase()], true, indexed);
   return cond(`${column} ${dialect.ilike} ${SLOT} ESCAPE '\\'`, [pat], true, indexed);
 }
 
