@@ -2,9 +2,11 @@
  * `node list QUERY` at scale (issue 19): a 100 000-node SQLite store built once in a temporary
  * directory (groups, VNFS pins, states, 5-7 attributes per node), then for each query the median
  * of N runs of
- *   - query:  NodeService.list([QUERY]) in this process (compiled SQL + rows to Node objects),
+ *   - query:  NodeService.list([QUERY]) in this process (compiled SQL + rows to Node objects with
+ *             all their attributes), wall and CPU time,
  *   - action: the whole `node list QUERY` command in this process (query, stale flags, table),
- *   - cli:    `node dist/cli.js node list QUERY` as a child process, start to exit (wall time),
+ *   - cli:    `node dist/cli.js node list QUERY` as a child process, start to exit (wall time; CPU
+ *             time user + system through /usr/bin/time when installed); cli_json: the same with --json,
  *   - pg:     PostgresBackend.listNodes(QUERY) on a private PostgreSQL holding a `db copy` of the
  *             same store (with --pg; test/lab/postgres.ts).
  * Figures, not pass/fail. Run `npm run build` first (the CLI column runs dist/cli.js).
@@ -26,6 +28,7 @@ const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : dflt);
 const N = Number(opt('--nodes', '100000'));
 const RUNS = Number(opt('--runs', '15'));
+const CLI_RUNS = Math.max(3, Math.ceil(RUNS / 3));
 const withPg = args.includes('--pg');
 const asJson = args.includes('--json');
 const keep = args.includes('--keep') ? opt('--keep', '') : '';
@@ -117,45 +120,66 @@ interface Row {
   query: string;
   rows: number;
   query_ms: number;
+  query_cpu_ms: number;
   action_ms: number;
   cli_ms: number;
+  cli_cpu_ms?: number;
   cli_json_ms: number;
   pg_ms?: number;
+}
+
+/** CPU time (user + system) of the child, from GNU time when installed: less noisy than wall time on a shared machine. */
+const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+function cli(argv: string[]): { wall: number; cpu?: number } {
+  const t = process.hrtime.bigint();
+  const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
+  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(repo, 'dist/cli.js'), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const wall = ms(t);
+  if (p.status !== 0) throw new Error(`pxeherd ${argv.join(' ')}: exit ${p.status}: ${p.stderr}`);
+  const m = /cpu ([\d.]+) ([\d.]+)/.exec(p.stderr);
+  return { wall, cpu: m ? (Number(m[1]) + Number(m[2])) * 1000 : undefined };
 }
 const results: Row[] = [];
 for (const q of QUERIES) {
   const rows = svc.list([q]).length;
   const tq: number[] = [];
+  const cq: number[] = [];
   const ta: number[] = [];
   const tc: number[] = [];
+  const cc: number[] = [];
   const tj: number[] = [];
   for (let i = 0; i < RUNS; i++) {
+    const c0 = process.cpuUsage();
     let t = process.hrtime.bigint();
     svc.list([q]);
     tq.push(ms(t));
+    const c = process.cpuUsage(c0);
+    cq.push((c.user + c.system) / 1000);
     t = process.hrtime.bigint();
     if ((await main(['node', 'list', q, '--config', cfgFile], silent)) !== 0) throw new Error(`node list ${q} failed`);
     ta.push(ms(t));
   }
-  for (let i = 0; i < Math.max(3, Math.ceil(RUNS / 3)); i++) {
-    for (const [out, extra] of [[tc, []], [tj, ['--json']]] as const) {
-      const t = process.hrtime.bigint();
-      const p = spawnSync(process.execPath, [path.join(repo, 'dist/cli.js'), 'node', 'list', q, '--config', cfgFile, ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
-      out.push(ms(t));
-      if (p.status !== 0) throw new Error(`pxeherd node list ${q}: exit ${p.status}: ${p.stderr}`);
-    }
+  for (let i = 0; i < CLI_RUNS; i++) {
+    const r = cli(['node', 'list', q, '--config', cfgFile]);
+    tc.push(r.wall);
+    if (r.cpu !== undefined) cc.push(r.cpu);
+    tj.push(cli(['node', 'list', q, '--json', '--config', cfgFile]).wall);
   }
-  results.push({ query: q, rows, query_ms: round(median(tq)), action_ms: round(median(ta)), cli_ms: round(median(tc)), cli_json_ms: round(median(tj)) });
+  results.push({
+    query: q, rows, query_ms: round(median(tq)), query_cpu_ms: round(median(cq)), action_ms: round(median(ta)),
+    cli_ms: round(median(tc)), ...(cc.length ? { cli_cpu_ms: round(median(cc)) } : {}), cli_json_ms: round(median(tj)),
+  });
   if (!asJson) process.stderr.write(`${q}: ${rows} rows, query ${round(median(tq))} ms, action ${round(median(ta))} ms, cli ${round(median(tc))} ms\n`);
 }
 store.close();
 
 // Process start-up alone: what `--help` of the node command costs.
 const th: number[] = [];
-for (let i = 0; i < 5; i++) {
-  const t = process.hrtime.bigint();
-  spawnSync(process.execPath, [path.join(repo, 'dist/cli.js'), 'node', 'list', '--help'], { stdio: 'ignore' });
-  th.push(ms(t));
+const ch: number[] = [];
+for (let i = 0; i < CLI_RUNS; i++) {
+  const r = cli(['node', 'list', '--help']);
+  th.push(r.wall);
+  if (r.cpu !== undefined) ch.push(r.cpu);
 }
 
 if (withPg) {
@@ -165,7 +189,7 @@ if (withPg) {
   const { PostgresBackend } = await import('../src/store/pg/backend.js');
   const pg = await startPostgres({ database: 'bench' });
   try {
-    const url = await pg.createDatabase('bench');
+    const url = pg.url('bench');
     const sql = connectPostgres(url, { max: 1 });
     await copySqliteToPostgres(path.join(dir, 'pxeherd.db'), sql);
     await sql.unsafe('ANALYZE');
@@ -189,11 +213,11 @@ if (withPg) {
 }
 if (!keep) fs.rmSync(dir, { recursive: true, force: true });
 
-const summary = { nodes: N, runs: RUNS, cpus: os.cpus().length, loadavg: os.loadavg().map(round), startup_help_ms: round(median(th)), results };
+const summary = { nodes: N, runs: RUNS, cli_runs: CLI_RUNS, cpus: os.cpus().length, loadavg: os.loadavg().map(round), startup_help_ms: round(median(th)), startup_help_cpu_ms: ch.length ? round(median(ch)) : null, results };
 if (asJson) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 else {
-  process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${Math.max(3, Math.ceil(RUNS / 3))}), load ${summary.loadavg.join(' ')}; \`node dist/cli.js node list --help\` ${summary.startup_help_ms} ms\n`);
-  const cols = ['rows', 'query_ms', 'action_ms', 'cli_ms', 'cli_json_ms', ...(withPg ? ['pg_ms'] : [])] as const;
-  process.stdout.write(['query'.padEnd(58), ...cols.map((c) => c.padStart(11))].join(' ') + '\n');
-  for (const r of results) process.stdout.write([r.query.padEnd(58), ...cols.map((c) => String(r[c as keyof Row] ?? '-').padStart(11))].join(' ') + '\n');
+  process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${CLI_RUNS}), load ${summary.loadavg.join(' ')}; \`node dist/cli.js node list --help\` ${summary.startup_help_ms} ms (cpu ${summary.startup_help_cpu_ms ?? '-'} ms)\n`);
+  const cols = ['rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms'] : [])] as const;
+  process.stdout.write(['query'.padEnd(56), ...cols.map((c) => c.padStart(12))].join(' ') + '\n');
+  for (const r of results) process.stdout.write([r.query.padEnd(56), ...cols.map((c) => String(r[c as keyof Row] ?? '-').padStart(12))].join(' ') + '\n');
 }
