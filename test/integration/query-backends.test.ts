@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Store } from '../../src/store/store.js';
+import { nodeFromRow, type NodeRow } from '../../src/store/nodes.js';
 import { SqliteBackend } from '../../src/store/sqlite-backend.js';
 import { PostgresBackend } from '../../src/store/pg/backend.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
@@ -71,7 +72,13 @@ before(async () => {
       if (r() < 0.1) insAttr.run(mac, 'checkin_interval', pick(['60', '600']));
     }
   })();
-  all = store.nodes.all();
+  // The reference: every row and attribute read apart, without NodeRepo's one-statement JSON.
+  const attrs = new Map<string, Record<string, string>>();
+  for (const a of store.db.prepare('SELECT mac, key, value FROM node_attrs').all() as { mac: string; key: string; value: string }[]) {
+    attrs.set(a.mac, { ...attrs.get(a.mac), [a.key]: a.value });
+  }
+  all = (store.db.prepare('SELECT * FROM nodes ORDER BY name').all() as NodeRow[]).map((r) => nodeFromRow(r, attrs.get(r.mac) ?? {}));
+  assert.deepEqual(store.nodes.all(), all, 'NodeRepo.all');
   if (!pgSkip) {
     pg = await startPostgres();
     const url = await pg.createDatabase('query');
