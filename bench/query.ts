@@ -11,7 +11,12 @@
  *             same store (with --pg; test/lab/postgres.ts).
  * Figures, not pass/fail. Run `npm run build` first (the CLI column runs dist/cli.js).
  *
- *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg] [--json] [--keep DIR]
+ * With --baseline CHECKOUT (a pxeherd checkout of the code before, `npm run build` done there,
+ * e.g. /work/main at the branch point) the same queries also run through that code, on a copy
+ * of the store without migration 8 (its indexes dropped, user_version 7), interleaved with
+ * this code's runs: on a shared machine only such same-run ratios mean much.
+ *
+ *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg] [--json] [--keep DIR] [--baseline CHECKOUT]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,6 +37,7 @@ const CLI_RUNS = Math.max(3, Math.ceil(RUNS / 3));
 const withPg = args.includes('--pg');
 const asJson = args.includes('--json');
 const keep = args.includes('--keep') ? opt('--keep', '') : '';
+const baseline = args.includes('--baseline') ? path.resolve(opt('--baseline', '')) : '';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Deterministic pseudo-random numbers (mulberry32): the same store every run. */
@@ -116,6 +122,36 @@ const config = parseConfig({ statedir: dir });
 const svc = new NodeService(store, config, queryContextFor(store));
 const silent = { out: () => undefined, err: (s: string) => process.stderr.write(s) };
 
+/** The code before, on a copy of the store as it was before migration 8. */
+interface Baseline {
+  list: (q: string) => unknown[];
+  cfgFile: string;
+  close: () => void;
+}
+let base: Baseline | undefined;
+if (baseline) {
+  const baseDir = path.join(dir, 'baseline');
+  const baseCfg = path.join(baseDir, 'pxeherd.yaml');
+  if (!fs.existsSync(path.join(baseDir, 'pxeherd.db'))) {
+    fs.mkdirSync(baseDir, { recursive: true });
+    store.db.prepare('VACUUM INTO ?').run(path.join(baseDir, 'pxeherd.db'));
+    const Database = (await import('better-sqlite3')).default;
+    const old = new Database(path.join(baseDir, 'pxeherd.db'));
+    for (const ix of ['node_attrs_key_value', 'nodes_name_nocase', 'nodes_grp_nocase', 'nodes_vnfs_nocase', 'nodes_state_nocase']) old.exec(`DROP INDEX IF EXISTS ${ix}`);
+    old.pragma('user_version = 7');
+    old.exec('ANALYZE');
+    old.close();
+    fs.writeFileSync(baseCfg, `statedir: ${baseDir}\n`);
+  }
+  const S = (await import(path.join(baseline, 'src/store/store.ts'))).Store as typeof Store;
+  const NS = (await import(path.join(baseline, 'src/nodes/service.ts'))).NodeService as typeof NodeService;
+  const LC = (await import(path.join(baseline, 'src/config/load.ts'))).parseConfig as typeof parseConfig;
+  const QC = (await import(path.join(baseline, 'src/inventory/context.ts'))).queryContextFor as typeof queryContextFor;
+  const bstore = S.open(baseDir);
+  const bsvc = new NS(bstore, LC({ statedir: baseDir }), QC(bstore));
+  base = { list: (q) => bsvc.list([q]), cfgFile: baseCfg, close: () => bstore.close() };
+}
+
 interface Row {
   query: string;
   rows: number;
@@ -126,14 +162,18 @@ interface Row {
   cli_cpu_ms?: number;
   cli_json_ms: number;
   pg_ms?: number;
+  base_query_ms?: number;
+  base_query_cpu_ms?: number;
+  base_cli_ms?: number;
+  base_cli_cpu_ms?: number;
 }
 
 /** CPU time (user + system) of the child, from GNU time when installed: less noisy than wall time on a shared machine. */
 const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-function cli(argv: string[]): { wall: number; cpu?: number } {
+function cli(argv: string[], checkout = repo): { wall: number; cpu?: number } {
   const t = process.hrtime.bigint();
   const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
-  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(repo, 'dist/cli.js'), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   const wall = ms(t);
   if (p.status !== 0) throw new Error(`pxeherd ${argv.join(' ')}: exit ${p.status}: ${p.stderr}`);
   const m = /cpu ([\d.]+) ([\d.]+)/.exec(p.stderr);
@@ -148,7 +188,20 @@ for (const q of QUERIES) {
   const tc: number[] = [];
   const cc: number[] = [];
   const tj: number[] = [];
+  const bq: number[] = [];
+  const bcq: number[] = [];
+  const bc: number[] = [];
+  const bcc: number[] = [];
+  if (base && base.list(q).length !== rows) throw new Error(`${q}: the baseline selects ${base.list(q).length} nodes, this code ${rows}`);
   for (let i = 0; i < RUNS; i++) {
+    if (base) {
+      const c0 = process.cpuUsage();
+      const t = process.hrtime.bigint();
+      base.list(q);
+      bq.push(ms(t));
+      const c = process.cpuUsage(c0);
+      bcq.push((c.user + c.system) / 1000);
+    }
     const c0 = process.cpuUsage();
     let t = process.hrtime.bigint();
     svc.list([q]);
@@ -164,14 +217,21 @@ for (const q of QUERIES) {
     tc.push(r.wall);
     if (r.cpu !== undefined) cc.push(r.cpu);
     tj.push(cli(['node', 'list', q, '--json', '--config', cfgFile]).wall);
+    if (base) {
+      const b = cli(['node', 'list', q, '--config', base.cfgFile], baseline);
+      bc.push(b.wall);
+      if (b.cpu !== undefined) bcc.push(b.cpu);
+    }
   }
   results.push({
     query: q, rows, query_ms: round(median(tq)), query_cpu_ms: round(median(cq)), action_ms: round(median(ta)),
     cli_ms: round(median(tc)), ...(cc.length ? { cli_cpu_ms: round(median(cc)) } : {}), cli_json_ms: round(median(tj)),
+    ...(base ? { base_query_ms: round(median(bq)), base_query_cpu_ms: round(median(bcq)), base_cli_ms: round(median(bc)), ...(bcc.length ? { base_cli_cpu_ms: round(median(bcc)) } : {}) } : {}),
   });
   if (!asJson) process.stderr.write(`${q}: ${rows} rows, query ${round(median(tq))} ms, action ${round(median(ta))} ms, cli ${round(median(tc))} ms\n`);
 }
 store.close();
+base?.close();
 
 // Process start-up alone: what `--help` of the node command costs.
 const th: number[] = [];
@@ -217,7 +277,10 @@ const summary = { nodes: N, runs: RUNS, cli_runs: CLI_RUNS, cpus: os.cpus().leng
 if (asJson) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 else {
   process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${CLI_RUNS}), load ${summary.loadavg.join(' ')}; \`node dist/cli.js node list --help\` ${summary.startup_help_ms} ms (cpu ${summary.startup_help_cpu_ms ?? '-'} ms)\n`);
-  const cols = ['rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms'] : [])] as const;
+  const cols = [
+    'rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms'] : []),
+    ...(base ? ['base_query_ms', 'base_query_cpu_ms', 'base_cli_ms', 'base_cli_cpu_ms'] : []),
+  ] as const;
   process.stdout.write(['query'.padEnd(56), ...cols.map((c) => c.padStart(12))].join(' ') + '\n');
   for (const r of results) process.stdout.write([r.query.padEnd(56), ...cols.map((c) => String(r[c as keyof Row] ?? '-').padStart(12))].join(' ') + '\n');
 }
