@@ -44,19 +44,21 @@ export class NodeService {
    */
   select(args: string[], opts: { requireAll?: boolean; attrKeys?: readonly string[] } = {}): Node[] {
     const sel: Selector = parseSelector(args);
+    if (sel.kind === 'query') {
+      const c = compileQuery(sel.query);
+      const rows = this.store.nodes.where(c.sql, c.params, { attrKeys: opts.attrKeys && [...new Set([...opts.attrKeys, ...queryAttrKeys(sel.query)])] });
+      // An exact condition decided every node in SQL; only a superset needs the evaluator.
+      return c.exact ? rows : selectNodes(sel, rows, { ctx: this.queryContext });
+    }
     return selectNodes(sel, this.candidates(sel, opts.attrKeys), { requireAll: opts.requireAll, ctx: this.queryContext });
   }
 
   /**
-   * The nodes a selector can match, read without loading every node where the database can
-   * narrow it: a query through its SQL form, a list of exact names and MACs by key. Always a
-   * superset; selectNodes decides exactly.
+   * The nodes a list of names, globs and MACs can match, read without loading every node where
+   * the database can narrow it (exact names and MACs by key, globs by their literal prefix).
+   * Always a superset; selectNodes decides exactly. (Queries: select, through their SQL form.)
    */
-  private candidates(sel: Selector, attrKeys?: readonly string[]): Node[] {
-    if (sel.kind === 'query') {
-      const c = compileQuery(sel.query);
-      return this.store.nodes.where(c.sql, c.params, { attrKeys: attrKeys && [...new Set([...attrKeys, ...queryAttrKeys(sel.query)])] });
-    }
+  private candidates(sel: Selector & { kind: 'names' }, attrKeys?: readonly string[]): Node[] {
     const found = new Map<string, Node>();
     for (const p of sel.patterns) {
       if (p.re) {
