@@ -67,13 +67,25 @@ export const extraCommands: CommandFactory[] = [];
 export interface LazyCommand {
   /** The command's name and aliases, as the factory's Command declares them. */
   names: string[];
-  load: () => Promise<CommandFactory[]>;
+  /** `argv`: the whole command line, for a command that loads parts of itself lazily too. */
+  load: (argv?: string[]) => Promise<CommandFactory[]>;
 }
 
 /** The top-level commands; src/cli/register.ts adds the ones beyond serve/node/group/vnfs. */
 export const lazyCommands: LazyCommand[] = [
   { names: ['serve'], load: async () => [(await import('./commands/serve.js')).serveCommand] },
-  { names: ['node'], load: async () => [(await import('./commands/node.js')).nodeCommand] },
+  {
+    names: ['node'],
+    load: async (argv = []) => {
+      const m = await import('./commands/node.js');
+      // `node list` and the other subcommands node.js defines skip the modules of the rest;
+      // help, an unknown word or one of the rest needs them all.
+      const sub = argv.filter((a) => !a.startsWith('-'))[1];
+      const own = sub !== undefined && m.nodeCommand(() => async () => undefined).commands.some((c) => c.name() === sub || c.aliases().includes(sub));
+      const extras = own ? [] : await m.loadNodeExtras();
+      return [(run) => m.nodeCommand(run, extras)];
+    },
+  },
   { names: ['group'], load: async () => [(await import('./commands/group.js')).groupCommand] },
   { names: ['vnfs', 'image'], load: async () => [(await import('./commands/group.js')).vnfsCommand] },
 ];
@@ -87,7 +99,7 @@ export async function loadCommands(argv: string[] = []): Promise<CommandFactory[
   const first = argv.find((a) => !a.startsWith('-'));
   const named = first === undefined ? undefined : lazyCommands.find((c) => c.names.includes(first));
   const wanted = named ? [named] : lazyCommands;
-  return (await Promise.all(wanted.map((c) => c.load()))).flat();
+  return (await Promise.all(wanted.map((c) => c.load(argv)))).flat();
 }
 
 export async function main(argv: string[], io: CliIO = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) }): Promise<number> {

@@ -139,11 +139,29 @@ function parseTerm(text: string, t: Token): Query {
 }
 
 const globCache = new Map<string, RegExp>();
+/** One code point without the 'u' flag: a surrogate pair whole, never half of one. */
+const ONE_CHARACTER = '(?:[\\uD800-\\uDBFF][\\uDC00-\\uDFFF]|[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]|[^\\uD800-\\uDFFF])';
 function globMatch(glob: string, s: string): boolean {
   let re = globCache.get(glob);
   if (!re) {
-    const src = glob.replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
-    re = new RegExp('^' + src + '$', 'i');
+    // As SQL's LIKE (query-sql.ts): * and ? match line breaks too, and ? one character, also
+    // one outside the BMP (two UTF-16 units). Case folding stays ASCII-only for ASCII patterns
+    // (no 'u' flag, which would fold the Kelvin sign to k as SQL does not).
+    let src = '';
+    let inClass = false; // [abc] stays a class, as it always was here
+    for (const c of glob) {
+      if (c === '[' || c === ']') inClass = c === '[';
+      if (/[.+^${}()|\\]/.test(c)) src += '\\' + c;
+      else if (!inClass && c === '*') src += '.*';
+      else if (!inClass && c === '?') src += ONE_CHARACTER;
+      else src += c;
+    }
+    try {
+      re = new RegExp('^' + src + '$', 'is');
+    } catch {
+      // An unclosed class (a[b): the brackets are plain characters.
+      re = new RegExp('^' + src.replace(/[[\]]/g, '\\$&') + '$', 'is');
+    }
     if (globCache.size > 1000) globCache.clear();
     globCache.set(glob, re);
   }
@@ -178,6 +196,18 @@ function compareFacts(spec: string, facts: Record<string, string | number> | und
       return numeric && a < b;
   }
   return false;
+}
+
+/** The attribute keys a query's attr: terms read (a caller loading only some attributes adds these). */
+export function queryAttrKeys(q: Query, out = new Set<string>()): Set<string> {
+  if (q.op === 'term') {
+    if (q.key === 'attr') out.add(/^[A-Za-z0-9_.-]+/.exec(q.value)![0]);
+  } else if (q.op === 'not') queryAttrKeys(q.arg, out);
+  else {
+    queryAttrKeys(q.left, out);
+    queryAttrKeys(q.right, out);
+  }
+  return out;
 }
 
 export function evalQuery(q: Query, node: Node, ctx: QueryContext = {}): boolean {

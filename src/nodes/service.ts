@@ -6,7 +6,7 @@ import type { NamingPolicy, NewNode } from '../store/nodes.js';
 import { InvalidInput, normalizeMac, parseMac } from './mac.js';
 import { validateName } from './names.js';
 import { parseSelector, selectNodes, NotFound, type Selector } from './select.js';
-import type { QueryContext } from './query.js';
+import { queryAttrKeys, type QueryContext } from './query.js';
 import type { Node, Vnfs } from './types.js';
 import { formatNodes, parseNodes, type NodeFormat } from './io.js';
 import { compileQuery } from './query-sql.js';
@@ -38,29 +38,34 @@ export class NodeService {
     return { pattern: n.name_pattern, firstNumber: n.first_number, defaultGroup: n.default_group, defaultVnfs: n.default_vnfs };
   }
 
-  /** Resolve NODES arguments. Exact names/MACs must exist when `requireAll`. */
-  select(args: string[], opts: { requireAll?: boolean } = {}): Node[] {
+  /**
+   * Resolve NODES arguments. Exact names/MACs must exist when `requireAll`. `attrKeys`: the
+   * nodes carry only these attributes (and those the query reads), for output that shows no others.
+   */
+  select(args: string[], opts: { requireAll?: boolean; attrKeys?: readonly string[] } = {}): Node[] {
     const sel: Selector = parseSelector(args);
-    return selectNodes(sel, this.candidates(sel), { requireAll: opts.requireAll, ctx: this.queryContext });
+    if (sel.kind === 'query') {
+      const c = compileQuery(sel.query);
+      const rows = this.store.nodes.where(c.sql, c.params, { attrKeys: opts.attrKeys && [...new Set([...opts.attrKeys, ...queryAttrKeys(sel.query)])] });
+      // An exact condition decided every node in SQL; only a superset needs the evaluator.
+      return c.exact ? rows : selectNodes(sel, rows, { ctx: this.queryContext });
+    }
+    return selectNodes(sel, this.candidates(sel, opts.attrKeys), { requireAll: opts.requireAll, ctx: this.queryContext });
   }
 
   /**
-   * The nodes a selector can match, read without loading every node where the database can
-   * narrow it: a query through its SQL form, a list of exact names and MACs by key. Always a
-   * superset; selectNodes decides exactly.
+   * The nodes a list of names, globs and MACs can match, read without loading every node where
+   * the database can narrow it (exact names and MACs by key, globs by their literal prefix).
+   * Always a superset; selectNodes decides exactly. (Queries: select, through their SQL form.)
    */
-  private candidates(sel: Selector): Node[] {
-    if (sel.kind === 'query') {
-      const c = compileQuery(sel.query);
-      return this.store.nodes.where(c.sql, c.params);
-    }
+  private candidates(sel: Selector & { kind: 'names' }, attrKeys?: readonly string[]): Node[] {
     const found = new Map<string, Node>();
     for (const p of sel.patterns) {
       if (p.re) {
         // A glob reads the names that start with its literal prefix (n00* -> n00...).
         const prefix = /^[^*?[]*/.exec(p.text)![0];
         if (!prefix) return this.store.nodes.all();
-        for (const n of this.store.nodes.where('name >= ? AND name < ?', [prefix, prefix + '\uffff'])) found.set(n.mac, n);
+        for (const n of this.store.nodes.where('name >= ? AND name < ?', [prefix, prefix + '\uffff'], { attrKeys })) found.set(n.mac, n);
         continue;
       }
       for (const n of [p.mac !== undefined ? this.store.nodes.byMac(p.mac) : undefined, p.exact !== undefined ? this.store.nodes.byName(p.exact) : undefined]) {
@@ -70,8 +75,10 @@ export class NodeService {
     return [...found.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  list(args: string[]): Node[] {
-    return args.length === 0 ? this.store.nodes.all() : this.select(args);
+  /** `attrKeys`: as for select. */
+  list(args: string[], opts: { attrKeys?: readonly string[] } = {}): Node[] {
+    if (args.length === 0) return opts.attrKeys ? this.store.nodes.where('1 = 1', [], opts) : this.store.nodes.all();
+    return this.select(args, opts);
   }
 
   get(nameOrMac: string): Node {

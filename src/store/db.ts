@@ -161,6 +161,17 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE changes (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, key TEXT NOT NULL, xid TEXT NOT NULL DEFAULT '', time INTEGER NOT NULL DEFAULT 0);
   `,
+  // 8: query19 — indexes for `node list QUERY` compiled to SQL (src/nodes/query-sql.ts): query
+  // globs are case-insensitive LIKEs, which read an index range only from a NOCASE index.
+  // node_attrs(key, value) also carries the MAC (its primary key), so an attribute term is
+  // answered from the index alone.
+  `
+  CREATE INDEX node_attrs_key_value ON node_attrs(key, value COLLATE NOCASE);
+  CREATE INDEX nodes_name_nocase ON nodes(name COLLATE NOCASE);
+  CREATE INDEX nodes_grp_nocase ON nodes(grp COLLATE NOCASE);
+  CREATE INDEX nodes_vnfs_nocase ON nodes(vnfs COLLATE NOCASE);
+  CREATE INDEX nodes_state_nocase ON nodes(state COLLATE NOCASE);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

