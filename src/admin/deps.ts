@@ -8,6 +8,7 @@ import { pinInStore, planRollbacks, rollbackNodes, RollbackRefused, storeRollbac
 import { storeReinstallBackend } from '../lifecycle/backend.js';
 import { ensureKey } from '../remote/keys.js';
 import { HttpError } from './errors.js';
+import type { WriteThrough } from '../store/pg/writer.js';
 
 /** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
 export interface ScriptsApi {
@@ -20,6 +21,12 @@ export interface ExplainOptions {
   ipxe?: boolean;
   proxy?: boolean;
   httpClient?: boolean;
+}
+
+export interface AdminWriteThrough {
+  /** The replica caught up with PostgreSQL; a message when the database cannot be reached. */
+  catchUp(): Promise<string | undefined>;
+  writer: Pick<WriteThrough, 'tagged' | 'settle'>;
 }
 
 export interface AdminDeps {
@@ -46,6 +53,11 @@ export interface AdminDeps {
   power?: PowerService;
   /** Set: every request that would change something is refused with this message (409). */
   readOnly?: string;
+  /**
+   * A server on PostgreSQL: the store is its local replica, and what a request writes goes to
+   * PostgreSQL before the answer leaves (src/store/pg/writer.ts; app.ts wires it).
+   */
+  writeThrough?: AdminWriteThrough;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
 }

@@ -27,6 +27,7 @@ import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
 import { PgReplica } from '../store/pg/replica.js';
+import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
@@ -55,6 +56,12 @@ export interface PgServe {
   dhcp(base: DhcpBackend): DhcpBackend;
   /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
   onLease(fn: (mac: string, lease: Lease | undefined) => void): void;
+  /** Rows this server's own code writes into the replica go to PostgreSQL (src/store/pg/writer.ts). */
+  writer: WriteThrough;
+  /** Before an admin change: the replica catches up with PostgreSQL; a message when it cannot be reached. */
+  catchUp(): Promise<string | undefined>;
+  /** This server won a boot once -> local flip in PostgreSQL (it alone records the event). */
+  onBootFlip(fn: (mac: string, name: string) => void): void;
   /** For /metrics. */
   database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
   close(): Promise<void>;
@@ -92,7 +99,18 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const paused: Record<string, number> = {};
   const races: Record<string, number> = {};
   let up = reachable;
-  const replica = new PgReplica(store.db, pg.sql, {
+  const flipListeners: ((mac: string, name: string) => void)[] = [];
+  // eslint-disable-next-line prefer-const
+  let replica: PgReplica;
+  const writer = new WriteThrough(store.db, pg, {
+    refresh: (keys) => replica.refresh(keys),
+    invalidate: () => replica.invalidate(),
+    onBootFlip: (mac, name) => flipListeners.forEach((fn) => fn(mac, name)),
+    warn: (m) => log.warn({ database: redactUrl(url) }, m),
+    isConnectionError,
+  });
+  replica = new PgReplica(store.db, pg.sql, {
+    applying: (fn) => writer.suspended(fn),
     onLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)),
     onDown: (e) => {
       up = false;
@@ -118,9 +136,17 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     replica,
     shipEvent: (ev) => shipper.push(ev),
     onLease: (fn) => leaseListeners.push(fn),
+    writer,
+    onBootFlip: (fn) => flipListeners.push(fn),
+    async catchUp() {
+      await replica.kick();
+      if (!replica.connected) return `the database ${redactUrl(url)} is unreachable: changes need it (reads are served from this server's replica); try again when it is back`;
+      return undefined;
+    },
     database: { up: () => up && replica.connected, paused, races },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer }),
     async close() {
+      await writer.close();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
@@ -176,8 +202,11 @@ export function confirmedDhcpBackend(
   pg: PostgresBackend,
   replica: PgReplica,
   policy: ReturnType<typeof namingPolicy>,
-  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger },
+  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger; writer?: WriteThrough },
 ): DhcpBackend {
+  // The DHCP path coordinates its own rows (registration, leases, address) in confirm(): its
+  // replica writes are not written through a second time.
+  const quiet = <T>(fn: () => T): T => (o.writer ? o.writer.suspended(fn) : fn());
   /** This slice's registrations (MAC -> the node as the replica named it). */
   let registered = new Map<string, Node>();
   /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
@@ -196,10 +225,12 @@ export function confirmedDhcpBackend(
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
       }
-      const r = base.lookupNode(mac, hint);
+      const r = quiet(() => base.lookupNode(mac, hint));
       if (r?.registered) registered.set(mac, r.node);
       return r;
     },
+    batch: base.batch ? (work) => quiet(() => base.batch!(work)) : undefined,
+    bound: (mac, ip) => quiet(() => base.bound(mac, ip)),
     async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
       const reg = registered;
       const before = prior;
@@ -292,7 +323,7 @@ export function confirmedDhcpBackend(
       // from PostgreSQL (another server may have it), or comes back with the next reload.
       for (const mac of reg.keys()) {
         if (confirmed.has(mac)) continue;
-        store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac);
+        quiet(() => store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac));
         nodeKeys.add(mac);
       }
       if (nodeKeys.size || leaseKeys.size) {

@@ -161,6 +161,11 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE changes (id INTEGER PRIMARY KEY, tbl TEXT NOT NULL, key TEXT NOT NULL, xid TEXT NOT NULL DEFAULT '', time INTEGER NOT NULL DEFAULT 0);
   `,
+  // 8: query19 — merged from the query19 branch
+  'SELECT 1;',
+  // 9: pgwrite — on PostgreSQL, change-log triggers on inventory, health and node_installs (what
+  // nodes report is written through to PostgreSQL and replicated); nothing to do on SQLite.
+  'SELECT 1;',
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

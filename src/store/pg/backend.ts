@@ -256,7 +256,86 @@ export class PostgresBackend implements StoreBackend {
     return r.count === 1;
   }
 
+  /**
+   * Rows a server's own code wrote into its replica (src/store/pg/writer.ts), as ONE transaction.
+   * A new row is upserted; a changed row gets only its changed columns; a gone row is deleted.
+   * `strict` (an admin operation): any refusal fails the whole unit, and a changed row PostgreSQL
+   * no longer has is written whole (the operation was validated against it). Otherwise (what
+   * nodes report): each row in its own savepoint, a refused one is dropped (its node was deleted
+   * meanwhile), an update of a row PostgreSQL no longer has is dropped, and boot once -> local is
+   * the boot-once flip: conditional, and reported only to the server whose UPDATE matched.
+   */
+  async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<{ written: number; dropped: number; flipsWon: { mac: string; name: string }[]; flipsLost: number }> {
+    return this.tx(async (tx) => {
+      const out = { written: 0, dropped: 0, flipsWon: [] as { mac: string; name: string }[], flipsLost: 0 };
+      for (const c of changes) {
+        const one = async (t: TxSql) => {
+          const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
+          if (!c.new) {
+            await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
+            return;
+          }
+          if (c.old) {
+            let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+            if (changed.length === 0) return;
+            if (!o.strict && c.table === 'nodes' && c.old.boot === 'once' && c.new.boot === 'local') {
+              const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
+              if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
+              else out.flipsLost++;
+              changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
+              if (changed.length === 0) return;
+            }
+            const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
+            const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
+            if (r.count === 1 || !o.strict) {
+              if (r.count === 0) out.dropped++;
+              return;
+            }
+          }
+          const cols = Object.keys(c.new);
+          const rest = cols.filter((k) => !c.pk.includes(k));
+          await t.unsafe(
+            `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
+              (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
+            cols.map((k) => c.new![k]) as never[],
+          );
+        };
+        if (o.strict) {
+          await one(tx);
+          out.written++;
+          continue;
+        }
+        try {
+          await tx.savepoint((sp) => one(sp as unknown as TxSql));
+          out.written++;
+        } catch (e) {
+          const code = (e as { code?: string }).code ?? '';
+          // Refused rows (a foreign key: the node is gone; a unique key) are dropped; anything
+          // else (the connection) fails the unit, which is retried.
+          if (!/^2[23]/.test(code)) throw e;
+          out.dropped++;
+        }
+      }
+      return out;
+    });
+  }
+
   async close() {
     await this.sql.end({ timeout: 5 });
   }
+}
+
+/** A row written by a server's own code, before and after (src/store/pg/writer.ts). */
+export interface RowChange {
+  table: string;
+  pk: string[];
+  /** absent: a new row */
+  old?: Record<string, unknown>;
+  /** absent: the row is gone */
+  new?: Record<string, unknown>;
+}
+
+function ident(name: string): string {
+  if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a column or table name: ${name}`);
+  return `"${name}"`;
 }
