@@ -127,6 +127,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   }
   await replica.start();
 
+  // A boot once -> local this server's boot lost to another server's (the other records it).
+  Object.defineProperty(races, 'boot_once', { enumerable: true, get: () => writer.counts.flipsLost });
   const shipper = new EventShipper(pg, (m) => log.warn(m));
   const policy = namingPolicy(config);
 
