@@ -43,13 +43,6 @@ export function createAdminApp(deps: AdminDeps): AdminApp {
     }
   });
 
-  if (deps.readOnly) {
-    const why = deps.readOnly;
-    app.use((req: Request, res: Response, next: () => void) => {
-      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
-      sendError(res, new HttpError(409, why));
-    });
-  }
   if (deps.writeThrough) app.use(writeThroughMiddleware(deps.writeThrough));
   app.use('/api/v1', createApiRouter(deps, auth, streams));
   app.use('/api', (req, res) => sendError(res, new HttpError(404, `no API at ${req.originalUrl}: the API is under /api/v1`)));

@@ -51,8 +51,6 @@ export interface AdminDeps {
   now?: () => number;
   /** Power control for rollbacks (default: a PowerService over the store and the state directory). */
   power?: PowerService;
-  /** Set: every request that would change something is refused with this message (409). */
-  readOnly?: string;
   /**
    * A server on PostgreSQL: the store is its local replica, and what a request writes goes to
    * PostgreSQL before the answer leaves (src/store/pg/writer.ts; app.ts wires it).

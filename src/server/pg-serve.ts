@@ -16,9 +16,16 @@
  *   lease or fixed address); new registrations and new dynamic leases pause, with one log line
  *   per outage and the metrics pxeherd_database_up / pxeherd_database_paused_total; the replica
  *   reconnects with backoff and reloads.
- * Not coordinated yet (writes stay in this server's replica and may be overwritten by the next
- * change of the row in PostgreSQL): provisiond's contact/state, inventory, health, boot=once
- * flips, installs, DHCPv6 leases. The admin API is read-only on PostgreSQL.
+ * - Every other write goes to PostgreSQL through the replica (src/store/pg/writer.ts): the same
+ *   code as on a single server writes the replica; temporary triggers capture its rows, which are
+ *   written to PostgreSQL (changed columns only) and come back to every replica by the change log.
+ *   Admin API and UI requests (app.ts) catch up with the change log first and answer once their
+ *   rows are committed (409 on a conflicting change, 503 when the database is unreachable, the
+ *   replica undone either way). What nodes report (provisiond contact/state, inventory, health,
+ *   installs) is written per event-loop turn, held while the database is unreachable. A boot
+ *   once -> local is a conditional UPDATE: only the server that won records boot.once_done.
+ *   The DHCP path's own replica writes are not captured (confirm() coordinates them).
+ * Not coordinated yet: DHCPv6 leases (dhcp6 refuses to start on PostgreSQL).
  */
 import fs from 'node:fs';
 import path from 'node:path';
