@@ -23,7 +23,9 @@ import { compileQuery, POSTGRES_DIALECT } from '../../nodes/query-sql.js';
 import { IPV4_RE } from '../../util/net.js';
 import { nodeFromRow, type NamingPolicy, type NodeRow } from '../nodes.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
-import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from '../backend.js';
+import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type LeaseResult, type RowChange, type RowChangesResult, type StoreBackend, type StoredEvent } from '../backend.js';
+
+export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
 import { EVENTS_LOCK, REGISTER_LOCK } from './schema.js';
 
@@ -265,9 +267,9 @@ export class PostgresBackend implements StoreBackend {
    * meanwhile), an update of a row PostgreSQL no longer has is dropped, and boot once -> local is
    * the boot-once flip: conditional, and reported only to the server whose UPDATE matched.
    */
-  async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<{ written: number; dropped: number; flipsWon: { mac: string; name: string }[]; flipsLost: number }> {
+  async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult> {
     return this.tx(async (tx) => {
-      const out = { written: 0, dropped: 0, flipsWon: [] as { mac: string; name: string }[], flipsLost: 0 };
+      const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
       for (const c of changes) {
         const one = async (t: TxSql) => {
           const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
@@ -278,7 +280,7 @@ export class PostgresBackend implements StoreBackend {
           if (c.old) {
             let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
             if (changed.length === 0) return;
-            if (!o.strict && c.table === 'nodes' && c.old.boot === 'once' && c.new.boot === 'local') {
+            if (!o.strict && isBootOnceFlip(c)) {
               const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
               if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
               else out.flipsLost++;
@@ -323,19 +325,4 @@ export class PostgresBackend implements StoreBackend {
   async close() {
     await this.sql.end({ timeout: 5 });
   }
-}
-
-/** A row written by a server's own code, before and after (src/store/pg/writer.ts). */
-export interface RowChange {
-  table: string;
-  pk: string[];
-  /** absent: a new row */
-  old?: Record<string, unknown>;
-  /** absent: the row is gone */
-  new?: Record<string, unknown>;
-}
-
-function ident(name: string): string {
-  if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a column or table name: ${name}`);
-  return `"${name}"`;
 }
