@@ -24,8 +24,8 @@ export interface ExplainOptions {
 }
 
 export interface AdminWriteThrough {
-  /** The replica caught up with PostgreSQL; a message when the database cannot be reached. */
-  catchUp(): Promise<string | undefined>;
+  /** The replica caught up with PostgreSQL (at once while it is unreachable: a change then fails with 503). */
+  catchUp(): Promise<void>;
   writer: Pick<WriteThrough, 'tagged' | 'settle'>;
 }
 

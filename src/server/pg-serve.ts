@@ -65,8 +65,8 @@ export interface PgServe {
   onLease(fn: (mac: string, lease: Lease | undefined) => void): void;
   /** Rows this server's own code writes into the replica go to PostgreSQL (src/store/pg/writer.ts). */
   writer: WriteThrough;
-  /** Before an admin change: the replica catches up with PostgreSQL; a message when it cannot be reached. */
-  catchUp(): Promise<string | undefined>;
+  /** Before an admin change: the replica catches up with PostgreSQL (not waited for while it is unreachable). */
+  catchUp(): Promise<void>;
   /** This server won a boot once -> local flip in PostgreSQL (it alone records the event). */
   onBootFlip(fn: (mac: string, name: string) => void): void;
   /** For /metrics. */
@@ -115,6 +115,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     onBootFlip: (mac, name) => flipListeners.forEach((fn) => fn(mac, name)),
     warn: (m) => log.warn({ database: redactUrl(url) }, m),
     isConnectionError,
+    isUp: () => up && replica.connected,
   });
   replica = new PgReplica(store.db, pg.sql, {
     applying: (fn) => writer.suspended(fn),
@@ -125,6 +126,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     },
     onUp: () => {
       up = true;
+      void writer.flush(); // node reports held during the outage
       log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');
     },
   });
@@ -148,9 +150,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     writer,
     onBootFlip: (fn) => flipListeners.push(fn),
     async catchUp() {
-      await replica.kick();
-      if (!replica.connected) return `the database ${redactUrl(url)} is unreachable: changes need it (reads are served from this server's replica); try again when it is back`;
-      return undefined;
+      if (up && replica.connected) await replica.kick();
     },
     database: { up: () => up && replica.connected, paused, races },
     dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer }),

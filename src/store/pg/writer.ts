@@ -79,6 +79,8 @@ export interface WriterOptions {
   onBootFlip?(mac: string, name: string): void;
   warn(msg: string): void;
   isConnectionError(e: unknown): boolean;
+  /** false: the database is known to be unreachable: admin units fail at once, reports wait (no connection attempts). */
+  isUp?(): boolean;
 }
 
 export class WriteThrough {
@@ -160,6 +162,40 @@ export class WriteThrough {
     if (this.retryTimer) clearTimeout(this.retryTimer);
   }
 
+  /** Put the replica's rows back as they were before `changes` (newest first), not captured. */
+  private undo(changes: RowChange[]): void {
+    try {
+      this.undoRows(changes);
+    } catch (e) {
+      this.o.warn(`write-through: could not undo a refused change in the replica (${(e as Error).message}); it is reloaded from the database`);
+      this.o.invalidate();
+    }
+  }
+
+  private undoRows(changes: RowChange[]): void {
+    const q = (n: string) => `"${n}"`;
+    this.suspended(() =>
+      this.db.transaction(() => {
+        for (const c of [...changes].reverse()) {
+          const pkOf = (r: Row) => c.pk.map((k) => r[k] as never);
+          const where = c.pk.map((k) => `${q(k)} = ?`).join(' AND ');
+          if (!c.old) {
+            this.db.prepare(`DELETE FROM ${q(c.table)} WHERE ${where}`).run(...pkOf(c.new!));
+            continue;
+          }
+          const cols = Object.keys(c.old);
+          const rest = cols.filter((k) => !c.pk.includes(k));
+          this.db
+            .prepare(
+              `INSERT INTO ${q(c.table)} (${cols.map(q).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT (${c.pk.map(q).join(', ')}) ` +
+                (rest.length ? `DO UPDATE SET ${rest.map((k) => `${q(k)} = excluded.${q(k)}`).join(', ')}` : 'DO NOTHING'),
+            )
+            .run(...cols.map((k) => c.old![k] as never));
+        }
+      })(),
+    );
+  }
+
   private onRow(table: string, before: string | null, after: string | null): void {
     const spec = this.specs.get(table);
     if (!spec) return;
@@ -229,6 +265,7 @@ export class WriteThrough {
       const rows = units.get(tag)!;
       const changes = collapse(rows, this.specs);
       try {
+        if (this.o.isUp && !this.o.isUp()) throw new DatabaseDown('the database is unreachable');
         const r = await this.pg.applyRowChanges(changes, { strict: !!tag });
         this.counts.units++;
         this.counts.written += r.written;
@@ -245,8 +282,10 @@ export class WriteThrough {
       } catch (e) {
         const offline = this.o.isConnectionError(e);
         if (tag) {
-          // An admin change PostgreSQL does not have must not stay in the replica.
-          await this.o.refresh(keysOf(changes, this.specs)).catch(() => this.o.invalidate());
+          // An admin change PostgreSQL does not have must not stay in the replica: undone from
+          // the rows as they were, then (reachable) re-read with what the other server wrote.
+          this.undo(changes);
+          if (!offline) await this.o.refresh(keysOf(changes, this.specs)).catch(() => this.o.invalidate());
           tag.done(
             rows.length,
             offline
@@ -267,7 +306,7 @@ export class WriteThrough {
         for (const t of order.slice(i + 1)) {
           const us = units.get(t)!;
           if (t) {
-            await this.o.refresh(keysOf(collapse(us, this.specs), this.specs)).catch(() => this.o.invalidate());
+            this.undo(collapse(us, this.specs));
             t.done(us.length, new WriteRefused(`the database is unreachable (${(e as Error).message}): nothing was changed; try again when it is back`, 503));
           } else rest.push(...us);
         }
@@ -283,6 +322,8 @@ export class WriteThrough {
     return true;
   }
 }
+
+class DatabaseDown extends Error {}
 
 /** First row before, last row after, per primary key; deletes first (children first), then the rest (parents first). */
 export function collapse(rows: Captured[], specs: Map<string, { table: string; pk: string[] }>): RowChange[] {
