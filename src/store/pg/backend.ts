@@ -268,58 +268,82 @@ export class PostgresBackend implements StoreBackend {
    * the boot-once flip: conditional, and reported only to the server whose UPDATE matched.
    */
   async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult> {
-    return this.tx(async (tx) => {
-      const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
-      for (const c of changes) {
-        const one = async (t: TxSql) => {
-          const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
-          if (!c.new) {
-            await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
+    if (o.strict) return this.rowTx(changes, 'strict');
+    // Node reports: one statement per row; only when one is refused (rare: its node was just
+    // deleted) again with a savepoint per row, so the refused one alone is dropped.
+    try {
+      return await this.rowTx(changes, 'plain');
+    } catch (e) {
+      if (!/^2[23]/.test((e as { code?: string }).code ?? '')) throw e;
+      return this.rowTx(changes, 'savepoints');
+    }
+  }
+
+  /** One transaction of row changes; retried only for deadlocks and serialization failures (a refusal is final). */
+  private async rowTx(changes: RowChange[], mode: 'strict' | 'plain' | 'savepoints'): Promise<RowChangesResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.sql.begin((tx) => this.applyRows(tx, changes, mode))) as RowChangesResult;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if ((code !== '40001' && code !== '40P01') || attempt >= MAX_ATTEMPTS) throw e;
+        this.retries++;
+      }
+    }
+  }
+
+  private async applyRows(tx: TxSql, changes: RowChange[], mode: 'strict' | 'plain' | 'savepoints'): Promise<RowChangesResult> {
+    const o = { strict: mode === 'strict' };
+    const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
+    for (const c of changes) {
+      const one = async (t: TxSql) => {
+        const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
+        if (!c.new) {
+          await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
+          return;
+        }
+        if (c.old) {
+          let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+          if (changed.length === 0) return;
+          if (!o.strict && isBootOnceFlip(c)) {
+            const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
+            if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
+            else out.flipsLost++;
+            changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
+            if (changed.length === 0) return;
+          }
+          const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
+          const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
+          if (r.count === 1 || !o.strict) {
+            if (r.count === 0) out.dropped++;
             return;
           }
-          if (c.old) {
-            let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
-            if (changed.length === 0) return;
-            if (!o.strict && isBootOnceFlip(c)) {
-              const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
-              if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
-              else out.flipsLost++;
-              changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
-              if (changed.length === 0) return;
-            }
-            const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
-            const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
-            if (r.count === 1 || !o.strict) {
-              if (r.count === 0) out.dropped++;
-              return;
-            }
-          }
-          const cols = Object.keys(c.new);
-          const rest = cols.filter((k) => !c.pk.includes(k));
-          await t.unsafe(
-            `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
-              (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
-            cols.map((k) => c.new![k]) as never[],
-          );
-        };
-        if (o.strict) {
-          await one(tx);
-          out.written++;
-          continue;
         }
-        try {
-          await tx.savepoint((sp) => one(sp as unknown as TxSql));
-          out.written++;
-        } catch (e) {
-          const code = (e as { code?: string }).code ?? '';
-          // Refused rows (a foreign key: the node is gone; a unique key) are dropped; anything
-          // else (the connection) fails the unit, which is retried.
-          if (!/^2[23]/.test(code)) throw e;
-          out.dropped++;
-        }
+        const cols = Object.keys(c.new);
+        const rest = cols.filter((k) => !c.pk.includes(k));
+        await t.unsafe(
+          `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
+            (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
+          cols.map((k) => c.new![k]) as never[],
+        );
+      };
+      if (mode !== 'savepoints') {
+        await one(tx);
+        out.written++;
+        continue;
       }
-      return out;
-    });
+      try {
+        await tx.savepoint((sp) => one(sp as unknown as TxSql));
+        out.written++;
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        // Refused rows (a foreign key: the node is gone; a unique key) are dropped; anything
+        // else (the connection) fails the unit, which is retried.
+        if (!/^2[23]/.test(code)) throw e;
+        out.dropped++;
+      }
+    }
+    return out;
   }
 
   async close() {
