@@ -193,6 +193,10 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
       assert.deepEqual({ code: got.code, stderr: got.stderr }, { code: want.code, stderr: want.stderr }, `${args.join(' ')}: refused on PostgreSQL as on SQLite`);
     }
 
+    const timeline = cli(['node', 'timeline', 'web1', '--database', url]);
+    assert.equal(timeline.code, 2, 'what follows events is refused on PostgreSQL, naming where to look instead');
+    assert.match(timeline.stderr, /GET \/api\/v1\/events\?node=NAME/);
+
     // -- a node reporting to A (provision state, as stage one's init does), seen by B
     const rep = await fetch(`${a.http}/provision/ready?nodeid=${M1}`);
     assert.equal(rep.status, 200, await rep.text());
