@@ -237,6 +237,22 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
     });
     assert.notEqual(local, firstText[once[0]!], 'the script after the flip is not the once script');
 
+    // -- the web UI on B (a signed-in session, its form with the CSRF token): A sees the change
+    const signIn = await fetch(`${b.admin}/ui/nodes/web1?token=${b.token}`, { redirect: 'manual' });
+    const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+    const page = await (await fetch(`${b.admin}/ui/nodes/web1`, { headers: { cookie } })).text();
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page)?.[1];
+    assert.ok(csrf, 'the node page carries a form');
+    const form = await fetch(`${b.admin}/ui/nodes/web1`, {
+      method: 'POST',
+      redirect: 'manual',
+      headers: { cookie, 'content-type': 'application/x-www-form-urlencoded', origin: b.admin },
+      body: new URLSearchParams({ csrf, action: 'disable' }).toString(),
+    });
+    assert.equal(form.status, 303, await form.text());
+    assert.equal((await sql`SELECT enabled FROM nodes WHERE mac = ${M1}`)[0]!.enabled, 0, 'in PostgreSQL when the UI answers');
+    await waitFor('A to see web1 disabled', 20_000, async () => (await api(a, 'GET', '/nodes/web1')).body.enabled === false);
+
     // -- delete on B: gone from A and from PostgreSQL
     const del = await api(b, 'DELETE', '/nodes/web2');
     assert.equal(del.status, 200, JSON.stringify(del.body));
