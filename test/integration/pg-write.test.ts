@@ -158,6 +158,7 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
       ['POST', '/nodes', { mac: M1, name: 'other' }],
       ['POST', '/nodes', { mac: '52:54:00:77:00:09', name: 'web1' }],
       ['PATCH', '/nodes/web1', { boot: 'sometimes' }],
+      ['PATCH', '/nodes/web1', { group: 'rack9', boot: 'sometimes' }],
       ['PATCH', '/nodes/web1', { ip: '10.0.0.300' }],
       ['POST', '/nodes/set', { key: 'bogus', value: 'x', nodes: 'web1' }],
     ] as const) {
@@ -167,6 +168,7 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
       assert.deepEqual(got, want, `${method} ${p} ${JSON.stringify(body)}: refused on PostgreSQL as on SQLite`);
     }
     assert.equal(Number((await sql`SELECT count(*)::int AS n FROM nodes`)[0]!.n), 1, 'nothing was written by the refusals');
+    assert.equal((await sql`SELECT grp FROM nodes WHERE mac = ${M1}`)[0]!.grp, 'rack1', 'a PATCH refused at its second field leaves the first unwritten (rolled back, not sent)');
 
     // -- the CLI against postgres:// (--database, and PXEHERD_DATABASE)
     const set = cli(['node', 'set', 'boot', 'once', 'web1', '--config', a.config, '--database', url, '--json']);

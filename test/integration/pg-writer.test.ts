@@ -86,6 +86,19 @@ test('write-through: admin changes reach PostgreSQL and the other replica; a con
     await b.replica.poll();
     assert.equal(b.store.nodes.byMac(M1)?.name, 'db1', 'the other replica follows');
 
+    // A transaction the code rolls back (a refused second change) sends nothing.
+    await assert.rejects(
+      a.admin(() =>
+        a.store.db.transaction(() => {
+          a.store.nodes.set([M1], 'group', 'rolledback');
+          throw new Error('the second change is refused');
+        })(),
+      ),
+      /second change is refused/,
+    );
+    await a.writer.drain();
+    assert.equal((await setup.nodeByMac(M1))?.group, '', 'nothing of a rolled-back transaction reaches PostgreSQL');
+
     // B has not caught up with A's next change: its own validation passes, PostgreSQL refuses.
     await a.admin(() => a.store.nodes.add({ mac: M2, name: 'db2' } as never, policy));
     const refused = b.admin(() => b.store.nodes.add({ mac: '52:54:00:88:00:03', name: 'db2' } as never, policy));

@@ -6,9 +6,11 @@
  * modes) writes through the synchronous `Store`; on PostgreSQL that store is the local replica
  * (src/store/pg/replica.ts). Instead of a second, asynchronous copy of each of those operations,
  * the SAME code runs against the replica and this class captures the rows it changed: temporary
- * SQLite triggers (on this connection only) hand every insert, update and delete of a replicated
- * table to `onRow`, with the row before and after. The replica's own applying of PostgreSQL's
- * rows, and the DHCP path (coordinated by pg-serve.ts itself), run `suspended`.
+ * SQLite triggers (on this connection only) write every insert, update and delete of a replicated
+ * table, with the row before and after, into a temporary table. That table is part of the
+ * writing transaction: a transaction the code rolls back (a refused second field of a PATCH)
+ * leaves nothing to write. The replica's own applying of PostgreSQL's rows, and the DHCP path
+ * (coordinated by pg-serve.ts itself), run `suspended`.
  *
  * The captured rows are written to PostgreSQL once per event-loop turn (a boot storm's 1000
  * check-ins become a few transactions), each unit as ONE transaction inside PostgresBackend
@@ -48,18 +50,14 @@ export class WriteRefused extends Error {
   }
 }
 
+let tagIds = 0;
+
 /** One admin operation's captured rows (AsyncLocalStorage follows it through its awaits). */
 export class WriteTag {
-  outstanding = 0;
+  readonly id = ++tagIds;
   error?: WriteRefused;
-  private waiters: (() => void)[] = [];
-  done(n: number, error?: WriteRefused): void {
-    this.outstanding -= n;
+  done(_n: number, error?: WriteRefused): void {
     if (error && !this.error) this.error = error;
-    if (this.outstanding <= 0) for (const w of this.waiters.splice(0)) w();
-  }
-  wait(): Promise<void> {
-    return this.outstanding <= 0 ? Promise.resolve() : new Promise((r) => this.waiters.push(r));
   }
 }
 
@@ -95,6 +93,8 @@ export class WriteThrough {
   private closed = false;
   private readonly als = new AsyncLocalStorage<WriteTag>();
   private readonly specs = new Map(WRITTEN_THROUGH.map((t) => [t.table, t]));
+  private readonly tags = new Map<number, WriteTag>();
+  private readonly q;
   /** Rows written to PostgreSQL, rows dropped (node gone, queue full), boot flips won (tests, metrics). */
   readonly counts = { written: 0, dropped: 0, flipsWon: 0, flipsLost: 0, units: 0 };
 
@@ -104,18 +104,25 @@ export class WriteThrough {
     private readonly o: WriterOptions,
   ) {
     db.function('pxeherd_capturing', { deterministic: false }, () => (this.suspendedDepth === 0 && !this.closed ? 1 : 0));
-    db.function('pxeherd_captured', { deterministic: false }, (table: unknown, before: unknown, after: unknown) => {
-      this.onRow(String(table), before as string | null, after as string | null);
-      return null;
+    // The row's admin operation (0: a node report); a flush is due after this turn.
+    db.function('pxeherd_capture_tag', { deterministic: false }, () => {
+      this.schedule();
+      return this.als.getStore()?.id ?? 0;
     });
+    db.exec('CREATE TEMP TABLE IF NOT EXISTS pxw_captured (seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, old TEXT, new TEXT, tag INTEGER NOT NULL)');
+    this.q = {
+      take: db.prepare<[], { seq: number; tbl: string; old: string | null; new: string | null; tag: number }>('SELECT * FROM temp.pxw_captured ORDER BY seq'),
+      clear: db.prepare<[number]>('DELETE FROM temp.pxw_captured WHERE seq <= ?'),
+      ofTag: db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM temp.pxw_captured WHERE tag = ?'),
+    };
     for (const t of WRITTEN_THROUGH) {
       const cols = db.prepare<[], { name: string }>(`PRAGMA main.table_info("${t.table}")`).all().map((c) => c.name);
       const obj = (p: string) => `json_object(${cols.map((c) => `'${c}', ${p}."${c}"`).join(', ')})`;
       db.exec(`
         DROP TRIGGER IF EXISTS temp.pxw_${t.table}_i; DROP TRIGGER IF EXISTS temp.pxw_${t.table}_u; DROP TRIGGER IF EXISTS temp.pxw_${t.table}_d;
-        CREATE TEMP TRIGGER pxw_${t.table}_i AFTER INSERT ON main.${t.table} WHEN pxeherd_capturing() BEGIN SELECT pxeherd_captured('${t.table}', NULL, ${obj('NEW')}); END;
-        CREATE TEMP TRIGGER pxw_${t.table}_u AFTER UPDATE ON main.${t.table} WHEN pxeherd_capturing() BEGIN SELECT pxeherd_captured('${t.table}', ${obj('OLD')}, ${obj('NEW')}); END;
-        CREATE TEMP TRIGGER pxw_${t.table}_d AFTER DELETE ON main.${t.table} WHEN pxeherd_capturing() BEGIN SELECT pxeherd_captured('${t.table}', ${obj('OLD')}, NULL); END;`);
+        CREATE TEMP TRIGGER pxw_${t.table}_i AFTER INSERT ON main.${t.table} WHEN pxeherd_capturing() BEGIN INSERT INTO temp.pxw_captured (tbl, old, new, tag) VALUES ('${t.table}', NULL, ${obj('NEW')}, pxeherd_capture_tag()); END;
+        CREATE TEMP TRIGGER pxw_${t.table}_u AFTER UPDATE ON main.${t.table} WHEN pxeherd_capturing() BEGIN INSERT INTO temp.pxw_captured (tbl, old, new, tag) VALUES ('${t.table}', ${obj('OLD')}, ${obj('NEW')}, pxeherd_capture_tag()); END;
+        CREATE TEMP TRIGGER pxw_${t.table}_d AFTER DELETE ON main.${t.table} WHEN pxeherd_capturing() BEGIN INSERT INTO temp.pxw_captured (tbl, old, new, tag) VALUES ('${t.table}', ${obj('OLD')}, NULL, pxeherd_capture_tag()); END;`);
     }
   }
 
@@ -134,26 +141,35 @@ export class WriteThrough {
    * strict. `settle(tag)` waits for them.
    */
   tagged<T>(tag: WriteTag, fn: () => T): T {
+    this.tags.set(tag.id, tag);
     return this.als.run(tag, fn);
   }
 
-  /** Resolves once every row `tag` wrote is in PostgreSQL; throws WriteRefused when one was not. */
+  /** Resolves once every row `tag` wrote (and committed in the replica) is in PostgreSQL; throws WriteRefused when one was not. */
   async settle(tag: WriteTag): Promise<void> {
-    if (tag.outstanding > 0) void this.flush();
-    await tag.wait();
+    try {
+      // A flush takes every committed row when it starts: at most one more round than the one
+      // already under way covers this operation's rows.
+      for (let i = 0; i < 3 && (i === 0 || this.q.ofTag.get(tag.id)!.n > 0 || this.pending.some((c) => c.tag === tag)); i++) await this.flush();
+      if (!tag.error && (this.q.ofTag.get(tag.id)!.n > 0 || this.pending.some((c) => c.tag === tag))) {
+        tag.error = new WriteRefused('the database is unreachable: nothing was changed; try again when it is back', 503);
+      }
+    } finally {
+      this.tags.delete(tag.id);
+    }
     if (tag.error) throw tag.error;
   }
 
   /** Every captured row so far, written (or dropped); for shutdown and tests. */
   async drain(): Promise<void> {
-    for (let i = 0; i < 100 && (this.pending.length || this.flushing); i++) {
+    for (let i = 0; i < 100 && (this.pending.length || this.flushing || this.q.take.get()); i++) {
       await this.flush();
       if (this.failing) return;
     }
   }
 
   get queued(): number {
-    return this.pending.length;
+    return this.pending.length + (this.closed ? 0 : this.q.ofTag.get(0)!.n);
   }
 
   async close(): Promise<void> {
@@ -196,36 +212,38 @@ export class WriteThrough {
     );
   }
 
-  private onRow(table: string, before: string | null, after: string | null): void {
-    const spec = this.specs.get(table);
-    if (!spec) return;
-    const tag = this.als.getStore();
-    const old = before === null ? undefined : (JSON.parse(before) as Row);
-    const neu = after === null ? undefined : (JSON.parse(after) as Row);
-    // A changed primary key (node replace: a new MAC) is the old row going and a new one coming.
-    if (old && neu && spec.pk.some((c) => old[c] !== neu[c])) {
-      this.push({ table, old, tag });
-      this.push({ table, new: neu, tag });
-    } else this.push({ table, old, new: neu, tag });
+  private schedule(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
+    });
   }
 
-  private push(c: Captured): void {
-    if (c.tag) c.tag.outstanding++;
-    this.pending.push(c);
+  /** Move the committed captured rows into the queue (not inside an open transaction). */
+  private take(): void {
+    if (this.db.inTransaction || this.closed) return;
+    const rows = this.q.take.all();
+    if (rows.length === 0) return;
+    this.q.clear.run(rows[rows.length - 1]!.seq);
+    for (const r of rows) {
+      const spec = this.specs.get(r.tbl);
+      if (!spec) continue;
+      const tag = r.tag ? (this.tags.get(r.tag) ?? new WriteTag()) : undefined;
+      const old = r.old === null ? undefined : (JSON.parse(r.old) as Row);
+      const neu = r.new === null ? undefined : (JSON.parse(r.new) as Row);
+      // A changed primary key (node replace: a new MAC) is the old row going and a new one coming.
+      if (old && neu && spec.pk.some((c) => old[c] !== neu[c])) {
+        this.pending.push({ table: r.tbl, old, tag }, { table: r.tbl, new: neu, tag });
+      } else this.pending.push({ table: r.tbl, old, new: neu, tag });
+    }
     if (this.pending.length > QUEUE_MAX) {
       // Only node reports pile up (an unreachable database): the oldest go, counted.
-      const i = this.pending.findIndex((x) => !x.tag);
-      if (i >= 0) {
-        this.pending.splice(i, 1);
-        this.counts.dropped++;
-      }
-    }
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(() => {
-        this.scheduled = false;
-        void this.flush();
-      });
+      const before = this.pending.length;
+      let excess = before - QUEUE_MAX;
+      this.pending = this.pending.filter((x) => x.tag || excess-- <= 0);
+      this.counts.dropped += before - this.pending.length;
     }
   }
 
@@ -240,10 +258,13 @@ export class WriteThrough {
       this.retryTimer = undefined;
     }
     this.flushing = (async () => {
+      await null; // `flushing` is set before this body can finish (and clear it)
       try {
         do {
           this.again = false;
-          while (this.pending.length) {
+          for (;;) {
+            this.take();
+            if (!this.pending.length) break;
             const batch = this.pending.splice(0);
             if (!(await this.shipBatch(batch))) return;
           }
