@@ -18,9 +18,10 @@
  * different columns of one node do not undo each other.
  * - Admin operations (API, UI, CLI) run `tagged`: their rows form their own unit, `strict`, and
  *   the caller waits for it (`settle`). If PostgreSQL refuses (a unique key another server took
- *   in the meantime) or cannot be reached, the rows are re-read from PostgreSQL (the local change
- *   is undone) and the caller gets a WriteRefused naming why: the answer never claims a change
- *   PostgreSQL does not have. Validation is the same code as on SQLite, run against a replica
+ *   in the meantime: 409) or cannot be reached (503; known down: at once, without trying), the
+ *   replica's rows are put back from the captured before-rows, re-read from PostgreSQL when it
+ *   is reachable, and the caller gets a WriteRefused naming why: the answer never claims a change
+ *   PostgreSQL does not have. AsyncLocalStorage carries the operation across its awaits. Validation is the same code as on SQLite, run against a replica
  *   that caught up with the change log first (the admin middleware calls `catchUp`).
  * - What nodes report (untagged): lenient; a row whose node was deleted meanwhile is dropped; an
  *   unreachable database keeps the rows queued (bounded) and retries with backoff.
