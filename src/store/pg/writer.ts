@@ -228,10 +228,12 @@ export class WriteThrough {
     const rows = this.q.take.all();
     if (rows.length === 0) return;
     this.q.clear.run(rows[rows.length - 1]!.seq);
+    // Rows of an operation nobody waits for any more (it answered, then wrote on): still one unit, strict.
+    const orphans = new Map<number, WriteTag>();
     for (const r of rows) {
       const spec = this.specs.get(r.tbl);
       if (!spec) continue;
-      const tag = r.tag ? (this.tags.get(r.tag) ?? new WriteTag()) : undefined;
+      const tag = r.tag ? (this.tags.get(r.tag) ?? orphans.get(r.tag) ?? orphans.set(r.tag, new WriteTag()).get(r.tag)) : undefined;
       const old = r.old === null ? undefined : (JSON.parse(r.old) as Row);
       const neu = r.new === null ? undefined : (JSON.parse(r.new) as Row);
       // A changed primary key (node replace: a new MAC) is the old row going and a new one coming.
