@@ -122,27 +122,27 @@ export class SqliteBackend implements StoreBackend {
   async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult> {
     const db = this.store.db;
     const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
-    const one = (c: RowChange): void => {
+    const one = (c: RowChange): boolean => {
       const where = c.pk.map((k) => `${ident(k)} = ?`).join(' AND ');
       const pkOld = c.pk.map((k) => c.old?.[k]);
       if (!c.new) {
         db.prepare(`DELETE FROM ${ident(c.table)} WHERE ${where}`).run(...pkOld);
-        return;
+        return true;
       }
       if (c.old) {
         let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
-        if (changed.length === 0) return;
+        if (changed.length === 0) return true;
         if (!o.strict && isBootOnceFlip(c)) {
           const hit = db.prepare<[number, string], { name: string }>(`UPDATE nodes SET boot = 'local', updated_at = ? WHERE mac = ? AND boot = 'once' RETURNING name`).get(Number(c.new.updated_at ?? Date.now()), String(c.new.mac));
           if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
           else out.flipsLost++;
           changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
-          if (changed.length === 0) return;
+          if (changed.length === 0) return true;
         }
         const r = db.prepare(`UPDATE ${ident(c.table)} SET ${changed.map((k) => `${ident(k)} = ?`).join(', ')} WHERE ${where}`).run(...changed.map((k) => c.new![k]), ...pkOld);
         if (r.changes === 1 || !o.strict) {
           if (r.changes === 0) out.dropped++;
-          return;
+          return r.changes === 1;
         }
       }
       const cols = Object.keys(c.new);
@@ -151,17 +151,16 @@ export class SqliteBackend implements StoreBackend {
         `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
           (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
       ).run(...cols.map((k) => c.new![k] as never));
+      return true;
     };
     db.transaction(() => {
       for (const c of changes) {
         if (o.strict) {
-          one(c);
-          out.written++;
+          if (one(c)) out.written++;
           continue;
         }
         try {
-          db.transaction(() => one(c))(); // a savepoint: a refused row goes alone
-          out.written++;
+          if (db.transaction(() => one(c))()) out.written++; // a savepoint: a refused row goes alone
         } catch (e) {
           if (!/^SQLITE_CONSTRAINT/.test((e as { code?: string }).code ?? '')) throw e;
           out.dropped++;
