@@ -3,7 +3,8 @@ import { CONTENT_TYPE } from '../metrics/registry.js';
 import { AdminAuth } from './auth.js';
 import { createApiRouter, sendError } from './api.js';
 import { createUiRouter } from './ui.js';
-import type { AdminDeps } from './deps.js';
+import type { AdminDeps, AdminWriteThrough } from './deps.js';
+import { WriteTag } from '../store/pg/writer.js';
 import { HttpError } from './errors.js';
 
 export interface AdminApp {
@@ -42,13 +43,7 @@ export function createAdminApp(deps: AdminDeps): AdminApp {
     }
   });
 
-  if (deps.readOnly) {
-    const why = deps.readOnly;
-    app.use((req: Request, res: Response, next: () => void) => {
-      if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
-      sendError(res, new HttpError(409, why));
-    });
-  }
+  if (deps.writeThrough) app.use(writeThroughMiddleware(deps.writeThrough));
   app.use('/api/v1', createApiRouter(deps, auth, streams));
   app.use('/api', (req, res) => sendError(res, new HttpError(404, `no API at ${req.originalUrl}: the API is under /api/v1`)));
   app.use(createUiRouter(deps, auth, streams));
@@ -62,5 +57,38 @@ export function createAdminApp(deps: AdminDeps): AdminApp {
     close() {
       for (const end of [...streams]) end();
     },
+  };
+}
+
+/**
+ * On PostgreSQL, a request that may change something runs the same handlers as on SQLite, over
+ * the server's replica after it caught up with the change log (so validation sees every other
+ * server's changes); the rows it writes go to PostgreSQL, each synchronous stretch of the
+ * handler as one transaction, and the answer waits for them. Refused there (a unique key another
+ * server took meanwhile: 409; the database unreachable: 503), the change is undone in the
+ * replica and the answer says so instead of claiming it. A request that writes nothing (a power
+ * action, a logout) works with the database unreachable.
+ */
+function writeThroughMiddleware(wt: AdminWriteThrough) {
+  return async (req: Request, res: Response, next: NextFunction) => {
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') return next();
+    await wt.catchUp();
+    const tag = new WriteTag();
+    const end = res.end.bind(res) as (...a: unknown[]) => Response;
+    let held = false;
+    res.end = ((...args: unknown[]) => {
+      if (held) return end(...args);
+      held = true;
+      wt.writer.settle(tag).then(
+        () => end(...args),
+        (e: Error & { status?: number }) => {
+          res.removeHeader('Location');
+          res.removeHeader('Content-Length');
+          sendError(res, new HttpError(e.status ?? 500, e.message));
+        },
+      );
+      return res;
+    }) as typeof res.end;
+    wt.writer.tagged(tag, () => next());
   };
 }

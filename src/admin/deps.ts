@@ -9,6 +9,7 @@ import { storeReinstallBackend } from '../lifecycle/backend.js';
 import { ensureKey } from '../remote/keys.js';
 import { HttpError } from './errors.js';
 import type { LiveEvents } from './sse.js';
+import type { WriteThrough } from '../store/pg/writer.js';
 
 /** `pxeherd script list/render` behind the API (src/nodescripts provides them). */
 export interface ScriptsApi {
@@ -21,6 +22,12 @@ export interface ExplainOptions {
   ipxe?: boolean;
   proxy?: boolean;
   httpClient?: boolean;
+}
+
+export interface AdminWriteThrough {
+  /** The replica caught up with PostgreSQL (at once while it is unreachable: a change then fails with 503). */
+  catchUp(): Promise<void>;
+  writer: Pick<WriteThrough, 'tagged' | 'settle'>;
 }
 
 export interface AdminDeps {
@@ -45,8 +52,11 @@ export interface AdminDeps {
   now?: () => number;
   /** Power control for rollbacks (default: a PowerService over the store and the state directory). */
   power?: PowerService;
-  /** Set: every request that would change something is refused with this message (409). */
-  readOnly?: string;
+  /**
+   * A server on PostgreSQL: the store is its local replica, and what a request writes goes to
+   * PostgreSQL before the answer leaves (src/store/pg/writer.ts; app.ts wires it).
+   */
+  writeThrough?: AdminWriteThrough;
   /** SSE keep-alive comment interval (default 15 s). */
   heartbeatMs?: number;
   /** Where GET /events, timelines and live streams read events (default store.events; PostgreSQL: every server's, src/store/pg/event-feed.ts). */

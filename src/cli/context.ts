@@ -7,6 +7,8 @@ import { InvalidInput } from '../nodes/mac.js';
 import { NotFound } from '../nodes/select.js';
 import { queryContextFor } from '../inventory/context.js';
 import { ImageError } from '../images/errors.js';
+import { configSchema } from '../config/schema.js';
+import { isPostgresUrl } from '../store/pg/url.js';
 
 /** Exit codes scripts can trust. */
 export const EXIT_OK = 0;
@@ -26,13 +28,19 @@ export class RuntimeFailure extends Error {
 export interface CommonOpts {
   config?: string;
   json?: boolean;
+  /** --database URL: overrides PXEHERD_DATABASE and the configuration's `database`. */
+  database?: string;
 }
+
+/** Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts). */
+const PG_COMMANDS = new Set(['node', 'group']);
 
 /** What a command needs, built lazily so `--help` never touches the disk. */
 export class CliContext {
   private _config?: Config;
   private _store?: Store;
   private _service?: NodeService;
+  private _pg?: import('../store/pg/cli-store.js').PgCliStore;
   constructor(
     readonly opts: CommonOpts,
     readonly io: { out: (s: string) => void; err: (s: string) => void } = {
@@ -42,7 +50,54 @@ export class CliContext {
   ) {}
 
   get config(): Config {
-    return (this._config ??= loadConfig(this.opts.config));
+    if (!this._config) {
+      const c = loadConfig(this.opts.config);
+      if (this.opts.database !== undefined) {
+        const res = configSchema.shape.database.safeParse(this.opts.database);
+        if (!res.success) throw new InvalidInput(`--database: ${res.error.issues[0]!.message}`, 'database');
+        c.database = res.data;
+      }
+      this._config = c;
+    }
+    return this._config;
+  }
+
+  /**
+   * Before the command: node and group commands on a postgres:// database get their store as an
+   * in-memory replica of it, and run inside `runCommand` so what they write goes to PostgreSQL.
+   */
+  async prepare(command: { name(): string; parent: unknown }): Promise<void> {
+    let top = command as { name(): string; parent: { parent: unknown } | null };
+    while (top.parent && top.parent.parent) top = top.parent as typeof top;
+    if (!PG_COMMANDS.has(top.name()) || !isPostgresUrl(this.config.database ?? '')) return;
+    // The in-memory replica has no event log: what follows a node's events runs on a server.
+    const leaf = command as { name(): string; opts?: () => Record<string, unknown> };
+    const waits = leaf.name() === 'timeline' || (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true);
+    if (waits) {
+      throw new InvalidInput(
+        `node ${leaf.name()}${leaf.name() === 'timeline' ? '' : ' --wait'} follows a node's events, which this command cannot read from PostgreSQL yet: follow it in the web UI or with GET /api/v1/events?node=NAME on any server${leaf.name() === 'timeline' ? '' : ` (or run it without --wait)`}`,
+        'database',
+      );
+    }
+    const { openPgCliStore, PgCliError } = await import('../store/pg/cli-store.js');
+    try {
+      this._pg = await openPgCliStore(this.config);
+    } catch (e) {
+      if (e instanceof PgCliError) throw new RuntimeFailure(e.message);
+      throw e;
+    }
+    this._store = this._pg.store;
+  }
+
+  /** Run the command; on PostgreSQL, its writes are in PostgreSQL when this resolves. */
+  async runCommand(fn: () => void | Promise<void>): Promise<void> {
+    if (!this._pg) return fn();
+    await this._pg.run(fn);
+    try {
+      await this._pg.commit();
+    } catch (e) {
+      throw new RuntimeFailure((e as Error).message);
+    }
   }
   get store(): Store {
     if (!this._store) {
@@ -64,7 +119,8 @@ export class CliContext {
     }
   }
 
-  close(): void {
+  close(): void | Promise<void> {
+    if (this._pg) return this._pg.close();
     this._store?.close();
   }
 }

@@ -23,14 +23,15 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, command
       const cmd = args[args.length - 1] as Command;
       const ctx = new CliContext(cmd.optsWithGlobals() as CommonOpts, io);
       try {
-        await fn(ctx, ...args.slice(0, -1));
+        await ctx.prepare(cmd);
+        await ctx.runCommand(() => fn(ctx, ...args.slice(0, -1)));
       } catch (e) {
         const { code, message } = exitCodeFor(e);
         io.err(`pxeherd: ${message}\n`);
         if (code === 1 && process.env.PXEHERD_DEBUG && e instanceof Error) io.err(`${e.stack}\n`);
         setExit(code);
       } finally {
-        ctx.close();
+        await ctx.close();
       }
     };
 
@@ -46,6 +47,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, command
     c.configureOutput({ writeOut: io.out, writeErr: io.err });
     if (c.commands.length === 0) {
       if (!c.options.some((o) => o.long === '--config')) c.addOption(new Option('--config <FILE>', 'configuration file (default: $PXEHERD_CONFIG, else built-in defaults)'));
+      if (!c.options.some((o) => o.long === '--database')) c.addOption(new Option('--database <URL>', 'database: postgres://... or sqlite:PATH (default: $PXEHERD_DATABASE, else the configuration\'s)'));
     }
     c.commands.forEach(configure);
   };

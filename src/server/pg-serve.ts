@@ -21,9 +21,16 @@
  *   lease or fixed address); new registrations and new dynamic leases pause, with one log line
  *   per outage and the metrics pxeherd_database_up / pxeherd_database_paused_total; the replica
  *   reconnects with backoff and reloads.
- * Not coordinated yet (writes stay in this server's replica and may be overwritten by the next
- * change of the row in PostgreSQL): provisiond's contact/state, inventory, health, boot=once
- * flips, installs, DHCPv6 leases. The admin API is read-only on PostgreSQL.
+ * - Every other write goes to PostgreSQL through the replica (src/store/pg/writer.ts): the same
+ *   code as on a single server writes the replica; temporary triggers capture its rows, which are
+ *   written to PostgreSQL (changed columns only) and come back to every replica by the change log.
+ *   Admin API and UI requests (app.ts) catch up with the change log first and answer once their
+ *   rows are committed (409 on a conflicting change, 503 when the database is unreachable, the
+ *   replica undone either way). What nodes report (provisiond contact/state, inventory, health,
+ *   installs) is written per event-loop turn, held while the database is unreachable. A boot
+ *   once -> local is a conditional UPDATE: only the server that won records boot.once_done.
+ *   The DHCP path's own replica writes are not captured (confirm() coordinates them).
+ * Not coordinated yet: DHCPv6 leases (dhcp6 refuses to start on PostgreSQL).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +40,7 @@ import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
 import { PgReplica } from '../store/pg/replica.js';
 import { PgEventMirror } from '../store/pg/event-feed.js';
+import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
@@ -63,6 +71,12 @@ export interface PgServe {
   dhcp(base: DhcpBackend): DhcpBackend;
   /** Lease records the replica learnt from PostgreSQL go here (the DHCP handler's memory). */
   onLease(fn: (mac: string, lease: Lease | undefined) => void): void;
+  /** Rows this server's own code writes into the replica go to PostgreSQL (src/store/pg/writer.ts). */
+  writer: WriteThrough;
+  /** Before an admin change: the replica catches up with PostgreSQL (not waited for while it is unreachable). */
+  catchUp(): Promise<void>;
+  /** This server won a boot once -> local flip in PostgreSQL (it alone records the event). */
+  onBootFlip(fn: (mac: string, name: string) => void): void;
   /** For /metrics. */
   database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
   close(): Promise<void>;
@@ -100,7 +114,19 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const paused: Record<string, number> = {};
   const races: Record<string, number> = {};
   let up = reachable;
-  const replica = new PgReplica(store.db, pg.sql, {
+  const flipListeners: ((mac: string, name: string) => void)[] = [];
+  // eslint-disable-next-line prefer-const
+  let replica: PgReplica;
+  const writer = new WriteThrough(store.db, pg, {
+    refresh: (keys) => replica.refresh(keys),
+    invalidate: () => replica.invalidate(),
+    onBootFlip: (mac, name) => flipListeners.forEach((fn) => fn(mac, name)),
+    warn: (m) => log.warn({ database: redactUrl(url) }, m),
+    isConnectionError,
+    isUp: () => up && replica.connected,
+  });
+  replica = new PgReplica(store.db, pg.sql, {
+    applying: (fn) => writer.suspended(fn),
     onLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)),
     onDown: (e) => {
       up = false;
@@ -108,6 +134,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     },
     onUp: () => {
       up = true;
+      void writer.flush(); // node reports held during the outage
       log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');
     },
   });
@@ -117,6 +144,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   }
   await replica.start();
 
+  // A boot once -> local this server's boot lost to another server's (the other records it).
+  Object.defineProperty(races, 'boot_once', { enumerable: true, get: () => writer.counts.flipsLost });
   const shipper = new EventShipper(pg, (m) => log.warn(m));
   const policy = namingPolicy(config);
   // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
@@ -132,10 +161,16 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     shipEvent: (ev) => shipper.push(ev),
     events,
     onLease: (fn) => leaseListeners.push(fn),
+    writer,
+    onBootFlip: (fn) => flipListeners.push(fn),
+    async catchUp() {
+      if (up && replica.connected) await replica.kick();
+    },
     database: { up: () => up && replica.connected, paused, races },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer }),
     async close() {
       await events.stop();
+      await writer.close();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
@@ -218,8 +253,11 @@ export function confirmedDhcpBackend(
   pg: PostgresBackend,
   replica: PgReplica,
   policy: ReturnType<typeof namingPolicy>,
-  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger },
+  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger; writer?: WriteThrough },
 ): DhcpBackend {
+  // The DHCP path coordinates its own rows (registration, leases, address) in confirm(): its
+  // replica writes are not written through a second time.
+  const quiet = <T>(fn: () => T): T => (o.writer ? o.writer.suspended(fn) : fn());
   /** This slice's registrations (MAC -> the node as the replica named it). */
   let registered = new Map<string, Node>();
   /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
@@ -243,10 +281,12 @@ export function confirmedDhcpBackend(
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
       }
-      const r = base.lookupNode(mac, hint);
+      const r = quiet(() => base.lookupNode(mac, hint));
       if (r?.registered) registered.set(mac, r.node);
       return r;
     },
+    batch: base.batch ? (work) => quiet(() => base.batch!(work)) : undefined,
+    bound: (mac, ip) => quiet(() => base.bound(mac, ip)),
     async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
       const reg = registered;
       const before = prior;
@@ -339,7 +379,7 @@ export function confirmedDhcpBackend(
       // from PostgreSQL (another server may have it), or comes back with the next reload.
       for (const mac of reg.keys()) {
         if (confirmed.has(mac)) continue;
-        store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac);
+        quiet(() => store.db.prepare('DELETE FROM nodes WHERE mac = ?').run(mac));
         nodeKeys.add(mac);
       }
       if (nodeKeys.size || leaseKeys.size) {

@@ -118,6 +118,8 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
 
   const listeners = new Set<(ev: BootEvent) => void>();
   const events = eventSink(store, log, [(ev) => listeners.forEach((fn) => fn(ev)), ...(pgs ? [(ev: BootEvent) => pgs.shipEvent(ev)] : [])]);
+  // boot once -> local: every server that served the once script flips it; PostgreSQL lets one win.
+  pgs?.onBootFlip((mac, name) => events.record({ mac, node: name, kind: 'boot.once_done', detail: { boot: 'local', server: pgs.pg.serverId } }));
 
   // Default nodescripts and boot loaders: copied in on first start, never over an admin's files.
   const installed = await installDefaultNodescripts(DEFAULT_NODESCRIPTS_SRC, config.nodescripts.dir);
@@ -278,7 +280,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       scripts: { list: (n, st) => provision.listScripts(n, st), render: (n, st) => provision.renderScript(n, st) },
       explain: (mac, o) => explainBoot(config, store, { mac, ...o }, address, boot.boot),
       events: pgs?.events, // PostgreSQL: every server's events (the feed in src/store/pg/event-feed.ts)
-      readOnly: pgs ? 'this server runs on PostgreSQL, where the admin API and UI are read-only so far: change nodes, groups and images on a server with a SQLite database, or with `pxeherd db` tools' : undefined,
+      writeThrough: pgs ? { catchUp: () => pgs.catchUp(), writer: pgs.writer } : undefined,
     });
     closeAdmin = () => {
       admin.close();

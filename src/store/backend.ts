@@ -71,6 +71,16 @@ export interface StoreBackend {
   /** boot=once -> local, exactly once across servers: true for the one caller that flipped it. */
   flipBootOnce(mac: string): Promise<boolean>;
 
+  /**
+   * Rows a server's own code wrote into its replica (src/store/pg/writer.ts), as ONE transaction:
+   * a new row is upserted, a changed row gets only its changed columns, a gone row is deleted.
+   * `strict` (an admin operation): any refusal fails the whole call, and a changed row the
+   * database no longer has is written whole. Otherwise (what nodes report): a refused row (its
+   * node is gone) or an update of a missing row is dropped and counted, and boot once -> local
+   * is the boot-once flip: conditional, `flipsWon` only for the caller whose update matched.
+   */
+  applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult>;
+
   close(): Promise<void>;
 }
 
@@ -93,4 +103,32 @@ export function decideClaim(own: Lease | undefined, atIp: Lease | undefined, req
     return { do: 'write', evict: atIp.mac };
   }
   return { do: 'write' };
+}
+
+/** A row written by a server's own code, before and after (src/store/pg/writer.ts). */
+export interface RowChange {
+  table: string;
+  pk: string[];
+  /** absent: a new row */
+  old?: Record<string, unknown>;
+  /** absent: the row is gone */
+  new?: Record<string, unknown>;
+}
+
+export interface RowChangesResult {
+  written: number;
+  dropped: number;
+  flipsWon: { mac: string; name: string }[];
+  flipsLost: number;
+}
+
+/** The boot-once flip inside a lenient row change: boot went once -> local. */
+export function isBootOnceFlip(c: RowChange): boolean {
+  return c.table === 'nodes' && !!c.old && !!c.new && c.old.boot === 'once' && c.new.boot === 'local';
+}
+
+/** A table or column name of pxeherd's schema, quoted (row changes name them from row keys). */
+export function sqlIdent(name: string): string {
+  if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a column or table name: ${name}`);
+  return `"${name}"`;
 }

@@ -172,6 +172,9 @@ const MIGRATIONS: string[] = [
   CREATE INDEX nodes_vnfs_nocase ON nodes(vnfs COLLATE NOCASE);
   CREATE INDEX nodes_state_nocase ON nodes(state COLLATE NOCASE);
   `,
+  // 9: pgwrite — on PostgreSQL, change-log triggers on inventory, health and node_installs (what
+  // nodes report is written through to PostgreSQL and replicated); nothing to do on SQLite.
+  'SELECT 1;',
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -11,7 +11,7 @@ import { compileQuery } from '../nodes/query-sql.js';
 import type { Store } from './store.js';
 import { leaseFromRow, type LeaseRow } from './leases.js';
 import type { NamingPolicy } from './nodes.js';
-import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from './backend.js';
+import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type LeaseResult, type RowChange, type RowChangesResult, type StoreBackend, type StoredEvent } from './backend.js';
 
 export class SqliteBackend implements StoreBackend {
   readonly kind = 'sqlite' as const;
@@ -117,6 +117,57 @@ export class SqliteBackend implements StoreBackend {
 
   async flipBootOnce(mac: string) {
     return this.q.flip.run(Date.now(), normalizeMac(mac)).changes === 1;
+  }
+
+  async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult> {
+    const db = this.store.db;
+    const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
+    const one = (c: RowChange): boolean => {
+      const where = c.pk.map((k) => `${ident(k)} = ?`).join(' AND ');
+      const pkOld = c.pk.map((k) => c.old?.[k]);
+      if (!c.new) {
+        db.prepare(`DELETE FROM ${ident(c.table)} WHERE ${where}`).run(...pkOld);
+        return true;
+      }
+      if (c.old) {
+        let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+        if (changed.length === 0) return true;
+        if (!o.strict && isBootOnceFlip(c)) {
+          const hit = db.prepare<[number, string], { name: string }>(`UPDATE nodes SET boot = 'local', updated_at = ? WHERE mac = ? AND boot = 'once' RETURNING name`).get(Number(c.new.updated_at ?? Date.now()), String(c.new.mac));
+          if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
+          else out.flipsLost++;
+          changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
+          if (changed.length === 0) return true;
+        }
+        const r = db.prepare(`UPDATE ${ident(c.table)} SET ${changed.map((k) => `${ident(k)} = ?`).join(', ')} WHERE ${where}`).run(...changed.map((k) => c.new![k]), ...pkOld);
+        if (r.changes === 1 || !o.strict) {
+          if (r.changes === 0) out.dropped++;
+          return r.changes === 1;
+        }
+      }
+      const cols = Object.keys(c.new);
+      const rest = cols.filter((k) => !c.pk.includes(k));
+      db.prepare(
+        `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
+          (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
+      ).run(...cols.map((k) => c.new![k] as never));
+      return true;
+    };
+    db.transaction(() => {
+      for (const c of changes) {
+        if (o.strict) {
+          if (one(c)) out.written++;
+          continue;
+        }
+        try {
+          if (db.transaction(() => one(c))()) out.written++; // a savepoint: a refused row goes alone
+        } catch (e) {
+          if (!/^SQLITE_CONSTRAINT/.test((e as { code?: string }).code ?? '')) throw e;
+          out.dropped++;
+        }
+      }
+    }).immediate();
+    return out;
   }
 
   async close() {

@@ -64,7 +64,11 @@ test('bad database settings are usage errors naming the key; an unreachable data
   const secret = pxeherd(['db', 'migrate'], { env: { PXEHERD_DATABASE: `postgres://pxeherd:hunter2@localhost/x?host=${encodeURIComponent(s.dir)}` } });
   assert.equal(secret.code, 1);
   assert.doesNotMatch(secret.stderr, /hunter2/, 'the password is not printed');
-  const serve = pxeherd(['node', 'list'], { env: { PXEHERD_DATABASE: 'postgres://x@y/z' } });
+  // node and group commands run on PostgreSQL (src/store/pg/cli-store.ts): unreachable is exit 1 naming it.
+  const nodes = pxeherd(['node', 'list'], { env: { PXEHERD_DATABASE: 'postgres://x@y/z' } });
+  assert.equal(nodes.code, 1);
+  assert.match(nodes.stderr, /cannot reach the database postgres:\/\/x@y\/z/);
+  const serve = pxeherd(['vnfs', 'list'], { env: { PXEHERD_DATABASE: 'postgres://x@y/z' } });
   assert.equal(serve.code, 1);
   assert.match(serve.stderr, /runs on SQLite only so far; PostgreSQL is supported by `pxeherd db migrate\|status\|copy`/);
 });

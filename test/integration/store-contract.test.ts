@@ -197,6 +197,78 @@ for (const b of backends) {
       assert.equal(await s.backend.flipBootOnce(node.mac), false);
       assert.equal((await s.backend.nodeByMac(node.mac))?.boot, 'local');
     });
+
+    test('row changes (write-through): one transaction; changed columns only; strict fails whole, lenient drops a refused row; the boot-once flip once', async () => {
+      const row = (mac: string, name: string, o: Record<string, unknown> = {}) => ({ mac, name, grp: '', vnfs: '', enabled: 1, debug: 0, state: '', ip: '', last_contact: null, boot: 'provision', created_at: 1, updated_at: 1, ...o });
+      const nodes = { table: 'nodes', pk: ['mac'] };
+      const [m1, m2, m3] = ['52:54:00:dd:00:01', '52:54:00:dd:00:02', '52:54:00:dd:00:03'];
+      const r = await s.backend.applyRowChanges(
+        [
+          { ...nodes, new: row(m1, 'rc1', { grp: 'cluster' }) },
+          { table: 'node_attrs', pk: ['mac', 'key'], new: { mac: m1, key: 'console', value: 'ttyS0' } },
+        ],
+        { strict: true },
+      );
+      assert.equal(r.written, 2);
+      assert.deepEqual((await s.backend.nodeByMac(m1))?.attrs, { console: 'ttyS0' });
+
+      // A stale "before" (grp '' here, 'cluster' in the database): only the changed column goes.
+      const touched = await s.backend.applyRowChanges([{ ...nodes, old: row(m1, 'rc1'), new: row(m1, 'rc1', { state: 'ready', last_contact: 5 }) }], { strict: false });
+      assert.equal(touched.written, 1);
+      const n1 = await s.backend.nodeByMac(m1);
+      assert.deepEqual([n1?.group, n1?.state, n1?.lastContact], ['cluster', 'ready', 5], 'another column changed elsewhere is kept');
+
+      // Lenient: a report for a node that is gone is dropped, the rest of the call is written.
+      const lenient = await s.backend.applyRowChanges(
+        [
+          { table: 'health', pk: ['mac'], new: { mac: m2, time: 1, uptime: 1, load: 0.5, memfree_kb: 1 } },
+          { table: 'health', pk: ['mac'], new: { mac: m1, time: 2, uptime: 9, load: 0.25, memfree_kb: 7 } },
+          { ...nodes, old: row(m2, 'gone'), new: row(m2, 'gone', { state: 'ready' }) },
+        ],
+        { strict: false },
+      );
+      assert.deepEqual([lenient.written, lenient.dropped], [1, 2]);
+      assert.deepEqual(await s.column(`SELECT mac FROM health ORDER BY mac`), [m1]);
+      assert.deepEqual(await s.column(`SELECT mac FROM nodes WHERE mac = '${m2}'`), [], 'an update of a missing row does not create it');
+
+      // Many reports of the same columns (a storm's check-ins): the existing rows change, a missing one is dropped.
+      await s.backend.applyRowChanges([{ ...nodes, new: row('52:54:00:dd:00:04', 'rc4') }], { strict: true });
+      const storm = await s.backend.applyRowChanges(
+        [m1, '52:54:00:dd:00:04', '52:54:00:dd:00:05'].map((m, i) => ({ ...nodes, old: row(m, `x${i}`), new: row(m, `x${i}`, { state: 'init', last_contact: 100 + i }) })),
+        { strict: false },
+      );
+      assert.deepEqual([storm.written, storm.dropped], [2, 1]);
+      assert.deepEqual(await s.column(`SELECT state || ' ' || last_contact || ' ' || name FROM nodes WHERE mac IN ('${m1}', '52:54:00:dd:00:04') ORDER BY mac`), ['init 100 rc1', 'init 101 rc4']);
+
+      // Strict: a name another node holds refuses the whole call, nothing of it is written.
+      await assert.rejects(
+        s.backend.applyRowChanges(
+          [
+            { ...nodes, new: row(m3, 'rc3') },
+            { ...nodes, new: row(m2, 'rc1') },
+          ],
+          { strict: true },
+        ),
+      );
+      assert.deepEqual(await s.column(`SELECT name FROM nodes WHERE mac IN ('${m2}', '${m3}')`), []);
+
+      // boot once -> local from a node's boot: the first caller wins, the next one is told it lost.
+      await s.exec("UPDATE nodes SET boot = 'once' WHERE mac = $1", [m1]);
+      const flip = { ...nodes, old: row(m1, 'rc1', { boot: 'once' }), new: row(m1, 'rc1', { boot: 'local', updated_at: 9 }) };
+      const won = await s.backend.applyRowChanges([flip], { strict: false });
+      assert.deepEqual([won.flipsWon, won.flipsLost], [[{ mac: m1, name: 'rc1' }], 0]);
+      const lost = await s.backend.applyRowChanges([flip], { strict: false });
+      assert.deepEqual([lost.flipsWon, lost.flipsLost], [[], 1]);
+      assert.equal((await s.backend.nodeByMac(m1))?.boot, 'local');
+
+      // A strict update of a row the database lost is written whole (the operation was validated on it); delete cascades.
+      await s.exec('DELETE FROM nodes WHERE mac = $1', [m1]);
+      await s.backend.applyRowChanges([{ ...nodes, old: row(m1, 'rc1'), new: row(m1, 'rc1', { vnfs: 'deb' }) }], { strict: true });
+      assert.equal((await s.backend.nodeByMac(m1))?.vnfs, 'deb');
+      await s.backend.applyRowChanges([{ table: 'node_attrs', pk: ['mac', 'key'], new: { mac: m1, key: 'a', value: 'b' } }, { ...nodes, old: row(m1, 'rc1') }], { strict: true });
+      assert.equal(await s.backend.nodeByMac(m1), undefined);
+      assert.deepEqual(await s.column(`SELECT key FROM node_attrs WHERE mac = '${m1}'`), []);
+    });
   });
 }
 const A1 = '52:54:00:bb:00:01';

@@ -23,7 +23,9 @@ import { compileQuery, POSTGRES_DIALECT } from '../../nodes/query-sql.js';
 import { IPV4_RE } from '../../util/net.js';
 import { nodeFromRow, type NamingPolicy, type NodeRow } from '../nodes.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
-import { decideClaim, type LeaseRequest, type LeaseResult, type StoreBackend, type StoredEvent } from '../backend.js';
+import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type LeaseResult, type RowChange, type RowChangesResult, type StoreBackend, type StoredEvent } from '../backend.js';
+
+export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
 import { EVENTS_LOCK, REGISTER_LOCK } from './schema.js';
 
@@ -254,6 +256,141 @@ export class PostgresBackend implements StoreBackend {
   async flipBootOnce(mac: string) {
     const r = await this.sql`UPDATE nodes SET boot = 'local', updated_at = ${Date.now()} WHERE mac = ${normalizeMac(mac)} AND boot = 'once'`;
     return r.count === 1;
+  }
+
+  /**
+   * Rows a server's own code wrote into its replica (src/store/pg/writer.ts), as ONE transaction.
+   * A new row is upserted; a changed row gets only its changed columns; a gone row is deleted.
+   * `strict` (an admin operation): any refusal fails the whole unit, and a changed row PostgreSQL
+   * no longer has is written whole (the operation was validated against it). Otherwise (what
+   * nodes report): each row in its own savepoint, a refused one is dropped (its node was deleted
+   * meanwhile), an update of a row PostgreSQL no longer has is dropped, and boot once -> local is
+   * the boot-once flip: conditional, and reported only to the server whose UPDATE matched.
+   */
+  async applyRowChanges(changes: RowChange[], o: { strict: boolean }): Promise<RowChangesResult> {
+    if (o.strict) return this.rowTx(changes, 'strict');
+    // Node reports: one statement per row; only when one is refused (rare: its node was just
+    // deleted) again with a savepoint per row, so the refused one alone is dropped.
+    try {
+      return await this.rowTx(changes, 'plain');
+    } catch (e) {
+      if (!/^2[23]/.test((e as { code?: string }).code ?? '')) throw e;
+      return this.rowTx(changes, 'savepoints');
+    }
+  }
+
+  /** One transaction of row changes; retried only for deadlocks and serialization failures (a refusal is final). */
+  private async rowTx(changes: RowChange[], mode: 'strict' | 'plain' | 'savepoints'): Promise<RowChangesResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return (await this.sql.begin((tx) => this.applyRows(tx, changes, mode))) as RowChangesResult;
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if ((code !== '40001' && code !== '40P01') || attempt >= MAX_ATTEMPTS) throw e;
+        this.retries++;
+      }
+    }
+  }
+
+  private readonly columnTypes = new Map<string, Map<string, string>>();
+
+  /** A table's column types (for json_to_recordset), read once. */
+  private async typesOf(tx: TxSql, table: string): Promise<Map<string, string>> {
+    let m = this.columnTypes.get(table);
+    if (!m) {
+      const rows = await tx<{ column_name: string; data_type: string }[]>`
+        SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ${table}`;
+      m = new Map(rows.map((r) => [r.column_name, r.data_type]));
+      this.columnTypes.set(table, m);
+    }
+    return m;
+  }
+
+  private async applyRows(tx: TxSql, changes: RowChange[], mode: 'strict' | 'plain' | 'savepoints'): Promise<RowChangesResult> {
+    const o = { strict: mode === 'strict' };
+    const out: RowChangesResult = { written: 0, dropped: 0, flipsWon: [], flipsLost: 0 };
+    if (mode === 'plain') {
+      // A storm's reports are mostly the same columns of many rows (state and contact of 1000
+      // nodes): those go first, as one UPDATE per table and column set. A refusal (a row pointing
+      // at a parent this batch creates, say) sends the batch to the per-row path with savepoints.
+      const groups = new Map<string, RowChange[]>();
+      for (const c of changes) {
+        if (!c.old || !c.new || isBootOnceFlip(c)) continue;
+        const changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+        if (changed.length === 0) continue;
+        const key = `${c.table}\0${changed.join(',')}`;
+        (groups.get(key) ?? groups.set(key, []).get(key)!).push(c);
+      }
+      const batched = new Set<RowChange>();
+      for (const [key, cs] of groups) {
+        if (cs.length < 2) continue;
+        const [table, cols] = key.split('\0') as [string, string];
+        const changed = cols.split(',');
+        const pk = cs[0]!.pk;
+        const types = await this.typesOf(tx, table);
+        const all = [...pk, ...changed];
+        if (!all.every((k) => types.has(k))) continue;
+        const rows = cs.map((c) => Object.fromEntries([...pk.map((k) => [k, c.old![k]]), ...changed.map((k) => [k, c.new![k]])]));
+        const hit = await tx.unsafe(
+          `UPDATE ${ident(table)} AS t SET ${changed.map((k) => `${ident(k)} = v.${ident(k)}`).join(', ')}
+           FROM json_to_recordset($1::text::json) AS v(${all.map((k) => `${ident(k)} ${types.get(k)}`).join(', ')})
+           WHERE ${pk.map((k) => `t.${ident(k)} = v.${ident(k)}`).join(' AND ')} RETURNING 1`,
+          [JSON.stringify(rows)],
+        );
+        out.written += hit.length;
+        out.dropped += cs.length - hit.length;
+        for (const c of cs) batched.add(c);
+      }
+      if (batched.size) changes = changes.filter((c) => !batched.has(c));
+    }
+    for (const c of changes) {
+      const one = async (t: TxSql): Promise<boolean> => {
+        const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
+        if (!c.new) {
+          await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
+          return true;
+        }
+        if (c.old) {
+          let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+          if (changed.length === 0) return true;
+          if (!o.strict && isBootOnceFlip(c)) {
+            const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
+            if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
+            else out.flipsLost++;
+            changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
+            if (changed.length === 0) return true;
+          }
+          const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
+          const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
+          if (r.count === 1 || !o.strict) {
+            if (r.count === 0) out.dropped++;
+            return r.count === 1;
+          }
+        }
+        const cols = Object.keys(c.new);
+        const rest = cols.filter((k) => !c.pk.includes(k));
+        await t.unsafe(
+          `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
+            (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
+          cols.map((k) => c.new![k]) as never[],
+        );
+        return true;
+      };
+      if (mode !== 'savepoints') {
+        if (await one(tx)) out.written++;
+        continue;
+      }
+      try {
+        if (await tx.savepoint((sp) => one(sp as unknown as TxSql))) out.written++;
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        // Refused rows (a foreign key: the node is gone; a unique key) are dropped; anything
+        // else (the connection) fails the unit, which is retried.
+        if (!/^2[23]/.test(code)) throw e;
+        out.dropped++;
+      }
+    }
+    return out;
   }
 
   async close() {

@@ -41,6 +41,10 @@ export const REPLICATED: TableSpec[] = [
   { table: 'nodes', key: 'mac', pk: ['mac'], unique: ['name', 'ip'] },
   { table: 'node_attrs', key: 'mac', pk: ['mac', 'key'] },
   { table: 'leases', key: 'mac', pk: ['mac'], unique: ['ip'] },
+  // What nodes report, written through by the server that received it (migration 9).
+  { table: 'inventory', key: 'mac', pk: ['mac', 'slot'] },
+  { table: 'health', key: 'mac', pk: ['mac'] },
+  { table: 'node_installs', key: 'mac', pk: ['mac'] },
 ];
 
 export const CHANGES_CHANNEL = 'pxeherd_changes';
@@ -56,6 +60,11 @@ export interface ReplicaOptions {
   onDown?: (e: Error) => void;
   onUp?: () => void;
   pollMs?: number;
+  /**
+   * Runs the replica's own writes (rows read from PostgreSQL): the server's write-through capture
+   * (src/store/pg/writer.ts) must not send them back.
+   */
+  applying?: <T>(fn: () => T) => T;
 }
 
 export class PgReplica {
@@ -100,7 +109,7 @@ export class PgReplica {
     })) as { snap: string; tables: Record<string, Row[]> };
     const counts: Record<string, number> = {};
     const leaseKeys = new Set<string>();
-    this.db.transaction(() => {
+    this.apply(() => {
       for (const t of REPLICATED) {
         const rows = tables[t.table]!;
         counts[t.table] = rows.length;
@@ -117,7 +126,7 @@ export class PgReplica {
           if (t.table === 'leases') leaseKeys.add(String(r.mac));
         }
       }
-    })();
+    });
     this.snapshot = snap;
     this.lastPoll = Date.now();
     this.loads++;
@@ -165,7 +174,7 @@ export class PgReplica {
       fetched.push({ t, keys: list, rows });
     }
     const leaseKeys = new Set<string>();
-    this.db.transaction(() => {
+    this.apply(() => {
       for (const { t, keys: list, rows } of fetched) {
         const byKey = new Map<string, Row[]>();
         for (const r of rows) {
@@ -183,7 +192,7 @@ export class PgReplica {
           if (t.table === 'leases') leaseKeys.add(k);
         }
       }
-    })();
+    });
     this.emitLeases(leaseKeys);
   }
 
@@ -227,6 +236,18 @@ export class PgReplica {
       }
     })();
     return this.running;
+  }
+
+  /** One local transaction of rows read from PostgreSQL (not captured for write-through). */
+  private apply(fn: () => void): void {
+    const tx = this.db.transaction(fn);
+    if (this.opts.applying) this.opts.applying(() => tx());
+    else tx();
+  }
+
+  /** Forget the snapshot: the next round is a full load (after a write-through that could not be confirmed). */
+  invalidate(): void {
+    this.snapshot = undefined;
   }
 
   private markDown(e: Error): void {

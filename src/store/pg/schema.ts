@@ -185,6 +185,14 @@ export const PG_MIGRATIONS: string[] = [
   CREATE INDEX nodes_vnfs_lower ON nodes (lower(vnfs COLLATE "C") text_pattern_ops);
   CREATE INDEX nodes_state_lower ON nodes (lower(state COLLATE "C") text_pattern_ops);
   `,
+  // 9: what nodes report (inventory, health, disk installs) is written through to PostgreSQL by
+  // whichever server received it (src/store/pg/writer.ts) and followed by every replica like the
+  // other replicated tables.
+  `
+  CREATE TRIGGER inventory_changes AFTER INSERT OR UPDATE OR DELETE ON inventory FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  CREATE TRIGGER health_changes AFTER INSERT OR UPDATE OR DELETE ON health FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  CREATE TRIGGER node_installs_changes AFTER INSERT OR UPDATE OR DELETE ON node_installs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */

@@ -1,0 +1,77 @@
+/**
+ * `pxeherd node ...` and `pxeherd group ...` on PostgreSQL (`--database postgres://...`,
+ * PXEHERD_DATABASE or the configuration's `database`): the same command code as on SQLite, over
+ * an in-memory replica loaded from one PostgreSQL snapshot; the rows the command writes go to
+ * PostgreSQL (src/store/pg/writer.ts, strict: refused or unreachable means the command fails
+ * with exit 1 and nothing changed), its events too. Every server's replica then follows the
+ * change log and hands nodes the new state.
+ */
+import os from 'node:os';
+import type { Config } from '../../config/schema.js';
+import type { BootEvent } from '../../nodes/types.js';
+import { openDatabase } from '../db.js';
+import { Store } from '../store.js';
+import { PostgresBackend } from './backend.js';
+import { PgReplica } from './replica.js';
+import { PG_SCHEMA_VERSION, pgSchemaVersion } from './schema.js';
+import { redactUrl } from './url.js';
+import { WriteTag, WriteThrough } from './writer.js';
+
+export class PgCliError extends Error {}
+
+export interface PgCliStore {
+  store: Store;
+  /** Run the command: what it writes is one admin operation. */
+  run<T>(fn: () => T): T;
+  /** Its rows and events are in PostgreSQL (throws WriteRefused when they are not). */
+  commit(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function openPgCliStore(config: Config): Promise<PgCliStore> {
+  const url = config.database;
+  const pg = PostgresBackend.connect(url, config.server_id || os.hostname(), { max: 2 });
+  let v: number;
+  try {
+    v = await pgSchemaVersion(pg.sql);
+  } catch (e) {
+    await pg.close().catch(() => undefined);
+    throw new PgCliError(`cannot reach the database ${redactUrl(url)}: ${(e as Error).message}`);
+  }
+  if (v !== PG_SCHEMA_VERSION) {
+    await pg.close();
+    throw new PgCliError(
+      v < PG_SCHEMA_VERSION
+        ? `database ${redactUrl(url)} has schema version ${v}, this pxeherd ${PG_SCHEMA_VERSION}: run \`pxeherd db migrate\` first`
+        : `database ${redactUrl(url)} has schema version ${v}, newer than this pxeherd understands (${PG_SCHEMA_VERSION}): upgrade pxeherd`,
+    );
+  }
+  const store = new Store(openDatabase(':memory:'), { serverId: pg.serverId });
+  const { isConnectionError } = await import('../../server/pg-serve.js');
+  // eslint-disable-next-line prefer-const
+  let replica: PgReplica;
+  const writer = new WriteThrough(store.db, pg, {
+    refresh: (keys) => replica.refresh(keys),
+    invalidate: () => undefined, // this replica ends with the command
+    warn: (m) => process.stderr.write(`pxeherd: ${m}\n`),
+    isConnectionError,
+  });
+  replica = new PgReplica(store.db, pg.sql, { applying: (fn) => writer.suspended(fn) });
+  await replica.load();
+  const events: BootEvent[] = [];
+  store.events.subscribe((ev) => events.push(ev));
+  const tag = new WriteTag();
+  return {
+    store,
+    run: (fn) => writer.tagged(tag, fn),
+    async commit() {
+      await writer.settle(tag);
+      if (events.length) await pg.appendEvents(events.splice(0));
+    },
+    async close() {
+      await writer.close();
+      store.close();
+      await pg.close();
+    },
+  };
+}
