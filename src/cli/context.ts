@@ -70,12 +70,14 @@ export class CliContext {
     let top = command as { name(): string; parent: { parent: unknown } | null };
     while (top.parent && top.parent.parent) top = top.parent as typeof top;
     if (!PG_COMMANDS.has(top.name()) || !isPostgresUrl(this.config.database ?? '')) return;
-    // The in-memory replica has no event log: what follows a node's events runs on a server.
     const leaf = command as { name(): string; opts?: () => Record<string, unknown> };
-    const waits = leaf.name() === 'timeline' || (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true);
-    if (waits) {
+    // `node timeline` reads the node and every server's events from PostgreSQL itself
+    // (src/cli/commands/timeline-pg.ts): no replica needed.
+    if (leaf.name() === 'timeline') return;
+    // The in-memory replica has no event log: what waits on a node's events runs on a server.
+    if (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true) {
       throw new InvalidInput(
-        `node ${leaf.name()}${leaf.name() === 'timeline' ? '' : ' --wait'} follows a node's events, which this command cannot read from PostgreSQL yet: follow it in the web UI or with GET /api/v1/events?node=NAME on any server${leaf.name() === 'timeline' ? '' : ` (or run it without --wait)`}`,
+        `node ${leaf.name()} --wait follows a node's events, which this command cannot read from PostgreSQL yet: follow it in the web UI or with GET /api/v1/events?node=NAME on any server (or run it without --wait)`,
         'database',
       );
     }
