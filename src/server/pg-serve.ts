@@ -26,6 +26,8 @@ import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
+import { claimSlice, touchAddresses, type SliceClaim } from '../store/pg/claims.js';
+import { nameError } from '../nodes/names.js';
 import { PgReplica } from '../store/pg/replica.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
@@ -234,58 +236,91 @@ export function confirmedDhcpBackend(
       // Known to be down (the replica's last round failed): no waiting on connection attempts;
       // the replica's reconnects (with backoff) say when it is back.
       const down = !o.isUp();
-      await Promise.all(
-        [...new Set([...reg.keys(), ...claims.keys()])].map(async (mac) => {
-          const cs = claims.get(mac) ?? [];
-          try {
-            if (down) throw new DatabaseDown('the database is unreachable');
-            const local = reg.get(mac);
-            if (local) {
-              const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
-              confirmed.add(mac);
-              // Another server named it (or took this name) first: the database's name wins; the
-              // reply carries it (option 12) and the replica takes the database's row.
-              if (r.node.name !== local.name) {
-                renamed.set(mac, r.node.name);
-                nodeKeys.add(mac);
-                race('name');
-              }
-            }
-            for (const c of cs) {
-              if (c.kind === 'offer' || c.kind === 'allocate') {
-                const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
-                const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
-                if (!res.ok || res.lease.ip !== c.ip) {
-                  race(c.kind);
-                  o.log.debug({ mac, ip: c.ip, got: res.ok ? res.lease.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
-                  refused.add(mac);
-                  leaseKeys.add(mac);
-                  if (!res.ok) leaseKeys.add(res.holder);
-                }
-              } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
-              else await inTime(pg.declineLease(mac, c.ip, now));
-            }
-          } catch (e) {
-            if (!isConnectionError(e)) {
-              o.log.warn({ mac }, `DHCP: the database refused the claims of ${mac}, its reply is not sent: ${(e as Error).message}`);
-              refused.add(mac);
+      /** One MAC's registration and claims, one transaction each (the path before slices were batched). */
+      const oneByOne = async (mac: string, o: { claims: boolean } = { claims: true }) => {
+        const cs = o.claims ? (claims.get(mac) ?? []) : [];
+        try {
+          if (down) throw new DatabaseDown('the database is unreachable');
+          const local = reg.get(mac);
+          if (local) {
+            const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
+            confirmed.add(mac);
+            // Another server named it (or took this name) first: the database's name wins; the
+            // reply carries it (option 12) and the replica takes the database's row.
+            if (r.node.name !== local.name) {
+              renamed.set(mac, r.node.name);
               nodeKeys.add(mac);
-              leaseKeys.add(mac);
-              return;
-            }
-            offline = e as Error;
-            // Unreachable: a known node keeps its own bound lease or its fixed address; anything
-            // new (a registration, another address) waits for the database.
-            const had = before.get(mac);
-            const node = store.nodes.byMac(mac);
-            const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!node && node.ip === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
-            if (reg.has(mac) || !cs.every(own)) {
-              refused.add(mac);
-              pause(reg.has(mac) ? 'registration' : 'lease');
+              race('name');
             }
           }
-        }),
-      );
+          for (const c of cs) {
+            if (c.kind === 'offer' || c.kind === 'allocate') {
+              const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
+              const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
+              lost(mac, c, res.ok ? { ok: true, ip: res.lease.ip } : { ok: false, holder: res.holder });
+            } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
+            else await inTime(pg.declineLease(mac, c.ip, now));
+          }
+        } catch (e) {
+          failed(mac, claims.get(mac) ?? [], e);
+        }
+      };
+      /** A claim's outcome: one that lost a race drops the client's replies and re-reads its rows. */
+      const lost = (mac: string, c: Claim, res: { ok: true; ip: string } | { ok: false; holder: string }) => {
+        if (res.ok && res.ip === c.ip) return;
+        race(c.kind);
+        o.log.debug({ mac, ip: c.ip, got: res.ok ? res.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
+        refused.add(mac);
+        leaseKeys.add(mac);
+        if (!res.ok) leaseKeys.add(res.holder);
+      };
+      const failed = (mac: string, cs: Claim[], e: unknown) => {
+        if (!isConnectionError(e)) {
+          o.log.warn({ mac }, `DHCP: the database refused the claims of ${mac}, its reply is not sent: ${(e as Error).message}`);
+          refused.add(mac);
+          nodeKeys.add(mac);
+          leaseKeys.add(mac);
+          return;
+        }
+        offline = e as Error;
+        // Unreachable: a known node keeps its own bound lease or its fixed address; anything
+        // new (a registration, another address) waits for the database.
+        const had = before.get(mac);
+        const node = store.nodes.byMac(mac);
+        const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!node && node.ip === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
+        if (reg.has(mac) || !cs.every(own)) {
+          refused.add(mac);
+          pause(reg.has(mac) ? 'registration' : 'lease');
+        }
+      };
+      const macs = [...new Set([...reg.keys(), ...claims.keys()])];
+      if (down || macs.length === 0) await Promise.all(macs.map((mac) => oneByOne(mac)));
+      else {
+        // The whole slice in one transaction (src/store/pg/claims.ts): one commit instead of one
+        // per claim. Registrations that did not go in (known, or taken meanwhile) are resolved one
+        // by one; a slice the database refuses falls back to one claim at a time.
+        const flat: SliceClaim[] = [];
+        for (const [mac, cs] of claims) for (const c of cs) flat.push({ mac, ...c });
+        const batchRegs = [...reg].filter(([, n]) => !nameError('node', n.name)).map(([mac, n]) => ({ mac, name: n.name }));
+        try {
+          const res = await inTime(claimSlice(pg.sql, pg.serverId, policy, batchRegs, flat, now));
+          o.races.slice_retry = (o.races.slice_retry ?? 0) + res.retries;
+          for (const mac of res.registered.keys()) confirmed.add(mac);
+          const rest = [...reg.keys()].filter((m) => !res.registered.has(m));
+          flat.forEach((c, i) => {
+            const r = res.outcomes[i];
+            if (r) lost(c.mac, c, r.ok ? { ok: true, ip: r.lease.ip } : r);
+          });
+          await Promise.all(rest.map((mac) => oneByOne(mac, { claims: false })));
+        } catch (e) {
+          if (isConnectionError(e)) for (const mac of macs) failed(mac, claims.get(mac) ?? [], e);
+          else {
+            race('slice');
+            o.log.debug({ err: (e as Error).message }, 'DHCP: the slice transaction failed: its claims are made one at a time');
+            await Promise.all(macs.map((mac) => oneByOne(mac)));
+          }
+        }
+      }
       if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
       // A registration the database did not confirm must not stay in the replica: that MAC would
       // look known on its next DISCOVER and never be registered in PostgreSQL. Its row is re-read
@@ -315,8 +350,12 @@ export function confirmedDhcpBackend(
         }
       }
       if (!offline) {
-        // The node's address and last contact, as the single server records them after an ACK.
-        for (const r of ok) if (r.bound) pg.touchAddress(r.bound.mac, r.bound.ip, now).catch(() => undefined);
+        // The node's address and last contact, as the single server records them after an ACK:
+        // one statement for the slice; one per node if that lost a race on an address.
+        const bound = ok.flatMap((r) => (r.bound ? [{ mac: r.bound.mac, ip: r.bound.ip }] : []));
+        touchAddresses(pg.sql, bound, now).catch(() => {
+          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => undefined);
+        });
       }
       return ok;
     },
