@@ -143,7 +143,7 @@ http: { port: 8080 }
 provisiond: { port: 0 }
 admin: { port: 0 }
 nodes: { name_pattern: "n######" }
-log: { level: warn }
+log: { level: ${process.env.BENCH_PXEHERD_LOG ?? "warn"} }
 `,
       );
       const log = path.join(dir, `${id}.log`);
@@ -246,15 +246,18 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
       });
   }
   try {
+    const keepLogs = process.env.BENCH_PXEHERD_LOG ? (server.startsWith('pxeherd-pg') ? sdir : undefined) : undefined;
+    if (keepLogs) console.error(`${server}: logs in ${keepLogs}`);
     const usesPg = server === 'kea-pg' || server.startsWith('pxeherd-pg');
     const cpu = () => pids.reduce((s, pid) => s + (sampleProc(pid)?.cpuSeconds ?? 0), 0);
     const cpu0 = cpu();
     const pg0 = usesPg ? pgCpuSeconds() : undefined;
     // Two servers: to the broadcast address, so both see every message (see the header).
-    const target = server === 'pxeherd-pg2' ? '255.255.255.255' : '10.79.0.1';
+    const target = server === 'pxeherd-pg2' || process.env.BENCH_DHCP_BROADCAST ? 'all' : '10.79.0.1';
     const { stdout } = await nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', String(rate), '-R', String(CLIENTS), '-p', String(SECS), target], (SECS + 30) * 1000).catch(
-      (e) => ({ stdout: String(e.stdout ?? '') }),
+      (e) => ({ stdout: String(e.stdout ?? '') + String(e.stderr ?? '') + String(e.message ?? '') }),
     );
+    if (!stdout.includes('***Statistics for: DISCOVER-OFFER***')) console.error(`${server}: perfdhcp printed no statistics: ${stdout.slice(0, 1500)}`);
     const serverCpu = +(cpu() - cpu0).toFixed(2);
     const pgCpu = pg0 !== undefined ? +((pgCpuSeconds() ?? pg0) - pg0).toFixed(2) : undefined;
     const p = parse(stdout);
@@ -304,7 +307,7 @@ async function main() {
   } finally {
     await lab.cleanup();
     await pg?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (!process.env.BENCH_PXEHERD_LOG) rmSync(dir, { recursive: true, force: true });
   }
   console.log('\nratios (DORA/s of pxeherd ÷ DORA/s of the other server at the same offered rate)');
   for (const rate of RATES) {

@@ -62,6 +62,40 @@ export interface PgServe {
   close(): Promise<void>;
 }
 
+/**
+ * postgres.js 3.4 (porsager/postgres#1208): a write it queued just before its connection closed
+ * (a PostgreSQL restart: `pg_ctl stop -m fast` cuts every connection while the LISTEN connection
+ * re-subscribes) runs from a timer against the closed socket and throws outside any promise
+ * (`socket` null, or EPIPE): without this, the whole server dies. The connection is already
+ * closed and gets replaced with backoff, as any lost connection; its queries failed and were
+ * reported to their callers. Only that exact error is swallowed (stack top in postgres.js'
+ * nextWrite); anything else still ends the process as an uncaught exception does.
+ */
+function isPostgresJsDeadSocketWrite(e: unknown): boolean {
+  const stack = (e as Error | undefined)?.stack ?? '';
+  return /\bnextWrite\b/.test(stack) && /postgres[\\/]src[\\/]connection\.js/.test(stack) && (e instanceof TypeError || (e as { code?: string }).code === 'EPIPE');
+}
+
+let deadSocketGuards = 0;
+let deadSocketHandler: ((e: Error) => void) | undefined;
+
+function guardDeadSocketWrites(log: Logger): () => void {
+  if (deadSocketGuards++ === 0) {
+    deadSocketHandler = (e: Error) => {
+      if (isPostgresJsDeadSocketWrite(e)) {
+        log.warn(`database: a write on a connection that had just closed failed (${e.message}); the connection is replaced`);
+        return;
+      }
+      // Not ours: what Node does without a handler (print, exit 7 for an exception in a handler).
+      throw e;
+    };
+    process.on('uncaughtException', deadSocketHandler);
+  }
+  return () => {
+    if (--deadSocketGuards === 0 && deadSocketHandler) process.off('uncaughtException', deadSocketHandler);
+  };
+}
+
 export async function openPgServe(config: Config, log: Logger): Promise<PgServe> {
   const url = config.database;
   const serverId = config.server_id;
@@ -112,6 +146,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   await replica.start();
 
   const shipper = new EventShipper(pg, (m) => log.warn(m));
+  const unguard = guardDeadSocketWrites(log);
   const policy = namingPolicy(config);
 
   return {
@@ -121,11 +156,12 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     shipEvent: (ev) => shipper.push(ev),
     onLease: (fn) => leaseListeners.push(fn),
     database: { up: () => up && replica.connected, paused, races },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log }),
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)) }),
     async close() {
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
+      unguard();
     },
   };
 }
@@ -178,12 +214,25 @@ export function confirmedDhcpBackend(
   pg: PostgresBackend,
   replica: PgReplica,
   policy: ReturnType<typeof namingPolicy>,
-  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger },
+  o: {
+    isUp(): boolean;
+    paused: Record<string, number>;
+    races: Record<string, number>;
+    log: Logger;
+    /** The handler's lease memory (a refused client's lease restored). */
+    noteLease?: (mac: string, lease: Lease | undefined) => void;
+  },
 ): DhcpBackend {
   /** This slice's registrations (MAC -> the node as the replica named it). */
   let registered = new Map<string, Node>();
   /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
   let prior = new Map<string, Lease | undefined>();
+  /**
+   * Each client's node address as the replica had it before this slice: the slice's own ACKs
+   * write node.ip into the replica (the single server's touchAddress) before the claims are
+   * confirmed, so the address read afterwards would make any ACK look like the node's fixed one.
+   */
+  let priorIp = new Map<string, string | undefined>();
   const pause = (what: string) => {
     o.paused[what] = (o.paused[what] ?? 0) + 1;
   };
@@ -193,7 +242,10 @@ export function confirmedDhcpBackend(
   return {
     ...base,
     lookupNode(mac, hint) {
-      if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
+      if (!prior.has(mac)) {
+        prior.set(mac, store.leases.byMac(mac));
+        priorIp.set(mac, store.nodes.byMac(mac)?.ip);
+      }
       if (!o.isUp() && !store.nodes.nameByMac(mac)) {
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
@@ -205,6 +257,8 @@ export function confirmedDhcpBackend(
     async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
       const reg = registered;
       const before = prior;
+      const beforeIp = priorIp;
+      priorIp = new Map();
       registered = new Map();
       prior = new Map();
       const now = Date.now();
@@ -286,8 +340,8 @@ export function confirmedDhcpBackend(
         // Unreachable: a known node keeps its own bound lease or its fixed address; anything
         // new (a registration, another address) waits for the database.
         const had = before.get(mac);
-        const node = store.nodes.byMac(mac);
-        const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!node && node.ip === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
+        const fixed = beforeIp.get(mac);
+        const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!fixed && fixed === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
         if (reg.has(mac) || !cs.every(own)) {
           refused.add(mac);
           pause(reg.has(mac) ? 'registration' : 'lease');
@@ -322,6 +376,30 @@ export function confirmedDhcpBackend(
         }
       }
       if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
+      // A refused client's lease goes back to what it was before this slice, in the replica and in
+      // the handler's memory: the slice already wrote it there (an ACK's 'bound'), and left in
+      // place it would pass, on the client's next retransmission while the database is away, for
+      // a lease the database has ("its own bound lease"): an ACK the database never recorded, an
+      // address another server could then hand out again. (When reachable, the refresh below
+      // then brings the database's row.)
+      for (const mac of refused) {
+        if (!before.has(mac)) continue; // never looked up in this slice: its lease was not touched
+        const had = before.get(mac);
+        const cur = store.leases.byMac(mac);
+        if (JSON.stringify(cur) === JSON.stringify(had)) continue;
+        if (had) store.leases.putMany([had]);
+        else store.db.prepare('DELETE FROM leases WHERE mac = ?').run(mac);
+        o.noteLease?.(mac, had);
+      }
+      // And the node's address the refused ACK wrote into the replica.
+      for (const mac of refused) {
+        if (!beforeIp.has(mac)) continue;
+        try {
+          store.db.prepare('UPDATE nodes SET ip = ? WHERE mac = ? AND ip <> ?').run(beforeIp.get(mac) ?? '', mac, beforeIp.get(mac) ?? '');
+        } catch {
+          nodeKeys.add(mac); // its old address is another node's meanwhile: the refresh brings the database's row
+        }
+      }
       // A registration the database did not confirm must not stay in the replica: that MAC would
       // look known on its next DISCOVER and never be registered in PostgreSQL. Its row is re-read
       // from PostgreSQL (another server may have it), or comes back with the next reload.

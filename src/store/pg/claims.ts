@@ -88,6 +88,10 @@ async function sliceTx(
   claims: SliceClaim[],
   now: number,
 ): Promise<Omit<SliceResult, 'retries'>> {
+  // Rows are written in MAC order (and locked in address order) by every server: two slices with
+  // the same clients (both servers saw the same broadcast) wait for each other instead of
+  // deadlocking, which PostgreSQL would only notice after deadlock_timeout (1 s).
+  regs = [...regs].sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
   const macs = [...new Set(claims.map((c) => c.mac))];
   const ips = [...new Set(claims.map((c) => c.ip))];
   // First round trip (pipelined): the registrations and the lease rows to decide on.
@@ -161,7 +165,7 @@ async function sliceTx(
   if (gone.length) writes.push(tx`DELETE FROM leases WHERE mac = ANY(${tx.array(gone)}::text[])`);
   // (An address moving from one row to another within one slice can hit the unique key on ip
   // mid-way: that retries, and after the last attempt the caller falls back to one claim at a time.)
-  const changed = [...dirty].map((m) => byMac.get(m)!);
+  const changed = [...dirty].sort().map((m) => byMac.get(m)!);
   for (const l of changed) {
     if (existed.has(l.mac)) {
       writes.push(tx`UPDATE leases SET ip = ${l.ip}, expires_at = ${l.expiresAt}, hostname = ${l.hostname}, state = ${l.state},
