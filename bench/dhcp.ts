@@ -147,7 +147,9 @@ log: { level: ${process.env.BENCH_PXEHERD_LOG ?? "warn"} }
 `,
       );
       const log = path.join(dir, `${id}.log`);
-      const prof = process.env.PXEHERD_DHCP_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.PXEHERD_DHCP_CPU_PROF] : [];
+      // --prof (V8's tick log) rather than --cpu-prof: it is written as it runs, and serve on
+      // PostgreSQL takes long to stop (the bench then kills it, and --cpu-prof never writes).
+      const prof = process.env.PXEHERD_DHCP_CPU_PROF ? ['--prof', '--no-logfile-per-isolate', `--logfile=${path.join(process.env.PXEHERD_DHCP_CPU_PROF, `v8-${id}.log`)}`] : [];
       // `ip netns exec` execs node: the child's pid is the server's.
       const p = spawnIn(w.ns, process.execPath, [...prof, CLI, 'serve', '--config', config], { log });
       procs.push(p);
