@@ -26,7 +26,7 @@ import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
-import { claimSlice, recordRegistrations, touchAddresses, type SliceClaim } from '../store/pg/claims.js';
+import { claimSlice, touchAddresses, type SliceClaim } from '../store/pg/claims.js';
 import { nameError } from '../nodes/names.js';
 import { PgReplica } from '../store/pg/replica.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
@@ -156,7 +156,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     shipEvent: (ev) => shipper.push(ev),
     onLease: (fn) => leaseListeners.push(fn),
     database: { up: () => up && replica.connected, paused, races },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)), shipRegistration: (ev) => shipper.pushAlways(ev) }),
+    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)) }),
     async close() {
       await replica.stop();
       await shipper.stop();
@@ -221,8 +221,6 @@ export function confirmedDhcpBackend(
     log: Logger;
     /** The handler's lease memory (a refused client's lease restored). */
     noteLease?: (mac: string, lease: Lease | undefined) => void;
-    /** A node.register event for the shipper (its own transaction failed). */
-    shipRegistration?: (ev: BootEvent) => void;
   },
 ): DhcpBackend {
   /** This slice's registrations (MAC -> the node as the replica named it). */
@@ -361,13 +359,6 @@ export function confirmedDhcpBackend(
         try {
           const res = await inTime(claimSlice(pg.sql, pg.serverId, policy, batchRegs, flat, now));
           o.races.slice_retry = (o.races.slice_retry ?? 0) + res.retries;
-          // Their node.register events, before any reply leaves (src/store/pg/claims.ts says why
-          // in a transaction of their own); if that fails, the shipper carries them.
-          // (A slow one is not waited for past the claim timeout, nor re-sent: it may still commit.)
-          const recorded = recordRegistrations(pg.sql, pg.serverId, res.registered, now).catch(() => {
-            for (const [mac, name] of res.registered) o.shipRegistration?.({ kind: 'node.register', mac, node: name, time: now, detail: { server: pg.serverId } });
-          });
-          await inTime(recorded).catch(() => undefined);
           for (const mac of res.registered.keys()) confirmed.add(mac);
           const rest = [...reg.keys()].filter((m) => !res.registered.has(m));
           flat.forEach((c, i) => {
@@ -472,11 +463,6 @@ class EventShipper {
   push(ev: BootEvent): void {
     const via = (ev.detail as Record<string, unknown> | undefined)?.via;
     if (ev.kind === 'node.register' && (via === 'dhcp' || via === 'dhcp6')) return;
-    this.pushAlways(ev);
-  }
-
-  /** Ships `ev` whatever it is (a registration whose own append failed). */
-  pushAlways(ev: BootEvent): void {
     this.buf.push(ev);
     if (this.buf.length > EVENT_BUFFER_MAX) {
       this.dropped += this.buf.length - EVENT_BUFFER_MAX;

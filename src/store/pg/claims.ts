@@ -10,7 +10,7 @@
  * - registration: INSERT ... ON CONFLICT DO NOTHING of the name the replica chose; a MAC whose
  *   row did not go in (known already, or its name or MAC taken by another server meanwhile) is
  *   returned in `unregistered`: the caller resolves it through registerNode (a read, or the
- *   locked path). The caller records node.register for the inserted rows (recordRegistrations).
+ *   locked path). Each inserted row gets its node.register event in the same transaction.
  * - leases: every lease row of the slice's MACs and addresses is read FOR UPDATE in one
  *   statement; the claims are decided in order against those rows (a later claim of the slice
  *   sees the earlier ones); the resulting rows are written. A row that did not exist cannot be
@@ -181,32 +181,21 @@ async function sliceTx(
       );
     }
   }
+  if (registered.size) {
+    writes.push(tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`);
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const evs: Record<string, any>[] = [...registered].map(([mac, name]) => ({ time: now, mac, node: name, kind: 'node.register', detail: JSON.stringify({ server: serverId }), server_id: serverId }));
+    writes.push(
+      tx<{ id: number }[]>`INSERT INTO events ${tx(evs, ['time', 'mac', 'node', 'kind', 'detail', 'server_id'])} RETURNING id`.then((ids: { id: number }[]) =>
+        tx`SELECT pg_notify(${EVENTS_CHANNEL}, ${String(Math.max(...ids.map((i) => i.id)))})`,
+      ),
+    );
+  }
   // Every write settles before the first failure is rethrown: the transaction ends cleanly.
   const settled = await Promise.allSettled(writes);
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
   return { registered, unregistered, outcomes };
-}
-
-/**
- * The node.register events of a slice's registrations, in a transaction of their own right after
- * the slice's: appends hold the events lock until commit (ids become visible in id order, see
- * PostgresBackend), and inside the slice's transaction that lock would be held through its
- * durable commit, so every registering slice of every server would commit one after the other.
- * This one commits asynchronously (synchronous_commit off: no wait for the WAL flush), so the
- * lock is held for the statements only. What that costs: a PostgreSQL crash within the WAL
- * writer's delay after it may lose these event rows (the nodes themselves are durable).
- */
-export async function recordRegistrations(sql: Sql, serverId: string, registered: Map<string, string>, now: number): Promise<void> {
-  if (!registered.size) return;
-  await sql.begin(async (tx) => {
-    await tx`SET LOCAL synchronous_commit TO OFF`;
-    await tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`;
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any
-    const evs: Record<string, any>[] = [...registered].map(([mac, name]) => ({ time: now, mac, node: name, kind: 'node.register', detail: JSON.stringify({ server: serverId }), server_id: serverId }));
-    const ids = await tx<{ id: number }[]>`INSERT INTO events ${tx(evs, ['time', 'mac', 'node', 'kind', 'detail', 'server_id'])} RETURNING id`;
-    await tx`SELECT pg_notify(${EVENTS_CHANNEL}, ${String(Math.max(...ids.map((i) => i.id)))})`;
-  });
 }
 
 /**
