@@ -30,7 +30,10 @@
  *                  server whose OFFER came first (option 54); the other must not answer it.
  * With a PostgreSQL variant, the CPU each server (and the PostgreSQL cluster) used per 1000
  * completed exchanges is printed too: less noisy than throughput on a shared machine.
- * pxeherd-pg needs a built dist/cli.js (npm run build).
+ * pxeherd-pg needs a built dist/cli.js (npm run build). Debugging knobs: BENCH_PXEHERD_LOG=debug
+ * (the pg servers' log level; their logs are kept and named), PXEHERD_DHCP_CPU_PROF=DIR (a V8
+ * tick log per server, `node --prof-process`), BENCH_DHCP_BROADCAST=1 (every server addressed by
+ * broadcast, as pxeherd-pg2 is; Kea does not answer it in this lab).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
