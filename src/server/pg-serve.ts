@@ -38,6 +38,8 @@ import type { Config } from '../config/schema.js';
 import { Store } from '../store/store.js';
 import { openDatabase } from '../store/db.js';
 import { PostgresBackend } from '../store/pg/backend.js';
+import { claimSlice, touchAddresses, type SliceClaim } from '../store/pg/claims.js';
+import { nameError } from '../nodes/names.js';
 import { PgReplica } from '../store/pg/replica.js';
 import { PgEventMirror } from '../store/pg/event-feed.js';
 import { WriteThrough } from '../store/pg/writer.js';
@@ -80,6 +82,40 @@ export interface PgServe {
   /** For /metrics. */
   database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
   close(): Promise<void>;
+}
+
+/**
+ * postgres.js 3.4 (porsager/postgres#1208): a write it queued just before its connection closed
+ * (a PostgreSQL restart: `pg_ctl stop -m fast` cuts every connection while the LISTEN connection
+ * re-subscribes) runs from a timer against the closed socket and throws outside any promise
+ * (`socket` null, or EPIPE): without this, the whole server dies. The connection is already
+ * closed and gets replaced with backoff, as any lost connection; its queries failed and were
+ * reported to their callers. Only that exact error is swallowed (stack top in postgres.js'
+ * nextWrite); anything else still ends the process as an uncaught exception does.
+ */
+function isPostgresJsDeadSocketWrite(e: unknown): boolean {
+  const stack = (e as Error | undefined)?.stack ?? '';
+  return /\bnextWrite\b/.test(stack) && /postgres[\\/]src[\\/]connection\.js/.test(stack) && (e instanceof TypeError || (e as { code?: string }).code === 'EPIPE');
+}
+
+let deadSocketGuards = 0;
+let deadSocketHandler: ((e: Error) => void) | undefined;
+
+function guardDeadSocketWrites(log: Logger): () => void {
+  if (deadSocketGuards++ === 0) {
+    deadSocketHandler = (e: Error) => {
+      if (isPostgresJsDeadSocketWrite(e)) {
+        log.warn(`database: a write on a connection that had just closed failed (${e.message}); the connection is replaced`);
+        return;
+      }
+      // Not ours: what Node does without a handler (print, exit 7 for an exception in a handler).
+      throw e;
+    };
+    process.on('uncaughtException', deadSocketHandler);
+  }
+  return () => {
+    if (--deadSocketGuards === 0 && deadSocketHandler) process.off('uncaughtException', deadSocketHandler);
+  };
 }
 
 export async function openPgServe(config: Config, log: Logger): Promise<PgServe> {
@@ -147,6 +183,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   // A boot once -> local this server's boot lost to another server's (the other records it).
   Object.defineProperty(races, 'boot_once', { enumerable: true, get: () => writer.counts.flipsLost });
   const shipper = new EventShipper(pg, (m) => log.warn(m));
+  const unguard = guardDeadSocketWrites(log);
   const policy = namingPolicy(config);
   // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
   // after an outage; the replica's own log line reports the outage itself).
@@ -167,13 +204,15 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
       if (up && replica.connected) await replica.kick();
     },
     database: { up: () => up && replica.connected, paused, races },
-    dhcp: (base) => confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer }),
+    dhcp: (base) =>
+      confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)) }),
     async close() {
       await events.stop();
       await writer.close();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
+      unguard();
     },
   };
 }
@@ -253,7 +292,15 @@ export function confirmedDhcpBackend(
   pg: PostgresBackend,
   replica: PgReplica,
   policy: ReturnType<typeof namingPolicy>,
-  o: { isUp(): boolean; paused: Record<string, number>; races: Record<string, number>; log: Logger; writer?: WriteThrough },
+  o: {
+    isUp(): boolean;
+    paused: Record<string, number>;
+    races: Record<string, number>;
+    log: Logger;
+    writer?: WriteThrough;
+    /** The handler's lease memory (a refused client's lease restored). */
+    noteLease?: (mac: string, lease: Lease | undefined) => void;
+  },
 ): DhcpBackend {
   // The DHCP path coordinates its own rows (registration, leases, address) in confirm(): its
   // replica writes are not written through a second time.
@@ -262,6 +309,12 @@ export function confirmedDhcpBackend(
   let registered = new Map<string, Node>();
   /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
   let prior = new Map<string, Lease | undefined>();
+  /**
+   * Each client's node address as the replica had it before this slice: the slice's own ACKs
+   * write node.ip into the replica (the single server's touchAddress) before the claims are
+   * confirmed, so the address read afterwards would make any ACK look like the node's fixed one.
+   */
+  let priorIp = new Map<string, string | undefined>();
   const pause = (what: string) => {
     o.paused[what] = (o.paused[what] ?? 0) + 1;
   };
@@ -276,7 +329,10 @@ export function confirmedDhcpBackend(
       releaseOfferTakenElsewhere(pg, mac, ip).catch(() => undefined);
     },
     lookupNode(mac, hint) {
-      if (!prior.has(mac)) prior.set(mac, store.leases.byMac(mac));
+      if (!prior.has(mac)) {
+        prior.set(mac, store.leases.byMac(mac));
+        priorIp.set(mac, store.nodes.byMac(mac)?.ip);
+      }
       if (!o.isUp() && !store.nodes.nameByMac(mac)) {
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
@@ -290,6 +346,8 @@ export function confirmedDhcpBackend(
     async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
       const reg = registered;
       const before = prior;
+      const beforeIp = priorIp;
+      priorIp = new Map();
       registered = new Map();
       prior = new Map();
       const now = Date.now();
@@ -321,59 +379,116 @@ export function confirmedDhcpBackend(
       // Known to be down (the replica's last round failed): no waiting on connection attempts;
       // the replica's reconnects (with backoff) say when it is back.
       const down = !o.isUp();
-      await Promise.all(
-        [...new Set([...reg.keys(), ...claims.keys()])].map(async (mac) => {
-          const cs = claims.get(mac) ?? [];
-          try {
-            if (down) throw new DatabaseDown('the database is unreachable');
-            const local = reg.get(mac);
-            if (local) {
-              const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
-              confirmed.add(mac);
-              // Another server named it (or took this name) first: the database's name wins; the
-              // reply carries it (option 12) and the replica takes the database's row.
-              if (r.node.name !== local.name) {
-                renamed.set(mac, r.node.name);
-                nodeKeys.add(mac);
-                race('name');
-              }
-            }
-            for (const c of cs) {
-              if (c.kind === 'offer' || c.kind === 'allocate') {
-                const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
-                const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
-                if (!res.ok || res.lease.ip !== c.ip) {
-                  race(c.kind);
-                  o.log.debug({ mac, ip: c.ip, got: res.ok ? res.lease.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
-                  refused.add(mac);
-                  leaseKeys.add(mac);
-                  if (!res.ok) leaseKeys.add(res.holder);
-                }
-              } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
-              else await inTime(pg.declineLease(mac, c.ip, now));
-            }
-          } catch (e) {
-            if (!isConnectionError(e)) {
-              o.log.warn({ mac }, `DHCP: the database refused the claims of ${mac}, its reply is not sent: ${(e as Error).message}`);
-              refused.add(mac);
+      /** One MAC's registration and claims, one transaction each (the path before slices were batched). */
+      const oneByOne = async (mac: string, o: { claims: boolean } = { claims: true }) => {
+        const cs = o.claims ? (claims.get(mac) ?? []) : [];
+        try {
+          if (down) throw new DatabaseDown('the database is unreachable');
+          const local = reg.get(mac);
+          if (local) {
+            const r = await inTime(pg.registerNode(mac, policy, { preferredName: local.name }));
+            confirmed.add(mac);
+            // Another server named it (or took this name) first: the database's name wins; the
+            // reply carries it (option 12) and the replica takes the database's row.
+            if (r.node.name !== local.name) {
+              renamed.set(mac, r.node.name);
               nodeKeys.add(mac);
-              leaseKeys.add(mac);
-              return;
-            }
-            offline = e as Error;
-            // Unreachable: a known node keeps its own bound lease or its fixed address; anything
-            // new (a registration, another address) waits for the database.
-            const had = before.get(mac);
-            const node = store.nodes.byMac(mac);
-            const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!node && node.ip === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
-            if (reg.has(mac) || !cs.every(own)) {
-              refused.add(mac);
-              pause(reg.has(mac) ? 'registration' : 'lease');
+              race('name');
             }
           }
-        }),
-      );
+          for (const c of cs) {
+            if (c.kind === 'offer' || c.kind === 'allocate') {
+              const req = { mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now };
+              const res = await inTime(c.kind === 'offer' ? pg.offerLease(req) : pg.allocateLease(req));
+              lost(mac, c, res.ok ? { ok: true, ip: res.lease.ip } : { ok: false, holder: res.holder });
+            } else if (c.kind === 'release') await inTime(pg.releaseLease(mac, c.ip, now));
+            else await inTime(pg.declineLease(mac, c.ip, now));
+          }
+        } catch (e) {
+          failed(mac, claims.get(mac) ?? [], e);
+        }
+      };
+      /** A claim's outcome: one that lost a race drops the client's replies and re-reads its rows. */
+      const lost = (mac: string, c: Claim, res: { ok: true; ip: string } | { ok: false; holder: string }) => {
+        if (res.ok && res.ip === c.ip) return;
+        race(c.kind);
+        o.log.debug({ mac, ip: c.ip, got: res.ok ? res.ip : undefined, holder: res.ok ? undefined : res.holder }, `DHCP: ${c.kind} of ${c.ip} to ${mac} lost a race in the database: not sent`);
+        refused.add(mac);
+        leaseKeys.add(mac);
+        if (!res.ok) leaseKeys.add(res.holder);
+      };
+      const failed = (mac: string, cs: Claim[], e: unknown) => {
+        if (!isConnectionError(e)) {
+          o.log.warn({ mac }, `DHCP: the database refused the claims of ${mac}, its reply is not sent: ${(e as Error).message}`);
+          refused.add(mac);
+          nodeKeys.add(mac);
+          leaseKeys.add(mac);
+          return;
+        }
+        offline = e as Error;
+        // Unreachable: a known node keeps its own bound lease or its fixed address; anything
+        // new (a registration, another address) waits for the database.
+        const had = before.get(mac);
+        const fixed = beforeIp.get(mac);
+        const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!fixed && fixed === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
+        if (reg.has(mac) || !cs.every(own)) {
+          refused.add(mac);
+          pause(reg.has(mac) ? 'registration' : 'lease');
+        }
+      };
+      const macs = [...new Set([...reg.keys(), ...claims.keys()])];
+      if (down || macs.length === 0) await Promise.all(macs.map((mac) => oneByOne(mac)));
+      else {
+        // The whole slice in one transaction (src/store/pg/claims.ts): one commit instead of one
+        // per claim. Registrations that did not go in (known, or taken meanwhile) are resolved one
+        // by one; a slice the database refuses falls back to one claim at a time.
+        const flat: SliceClaim[] = [];
+        for (const [mac, cs] of claims) for (const c of cs) flat.push({ mac, ...c });
+        const batchRegs = [...reg].filter(([, n]) => !nameError('node', n.name)).map(([mac, n]) => ({ mac, name: n.name }));
+        try {
+          const res = await inTime(claimSlice(pg.sql, pg.serverId, policy, batchRegs, flat, now));
+          o.races.slice_retry = (o.races.slice_retry ?? 0) + res.retries;
+          for (const mac of res.registered.keys()) confirmed.add(mac);
+          const rest = [...reg.keys()].filter((m) => !res.registered.has(m));
+          flat.forEach((c, i) => {
+            const r = res.outcomes[i];
+            if (r) lost(c.mac, c, r.ok ? { ok: true, ip: r.lease.ip } : r);
+          });
+          await Promise.all(rest.map((mac) => oneByOne(mac, { claims: false })));
+        } catch (e) {
+          if (isConnectionError(e)) for (const mac of macs) failed(mac, claims.get(mac) ?? [], e);
+          else {
+            race('slice');
+            o.log.debug({ err: (e as Error).message }, 'DHCP: the slice transaction failed: its claims are made one at a time');
+            await Promise.all(macs.map((mac) => oneByOne(mac)));
+          }
+        }
+      }
       if (offline) void replica.kick(); // notices the outage (one log line) and starts reconnecting
+      // A refused client's lease goes back to what it was before this slice, in the replica and in
+      // the handler's memory: the slice already wrote it there (an ACK's 'bound'), and left in
+      // place it would pass, on the client's next retransmission while the database is away, for
+      // a lease the database has ("its own bound lease"): an ACK the database never recorded, an
+      // address another server could then hand out again. (When reachable, the refresh below
+      // then brings the database's row.)
+      for (const mac of refused) {
+        if (!before.has(mac)) continue; // never looked up in this slice: its lease was not touched
+        const had = before.get(mac);
+        const cur = store.leases.byMac(mac);
+        if (JSON.stringify(cur) === JSON.stringify(had)) continue;
+        // quiet: the DHCP path's own rows are coordinated here, not written through.
+        quiet(() => (had ? store.leases.putMany([had]) : store.db.prepare('DELETE FROM leases WHERE mac = ?').run(mac)));
+        o.noteLease?.(mac, had);
+      }
+      // And the node's address the refused ACK wrote into the replica.
+      for (const mac of refused) {
+        if (!beforeIp.has(mac)) continue;
+        try {
+          quiet(() => store.db.prepare('UPDATE nodes SET ip = ? WHERE mac = ? AND ip <> ?').run(beforeIp.get(mac) ?? '', mac, beforeIp.get(mac) ?? ''));
+        } catch {
+          nodeKeys.add(mac); // its old address is another node's meanwhile: the refresh brings the database's row
+        }
+      }
       // A registration the database did not confirm must not stay in the replica: that MAC would
       // look known on its next DISCOVER and never be registered in PostgreSQL. Its row is re-read
       // from PostgreSQL (another server may have it), or comes back with the next reload.
@@ -402,8 +517,12 @@ export function confirmedDhcpBackend(
         }
       }
       if (!offline) {
-        // The node's address and last contact, as the single server records them after an ACK.
-        for (const r of ok) if (r.bound) pg.touchAddress(r.bound.mac, r.bound.ip, now).catch(() => undefined);
+        // The node's address and last contact, as the single server records them after an ACK:
+        // one statement for the slice; one per node if that lost a race on an address.
+        const bound = ok.flatMap((r) => (r.bound ? [{ mac: r.bound.mac, ip: r.bound.ip }] : []));
+        touchAddresses(pg.sql, bound, now).catch(() => {
+          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => undefined);
+        });
       }
       return ok;
     },

