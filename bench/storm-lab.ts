@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createLab, labUnavailable, sh, spawnIn, tmpDir, waitFor, type Lab } from '../test/lab/lab.js';
 import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
+import { innerPid } from '../test/lab/procs.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const CLI = process.env.PXEHERD_CLI ?? path.join(ROOT, 'dist', 'cli.js');
@@ -144,19 +145,6 @@ export interface RunningPxeherd {
   log: string;
   stop(): Promise<void>;
   kill9(): Promise<void>;
-}
-
-/** The pid of the process `ip netns exec` runs (it execs, so normally the same pid). */
-function innerPid(p: ChildProcess): number {
-  const pid = p.pid!;
-  try {
-    const comm = fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-    if (comm !== 'ip') return pid;
-    const kids = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-    return kids.length ? Number(kids[0]) : pid;
-  } catch {
-    return pid;
-  }
 }
 
 export async function startPxeherd(lab: StormLab, config: string, log: string, env: NodeJS.ProcessEnv = {}): Promise<RunningPxeherd> {

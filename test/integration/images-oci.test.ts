@@ -11,6 +11,7 @@ import path from 'node:path';
 import { importOci } from '../../src/images/oci/index.js';
 import { ImageError } from '../../src/images/errors.js';
 import { describeTree, diffTrees, type FileFacts } from '../helpers/fstree.js';
+import { freePort } from '../lab/procs.js';
 
 // An image built with umoci (three layers: umoci's own diff with a whiteout, and a layer added
 // verbatim with an opaque directory), copied by skopeo into an oci-archive, a docker-archive and
@@ -87,17 +88,6 @@ function buildImage(): void {
   reference = describeTree(path.join(ref, 'rootfs'));
   sh(`skopeo copy -q oci:${IMAGE} oci-archive:${ociArchive}:t`);
   sh(`skopeo copy -q oci:${IMAGE} docker-archive:${dockerArchive}:test/img:t`);
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 }
 
 async function waitFor(url: string, child: ChildProcess, log: () => string): Promise<void> {

@@ -28,6 +28,7 @@ import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { PostgresBackend } from '../../src/store/pg/backend.js';
 import { releaseOfferTakenElsewhere } from '../../src/server/pg-serve.js';
+import { innerPid } from '../lab/procs.js';
 
 const noPg = postgresUnavailable();
 const why = labUnavailable(['busybox']) ?? noPg ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
@@ -55,17 +56,6 @@ after(async () => {
   await pg?.stop();
   if (dir && !process.env.PGPOLICY_KEEP) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** The pid `ip netns exec` runs (it execs, normally the same). */
-function innerPid(p: ChildProcess): number {
-  try {
-    if (fs.readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim() !== 'ip') return p.pid!;
-    const kids = fs.readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, 'utf8').trim().split(/\s+/);
-    return Number(kids[0]) || p.pid!;
-  } catch {
-    return p.pid!;
-  }
-}
 
 async function serve(id: string, ns: string, address: string, url: string, answer: string): Promise<{ proc: ChildProcess; log: string }> {
   const config = path.join(dir, `${id}.yaml`);

@@ -13,7 +13,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { tmpDir, waitFor } from '../lab/lab.js';
@@ -22,6 +21,7 @@ import { startPostgresAgain, stopPostgres, type RestartedPostgres } from '../lab
 import { CLI } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { freePort } from '../lab/procs.js';
 
 const why = postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
 
@@ -43,17 +43,6 @@ after(async () => {
   await pg?.stop();
   if (dir && !process.env.PGFEED_KEEP) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Server {
   id: string;

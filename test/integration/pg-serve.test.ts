@@ -22,6 +22,7 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { CLI, runClients, type StormLab } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { innerPid } from '../lab/procs.js';
 
 const why = labUnavailable() ?? postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
 const NET = '10.81.0';
@@ -45,17 +46,6 @@ after(async () => {
   await pg?.stop();
   if (dir && !process.env.PGSERVE_KEEP) fs.rmSync(dir, { recursive: true, force: true });
 });
-
-/** The pid `ip netns exec` runs (it execs, normally the same). */
-function innerPid(p: ChildProcess): number {
-  try {
-    if (fs.readFileSync(`/proc/${p.pid}/comm`, 'utf8').trim() !== 'ip') return p.pid!;
-    const kids = fs.readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, 'utf8').trim().split(/\s+/);
-    return Number(kids[0]) || p.pid!;
-  } catch {
-    return p.pid!;
-  }
-}
 
 async function serve(id: string, ns: string, address: string, url: string): Promise<{ proc: ChildProcess; log: string }> {
   const statedir = path.join(dir, id);

@@ -9,7 +9,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { tmpDir, waitFor } from '../lab/lab.js';
@@ -17,6 +16,7 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { connectPostgres, type Sql } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { startAdmin } from './admin-fixture.js';
+import { freePort } from '../lab/procs.js';
 
 const CLI = path.resolve('dist/cli.js');
 const why = postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
@@ -43,17 +43,6 @@ function cleanEnv(): NodeJS.ProcessEnv {
   delete env.PXEHERD_DATABASE;
   delete env.PXEHERD_CONFIG;
   return env;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 interface Server {
