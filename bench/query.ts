@@ -28,6 +28,7 @@ import { NodeService } from '../src/nodes/service.js';
 import { parseConfig } from '../src/config/load.js';
 import { queryContextFor } from '../src/inventory/context.js';
 import { main } from '../src/cli/main.js';
+import { rng } from '../test/helpers/rng.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => (args.includes(name) ? args[args.indexOf(name) + 1]! : dflt);
@@ -39,17 +40,6 @@ const asJson = args.includes('--json');
 const keep = args.includes('--keep') ? opt('--keep', '') : '';
 const baseline = args.includes('--baseline') ? path.resolve(opt('--baseline', '')) : '';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
-/** Deterministic pseudo-random numbers (mulberry32): the same store every run. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // 12 groups of about equal size: group:compute is ~8 % of the nodes.
 const GROUPS = ['compute', 'gpu', 'infra', 'storage', 'login', 'bigmem', 'io', 'test', 'batch', 'viz', 'svc', 'edge'];

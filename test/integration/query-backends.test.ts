@@ -24,17 +24,7 @@ import { compileQuery, POSTGRES_DIALECT } from '../../src/nodes/query-sql.js';
 import { evalQuery, looksLikeQuery, parseQuery } from '../../src/nodes/query.js';
 import type { Node } from '../../src/nodes/types.js';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
-
-/** Deterministic pseudo-random numbers (mulberry32): a failure reproduces. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from '../helpers/rng.js';
 
 const GROUPS = ['compute', 'Compute', 'COMPUTE-2', 'gpu', 'a_b', 'axb', 'a.b', 'cluster', 'k8s'];
 const VNFS = ['', 'deb12', 'DEB12', 'deb12@3', 'deb12.3', 'deb1x2', 'rocky9@12', 'rocky9'];

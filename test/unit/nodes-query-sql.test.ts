@@ -5,19 +5,9 @@ import { Store } from '../../src/store/store.js';
 import { compileQuery, globToLike } from '../../src/nodes/query-sql.js';
 import { evalQuery, parseQuery } from '../../src/nodes/query.js';
 import type { Node } from '../../src/nodes/types.js';
+import { rng } from '../helpers/rng.js';
 
 const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' };
-
-/** Deterministic pseudo-random numbers (mulberry32): a failure reproduces. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const GROUPS = ['compute', 'Compute', 'gpu', 'infra', 'a_b', 'axb', 'cluster'];
 const RACKS = ['r1', 'r12', 'R12', '12', '7', '07', '', 'x_y', 'x%y', 'back\\slash', 'ünï', '1.2.3', '.5', '5.', ' 8', '-3', '0x10', '1e2', '.'];
