@@ -136,9 +136,10 @@ export class NodeRepo {
       touchAddress: db.prepare('UPDATE nodes SET ip = CASE WHEN ? <> \'\' THEN ? ELSE ip END, last_contact = ?, updated_at = ? WHERE mac = ?'),
       count: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM nodes'),
       // Zero-padded names of one width sort like their numbers: the index gives the highest.
-      // GLOB keeps only names of the pattern's shape (prefix, width digits, suffix), so the
-      // first row read backwards through the name index is the answer.
-      highest: db.prepare<[string, string, string], string>('SELECT name FROM nodes WHERE name >= ? AND name <= ? AND name GLOB ? ORDER BY name DESC LIMIT 1').pluck(),
+      // Names of the pattern have one length: the first such row read backwards through the
+      // name index is the answer. (Not GLOB: SQLite re-prepares a statement whose GLOB pattern
+      // is a parameter each time it runs, which cost more than the registration.)
+      highest: db.prepare<[string, string, number], string>('SELECT name FROM nodes WHERE name >= ? AND name <= ? AND length(name) = ? ORDER BY name DESC LIMIT 1').pluck(),
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       delMeta: db.prepare('DELETE FROM meta WHERE key = ?'),
@@ -234,8 +235,10 @@ export class NodeRepo {
     const marker = `${formatName(p, 0)}|${p.width}|${first}`;
     const top = 10 ** p.width - 1;
     if (first <= top && this.q.getMeta.get(GAPLESS)?.value === marker) {
-      const name = this.q.highest.get(formatName(p, first), formatName(p, top), patternGlob(p));
+      const topName = formatName(p, top);
+      const name = this.q.highest.get(formatName(p, first), topName, topName.length);
       if (name === undefined) return formatName(p, first);
+      // Not of the pattern (e.g. "n0:00" sorts among them): the scan below decides.
       const n = numberOfName(p, name);
       if (n !== undefined && n >= first && n < top) return formatName(p, n + 1);
     }
@@ -484,12 +487,6 @@ export class NodeRepo {
       else throw e;
     }
   }
-}
-
-/** GLOB matching exactly the names of the pattern's shape (prefix, `width` digits, suffix). */
-function patternGlob(p: NamePattern): string {
-  const lit = (s: string) => s.replace(/[*?[\]]/g, (c) => `[${c}]`);
-  return lit(p.prefix) + '[0-9]'.repeat(p.width) + lit(p.suffix);
 }
 
 function validateNameSafe(name: string): string | undefined {
