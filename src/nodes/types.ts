@@ -69,6 +69,13 @@ export interface BootEvent {
 /** Sink the protocol servers report to; the store persists, the logger prints, metrics count. */
 export interface EventSink {
   record(ev: BootEvent): void;
+  /**
+   * Optional: who a peer address is (its lease's MAC, the node's name), for a caller reporting
+   * several events of one peer (a TFTP transfer's start and end): it asks once and passes the
+   * answer with each event, so they all name the same node and the address is not looked up
+   * again. No node found is `mac: ''`, which the sink stores as no MAC without looking again.
+   */
+  attribute?(address: string): { mac: string; node?: string };
 }
 
 /** A node record with the defaults a new node gets (in-memory backends and tests build them). */

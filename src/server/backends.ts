@@ -25,15 +25,20 @@ export function namingPolicy(config: Config): NamingPolicy {
  * structured log line per event, and hands them to the store (batched) and to subscribers.
  */
 export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => void)[] = []): EventSink {
+  const macOf = (ip: string): string | undefined =>
+    ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : (store.leases.byIp(ip)?.mac ?? store.nodes.macByIp(ip));
   return {
     record(ev: BootEvent) {
       // Built field by field, not spread: one object shape for every event (this runs four or
       // five times per DHCP exchange, and a spread of differently shaped events costs more).
       const e: BootEvent = { time: ev.time ?? Date.now(), mac: ev.mac, node: ev.node, kind: ev.kind, detail: ev.detail };
-      const d = (e.detail ?? {}) as Record<string, unknown>;
-      if (!e.mac) {
+      if (e.mac === '') {
+        // Attributed by the caller through attribute(): no node at that address.
+        e.mac = undefined;
+      } else if (!e.mac) {
+        const d = (e.detail ?? {}) as Record<string, unknown>;
         const ip = typeof d.ip === 'string' ? peerIp(d.ip) : typeof d.peer === 'string' ? peerIp(d.peer) : undefined;
-        if (ip) e.mac = ip.includes(':') ? store.leases6.byIp(ip.replace(/%.*$/, ''))?.mac : store.leases.byIp(ip)?.mac ?? store.nodes.macByIp(ip);
+        if (ip) e.mac = macOf(ip);
       }
       // Only the name: this runs for several events of every DHCP exchange.
       if (e.mac && !e.node) e.node = store.nodes.nameByMac(e.mac);
@@ -44,6 +49,11 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
         log[level]({ event: stored.kind, node: stored.node, mac: stored.mac, ...stored.detail }, stored.kind);
       }
       for (const fn of also) fn(stored);
+    },
+    attribute(address: string) {
+      const ip = peerIp(address);
+      const mac = ip ? macOf(ip) : undefined;
+      return mac ? { mac, node: store.nodes.nameByMac(mac) } : { mac: '' };
     },
   };
 }

@@ -631,12 +631,15 @@ export class TftpServer {
     };
     let resolveEnded!: () => void;
     t.ended = new Promise<void>((r) => (resolveEnded = r));
+    // Who the peer is, asked of the sink once at tftp.start and passed with the end event: one
+    // address lookup per transfer, and both events name the node even if the lease changes.
+    let who: { mac: string; node?: string } | undefined;
     const hooks = {
       onProgress: () => {
         t.progressed = true;
       },
       onEnd: (outcome: Outcome, counters: TransferCounters) => {
-        this.end(t, detail, startedAt, outcome, counters);
+        this.end(t, detail, startedAt, outcome, counters, who);
         resolveEnded();
       },
     };
@@ -644,7 +647,8 @@ export class TftpServer {
     const started = (engine: 'native' | 'js'): void => {
       // Which data path served it: in every tftp.* event, for whoever debugs a slow boot.
       detail.engine = engine;
-      this.emit('tftp.start', detail);
+      who = this.attribute(peer.address);
+      this.emit('tftp.start', detail, who);
       this.o.logger.debug?.(detail, 'tftp: transfer started');
     };
     // In-memory content goes to the native engine when there is one; otherwise to the least
@@ -689,7 +693,7 @@ export class TftpServer {
     if (this.transfers.get(t.key) !== t) running.abort(ErrorCode.NOT_DEFINED, 'superseded', false);
   }
 
-  private end(t: Transfer, detail: Record<string, unknown>, startedAt: number, o: Outcome, c: TransferCounters): void {
+  private end(t: Transfer, detail: Record<string, unknown>, startedAt: number, o: Outcome, c: TransferCounters, who?: { mac: string; node?: string }): void {
     if (this.transfers.get(t.key) === t) this.transfers.delete(t.key);
     t.source?.release();
     this.s.badPackets += c.badPackets;
@@ -700,7 +704,7 @@ export class TftpServer {
     if (o.ok) {
       this.s.completed++;
       const ev = { ...detail, bytes: o.bytes, durationMs, retransmits: o.retransmits };
-      this.emit('tftp.done', ev);
+      this.emit('tftp.done', ev, who);
       this.o.logger.info(ev, `tftp: sent ${t.file} to ${String(detail.peer)}`);
     } else {
       this.s.failed++;
@@ -716,7 +720,7 @@ export class TftpServer {
         probe: o.byClient && o.duringNegotiation,
         retransmits: o.retransmits,
       };
-      this.emit('tftp.error', ev);
+      this.emit('tftp.error', ev, who);
       if (ev.probe) this.o.logger.debug?.(ev, `tftp: ${t.file}: client ended option negotiation`);
       else this.o.logger.warn(ev, `tftp: ${t.file} to ${String(detail.peer)} failed: ${o.message}`);
     }
@@ -739,11 +743,21 @@ export class TftpServer {
     (peer.address.includes(':') ? this.socket6 : this.socket)?.send(errorPacket(code, message), peer.port, peer.address);
   }
 
-  private emit(kind: string, detail: Record<string, unknown>): void {
+  private emit(kind: string, detail: Record<string, unknown>, who?: { mac: string; node?: string }): void {
     try {
-      this.o.events?.record({ kind, detail });
+      this.o.events?.record(who ? { kind, mac: who.mac, node: who.node, detail } : { kind, detail });
     } catch (e) {
       this.o.logger.warn({ err: (e as Error).message }, 'tftp: event sink failed');
+    }
+  }
+
+  /** The sink's answer to who the peer is, when it gives one (see EventSink.attribute). */
+  private attribute(address: string): { mac: string; node?: string } | undefined {
+    try {
+      return this.o.events?.attribute?.(address);
+    } catch (e) {
+      this.o.logger.warn({ err: (e as Error).message }, 'tftp: event sink failed');
+      return undefined;
     }
   }
 }

@@ -97,3 +97,31 @@ test('registration fills the first gap left by a delete, a rename or an explicit
   const names = store.nodes.all().map((n) => n.name);
   assert.equal(new Set(names).size, names.length);
 });
+
+test('two processes auto-registering the same 300 new MACs at the same time create each node exactly once, names without gaps', async (t) => {
+  // Registration reads no MAC before its INSERT (the MAC's conflict is the check): both
+  // processes race on every MAC; exactly one of them may report it created.
+  const s = makeStateDir();
+  t.after(s.cleanup);
+  Store.open(s.statedir).close();
+  const [a, b] = await Promise.all([worker(s.statedir, '52:54:00:cc', 300), worker(s.statedir, '52:54:00:cc', 300)]);
+  assert.equal(a.code, 0, a.err);
+  assert.equal(b.code, 0, b.err);
+  assert.equal(JSON.parse(a.out).created + JSON.parse(b.out).created, 300);
+  const store = Store.open(s.statedir);
+  try {
+    const nodes = store.nodes.all();
+    assert.equal(nodes.length, 300);
+    assert.deepEqual(
+      nodes.map((n) => n.name),
+      Array.from({ length: 300 }, (_, i) => 'n' + String(i).padStart(4, '0')),
+    );
+    // A known MAC registered again is returned as it is and uses up no name.
+    const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'cluster', defaultVnfs: '' };
+    const again = store.nodes.register('52:54:00:cc:00:05', policy, { preferredName: 'other' });
+    assert.deepEqual([again.created, again.node.name], [false, 'n0005']);
+    assert.equal(store.nodes.register('52:54:00:cc:09:99', policy).node.name, 'n0300');
+  } finally {
+    store.close();
+  }
+});
