@@ -2,10 +2,11 @@
  * A node's timeline on PostgreSQL, where several servers record its events (issue 19): read
  * from the database by the CLI (`pxeherd node timeline`), which has no replica of its own.
  */
-import type { BootEvent, Node } from '../nodes/types.js';
+import type { Node } from '../nodes/types.js';
 import type { StoredEvent } from '../store/backend.js';
 import type { PostgresBackend } from '../store/pg/backend.js';
 import { nodeEvents } from './timeline.js';
+import { parseMac } from '../nodes/mac.js';
 
 /**
  * A node's events from every server, read from PostgreSQL, newest first (what `pxeherd node
@@ -22,13 +23,9 @@ export async function nodeEventsFromPg(pg: PostgresBackend, node: Pick<Node, 'ma
   return nodeEvents((f) => (f.mac ? own : tftp), node as Node, limit) as StoredEvent[];
 }
 
-/** Whether a live event belongs to the node (its MAC, or a TFTP transfer from its address). */
-export function isNodeEvent(node: Pick<Node, 'mac' | 'ip'>, e: BootEvent): boolean {
-  return e.mac === node.mac || (!e.mac && !!node.ip && e.kind.startsWith('tftp.') && e.detail?.peer === node.ip);
-}
-
 /** The node named NAME or with MAC `nameOrMac`, from PostgreSQL. */
 export async function findNodeInPg(pg: PostgresBackend, nameOrMac: string): Promise<Node | undefined> {
-  const [r] = await pg.sql<{ mac: string }[]>`SELECT mac FROM nodes WHERE name = ${nameOrMac} OR mac = ${nameOrMac.toLowerCase().replace(/-/g, ':')} LIMIT 1`;
+  const m = parseMac(nameOrMac);
+  const [r] = await pg.sql<{ mac: string }[]>`SELECT mac FROM nodes WHERE name = ${nameOrMac} OR mac = ${m.ok ? m.mac : ''} LIMIT 1`;
   return r ? pg.nodeByMac(r.mac) : undefined;
 }

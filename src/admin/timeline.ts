@@ -136,13 +136,18 @@ export function buildTimeline(events: BootEvent[]): Boot[] {
     .reverse();
 }
 
+/** Whether an event belongs to the node: its MAC, or a TFTP transfer (recorded without a MAC) from its address. */
+export function isNodeEvent(node: Pick<Node, 'mac' | 'ip'>, e: BootEvent): boolean {
+  return e.mac === node.mac || (!e.mac && !!node.ip && e.kind.startsWith('tftp.') && e.detail?.peer === node.ip);
+}
+
 /**
  * Events of one node: those recorded with its MAC, plus TFTP transfers from its address
  * (TFTP knows the peer, not the MAC).
  */
 export function nodeEvents(q: (f: { mac?: string; kind?: string; limit?: number; order?: 'asc' | 'desc' }) => BootEvent[], node: Node, limit = 500): BootEvent[] {
   const own = q({ mac: node.mac, limit, order: 'desc' });
-  const tftp = node.ip ? q({ kind: 'tftp', limit: 5000, order: 'desc' }).filter((e) => e.detail?.peer === node.ip && !e.mac) : [];
+  const tftp = node.ip ? q({ kind: 'tftp', limit: 5000, order: 'desc' }).filter((e) => isNodeEvent(node, e)) : [];
   const seen = new Set(own.map((e) => e.id));
   return [...own, ...tftp.filter((e) => !seen.has(e.id))]
     .sort((a, b) => (b.time ?? 0) - (a.time ?? 0))

@@ -6,8 +6,8 @@
  */
 import type { CliContext } from '../context.js';
 import { NotFound } from '../../nodes/select.js';
-import { buildTimeline } from '../../admin/timeline.js';
-import { findNodeInPg, isNodeEvent, nodeEventsFromPg } from '../../admin/timeline-pg.js';
+import { buildTimeline, isNodeEvent } from '../../admin/timeline.js';
+import { findNodeInPg, nodeEventsFromPg } from '../../admin/timeline-pg.js';
 import { PostgresBackend } from '../../store/pg/backend.js';
 import { PgEventFeed } from '../../store/pg/event-feed.js';
 import type { BootEvent } from '../../nodes/types.js';
