@@ -307,14 +307,13 @@ export function confirmedDhcpBackend(
   const quiet = <T>(fn: () => T): T => (o.writer ? o.writer.suspended(fn) : fn());
   /** This slice's registrations (MAC -> the node as the replica named it). */
   let registered = new Map<string, Node>();
-  /** Each client's lease as the replica had it before this slice (offline: only those are renewed). */
-  let prior = new Map<string, Lease | undefined>();
   /**
-   * Each client's node address as the replica had it before this slice: the slice's own ACKs
-   * write node.ip into the replica (the single server's touchAddress) before the claims are
-   * confirmed, so the address read afterwards would make any ACK look like the node's fixed one.
+   * Each client's lease and node address as the replica had them before this slice (offline:
+   * only those are renewed). The address too because the slice's own ACKs write node.ip into the
+   * replica (the single server's touchAddress) before the claims are confirmed, so the address
+   * read afterwards would make any ACK look like the node's fixed one.
    */
-  let priorIp = new Map<string, string | undefined>();
+  let prior = new Map<string, { lease: Lease | undefined; ip: string | undefined }>();
   const pause = (what: string) => {
     o.paused[what] = (o.paused[what] ?? 0) + 1;
   };
@@ -329,10 +328,7 @@ export function confirmedDhcpBackend(
       releaseOfferTakenElsewhere(pg, mac, ip).catch(() => undefined);
     },
     lookupNode(mac, hint) {
-      if (!prior.has(mac)) {
-        prior.set(mac, store.leases.byMac(mac));
-        priorIp.set(mac, store.nodes.byMac(mac)?.ip);
-      }
+      if (!prior.has(mac)) prior.set(mac, { lease: store.leases.byMac(mac), ip: store.nodes.byMac(mac)?.ip });
       if (!o.isUp() && !store.nodes.nameByMac(mac)) {
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
@@ -346,8 +342,6 @@ export function confirmedDhcpBackend(
     async confirm(replies: Reply[], leases: Lease[]): Promise<Reply[]> {
       const reg = registered;
       const before = prior;
-      const beforeIp = priorIp;
-      priorIp = new Map();
       registered = new Map();
       prior = new Map();
       const now = Date.now();
@@ -428,8 +422,8 @@ export function confirmedDhcpBackend(
         offline = e as Error;
         // Unreachable: a known node keeps its own bound lease or its fixed address; anything
         // new (a registration, another address) waits for the database.
-        const had = before.get(mac);
-        const fixed = beforeIp.get(mac);
+        const had = before.get(mac)?.lease;
+        const fixed = before.get(mac)?.ip;
         const own = (c: Claim) => c.kind === 'release' || c.kind === 'decline' || (!!fixed && fixed === c.ip) || (had?.state === 'bound' && had.ip === c.ip);
         if (reg.has(mac) || !cs.every(own)) {
           refused.add(mac);
@@ -473,7 +467,7 @@ export function confirmedDhcpBackend(
       // then brings the database's row.)
       for (const mac of refused) {
         if (!before.has(mac)) continue; // never looked up in this slice: its lease was not touched
-        const had = before.get(mac);
+        const had = before.get(mac)!.lease;
         const cur = store.leases.byMac(mac);
         if (JSON.stringify(cur) === JSON.stringify(had)) continue;
         // quiet: the DHCP path's own rows are coordinated here, not written through.
@@ -482,9 +476,11 @@ export function confirmedDhcpBackend(
       }
       // And the node's address the refused ACK wrote into the replica.
       for (const mac of refused) {
-        if (!beforeIp.has(mac)) continue;
+        const was = before.get(mac);
+        if (!was) continue;
+        const ip = was.ip ?? '';
         try {
-          quiet(() => store.db.prepare('UPDATE nodes SET ip = ? WHERE mac = ? AND ip <> ?').run(beforeIp.get(mac) ?? '', mac, beforeIp.get(mac) ?? ''));
+          quiet(() => store.db.prepare('UPDATE nodes SET ip = ? WHERE mac = ? AND ip <> ?').run(ip, mac, ip));
         } catch {
           nodeKeys.add(mac); // its old address is another node's meanwhile: the refresh brings the database's row
         }
