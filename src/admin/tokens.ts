@@ -1,6 +1,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeSecretFile } from '../security/secret-file.js';
 
 export interface AdminTokens {
   /** Full access: reads and writes. */
@@ -33,17 +34,7 @@ function ensureTokenFile(file: string): string {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
   const token = newToken();
-  // Write under a private temporary name, then rename: the token is never readable by others,
-  // not even for a moment, whatever the umask.
-  const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
-  const fd = fs.openSync(tmp, 'wx', 0o600);
-  try {
-    fs.writeSync(fd, token + '\n');
-    fs.fchmodSync(fd, 0o600);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeSecretFile(file, token + '\n');
   return token;
 }
 

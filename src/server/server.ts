@@ -34,6 +34,7 @@ import { blksizeCeiling, interfaceMtu } from '../tftp/mtu.js';
 import { statelessParts } from '../stateless/wiring.js';
 import { isPostgresUrl } from '../store/pg/url.js';
 import { openPgServe, type PgServe } from './pg-serve.js';
+import { shareSecrets } from '../store/pg/secrets.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -111,6 +112,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
   fs.mkdirSync(config.statedir, { recursive: true });
   // PostgreSQL: the store every service reads is a local replica; claims go to PostgreSQL (pg-serve.ts).
   const pgs: PgServe | undefined = isPostgresUrl(config.database ?? '') ? await openPgServe({ ...config, server_id: config.server_id || os.hostname() }, log) : undefined;
+  if (pgs) await shareSecretsOrWarn(pgs, config.statedir, log);
   const store = pgs?.store ?? Store.openConfigured(config);
   store.checkpointInBackground((m) => log.warn(m)); // WAL checkpoints off the event loop
   const { address, source } = resolveServerAddress(config.address, config.interface);
@@ -335,4 +337,28 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       store.close();
     },
   };
+}
+
+/**
+ * Several servers on one database share the admin tokens and the node-token key
+ * (src/store/pg/secrets.ts). With the database unreachable at start, this server's own files
+ * are used until the next start; a database value that is not usable stops the start.
+ */
+async function shareSecretsOrWarn(pgs: PgServe, statedir: string, log: Logger): Promise<void> {
+  if (!pgs.database.up()) {
+    log.warn('secrets: the database is unreachable, this server uses its own admin tokens and node-token key until its next start');
+    return;
+  }
+  let outcomes;
+  try {
+    outcomes = await shareSecrets(pgs.pg.sql, statedir);
+  } catch (e) {
+    if (/not usable/.test((e as Error).message)) throw e;
+    log.warn(`secrets: could not share them through the database (${(e as Error).message}); this server uses its own files until its next start`);
+    return;
+  }
+  for (const o of outcomes) {
+    if (o.outcome === 'adopted') log.warn({ file: o.file }, `secrets: ${o.file} now holds the ${o.what} every server on this database shares; the one this server had before no longer works`);
+    else if (o.outcome === 'published') log.info({ file: o.file }, `secrets: this server's ${o.what} is now the one every server on this database shares`);
+  }
 }

@@ -112,6 +112,9 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
   try {
     await migratePostgres(sql);
     const [a, b] = [await serve('boot-a', url), await serve('boot-b', url)];
+    // One admin token for every server on the database (src/store/pg/secrets.ts): B adopted A's.
+    assert.equal(b.token, a.token, 'both servers share the admin token through the database');
+    assert.equal((await api({ admin: b.admin, token: a.token }, 'GET', '/nodes')).status, 200, "A's token works at B");
     const liteAuth = { base: lite.base, token: lite.tokens.admin };
 
     // -- admin API on A, seen by B (and in PostgreSQL)
