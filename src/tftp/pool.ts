@@ -32,7 +32,8 @@ function spawn(): Worker {
     const api = import.meta.resolve('tsx/esm/api');
     return new Worker(`import(${JSON.stringify(api)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`, { eval: true });
   }
-  return new Worker(new URL('./worker.js', here));
+  // '../tftp/': this module may run from the CLI bundle in dist/bin/ (scripts/bundle.mjs).
+  return new Worker(new URL('../tftp/worker.js', here));
 }
 
 export class WorkerPool {
