@@ -48,7 +48,8 @@ export function eventSink(store: Store, log?: Logger, also: ((ev: BootEvent) => 
       const stored = store.events.record(e);
       if (log) {
         const level = /\.(fail|error|denied|corrupt|rejected)$|^nodescript\.fail/.test(stored.kind) ? 'warn' : 'info';
-        log[level]({ event: stored.kind, node: stored.node, mac: stored.mac, ...stored.detail }, stored.kind);
+        // The line's object only when it is written (log.level warn: not for the DHCP steps).
+        if (log.isLevelEnabled(level)) log[level]({ event: stored.kind, node: stored.node, mac: stored.mac, ...stored.detail }, stored.kind);
       }
       for (const fn of also) fn(stored);
     },
