@@ -77,6 +77,7 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
   // waits for the lookup that follows in the same exchange instead of a query of its own: the
   // sink asked the store for the name of two events of every DORA, now of none.
   let sliceEvents: { ev: BootEvent; unresolved: boolean }[] | undefined;
+  const sliceGroupAttrs = new Map<string, Record<string, string>>();
   const settleEvents = () => {
     const queued = sliceEvents;
     sliceEvents = undefined;
@@ -161,9 +162,16 @@ export function dhcpBackend(store: Store, config: Config, events: EventSink, arc
         settleEvents();
         newInSlice.clear();
         sliceNames.clear();
+        sliceGroupAttrs.clear();
       }
     },
-    attrsFor: (node) => store.attrsFor(node),
+    // Group attributes once per group per slice (nothing else writes them during its transaction).
+    attrsFor(node) {
+      if (!sliceEvents || !node.group) return store.attrsFor(node);
+      let g = sliceGroupAttrs.get(node.group);
+      if (!g) sliceGroupAttrs.set(node.group, (g = store.groups.attrsOf(node.group)));
+      return { ...g, ...node.attrs };
+    },
     noteClientArch: archs ? (mac, arch) => archs.note(mac, arch) : undefined,
   };
 }
