@@ -372,8 +372,8 @@ export class NodeRepo {
       return { node: this.fromRow(row, {}), created: true };
     };
     // Inside a caller's write transaction (a DHCP slice): no savepoint of its own. Its one
-    // write is the INSERT, which SQLite applies or undoes whole; the savepoint's two
-    // statements were ~4 % of a DORA.
+    // write is the INSERT, which SQLite applies or undoes whole, and a savepoint is two more
+    // statements per new MAC (with the changes of 9fd44b4: 33-40 -> 22 µs per registration).
     if (this.db.inTransaction) return this.registerIn(m, policy, this.lastPattern.parsed, opts);
     this.registerTx ??= this.db.transaction(this.registerIn);
     return this.registerTx.immediate(m, policy, this.lastPattern.parsed, opts);
