@@ -59,7 +59,7 @@ function cString(buf: Buffer): string {
 }
 
 /** Walk one option area; appends into `into`. Returns an error text or undefined. */
-function readOptions(area: Buffer, into: Map<number, Buffer[]>): string | undefined {
+function readOptions(area: Buffer, into: Map<number, Buffer>): string | undefined {
   let i = 0;
   while (i < area.length) {
     const code = area[i]!;
@@ -71,10 +71,12 @@ function readOptions(area: Buffer, into: Map<number, Buffer[]>): string | undefi
     if (i + 1 >= area.length) return `option ${code} has no length byte`;
     const len = area[i + 1]!;
     if (i + 2 + len > area.length) return `option ${code} claims ${len} bytes, ${area.length - i - 2} left`;
-    const list = into.get(code);
+    const prev = into.get(code);
     const val = area.subarray(i + 2, i + 2 + len);
-    if (list) list.push(val);
-    else into.set(code, [val]);
+    // A repeated option is one value in pieces (RFC 3396), concatenated in the order read; a
+    // single piece stays a view into the datagram (no copy). Option 52: its first piece only.
+    if (prev === undefined) into.set(code, val);
+    else if (code !== OPT_OVERLOAD) into.set(code, Buffer.concat([prev, val]));
     i += 2 + len;
   }
   // Some clients omit the END option; the area simply runs out. Accept that.
@@ -111,31 +113,29 @@ export function decode(buf: Buffer): DecodeResult {
   const hlen = buf[2]!;
   if (hlen > 16) return fail('bad-hlen', `hlen ${hlen}`);
   if (buf.readUInt32BE(236) !== MAGIC_COOKIE) return fail('no-cookie', 'no DHCP magic cookie (plain BOOTP is not served)');
-  const raw = new Map<number, Buffer[]>();
-  let err = readOptions(buf.subarray(HEADER_LEN), raw);
+  // Single-piece values are views into `buf` (no copy): callers must not reuse the datagram buffer.
+  const options = new Map<number, Buffer>();
+  let err = readOptions(buf.subarray(HEADER_LEN), options);
   if (err) return fail('truncated-option', err);
-  let sname = cString(buf.subarray(44, 108));
-  let file = cString(buf.subarray(108, 236));
-  const ov = raw.get(OPT_OVERLOAD);
-  if (ov) {
-    const v = ov[0]!;
+  // Empty in nearly every request: no string made then.
+  let sname = buf[44] === 0 ? '' : cString(buf.subarray(44, 108));
+  let file = buf[108] === 0 ? '' : cString(buf.subarray(108, 236));
+  const v = options.get(OPT_OVERLOAD);
+  if (v) {
     if (v.length !== 1 || v[0]! < 1 || v[0]! > 3) return fail('bad-overload', `option 52 value ${v.toString('hex')}`);
     // RFC 2131 §4.1: file is read before sname.
     if (v[0]! & 1) {
-      err = readOptions(buf.subarray(108, 236), raw);
+      err = readOptions(buf.subarray(108, 236), options);
       if (err) return fail('truncated-option', `in file field: ${err}`);
       file = '';
     }
     if (v[0]! & 2) {
-      err = readOptions(buf.subarray(44, 108), raw);
+      err = readOptions(buf.subarray(44, 108), options);
       if (err) return fail('truncated-option', `in sname field: ${err}`);
       sname = '';
     }
-    raw.delete(OPT_OVERLOAD);
+    options.delete(OPT_OVERLOAD);
   }
-  const options = new Map<number, Buffer>();
-  // Single-piece values are views into `buf` (no copy): callers must not reuse the datagram buffer.
-  for (const [code, parts] of raw) options.set(code, parts.length === 1 ? parts[0]! : Buffer.concat(parts));
   return {
     ok: true,
     packet: {

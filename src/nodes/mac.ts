@@ -28,8 +28,12 @@ export function parseMac(input: string): MacResult {
   return { ok: true, mac: hex.match(/../g)!.join(':') };
 }
 
+const CANONICAL_MAC = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
+
 /** parseMac that throws a UsageError-friendly Error; for call sites that already validate. */
 export function normalizeMac(input: string): string {
+  // Already canonical (every MAC the DHCP server passes on): as parseMac would return it.
+  if (typeof input === 'string' && input.length === 17 && CANONICAL_MAC.test(input)) return input;
   const r = parseMac(input);
   if (!r.ok) throw new InvalidInput(r.error);
   return r.mac;

@@ -139,7 +139,10 @@ export class NodeRepo {
       // Names of the pattern have one length: the first such row read backwards through the
       // name index is the answer. (Not GLOB: SQLite re-prepares a statement whose GLOB pattern
       // is a parameter each time it runs, which cost more than the registration.)
-      highest: db.prepare<[string, string, number], string>('SELECT name FROM nodes WHERE name >= ? AND name <= ? AND length(name) = ? ORDER BY name DESC LIMIT 1').pluck(),
+      // With the gapless marker, in one statement (one per registration).
+      markerAndHighest: db.prepare<[string, string, string, number], { marker: string | null; top: string | null }>(
+        'SELECT (SELECT value FROM meta WHERE key = ?) AS marker, (SELECT name FROM nodes WHERE name >= ? AND name <= ? AND length(name) = ? ORDER BY name DESC LIMIT 1) AS top',
+      ),
       getMeta: db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?'),
       setMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       delMeta: db.prepare('DELETE FROM meta WHERE key = ?'),
@@ -234,10 +237,12 @@ export class NodeRepo {
   private nextName(p: NamePattern, first: number): string {
     const marker = `${formatName(p, 0)}|${p.width}|${first}`;
     const top = 10 ** p.width - 1;
-    if (first <= top && this.q.getMeta.get(GAPLESS)?.value === marker) {
+    if (first <= top) {
       const topName = formatName(p, top);
-      const name = this.q.highest.get(formatName(p, first), topName, topName.length);
-      if (name === undefined) return formatName(p, first);
+      const r = this.q.markerAndHighest.get(GAPLESS, formatName(p, first), topName, topName.length)!;
+      if (r.marker !== marker) return this.scanForName(p, first, marker);
+      const name = r.top;
+      if (name === null) return formatName(p, first);
       // Not of the pattern (e.g. "n0:00" sorts among them): the scan below decides.
       const n = numberOfName(p, name);
       if (n !== undefined && n >= first && n < top) return formatName(p, n + 1);
@@ -347,7 +352,7 @@ export class NodeRepo {
     if (this.lastPattern?.text !== policy.pattern) this.lastPattern = { text: policy.pattern, parsed: parseNamePattern(policy.pattern) };
     // Built once: a DHCP storm registers thousands of MACs a second, and better-sqlite3 makes
     // a new wrapper function on every db.transaction() call.
-    this.registerTx ??= this.db.transaction((m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => {
+    this.registerIn ??= (m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => {
       // No read of the MAC first: the INSERT's ON CONFLICT (mac) is that check, inside this
       // IMMEDIATE transaction, so of concurrent callers exactly one creates the node. (A DHCP
       // slice has already found the MAC new; two more reads of it were 14 % of a DORA.)
@@ -365,9 +370,15 @@ export class NodeRepo {
       }
       if (v.name !== undefined) this.namesChanged();
       return { node: this.fromRow(row, {}), created: true };
-    });
+    };
+    // Inside a caller's write transaction (a DHCP slice): no savepoint of its own. Its one
+    // write is the INSERT, which SQLite applies or undoes whole, and a savepoint is two more
+    // statements per new MAC (with the changes of 9fd44b4: 33-40 -> 22 µs per registration).
+    if (this.db.inTransaction) return this.registerIn(m, policy, this.lastPattern.parsed, opts);
+    this.registerTx ??= this.db.transaction(this.registerIn);
     return this.registerTx.immediate(m, policy, this.lastPattern.parsed, opts);
   }
+  private registerIn?: (m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => { node: Node; created: boolean };
   private registerTx?: Transaction<(m: string, policy: NamingPolicy, pattern: NamePattern, opts: { preferredName?: string; ip?: string }) => { node: Node; created: boolean }>;
   private lastPattern?: { text: string; parsed: NamePattern };
 

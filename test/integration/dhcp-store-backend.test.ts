@@ -76,3 +76,44 @@ test('production backend: new and known MACs in one slice, one node each, timeli
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('production backend: events name the node the MAC was at that moment, in the store and in the live feed alike', async () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-store-'));
+  const store = Store.open(dir);
+  try {
+    const cfg = configSchema.parse({ dhcp: { mode: 'full', range: ['10.0.0.100', '10.0.0.200'] }, nodes: { name_pattern: 'n###' } });
+    store.nodes.register('52:54:00:00:41:99', { pattern: 'n###', firstNumber: 1, defaultGroup: '', defaultVnfs: '' }, { preferredName: 'old' });
+    const live: string[] = [];
+    store.events.subscribe((e) => live.push(`${e.kind} ${e.mac} ${e.node ?? '-'}`));
+    const server = new DhcpServer({ config: cfg.dhcp, serverAddress: '10.0.0.1', httpPort: 8080, backend: dhcpBackend(store, cfg, eventSink(store)) });
+    server.getHandler().load();
+    const s = server as unknown as Driven;
+    s.send = () => {};
+    const fresh = '52:54:00:00:41:01';
+    // A REQUEST (for this server) of a MAC that is no node yet: it registers the MAC, and its
+    // own event, which came before, names no node; a known node's REQUEST for another server:
+    // no lookup of its own.
+    s.onMessage(packet(MessageType.Request, fresh, '10.0.0.150'), RINFO, 'dhcp');
+    const other = emptyPacket(1);
+    macToBuffer('52:54:00:00:41:99').copy(other.chaddr);
+    other.options.set(Opt.MessageType, enc.u8(MessageType.Request));
+    other.options.set(Opt.ServerId, enc.ip('10.0.0.9'));
+    other.options.set(Opt.RequestedIp, enc.ip('10.0.0.151'));
+    s.onMessage(encode(other), RINFO, 'dhcp');
+    await turn();
+    // And a DISCOVER of the same MAC in a later slice: named.
+    s.onMessage(packet(MessageType.Discover, fresh), RINFO, 'dhcp');
+    await turn();
+    const name = store.nodes.byMac(fresh)?.name;
+    assert.equal(name, 'n000');
+    const stored = store.events.query({ order: 'asc' }).map((e) => `${e.kind} ${e.mac} ${e.node ?? '-'}`);
+    assert.deepEqual(stored.slice(0, 2), [`dhcp.request ${fresh} -`, `node.register ${fresh} n000`]);
+    assert.ok(stored.includes('dhcp.request 52:54:00:00:41:99 old'), stored.join('\n'));
+    assert.ok(stored.includes(`dhcp.discover ${fresh} n000`), stored.join('\n'));
+    for (const e of stored.slice(2)) if (e.includes(fresh)) assert.ok(e.endsWith(' n000'), e);
+    assert.deepEqual(live, stored, 'the live feed shows what is stored');
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
