@@ -9,8 +9,8 @@
  * The same rules as the per-claim path (PostgresBackend, src/store/backend.ts decideClaim):
  * - registration: INSERT ... ON CONFLICT DO NOTHING of the name the replica chose; a MAC whose
  *   row did not go in (known already, or its name or MAC taken by another server meanwhile) is
- *   returned in `unregistered`: the caller resolves it through registerNode (a read, or the
- *   locked path). Each inserted row gets its node.register event in the same transaction.
+ *   returned in `unregistered`: the caller resolves them through registerNodes (a read, or a
+ *   new name). Each inserted row gets its node.register event in the same transaction.
  * - leases: every lease row of the slice's MACs and addresses is read FOR UPDATE in one
  *   statement; the claims are decided in order against those rows (a later claim of the slice
  *   sees the earlier ones); the resulting rows are written. A row that did not exist cannot be
@@ -23,7 +23,6 @@ import type { Lease } from '../../nodes/types.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
 import { decideClaim } from '../backend.js';
 import type { Sql, TxSql } from './connect.js';
-import { EVENTS_LOCK } from './schema.js';
 import { EVENTS_CHANNEL } from './backend.js';
 
 export interface SliceRegistration {
@@ -46,7 +45,7 @@ export type ClaimOutcome = { ok: true; lease: Lease } | { ok: false; holder: str
 export interface SliceResult {
   /** Registrations inserted by this transaction (MAC -> name). */
   registered: Map<string, string>;
-  /** Registrations that did not go in: resolve each with PostgresBackend.registerNode. */
+  /** Registrations that did not go in: resolve them with PostgresBackend.registerNodes. */
   unregistered: string[];
   /** Outcome of each offer/allocate claim, in the order given (undefined for release/decline). */
   outcomes: (ClaimOutcome | undefined)[];
@@ -182,7 +181,9 @@ async function sliceTx(
     }
   }
   if (registered.size) {
-    writes.push(tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`);
+    // No lock (see PostgresBackend.readEvents): the xid first (the nodes INSERT above assigned it
+    // already; explicit, as readEvents relies on it), then the ids.
+    writes.push(tx`SELECT pg_current_xact_id()`);
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const evs: Record<string, any>[] = [...registered].map(([mac, name]) => ({ time: now, mac, node: name, kind: 'node.register', detail: JSON.stringify({ server: serverId }), server_id: serverId }));
     writes.push(
