@@ -469,7 +469,15 @@ export function confirmedDhcpBackend(
           const res = await inTime(claimSlice(pg.sql, pg.serverId, policy, batchRegs, flat, now));
           o.races.slice_retry = (o.races.slice_retry ?? 0) + res.retries;
           for (const mac of res.registered.keys()) confirmed.add(mac);
-          const rest = [...reg.keys()].filter((m) => !res.registered.has(m));
+          // Another server is writing these clients' rows right now: it answers them; this one
+          // re-reads their rows (its own registration of them, unconfirmed, leaves the replica below).
+          for (const mac of res.busy) {
+            refused.add(mac);
+            nodeKeys.add(mac);
+            leaseKeys.add(mac);
+          }
+          if (res.busy.size) o.races.busy = (o.races.busy ?? 0) + res.busy.size;
+          const rest = [...reg.keys()].filter((m) => !res.registered.has(m) && !res.busy.has(m));
           flat.forEach((c, i) => {
             const r = res.outcomes[i];
             if (r) lost(c.mac, c, r.ok ? { ok: true, ip: r.lease.ip } : r);

@@ -34,6 +34,7 @@ import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type
 
 export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
+import { SLICE_LOCK_CLASS } from './schema.js';
 
 
 export const EVENTS_CHANNEL = 'pxeherd_events';
@@ -130,6 +131,11 @@ export class PostgresBackend implements StoreBackend {
           const ip = proposedIps[i] && !ipTaken.has(proposedIps[i]!) ? proposedIps[i]! : '';
           return { mac: t.mac, name, ip };
         });
+        // The advisory locks DHCP slices try (claims.ts) on these MACs and names, taken here in
+        // one order, waiting: a slice never waits for them (it leaves its client out), so this
+        // insert waits only for rows whose writer is finishing, never in a cycle.
+        const keys = [...new Set(rows.flatMap((r) => [`m:${r.mac}`, `n:${r.name}`]))];
+        await tx`SELECT pg_advisory_xact_lock(${SLICE_LOCK_CLASS}, h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(${tx.array(keys)}::text[]) AS k ORDER BY 1) AS s`;
         const inserted = await tx<NodeRowWithAttrs[]>`
           INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
           SELECT m, n, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', a, NULL, 'provision', ${now}, ${now}

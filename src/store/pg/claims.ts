@@ -24,6 +24,7 @@ import { leaseFromRow, type LeaseRow } from '../leases.js';
 import { decideClaim } from '../backend.js';
 import type { Sql, TxSql } from './connect.js';
 import { EVENTS_CHANNEL } from './backend.js';
+import { SLICE_LOCK_CLASS } from './schema.js';
 
 export interface SliceRegistration {
   mac: string;
@@ -47,6 +48,12 @@ export interface SliceResult {
   registered: Map<string, string>;
   /** Registrations that did not go in: resolve them with PostgresBackend.registerNodes. */
   unregistered: string[];
+  /**
+   * Clients left out of this slice: a row of theirs (the MAC, the proposed name, a claimed
+   * address) is being written by another transaction right now (another server's slice). Their
+   * replies are not sent (the other server answers them; a lost race, as Kea drops it).
+   */
+  busy: Set<string>;
   /** Outcome of each offer/allocate claim, in the order given (undefined for release/decline). */
   outcomes: (ClaimOutcome | undefined)[];
   /** Transactions retried after a lost race. */
@@ -54,6 +61,7 @@ export interface SliceResult {
 }
 
 const RETRYABLE = new Set(['23505', '40001', '40P01']);
+
 const MAX_ATTEMPTS = 5;
 
 class LostRace extends Error {
@@ -87,9 +95,30 @@ async function sliceTx(
   claims: SliceClaim[],
   now: number,
 ): Promise<Omit<SliceResult, 'retries'>> {
-  // Rows are written in MAC order (and locked in address order) by every server: two slices with
-  // the same clients (both servers saw the same broadcast) wait for each other instead of
-  // deadlocking, which PostgreSQL would only notice after deadlock_timeout (1 s).
+  // Two servers see the same broadcasts, and their replicas name and address new clients on their
+  // own: their slices want the same MACs, names and addresses, through two unique keys per table
+  // (nodes: mac and name; leases: mac and ip) that no single order can cover. Waiting on the
+  // other slice's rows made convoys and deadlocks (found by PostgreSQL after deadlock_timeout,
+  // 1 s; a slice past CLAIM_TIMEOUT_MS counts as the database being away). So a slice first
+  // TRIES a transaction-scoped advisory lock per key it will write (never waits), and leaves out
+  // the clients with a key held elsewhere (`busy`): the other server is answering them right now.
+  const wanted = new Map<string, string[]>(); // MAC -> its keys
+  const want = (mac: string, key: string) => (wanted.get(mac) ?? wanted.set(mac, [`m:${mac}`]).get(mac)!).push(key);
+  for (const r of regs) want(r.mac, `n:${r.name}`);
+  for (const c of claims) want(c.mac, c.kind === 'offer' || c.kind === 'allocate' ? `a:${c.ip}` : `m:${c.mac}`);
+  const keys = [...new Set([...wanted.values()].flat())];
+  const got = keys.length
+    ? await tx<{ k: string; ok: boolean }[]>`SELECT k, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k)) AS ok FROM unnest(${tx.array(keys)}::text[]) AS k`
+    : [];
+  const held = new Set(got.filter((r) => !r.ok).map((r) => r.k));
+  const busy = new Set<string>();
+  if (held.size) for (const [mac, ks] of wanted) if (ks.some((k) => held.has(k))) busy.add(mac);
+  const allClaims = claims;
+  if (busy.size) {
+    regs = regs.filter((r) => !busy.has(r.mac));
+    claims = claims.filter((c) => !busy.has(c.mac));
+  }
+  // Rows are written in MAC order (and locked in address order) by every server.
   regs = [...regs].sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
   const macs = [...new Set(claims.map((c) => c.mac))];
   const ips = [...new Set(claims.map((c) => c.ip))];
@@ -196,7 +225,10 @@ async function sliceTx(
   const settled = await Promise.allSettled(writes);
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
-  return { registered, unregistered, outcomes };
+  // The outcomes in the caller's order; a busy client's claims lost their race.
+  let i = 0;
+  const all = allClaims.map((c) => (busy.has(c.mac) ? (c.kind === 'offer' || c.kind === 'allocate' ? { ok: false as const, holder: c.mac } : undefined) : outcomes[i++]));
+  return { registered, unregistered, outcomes: all, busy };
 }
 
 /**

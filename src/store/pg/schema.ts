@@ -202,6 +202,12 @@ export const EVENTS_LOCK = 0x70786569;
 /** No longer taken (session 5): registrations race on the unique keys (PostgresBackend.registerNodes). */
 export const REGISTER_LOCK = 0x7078656a;
 
+/**
+ * First key of the per-row advisory locks (second key: hashtext of 'm:MAC', 'n:NAME', 'a:IP') that
+ * DHCP slices try without waiting (claims.ts) and registrations take in order (registerNodes).
+ */
+export const SLICE_LOCK_CLASS = 0x70786b; // "pxk"
+
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
 /** The schema version recorded in the database (0: empty database). */
