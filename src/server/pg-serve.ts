@@ -313,7 +313,7 @@ export function confirmedDhcpBackend(
    * replica (the single server's touchAddress) before the claims are confirmed, so the address
    * read afterwards would make any ACK look like the node's fixed one.
    */
-  let prior = new Map<string, { lease: Lease | undefined; ip: string | undefined }>();
+  let prior = new Map<string, { lease: Lease | undefined; ip: string | undefined; known: boolean }>();
   const pause = (what: string) => {
     o.paused[what] = (o.paused[what] ?? 0) + 1;
   };
@@ -328,8 +328,13 @@ export function confirmedDhcpBackend(
       releaseOfferTakenElsewhere(pg, mac, ip).catch(() => undefined);
     },
     lookupNode(mac, hint) {
-      if (!prior.has(mac)) prior.set(mac, { lease: store.leases.byMac(mac), ip: store.nodes.byMac(mac)?.ip });
-      if (!o.isUp() && !store.nodes.nameByMac(mac)) {
+      let had = prior.get(mac);
+      if (!had) {
+        // Only the name and address (not the node with its attributes): per client per slice.
+        const n = store.nodes.nameAndIpByMac(mac);
+        prior.set(mac, (had = { lease: store.leases.byMac(mac), ip: n?.ip, known: !!n }));
+      }
+      if (!o.isUp() && !had.known && !registered.has(mac)) {
         pause('registration');
         return undefined; // a new MAC waits for the database (its client retries)
       }
@@ -430,6 +435,27 @@ export function confirmedDhcpBackend(
           pause(reg.has(mac) ? 'registration' : 'lease');
         }
       };
+      /**
+       * Registrations the slice did not get in (known meanwhile, or their name taken by another
+       * server): one transaction per round for all of them (PostgresBackend.registerNodes).
+       */
+      const registerRest = async (rest: string[]) => {
+        if (!rest.length) return;
+        try {
+          const r = await inTime(pg.registerNodes(rest.map((mac) => ({ mac, preferredName: reg.get(mac)!.name })), policy));
+          for (const [mac, got] of r) {
+            confirmed.add(mac);
+            // Another server named it (or took this name) first: the database's name wins.
+            if (got.node.name !== reg.get(mac)!.name) {
+              renamed.set(mac, got.node.name);
+              nodeKeys.add(mac);
+              race('name');
+            }
+          }
+        } catch (e) {
+          for (const mac of rest) failed(mac, claims.get(mac) ?? [], e);
+        }
+      };
       const macs = [...new Set([...reg.keys(), ...claims.keys()])];
       if (down || macs.length === 0) await Promise.all(macs.map((mac) => oneByOne(mac)));
       else {
@@ -443,12 +469,20 @@ export function confirmedDhcpBackend(
           const res = await inTime(claimSlice(pg.sql, pg.serverId, policy, batchRegs, flat, now));
           o.races.slice_retry = (o.races.slice_retry ?? 0) + res.retries;
           for (const mac of res.registered.keys()) confirmed.add(mac);
-          const rest = [...reg.keys()].filter((m) => !res.registered.has(m));
+          // Another server is writing these clients' rows right now: it answers them; this one
+          // re-reads their rows (its own registration of them, unconfirmed, leaves the replica below).
+          for (const mac of res.busy) {
+            refused.add(mac);
+            nodeKeys.add(mac);
+            leaseKeys.add(mac);
+          }
+          if (res.busy.size) o.races.busy = (o.races.busy ?? 0) + res.busy.size;
+          const rest = [...reg.keys()].filter((m) => !res.registered.has(m) && !res.busy.has(m));
           flat.forEach((c, i) => {
             const r = res.outcomes[i];
             if (r) lost(c.mac, c, r.ok ? { ok: true, ip: r.lease.ip } : r);
           });
-          await Promise.all(rest.map((mac) => oneByOne(mac, { claims: false })));
+          await registerRest(rest);
         } catch (e) {
           if (isConnectionError(e)) for (const mac of macs) failed(mac, claims.get(mac) ?? [], e);
           else {
@@ -465,19 +499,16 @@ export function confirmedDhcpBackend(
       // a lease the database has ("its own bound lease"): an ACK the database never recorded, an
       // address another server could then hand out again. (When reachable, the refresh below
       // then brings the database's row.)
-      for (const mac of refused) {
-        if (!before.has(mac)) continue; // never looked up in this slice: its lease was not touched
-        const had = before.get(mac)!.lease;
-        const cur = store.leases.byMac(mac);
-        if (JSON.stringify(cur) === JSON.stringify(had)) continue;
-        // quiet: the DHCP path's own rows are coordinated here, not written through.
-        quiet(() => (had ? store.leases.putMany([had]) : store.db.prepare('DELETE FROM leases WHERE mac = ?').run(mac)));
-        o.noteLease?.(mac, had);
-      }
       // And the node's address the refused ACK wrote into the replica.
       for (const mac of refused) {
         const was = before.get(mac);
-        if (!was) continue;
+        if (!was) continue; // never looked up in this slice: its lease and address were not touched
+        const cur = store.leases.byMac(mac);
+        if (JSON.stringify(cur) !== JSON.stringify(was.lease)) {
+          // quiet: the DHCP path's own rows are coordinated here, not written through.
+          quiet(() => (was.lease ? store.leases.putMany([was.lease]) : store.db.prepare('DELETE FROM leases WHERE mac = ?').run(mac)));
+          o.noteLease?.(mac, was.lease);
+        }
         const ip = was.ip ?? '';
         try {
           quiet(() => store.db.prepare('UPDATE nodes SET ip = ? WHERE mac = ? AND ip <> ?').run(ip, mac, ip));

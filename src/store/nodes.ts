@@ -114,6 +114,7 @@ export class NodeRepo {
       byMac: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE mac = ?'),
       byName: db.prepare<[string], NodeRow>('SELECT * FROM nodes WHERE name = ?'),
       nameByMac: db.prepare<[string], string>('SELECT name FROM nodes WHERE mac = ?').pluck(),
+      nameAndIpByMac: db.prepare<[string], { name: string; ip: string }>('SELECT name, ip FROM nodes WHERE mac = ?'),
       macByIp: db.prepare<[string], string>("SELECT mac FROM nodes WHERE ip = ? AND ip <> ''").pluck(),
       byIp: db.prepare<[string], NodeRow>("SELECT * FROM nodes WHERE ip = ? AND ip <> ''"),
       attrsOf: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM node_attrs WHERE mac = ? ORDER BY key'),
@@ -162,6 +163,10 @@ export class NodeRepo {
   /** Just the name (events name their node; a whole node with attributes costs a second query). */
   nameByMac(mac: string): string | undefined {
     return this.q.nameByMac.get(mac);
+  }
+  /** Just the name and address (the DHCP hot path: no attributes). */
+  nameAndIpByMac(mac: string): { name: string; ip: string } | undefined {
+    return this.q.nameAndIpByMac.get(mac);
   }
   /** Just the MAC of the node holding this fixed address. */
   macByIp(ip: string): string | undefined {

@@ -3,15 +3,22 @@
  * one transaction (postgres.js `begin`), retried a bounded number of times when PostgreSQL
  * reports a lost race (unique violation, deadlock, serialization failure): the retry re-reads
  * and sees the winner. How each operation coordinates:
- * - registration: a transaction-scoped advisory lock serializes the registration of new MACs
- *   (rare: once per node's life), so the MAC check, the next name of the pattern and the insert
- *   see every other server's committed registrations; the unique keys on mac and name back it up.
+ * - registration: no lock. A new MAC goes in with INSERT ... ON CONFLICT DO NOTHING under the
+ *   name the caller proposes or the next name of the pattern; the unique keys on mac, name and ip
+ *   decide between servers. A row that did not go in (the MAC, the name or the address was taken
+ *   meanwhile: PostgreSQL makes the insert wait for the other transaction's commit) is retried in
+ *   a new transaction, which reads the winner or the next free name (registerNodes: a slice's
+ *   registrations in one transaction). Until session 5 a REGISTER_LOCK advisory lock serialized
+ *   them, held through each durable commit: two servers in a storm queued behind each other's
+ *   fsyncs.
  * - leases: the client's row and the address's row are locked FOR UPDATE; a new row goes in with
  *   ON CONFLICT DO NOTHING, so two servers creating the same client's or the same address's row
  *   cannot both succeed; renewals and releases are conditional UPDATEs.
- * - events: appends take an advisory lock so ids become visible in id order, which lets a reader
- *   page by id (eventsAfter) without missing a late commit; NOTIFY pxeherd_events carries the
- *   highest id as a hint.
+ * - events: appended without a lock (EVENTS_LOCK is no longer taken): ids come from the identity
+ *   sequence, so a transaction may commit after another that got a larger id. The writer takes its
+ *   transaction id (pg_current_xact_id()) BEFORE drawing ids, and readers (readEvents) deliver in
+ *   id order only what no open transaction can still fill in: see readEvents. NOTIFY
+ *   pxeherd_events carries the highest id as a hint.
  * - boot once: a conditional UPDATE (WHERE boot = 'once'): one server flips it.
  */
 import type { BootEvent, Lease, Node } from '../../nodes/types.js';
@@ -27,19 +34,27 @@ import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type
 
 export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
-import { EVENTS_LOCK, REGISTER_LOCK } from './schema.js';
+import { SLICE_LOCK_CLASS } from './schema.js';
+
 
 export const EVENTS_CHANNEL = 'pxeherd_events';
 
 /** Lost races PostgreSQL reports: unique violation, serialization failure, deadlock. */
 const RETRYABLE = new Set(['23505', '40001', '40P01']);
 const MAX_ATTEMPTS = 5;
+/** Registration rounds (each one transaction) before giving up: each round lost means another server won a row. */
+const REGISTER_ROUNDS = 20;
+/** How long readEvents waits for the transactions that may still fill a gap in the ids before returning what precedes it. */
+const GAP_WAIT_MS = 250;
 
 /** A node row with its attributes as one JSON object (NODE_COLUMNS). */
 type NodeRowWithAttrs = NodeRow & { attrs_json?: string | null };
 const nodeFrom = (r: NodeRowWithAttrs): Node => nodeFromRow(r, r.attrs_json ? (JSON.parse(r.attrs_json) as Record<string, string>) : {});
 
 const NODE_COLUMNS = `nodes.*, (SELECT json_object_agg(a.key, a.value)::text FROM node_attrs a WHERE a.mac = nodes.mac) AS attrs_json`;
+
+type EventRow = { id: number; time: number; mac: string | null; node: string | null; kind: string; detail: string; server_id: string };
+const eventFromRow = (r: EventRow): StoredEvent => ({ id: r.id, time: r.time, mac: r.mac ?? undefined, node: r.node ?? undefined, kind: r.kind, detail: JSON.parse(r.detail), serverId: r.server_id });
 
 export class PostgresBackend implements StoreBackend {
   readonly kind = 'postgres' as const;
@@ -70,52 +85,88 @@ export class PostgresBackend implements StoreBackend {
 
   async registerNode(macInput: string, policy: NamingPolicy, opts: { preferredName?: string; ip?: string } = {}) {
     const mac = normalizeMac(macInput);
-    const pattern = parseNamePattern(policy.pattern);
-    // A known MAC (every boot but the first) needs no lock: one read.
+    // A known MAC (every boot but the first): one read, no transaction.
     const known = await this.nodeByMac(mac);
     if (known) return { node: known, created: false };
-    if (opts.preferredName && !nameError('node', opts.preferredName)) {
-      // A name is proposed (a client's hostname, or the name a server's replica chose): insert it
-      // without the registration lock; the unique keys on mac, name and ip decide. Two servers
-      // registering one MAC under the same name (the usual case: both saw the same DISCOVER) cost
-      // no lock; any conflict falls through to the locked path below, which reads the winner or
-      // picks the next free name.
-      const fast = await this.tx(async (tx) => {
+    const r = await this.registerNodes([{ mac, preferredName: opts.preferredName, ip: opts.ip }], policy);
+    return r.get(mac)!;
+  }
+
+  /**
+   * Registers these MACs (each known MAC is read back as it is), in as few transactions as the
+   * races allow: each round is ONE transaction that reads the MACs PostgreSQL has, names the others
+   * (the proposed name when it is free, else the next names of the pattern) and inserts them with
+   * ON CONFLICT DO NOTHING. A row that did not go in lost a race to another server (its MAC, its
+   * name or its address went in first, and PostgreSQL made this insert wait for that commit
+   * rather than holding a lock through it): the next round re-reads and re-names. No advisory
+   * lock: two servers registering at once wait only on the rows they both want.
+   */
+  async registerNodes(items: { mac: string; preferredName?: string; ip?: string }[], policy: NamingPolicy): Promise<Map<string, { node: Node; created: boolean }>> {
+    const pattern = parseNamePattern(policy.pattern);
+    const out = new Map<string, { node: Node; created: boolean }>();
+    let todo = [...new Map(items.map((i) => [normalizeMac(i.mac), { ...i, mac: normalizeMac(i.mac) }])).values()].sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
+    for (let round = 1; todo.length; round++) {
+      if (round > REGISTER_ROUNDS) throw Object.assign(new Error(`registration of ${todo.map((t) => t.mac).join(', ')} lost ${REGISTER_ROUNDS} races in a row`), { code: '40001' });
+      if (round > 1) this.retries++;
+      const done = await this.tx(async (tx) => {
+        const got = new Map<string, { node: Node; created: boolean }>();
+        const known = await tx.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = ANY($1::text[])`, [todo.map((t) => t.mac)] as never[]);
+        for (const k of known) got.set(k.mac, { node: nodeFrom(k), created: false });
+        const fresh = todo.filter((t) => !got.has(t.mac));
+        if (!fresh.length) return got;
+        const proposed = fresh.map((t) => (t.preferredName && !nameError('node', t.preferredName) ? t.preferredName : undefined));
+        const proposedIps = fresh.map((t) => (t.ip && IPV4_RE.test(t.ip) ? t.ip : ''));
+        const [takenNames, takenIps] = await Promise.all([
+          tx<{ name: string }[]>`SELECT name FROM nodes WHERE name = ANY(${tx.array(proposed.filter((n): n is string => !!n))}::text[])`,
+          tx<{ ip: string }[]>`SELECT ip FROM nodes WHERE ip = ANY(${tx.array(proposedIps.filter(Boolean))}::text[])`,
+        ]);
+        const nameTaken = new Set(takenNames.map((r) => r.name));
+        const ipTaken = new Set(takenIps.map((r) => r.ip));
+        const unnamed = proposed.filter((n, i) => !n || nameTaken.has(n) || proposed.indexOf(n) !== i).length;
+        const names = unnamed ? await this.nextNames(tx, pattern, policy.firstNumber, unnamed, new Set(proposed.filter((n): n is string => !!n))) : [];
         const now = Date.now();
-        const ip = opts.ip && IPV4_RE.test(opts.ip) ? opts.ip : '';
-        const [row] = await tx<NodeRowWithAttrs[]>`
+        const rows = fresh.map((t, i) => {
+          const p = proposed[i];
+          const name = p && !nameTaken.has(p) && proposed.indexOf(p) === i ? p : names.shift()!;
+          const ip = proposedIps[i] && !ipTaken.has(proposedIps[i]!) ? proposedIps[i]! : '';
+          return { mac: t.mac, name, ip };
+        });
+        // The advisory locks DHCP slices try (claims.ts) on these MACs and names, taken here in
+        // one order, waiting: a slice never waits for them (it leaves its client out), so this
+        // insert waits only for rows whose writer is finishing, never in a cycle.
+        const keys = [...new Set(rows.flatMap((r) => [`m:${r.mac}`, `n:${r.name}`]))];
+        await tx`SELECT pg_advisory_xact_lock(${SLICE_LOCK_CLASS}, h) FROM (SELECT DISTINCT hashtext(k) AS h FROM unnest(${tx.array(keys)}::text[]) AS k ORDER BY 1) AS s`;
+        const inserted = await tx<NodeRowWithAttrs[]>`
           INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
-          VALUES (${mac}, ${opts.preferredName!}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
+          SELECT m, n, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', a, NULL, 'provision', ${now}, ${now}
+          FROM unnest(${tx.array(rows.map((r) => r.mac))}::text[], ${tx.array(rows.map((r) => r.name))}::text[], ${tx.array(rows.map((r) => r.ip))}::text[]) AS t(m, n, a)
           ON CONFLICT DO NOTHING RETURNING *`;
-        if (!row) return undefined;
-        await this.insertEvents(tx, [{ kind: 'node.register', mac, node: row.name, time: now, detail: { server: this.serverId } }]);
-        return { node: nodeFrom(row), created: true };
+        for (const row of inserted) got.set(row.mac, { node: nodeFrom(row), created: true });
+        await this.insertEvents(tx, inserted.map((row) => ({ kind: 'node.register', mac: row.mac, node: row.name, time: now, detail: { server: this.serverId } })));
+        return got;
       });
-      if (fast) return fast;
+      for (const [m, r] of done) out.set(m, r);
+      todo = todo.filter((t) => !out.has(t.mac));
     }
-    return this.tx(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(${REGISTER_LOCK})`;
-      const [existing] = await tx.unsafe<NodeRowWithAttrs[]>(`SELECT ${NODE_COLUMNS} FROM nodes WHERE mac = $1`, [mac]);
-      if (existing) return { node: nodeFrom(existing), created: false };
-      let name: string | undefined;
-      if (opts.preferredName && !nameError('node', opts.preferredName)) {
-        const [taken] = await tx`SELECT 1 FROM nodes WHERE name = ${opts.preferredName}`;
-        if (!taken) name = opts.preferredName;
+    return out;
+  }
+
+  /** `count` names of the pattern after the highest one (see nextName), none of them in `avoid`. */
+  private async nextNames(tx: TxSql, p: NamePattern, first: number, count: number, avoid: Set<string>): Promise<string[]> {
+    const top = 10 ** p.width - 1;
+    const start = await this.nextName(tx, p, first);
+    const out: string[] = [];
+    for (let n = numberOf(p, start) ?? first; out.length < count; n++) {
+      if (n > top) {
+        // The end of the pattern: one at a time through the gaps (nextName's rescan).
+        if (!out.length) out.push(start);
+        break;
       }
-      name ??= await this.nextName(tx, pattern, policy.firstNumber);
-      let ip = '';
-      if (opts.ip && IPV4_RE.test(opts.ip)) {
-        const [holder] = await tx`SELECT 1 FROM nodes WHERE ip = ${opts.ip}`;
-        if (!holder) ip = opts.ip;
-      }
-      const now = Date.now();
-      const [row] = await tx<NodeRowWithAttrs[]>`
-        INSERT INTO nodes (mac, name, grp, vnfs, enabled, debug, state, ip, last_contact, boot, created_at, updated_at)
-        VALUES (${mac}, ${name}, ${policy.defaultGroup}, ${policy.defaultVnfs}, 1, 0, '', ${ip}, NULL, 'provision', ${now}, ${now})
-        RETURNING *`;
-      await this.insertEvents(tx, [{ kind: 'node.register', mac, node: name, time: now, detail: { server: this.serverId } }]);
-      return { node: nodeFrom(row!), created: true };
-    });
+      const name = formatName(p, n);
+      if (!avoid.has(name)) out.push(name);
+    }
+    while (out.length < count) out.push(out[out.length - 1]!); // duplicates lose a round: re-named next time
+    return out;
   }
 
   /**
@@ -235,7 +286,11 @@ export class PostgresBackend implements StoreBackend {
 
   private async insertEvents(tx: TxSql, events: BootEvent[]): Promise<number[]> {
     if (events.length === 0) return [];
-    await tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`;
+    // The transaction's id BEFORE the event ids are drawn: readEvents relies on every id being
+    // drawn by a transaction whose xid was assigned earlier (a reader that later sees every xid
+    // below its bound finished knows no open transaction can still commit a smaller id).
+    // No lock: two servers' event appends no longer queue behind each other's durable commits.
+    await tx`SELECT pg_current_xact_id()`;
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const rows: Record<string, any>[] = events.map((e) => ({ time: e.time ?? Date.now(), mac: e.mac ?? null, node: e.node ?? null, kind: e.kind, detail: JSON.stringify(e.detail ?? {}), server_id: this.serverId }));
     const ids = (await tx<{ id: number }[]>`INSERT INTO events ${tx(rows, ['time', 'mac', 'node', 'kind', 'detail', 'server_id'])} RETURNING id`).map((r: { id: number }) => r.id).sort((a, b) => a - b);
@@ -247,10 +302,55 @@ export class PostgresBackend implements StoreBackend {
     return this.tx((tx) => this.insertEvents(tx, events));
   }
 
+  /** Events after `afterId` in id order, only those no open transaction can still precede (readEvents). */
   async eventsAfter(afterId: number, limit = 1000): Promise<StoredEvent[]> {
-    const rows = await this.sql<{ id: number; time: number; mac: string | null; node: string | null; kind: string; detail: string; server_id: string }[]>`
-      SELECT id, time, mac, node, kind, detail, server_id FROM events WHERE id > ${afterId} ORDER BY id LIMIT ${limit}`;
-    return rows.map((r) => ({ id: r.id, time: r.time, mac: r.mac ?? undefined, node: r.node ?? undefined, kind: r.kind, detail: JSON.parse(r.detail), serverId: r.server_id }));
+    return (await this.readEvents(afterId, limit)).events;
+  }
+
+  /**
+   * Events after `afterId`, in id order, exactly once across calls that pass the last id
+   * delivered, although appends take no lock and may commit out of id order.
+   *
+   * Why it is safe: ids are drawn from a sequence, each by a transaction that took its xid first
+   * (insertEvents). The ids right after `afterId` that are all visible are final: delivered at
+   * once. A missing id g before a visible id h was drawn before h, so before this read, by a
+   * transaction whose xid was assigned before this read: below R, an xid this reader takes AFTER
+   * the read. Once the oldest running xid (pg_snapshot_xmin) is above R, every such transaction
+   * has committed or rolled back, and a re-read up to the highest id of the first read is final:
+   * what is still missing rolled back (a lost race, a failed statement) and is never delivered.
+   * The wait is bounded (`gapWaitMs`): a transaction still open by then (a long one elsewhere)
+   * holds back only what follows its gap (`heldBack`); the caller reads again later.
+   * (The change log the replicas follow, src/store/pg/replica.ts, needs none of this: it is read
+   * by snapshot, rows whose writing xid became visible since the previous snapshot.)
+   * Considered and measured against: a column with the writer's xid and reading only below the
+   * snapshot's xmin is not enough with an id cursor (a transaction with an older xid can draw a
+   * larger id than a younger open one, and a cursor past it would skip the younger one's commit);
+   * a commit-ordered outbox needs a second writer (a sequencer) per event and changes the ids
+   * clients resume from (SSE Last-Event-ID). This reader costs one xid and a short wait per gap
+   * seen, and nothing on the write path.
+   */
+  async readEvents(afterId: number, limit = 1000, o: { gapWaitMs?: number } = {}): Promise<{ events: StoredEvent[]; heldBack: boolean }> {
+    const read = (upTo?: number) => this.sql<EventRow[]>`
+      SELECT id, time, mac, node, kind, detail, server_id FROM events
+      WHERE id > ${afterId} ${upTo === undefined ? this.sql`` : this.sql`AND id <= ${upTo}`} ORDER BY id LIMIT ${limit}`;
+    const rows = await read();
+    let n = 0;
+    while (n < rows.length && rows[n]!.id === afterId + n + 1) n++;
+    if (n === rows.length) return { events: rows.map(eventFromRow), heldBack: false };
+    const top = rows[rows.length - 1]!.id;
+    // An xid of our own, assigned after the read (asynchronous commit: nothing to make durable).
+    const [b] = (await this.sql.begin(async (tx) => {
+      await tx`SET LOCAL synchronous_commit TO off`;
+      return tx<{ xid: string }[]>`SELECT pg_current_xact_id()::text AS xid`;
+    })) as { xid: string }[];
+    const deadline = Date.now() + (o.gapWaitMs ?? GAP_WAIT_MS);
+    for (let delay = 1; ; delay = Math.min(delay * 2, 25)) {
+      const [r] = await this.sql<{ done: boolean }[]>`SELECT pg_snapshot_xmin(pg_current_snapshot()) > ${b!.xid}::xid8 AS done`;
+      if (r!.done) break;
+      if (Date.now() >= deadline) return { events: rows.slice(0, n).map(eventFromRow), heldBack: true };
+      await new Promise((res) => setTimeout(res, delay));
+    }
+    return { events: (await read(top)).map(eventFromRow), heldBack: false };
   }
 
   async flipBootOnce(mac: string) {

@@ -9,8 +9,8 @@
  * The same rules as the per-claim path (PostgresBackend, src/store/backend.ts decideClaim):
  * - registration: INSERT ... ON CONFLICT DO NOTHING of the name the replica chose; a MAC whose
  *   row did not go in (known already, or its name or MAC taken by another server meanwhile) is
- *   returned in `unregistered`: the caller resolves it through registerNode (a read, or the
- *   locked path). Each inserted row gets its node.register event in the same transaction.
+ *   returned in `unregistered`: the caller resolves them through registerNodes (a read, or a
+ *   new name). Each inserted row gets its node.register event in the same transaction.
  * - leases: every lease row of the slice's MACs and addresses is read FOR UPDATE in one
  *   statement; the claims are decided in order against those rows (a later claim of the slice
  *   sees the earlier ones); the resulting rows are written. A row that did not exist cannot be
@@ -23,8 +23,8 @@ import type { Lease } from '../../nodes/types.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
 import { decideClaim } from '../backend.js';
 import type { Sql, TxSql } from './connect.js';
-import { EVENTS_LOCK } from './schema.js';
 import { EVENTS_CHANNEL } from './backend.js';
+import { SLICE_LOCK_CLASS } from './schema.js';
 
 export interface SliceRegistration {
   mac: string;
@@ -46,8 +46,14 @@ export type ClaimOutcome = { ok: true; lease: Lease } | { ok: false; holder: str
 export interface SliceResult {
   /** Registrations inserted by this transaction (MAC -> name). */
   registered: Map<string, string>;
-  /** Registrations that did not go in: resolve each with PostgresBackend.registerNode. */
+  /** Registrations that did not go in: resolve them with PostgresBackend.registerNodes. */
   unregistered: string[];
+  /**
+   * Clients left out of this slice: a row of theirs (the MAC, the proposed name, a claimed
+   * address) is being written by another transaction right now (another server's slice). Their
+   * replies are not sent (the other server answers them; a lost race, as Kea drops it).
+   */
+  busy: Set<string>;
   /** Outcome of each offer/allocate claim, in the order given (undefined for release/decline). */
   outcomes: (ClaimOutcome | undefined)[];
   /** Transactions retried after a lost race. */
@@ -55,6 +61,7 @@ export interface SliceResult {
 }
 
 const RETRYABLE = new Set(['23505', '40001', '40P01']);
+
 const MAX_ATTEMPTS = 5;
 
 class LostRace extends Error {
@@ -88,9 +95,30 @@ async function sliceTx(
   claims: SliceClaim[],
   now: number,
 ): Promise<Omit<SliceResult, 'retries'>> {
-  // Rows are written in MAC order (and locked in address order) by every server: two slices with
-  // the same clients (both servers saw the same broadcast) wait for each other instead of
-  // deadlocking, which PostgreSQL would only notice after deadlock_timeout (1 s).
+  // Two servers see the same broadcasts, and their replicas name and address new clients on their
+  // own: their slices want the same MACs, names and addresses, through two unique keys per table
+  // (nodes: mac and name; leases: mac and ip) that no single order can cover. Waiting on the
+  // other slice's rows made convoys and deadlocks (found by PostgreSQL after deadlock_timeout,
+  // 1 s; a slice past CLAIM_TIMEOUT_MS counts as the database being away). So a slice first
+  // TRIES a transaction-scoped advisory lock per key it will write (never waits), and leaves out
+  // the clients with a key held elsewhere (`busy`): the other server is answering them right now.
+  const wanted = new Map<string, string[]>(); // MAC -> its keys
+  const want = (mac: string, key: string) => (wanted.get(mac) ?? wanted.set(mac, [`m:${mac}`]).get(mac)!).push(key);
+  for (const r of regs) want(r.mac, `n:${r.name}`);
+  for (const c of claims) want(c.mac, c.kind === 'offer' || c.kind === 'allocate' ? `a:${c.ip}` : `m:${c.mac}`);
+  const keys = [...new Set([...wanted.values()].flat())];
+  const got = keys.length
+    ? await tx<{ k: string; ok: boolean }[]>`SELECT k, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k)) AS ok FROM unnest(${tx.array(keys)}::text[]) AS k`
+    : [];
+  const held = new Set(got.filter((r) => !r.ok).map((r) => r.k));
+  const busy = new Set<string>();
+  if (held.size) for (const [mac, ks] of wanted) if (ks.some((k) => held.has(k))) busy.add(mac);
+  const allClaims = claims;
+  if (busy.size) {
+    regs = regs.filter((r) => !busy.has(r.mac));
+    claims = claims.filter((c) => !busy.has(c.mac));
+  }
+  // Rows are written in MAC order (and locked in address order) by every server.
   regs = [...regs].sort((a, b) => (a.mac < b.mac ? -1 : a.mac > b.mac ? 1 : 0));
   const macs = [...new Set(claims.map((c) => c.mac))];
   const ips = [...new Set(claims.map((c) => c.ip))];
@@ -182,7 +210,9 @@ async function sliceTx(
     }
   }
   if (registered.size) {
-    writes.push(tx`SELECT pg_advisory_xact_lock(${EVENTS_LOCK})`);
+    // No lock (see PostgresBackend.readEvents): the xid first (the nodes INSERT above assigned it
+    // already; explicit, as readEvents relies on it), then the ids.
+    writes.push(tx`SELECT pg_current_xact_id()`);
     // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const evs: Record<string, any>[] = [...registered].map(([mac, name]) => ({ time: now, mac, node: name, kind: 'node.register', detail: JSON.stringify({ server: serverId }), server_id: serverId }));
     writes.push(
@@ -195,7 +225,10 @@ async function sliceTx(
   const settled = await Promise.allSettled(writes);
   const failed = settled.find((s) => s.status === 'rejected');
   if (failed) throw (failed as PromiseRejectedResult).reason;
-  return { registered, unregistered, outcomes };
+  // The outcomes in the caller's order; a busy client's claims lost their race.
+  let i = 0;
+  const all = allClaims.map((c) => (busy.has(c.mac) ? (c.kind === 'offer' || c.kind === 'allocate' ? { ok: false as const, holder: c.mac } : undefined) : outcomes[i++]));
+  return { registered, unregistered, outcomes: all, busy };
 }
 
 /**

@@ -6,9 +6,10 @@
  * catches up from the last id delivered. postgres.js gives up re-listening when the reconnect
  * itself fails (the database was unreachable at that moment), so each poll also sends a
  * heartbeat NOTIFY on this feed's own channel through the same listening connection: when the
- * previous heartbeat never came back, the feed subscribes again (and catches up). Appends take an
- * advisory lock (PostgresBackend), so ids become visible in order and paging by id never skips a
- * late commit.
+ * previous heartbeat never came back, the feed subscribes again (and catches up). Appends take no
+ * lock and may commit out of id order: PostgresBackend.readEvents returns, in id order, only what
+ * no open transaction can still precede, so paging by the last id delivered never skips a late
+ * commit nor repeats an event; what it holds back (a transaction still open) is read again shortly.
  */
 import type { StoredEvent } from '../backend.js';
 import type { PostgresBackend } from './backend.js';
@@ -112,11 +113,18 @@ export class PgEventFeed {
           this.again = false;
           for (;;) {
             if (this.stopped) return;
-            const page = await this.backend.eventsAfter(this.last, 500);
+            const { events: page, heldBack } = await this.backend.readEvents(this.last, 500);
             if (page.length) this.opts.onEvents?.(page);
             for (const e of page) {
               this.last = e.id;
               this.opts.onEvent?.(e);
+            }
+            // A gap an open transaction may still fill: its commit NOTIFYs, a rollback does not,
+            // so look again shortly whatever the poll interval.
+            if (heldBack) {
+              this.retrySoon();
+              this.again = false; // the retry reads again; looping here would spin until the gap ends
+              break;
             }
             if (page.length < 500) break;
           }
@@ -132,6 +140,16 @@ export class PgEventFeed {
     return this.running;
   }
 
+  private retryTimer?: NodeJS.Timeout;
+  private retrySoon(): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.catchUp();
+    }, 100);
+    this.retryTimer.unref();
+  }
+
   /** The id of the last event delivered. */
   get lastId(): number {
     return this.last;
@@ -140,6 +158,7 @@ export class PgEventFeed {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     await this.running;
     for (const u of this.unlisten) await u().catch(() => undefined);
   }

@@ -197,10 +197,16 @@ export const PG_MIGRATIONS: string[] = [
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */
 export const MIGRATE_LOCK = 0x70786568; // "pxeh"
-/** Serializes event appends so ids become visible in order (readers page by id). */
+/** No longer taken (session 5): event appends take no lock, PostgresBackend.readEvents orders the reading. */
 export const EVENTS_LOCK = 0x70786569;
-/** Serializes registrations of new MACs across servers (rare: once per node's life). */
+/** No longer taken (session 5): registrations race on the unique keys (PostgresBackend.registerNodes). */
 export const REGISTER_LOCK = 0x7078656a;
+
+/**
+ * First key of the per-row advisory locks (second key: hashtext of 'm:MAC', 'n:NAME', 'a:IP') that
+ * DHCP slices try without waiting (claims.ts) and registrations take in order (registerNodes).
+ */
+export const SLICE_LOCK_CLASS = 0x70786b; // "pxk"
 
 export const PG_SCHEMA_VERSION = PG_MIGRATIONS.length;
 
