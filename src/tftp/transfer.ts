@@ -32,6 +32,8 @@ export interface TransferCounters {
 
 export interface TransferHooks {
   onProgress(): void;
+  /** Native engine with its stream gate on (NativeEngine.setStreams): the transfer left the line and sent its first packet. */
+  onStarted?(): void;
   onEnd(outcome: Outcome, counters: TransferCounters): void;
 }
 
