@@ -98,6 +98,7 @@ typedef struct transfer {
   uint32_t windowsize;
   uint32_t timeout_ms;
   uint32_t retries;
+  int backoff; /* 1, 2, then 4 x timeout_ms between retransmissions of one window (session.ts) */
   uint8_t oack[ERRPKT_MAX];
   size_t oack_len; /* 0 = no OACK: start with DATA block 1 */
   uint8_t timeout_pkt[ERRPKT_MAX];
@@ -329,7 +330,8 @@ static void check(transfer_t *t, double now) {
     release_stream(t);
     atomic_fetch_add(&holds_expired, 1);
   }
-  if (now - t->last_send < t->timeout_ms) return;
+  double interval = t->backoff ? (double)t->timeout_ms * (1u << (t->retries_used < 2 ? t->retries_used : 2)) : t->timeout_ms;
+  if (now - t->last_send < interval) return;
   if (t->retries_used >= t->retries) {
     send_raw(t, t->timeout_pkt, t->timeout_pkt_len);
     finish(t, ST_TIMEOUT, 0);
@@ -420,7 +422,8 @@ static void admit_queued(worker_t *w, double now, int full) {
 
 static void *work(void *arg) {
   worker_t *w = arg;
-  (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), WORKER_NICE);
+  const char *nice_env = getenv("PXEHERD_TFTP_NICE"); /* measurements only */
+  (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_env ? atoi(nice_env) : WORKER_NICE);
   /* Named, so its CPU time can be told from the server's thread (/proc/PID/task/TID/comm). */
   (void)pthread_setname_np(pthread_self(), "pxeherd-tftp");
   struct epoll_event evs[128];
@@ -664,14 +667,14 @@ static int get_bytes(napi_env env, napi_value v, void **data, size_t *len) {
 
 /*
  * start(content, localAddress, peerAddress, peerPort, blksize, windowsize, timeoutMs,
- *       retries, oack|null, timeoutPacket, callback) -> handle
+ *       retries, oack|null, timeoutPacket, backoff, callback) -> handle
  * Throws (nothing started) when the socket or the worker threads cannot be made.
  */
 static napi_value start(napi_env env, napi_callback_info info) {
-  size_t argc = 11;
-  napi_value argv[11];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 11) {
-    napi_throw_type_error(env, NULL, "start() needs 11 arguments");
+  size_t argc = 12;
+  napi_value argv[12];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 12) {
+    napi_throw_type_error(env, NULL, "start() needs 12 arguments");
     return NULL;
   }
   void *content, *oack, *tpkt;
@@ -679,12 +682,14 @@ static napi_value start(napi_env env, napi_callback_info info) {
   char local[64], peer[64];
   size_t sl;
   uint32_t port, blksize, windowsize, timeout_ms, retries;
+  bool backoff = false;
   if (get_bytes(env, argv[0], &content, &content_len) ||
       napi_get_value_string_utf8(env, argv[1], local, sizeof local, &sl) != napi_ok ||
       napi_get_value_string_utf8(env, argv[2], peer, sizeof peer, &sl) != napi_ok ||
       get_u32(env, argv[3], &port) || get_u32(env, argv[4], &blksize) || get_u32(env, argv[5], &windowsize) ||
       get_u32(env, argv[6], &timeout_ms) || get_u32(env, argv[7], &retries) ||
-      get_bytes(env, argv[8], &oack, &oack_len) || get_bytes(env, argv[9], &tpkt, &tpkt_len)) {
+      get_bytes(env, argv[8], &oack, &oack_len) || get_bytes(env, argv[9], &tpkt, &tpkt_len) ||
+      napi_get_value_bool(env, argv[10], &backoff) != napi_ok) {
     napi_throw_type_error(env, NULL, "start(): bad argument types");
     return NULL;
   }
@@ -745,6 +750,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   t->windowsize = windowsize;
   t->timeout_ms = timeout_ms;
   t->retries = retries;
+  t->backoff = backoff;
   memcpy(t->oack, oack, oack_len);
   t->oack_len = oack_len;
   memcpy(t->timeout_pkt, tpkt, tpkt_len);
@@ -756,7 +762,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "start(): cannot set up the callback");
     return NULL;
   }
-  if (napi_create_reference(env, argv[10], 1, &t->callback_ref) != napi_ok) {
+  if (napi_create_reference(env, argv[11], 1, &t->callback_ref) != napi_ok) {
     napi_delete_reference(env, t->content_ref);
     close(fd);
     free(t);

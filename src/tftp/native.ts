@@ -36,6 +36,7 @@ interface Addon {
     retries: number,
     oack: Uint8Array | null,
     timeoutPacket: Uint8Array,
+    backoff: boolean,
     callback: (kind: 'progress' | 'started' | 'end', result?: NativeResult) => void,
   ): object;
   abort(handle: object, packet: Uint8Array | null): void;
@@ -104,6 +105,7 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
         spec.retries,
         spec.oack ?? null,
         timeoutPacket(spec.retries),
+        spec.backoff === true,
         (kind, r) => {
           if (kind === 'progress') return hooks.onProgress();
           if (kind === 'started') return hooks.onStarted?.();

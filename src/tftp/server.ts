@@ -649,6 +649,7 @@ export class TftpServer {
       windowsize: n.windowsize,
       timeoutMs: n.timeoutMs,
       retries: this.o.retries,
+      backoff: n.oack?.timeout === undefined,
       oack,
     };
     let resolveEnded!: () => void;

@@ -19,6 +19,8 @@ export interface TransferSpec {
   windowsize: number;
   timeoutMs: number;
   retries: number;
+  /** Back off (see SessionParams.backoff): the client did not negotiate `timeout`. */
+  backoff?: boolean;
   /** Encoded OACK, when options were accepted. */
   oack?: Uint8Array;
 }
@@ -63,6 +65,7 @@ export async function startTransfer(spec: TransferSpec, source: Source, hooks: T
       windowsize: spec.windowsize,
       timeoutMs: spec.timeoutMs,
       retries: spec.retries,
+      backoff: spec.backoff,
       oack: spec.oack ? Buffer.from(spec.oack.buffer, spec.oack.byteOffset, spec.oack.byteLength) : undefined,
     },
     {
