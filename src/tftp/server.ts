@@ -61,6 +61,10 @@ export interface TftpServerOptions {
    * it through all of the server's retransmissions collapsed an earlier version of this
    * queue), and so do slow clients (the whole-path storm's single client process answers
    * each DATA late, and a fixed number of lock-step transfers then moves too few machines).
+   * With the native engine the line is kept on its pump thread (NativeEngine.setStreams), so
+   * a stream passes to the next request without waiting for this thread's event loop, which
+   * in a storm is also answering DHCP, HTTP and init; transfers that run in JavaScript (files
+   * streamed from disk, windows above the addon's limit) then start without waiting.
    */
   streams?: number;
   /** Longest a transfer holds its stream (default 250 ms). */
