@@ -67,7 +67,7 @@ export interface TftpServerOptions {
    * streamed from disk, windows above the addon's limit) then start without waiting.
    */
   streams?: number;
-  /** Longest a transfer holds its stream (default 250 ms). */
+  /** Longest a transfer holds its stream (default 250 ms); on the native line, longest its client may stay silent while holding it. */
   streamHoldMs?: number;
   /** Longest an RRQ waits for a stream before it starts anyway (default 4000 ms, well before PXE ROMs give up). */
   streamWaitMs?: number;
