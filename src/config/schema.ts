@@ -117,9 +117,9 @@ export const configSchema = z
         max_blksize: z.number().int().min(8).max(65464).default(65464),
         max_windowsize: z.number().int().min(1).max(65535).default(64),
         max_transfers: z.number().int().min(1).default(1024),
-        /** Transfers sent at once; more RRQs wait in arrival order; each transfer holds its stream at most 250 ms (0 = no limit). */
+        /** Transfers sent at once; more RRQs wait in arrival order (0 = no limit). Native engine: a transfer whose client is silent stream_hold_ms gives its stream up; JavaScript engine: after stream_hold_ms in any case. */
         streams: z.number().int().min(0).default(32),
-        /** Longest a transfer holds its stream (ms); then it finishes outside the streams and the next request starts. */
+        /** See streams (ms); a transfer that gives its stream up finishes outside the streams and the next request starts. */
         stream_hold_ms: z.number().int().min(1).default(250),
         /** A window never holds more than this many bytes (a burst larger than a client's receive buffer is lost). */
         max_window_bytes: z.number().int().min(512).default(65536),

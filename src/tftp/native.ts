@@ -36,10 +36,14 @@ interface Addon {
     retries: number,
     oack: Uint8Array | null,
     timeoutPacket: Uint8Array,
-    callback: (kind: 'progress' | 'end', result?: NativeResult) => void,
+    backoff: boolean,
+    callback: (kind: 'progress' | 'started' | 'end', result?: NativeResult) => void,
   ): object;
   abort(handle: object, packet: Uint8Array | null): void;
   setWorkers(n: number): number;
+  /** Absent in an addon built before the gate existed. */
+  setStreams?(streams: number, holdMs: number, waitMs: number): void;
+  streamStats?(): { held: number; queued: number; holdsExpired: number };
   maxWindow: number;
 }
 
@@ -52,6 +56,14 @@ export interface NativeEngine {
   readonly workers: number;
   /** Throws (nothing started, hooks not called) when the socket or thread cannot be made. */
   start(spec: TransferSpec, content: Buffer, hooks: TransferHooks): AbortFn;
+  /**
+   * The stream gate in C (tftp.streams, see TftpServerOptions.streams), for the transfers started
+   * afterwards: they wait in arrival order on the pump thread, and hooks.onStarted says when one
+   * leaves the line. Per process (the addon is loaded once). False when the addon predates it.
+   */
+  setStreams(streams: number, holdMs: number, waitMs: number): boolean;
+  /** Transfers holding a stream, waiting for one, and holds that expired (since the addon loaded). */
+  streamStats(): { held: number; queued: number; holdsExpired: number };
 }
 
 /**
@@ -72,6 +84,12 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
   return {
     maxWindow: addon.maxWindow,
     workers: running,
+    setStreams(streams, holdMs, waitMs) {
+      if (!addon.setStreams) return false;
+      addon.setStreams(streams, holdMs, waitMs);
+      return true;
+    },
+    streamStats: () => addon.streamStats?.() ?? { held: 0, queued: 0, holdsExpired: 0 },
     start(spec, content, hooks) {
       // Set by abort() so the outcome carries the caller's code and message.
       let aborted: { code: number; message: string } | undefined;
@@ -87,8 +105,10 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
         spec.retries,
         spec.oack ?? null,
         timeoutPacket(spec.retries),
+        spec.backoff === true,
         (kind, r) => {
           if (kind === 'progress') return hooks.onProgress();
+          if (kind === 'started') return hooks.onStarted?.();
           ended = true;
           hooks.onEnd(toOutcome(r!, content.length, spec.retries, aborted), {
             badPackets: r!.badPackets,

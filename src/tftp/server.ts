@@ -61,9 +61,13 @@ export interface TftpServerOptions {
    * it through all of the server's retransmissions collapsed an earlier version of this
    * queue), and so do slow clients (the whole-path storm's single client process answers
    * each DATA late, and a fixed number of lock-step transfers then moves too few machines).
+   * With the native engine the line is kept on its pump thread (NativeEngine.setStreams), so
+   * a stream passes to the next request without waiting for this thread's event loop, which
+   * in a storm is also answering DHCP, HTTP and init; transfers that run in JavaScript (files
+   * streamed from disk, windows above the addon's limit) then start without waiting.
    */
   streams?: number;
-  /** Longest a transfer holds its stream (default 250 ms). */
+  /** Longest a transfer holds its stream (default 250 ms); on the native line, longest its client may stay silent while holding it. */
   streamHoldMs?: number;
   /** Longest an RRQ waits for a stream before it starts anyway (default 4000 ms, well before PXE ROMs give up). */
   streamWaitMs?: number;
@@ -128,8 +132,12 @@ interface Transfer {
   progressed: boolean;
   /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
   holdsStream?: boolean;
-  /** performance.now() when it started (was given its stream). */
+  /** performance.now() when it started (was given its stream, or handed to the native gate). */
   admittedAt?: number;
+  /** performance.now() of the client's first acknowledgement. */
+  progressedAt?: number;
+  /** Handed to the native engine's stream gate and not started yet (counts in stats().waiting). */
+  inNativeLine?: boolean;
   source?: Source;
   /** Set once running: aborts wherever the transfer runs (this thread or a worker). */
   abort?: (code: number, message: string, notifyClient: boolean) => void;
@@ -159,6 +167,14 @@ export class TftpServer {
   private readonly threadsGiven: number | undefined;
   private readonly engine: 'auto' | 'native' | 'js';
   private native: NativeEngine | undefined;
+  /**
+   * The native engine keeps the line (`streams`): requests go to it at once and wait in arrival
+   * order on its pump thread, which hands a stream on as soon as one is free. The JavaScript line
+   * below (admitted/waiting/holders) then stays empty; it serves the JS engine.
+   */
+  private nativeGate = false;
+  /** The addon's holdsExpired when this server started (the counter is per process). */
+  private nativeExpired0 = 0;
   /** Transfers holding a stream, and the requests waiting for one in arrival order. */
   private admitted = 0;
   private readonly waiting = new Fifo<{ t: Transfer; req: RequestPacket; peer: Peer; at: number }>();
@@ -227,6 +243,10 @@ export class TftpServer {
     this.native = this.engine === 'js' ? undefined : loadNativeEngine(this.threadsGiven);
     if (this.engine === 'native' && !this.native) {
       throw new Error('TFTP: tftp.engine is "native" but the addon native/tftpdata is not built (make -C native/tftpdata, or set tftp.engine: auto)');
+    }
+    if (this.native) {
+      this.nativeGate = this.native.setStreams(this.o.streams, this.o.streamHoldMs, this.o.streamWaitMs) && this.o.streams > 0;
+      this.nativeExpired0 = this.native.streamStats().holdsExpired;
     }
     const sock = dgram.createSocket({ type: 'udp4' });
     await new Promise<void>((resolve, reject) => {
@@ -351,7 +371,13 @@ export class TftpServer {
   }
 
   stats(): TftpStats {
-    return { ...this.s, active: this.transfers.size, waiting: this.waiting.length };
+    let waiting = this.waiting.length;
+    let streamHoldsExpired = this.s.streamHoldsExpired;
+    if (this.nativeGate) {
+      for (const t of this.transfers.values()) if (t.inNativeLine) waiting++;
+      streamHoldsExpired += this.native!.streamStats().holdsExpired - this.nativeExpired0;
+    }
+    return { ...this.s, streamHoldsExpired, active: this.transfers.size, waiting };
   }
 
   private onRequest(msg: Buffer, peer: Peer): void {
@@ -383,7 +409,7 @@ export class TftpServer {
     const key = `${peer.address}:${peer.port}`;
     const existing = this.transfers.get(key);
     if (existing) {
-      if (existing.file === file && (!existing.progressed || performance.now() - (existing.admittedAt ?? 0) < LATE_RRQ_MS)) {
+      if (existing.file === file && (!existing.progressed || performance.now() - (existing.progressedAt ?? 0) < LATE_RRQ_MS)) {
         // The client repeated its RRQ because our first answer is late or lost: the
         // running transfer's own retransmission covers it. Also a copy it sent just before
         // our OACK reached it and that arrives after its ACK (a request that waited for a
@@ -409,7 +435,7 @@ export class TftpServer {
     const t: Transfer = { key, file, progressed: false };
     this.transfers.set(key, t);
     // Its retransmitted RRQs find it in `transfers` (not progressed) and are not queued again.
-    if (this.o.streams > 0 && this.admitted >= this.o.streams) {
+    if (this.o.streams > 0 && !this.nativeGate && this.admitted >= this.o.streams) {
       this.waiting.push({ t, req: p, peer, at: performance.now() });
       this.watchWaiting();
     } else this.admit(t, p, peer);
@@ -467,7 +493,7 @@ export class TftpServer {
   /** Start a transfer in a stream; the stream is free again when it ended (or never began), or after streamHoldMs. */
   private admit(t: Transfer, req: RequestPacket, peer: Peer): void {
     t.admittedAt = performance.now();
-    if (this.o.streams > 0) {
+    if (this.o.streams > 0 && !this.nativeGate) {
       this.admitted++;
       t.holdsStream = true;
       this.holders.push(t);
@@ -606,7 +632,7 @@ export class TftpServer {
       },
       source.size,
     );
-    const startedAt = Date.now();
+    let startedAt = Date.now();
     const oack = n.oack ? this.oackPacket(n.oack, n.oackOrder) : undefined;
     const detail: Record<string, unknown> = {
       file: t.file,
@@ -627,6 +653,7 @@ export class TftpServer {
       windowsize: n.windowsize,
       timeoutMs: n.timeoutMs,
       retries: this.o.retries,
+      backoff: n.oack?.timeout === undefined,
       oack,
     };
     let resolveEnded!: () => void;
@@ -634,11 +661,26 @@ export class TftpServer {
     // Who the peer is, asked of the sink once at tftp.start and passed with the end event: one
     // address lookup per transfer, and both events name the node even if the lease changes.
     let who: { mac: string; node?: string } | undefined;
+    // tftp.start is said when the transfer really starts: at once, or (native stream gate) when
+    // it leaves the line; a transfer aborted in the line still gets its tftp.start before its end.
+    let startSaid = false;
+    const sayStart = (): void => {
+      if (startSaid) return;
+      startSaid = true;
+      if (t.inNativeLine) startedAt = Date.now(); // its time in the line is not transfer time
+      t.inNativeLine = false;
+      who = this.attribute(peer.address);
+      this.emit('tftp.start', detail, who);
+      this.o.logger.debug?.(detail, 'tftp: transfer started');
+    };
     const hooks = {
       onProgress: () => {
+        if (!t.progressed) t.progressedAt = performance.now();
         t.progressed = true;
       },
+      onStarted: sayStart,
       onEnd: (outcome: Outcome, counters: TransferCounters) => {
+        sayStart();
         this.end(t, detail, startedAt, outcome, counters, who);
         resolveEnded();
       },
@@ -647,9 +689,8 @@ export class TftpServer {
     const started = (engine: 'native' | 'js'): void => {
       // Which data path served it: in every tftp.* event, for whoever debugs a slow boot.
       detail.engine = engine;
-      who = this.attribute(peer.address);
-      this.emit('tftp.start', detail, who);
-      this.o.logger.debug?.(detail, 'tftp: transfer started');
+      if (engine === 'native' && this.nativeGate) t.inNativeLine = true;
+      else sayStart();
     };
     // In-memory content goes to the native engine when there is one; otherwise to the least
     // busy JS thread. Files streamed from disk in chunks stay on this thread (they need its

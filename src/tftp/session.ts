@@ -28,6 +28,14 @@ export interface SessionParams {
   timeoutMs: number;
   /** Retransmissions of the same window/OACK before giving up. */
   retries: number;
+  /**
+   * Wait twice as long before the second retransmission of the same window, four times before
+   * the later ones (timeoutMs, 2x, 4x, 4x...; back to timeoutMs on progress), as dnsmasq backs
+   * off (2, 2, 3, 3, 5, 5, 9 s): a client that is slow rather than gone (a busy PXE ROM, a
+   * loaded host) is not sent copies every timeoutMs that it must then also process. Off when
+   * the client negotiated `timeout` (RFC 2349: then that is the interval).
+   */
+  backoff?: boolean;
   /** Encoded OACK to send first; undefined = start with DATA block 1. */
   oack?: Buffer;
 }
@@ -137,7 +145,7 @@ export class Session {
         return;
       }
       this.awaitingOack = false;
-      this.retriesUsed = 0;
+      this.resetRetries();
       this.deps.onProgress?.();
       this.sendWindow();
       return;
@@ -159,7 +167,7 @@ export class Session {
     }
     if (this.acked === 0 && this.p.oack === undefined) this.deps.onProgress?.();
     this.acked = abs;
-    this.retriesUsed = 0;
+    this.resetRetries();
     if (abs === this.totalBlocks) {
       this.finish({ ok: true, bytes: this.p.source.size, durationMs: this.deps.now() - this.startedAt, retransmits: this.retransmits });
       return;
@@ -201,8 +209,9 @@ export class Session {
     this.timer = undefined;
     if (this.ended) return;
     const idle = this.deps.now() - this.lastSendAt;
-    if (idle < this.p.timeoutMs) {
-      this.arm(this.p.timeoutMs - idle);
+    const interval = this.interval();
+    if (idle < interval) {
+      this.arm(interval - idle);
       return;
     }
     if (this.loading) {
@@ -223,8 +232,24 @@ export class Session {
     } else {
       this.sendWindow();
     }
-    this.arm(this.p.timeoutMs);
+    this.arm(this.interval());
   };
+
+  /** The client made progress: a full retry budget again, and (backoff) the next wait is timeoutMs, not the backed-off one armed. */
+  private resetRetries(): void {
+    if (this.p.backoff && this.retriesUsed > 0 && this.timer !== undefined) {
+      this.deps.clearTimer(this.timer);
+      this.timer = undefined;
+      this.retriesUsed = 0;
+      this.arm(this.p.timeoutMs);
+    }
+    this.retriesUsed = 0;
+  }
+
+  /** Time without progress before the next retransmission (see SessionParams.backoff). */
+  private interval(): number {
+    return this.p.backoff && !this.loading ? this.p.timeoutMs * (1 << Math.min(this.retriesUsed, 2)) : this.p.timeoutMs;
+  }
 
   private arm(ms: number): void {
     this.timer = this.deps.setTimer(this.onTimer, Math.max(1, Math.ceil(ms)));

@@ -19,6 +19,8 @@ export interface TransferSpec {
   windowsize: number;
   timeoutMs: number;
   retries: number;
+  /** Back off (see SessionParams.backoff): the client did not negotiate `timeout`. */
+  backoff?: boolean;
   /** Encoded OACK, when options were accepted. */
   oack?: Uint8Array;
 }
@@ -32,6 +34,8 @@ export interface TransferCounters {
 
 export interface TransferHooks {
   onProgress(): void;
+  /** Native engine with its stream gate on (NativeEngine.setStreams): the transfer left the line and sent its first packet. */
+  onStarted?(): void;
   onEnd(outcome: Outcome, counters: TransferCounters): void;
 }
 
@@ -61,6 +65,7 @@ export async function startTransfer(spec: TransferSpec, source: Source, hooks: T
       windowsize: spec.windowsize,
       timeoutMs: spec.timeoutMs,
       retries: spec.retries,
+      backoff: spec.backoff,
       oack: spec.oack ? Buffer.from(spec.oack.buffer, spec.oack.byteOffset, spec.oack.byteLength) : undefined,
     },
     {

@@ -457,6 +457,8 @@ both('with tftp.streams 2, requests beyond the streams wait (stats().waiting) an
         await sleep(20);
       }
       await until(() => server.stats().requests === 5);
+      // Native engine: the line is on its pump thread, whose starts reach this thread on a later turn.
+      await until(() => server.stats().waiting === 3);
       assert.equal(server.stats().waiting, 3);
       // Acknowledge every DATA as it comes: the waiting ones start as the first ones end.
       const acked = peers.map(() => 0);
@@ -477,6 +479,46 @@ both('with tftp.streams 2, requests beyond the streams wait (stats().waiting) an
       assert.equal(server.stats().waiting, 0);
     } finally {
       for (const p of peers) p.close();
+    }
+  });
+});
+
+test('[native] with tftp.streams 1, a client that keeps answering keeps its stream past streamHoldMs (the native line expires only silent holders)', { skip: nativeBuilt ? false : 'native/tftpdata not built (make -C native)' }, async () => {
+  engine = 'native';
+  // exact.bin is 41 lock-step blocks; answering each after 100 ms makes the transfer last
+  // over 4 s, longer than the 3 s hold, with no silence anywhere near it.
+  await withServer({ streams: 1, streamHoldMs: 3000, streamWaitMs: 600_000 }, async (port, server, events) => {
+    const a = await rawPeer();
+    const b = await rawPeer();
+    try {
+      const rrq = encode({ op: 'rrq', filename: 'exact.bin', mode: 'octet', options: {}, optionOrder: [] });
+      a.send(rrq, port);
+      await until(() => a.got.some((g) => g.p.op === 'data'), 10_000);
+      b.send(rrq, port);
+      await until(() => server.stats().waiting === 1, 10_000);
+      let acked = 0;
+      const started = Date.now();
+      while (acked < 41) {
+        const next = a.got.find((g) => g.p.op === 'data' && g.p.block === acked + 1);
+        if (!next) {
+          await sleep(5);
+          if (Date.now() - started > 60_000) throw new Error(`stuck after block ${acked}`);
+          continue;
+        }
+        await sleep(100);
+        acked++;
+        a.send(ackPacket(acked), next.port);
+        // While A is served, B waits (no DATA to it, still counted as waiting).
+        if (acked < 41) assert.equal(b.got.filter((g) => g.p.op === 'data').length, 0, `B got DATA while A held the stream (block ${acked})`);
+      }
+      assert.ok(Date.now() - started > 3000, 'A outlived the hold');
+      await until(() => b.got.some((g) => g.p.op === 'data'), 10_000);
+      assert.equal(server.stats().streamHoldsExpired, 0, 'a client that answers never loses its stream');
+      const kinds = events.filter((e) => e.kind === 'tftp.start' || e.kind === 'tftp.done').map((e) => `${e.kind}:${String(e.detail?.port)}`);
+      assert.deepEqual(kinds.slice(0, 3), [`tftp.start:${a.port}`, `tftp.done:${a.port}`, `tftp.start:${b.port}`]);
+    } finally {
+      a.close();
+      b.close();
     }
   });
 });

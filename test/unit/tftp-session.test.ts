@@ -133,6 +133,36 @@ test('timeout retransmits the unacknowledged window, then gives up after the ret
   assert.ok(o && !o.ok && !o.byClient && o.retransmits === 3 && o.bytes === 512);
 });
 
+test('with backoff (no negotiated timeout), retransmissions of one window wait 1x, 2x, then 4x the timeout, and progress resets the wait', () => {
+  const h = harness(Buffer.alloc(5000, 1), { retries: 4, backoff: true });
+  h.s.start();
+  assert.deepEqual(blocks(h.take()), [1]);
+  h.advance(1000);
+  assert.deepEqual(blocks(h.take()), [1], 'first retransmission after timeoutMs');
+  h.advance(1999);
+  assert.deepEqual(h.take(), []);
+  h.advance(1);
+  assert.deepEqual(blocks(h.take()), [1], 'second after 2x');
+  h.advance(3999);
+  assert.deepEqual(h.take(), []);
+  h.advance(1);
+  assert.deepEqual(blocks(h.take()), [1], 'third after 4x');
+  h.ack(1);
+  assert.deepEqual(blocks(h.take()), [2]);
+  h.advance(1000);
+  assert.deepEqual(blocks(h.take()), [2], 'progress: back to timeoutMs');
+  h.advance(2000 + 4000 + 4000);
+  assert.deepEqual(blocks(h.take()), [2, 2, 2], 'the retry budget again: three more, 2x, 4x, 4x apart');
+  assert.equal(h.outcome(), undefined);
+  h.advance(3999);
+  assert.deepEqual(h.take(), []);
+  h.advance(1);
+  const last = h.take();
+  assert.ok(last.length === 1 && last[0]!.op === 'error' && /timed out/.test(last[0]!.message), 'then the timeout ERROR');
+  const o = h.outcome();
+  assert.ok(o && !o.ok && /timed out after 4/.test(o.message) && o.retransmits === 7);
+});
+
 test('an unanswered OACK is retransmitted on timeout', () => {
   const oack = encode({ op: 'oack', options: { blksize: '1024' }, optionOrder: ['blksize'] });
   const h = harness(Buffer.alloc(10), { oack, blksize: 1024 });
