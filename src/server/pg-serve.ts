@@ -45,6 +45,7 @@ import { PgEventMirror } from '../store/pg/event-feed.js';
 import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
+import { onPoolRenewed } from '../store/pg/connect.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from '../dhcp/backend.js';
 import type { Reply } from '../dhcp/handler.js';
@@ -82,40 +83,6 @@ export interface PgServe {
   /** For /metrics. */
   database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
   close(): Promise<void>;
-}
-
-/**
- * postgres.js 3.4 (porsager/postgres#1208): a write it queued just before its connection closed
- * (a PostgreSQL restart: `pg_ctl stop -m fast` cuts every connection while the LISTEN connection
- * re-subscribes) runs from a timer against the closed socket and throws outside any promise
- * (`socket` null, or EPIPE): without this, the whole server dies. The connection is already
- * closed and gets replaced with backoff, as any lost connection; its queries failed and were
- * reported to their callers. Only that exact error is swallowed (stack top in postgres.js'
- * nextWrite); anything else still ends the process as an uncaught exception does.
- */
-function isPostgresJsDeadSocketWrite(e: unknown): boolean {
-  const stack = (e as Error | undefined)?.stack ?? '';
-  return /\bnextWrite\b/.test(stack) && /postgres[\\/]src[\\/]connection\.js/.test(stack) && (e instanceof TypeError || (e as { code?: string }).code === 'EPIPE');
-}
-
-let deadSocketGuards = 0;
-let deadSocketHandler: ((e: Error) => void) | undefined;
-
-function guardDeadSocketWrites(log: Logger): () => void {
-  if (deadSocketGuards++ === 0) {
-    deadSocketHandler = (e: Error) => {
-      if (isPostgresJsDeadSocketWrite(e)) {
-        log.warn(`database: a write on a connection that had just closed failed (${e.message}); the connection is replaced`);
-        return;
-      }
-      // Not ours: what Node does without a handler (print, exit 7 for an exception in a handler).
-      throw e;
-    };
-    process.on('uncaughtException', deadSocketHandler);
-  }
-  return () => {
-    if (--deadSocketGuards === 0 && deadSocketHandler) process.off('uncaughtException', deadSocketHandler);
-  };
 }
 
 export async function openPgServe(config: Config, log: Logger): Promise<PgServe> {
@@ -183,7 +150,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   // A boot once -> local this server's boot lost to another server's (the other records it).
   Object.defineProperty(races, 'boot_once', { enumerable: true, get: () => writer.counts.flipsLost });
   const shipper = new EventShipper(pg, (m) => log.warn(m));
-  const unguard = guardDeadSocketWrites(log);
+  // A wedged postgres.js pool is replaced (src/store/pg/connect.ts): one line each time.
+  onPoolRenewed(pg.sql, (why) => log.warn({ database: redactUrl(url) }, `database: connection pool replaced (${why})`));
   const policy = namingPolicy(config);
   // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
   // after an outage; the replica's own log line reports the outage itself).
@@ -212,7 +180,6 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
-      unguard();
     },
   };
 }
