@@ -120,6 +120,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const flipListeners: ((mac: string, name: string) => void)[] = [];
   // eslint-disable-next-line prefer-const
   let replica: PgReplica;
+  const heldTouches = new HeldAddressTouches(pg.sql);
   const writer = new WriteThrough(store.db, pg, {
     refresh: (keys) => replica.refresh(keys),
     invalidate: () => replica.invalidate(),
@@ -138,6 +139,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     onUp: () => {
       up = true;
       void writer.flush(); // node reports held during the outage
+      void heldTouches.flush(); // addresses of ACKs just before it
       log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');
     },
   });
@@ -173,7 +175,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     },
     database: { up: () => up && replica.connected, paused, races },
     dhcp: (base) =>
-      confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)) }),
+      confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)), heldTouches }),
     async close() {
       await events.stop();
       await writer.close();
@@ -267,6 +269,8 @@ export function confirmedDhcpBackend(
     writer?: WriteThrough;
     /** The handler's lease memory (a refused client's lease restored). */
     noteLease?: (mac: string, lease: Lease | undefined) => void;
+    /** Address touches the database missed (it went away right after the ACK). */
+    heldTouches?: HeldAddressTouches;
   },
 ): DhcpBackend {
   // The DHCP path coordinates its own rows (registration, leases, address) in confirm(): its
@@ -484,12 +488,57 @@ export function confirmedDhcpBackend(
         // one statement for the slice; one per node if that lost a race on an address.
         const bound = ok.flatMap((r) => (r.bound ? [{ mac: r.bound.mac, ip: r.bound.ip }] : []));
         touchAddresses(pg.sql, bound, now).catch(() => {
-          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => undefined);
+          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => o.heldTouches?.hold(b, now));
         });
       }
       return ok;
     },
   };
+}
+
+/**
+ * A node's address after an ACK whose claims PostgreSQL had confirmed, but whose address touch
+ * (touchAddresses, fire-and-forget) failed because the database went away right then: without
+ * this the address is lost (the replica reloads the node from PostgreSQL when it is back, and the
+ * node keeps its lease but not its address). Held per MAC (the latest), written when the replica
+ * is back; only while the node's bound lease in PostgreSQL is still that address.
+ */
+export class HeldAddressTouches {
+  private readonly held = new Map<string, { ip: string; now: number }>();
+  private flushing?: Promise<void>;
+
+  constructor(private readonly sql: PostgresBackend['sql']) {}
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  hold(b: { mac: string; ip: string }, now: number): void {
+    const had = this.held.get(b.mac);
+    if (!had || had.now <= now) this.held.set(b.mac, { ip: b.ip, now });
+  }
+
+  /** Write what is held; what fails again stays held for the next call. */
+  flush(): Promise<void> {
+    if (this.flushing || this.held.size === 0) return this.flushing ?? Promise.resolve();
+    const batch = [...this.held];
+    this.held.clear();
+    this.flushing = (async () => {
+      try {
+        await this.sql`
+          UPDATE nodes SET
+            ip = CASE WHEN NOT EXISTS (SELECT 1 FROM nodes o WHERE o.ip = t.ip AND o.mac <> nodes.mac) THEN t.ip ELSE nodes.ip END,
+            last_contact = GREATEST(COALESCE(nodes.last_contact, 0), t.now), updated_at = GREATEST(nodes.updated_at, t.now)
+          FROM unnest(${this.sql.array(batch.map(([m]) => m))}::text[], ${this.sql.array(batch.map(([, v]) => v.ip))}::text[], ${this.sql.array(batch.map(([, v]) => v.now))}::bigint[]) AS t(mac, ip, now)
+          WHERE nodes.mac = t.mac AND EXISTS (SELECT 1 FROM leases l WHERE l.mac = t.mac AND l.ip = t.ip AND l.state = 'bound')`;
+      } catch {
+        for (const [mac, v] of batch) this.hold({ mac, ip: v.ip }, v.now);
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+    return this.flushing;
+  }
 }
 
 /**

@@ -63,7 +63,7 @@ test('kill -9 of one server mid-storm: the other finishes it, no node lost or du
 test('PostgreSQL restarted mid-storm: both servers reconnect, the storm completes', { skip: why, timeout: 180_000 }, async () => {
   const r = await run('pgrestart', 0x73);
   report(r);
-  assert.deepEqual(r.failures, {}, 'every machine boots');
+  assert.deepEqual(r.failures, {}, `every machine boots (${r.problems.join(' | ') || 'the database check found nothing wrong'})`);
   assert.equal(r.ready, NODES);
   assert.deepEqual(r.problems, [], 'the database agrees with what the clients were told; both servers still run');
 });

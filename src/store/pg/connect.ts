@@ -9,7 +9,12 @@
  * - Reconnect: postgres.js' pool opens connections lazily and replaces a broken one on the next
  *   query, with backoff; a query in flight fails with an error the caller sees (we never retry a
  *   write blindly). With `pg`, a pooled client that dies emits 'error' on the pool and a
- *   dedicated client (the one LISTENing) must be rebuilt by hand.
+ *   dedicated client (the one LISTENing) must be rebuilt by hand. One known hole, measured under
+ *   a PostgreSQL restart (`pg_ctl stop -m fast` under load): postgres.js 3.4.10 can wedge a
+ *   connection for good (porsager/postgres#1208, below). Rather than switch clients for that, the
+ *   pool handed out here is renewable: a wedged pool is replaced and its LISTENs re-issued
+ *   (RenewablePool). Switching to `pg` would mean writing multi-host failover, LISTEN re-issue and
+ *   transaction helpers ourselves, in every file of src/store/pg/; the renewal is one class.
  * - LISTEN/NOTIFY: `sql.listen(channel, fn, onlisten)` keeps one dedicated connection and
  *   re-issues LISTEN after a reconnect, calling `onlisten` each time — exactly the hook a reader
  *   needs to catch up by id after a gap. With `pg` all of that is ours to write.
