@@ -216,8 +216,10 @@ export async function releaseOfferTakenElsewhere(pg: PostgresBackend, mac: strin
 /** Errors that say the database could not be reached (as opposed to a refused statement). */
 export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
-  if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code.startsWith('57');
-  return true; // ECONNREFUSED, ENOENT (socket), CONNECTION_CLOSED, CONNECT_TIMEOUT...
+  // A SQLSTATE only on PostgreSQL's own errors: EPIPE is five capitals too, and a node report
+  // refused with it was dropped (a PostgreSQL restart) instead of held.
+  if ((e as Error | undefined)?.name === 'PostgresError' && /^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code.startsWith('57');
+  return true; // ECONNREFUSED, ENOENT (socket), EPIPE, CONNECTION_CLOSED, CONNECT_TIMEOUT...
 }
 
 class DatabaseDown extends Error {}
