@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
 import { postgresRestarter, type PostgresRestarter } from '../lab/postgres-pgctl.js';
+import { isConnectionError } from '../../src/server/pg-serve.js';
 
 const why = postgresUnavailable();
 const CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'lab', 'postgres-pool-client.ts');
@@ -70,4 +71,12 @@ test('PostgreSQL restarted under a loaded pool: every connection and the LISTEN 
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
+});
+
+test('a lost connection is told from a refusal: EPIPE is not a SQLSTATE', () => {
+  const err = (message: string, o: Record<string, string>) => Object.assign(new Error(message), o);
+  assert.equal(isConnectionError(err('write EPIPE', { code: 'EPIPE' })), true, 'held, not dropped');
+  assert.equal(isConnectionError(err('write CONNECTION_CLOSED', { code: 'CONNECTION_CLOSED' })), true);
+  assert.equal(isConnectionError(err('terminating connection due to administrator command', { name: 'PostgresError', code: '57P01' })), true);
+  assert.equal(isConnectionError(err('duplicate key value violates unique constraint', { name: 'PostgresError', code: '23505' })), false);
 });
