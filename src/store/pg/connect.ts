@@ -220,16 +220,24 @@ class RenewablePool {
  * dead after one `pg_ctl stop -m fast` under load).
  *
  * Nothing scoped can catch a throw from a library's setImmediate, so while a pool of ours is open
- * one process 'uncaughtException' listener recognises exactly that error (stack top postgres.js'
- * nextWrite, TypeError on a null socket or EPIPE) and renews every open pool (the error does not
+ * one process 'uncaughtException' listener recognises exactly those errors (thrown from inside
+ * postgres.js: that TypeError in nextWrite, or a lost-connection error such as EPIPE or
+ * CONNECTION_CLOSED that reached no caller, which an unhandled rejection also arrives as) and
+ * renews every open pool (the error does not
  * say which pool the connection belonged to; a renewal costs a reconnect). Anything else is
  * rethrown: the process ends as it would without the listener. The listener is removed when the
  * last pool ends.
  */
 export function isPostgresJsDeadSocketWrite(e: unknown): boolean {
   const stack = (e as Error | undefined)?.stack ?? '';
-  return /\bnextWrite\b/.test(stack) && /postgres[\\/]src[\\/]connection\.js/.test(stack) && (e instanceof TypeError || (e as { code?: string }).code === 'EPIPE');
+  if (!/postgres[\\/]src[\\/]\w+\.js/.test(stack)) return false;
+  const code = (e as { code?: string }).code ?? '';
+  // The #1208 write, or a lost connection's error that reached no caller (a rejection postgres.js
+  // made for a query nobody waits on any more, a socket error after its listeners were removed).
+  return (/\bnextWrite\b/.test(stack) && e instanceof TypeError) || LOST_CONNECTION.has(code);
 }
+
+const LOST_CONNECTION = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED', 'CONNECT_TIMEOUT']);
 
 const deadSocketWrites = {
   watchers: 0,
