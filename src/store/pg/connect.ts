@@ -230,11 +230,22 @@ class RenewablePool {
  */
 export function isPostgresJsDeadSocketWrite(e: unknown): boolean {
   const stack = (e as Error | undefined)?.stack ?? '';
+  // postgres.js' closed() removes every listener of the socket, so a reset the socket reports
+  // afterwards ('error' with no listener: `read ECONNRESET at Pipe.onStreamRead`, nothing but
+  // Node's own frames) is thrown as uncaught; it killed a server when PostgreSQL restarted.
+  if (isOrphanSocketReset(e, stack)) return true;
   if (!/postgres[\\/]src[\\/]\w+\.js/.test(stack)) return false;
   const code = (e as { code?: string }).code ?? '';
   // The #1208 write, or a lost connection's error that reached no caller (a rejection postgres.js
   // made for a query nobody waits on any more, a socket error after its listeners were removed).
   return (/\bnextWrite\b/.test(stack) && e instanceof TypeError) || LOST_CONNECTION.has(code);
+}
+
+function isOrphanSocketReset(e: unknown, stack: string): boolean {
+  const x = e as { code?: string; syscall?: string };
+  if (!(x.code === 'ECONNRESET' || x.code === 'EPIPE') || !(x.syscall === 'read' || x.syscall === 'write')) return false;
+  const frames = stack.split('\n').filter((l) => /^\s+at /.test(l));
+  return frames.every((l) => /\(node:|\bnode:internal\b/.test(l));
 }
 
 const LOST_CONNECTION = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED', 'CONNECT_TIMEOUT']);
