@@ -228,7 +228,7 @@ export class PgReplica {
         } while (this.again && !this.stopped);
       } catch (e) {
         this.snapshot = undefined; // reconnected: reload, whatever was missed
-        renewWedgedPool(this.sql, e as Error, !this.down);
+        renewWedgedPool(this.sql, e as Error);
         this.markDown(e as Error);
       } finally {
         this.running = undefined;
@@ -311,19 +311,15 @@ export class PgReplica {
 const ROUND_TIMEOUT_MS = 15_000;
 
 /**
- * The replica's round is the server's watchdog on its pool (it runs every 250 ms): an outage, a round that
+ * The replica's round is the server's watchdog on its pool (it runs every 250 ms): a round that
  * got no answer within ROUND_TIMEOUT_MS, or a connection that could not finish connecting
  * (CONNECT_TIMEOUT: a postgres.js connection wedged by a write after close keeps failing so),
  * replaces the pool (src/store/pg/connect.ts). Harmless while the database is really away: the
  * new pool fails the same way until it is back.
  */
-function renewWedgedPool(sql: Sql, e: Error, wasUp: boolean): void {
+function renewWedgedPool(sql: Sql, e: Error): void {
   const code = (e as { code?: string }).code;
-  // The database just went away: every connection of the pool was cut with it, and postgres.js
-  // can wedge one without throwing (its closed() leaves a cleared write timer set): a pool made
-  // now only connects once the database takes connections again, clean.
-  if (wasUp) renewPool(sql, `the database went away (${e.message}): a fresh pool for when it is back`);
-  else if (e instanceof RoundTimeout) renewPool(sql, `the replica got no answer in ${ROUND_TIMEOUT_MS} ms`);
+  if (e instanceof RoundTimeout) renewPool(sql, `the replica got no answer in ${ROUND_TIMEOUT_MS} ms`);
   else if (code === 'CONNECT_TIMEOUT') renewPool(sql, `a connection did not finish connecting (${e.message})`);
 }
 
