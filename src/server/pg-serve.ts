@@ -45,6 +45,7 @@ import { PgEventMirror } from '../store/pg/event-feed.js';
 import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
+import { onPoolRenewed } from '../store/pg/connect.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from '../dhcp/backend.js';
 import type { Reply } from '../dhcp/handler.js';
@@ -84,40 +85,6 @@ export interface PgServe {
   close(): Promise<void>;
 }
 
-/**
- * postgres.js 3.4 (porsager/postgres#1208): a write it queued just before its connection closed
- * (a PostgreSQL restart: `pg_ctl stop -m fast` cuts every connection while the LISTEN connection
- * re-subscribes) runs from a timer against the closed socket and throws outside any promise
- * (`socket` null, or EPIPE): without this, the whole server dies. The connection is already
- * closed and gets replaced with backoff, as any lost connection; its queries failed and were
- * reported to their callers. Only that exact error is swallowed (stack top in postgres.js'
- * nextWrite); anything else still ends the process as an uncaught exception does.
- */
-function isPostgresJsDeadSocketWrite(e: unknown): boolean {
-  const stack = (e as Error | undefined)?.stack ?? '';
-  return /\bnextWrite\b/.test(stack) && /postgres[\\/]src[\\/]connection\.js/.test(stack) && (e instanceof TypeError || (e as { code?: string }).code === 'EPIPE');
-}
-
-let deadSocketGuards = 0;
-let deadSocketHandler: ((e: Error) => void) | undefined;
-
-function guardDeadSocketWrites(log: Logger): () => void {
-  if (deadSocketGuards++ === 0) {
-    deadSocketHandler = (e: Error) => {
-      if (isPostgresJsDeadSocketWrite(e)) {
-        log.warn(`database: a write on a connection that had just closed failed (${e.message}); the connection is replaced`);
-        return;
-      }
-      // Not ours: what Node does without a handler (print, exit 7 for an exception in a handler).
-      throw e;
-    };
-    process.on('uncaughtException', deadSocketHandler);
-  }
-  return () => {
-    if (--deadSocketGuards === 0 && deadSocketHandler) process.off('uncaughtException', deadSocketHandler);
-  };
-}
-
 export async function openPgServe(config: Config, log: Logger): Promise<PgServe> {
   const url = config.database;
   const serverId = config.server_id;
@@ -153,6 +120,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const flipListeners: ((mac: string, name: string) => void)[] = [];
   // eslint-disable-next-line prefer-const
   let replica: PgReplica;
+  const heldTouches = new HeldAddressTouches(pg.sql);
   const writer = new WriteThrough(store.db, pg, {
     refresh: (keys) => replica.refresh(keys),
     invalidate: () => replica.invalidate(),
@@ -171,6 +139,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     onUp: () => {
       up = true;
       void writer.flush(); // node reports held during the outage
+      void heldTouches.flush(); // addresses of ACKs just before it
       log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');
     },
   });
@@ -183,7 +152,8 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   // A boot once -> local this server's boot lost to another server's (the other records it).
   Object.defineProperty(races, 'boot_once', { enumerable: true, get: () => writer.counts.flipsLost });
   const shipper = new EventShipper(pg, (m) => log.warn(m));
-  const unguard = guardDeadSocketWrites(log);
+  // A wedged postgres.js pool is replaced (src/store/pg/connect.ts): one line each time.
+  onPoolRenewed(pg.sql, (why) => log.warn({ database: redactUrl(url) }, `database: connection pool replaced (${why})`));
   const policy = namingPolicy(config);
   // The live feed across servers: read by id after every NOTIFY, reconnect and poll (catch-up
   // after an outage; the replica's own log line reports the outage itself).
@@ -205,14 +175,13 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     },
     database: { up: () => up && replica.connected, paused, races },
     dhcp: (base) =>
-      confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)) }),
+      confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)), heldTouches }),
     async close() {
       await events.stop();
       await writer.close();
       await replica.stop();
       await shipper.stop();
       await pg.close().catch(() => undefined);
-      unguard();
     },
   };
 }
@@ -247,8 +216,10 @@ export async function releaseOfferTakenElsewhere(pg: PostgresBackend, mac: strin
 /** Errors that say the database could not be reached (as opposed to a refused statement). */
 export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: string }).code ?? '';
-  if (/^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code.startsWith('57');
-  return true; // ECONNREFUSED, ENOENT (socket), CONNECTION_CLOSED, CONNECT_TIMEOUT...
+  // A SQLSTATE only on PostgreSQL's own errors: EPIPE is five capitals too, and a node report
+  // refused with it was dropped (a PostgreSQL restart) instead of held.
+  if ((e as Error | undefined)?.name === 'PostgresError' && /^[0-9A-Z]{5}$/.test(code)) return code.startsWith('08') || code.startsWith('57');
+  return true; // ECONNREFUSED, ENOENT (socket), EPIPE, CONNECTION_CLOSED, CONNECT_TIMEOUT...
 }
 
 class DatabaseDown extends Error {}
@@ -300,6 +271,8 @@ export function confirmedDhcpBackend(
     writer?: WriteThrough;
     /** The handler's lease memory (a refused client's lease restored). */
     noteLease?: (mac: string, lease: Lease | undefined) => void;
+    /** Address touches the database missed (it went away right after the ACK). */
+    heldTouches?: HeldAddressTouches;
   },
 ): DhcpBackend {
   // The DHCP path coordinates its own rows (registration, leases, address) in confirm(): its
@@ -548,12 +521,57 @@ export function confirmedDhcpBackend(
         // one statement for the slice; one per node if that lost a race on an address.
         const bound = ok.flatMap((r) => (r.bound ? [{ mac: r.bound.mac, ip: r.bound.ip }] : []));
         touchAddresses(pg.sql, bound, now).catch(() => {
-          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => undefined);
+          for (const b of bound) pg.touchAddress(b.mac, b.ip, now).catch(() => o.heldTouches?.hold(b, now));
         });
       }
       return ok;
     },
   };
+}
+
+/**
+ * A node's address after an ACK whose claims PostgreSQL had confirmed, but whose address touch
+ * (touchAddresses, fire-and-forget) failed because the database went away right then: without
+ * this the address is lost (the replica reloads the node from PostgreSQL when it is back, and the
+ * node keeps its lease but not its address). Held per MAC (the latest), written when the replica
+ * is back; only while the node's bound lease in PostgreSQL is still that address.
+ */
+export class HeldAddressTouches {
+  private readonly held = new Map<string, { ip: string; now: number }>();
+  private flushing?: Promise<void>;
+
+  constructor(private readonly sql: PostgresBackend['sql']) {}
+
+  get size(): number {
+    return this.held.size;
+  }
+
+  hold(b: { mac: string; ip: string }, now: number): void {
+    const had = this.held.get(b.mac);
+    if (!had || had.now <= now) this.held.set(b.mac, { ip: b.ip, now });
+  }
+
+  /** Write what is held; what fails again stays held for the next call. */
+  flush(): Promise<void> {
+    if (this.flushing || this.held.size === 0) return this.flushing ?? Promise.resolve();
+    const batch = [...this.held];
+    this.held.clear();
+    this.flushing = (async () => {
+      try {
+        await this.sql`
+          UPDATE nodes SET
+            ip = CASE WHEN NOT EXISTS (SELECT 1 FROM nodes o WHERE o.ip = t.ip AND o.mac <> nodes.mac) THEN t.ip ELSE nodes.ip END,
+            last_contact = GREATEST(COALESCE(nodes.last_contact, 0), t.now), updated_at = GREATEST(nodes.updated_at, t.now)
+          FROM unnest(${this.sql.array(batch.map(([m]) => m))}::text[], ${this.sql.array(batch.map(([, v]) => v.ip))}::text[], ${this.sql.array(batch.map(([, v]) => v.now))}::bigint[]) AS t(mac, ip, now)
+          WHERE nodes.mac = t.mac AND EXISTS (SELECT 1 FROM leases l WHERE l.mac = t.mac AND l.ip = t.ip AND l.state = 'bound')`;
+      } catch {
+        for (const [mac, v] of batch) this.hold({ mac, ip: v.ip }, v.now);
+      } finally {
+        this.flushing = undefined;
+      }
+    })();
+    return this.flushing;
+  }
 }
 
 /**

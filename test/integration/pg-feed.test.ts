@@ -17,7 +17,7 @@ import path from 'node:path';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { tmpDir, waitFor } from '../lab/lab.js';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
-import { startPostgresAgain, stopPostgres, type RestartedPostgres } from '../lab/postgres-restart.js';
+import { postgresRestarter, type PostgresRestarter } from '../lab/postgres-pgctl.js';
 import { CLI } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
@@ -26,7 +26,7 @@ import { freePort } from '../lab/procs.js';
 const why = postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
 
 let pg: PostgresLab;
-let restarted: RestartedPostgres | undefined;
+let restarter: PostgresRestarter | undefined;
 let dir = '';
 const procs: ChildProcess[] = [];
 
@@ -39,7 +39,7 @@ before(async () => {
 after(async () => {
   if (why) return;
   for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-  await restarted?.stop();
+  restarter?.stopRestarted();
   await pg?.stop();
   if (dir && !process.env.PGFEED_KEEP) fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -232,10 +232,11 @@ test('events from every server on one PostgreSQL: live across servers, Last-Even
     // 4. PostgreSQL restarts while A's stream stays open: B's events recorded meanwhile are held
     // and shipped when it is back, and A's stream delivers each once.
     const before = resumed.frames.length;
-    await stopPostgres(pg);
+    restarter = postgresRestarter(pg);
+    restarter.stop();
     for (let i = 0; i < 3; i++) await bootScript(b, MAC);
     await waitFor("B to notice it cannot ship", 20_000, () => /cannot ship \d+ events/.test(fs.readFileSync(b.log, 'utf8')));
-    restarted = await startPostgresAgain(pg);
+    restarter.start();
     await waitFor("B's held events on A's stream after the restart", 60_000, () => resumed.frames.length >= before + 3);
     const after3 = resumed.frames.slice(before);
     assert.deepEqual(after3.map((f) => f.data.server), ['b', 'b', 'b']);

@@ -1,11 +1,10 @@
 /**
- * (test/lab/postgres-restart.ts restarts with a signal and a fresh postmaster, for the feed test;
- * this one with pg_ctl and the durable settings, for the two-server storm.)
  * Stop and start a test/lab/postgres.ts cluster in place (`pg_ctl stop -m fast` / `pg_ctl start`),
  * as an operator restarting the database under running servers does: same data directory, same
  * socket, same settings. `startPostgres` owns the first postmaster; after a restart the
  * postmaster is pg_ctl's, so `stopRestarted()` must run before the lab's own `stop()` (which
- * then only removes the directory).
+ * then only removes the directory). Used by every test that restarts PostgreSQL under clients
+ * (pg-feed, pg-reconnect, the pg-storm restart case).
  */
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';

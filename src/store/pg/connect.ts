@@ -9,7 +9,12 @@
  * - Reconnect: postgres.js' pool opens connections lazily and replaces a broken one on the next
  *   query, with backoff; a query in flight fails with an error the caller sees (we never retry a
  *   write blindly). With `pg`, a pooled client that dies emits 'error' on the pool and a
- *   dedicated client (the one LISTENing) must be rebuilt by hand.
+ *   dedicated client (the one LISTENing) must be rebuilt by hand. One known hole, measured under
+ *   a PostgreSQL restart (`pg_ctl stop -m fast` under load): postgres.js 3.4.10 can wedge a
+ *   connection for good (porsager/postgres#1208, below). Rather than switch clients for that, the
+ *   pool handed out here is renewable: a wedged pool is replaced and its LISTENs re-issued
+ *   (RenewablePool). Switching to `pg` would mean writing multi-host failover, LISTEN re-issue and
+ *   transaction helpers ourselves, in every file of src/store/pg/; the renewal is one class.
  * - LISTEN/NOTIFY: `sql.listen(channel, fn, onlisten)` keeps one dedicated connection and
  *   re-issues LISTEN after a reconnect, calling `onlisten` each time — exactly the hook a reader
  *   needs to catch up by id after a gap. With `pg` all of that is ours to write.
@@ -50,9 +55,8 @@ export function pgOptions(url: string): { url: string; path?: string } {
   return { url: rest, path: `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}` };
 }
 
-/** A connection pool. int8 columns (ms timestamps, ids) come back as numbers. */
-export function connectPostgres(url: string, o: { max?: number; applicationName?: string } = {}): Sql {
-  const { url: u, path } = pgOptions(url);
+/** postgres.js' own pool, as `postgres()` makes it. */
+function openPool(u: string, path: string | undefined, o: { max?: number; applicationName?: string }): Sql {
   return postgres(u, {
     path,
     max: o.max ?? 10,
@@ -68,4 +72,201 @@ export function connectPostgres(url: string, o: { max?: number; applicationName?
       bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
     },
   }) as unknown as Sql;
+}
+
+/**
+ * A connection pool. int8 columns (ms timestamps, ids) come back as numbers.
+ *
+ * What the callers get is a stand-in for postgres.js' `sql` that can swap the pool underneath
+ * (`renewPool`): postgres.js 3.4.10 wedges a connection for good when PostgreSQL goes away under
+ * it (see deadSocketWrites below), and the only way out is a new pool. Queries, `begin`,
+ * `unsafe`... go to the current pool; LISTENs are remembered and issued again on the new one
+ * (their `onlisten` runs, which is where every listener catches up by id).
+ */
+export function connectPostgres(url: string, o: { max?: number; applicationName?: string } = {}): Sql {
+  const { url: u, path } = pgOptions(url);
+  return new RenewablePool(() => openPool(u, path, o)).sql;
+}
+
+/**
+ * Replace `sql`'s pool by a new one (a query of it did not settle in time, or a connection
+ * stopped connecting): queries in flight on the old pool fail with CONNECTION_DESTROYED, which
+ * their callers already treat as a lost connection. Coalesced: renewals asked for within 100 ms
+ * make one. Nothing for a pool that was not made by connectPostgres or has ended.
+ */
+export function renewPool(sql: Sql, reason: string): void {
+  pools.get(sql)?.renewSoon(reason);
+}
+
+/** Called with the reason each time `sql`'s pool is replaced (a log line), and how many times it was. */
+export function onPoolRenewed(sql: Sql, fn: (reason: string) => void): void {
+  pools.get(sql)?.onRenew.push(fn);
+}
+
+export function poolRenewals(sql: Sql): number {
+  return pools.get(sql)?.renewals ?? 0;
+}
+
+type ListenArgs = Parameters<Sql['listen']>;
+interface Listening {
+  args: ListenArgs;
+  /** The LISTEN on the current pool, once it answered. */
+  handle?: { unlisten(): Promise<void> };
+  gone: boolean;
+}
+
+const pools = new WeakMap<Sql, RenewablePool>();
+/** Every pool not ended yet: what the dead-socket guard renews. */
+const openPools = new Set<RenewablePool>();
+
+class RenewablePool {
+  readonly sql: Sql;
+  renewals = 0;
+  readonly onRenew: ((reason: string) => void)[] = [];
+  private current: Sql;
+  private readonly listening = new Set<Listening>();
+  private pending?: NodeJS.Timeout;
+  private ended = false;
+
+  constructor(private readonly open: () => Sql) {
+    this.current = open();
+    const self = this;
+    // The target only makes the proxy callable; everything is read from the current pool.
+    this.sql = new Proxy(function sqlStandIn() {} as unknown as Sql, {
+      apply: (_t, _this, args: unknown[]) => (self.current as unknown as (...a: unknown[]) => unknown)(...args),
+      get: (_t, prop) => {
+        if (prop === 'listen') return (...args: ListenArgs) => self.listen(args);
+        if (prop === 'end') return (opts?: { timeout?: number }) => self.end(opts);
+        return (self.current as unknown as Record<string | symbol, unknown>)[prop];
+      },
+      has: (_t, prop) => prop in (self.current as object),
+    });
+    pools.set(this.sql, this);
+    openPools.add(this);
+    deadSocketWrites.watch();
+  }
+
+  private async listen(args: ListenArgs): Promise<{ state: unknown; unlisten(): Promise<void> }> {
+    const l: Listening = { args, gone: false };
+    const pool = this.current;
+    const h = await pool.listen(...args);
+    if (pool === this.current) l.handle = h;
+    else void this.relisten(l, 0); // renewed while LISTEN was being set up
+    this.listening.add(l);
+    return {
+      state: h.state,
+      unlisten: async () => {
+        l.gone = true;
+        this.listening.delete(l);
+        await l.handle?.unlisten();
+      },
+    };
+  }
+
+  /** LISTEN again on the current pool; retried while the database is away. */
+  private async relisten(l: Listening, attempt: number): Promise<void> {
+    const pool = this.current;
+    try {
+      const h = await pool.listen(...l.args);
+      if (l.gone || this.ended || pool !== this.current) return void h.unlisten().catch(() => undefined);
+      l.handle = h;
+    } catch {
+      if (l.gone || this.ended || pool !== this.current) return;
+      const t = setTimeout(() => void this.relisten(l, attempt + 1), Math.min(250 * 2 ** attempt, 2000));
+      t.unref();
+    }
+  }
+
+  renewSoon(reason: string): void {
+    if (this.ended || this.pending) return;
+    this.pending = setTimeout(() => {
+      this.pending = undefined;
+      this.renew(reason);
+    }, 100);
+    this.pending.unref();
+  }
+
+  private renew(reason: string): void {
+    if (this.ended) return;
+    const old = this.current;
+    this.current = this.open();
+    this.renewals++;
+    void old.end({ timeout: 0 }).catch(() => undefined);
+    for (const l of this.listening) {
+      l.handle = undefined;
+      void this.relisten(l, 0);
+    }
+    for (const fn of this.onRenew) fn(reason);
+  }
+
+  private async end(opts?: { timeout?: number }): Promise<void> {
+    this.ended = true;
+    if (this.pending) clearTimeout(this.pending);
+    this.listening.clear();
+    openPools.delete(this);
+    deadSocketWrites.unwatch();
+    await this.current.end(opts);
+  }
+}
+
+/**
+ * postgres.js 3.4.10 (porsager/postgres#1154, #1208; fixes proposed in #1168/#1176/#1209, not
+ * released): a write queued on a connection right after it closed (PostgreSQL restarting: a
+ * transaction's ROLLBACK after its query failed) runs from a setImmediate against the closed
+ * socket and throws `TypeError: Cannot read properties of null (reading 'write')` outside any
+ * promise. Two harms: the process dies without a handler, and that connection is wedged for good
+ * (its `nextWriteTimer` stays set, so no later write on it is ever flushed: every reconnect hangs
+ * until connect_timeout, CONNECT_TIMEOUT, again and again; measured: 8 of 10 pooled connections
+ * dead after one `pg_ctl stop -m fast` under load).
+ *
+ * Nothing scoped can catch a throw from a library's setImmediate, so while a pool of ours is open
+ * one process 'uncaughtException' listener recognises exactly those errors (thrown from inside
+ * postgres.js: that TypeError in nextWrite, or a lost-connection error such as EPIPE or
+ * CONNECTION_CLOSED that reached no caller, which an unhandled rejection also arrives as) and
+ * renews every open pool (the error does not
+ * say which pool the connection belonged to; a renewal costs a reconnect). Anything else is
+ * rethrown: the process ends as it would without the listener. The listener is removed when the
+ * last pool ends.
+ */
+export function isPostgresJsDeadSocketWrite(e: unknown): boolean {
+  const stack = (e as Error | undefined)?.stack ?? '';
+  // postgres.js' closed() removes every listener of the socket, so a reset the socket reports
+  // afterwards ('error' with no listener: `read ECONNRESET at Pipe.onStreamRead`, nothing but
+  // Node's own frames) is thrown as uncaught; it killed a server when PostgreSQL restarted.
+  if (isOrphanSocketReset(e, stack)) return true;
+  if (!/postgres[\\/]src[\\/]\w+\.js/.test(stack)) return false;
+  const code = (e as { code?: string }).code ?? '';
+  // The #1208 write, or a lost connection's error that reached no caller (a rejection postgres.js
+  // made for a query nobody waits on any more, a socket error after its listeners were removed).
+  return (/\bnextWrite\b/.test(stack) && e instanceof TypeError) || LOST_CONNECTION.has(code);
+}
+
+function isOrphanSocketReset(e: unknown, stack: string): boolean {
+  const x = e as { code?: string; syscall?: string };
+  if (!(x.code === 'ECONNRESET' || x.code === 'EPIPE') || !(x.syscall === 'read' || x.syscall === 'write')) return false;
+  const frames = stack.split('\n').filter((l) => /^\s+at /.test(l));
+  return frames.every((l) => /\(node:|\bnode:internal\b/.test(l));
+}
+
+const LOST_CONNECTION = new Set(['EPIPE', 'ECONNRESET', 'ECONNREFUSED', 'ENOENT', 'CONNECTION_CLOSED', 'CONNECTION_DESTROYED', 'CONNECTION_ENDED', 'CONNECT_TIMEOUT']);
+
+const deadSocketWrites = {
+  watchers: 0,
+  caught: 0,
+  handler(e: Error): void {
+    if (!isPostgresJsDeadSocketWrite(e)) throw e;
+    deadSocketWrites.caught++;
+    for (const p of openPools) p.renewSoon(`a postgres.js connection was wedged by a write after it closed (${e.message})`);
+  },
+  watch(): void {
+    if (this.watchers++ === 0) process.on('uncaughtException', this.handler);
+  },
+  unwatch(): void {
+    if (--this.watchers === 0) process.off('uncaughtException', this.handler);
+  },
+};
+
+/** How many postgres.js dead-socket writes were caught (tests). */
+export function deadSocketWritesCaught(): number {
+  return deadSocketWrites.caught;
 }

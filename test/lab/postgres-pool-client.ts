@@ -1,0 +1,94 @@
+/**
+ * A pxeherd connection pool (src/store/pg/connect.ts) under load, in a process of its own, for
+ * test/integration/pg-reconnect.test.ts: postgres.js throws from a timer when PostgreSQL goes away
+ * (porsager/postgres#1208), which node:test would charge to whatever test is running; here it is
+ * what connect.ts handles, as in `pxeherd serve`.
+ *
+ *   node --import tsx test/lab/postgres-pool-client.ts URL
+ *
+ * Creates table pool_load, then transactions (insert + pg_notify) from 16 workers on a pool of 8,
+ * LISTENing on pool_load. Prints JSON lines on stdout: {"loaded":n} once 200 committed; after a
+ * line "restarted" on stdin, rounds of 8 concurrent queries until one round is answered by 8
+ * distinct connections, then until a NOTIFY sent from another connection arrives, then
+ * {"done":{...}} and exits 0. Gives up (exit 1, {"error":...}) after 120 s.
+ */
+import readline from 'node:readline';
+import { connectPostgres, deadSocketWritesCaught, poolRenewals } from '../../src/store/pg/connect.js';
+
+const url = process.argv[2];
+if (!url) {
+  process.stderr.write('usage: postgres-pool-client.ts URL\n');
+  process.exit(2);
+}
+const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+setTimeout(() => {
+  out({ error: 'gave up after 120 s', caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) });
+  process.exit(1);
+}, 120_000).unref();
+
+const sql = connectPostgres(url, { max: 8, applicationName: 'pool-client' });
+await sql`CREATE TABLE IF NOT EXISTS pool_load (id bigserial PRIMARY KEY, at bigint NOT NULL)`;
+const notified: string[] = [];
+let listens = 0;
+await sql.listen('pool_load', (m) => notified.push(m), () => listens++);
+
+let stop = false;
+let committed = 0;
+let failed = 0;
+async function worker(): Promise<void> {
+  while (!stop) {
+    try {
+      await sql.begin(async (tx) => {
+        await tx`INSERT INTO pool_load (at) VALUES (${Date.now()})`;
+        await tx`SELECT pg_notify('pool_load', 'load')`;
+      });
+      committed++;
+    } catch {
+      failed++;
+      await sleep(20);
+    }
+  }
+}
+const workers = Array.from({ length: 16 }, worker);
+while (committed < 200) await sleep(20);
+out({ loaded: committed });
+
+await new Promise<void>((resolve) => {
+  const rl = readline.createInterface({ input: process.stdin });
+  rl.on('line', (l) => {
+    if (l.trim() === 'restarted') {
+      rl.close();
+      resolve();
+    }
+  });
+});
+const sinceRestart = committed;
+stop = true;
+await Promise.all(workers);
+
+// Every connection of the pool answers: 8 queries at once each hold one connection (pg_sleep).
+let rounds = 0;
+let pids = 0;
+for (;;) {
+  rounds++;
+  try {
+    const r = await Promise.all(Array.from({ length: 8 }, () => sql`SELECT pg_backend_pid() AS pid, pg_sleep(0.2)`));
+    pids = new Set(r.map((x) => x[0]!.pid)).size;
+    if (pids === 8) break;
+  } catch {
+    /* a connection still down or wedged: the next round */
+  }
+  await sleep(250);
+}
+// LISTEN is back: a NOTIFY from another connection arrives.
+const other = connectPostgres(url, { max: 1, applicationName: 'pool-client notify' });
+const marker = `after-restart-${process.pid}`;
+while (!notified.includes(marker)) {
+  await other`SELECT pg_notify('pool_load', ${marker})`.catch(() => undefined);
+  await sleep(250);
+}
+await other.end({ timeout: 1 });
+out({ done: { committedBeforeCheck: sinceRestart, failedDuringRestart: failed, rounds, connections: pids, listens, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) } });
+await sql.end({ timeout: 1 });
+process.exit(0);
