@@ -3,8 +3,10 @@
 // dynamic imports so lazily loaded commands stay lazy. Why: see src/cli.ts.
 //
 // Stays external: packages with native addons or files they load by path at run time
-// (better-sqlite3, ssh2 and its optional cpu-features, pino's worker transports); everything
-// else, pxeherd's modules included, is bundled.
+// (better-sqlite3, ssh2 and its optional cpu-features, pino's worker transports), and postgres
+// (postgres.js): src/store/pg/connect.ts recognises the library's own stray errors by the file
+// they come from (node_modules/postgres/src/connection.js). Everything else, pxeherd's modules
+// included, is bundled.
 //
 // dist/bin/ is one level below dist/, like every module that finds the project's files by a
 // path relative to itself (`../../native`, `../../templates`, `../tftp/worker.js`), so those
@@ -24,7 +26,7 @@ await build({
   format: 'esm',
   platform: 'node',
   target: 'node20',
-  external: ['better-sqlite3', 'ssh2', 'cpu-features', 'pino', 'thread-stream', 'pino-pretty'],
+  external: ['better-sqlite3', 'ssh2', 'cpu-features', 'pino', 'thread-stream', 'pino-pretty', 'postgres'],
   // CommonJS dependencies inside an ES module bundle still call require() for Node's built-ins.
   banner: { js: "import { createRequire as __pxeherdCreateRequire } from 'node:module'; const require = __pxeherdCreateRequire(import.meta.url);" },
   sourcemap: true,
