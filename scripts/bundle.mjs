@@ -29,6 +29,8 @@ await build({
   external: ['better-sqlite3', 'ssh2', 'cpu-features', 'pino', 'thread-stream', 'pino-pretty', 'postgres'],
   // CommonJS dependencies inside an ES module bundle still call require() for Node's built-ins.
   banner: { js: "import { createRequire as __pxeherdCreateRequire } from 'node:module'; const require = __pxeherdCreateRequire(import.meta.url);" },
+  // Function and class names as in the modules (messages and checks may read them).
+  keepNames: true,
   sourcemap: true,
   logLevel: 'error',
 });
