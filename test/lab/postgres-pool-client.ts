@@ -9,11 +9,12 @@
  * Creates table pool_load, then transactions (insert + pg_notify) from 16 workers on a pool of 8,
  * LISTENing on pool_load. Prints JSON lines on stdout: {"loaded":n} once 200 committed; after a
  * line "restarted" on stdin, rounds of 8 concurrent queries until one round is answered by 8
- * distinct connections, then until a NOTIFY sent from another connection arrives, then
+ * distinct connections (each round also the pool's watchdog, as the replica's round is in
+ * `serve`: renewIfWedged), then until a NOTIFY sent from another connection arrives, then
  * {"done":{...}} and exits 0. Gives up (exit 1, {"error":...}) after 120 s.
  */
 import readline from 'node:readline';
-import { connectPostgres, deadSocketWritesCaught, poolRenewals } from '../../src/store/pg/connect.js';
+import { connectPostgres, deadSocketWritesCaught, poolRenewals, renewIfWedged, withPoolTimeout } from '../../src/store/pg/connect.js';
 
 const url = process.argv[2];
 if (!url) {
@@ -73,11 +74,14 @@ let pids = 0;
 for (;;) {
   rounds++;
   try {
-    const r = await Promise.all(Array.from({ length: 8 }, () => sql`SELECT pg_backend_pid() AS pid, pg_sleep(0.2)`));
+    const r = await withPoolTimeout(Promise.all(Array.from({ length: 8 }, () => sql`SELECT pg_backend_pid() AS pid, pg_sleep(0.2)`)));
     pids = new Set(r.map((x) => x[0]!.pid)).size;
     if (pids === 8) break;
-  } catch {
-    /* a connection still down or wedged: the next round */
+  } catch (e) {
+    // A connection still down or wedged: the next round. The rounds are this pool's watchdog,
+    // with the rule `serve`'s replica applies to its own (renewIfWedged): a postgres.js
+    // connection can be wedged without any throw the crash guard would see.
+    renewIfWedged(sql, e as Error, 'the pool client');
   }
   await sleep(250);
 }

@@ -107,6 +107,32 @@ export function poolRenewals(sql: Sql): number {
   return pools.get(sql)?.renewals ?? 0;
 }
 
+/** How long a watchdog's query may go unanswered before its pool counts as wedged. */
+export const POOL_WATCHDOG_MS = 15_000;
+
+/** A watchdog query that got no answer in time (withPoolTimeout). */
+export class PoolTimeout extends Error {}
+
+/** `p`, or a PoolTimeout after `ms` (the query itself is left to settle or fail on its own). */
+export function withPoolTimeout<T>(p: Promise<T>, ms = POOL_WATCHDOG_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => undefined);
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new PoolTimeout(`no answer from the database in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * The watchdog's rule (the replica's round runs it every 250 ms in `serve`): a query with no
+ * answer within POOL_WATCHDOG_MS, or a connection that could not finish connecting
+ * (CONNECT_TIMEOUT: a postgres.js connection wedged by a write after close keeps failing so, and
+ * it can be wedged without any throw the guard below would see), replaces the pool. Harmless
+ * while the database is really away: the new pool fails the same way until it is back.
+ */
+export function renewIfWedged(sql: Sql, e: Error, who: string): void {
+  const code = (e as { code?: string }).code;
+  if (e instanceof PoolTimeout) renewPool(sql, `${who} got no answer in ${POOL_WATCHDOG_MS} ms`);
+  else if (code === 'CONNECT_TIMEOUT') renewPool(sql, `a connection did not finish connecting (${e.message})`);
+}
+
 type ListenArgs = Parameters<Sql['listen']>;
 interface Listening {
   args: ListenArgs;

@@ -20,7 +20,7 @@
 import type { DB } from '../db.js';
 import type { Lease } from '../../nodes/types.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
-import { renewPool, type Sql } from './connect.js';
+import { POOL_WATCHDOG_MS, renewIfWedged, withPoolTimeout, type Sql } from './connect.js';
 
 interface TableSpec {
   table: string;
@@ -221,14 +221,14 @@ export class PgReplica {
       try {
         do {
           this.again = false;
-          await withTimeout(this.poll(), ROUND_TIMEOUT_MS);
+          await withPoolTimeout(this.poll(), ROUND_TIMEOUT_MS);
           // Back as soon as one round got through: under load NOTIFYs keep asking for another
           // round, and registrations must not wait for a quiet moment to resume.
           this.markUp();
         } while (this.again && !this.stopped);
       } catch (e) {
         this.snapshot = undefined; // reconnected: reload, whatever was missed
-        renewWedgedPool(this.sql, e as Error);
+        renewIfWedged(this.sql, e as Error, 'the replica');
         this.markDown(e as Error);
       } finally {
         this.running = undefined;
@@ -308,28 +308,12 @@ export class PgReplica {
 }
 
 /** A round that takes longer counts as a failure (a connection to a vanished host can hang for minutes). */
-const ROUND_TIMEOUT_MS = 15_000;
-
 /**
  * The replica's round is the server's watchdog on its pool (it runs every 250 ms): a round that
- * got no answer within ROUND_TIMEOUT_MS, or a connection that could not finish connecting
- * (CONNECT_TIMEOUT: a postgres.js connection wedged by a write after close keeps failing so),
- * replaces the pool (src/store/pg/connect.ts). Harmless while the database is really away: the
- * new pool fails the same way until it is back.
+ * got no answer within POOL_WATCHDOG_MS, or a connection that could not finish connecting,
+ * replaces the pool (renewIfWedged, src/store/pg/connect.ts).
  */
-function renewWedgedPool(sql: Sql, e: Error): void {
-  const code = (e as { code?: string }).code;
-  if (e instanceof RoundTimeout) renewPool(sql, `the replica got no answer in ${ROUND_TIMEOUT_MS} ms`);
-  else if (code === 'CONNECT_TIMEOUT') renewPool(sql, `a connection did not finish connecting (${e.message})`);
-}
-
-class RoundTimeout extends Error {}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  p.catch(() => undefined);
-  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new RoundTimeout(`no answer from the database in ${ms} ms`)), ms)))]).finally(() => clearTimeout(timer));
-}
+const ROUND_TIMEOUT_MS = POOL_WATCHDOG_MS;
 
 function pkOf(t: TableSpec, r: Row): string {
   return JSON.stringify(t.pk.map((c) => r[c]));
