@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { ImageError } from './errors.js';
 import { runTool, tail } from './run.js';
@@ -108,7 +107,9 @@ export async function debootstrapInto(tree: string, o: DebianBuildOptions): Prom
   }
   const packages = [...new Set([...DEFAULT_PACKAGES, ...o.packages])];
   const src = hostSources(o.suite);
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pxeherd-debian-'));
+  // Next to the tree (inside the build's staging directory), not under /tmp: a build killed
+  // with SIGKILL skips the finally below, and the next image operation sweeps staging directories.
+  const tmp = fs.mkdtempSync(path.join(path.dirname(path.resolve(tree)), '.apt-sources-'));
   try {
     const mirrors: string[] = [];
     if (src) {
