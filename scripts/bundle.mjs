@@ -16,6 +16,20 @@ import path from 'node:path';
 import { build } from 'esbuild';
 
 const root = path.resolve(import.meta.dirname, '..');
+
+// zod's namespace export carries every translation of its error messages (`z.locales`, some 60
+// modules, 376 KB of the 787 KB zod chunk every command parses at start). pxeherd's messages
+// are English (zod's default, which its schemas import from locales/en.js directly) and never
+// reads z.locales: the namespace is bundled empty.
+const zodWithoutLocales = {
+  name: 'zod-without-locales',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]v4[\\/](classic|core)[\\/]/.test(args.importer) ? { path: 'zod-locales', namespace: 'pxeherd-empty' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'pxeherd-empty' }, () => ({ contents: 'export {};', loader: 'js' }));
+  },
+};
 const outdir = path.join(root, 'dist', 'bin');
 fs.rmSync(outdir, { recursive: true, force: true });
 await build({
@@ -33,4 +47,5 @@ await build({
   keepNames: true,
   sourcemap: true,
   logLevel: 'error',
+  plugins: [zodWithoutLocales],
 });

@@ -137,9 +137,20 @@ export function exitCodeFor(e: unknown): { code: number; message: string } {
 
 /** Aligned text table. */
 export function table(headers: string[], rows: (string | number)[][]): string {
-  const all = [headers, ...rows.map((r) => r.map(String))];
-  const widths = headers.map((_, i) => Math.max(...all.map((r) => String(r[i] ?? '').length)));
-  return all.map((r) => r.map((c, i) => (i === r.length - 1 ? String(c) : String(c).padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+  // One pass for the widths and one for the lines, no intermediate arrays per column:
+  // `node list` at 100 000 nodes prints tens of thousands of rows.
+  const cells = [headers, ...rows.map((r) => r.map(String))];
+  const widths: number[] = headers.map(() => 0);
+  for (const r of cells) {
+    for (let i = 0; i < r.length && i < widths.length; i++) if (r[i]!.length > widths[i]!) widths[i] = r[i]!.length;
+  }
+  let out = '';
+  for (const r of cells) {
+    let line = '';
+    for (let i = 0; i < r.length; i++) line += i === r.length - 1 ? r[i]! : r[i]!.padEnd(widths[i] ?? 0) + '  ';
+    out += line.trimEnd() + '\n';
+  }
+  return out;
 }
 
 export function ago(ms: number | null, now = Date.now()): string {
