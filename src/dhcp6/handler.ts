@@ -7,7 +7,7 @@
  */
 import type { Node } from '../nodes/types.js';
 import { ARCH_NAMES, decideBoot, type BootDecision, type BootFiles, type ClientKind } from '../dhcp/boot.js';
-import type { Dhcp6Backend, Lease6 } from './backend.js';
+import type { Dhcp6Backend, Lease6, LeaseClaim6 } from './backend.js';
 import { isRelay, MSG_NAMES, MsgType, type Dhcp6Message, type Dhcp6Option, type Dhcp6Packet } from './codec.js';
 import { bigIntToIp6, inPrefix, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
 import {
@@ -65,6 +65,9 @@ export interface Reply6 {
   to: { address: string; port: number };
   /** After sending: the node was in contact at this address. */
   bound?: { mac: string; ip: string };
+  /** The node (MAC) this reply is for, and what it hands out or gives back (shared database). */
+  mac?: string;
+  claims?: LeaseClaim6[];
 }
 
 export interface Outcome6 {
@@ -195,6 +198,7 @@ export class Dhcp6Handler {
     }
     const ias: Dhcp6Option[] = [];
     const offered: string[] = [];
+    const claims: LeaseClaim6[] = [];
     for (const v of all(msg.options, Opt6.IaNa)) {
       const ia = parseIaNa(v);
       const ip = this.allocate(duid, ia.iaid, mac, ia.addresses.map((a) => a.address), now, meta.trace);
@@ -205,8 +209,10 @@ export class Dhcp6Handler {
       const prev = this.byKey.get(key(duid, ia.iaid, mac));
       // Do not turn a bound lease into a mere offer: the client still holds it.
       if (!(prev && prev.state === 'bound' && prev.ip === ip && prev.expiresAt > now)) {
-        this.remember({ duid, iaid: ia.iaid, mac, ip, state: 'offered', expiresAt: now + this.offerHoldMs, updatedAt: now });
-      }
+        const offer: Lease6 = { duid, iaid: ia.iaid, mac, ip, state: 'offered', expiresAt: now + this.offerHoldMs, updatedAt: now };
+        this.remember(offer);
+        claims.push({ kind: 'offer', lease: offer });
+      } else claims.push({ kind: 'offer', lease: prev });
       ias.push(this.iaWithAddress(ia.iaid, ip));
       offered.push(ip);
     }
@@ -215,7 +221,7 @@ export class Dhcp6Handler {
     reply.options.splice(2, 0, { code: Opt6.Preference, data: enc6.u8(255) }, ...ias);
     this.counters.advertises++;
     this.event('dhcp6.advertise', mac, node, { ip: offered[0], duid, boot: boot.kind, url: boot.bootFile });
-    return { replies: [{ message: reply, to: meta.from }], persist: [] };
+    return { replies: [{ message: reply, to: meta.from, mac, claims }], persist: [] };
   }
 
   /** Request, Renew, Rebind, and Solicit with rapid commit: bind every IA_NA, reply. */
@@ -261,7 +267,7 @@ export class Dhcp6Handler {
     reply.options.splice(2, 0, ...ias);
     this.counters.replies++;
     this.event('dhcp6.reply', mac, node, { to: what, ip: persist[0]?.ip, duid, validSeconds: persist.length ? this.pool.validSeconds : undefined, boot: boot.kind, url: boot.bootFile });
-    const r: Reply6 = { message: reply, to: meta.from };
+    const r: Reply6 = { message: reply, to: meta.from, mac, claims: persist.map((lease) => ({ kind: 'bind', lease })) };
     if (persist[0]) r.bound = { mac, ip: persist[0].ip };
     return { replies: [r], persist };
   }
@@ -279,7 +285,8 @@ export class Dhcp6Handler {
         continue;
       }
       if (decline) this.declined.set(hit.ip, now + this.declineHoldMs);
-      const l: Lease6 = { ...hit, state: decline ? 'declined' : 'released', expiresAt: now, updatedAt: now };
+      // A declined row keeps its address out of every server's pool until it expires.
+      const l: Lease6 = { ...hit, state: decline ? 'declined' : 'released', expiresAt: decline ? now + this.declineHoldMs : now, updatedAt: now };
       this.remember(l);
       persist.push(l);
     }
@@ -287,7 +294,7 @@ export class Dhcp6Handler {
     reply.options.push(...ias, statusOption(Status.Success, decline ? 'declined' : 'released'));
     this.counters.replies++;
     this.event(decline ? 'dhcp6.decline' : 'dhcp6.release', mac, node, { ip: persist.map((l) => l.ip).join(' ') || undefined, duid });
-    return { replies: [{ message: reply, to: meta.from }], persist };
+    return { replies: [{ message: reply, to: meta.from, mac, claims: persist.map((lease) => ({ kind: decline ? 'decline' : 'release', lease })) }], persist };
   }
 
   /** §18.3.3: are the client's addresses on this link? Success or NotOnLink; nothing else. */
@@ -473,7 +480,22 @@ export class Dhcp6Handler {
     return !!last && keyOf(last) !== k;
   }
 
+  /**
+   * Forget what this handler remembers of these nodes and take their rows from the store again:
+   * another server on the shared database wrote them, or this server's claim lost a race.
+   */
+  reloadMacs(macs: Set<string>): void {
+    for (const [k, l] of this.byKey) {
+      if (!macs.has(l.mac)) continue;
+      this.byKey.delete(k);
+      if (this.byIp.get(l.ip) === l) this.byIp.delete(l.ip);
+    }
+    for (const mac of macs) for (const l of this.backend.leases.forMac(mac)) this.remember(l);
+  }
+
   private remember(l: Lease6): void {
+    // Another server's decline (shared database) keeps the address out of this pool too.
+    if (l.state === 'declined' && l.expiresAt > l.updatedAt) this.declined.set(l.ip, Math.max(this.declined.get(l.ip) ?? 0, l.expiresAt));
     const k = keyOf(l);
     const prev = this.byKey.get(k);
     if (prev && prev.ip !== l.ip && this.byIp.get(prev.ip) === prev) this.byIp.delete(prev.ip);

@@ -22,6 +22,7 @@ export class Lease6Repo {
       byIp: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE ip = ?'),
       byDuid: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE duid = ? ORDER BY updated_at DESC LIMIT 1'),
       byMac: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE mac = ? ORDER BY updated_at DESC LIMIT 1'),
+      forMac: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE mac = ?'),
       active: db.prepare<[number], Lease6Row>("SELECT * FROM leases6 WHERE expires_at > ? AND state IN ('offered', 'bound') ORDER BY ip"),
       all: db.prepare<[], Lease6Row>('SELECT * FROM leases6 ORDER BY ip'),
       evictIp: db.prepare('DELETE FROM leases6 WHERE ip = ? AND NOT (duid = ? AND iaid = ? AND mac = ?)'),
@@ -49,6 +50,9 @@ export class Lease6Repo {
   byMac(mac: string): Lease6 | undefined {
     const r = this.q.byMac.get(mac);
     return r && fromRow(r);
+  }
+  forMac(mac: string): Lease6[] {
+    return this.q.forMac.all(mac).map(fromRow);
   }
   active(now: number): Lease6[] {
     return this.q.active.all(now).map(fromRow);
