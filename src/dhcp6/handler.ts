@@ -163,6 +163,11 @@ export class Dhcp6Handler {
     }
     const duid = clientId?.toString('hex') ?? '';
     const kind = MSG_NAMES[msg.type]!.toLowerCase().replace('information-request', 'inform');
+    const silent = standbySilence(this.cfg, msg);
+    if (silent) {
+      meta.trace?.reasons.push(`ignored: ${silent}`);
+      return this.ignore();
+    }
     const mac = this.macOf(msg, clientId, meta);
     this.event(`dhcp6.${kind}`, mac, undefined, { xid: msg.xid, duid: duid || undefined, from: meta.from.address });
     if (!mac) return this.ignoredEvent(duid || meta.from.address, undefined, 'no MAC address in the DUID, the link-local address or the neighbour table: cannot tell which node this is', meta, now);
@@ -539,6 +544,25 @@ export class Dhcp6Handler {
     this.counters.malformed++;
     return NONE;
   }
+}
+
+/**
+ * Why a `standby` server stays silent (several servers on one PostgreSQL), or undefined when it
+ * answers. The DHCPv6 reading of DHCPv4's `secs` rule (src/dhcp/policy.ts): a Solicit, Confirm
+ * or Information-request is answered once the client's Elapsed Time (option 8, hundredths of a
+ * second since its first message of the exchange, RFC 8415 §21.9) reaches standby_secs — the
+ * primary has been silent. A Request, Renew, Release or Decline names its server (the others
+ * ignore it already); a Rebind goes to any server, standby included: its server has been silent
+ * from T1 to T2.
+ */
+export function standbySilence(cfg: Pick<Dhcp6Config, 'answer' | 'standby_secs'>, msg: Dhcp6Message): string | undefined {
+  if (cfg.answer !== 'standby') return undefined;
+  if (msg.type !== MsgType.Solicit && msg.type !== MsgType.Confirm && msg.type !== MsgType.InformationRequest) return undefined;
+  const e = first(msg.options, Opt6.ElapsedTime);
+  const hundredths = e && e.length === 2 ? e.readUInt16BE(0) : 0;
+  const need = (cfg.standby_secs ?? 3) * 100;
+  if (hundredths >= need) return undefined;
+  return `dhcp6.answer standby: the client has tried for ${(hundredths / 100).toFixed(2)} s (Elapsed Time), under standby_secs ${need / 100} s: the primary answers`;
 }
 
 /** A binding's identity: DUID and IAID (RFC 8415), and the MAC, as VMs may share one DUID. */
