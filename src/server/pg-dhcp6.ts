@@ -25,7 +25,8 @@
  * - PostgreSQL unreachable (the replica's last round failed, or a claim times out): a known node
  *   keeps its own bound binding (Advertise, Renew, Rebind of the address it holds), releases and
  *   declines go out; a new registration or a new address waits for the database (counted in
- *   pxeherd_database_paused_total; the replica logs the outage once and reconnects).
+ *   pxeherd_database_paused_total; the replica logs the outage once and reconnects). Renewals
+ *   answered meanwhile are held and written with the first slice after it is back.
  */
 import type { Dhcp6Backend, Lease6 } from '../dhcp6/backend.js';
 import type { Reply6 } from '../dhcp6/handler.js';
@@ -52,6 +53,12 @@ export function coordinatedDhcp6Backend(base: Dhcp6Backend, pgs: Pick<PgServe, '
   /** Each client's DHCPv6 rows and whether it was known, as the replica had them before this slice. */
   let prior = new Map<string, { leases: Lease6[]; known: boolean }>();
   const count = (what: Record<string, number>, k: string) => (what[k] = (what[k] ?? 0) + 1);
+  /**
+   * Bindings renewed from the replica while the database was away (the latest per identity):
+   * written with the next slice once it is back, so PostgreSQL does not let an address the
+   * client still holds expire and go to another client.
+   */
+  const held = new Map<string, Claim6>();
 
   const backend: Dhcp6Backend = {
     ...base,
@@ -95,7 +102,10 @@ export function coordinatedDhcp6Backend(base: Dhcp6Backend, pgs: Pick<PgServe, '
         const byMac = new Map<string, Claim6[]>();
         for (const { mac, claim } of claims) (byMac.get(mac) ?? byMac.set(mac, []).get(mac)!).push(claim);
         for (const [mac, cs] of byMac) {
-          if (reg.has(mac) || cs.every((c) => ownOffline(mac, c))) continue;
+          if (!reg.has(mac) && cs.every((c) => ownOffline(mac, c))) {
+            for (const c of cs) if (c.kind === 'bind') held.set(lease6Key(c.lease), c);
+            continue;
+          }
           refused.add(mac);
           count(pgs.database.paused, 'lease');
         }
@@ -113,12 +123,21 @@ export function coordinatedDhcp6Backend(base: Dhcp6Backend, pgs: Pick<PgServe, '
             }
           }
         }
-        if (claims.length) {
-          const res = await inTime(claimSlice6(pg.sql, pg.serverId, claims.map((c) => c.claim), now));
+        // Renewals made while the database was away go first (this slice's own claims, later in
+        // the same transaction, see them); one that lost meanwhile only re-reads its client.
+        const late = [...held.values()].filter((h) => !claims.some((c) => lease6Key(c.claim.lease) === lease6Key(h.lease)));
+        if (claims.length || late.length) {
+          const res = await inTime(claimSlice6(pg.sql, pg.serverId, [...late, ...claims.map((c) => c.claim)], now));
+          held.clear();
           if (res.retries) pgs.database.races.slice6_retry = (pgs.database.races.slice6_retry ?? 0) + res.retries;
-          res.outcomes.forEach((o, i) => {
+          res.outcomes.forEach((o, j) => {
             if (o.ok) return;
-            const { mac, claim } = claims[i]!;
+            if (j < late.length) {
+              if (o.why !== 'busy') leaseKeys.add(late[j]!.lease.mac);
+              else held.set(lease6Key(late[j]!.lease), late[j]!); // another server is writing it: next slice
+              return;
+            }
+            const { mac, claim } = claims[j - late.length]!;
             count(pgs.database.races, `dhcp6_${o.why}`);
             log.debug({ mac, ip: claim.lease.ip, why: o.why, holder: o.holder?.mac }, `DHCPv6: ${claim.kind} of ${claim.lease.ip} to ${mac} lost a race in the database (${o.why}): not sent`);
             refused.add(mac);

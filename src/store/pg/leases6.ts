@@ -21,22 +21,11 @@
 import type { Lease6, LeaseClaim6 } from '../../dhcp6/backend.js';
 import type { Sql, TxSql } from './connect.js';
 import { SLICE_LOCK_CLASS } from './schema.js';
+import { lease6FromRow, type Lease6Row } from '../leases6.js';
 
 export type Claim6 = LeaseClaim6;
 
 export type Claim6Outcome = { ok: true; lease: Lease6 } | { ok: false; why: 'busy' | 'moved' | 'taken'; holder?: Lease6 };
-
-interface Lease6Row {
-  duid: string;
-  iaid: number;
-  mac: string;
-  ip: string;
-  expires_at: number;
-  state: Lease6['state'];
-  updated_at: number;
-}
-
-const fromRow = (r: Lease6Row): Lease6 => ({ duid: r.duid, iaid: Number(r.iaid), mac: r.mac, ip: r.ip, expiresAt: Number(r.expires_at), state: r.state, updatedAt: Number(r.updated_at) });
 
 export const lease6Key = (l: Pick<Lease6, 'duid' | 'iaid' | 'mac'>): string => `${l.duid}/${l.iaid}/${l.mac}`;
 
@@ -109,7 +98,7 @@ async function slice6Tx(tx: TxSql, serverId: string, claims: Claim6[], now: numb
         ORDER BY ip FOR UPDATE`
     : [];
   const byKey = new Map<string, Lease6>();
-  for (const r of rows) byKey.set(lease6Key(fromRow(r)), fromRow(r));
+  for (const r of rows) byKey.set(lease6Key(lease6FromRow(r)), lease6FromRow(r));
   const existed = new Set(byKey.keys());
   const holderOf = (ip: string) => [...byKey.values()].find((l) => l.ip === ip);
   const dirty = new Set<string>();
