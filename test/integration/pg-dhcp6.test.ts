@@ -15,7 +15,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
 import { tmpDir } from '../lab/lab.js';
-import { postgresRestarter } from '../lab/postgres-pgctl.js';
 import { connectPostgres, type Sql } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -174,35 +173,67 @@ test('two servers on one PostgreSQL: one address per client, the same from both,
 
   // 5. PostgreSQL gone: c1 (bound) renews with boot-b and is answered from the replica; a new
   //    client is not answered (it waits for the database), and that is counted.
-  const restarter = postgresRestarter(pg);
-  restarter.stop();
+  const frozen = freezePostgres(pg);
   try {
     const renewed = await exchange(b, c1, MsgType.Renew, [cid(c1), { code: Opt6.ServerId, data: b.duid }, ia([x])]);
-    assert.equal(renewed && addrOf(renewed), x, 'a known client keeps its binding while the database is away');
+    assert.equal(renewed && addrOf(renewed), x, 'a known client keeps its binding while the database does not answer');
     const renewedUntil = b.pgs.store.leases6.byKey(duidLl(c1).toString('hex'), 1, c1)!.expiresAt;
     assert.equal(await solicit(b, mac(9)), undefined, 'a new client waits for the database');
     assert.ok((b.pgs.database.paused.registration ?? 0) + (b.pgs.database.paused.lease ?? 0) >= 1);
 
     // 6. Back: the new client is served, and the renewal made meanwhile reaches PostgreSQL.
-    restarter.start();
-    await waitFor(() => b.pgs.database.up(), 'boot-b sees the database again');
+    frozen.thaw();
     let adv: Dhcp6Message | undefined;
-    for (let i = 0; i < 20 && !adv; i++) adv = await solicit(b, mac(9)); // its retransmissions
-    assert.ok(adv && addrOf(adv), 'the new client is served once the database is back');
-    // A fresh client: connections of a pool open across a restart are not this test's subject.
-    const after = connectPostgres(pg.url(), { max: 1 });
-    try {
-      const [row] = await after`SELECT expires_at, server_id FROM leases6 WHERE mac = ${c1}`;
-      assert.equal(Number(row!.expires_at), renewedUntil, 'the renewal answered during the outage is in PostgreSQL');
-      assert.equal((await after`SELECT count(*)::int AS n FROM nodes WHERE mac = ${mac(9)}`)[0]!.n, 1);
-    } finally {
-      await after.end({ timeout: 1 });
+    for (let i = 0; i < 40 && !adv; i++) {
+      await waitFor(() => b.pgs.database.up(), 'boot-b sees the database again');
+      adv = await solicit(b, mac(9)); // its retransmissions
     }
+    assert.ok(adv && addrOf(adv), 'the new client is served once the database is back');
+    const [row] = await sql`SELECT expires_at FROM leases6 WHERE mac = ${c1}`;
+    assert.equal(Number(row!.expires_at), renewedUntil, 'the renewal answered during the outage is in PostgreSQL');
+    assert.equal((await sql`SELECT count(*)::int AS n FROM nodes WHERE mac = ${mac(9)}`)[0]!.n, 1);
     for (const [ip, macs] of handedOut) assert.equal(macs.size, 1, `${ip} sent to ${[...macs].join(', ')}`);
   } finally {
-    restarter.stopRestarted();
+    frozen.thaw();
   }
 });
+
+/**
+ * PostgreSQL stops answering (its postmaster and every backend SIGSTOPped, by pid: processes this
+ * test started), as a database host dropping off the network does; connections stay open. Not a
+ * restart: postgres.js throws outside any promise when a connection closes mid-transaction
+ * (porsager/postgres#1208, src/store/pg/connect.ts), which node:test would blame on this test.
+ */
+function freezePostgres(lab: PostgresLab): { thaw(): void } {
+  const postmaster = lab.process.pid!;
+  const children = fs
+    .readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .filter((d) => {
+      try {
+        return Number(fs.readFileSync(`/proc/${d}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[1]) === postmaster;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+  const pids = [postmaster, ...children];
+  for (const pid of pids) process.kill(pid, 'SIGSTOP');
+  let thawed = false;
+  return {
+    thaw() {
+      if (thawed) return;
+      thawed = true;
+      for (const pid of pids.reverse()) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          /* gone */
+        }
+      }
+    },
+  };
+}
 
 async function waitShipped(): Promise<void> {
   // Events are shipped by a 200 ms timer: wait until every server's buffer is flushed (no timing in the verdict).
