@@ -204,11 +204,6 @@ export class Dhcp6Server {
       });
   }
 
-  /** Tests: resolves once no slice is waiting for the shared database. */
-  async settled(): Promise<void> {
-    while (this.confirming || this.flushScheduled) await new Promise((r) => setTimeout(r, 5));
-  }
-
   private sendAll(replies: Reply6[]): void {
     for (const r of replies) {
       this.send(r);
