@@ -230,6 +230,13 @@ export const configSchema = z
          * (pxeherd's stage one: Debian's busybox has no udhcpc6) configure an address themselves.
          */
         slaac: z.boolean().default(true),
+        /**
+         * Several servers on one PostgreSQL (src/server/pg-dhcp6.ts): `all` answer every client;
+         * `standby` answers a Solicit, Confirm or Information-request only once its Elapsed Time
+         * (option 8) reaches standby_secs (the primary is silent). Rebind: any server.
+         */
+        answer: z.enum(['all', 'standby']).default('all'),
+        standby_secs: z.number().int().min(1).max(600).default(3),
       })
       .strict()
       .superRefine((v, ctx) => {

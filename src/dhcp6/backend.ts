@@ -6,6 +6,7 @@
  * UUID) from every machine, and two machines must never share a binding.
  */
 import type { Node, EventSink } from '../nodes/types.js';
+import type { Reply6 } from './handler.js';
 
 export interface Lease6 {
   /** Client DUID, lower-case hex. */
@@ -20,11 +21,22 @@ export interface Lease6 {
   updatedAt: number;
 }
 
+/**
+ * What a reply hands out or gives back, for servers sharing one database (src/store/pg/leases6.ts):
+ * offer (Advertise), bind (Reply to Request, Renew, Rebind, rapid commit), release, decline.
+ */
+export interface LeaseClaim6 {
+  kind: 'offer' | 'bind' | 'release' | 'decline';
+  lease: Lease6;
+}
+
 export interface Lease6Store {
   byKey(duid: string, iaid: number, mac: string): Lease6 | undefined;
   byIp(ip: string): Lease6 | undefined;
   /** Latest lease of a DUID, any IAID: remembers the MAC of a client whose DUID carries none. */
   byDuid(duid: string): Lease6 | undefined;
+  /** Every lease of a node (any DUID/IAID): the handler re-reads them after another server wrote them. */
+  forMac(mac: string): Lease6[];
   /** All non-expired offered/bound leases (the in-use set at start). */
   active(now: number): Lease6[];
   /** One durable transaction; the server writes a batch before sending its replies. */
@@ -44,4 +56,10 @@ export interface Dhcp6Backend {
   leases: Lease6Store;
   /** kinds: dhcp6.solicit, .advertise, .request, .reply, .renew, .rebind, .release, .decline, .confirm, .inform, .ignored */
   events: EventSink;
+  /**
+   * Several servers on one PostgreSQL (src/server/pg-dhcp6.ts): the replies' claims are made in the
+   * shared database before they leave; resolves to the replies that may be sent (a lost race
+   * drops its client's reply, the client retransmits). Absent: the local commit is the confirmation.
+   */
+  confirm?(replies: Reply6[]): Promise<Reply6[]>;
 }

@@ -45,7 +45,7 @@ export interface Explain6Context {
   bootFiles: BootFiles;
   autoRegister: boolean;
   findNode(mac: string): Node | undefined;
-  leases: Pick<Lease6Store, 'byKey' | 'byIp' | 'byDuid' | 'active'>;
+  leases: Pick<Lease6Store, 'byKey' | 'byIp' | 'byDuid' | 'forMac' | 'active'>;
   now?: number;
 }
 
@@ -85,7 +85,7 @@ export function explain6(ctx: Explain6Context, client: Explain6Client): Explanat
       return { node: placeholder(m, now), registered: true };
     },
     bound: () => undefined,
-    leases: { byKey: (d, i, m) => ctx.leases.byKey(d, i, m), byIp: (ip) => ctx.leases.byIp(ip), byDuid: (d) => ctx.leases.byDuid(d), active: (n) => ctx.leases.active(n), putMany: () => undefined },
+    leases: { byKey: (d, i, m) => ctx.leases.byKey(d, i, m), byIp: (ip) => ctx.leases.byIp(ip), byDuid: (d) => ctx.leases.byDuid(d), forMac: (m) => ctx.leases.forMac(m), active: (n) => ctx.leases.active(n), putMany: () => undefined },
     events: { record: () => undefined },
   };
   const handler = new Dhcp6Handler({ config: ctx.config, serverDuid: ctx.serverDuid, serverAddress: ctx.serverAddress, httpPort: ctx.httpPort, bootFiles: ctx.bootFiles, backend: shadow });

@@ -7,7 +7,7 @@
  */
 import type { Node } from '../nodes/types.js';
 import { ARCH_NAMES, decideBoot, type BootDecision, type BootFiles, type ClientKind } from '../dhcp/boot.js';
-import type { Dhcp6Backend, Lease6 } from './backend.js';
+import type { Dhcp6Backend, Lease6, LeaseClaim6 } from './backend.js';
 import { isRelay, MSG_NAMES, MsgType, type Dhcp6Message, type Dhcp6Option, type Dhcp6Packet } from './codec.js';
 import { bigIntToIp6, inPrefix, ip6ToBigInt, ip6ToBuffer, isLinkLocal, macFromEui64 } from './ip6.js';
 import {
@@ -65,6 +65,9 @@ export interface Reply6 {
   to: { address: string; port: number };
   /** After sending: the node was in contact at this address. */
   bound?: { mac: string; ip: string };
+  /** The node (MAC) this reply is for, and what it hands out or gives back (shared database). */
+  mac?: string;
+  claims?: LeaseClaim6[];
 }
 
 export interface Outcome6 {
@@ -160,6 +163,11 @@ export class Dhcp6Handler {
     }
     const duid = clientId?.toString('hex') ?? '';
     const kind = MSG_NAMES[msg.type]!.toLowerCase().replace('information-request', 'inform');
+    const silent = standbySilence(this.cfg, msg);
+    if (silent) {
+      meta.trace?.reasons.push(`ignored: ${silent}`);
+      return this.ignore();
+    }
     const mac = this.macOf(msg, clientId, meta);
     this.event(`dhcp6.${kind}`, mac, undefined, { xid: msg.xid, duid: duid || undefined, from: meta.from.address });
     if (!mac) return this.ignoredEvent(duid || meta.from.address, undefined, 'no MAC address in the DUID, the link-local address or the neighbour table: cannot tell which node this is', meta, now);
@@ -195,6 +203,7 @@ export class Dhcp6Handler {
     }
     const ias: Dhcp6Option[] = [];
     const offered: string[] = [];
+    const claims: LeaseClaim6[] = [];
     for (const v of all(msg.options, Opt6.IaNa)) {
       const ia = parseIaNa(v);
       const ip = this.allocate(duid, ia.iaid, mac, ia.addresses.map((a) => a.address), now, meta.trace);
@@ -205,8 +214,10 @@ export class Dhcp6Handler {
       const prev = this.byKey.get(key(duid, ia.iaid, mac));
       // Do not turn a bound lease into a mere offer: the client still holds it.
       if (!(prev && prev.state === 'bound' && prev.ip === ip && prev.expiresAt > now)) {
-        this.remember({ duid, iaid: ia.iaid, mac, ip, state: 'offered', expiresAt: now + this.offerHoldMs, updatedAt: now });
-      }
+        const offer: Lease6 = { duid, iaid: ia.iaid, mac, ip, state: 'offered', expiresAt: now + this.offerHoldMs, updatedAt: now };
+        this.remember(offer);
+        claims.push({ kind: 'offer', lease: offer });
+      } else claims.push({ kind: 'offer', lease: prev });
       ias.push(this.iaWithAddress(ia.iaid, ip));
       offered.push(ip);
     }
@@ -215,7 +226,7 @@ export class Dhcp6Handler {
     reply.options.splice(2, 0, { code: Opt6.Preference, data: enc6.u8(255) }, ...ias);
     this.counters.advertises++;
     this.event('dhcp6.advertise', mac, node, { ip: offered[0], duid, boot: boot.kind, url: boot.bootFile });
-    return { replies: [{ message: reply, to: meta.from }], persist: [] };
+    return { replies: [{ message: reply, to: meta.from, mac, claims }], persist: [] };
   }
 
   /** Request, Renew, Rebind, and Solicit with rapid commit: bind every IA_NA, reply. */
@@ -261,7 +272,7 @@ export class Dhcp6Handler {
     reply.options.splice(2, 0, ...ias);
     this.counters.replies++;
     this.event('dhcp6.reply', mac, node, { to: what, ip: persist[0]?.ip, duid, validSeconds: persist.length ? this.pool.validSeconds : undefined, boot: boot.kind, url: boot.bootFile });
-    const r: Reply6 = { message: reply, to: meta.from };
+    const r: Reply6 = { message: reply, to: meta.from, mac, claims: persist.map((lease) => ({ kind: 'bind', lease })) };
     if (persist[0]) r.bound = { mac, ip: persist[0].ip };
     return { replies: [r], persist };
   }
@@ -279,7 +290,8 @@ export class Dhcp6Handler {
         continue;
       }
       if (decline) this.declined.set(hit.ip, now + this.declineHoldMs);
-      const l: Lease6 = { ...hit, state: decline ? 'declined' : 'released', expiresAt: now, updatedAt: now };
+      // A declined row keeps its address out of every server's pool until it expires.
+      const l: Lease6 = { ...hit, state: decline ? 'declined' : 'released', expiresAt: decline ? now + this.declineHoldMs : now, updatedAt: now };
       this.remember(l);
       persist.push(l);
     }
@@ -287,7 +299,7 @@ export class Dhcp6Handler {
     reply.options.push(...ias, statusOption(Status.Success, decline ? 'declined' : 'released'));
     this.counters.replies++;
     this.event(decline ? 'dhcp6.decline' : 'dhcp6.release', mac, node, { ip: persist.map((l) => l.ip).join(' ') || undefined, duid });
-    return { replies: [{ message: reply, to: meta.from }], persist };
+    return { replies: [{ message: reply, to: meta.from, mac, claims: persist.map((lease) => ({ kind: decline ? 'decline' : 'release', lease })) }], persist };
   }
 
   /** §18.3.3: are the client's addresses on this link? Success or NotOnLink; nothing else. */
@@ -473,7 +485,22 @@ export class Dhcp6Handler {
     return !!last && keyOf(last) !== k;
   }
 
+  /**
+   * Forget what this handler remembers of these nodes and take their rows from the store again:
+   * another server on the shared database wrote them, or this server's claim lost a race.
+   */
+  reloadMacs(macs: Set<string>): void {
+    for (const [k, l] of this.byKey) {
+      if (!macs.has(l.mac)) continue;
+      this.byKey.delete(k);
+      if (this.byIp.get(l.ip) === l) this.byIp.delete(l.ip);
+    }
+    for (const mac of macs) for (const l of this.backend.leases.forMac(mac)) this.remember(l);
+  }
+
   private remember(l: Lease6): void {
+    // Another server's decline (shared database) keeps the address out of this pool too.
+    if (l.state === 'declined' && l.expiresAt > l.updatedAt) this.declined.set(l.ip, Math.max(this.declined.get(l.ip) ?? 0, l.expiresAt));
     const k = keyOf(l);
     const prev = this.byKey.get(k);
     if (prev && prev.ip !== l.ip && this.byIp.get(prev.ip) === prev) this.byIp.delete(prev.ip);
@@ -517,6 +544,25 @@ export class Dhcp6Handler {
     this.counters.malformed++;
     return NONE;
   }
+}
+
+/**
+ * Why a `standby` server stays silent (several servers on one PostgreSQL), or undefined when it
+ * answers. The DHCPv6 reading of DHCPv4's `secs` rule (src/dhcp/policy.ts): a Solicit, Confirm
+ * or Information-request is answered once the client's Elapsed Time (option 8, hundredths of a
+ * second since its first message of the exchange, RFC 8415 §21.9) reaches standby_secs — the
+ * primary has been silent. A Request, Renew, Release or Decline names its server (the others
+ * ignore it already); a Rebind goes to any server, standby included: its server has been silent
+ * from T1 to T2.
+ */
+export function standbySilence(cfg: Pick<Dhcp6Config, 'answer' | 'standby_secs'>, msg: Dhcp6Message): string | undefined {
+  if (cfg.answer !== 'standby') return undefined;
+  if (msg.type !== MsgType.Solicit && msg.type !== MsgType.Confirm && msg.type !== MsgType.InformationRequest) return undefined;
+  const e = first(msg.options, Opt6.ElapsedTime);
+  const hundredths = e && e.length === 2 ? e.readUInt16BE(0) : 0;
+  const need = (cfg.standby_secs ?? 3) * 100;
+  if (hundredths >= need) return undefined;
+  return `dhcp6.answer standby: the client has tried for ${(hundredths / 100).toFixed(2)} s (Elapsed Time), under standby_secs ${need / 100} s: the primary answers`;
 }
 
 /** A binding's identity: DUID and IAID (RFC 8415), and the MAC, as VMs may share one DUID. */

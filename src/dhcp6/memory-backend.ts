@@ -23,6 +23,9 @@ export class MemoryLease6Store implements Lease6Store {
     for (const l of this.leases.values()) if (l.duid === duid && (!best || l.updatedAt > best.updatedAt)) best = l;
     return best && { ...best };
   }
+  forMac(mac: string): Lease6[] {
+    return [...this.leases.values()].filter((l) => l.mac === mac).map((l) => ({ ...l }));
+  }
   active(now: number): Lease6[] {
     return [...this.leases.values()].filter((l) => (l.state === 'bound' || l.state === 'offered') && l.expiresAt > now).map((l) => ({ ...l }));
   }

@@ -20,6 +20,9 @@ export interface Dhcp6Config {
   boot_params?: string[];
   ra: boolean;
   slaac: boolean;
+  /** Several servers on one database: `standby` answers only clients the primary left waiting (handler.ts). */
+  answer?: 'all' | 'standby';
+  standby_secs?: number;
 }
 
 export interface Pool6 {

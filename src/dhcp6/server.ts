@@ -153,17 +153,25 @@ export class Dhcp6Server {
 
   private onMessage(buf: Buffer, rinfo: dgram.RemoteInfo): void {
     const out = this.receive(buf, { from: { address: rinfo.address, port: rinfo.port } });
-    if (out.persist.length === 0) {
+    // A shared database confirms every reply (offers too) before it leaves.
+    if (out.persist.length === 0 && !(this.opts.backend.confirm && out.replies.length)) {
       for (const r of out.replies) this.send(r);
       return;
     }
     this.pendingLeases.push(...out.persist);
     this.pendingReplies.push(...out.replies);
-    if (!this.flushScheduled) {
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    // One slice at a time in the shared database: the next one gathers meanwhile.
+    if (!this.flushScheduled && !this.confirming) {
       this.flushScheduled = true;
       setImmediate(() => this.flush());
     }
   }
+
+  private confirming = false;
 
   private flush(): void {
     this.flushScheduled = false;
@@ -178,6 +186,25 @@ export class Dhcp6Server {
       this.log.error(`DHCPv6: could not store ${leases.length} leases, their Replies are not sent: ${(e as Error).message}`);
       return;
     }
+    const confirm = this.opts.backend.confirm;
+    if (!confirm) return this.sendAll(replies);
+    this.confirming = true;
+    confirm
+      .call(this.opts.backend, replies)
+      .then(
+        (ok) => this.sendAll(ok),
+        (e: Error) => {
+          this.counters.storeErrors++;
+          this.log.error(`DHCPv6: could not confirm ${replies.length} replies in the database, they are not sent: ${e.message}`);
+        },
+      )
+      .finally(() => {
+        this.confirming = false;
+        if (this.pendingReplies.length || this.pendingLeases.length) this.scheduleFlush();
+      });
+  }
+
+  private sendAll(replies: Reply6[]): void {
     for (const r of replies) {
       this.send(r);
       if (r.bound) {

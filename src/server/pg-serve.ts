@@ -30,7 +30,7 @@
  *   installs) is written per event-loop turn, held while the database is unreachable. A boot
  *   once -> local is a conditional UPDATE: only the server that won records boot.once_done.
  *   The DHCP path's own replica writes are not captured (confirm() coordinates them).
- * Not coordinated yet: DHCPv6 leases (dhcp6 refuses to start on PostgreSQL).
+ * DHCPv6: the same rules, in src/server/pg-dhcp6.ts.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -232,7 +232,7 @@ class DatabaseDown extends Error {}
  */
 const CLAIM_TIMEOUT_MS = 1500;
 
-function inTime<T>(p: Promise<T>): Promise<T> {
+export function inTime<T>(p: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new DatabaseDown(`no answer from the database in ${CLAIM_TIMEOUT_MS} ms`)), CLAIM_TIMEOUT_MS);

@@ -35,6 +35,8 @@ import { statelessParts } from '../stateless/wiring.js';
 import { isPostgresUrl } from '../store/pg/url.js';
 import { openPgServe, type PgServe } from './pg-serve.js';
 import { shareSecrets } from '../store/pg/secrets.js';
+import { coordinatedDhcp6Backend } from './pg-dhcp6.js';
+import { namingPolicy } from './backends.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -232,10 +234,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     const mac = interfaceMac(config.interface);
     let dhcp6: Dhcp6Server | undefined;
     let ra: { stop(): void } | undefined;
+    // PostgreSQL: the replies' claims are confirmed in the shared database (src/server/pg-dhcp6.ts).
+    const pg6 = pgs ? coordinatedDhcp6Backend(dhcp6Backend(store, config, events), pgs, namingPolicy(config), log) : undefined;
     services.push({
       name: 'dhcp6',
       start: async () => {
-        if (pgs) throw new Error('dhcp6: not coordinated between servers on PostgreSQL yet: set dhcp6.mode: off (or use SQLite)');
         if (!v6) throw new Error(`dhcp6: no global IPv6 address on ${config.interface || 'any interface'} for the boot URLs: add one or set dhcp6.address`);
         if (!mac) throw new Error(`dhcp6: no MAC address on ${config.interface || 'any interface'} to build the server DUID from`);
         dhcp6 = new Dhcp6Server({
@@ -244,11 +247,13 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           serverAddress: v6.address,
           httpPort: config.http.port,
           bootFiles: config.dhcp.boot_files,
-          backend: dhcp6Backend(store, config, events),
+          backend: pg6 ? pg6.backend : dhcp6Backend(store, config, events),
           interface: config.interface,
           bindToDevice: loadBindToDevice(),
           logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
         });
+        const server6 = dhcp6;
+        pg6?.follow((macs) => server6.getHandler().reloadMacs(macs)); // other servers' bindings
         const where = await dhcp6.start();
         if (config.dhcp6.ra) {
           ra = startRaHelper(config.interface, log, undefined, { managed: true, other: true, prefix: config.dhcp6.prefix, autonomous: config.dhcp6.slaac, lifetimeSeconds: config.dhcp6.lease_seconds });

@@ -175,6 +175,11 @@ const MIGRATIONS: string[] = [
   // 9: pgwrite — on PostgreSQL, change-log triggers on inventory, health and node_installs (what
   // nodes report is written through to PostgreSQL and replicated); nothing to do on SQLite.
   'SELECT 1;',
+  // 10: pgv6 — which server wrote a DHCPv6 lease (several servers on one PostgreSQL share the
+  // leases6 table, src/store/pg/leases6.ts); on PostgreSQL a change-log trigger on leases6 too.
+  `
+  ALTER TABLE leases6 ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,7 +1,7 @@
 import type { DB } from './db.js';
 import type { Lease6 } from '../dhcp6/backend.js';
 
-interface Lease6Row {
+export interface Lease6Row {
   duid: string;
   iaid: number;
   mac: string;
@@ -11,7 +11,7 @@ interface Lease6Row {
   updated_at: number;
 }
 
-const fromRow = (r: Lease6Row): Lease6 => ({ duid: r.duid, iaid: r.iaid, mac: r.mac, ip: r.ip, expiresAt: r.expires_at, state: r.state, updatedAt: r.updated_at });
+export const lease6FromRow = (r: Lease6Row): Lease6 => ({ duid: r.duid, iaid: r.iaid, mac: r.mac, ip: r.ip, expiresAt: r.expires_at, state: r.state, updatedAt: r.updated_at });
 
 /** DHCPv6 leases (migration 5), keyed by DUID, IAID and MAC. putMany is one transaction, as for DHCPv4. */
 export class Lease6Repo {
@@ -22,6 +22,7 @@ export class Lease6Repo {
       byIp: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE ip = ?'),
       byDuid: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE duid = ? ORDER BY updated_at DESC LIMIT 1'),
       byMac: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE mac = ? ORDER BY updated_at DESC LIMIT 1'),
+      forMac: db.prepare<[string], Lease6Row>('SELECT * FROM leases6 WHERE mac = ?'),
       active: db.prepare<[number], Lease6Row>("SELECT * FROM leases6 WHERE expires_at > ? AND state IN ('offered', 'bound') ORDER BY ip"),
       all: db.prepare<[], Lease6Row>('SELECT * FROM leases6 ORDER BY ip'),
       evictIp: db.prepare('DELETE FROM leases6 WHERE ip = ? AND NOT (duid = ? AND iaid = ? AND mac = ?)'),
@@ -35,26 +36,29 @@ export class Lease6Repo {
   }
   byKey(duid: string, iaid: number, mac: string): Lease6 | undefined {
     const r = this.q.byKey.get(duid, iaid, mac);
-    return r && fromRow(r);
+    return r && lease6FromRow(r);
   }
   byIp(ip: string): Lease6 | undefined {
     const r = this.q.byIp.get(ip);
-    return r && fromRow(r);
+    return r && lease6FromRow(r);
   }
   byDuid(duid: string): Lease6 | undefined {
     const r = this.q.byDuid.get(duid);
-    return r && fromRow(r);
+    return r && lease6FromRow(r);
   }
   /** The latest DHCPv6 lease of a node (explain, the event sink). */
   byMac(mac: string): Lease6 | undefined {
     const r = this.q.byMac.get(mac);
-    return r && fromRow(r);
+    return r && lease6FromRow(r);
+  }
+  forMac(mac: string): Lease6[] {
+    return this.q.forMac.all(mac).map(lease6FromRow);
   }
   active(now: number): Lease6[] {
-    return this.q.active.all(now).map(fromRow);
+    return this.q.active.all(now).map(lease6FromRow);
   }
   all(): Lease6[] {
-    return this.q.all.all().map(fromRow);
+    return this.q.all.all().map(lease6FromRow);
   }
   putMany(leases: Lease6[]): void {
     if (leases.length === 0) return;

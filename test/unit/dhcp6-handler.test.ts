@@ -226,3 +226,36 @@ test('two machines sending the same DUID-UUID and IAID (all-zero SMBIOS UUID in 
   const again = h.handle(msg(MsgType.Solicit, [zero, ia(1)]), { from: { address: 'fe80::5054:ff:fe00:a%br0', port: 546 }, now: 10 });
   assert.equal(addrOf(again.replies[0]!.message), a.persist[0]!.ip, 'each keeps its own');
 });
+
+test('answer standby (several servers on one database): a Solicit is answered only once its Elapsed Time reaches standby_secs; a Rebind always', () => {
+  const { h, backend } = setup({ answer: 'standby', standby_secs: 3 });
+  const elapsed = (hundredths: number) => ({ code: Opt6.ElapsedTime, data: enc6.u16(hundredths) });
+  const trace: Trace6 = { reasons: [] };
+  assert.equal(h.handle(msg(MsgType.Solicit, [cid(), ia(), elapsed(0)]), { from: FROM, now: 0, trace }).replies.length, 0, 'a fresh Solicit is the primary\'s');
+  assert.match(trace.reasons.join('\n'), /standby: the client has tried for 0\.00 s/);
+  assert.equal(backend.nodes.size, 0, 'a standby that stays silent registers nobody');
+  assert.equal(h.handle(msg(MsgType.Solicit, [cid(), ia(), elapsed(299)]), { from: FROM, now: 0 }).replies.length, 0);
+  const adv = h.handle(msg(MsgType.Solicit, [cid(), ia(), elapsed(300)]), { from: FROM, now: 0 }).replies[0]?.message;
+  assert.equal(adv?.type, MsgType.Advertise, 'the primary is silent: the standby answers');
+  const rebind = h.handle(msg(MsgType.Rebind, [cid('52:54:00:00:00:02'), ia(1, ['fd00:77::1001']), elapsed(0)]), { from: FROM, now: 0 }).replies[0]?.message;
+  assert.equal(rebind?.type, MsgType.Reply, 'a Rebind goes to any server, standby included');
+  assert.equal(addrOf(rebind!), 'fd00:77::1001');
+});
+
+test('replies carry their claims for a shared database; a binding another server wrote (reloadMacs) is followed, its decline keeps the address out', () => {
+  const store = new MemoryLease6Store();
+  const { h } = setup({}, new MemoryDhcp6Backend({ leases: store }));
+  const a = h.handle(msg(MsgType.Solicit, [cid(), ia()]), { from: FROM, now: 0 });
+  assert.deepEqual(a.replies[0]!.claims?.map((c) => [c.kind, c.lease.ip, c.lease.state]), [['offer', 'fd00:77::1000', 'offered']]);
+  assert.equal(a.replies[0]!.mac, '52:54:00:00:00:01');
+  const r = h.handle(msg(MsgType.Request, [cid(), sid, ia(1, ['fd00:77::1000'])]), { from: FROM, now: 0 });
+  assert.deepEqual(r.replies[0]!.claims?.map((c) => [c.kind, c.lease.ip, c.lease.state]), [['bind', 'fd00:77::1000', 'bound']]);
+  // Another server bound fd00:77::1001 to client 2 and saw fd00:77::1002 declined: the replica has them.
+  const other = (mac: string, ip: string, state: 'bound' | 'declined') => ({ duid: duidLl(mac).toString('hex'), iaid: 1, mac, ip, state, expiresAt: 600_000, updatedAt: 0 });
+  store.putMany([other('52:54:00:00:00:02', 'fd00:77::1001', 'bound'), other('52:54:00:00:00:03', 'fd00:77::1002', 'declined')]);
+  h.reloadMacs(new Set(['52:54:00:00:00:02', '52:54:00:00:00:03']));
+  const c4 = h.handle(msg(MsgType.Solicit, [cid('52:54:00:00:00:04'), ia()]), { from: FROM, now: 1000 });
+  assert.equal(addrOf(c4.replies[0]!.message), undefined, 'the pool of three is used up: bound here, bound and declined elsewhere');
+  const c2 = h.handle(msg(MsgType.Solicit, [cid('52:54:00:00:00:02'), ia()]), { from: FROM, now: 1000 });
+  assert.equal(addrOf(c2.replies[0]!.message), 'fd00:77::1001', 'client 2 is offered the address the other server bound');
+});

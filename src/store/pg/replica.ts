@@ -45,6 +45,8 @@ export const REPLICATED: TableSpec[] = [
   { table: 'inventory', key: 'mac', pk: ['mac', 'slot'] },
   { table: 'health', key: 'mac', pk: ['mac'] },
   { table: 'node_installs', key: 'mac', pk: ['mac'] },
+  // DHCPv6 leases, by the node's MAC (migration 10).
+  { table: 'leases6', key: 'mac', pk: ['duid', 'iaid', 'mac'], unique: ['ip'] },
 ];
 
 export const CHANGES_CHANNEL = 'pxeherd_changes';
@@ -80,6 +82,8 @@ export class PgReplica {
   private unlisten?: () => Promise<void>;
   private lastPrune = 0;
   private readonly columns = new Map<string, Set<string>>();
+  /** DHCPv6 lease rows of these MACs changed in the replica: the DHCPv6 handler's memory follows (src/server/pg-dhcp6.ts). */
+  readonly lease6Listeners: ((macs: Set<string>) => void)[] = [];
   /** Full loads and change-log rounds done (tests, metrics). */
   loads = 0;
   polls = 0;
@@ -109,6 +113,7 @@ export class PgReplica {
     })) as { snap: string; tables: Record<string, Row[]> };
     const counts: Record<string, number> = {};
     const leaseKeys = new Set<string>();
+    const lease6Keys = new Set<string>();
     this.apply(() => {
       for (const t of REPLICATED) {
         const rows = tables[t.table]!;
@@ -120,10 +125,12 @@ export class PgReplica {
           if (keep.has(pkOf(t, l))) continue;
           del.run(...t.pk.map((c) => l[c]));
           if (t.table === 'leases') leaseKeys.add(String(l.mac));
+          if (t.table === 'leases6') lease6Keys.add(String(l.mac));
         }
         for (const r of rows) {
           this.upsert(t, r);
           if (t.table === 'leases') leaseKeys.add(String(r.mac));
+          if (t.table === 'leases6') lease6Keys.add(String(r.mac));
         }
       }
     });
@@ -131,6 +138,7 @@ export class PgReplica {
     this.lastPoll = Date.now();
     this.loads++;
     this.emitLeases(leaseKeys);
+    if (lease6Keys.size) for (const fn of this.lease6Listeners) fn(lease6Keys);
     return counts;
   }
 
@@ -174,6 +182,7 @@ export class PgReplica {
       fetched.push({ t, keys: list, rows });
     }
     const leaseKeys = new Set<string>();
+    const lease6Keys = new Set<string>();
     this.apply(() => {
       for (const { t, keys: list, rows } of fetched) {
         const byKey = new Map<string, Row[]>();
@@ -190,10 +199,12 @@ export class PgReplica {
           for (const r of want) this.upsert(t, r);
           this.applied++;
           if (t.table === 'leases') leaseKeys.add(k);
+          if (t.table === 'leases6') lease6Keys.add(k);
         }
       }
     });
     this.emitLeases(leaseKeys);
+    if (lease6Keys.size) for (const fn of this.lease6Listeners) fn(lease6Keys);
   }
 
   /** Follow the change log: LISTEN as a hint, a poll every `pollMs` anyway, reconnects with backoff. */

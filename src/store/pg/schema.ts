@@ -193,6 +193,12 @@ export const PG_MIGRATIONS: string[] = [
   CREATE TRIGGER health_changes AFTER INSERT OR UPDATE OR DELETE ON health FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   CREATE TRIGGER node_installs_changes AFTER INSERT OR UPDATE OR DELETE ON node_installs FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   `,
+  // 10: DHCPv6 leases coordinated between servers (src/store/pg/leases6.ts): which server wrote
+  // each, and every replica follows them (the DHCPv6 handler of each server learns the others').
+  `
+  ALTER TABLE leases6 ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
+  CREATE TRIGGER leases6_changes AFTER INSERT OR UPDATE OR DELETE ON leases6 FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */

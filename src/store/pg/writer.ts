@@ -36,7 +36,7 @@ import { REPLICATED } from './replica.js';
 type Row = Record<string, unknown>;
 
 /** Replicated tables the server's own code writes (leases are coordinated by pg-serve's DHCP path). */
-export const WRITTEN_THROUGH = REPLICATED.filter((t) => t.table !== 'leases');
+export const WRITTEN_THROUGH = REPLICATED.filter((t) => t.table !== 'leases' && t.table !== 'leases6');
 
 const QUEUE_MAX = 200_000;
 
