@@ -41,6 +41,7 @@ export class CliContext {
   private _store?: Store;
   private _service?: NodeService;
   private _pg?: import('../store/pg/cli-store.js').PgCliStore;
+  private _pgRead?: import('../store/pg/cli-reads.js').PgReadStore;
   constructor(
     readonly opts: CommonOpts,
     readonly io: { out: (s: string) => void; err: (s: string) => void } = {
@@ -70,10 +71,23 @@ export class CliContext {
     let top = command as { name(): string; parent: { parent: unknown } | null };
     while (top.parent && top.parent.parent) top = top.parent as typeof top;
     if (!PG_COMMANDS.has(top.name()) || !isPostgresUrl(this.config.database ?? '')) return;
-    const leaf = command as { name(): string; opts?: () => Record<string, unknown> };
+    const leaf = command as { name(): string; opts?: () => Record<string, unknown>; args?: string[] };
     // `node timeline` reads the node and every server's events from PostgreSQL itself
     // (src/cli/commands/timeline-pg.ts): no replica needed.
     if (leaf.name() === 'timeline') return;
+    // Read-only commands read only the rows they show (src/store/pg/cli-reads.ts).
+    const { readScopeFor, openPgReadStore, PgReadError } = await import('../store/pg/cli-reads.js');
+    const scope = readScopeFor(commandPath(command), leaf.args ?? [], this.opts.json === true);
+    if (scope) {
+      try {
+        this._pgRead = await openPgReadStore(this.config, scope);
+      } catch (e) {
+        if (e instanceof PgReadError) throw new RuntimeFailure(e.message);
+        throw e;
+      }
+      this._store = this._pgRead.store;
+      return;
+    }
     // The in-memory replica has no event log: what waits on a node's events runs on a server.
     if (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true) {
       throw new InvalidInput(
@@ -121,10 +135,23 @@ export class CliContext {
     }
   }
 
+  /** `group list`'s groups: on PostgreSQL with the node counts read there (no node rows). */
+  groupList(): ReturnType<Store['groups']['list']> {
+    return this._pgRead ? this._pgRead.groups() : this.store.groups.list();
+  }
+
   close(): void | Promise<void> {
     if (this._pg) return this._pg.close();
+    if (this._pgRead) return this._pgRead.close();
     this._store?.close();
   }
+}
+
+/** The command words from the top: ['node', 'list']. */
+function commandPath(command: unknown): string[] {
+  const out: string[] = [];
+  for (let c = command as { name(): string; parent: unknown } | null; c && c.parent; c = c.parent as typeof c) out.unshift(c.name());
+  return out;
 }
 
 /** Map an error to its exit code and one-line reason. */

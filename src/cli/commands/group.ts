@@ -24,7 +24,7 @@ export function groupCommand(run: Run): Command {
     .addOption(json())
     .action(
       run((ctx) => {
-        const groups = ctx.store.groups.list();
+        const groups = ctx.groupList();
         ctx.print({ groups: groups.map(groupJson) }, () =>
           groups.length ? table(['GROUP', 'NODES', 'ATTRIBUTES'], groups.map((g) => [g.name, g.nodes, Object.entries(g.attrs).map(([k, v]) => `${k}=${shownValue(k, v)}`).join(' ') || '-'])) : 'no groups\n',
         );
