@@ -32,8 +32,14 @@ export interface CommonOpts {
   database?: string;
 }
 
-/** Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts). */
-const PG_COMMANDS = new Set(['node', 'group']);
+/**
+ * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
+ * their writes going to PostgreSQL; read-only node and group commands read only their rows
+ * (src/store/pg/cli-reads.ts). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
+ * this machine's disk (the state directory), their revision records go to the database, and the
+ * other servers fetch the bytes from an origin (images.origins) when a node needs them.
+ */
+const PG_COMMANDS = new Set(['node', 'group', 'vnfs', 'script', 'explain', 'stage1', 'power', 'exec', 'overlay']);
 
 /** What a command needs, built lazily so `--help` never touches the disk. */
 export class CliContext {
@@ -88,13 +94,6 @@ export class CliContext {
       this._store = this._pgRead.store;
       return;
     }
-    // The in-memory replica has no event log: what waits on a node's events runs on a server.
-    if (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true) {
-      throw new InvalidInput(
-        `node ${leaf.name()} --wait follows a node's events, which this command cannot read from PostgreSQL yet: follow it in the web UI or with GET /api/v1/events?node=NAME on any server (or run it without --wait)`,
-        'database',
-      );
-    }
     const { openPgCliStore, PgCliError } = await import('../store/pg/cli-store.js');
     try {
       this._pg = await openPgCliStore(this.config);
@@ -105,15 +104,30 @@ export class CliContext {
     this._store = this._pg.store;
   }
 
+  /** The PostgreSQL replica a writing command runs on (undefined on SQLite). */
+  get pgCli(): import('../store/pg/cli-store.js').PgCliStore | undefined {
+    return this._pg;
+  }
+
   /** Run the command; on PostgreSQL, its writes are in PostgreSQL when this resolves. */
   async runCommand(fn: () => void | Promise<void>): Promise<void> {
     if (!this._pg) return fn();
-    await this._pg.run(fn);
+    // A command that fails after writing (a reinstall whose node failed) keeps what it wrote
+    // and recorded, as on SQLite: commit either way, then report the command's own failure.
+    let failed = false;
+    let failure: unknown;
+    try {
+      await this._pg.run(fn);
+    } catch (e) {
+      failed = true;
+      failure = e;
+    }
     try {
       await this._pg.commit();
     } catch (e) {
-      throw new RuntimeFailure((e as Error).message);
+      if (!failed) throw new RuntimeFailure((e as Error).message);
     }
+    if (failed) throw failure;
   }
   get store(): Store {
     if (!this._store) {
