@@ -166,6 +166,11 @@ export class CliContext {
     return this._pgRead ? this._pgRead.groups() : this.store.groups.list();
   }
 
+  /** `vnfs list`'s images: on PostgreSQL with the node counts read there (no node rows). */
+  vnfsList(): ReturnType<Store['vnfs']['list']> {
+    return this._pgRead ? this._pgRead.vnfs() : this.store.vnfs.list();
+  }
+
   close(): void | Promise<void> {
     if (this._pg) return this._pg.close();
     if (this._pgRead) return this._pgRead.close();

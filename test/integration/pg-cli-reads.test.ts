@@ -7,7 +7,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { makeStateDir, pxeherd, type StateDir } from '../helpers/cli.js';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
@@ -20,6 +22,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { openPgReadStore, readScopeFor } from '../../src/store/pg/cli-reads.js';
 
 const skip = postgresUnavailable();
+const hasMksquashfs = spawnSync('sh', ['-c', 'command -v mksquashfs']).status === 0;
 let pg: PostgresLab;
 let lite: StateDir;
 let url: string;
@@ -50,6 +53,18 @@ before(async () => {
   assert.ok(inv.ok);
   store.inventory.save('52:54:00:00:01:01', inv.inventory, 1_780_000_000_000);
   store.close();
+  // An image revision (vnfs import packs with mksquashfs), some nodes pinned to it, some following it.
+  if (hasMksquashfs) {
+    const tree = path.join(lite.dir, 'tree');
+    fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'node\n');
+    const imp = pxeherd(['vnfs', 'import', 'img', tree], { config: lite.config });
+    assert.equal(imp.code, 0, imp.stderr);
+    for (const [field, value, nodes] of [['vnfs', 'img@1', 'n000[0-4]'], ['vnfs', 'img', 'n001[0-2]']]) {
+      const r = pxeherd(['node', 'set', field!, value!, nodes!], { config: lite.config });
+      assert.equal(r.code, 0, r.stderr);
+    }
+  }
   // Contacts two and a half hours back (the table's "2h ago" cannot change between the two
   // runs) and a week back (stale for nodes checking in every minute); states set.
   const db = new Database(path.join(lite.statedir, 'pxeherd.db'));
@@ -100,18 +115,29 @@ const CASES: string[][] = [
   ['group', 'show', 'compute', '--json'],
   ['group', 'show', 'empty'],
   ['group', 'show', 'nosuch'],
+  ['vnfs', 'list'],
+  ['vnfs', 'list', '--json'],
+  ['vnfs', 'show', 'nosuch'],
+];
+/** With an image revision (mksquashfs installed; CI installs squashfs-tools). */
+const VNFS_CASES: string[][] = [
+  ['vnfs', 'show', 'img'],
+  ['vnfs', 'show', 'img', '--json'],
+  ['vnfs', 'revisions', 'img', '--json'],
+  ['node', 'list', 'vnfs:img', '--json'],
 ];
 
 test('read-only node and group commands on PostgreSQL print what they print on SQLite, byte for byte, exit codes and refusals included', { skip, timeout: 300_000 }, () => {
   let refused = 0;
-  for (const args of CASES) {
+  for (const args of [...CASES, ...(hasMksquashfs ? VNFS_CASES : [])]) {
     const want = pxeherd(args, { config: lite.config });
     const got = pxeherd([...args, '--database', url], { config: lite.config });
     assert.deepEqual(got, want, `pxeherd ${args.join(' ')}: PostgreSQL as SQLite`);
     if (want.code !== 0) refused++;
     else assert.ok(want.stdout.length > 0, `${args.join(' ')} printed something`);
   }
-  assert.equal(refused, 3, 'the unknown node, the unknown group and the bad query are refused on both');
+  assert.equal(refused, 4, 'the unknown node, group and VNFS and the bad query are refused on both');
+  if (hasMksquashfs) assert.match(pxeherd(['vnfs', 'revisions', 'img', '--database', url], { config: lite.config }).stdout, /n0000/, 'a pinned node shows');
   // Not vacuous: the data has what the cases select.
   assert.match(pxeherd(['node', 'list', 'state:stale', '--database', url], { config: lite.config }).stdout, /\(stale\)/);
   assert.match(pxeherd(['node', 'show', 'n0001', '--database', url], { config: lite.config }).stdout, /hardware: {5}version 1/);
@@ -133,5 +159,7 @@ test('the PostgreSQL read path reads only the nodes (and attributes) the command
   assert.deepEqual(await count(['node', 'show'], ['n0001']).then((c) => [c.nodes, c.inventory, c.health]), [1, 1, 1]);
   assert.equal((await count(['node', 'list'], ['n004*'])).nodes, 10);
   assert.equal((await count(['group', 'list'], [])).nodes ?? 0, 0, 'group list counts in PostgreSQL');
+  assert.equal((await count(['vnfs', 'list'], [])).nodes ?? 0, 0, 'vnfs list counts in PostgreSQL');
+  if (hasMksquashfs) assert.deepEqual(await count(['vnfs', 'show'], ['img']).then((c) => [c.nodes, c.vnfs_revisions]), [8, 1], 'vnfs show reads the 8 nodes using img');
   assert.equal(readScopeFor(['node', 'set'], ['boot', 'local', 'n0001'], false), undefined, 'writes keep the replica path');
 });

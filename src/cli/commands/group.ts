@@ -88,7 +88,7 @@ export function vnfsCommand(run: Run): Command {
     .addOption(json())
     .action(
       run((ctx) => {
-        const list = ctx.store.vnfs.list();
+        const list = ctx.vnfsList();
         const revs = new Map(list.map((v) => [v.name, ctx.store.vnfs.revisions(v.name)]));
         const squash = (v: (typeof list)[number]) => {
           const r = revs.get(v.name)!.find((x) => x.rev === v.currentRev);

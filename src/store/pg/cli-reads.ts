@@ -1,5 +1,6 @@
 /**
- * Read-only CLI commands on PostgreSQL (`node list|status|show|export`, `group list|show`):
+ * Read-only CLI commands on PostgreSQL (`node list|status|show|export`, `group list|show`,
+ * `vnfs list|show|revisions`):
  * only the rows the command reads, straight from PostgreSQL, in one read-only snapshot.
  *
  * The command code stays the one SQLite runs (so text and --json are the same bytes on both
@@ -12,7 +13,8 @@
  *   which the command's own evaluation then narrows as on SQLite), names and MACs by key, a glob
  *   by its literal prefix; with their attributes (only the keys a table shows, unless --json),
  *   and for `node show` their inventory and health;
- * - `group list`: the node count per group, counted in PostgreSQL (no node rows at all).
+ * - `group list` and `vnfs list`: the node count per group or VNFS, counted in PostgreSQL (no
+ *   node rows at all); `vnfs show|revisions NAME`: the revision records and the nodes using NAME.
  * Every condition is per node, so the command's SQLite selection over this subset is the same as
  * over the whole table. Commands that write keep the whole-replica path (src/store/pg/cli-store.ts).
  */
@@ -40,6 +42,10 @@ export interface ReadScope {
   detail: boolean;
   /** Count nodes per group in PostgreSQL (group list). */
   groupCounts?: boolean;
+  /** Count the nodes using each VNFS in PostgreSQL (vnfs list). */
+  vnfsCounts?: boolean;
+  /** Read vnfs_revisions (manifests). */
+  revisions?: boolean;
 }
 
 /**
@@ -62,6 +68,12 @@ export function readScopeFor(path: string[], args: string[], json: boolean): Rea
       return { nodes: { kind: 'where', sql: 'grp = $1', params: [args[0] ?? ''] }, attrKeys: [], detail: false };
     case 'group list':
       return { nodes: { kind: 'none' }, attrKeys: [], detail: false, groupCounts: true };
+    case 'vnfs list':
+      return { nodes: { kind: 'none' }, attrKeys: [], detail: false, vnfsCounts: true, revisions: true };
+    case 'vnfs show':
+    case 'vnfs revisions':
+      // The nodes using it (pinned to a revision by NAME@REV or attribute vnfs_rev) with their attributes.
+      return { nodes: { kind: 'where', sql: "vnfs = $1 OR starts_with(vnfs, $1 || '@')", params: [args[0] ?? ''] }, attrKeys: 'all', detail: false, revisions: true };
   }
   return undefined;
 }
@@ -109,6 +121,8 @@ export interface PgReadStore {
   store: Store;
   /** `group list` on this store: the groups with their node counts from PostgreSQL. */
   groups(): (Group & { nodes: number })[];
+  /** `vnfs list` on this store: VnfsRepo.list with the node counts from PostgreSQL. */
+  vnfs(): ReturnType<Store['vnfs']['list']>;
   close(): Promise<void>;
   /** Rows read per table (tests, the benchmark). */
   counts: Record<string, number>;
@@ -143,6 +157,7 @@ export async function openPgReadStore(config: Config, scope: ReadScope): Promise
       store,
       counts,
       groups: () => groupList(store, read.groupCounts),
+      vnfs: () => store.vnfs.list().map((v) => ({ ...v, nodes: read.vnfsCounts.get(v.name) ?? 0 })),
       async close() {
         store.close();
         await sql.end({ timeout: 5 });
@@ -155,9 +170,9 @@ export async function openPgReadStore(config: Config, scope: ReadScope): Promise
 }
 
 /** Parents before children (foreign keys of the in-memory store). */
-async function readRows(tx: TxSql, scope: ReadScope): Promise<{ tables: [string, Row[]][]; groupCounts: Map<string, number> }> {
+async function readRows(tx: TxSql, scope: ReadScope): Promise<{ tables: [string, Row[]][]; groupCounts: Map<string, number>; vnfsCounts: Map<string, number> }> {
   const tables: [string, Row[]][] = [];
-  for (const t of ['groups', 'group_attrs', 'vnfs', 'vnfs_attrs']) tables.push([t, (await tx.unsafe(`SELECT * FROM ${t}`)) as unknown as Row[]]);
+  for (const t of ['groups', 'group_attrs', 'vnfs', 'vnfs_attrs', ...(scope.revisions ? ['vnfs_revisions'] : [])]) tables.push([t, (await tx.unsafe(`SELECT * FROM ${t}`)) as unknown as Row[]]);
   const n = scope.nodes;
   if (n.kind !== 'none') {
     const where = n.kind === 'all' ? 'TRUE' : n.sql;
@@ -178,7 +193,12 @@ async function readRows(tx: TxSql, scope: ReadScope): Promise<{ tables: [string,
   if (scope.groupCounts) {
     for (const r of await tx`SELECT grp, count(*)::int AS n FROM nodes GROUP BY grp`) groupCounts.set(r.grp as string, Number(r.n));
   }
-  return { tables, groupCounts };
+  const vnfsCounts = new Map<string, number>();
+  if (scope.vnfsCounts) {
+    // VnfsRepo's USES: the VNFS itself, or one of its revisions (NAME@REV).
+    for (const r of await tx`SELECT v.name, (SELECT count(*) FROM nodes n WHERE n.vnfs = v.name OR starts_with(n.vnfs, v.name || '@'))::int AS n FROM vnfs v`) vnfsCounts.set(r.name as string, Number(r.n));
+  }
+  return { tables, groupCounts, vnfsCounts };
 }
 
 /** Write the rows into the in-memory store, one transaction; only the columns it has. */
