@@ -8,7 +8,14 @@
  *   - cli:    `node dist/cli.js node list QUERY` as a child process, start to exit (wall time; CPU
  *             time user + system through /usr/bin/time when installed); cli_json: the same with --json,
  *   - pg:     PostgresBackend.listNodes(QUERY) on a private PostgreSQL holding a `db copy` of the
- *             same store (with --pg; test/lab/postgres.ts).
+ *             same store (with --pg; test/lab/postgres.ts),
+ *   - pg_cli: `node dist/cli.js node list QUERY --database postgres://...` on that PostgreSQL
+ *             (wall, and CPU time of the CLI process: PostgreSQL's own CPU is not in it);
+ *             pg_cli_json: the same with --json; with --pg-baseline CHECKOUT (a built checkout of
+ *             the code before, e.g. the branch point 4804833, whose CLI loaded the whole database
+ *             into an in-memory replica per command) the same commands through that code,
+ *             interleaved run by run (--pg-baseline-runs, default 1: it loads the whole database
+ *             per command), and their --json outputs compared byte for byte.
  * Figures, not pass/fail. Run `npm run build` first (the CLI column runs dist/cli.js).
  *
  * With --baseline CHECKOUT (a pxeherd checkout of the code before, `npm run build` done there,
@@ -16,7 +23,7 @@
  * of the store without migration 8 (its indexes dropped, user_version 7), interleaved with
  * this code's runs: on a shared machine only such same-run ratios mean much.
  *
- *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg] [--json] [--keep DIR] [--baseline CHECKOUT]
+ *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg [--pg-baseline CHECKOUT]] [--json] [--keep DIR] [--baseline CHECKOUT]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -39,6 +46,9 @@ const withPg = args.includes('--pg');
 const asJson = args.includes('--json');
 const keep = args.includes('--keep') ? opt('--keep', '') : '';
 const baseline = args.includes('--baseline') ? path.resolve(opt('--baseline', '')) : '';
+const pgBaseline = args.includes('--pg-baseline') ? path.resolve(opt('--pg-baseline', '')) : '';
+/** Runs of the code before on PostgreSQL per query (it loads the whole database each time: 10+ s at 10 000 nodes). */
+const PG_BASE_RUNS = Number(opt('--pg-baseline-runs', '1'));
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 // 12 groups of about equal size: group:compute is ~8 % of the nodes.
@@ -152,6 +162,12 @@ interface Row {
   cli_cpu_ms?: number;
   cli_json_ms: number;
   pg_ms?: number;
+  pg_cli_ms?: number;
+  pg_cli_cpu_ms?: number;
+  pg_cli_json_ms?: number;
+  base_pg_cli_ms?: number;
+  base_pg_cli_cpu_ms?: number;
+  base_pg_cli_json_ms?: number;
   base_query_ms?: number;
   base_query_cpu_ms?: number;
   base_cli_ms?: number;
@@ -160,14 +176,14 @@ interface Row {
 
 /** CPU time (user + system) of the child, from GNU time when installed: less noisy than wall time on a shared machine. */
 const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
-function cli(argv: string[], checkout = repo): { wall: number; cpu?: number } {
+function cli(argv: string[], checkout = repo, keepOut = false): { wall: number; cpu?: number; stdout?: string } {
   const t = process.hrtime.bigint();
   const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
-  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: ['ignore', keepOut ? 'pipe' : 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 30 });
   const wall = ms(t);
   if (p.status !== 0) throw new Error(`pxeherd ${argv.join(' ')}: exit ${p.status}: ${p.stderr}`);
   const m = /cpu ([\d.]+) ([\d.]+)/.exec(p.stderr);
-  return { wall, cpu: m ? (Number(m[1]) + Number(m[2])) * 1000 : undefined };
+  return { wall, cpu: m ? (Number(m[1]) + Number(m[2])) * 1000 : undefined, ...(keepOut ? { stdout: p.stdout } : {}) };
 }
 const results: Row[] = [];
 for (const q of QUERIES) {
@@ -257,6 +273,48 @@ if (withPg) {
       r.pg_ms = round(median(t));
     }
     await b.close();
+    // The whole CLI on PostgreSQL, this code and (with --pg-baseline) the code before, alternated.
+    // Stale flags move with the clock (contacts up to an hour back): outputs compared without them.
+    const unstale = (x?: string) => x?.replace(/"stale": (true|false)/g, '"stale": ?');
+    for (const r of results) {
+      const argv = ['node', 'list', r.query, '--config', cfgFile, '--database', url];
+      const tc: number[] = [];
+      const cc: number[] = [];
+      const tj: number[] = [];
+      const btc: number[] = [];
+      const bcc: number[] = [];
+      const btj: number[] = [];
+      for (let i = 0; i < CLI_RUNS; i++) {
+        const first = i === 0;
+        const mine = cli(argv, repo, first);
+        const mineJson = cli([...argv, '--json'], repo, first);
+        tc.push(mine.wall);
+        if (mine.cpu !== undefined) cc.push(mine.cpu);
+        tj.push(mineJson.wall);
+        if (first) {
+          const lite = cli(['node', 'list', r.query, '--json', '--config', cfgFile], repo, true);
+          if (unstale(lite.stdout) !== unstale(mineJson.stdout)) throw new Error(`${r.query}: --json on PostgreSQL differs from SQLite's`);
+        }
+        if (pgBaseline && i < PG_BASE_RUNS) {
+          const b0 = cli(argv, pgBaseline, first);
+          const bj = cli([...argv, '--json'], pgBaseline, first);
+          btc.push(b0.wall);
+          if (b0.cpu !== undefined) bcc.push(b0.cpu);
+          btj.push(bj.wall);
+          // Same bytes, except the text table's "LAST CONTACT" ages, which move with the clock.
+          if (first && unstale(bj.stdout) !== unstale(mineJson.stdout)) {
+            fs.writeFileSync(path.join(os.tmpdir(), 'pxeherd-bench-query-before.json'), bj.stdout!);
+            fs.writeFileSync(path.join(os.tmpdir(), 'pxeherd-bench-query-after.json'), mineJson.stdout!);
+            throw new Error(`${r.query}: --json differs from the code before (both in ${os.tmpdir()}/pxeherd-bench-query-{before,after}.json)`);
+          }
+        }
+      }
+      Object.assign(r, {
+        pg_cli_ms: round(median(tc)), ...(cc.length ? { pg_cli_cpu_ms: round(median(cc)) } : {}), pg_cli_json_ms: round(median(tj)),
+        ...(pgBaseline ? { base_pg_cli_ms: round(median(btc)), ...(bcc.length ? { base_pg_cli_cpu_ms: round(median(bcc)) } : {}), base_pg_cli_json_ms: round(median(btj)) } : {}),
+      });
+      if (!asJson) process.stderr.write(`${r.query}: PostgreSQL cli ${r.pg_cli_ms} ms${pgBaseline ? `, before (whole replica) ${r.base_pg_cli_ms} ms` : ''}\n`);
+    }
   } finally {
     await pg.stop();
   }
@@ -268,7 +326,8 @@ if (asJson) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 else {
   process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${CLI_RUNS}), load ${summary.loadavg.join(' ')}; \`node dist/cli.js node list --help\` ${summary.startup_help_ms} ms (cpu ${summary.startup_help_cpu_ms ?? '-'} ms)\n`);
   const cols = [
-    'rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms'] : []),
+    'rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms', 'pg_cli_ms', 'pg_cli_cpu_ms', 'pg_cli_json_ms'] : []),
+    ...(pgBaseline ? ['base_pg_cli_ms', 'base_pg_cli_cpu_ms', 'base_pg_cli_json_ms'] : []),
     ...(base ? ['base_query_ms', 'base_query_cpu_ms', 'base_cli_ms', 'base_cli_cpu_ms'] : []),
   ] as const;
   process.stdout.write(['query'.padEnd(56), ...cols.map((c) => c.padStart(12))].join(' ') + '\n');

@@ -32,8 +32,14 @@ export interface CommonOpts {
   database?: string;
 }
 
-/** Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts). */
-const PG_COMMANDS = new Set(['node', 'group']);
+/**
+ * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
+ * their writes going to PostgreSQL; read-only node and group commands read only their rows
+ * (src/store/pg/cli-reads.ts). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
+ * this machine's disk (the state directory), their revision records go to the database, and the
+ * other servers fetch the bytes from an origin (images.origins) when a node needs them.
+ */
+const PG_COMMANDS = new Set(['node', 'group', 'vnfs', 'script', 'explain', 'stage1', 'power', 'exec', 'overlay']);
 
 /** What a command needs, built lazily so `--help` never touches the disk. */
 export class CliContext {
@@ -41,6 +47,7 @@ export class CliContext {
   private _store?: Store;
   private _service?: NodeService;
   private _pg?: import('../store/pg/cli-store.js').PgCliStore;
+  private _pgRead?: import('../store/pg/cli-reads.js').PgReadStore;
   constructor(
     readonly opts: CommonOpts,
     readonly io: { out: (s: string) => void; err: (s: string) => void } = {
@@ -70,16 +77,22 @@ export class CliContext {
     let top = command as { name(): string; parent: { parent: unknown } | null };
     while (top.parent && top.parent.parent) top = top.parent as typeof top;
     if (!PG_COMMANDS.has(top.name()) || !isPostgresUrl(this.config.database ?? '')) return;
-    const leaf = command as { name(): string; opts?: () => Record<string, unknown> };
+    const leaf = command as { name(): string; opts?: () => Record<string, unknown>; args?: string[] };
     // `node timeline` reads the node and every server's events from PostgreSQL itself
     // (src/cli/commands/timeline-pg.ts): no replica needed.
     if (leaf.name() === 'timeline') return;
-    // The in-memory replica has no event log: what waits on a node's events runs on a server.
-    if (['reinstall', 'rollback'].includes(leaf.name()) && leaf.opts?.().wait === true) {
-      throw new InvalidInput(
-        `node ${leaf.name()} --wait follows a node's events, which this command cannot read from PostgreSQL yet: follow it in the web UI or with GET /api/v1/events?node=NAME on any server (or run it without --wait)`,
-        'database',
-      );
+    // Read-only commands read only the rows they show (src/store/pg/cli-reads.ts).
+    const { readScopeFor, openPgReadStore, PgReadError } = await import('../store/pg/cli-reads.js');
+    const scope = readScopeFor(commandPath(command), leaf.args ?? [], this.opts.json === true);
+    if (scope) {
+      try {
+        this._pgRead = await openPgReadStore(this.config, scope);
+      } catch (e) {
+        if (e instanceof PgReadError) throw new RuntimeFailure(e.message);
+        throw e;
+      }
+      this._store = this._pgRead.store;
+      return;
     }
     const { openPgCliStore, PgCliError } = await import('../store/pg/cli-store.js');
     try {
@@ -91,15 +104,42 @@ export class CliContext {
     this._store = this._pg.store;
   }
 
+  /**
+   * On a database shared by several servers, a kernel+initrd VNFS (`vnfs add`, `stage1 build`)
+   * exists as files on this machine only: servers fetch image revisions from each other
+   * (images.origins), not these. Say so on stderr (the command still succeeds: this server uses them).
+   */
+  warnLocalVnfsFiles(name: string, dir: string): void {
+    if (!isPostgresUrl(this.config.database ?? '')) return;
+    this.io.err(
+      `pxeherd: warning: the files of VNFS ${name} are in ${dir} on this machine only: the other servers sharing the database do not fetch a kernel+initrd VNFS (only image revisions, from images.origins); copy ${dir} to the same place under each server's state directory, or run this command on each server\n`,
+    );
+  }
+
+  /** The PostgreSQL replica a writing command runs on (undefined on SQLite). */
+  get pgCli(): import('../store/pg/cli-store.js').PgCliStore | undefined {
+    return this._pg;
+  }
+
   /** Run the command; on PostgreSQL, its writes are in PostgreSQL when this resolves. */
   async runCommand(fn: () => void | Promise<void>): Promise<void> {
     if (!this._pg) return fn();
-    await this._pg.run(fn);
+    // A command that fails after writing (a reinstall whose node failed) keeps what it wrote
+    // and recorded, as on SQLite: commit either way, then report the command's own failure.
+    let failed = false;
+    let failure: unknown;
+    try {
+      await this._pg.run(fn);
+    } catch (e) {
+      failed = true;
+      failure = e;
+    }
     try {
       await this._pg.commit();
     } catch (e) {
-      throw new RuntimeFailure((e as Error).message);
+      if (!failed) throw new RuntimeFailure((e as Error).message);
     }
+    if (failed) throw failure;
   }
   get store(): Store {
     if (!this._store) {
@@ -121,10 +161,28 @@ export class CliContext {
     }
   }
 
+  /** `group list`'s groups: on PostgreSQL with the node counts read there (no node rows). */
+  groupList(): ReturnType<Store['groups']['list']> {
+    return this._pgRead ? this._pgRead.groups() : this.store.groups.list();
+  }
+
+  /** `vnfs list`'s images: on PostgreSQL with the node counts read there (no node rows). */
+  vnfsList(): ReturnType<Store['vnfs']['list']> {
+    return this._pgRead ? this._pgRead.vnfs() : this.store.vnfs.list();
+  }
+
   close(): void | Promise<void> {
     if (this._pg) return this._pg.close();
+    if (this._pgRead) return this._pgRead.close();
     this._store?.close();
   }
+}
+
+/** The command words from the top: ['node', 'list']. */
+function commandPath(command: unknown): string[] {
+  const out: string[] = [];
+  for (let c = command as { name(): string; parent: unknown } | null; c && c.parent; c = c.parent as typeof c) out.unshift(c.name());
+  return out;
 }
 
 /** Map an error to its exit code and one-line reason. */

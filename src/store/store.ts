@@ -56,7 +56,7 @@ export class Store {
     if (database.startsWith('sqlite:')) return new Store(openDatabase(path.resolve(database.slice('sqlite:'.length))), opts);
     if (database) {
       throw new DatabaseUnsupported(
-        `database: ${redactUrl(database)}: this command runs on SQLite only so far; PostgreSQL is supported by \`pxeherd db migrate|status|copy\`, \`pxeherd node ...\` and \`pxeherd group ...\` (unset database/PXEHERD_DATABASE to use SQLite under ${cfg.statedir})`,
+        `database: ${redactUrl(database)}: this command runs on SQLite only so far; on PostgreSQL use \`pxeherd serve\`, \`pxeherd db ...\` and the admin commands (node, group, vnfs, script, explain, stage1, power, exec, overlay) (unset database/PXEHERD_DATABASE to use SQLite under ${cfg.statedir})`,
       );
     }
     return Store.open(cfg.statedir, opts);

@@ -188,13 +188,10 @@ test('two servers on one PostgreSQL: admin, CLI and node writes through one are 
     }
 
     // node timeline reads every server's events from PostgreSQL itself (pg-feed.test.ts covers
-    // its content); what waits on events from the CLI's in-memory replica is refused, naming where to look.
+    // its content; pg-cli-wait.test.ts covers reinstall --wait following them).
     const timeline = cli(['node', 'timeline', 'web1', '--json', '--database', url]);
     assert.equal(timeline.code, 0, timeline.stderr);
     assert.equal(JSON.parse(timeline.stdout).node, 'web1');
-    const wait = cli(['node', 'reinstall', 'web1', '--wait', '--database', url]);
-    assert.equal(wait.code, 2, 'reinstall --wait is refused on PostgreSQL, naming where to look instead');
-    assert.match(wait.stderr, /GET \/api\/v1\/events\?node=NAME/);
 
     // -- a node reporting to A (provision state, as stage one's init does), seen by B
     const rep = await fetch(`${a.http}/provision/ready?nodeid=${M1}`);

@@ -24,7 +24,7 @@ export function groupCommand(run: Run): Command {
     .addOption(json())
     .action(
       run((ctx) => {
-        const groups = ctx.store.groups.list();
+        const groups = ctx.groupList();
         ctx.print({ groups: groups.map(groupJson) }, () =>
           groups.length ? table(['GROUP', 'NODES', 'ATTRIBUTES'], groups.map((g) => [g.name, g.nodes, Object.entries(g.attrs).map(([k, v]) => `${k}=${shownValue(k, v)}`).join(' ') || '-'])) : 'no groups\n',
         );
@@ -88,7 +88,7 @@ export function vnfsCommand(run: Run): Command {
     .addOption(json())
     .action(
       run((ctx) => {
-        const list = ctx.store.vnfs.list();
+        const list = ctx.vnfsList();
         const revs = new Map(list.map((v) => [v.name, ctx.store.vnfs.revisions(v.name)]));
         const squash = (v: (typeof list)[number]) => {
           const r = revs.get(v.name)!.find((x) => x.rev === v.currentRev);
@@ -115,6 +115,7 @@ export function vnfsCommand(run: Run): Command {
     .action(
       run((ctx, name: string, o: { kernel: string; initrd: string; cmdline: string }) => {
         const v = ctx.nodes.addVnfs({ name, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline });
+        ctx.warnLocalVnfsFiles(v.name, ctx.nodes.vnfsDir(v.name));
         ctx.print(vnfsJson(v), () => `added VNFS ${v.name} (${v.kernel}, ${v.initrd}) in ${ctx.nodes.vnfsDir(v.name)}`);
       }),
     );

@@ -13,6 +13,7 @@ import { PowerService } from '../../power/service.js';
 import { POWER_ACTIONS, type PowerAction, type PowerOutcome } from '../../power/types.js';
 import { reinstall, type NodeOutcome, type ReinstallBackend, type ReinstallOptions } from '../../lifecycle/reinstall.js';
 import { storeReinstallBackend } from '../../lifecycle/backend.js';
+import { reinstallOnPostgres } from './reinstall-pg.js';
 import { pinInStore, pinOf, planRollbacks, rollbackNodes, storeRollbackLookups } from '../../install/rollback.js';
 import { loadKinds } from '../../deploy/kinds.js';
 import { loadSwitches, resolveSwitch, switchesPath } from '../../deploy/switches.js';
@@ -213,7 +214,9 @@ export function nodeReinstallCommand(run: Run): Command {
       const off = nodes.filter((n) => !n.enabled);
       if (off.length) throw new InvalidInput(`${off.map((n) => n.name).join(' ')} disabled: pxeherd node enable ${off.map((n) => n.name).join(' ')} first`, 'nodes');
       const { backend, options } = reinstallRun(ctx, o);
-      const results = await reinstall(nodes, backend, options);
+      // On PostgreSQL: writes flushed before the power cycle, events followed in the database.
+      const pg = await reinstallOnPostgres(ctx, backend, !!o.wait);
+      const results = await reinstall(nodes, pg.backend, options).finally(pg.stop);
       ctx.print({ results }, () =>
         table(
           ['NODE', 'RESULT', 'DETAIL', 'LAST EVENT', 'TIME'],
@@ -242,7 +245,8 @@ export function nodeRollbackCommand(run: Run): Command {
       const images = new ImageService({ store: ctx.store, statedir: ctx.config.statedir, templatesDirs: [], events: ctx.store.events });
       const plans = planRollbacks(nodes, storeRollbackLookups(ctx.store, images));
       const { backend, options } = reinstallRun(ctx, o);
-      const results = await rollbackNodes(plans, { ...backend, pin: (ps) => pinInStore(ctx.store, ps), install: (mac) => ctx.store.installs.get(mac) }, options);
+      const pg = await reinstallOnPostgres(ctx, backend, !!o.wait);
+      const results = await rollbackNodes(plans, { ...pg.backend, pin: (ps) => pinInStore(ctx.store, ps), install: (mac) => ctx.store.installs.get(mac) }, options).finally(pg.stop);
       ctx.print({ results }, () =>
         table(
           ['NODE', 'ROLLBACK', 'RESULT', 'DETAIL', 'LAST EVENT', 'TIME'],

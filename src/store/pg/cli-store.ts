@@ -25,6 +25,12 @@ export interface PgCliStore {
   run<T>(fn: () => T): T;
   /** Its rows and events are in PostgreSQL (throws WriteRefused when they are not). */
   commit(): Promise<void>;
+  /** The same, in the middle of the command (before a power cycle: servers must see boot once). */
+  flush(): Promise<void>;
+  /** Re-read these nodes from PostgreSQL (an address a server gave during the command). */
+  refreshNodes(macs: string[]): Promise<void>;
+  /** The connection, for reading events. */
+  backend: PostgresBackend;
   close(): Promise<void>;
 }
 
@@ -61,13 +67,17 @@ export async function openPgCliStore(config: Config): Promise<PgCliStore> {
   const events: BootEvent[] = [];
   store.events.subscribe((ev) => events.push(ev));
   const tag = new WriteTag();
+  const commit = async () => {
+    await writer.settle(tag);
+    if (events.length) await pg.appendEvents(events.splice(0));
+  };
   return {
     store,
+    backend: pg,
     run: (fn) => writer.tagged(tag, fn),
-    async commit() {
-      await writer.settle(tag);
-      if (events.length) await pg.appendEvents(events.splice(0));
-    },
+    commit,
+    flush: commit,
+    refreshNodes: (macs) => replica.refresh(new Map([['nodes', new Set(macs)], ['node_attrs', new Set(macs)]])),
     async close() {
       await writer.close();
       store.close();
