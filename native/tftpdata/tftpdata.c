@@ -68,7 +68,31 @@ typedef struct spin_policy {
   double sum;          /* round trips measured in this phase, ms */
   uint64_t n;
   double best_mean;    /* mean round trip of the last run phase */
+  uint64_t probe_len, first_run; /* phase lengths in advancing ACKs */
 } spin_policy_t;
+
+/*
+ * The same choice for a worker with many transfers: before it sleeps in epoll_wait it may poll
+ * (epoll_wait with no timeout) for SPIN_US. Why: with tftp.streams, a few dozen lock-step
+ * transfers leave the worker idle between ACKs, so it sleeps and is woken for nearly every
+ * ACK; on a machine with idle cores each wake-up costs more than the ACK's work, and the
+ * scheduler tends to wake the worker on the core of the client that sent the ACK, where the
+ * two then take turns while another core idles: the line moves at the speed of one core
+ * (measured on the quiet machine: all-at-once dnsmasq finished a 1000-node stage sooner than
+ * pxeherd's 32 streams, while pxeherd used less CPU per transfer). A polling worker keeps its
+ * own core and answers at once. On a busy machine polling takes CPU from the clients and
+ * everything slows down, so the worker measures, like a lone transfer does (struct
+ * spin_policy): mean ACK round trip in its current mode against a probe of the other, over
+ * W_PROBE_ACKS advancing ACKs. Only with a spare core for each worker. setSpin() can force a
+ * mode (tests, and to compare).
+ */
+#define W_PROBE_ACKS 256
+#define W_FIRST_RUN_ACKS 1024
+enum spin_mode { SPIN_AUTO = 0, SPIN_OFF = 1, SPIN_ON = 2 };
+static atomic_int spin_mode;
+static atomic_uint spin_switches;   /* worker policies that changed their best mode */
+static atomic_ullong worker_wakes;  /* epoll_waits that slept (multi-transfer workers) */
+static atomic_ullong worker_polls;  /* polling spells that found an event before SPIN_US */
 
 static atomic_int active_transfers;
 static int spin_max_active; /* cores - 1, set at load */
@@ -147,6 +171,7 @@ typedef struct worker {
   transfer_t *active;  /* owned by the worker thread */
   transfer_t *queue, *queue_tail; /* gated transfers waiting for a stream, arrival order; worker-owned */
   atomic_int count;    /* pending + active, for picking the least busy worker */
+  spin_policy_t sp;    /* poll before sleeping? (with more than one active transfer) */
 } worker_t;
 
 #define MAX_WORKERS 4
@@ -224,7 +249,7 @@ static void send_raw(transfer_t *t, const uint8_t *pkt, size_t len) {
 }
 
 /* One advancing ACK came `rtt_ms` after its send: account it, and end the phase when due. */
-static void spin_observe(spin_policy_t *p, double rtt_ms) {
+static void spin_observe(spin_policy_t *p, double rtt_ms, int can_spin) {
   p->sum += rtt_ms;
   p->n++;
   if (--p->left > 0) return;
@@ -234,15 +259,16 @@ static void spin_observe(spin_policy_t *p, double rtt_ms) {
   if (!p->probing) {
     /* End of a run in the best mode: probe the other one (spinning only with a spare core). */
     p->best_mean = mean;
-    p->probing = p->best || atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active;
-    p->left = p->probing ? PROBE_BLOCKS : p->run_len;
+    p->probing = p->best || can_spin;
+    p->left = p->probing ? p->probe_len : p->run_len;
     return;
   }
   /* End of a probe: a clearly better other mode takes over; otherwise probe more rarely. */
   p->probing = 0;
   if (mean < p->best_mean * 0.8) {
     p->best = !p->best;
-    p->run_len = FIRST_RUN_BLOCKS * 4;
+    p->run_len = p->first_run * 4;
+    if (p->first_run == W_FIRST_RUN_ACKS) atomic_fetch_add(&spin_switches, 1);
   } else if (p->run_len < MAX_RUN_BLOCKS) {
     p->run_len *= 2;
   }
@@ -282,6 +308,18 @@ static int send_next_window(transfer_t *t) {
   return 0;
 }
 
+/* Poll before sleeping, for a worker with more than one active transfer (see W_PROBE_ACKS)? */
+static int worker_polls_now(worker_t *w) {
+  int mode = atomic_load_explicit(&spin_mode, memory_order_relaxed);
+  if (mode != SPIN_AUTO) return mode == SPIN_ON;
+  return w->sp.probing ? !w->sp.best : w->sp.best;
+}
+
+static void worker_observe(worker_t *w, double rtt_ms) {
+  if (atomic_load_explicit(&spin_mode, memory_order_relaxed) != SPIN_AUTO) return;
+  spin_observe(&w->sp, rtt_ms, nworkers <= spin_max_active);
+}
+
 static void progress(transfer_t *t) {
   if (!t->progressed) { t->progressed = 1; post(t, POST_PROGRESS); }
 }
@@ -307,7 +345,11 @@ static void on_packet(transfer_t *t, const uint8_t *buf, ssize_t n, double now) 
     t->acked = abs;
     t->retries_used = 0;
     t->last_progress = now;
-    spin_observe(&t->sp, now - t->last_send);
+    {
+      worker_t *w = t->worker;
+      if (w->active && w->active->next) worker_observe(w, now - t->last_send);
+      else spin_observe(&t->sp, now - t->last_send, atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active);
+    }
     progress(t);
     if (t->acked == t->total) { finish(t, ST_OK, 0); return; }
     send_next_window(t);
@@ -466,7 +508,21 @@ static void *work(void *arg) {
       double left = next_check - now_ms();
       timeout = left <= 0 ? 0 : (int)left + 1;
     }
-    int n = epoll_wait(w->ep, evs, 128, timeout);
+    int n;
+    if (timeout != 0 && w->active && w->active->next && worker_polls_now(w)) {
+      /* Poll for SPIN_US (not past the next deadline check), then sleep as usual. */
+      const double t0 = now_ms(), until = t0 + SPIN_US / 1e3 < next_check ? t0 + SPIN_US / 1e3 : next_check;
+      do n = epoll_wait(w->ep, evs, 128, 0);
+      while (n == 0 && now_ms() < until);
+      if (n > 0) atomic_fetch_add_explicit(&worker_polls, 1, memory_order_relaxed);
+      else {
+        atomic_fetch_add_explicit(&worker_wakes, 1, memory_order_relaxed);
+        n = epoll_wait(w->ep, evs, 128, timeout);
+      }
+    } else {
+      if (timeout != 0 && w->active && w->active->next) atomic_fetch_add_explicit(&worker_wakes, 1, memory_order_relaxed);
+      n = epoll_wait(w->ep, evs, 128, timeout);
+    }
     double now = now_ms();
     int check_all = 0;
     for (int i = 0; i < n; i++) {
@@ -534,6 +590,7 @@ static int start_workers(void) {
     w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->ep < 0 || w->efd < 0) return errno;
     pthread_mutex_init(&w->mu, NULL);
+    w->sp = (spin_policy_t){ .left = W_FIRST_RUN_ACKS, .run_len = W_FIRST_RUN_ACKS, .probe_len = W_PROBE_ACKS, .first_run = W_FIRST_RUN_ACKS };
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &ev) != 0) return errno;
     pthread_attr_t attr;
@@ -778,7 +835,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   }
   t->total = content_len / blksize + 1;
   t->awaiting_oack = oack_len > 0;
-  t->sp = (spin_policy_t){ .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS };
+  t->sp = (spin_policy_t){ .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS, .probe_len = PROBE_BLOCKS, .first_run = FIRST_RUN_BLOCKS };
   t->gated = atomic_load(&gate_streams) > 0;
   if (t->gated) atomic_fetch_add(&streams_queued, 1);
   /* To the least busy worker. */
@@ -860,7 +917,35 @@ static napi_value stream_stats(napi_env env, napi_callback_info info) {
   set_u32(env, r, "held", atomic_load(&streams_held));
   set_u32(env, r, "queued", atomic_load(&streams_queued));
   set_u32(env, r, "holdsExpired", atomic_load(&holds_expired));
+  int polling = 0;
+  for (int i = 0; i < nworkers; i++) polling += worker_polls_now(&workers[i]);
+  set_u32(env, r, "workersPolling", polling);
+  set_u32(env, r, "spinSwitches", atomic_load(&spin_switches));
+  set_u32(env, r, "sleeps", (double)atomic_load(&worker_wakes));
+  set_u32(env, r, "polls", (double)atomic_load(&worker_polls));
   return r;
+}
+
+/* setSpin(mode): 'auto' (measure, the default), 'off' (always sleep), 'on' (always poll first)
+   for workers with more than one active transfer; see W_PROBE_ACKS. */
+static napi_value set_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char mode[8];
+  size_t len;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
+      napi_get_value_string_utf8(env, argv[0], mode, sizeof mode, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "setSpin('auto' | 'off' | 'on')");
+    return NULL;
+  }
+  if (!strcmp(mode, "auto")) atomic_store(&spin_mode, SPIN_AUTO);
+  else if (!strcmp(mode, "off")) atomic_store(&spin_mode, SPIN_OFF);
+  else if (!strcmp(mode, "on")) atomic_store(&spin_mode, SPIN_ON);
+  else {
+    napi_throw_range_error(env, NULL, "setSpin('auto' | 'off' | 'on')");
+    return NULL;
+  }
+  return NULL;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -878,6 +963,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setStreams", fn);
   napi_create_function(env, "streamStats", NAPI_AUTO_LENGTH, stream_stats, NULL, &fn);
   napi_set_named_property(env, exports, "streamStats", fn);
+  napi_create_function(env, "setSpin", NAPI_AUTO_LENGTH, set_spin, NULL, &fn);
+  napi_set_named_property(env, exports, "setSpin", fn);
   napi_value max;
   napi_create_uint32(env, MAX_WINDOW, &max);
   napi_set_named_property(env, exports, "maxWindow", max);
