@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -68,7 +69,6 @@ typedef struct spin_policy {
   double sum;          /* round trips measured in this phase, ms */
   uint64_t n;
   double best_mean;    /* mean round trip of the last run phase */
-  uint64_t probe_len, first_run; /* phase lengths in advancing ACKs */
 } spin_policy_t;
 
 /*
@@ -81,16 +81,18 @@ typedef struct spin_policy {
  * (measured on the quiet machine: all-at-once dnsmasq finished a 1000-node stage sooner than
  * pxeherd's 32 streams, while pxeherd used less CPU per transfer). A polling worker keeps its
  * own core and answers at once. On a busy machine polling takes CPU from the clients and
- * everything slows down, so the worker measures, like a lone transfer does (struct
- * spin_policy): mean ACK round trip in its current mode against a probe of the other, over
- * W_PROBE_ACKS advancing ACKs. Only with a spare core for each worker. setSpin() can force a
- * mode (tests, and to compare).
+ * everything slows down, and the poller's own round trips do not show it (measured under
+ * load: a round-trip probe like a lone transfer's picked polling, which then cost the storm
+ * 15-25 % more server CPU and a longer stage): so 'auto' polls only while the machine has
+ * no more runnable threads than cores (/proc/loadavg's running count, read every
+ * IDLE_CHECK_MS), i.e. while the polling takes a core nobody else wants. setSpin() can force
+ * a mode (tests, and to compare).
  */
-#define W_PROBE_ACKS 256
-#define W_FIRST_RUN_ACKS 1024
+#define IDLE_CHECK_MS 20.0
 enum spin_mode { SPIN_AUTO = 0, SPIN_OFF = 1, SPIN_ON = 2 };
 static atomic_int spin_mode;
-static atomic_uint spin_switches;   /* worker policies that changed their best mode */
+static atomic_uint spin_switches;   /* times a worker's 'auto' decision changed */
+static int ncores;
 static atomic_ullong worker_wakes;  /* epoll_waits that slept (multi-transfer workers) */
 static atomic_ullong worker_polls;  /* polling spells that found an event before SPIN_US */
 
@@ -171,7 +173,8 @@ typedef struct worker {
   transfer_t *active;  /* owned by the worker thread */
   transfer_t *queue, *queue_tail; /* gated transfers waiting for a stream, arrival order; worker-owned */
   atomic_int count;    /* pending + active, for picking the least busy worker */
-  spin_policy_t sp;    /* poll before sleeping? (with more than one active transfer) */
+  int spare_core;      /* 'auto': at the last look, no more runnable threads than cores */
+  double next_idle_check;
 } worker_t;
 
 #define MAX_WORKERS 4
@@ -249,7 +252,7 @@ static void send_raw(transfer_t *t, const uint8_t *pkt, size_t len) {
 }
 
 /* One advancing ACK came `rtt_ms` after its send: account it, and end the phase when due. */
-static void spin_observe(spin_policy_t *p, double rtt_ms, int can_spin) {
+static void spin_observe(spin_policy_t *p, double rtt_ms) {
   p->sum += rtt_ms;
   p->n++;
   if (--p->left > 0) return;
@@ -259,16 +262,15 @@ static void spin_observe(spin_policy_t *p, double rtt_ms, int can_spin) {
   if (!p->probing) {
     /* End of a run in the best mode: probe the other one (spinning only with a spare core). */
     p->best_mean = mean;
-    p->probing = p->best || can_spin;
-    p->left = p->probing ? p->probe_len : p->run_len;
+    p->probing = p->best || atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active;
+    p->left = p->probing ? PROBE_BLOCKS : p->run_len;
     return;
   }
   /* End of a probe: a clearly better other mode takes over; otherwise probe more rarely. */
   p->probing = 0;
   if (mean < p->best_mean * 0.8) {
     p->best = !p->best;
-    p->run_len = p->first_run * 4;
-    if (p->first_run == W_FIRST_RUN_ACKS) atomic_fetch_add(&spin_switches, 1);
+    p->run_len = FIRST_RUN_BLOCKS * 4;
   } else if (p->run_len < MAX_RUN_BLOCKS) {
     p->run_len *= 2;
   }
@@ -312,12 +314,33 @@ static int send_next_window(transfer_t *t) {
 static int worker_polls_now(worker_t *w) {
   int mode = atomic_load_explicit(&spin_mode, memory_order_relaxed);
   if (mode != SPIN_AUTO) return mode == SPIN_ON;
-  return w->sp.probing ? !w->sp.best : w->sp.best;
+  return w->spare_core;
 }
 
-static void worker_observe(worker_t *w, double rtt_ms) {
+/* Threads runnable on the machine now (this one included): the 4th field of /proc/loadavg,
+   "running/total"; -1 if unknown. */
+static int procs_running(void) {
+  char buf[256];
+  int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  double l1, l5, l15;
+  int running, total;
+  return sscanf(buf, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) == 5 ? running : -1;
+}
+
+/* 'auto': look again every IDLE_CHECK_MS whether polling would take a core nobody else wants. */
+static void update_spare_core(worker_t *w, double now) {
+  if (now < w->next_idle_check) return;
+  w->next_idle_check = now + IDLE_CHECK_MS;
   if (atomic_load_explicit(&spin_mode, memory_order_relaxed) != SPIN_AUTO) return;
-  spin_observe(&w->sp, rtt_ms, nworkers <= spin_max_active);
+  int running = procs_running();
+  int spare = running > 0 && running <= ncores && nworkers < ncores;
+  if (spare != w->spare_core) atomic_fetch_add(&spin_switches, 1);
+  w->spare_core = spare;
 }
 
 static void progress(transfer_t *t) {
@@ -345,11 +368,7 @@ static void on_packet(transfer_t *t, const uint8_t *buf, ssize_t n, double now) 
     t->acked = abs;
     t->retries_used = 0;
     t->last_progress = now;
-    {
-      worker_t *w = t->worker;
-      if (w->active && w->active->next) worker_observe(w, now - t->last_send);
-      else spin_observe(&t->sp, now - t->last_send, atomic_load_explicit(&active_transfers, memory_order_relaxed) <= spin_max_active);
-    }
+    spin_observe(&t->sp, now - t->last_send);
     progress(t);
     if (t->acked == t->total) { finish(t, ST_OK, 0); return; }
     send_next_window(t);
@@ -509,6 +528,7 @@ static void *work(void *arg) {
       timeout = left <= 0 ? 0 : (int)left + 1;
     }
     int n;
+    if (timeout != 0 && w->active && w->active->next) update_spare_core(w, now_ms());
     if (timeout != 0 && w->active && w->active->next && worker_polls_now(w)) {
       /* Poll for SPIN_US (not past the next deadline check), then sleep as usual. */
       const double t0 = now_ms(), until = t0 + SPIN_US / 1e3 < next_check ? t0 + SPIN_US / 1e3 : next_check;
@@ -590,7 +610,6 @@ static int start_workers(void) {
     w->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (w->ep < 0 || w->efd < 0) return errno;
     pthread_mutex_init(&w->mu, NULL);
-    w->sp = (spin_policy_t){ .left = W_FIRST_RUN_ACKS, .run_len = W_FIRST_RUN_ACKS, .probe_len = W_PROBE_ACKS, .first_run = W_FIRST_RUN_ACKS };
     struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
     if (epoll_ctl(w->ep, EPOLL_CTL_ADD, w->efd, &ev) != 0) return errno;
     pthread_attr_t attr;
@@ -835,7 +854,7 @@ static napi_value start(napi_env env, napi_callback_info info) {
   }
   t->total = content_len / blksize + 1;
   t->awaiting_oack = oack_len > 0;
-  t->sp = (spin_policy_t){ .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS, .probe_len = PROBE_BLOCKS, .first_run = FIRST_RUN_BLOCKS };
+  t->sp = (spin_policy_t){ .best = 0, .probing = 0, .left = FIRST_RUN_BLOCKS, .run_len = FIRST_RUN_BLOCKS };
   t->gated = atomic_load(&gate_streams) > 0;
   if (t->gated) atomic_fetch_add(&streams_queued, 1);
   /* To the least busy worker. */
@@ -951,6 +970,7 @@ static napi_value set_spin(napi_env env, napi_callback_info info) {
 static napi_value init(napi_env env, napi_value exports) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   spin_max_active = cores > 1 ? (int)cores - 1 : 0;
+  ncores = cores > 0 ? (int)cores : 1;
 
   napi_value fn;
   napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn);
