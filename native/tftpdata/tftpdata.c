@@ -75,12 +75,14 @@ typedef struct spin_policy {
  * The same choice for a worker with many transfers: before it sleeps in epoll_wait it may poll
  * (epoll_wait with no timeout) for SPIN_US. Why: with tftp.streams, a few dozen lock-step
  * transfers leave the worker idle between ACKs, so it sleeps and is woken for nearly every
- * ACK; on a machine with idle cores each wake-up costs more than the ACK's work, and the
- * scheduler tends to wake the worker on the core of the client that sent the ACK, where the
- * two then take turns while another core idles: the line moves at the speed of one core
- * (measured on the quiet machine: all-at-once dnsmasq finished a 1000-node stage sooner than
- * pxeherd's 32 streams, while pxeherd used less CPU per transfer). A polling worker keeps its
- * own core and answers at once. On a busy machine polling takes CPU from the clients and
+ * ACK. On a machine with idle cores each wake-up costs more than the ACK's work (a UDP
+ * ping-pong here: 80 us with idle cores, 7 us with busy ones), and the scheduler may wake the
+ * worker on the core of the client that sent the ACK, where the two (the worker at nice 5)
+ * take turns while another core idles. Measured on the quiet machine: all-at-once dnsmasq
+ * finished a 1000-node stage sooner than pxeherd's 32 streams, while under load pxeherd
+ * needs less CPU per transfer than dnsmasq (BENCHMARKS.md, tftp21c): the quiet-machine tail
+ * is idle time, not work. A polling worker keeps its own core and answers at once. (The
+ * quiet-machine gain is expected, not yet measured.) On a busy machine polling takes CPU from the clients and
  * everything slows down, and the poller's own round trips do not show it (measured under
  * load: a round-trip probe like a lone transfer's picked polling, which then cost the storm
  * 15-25 % more server CPU and a longer stage): so 'auto' polls only while the machine has
@@ -173,7 +175,7 @@ typedef struct worker {
   transfer_t *active;  /* owned by the worker thread */
   transfer_t *queue, *queue_tail; /* gated transfers waiting for a stream, arrival order; worker-owned */
   atomic_int count;    /* pending + active, for picking the least busy worker */
-  int spare_core;      /* 'auto': at the last look, no more runnable threads than cores */
+  atomic_int spare_core; /* 'auto': at the last look, no more runnable threads than cores (read by streamStats) */
   double next_idle_check;
 } worker_t;
 
@@ -310,11 +312,11 @@ static int send_next_window(transfer_t *t) {
   return 0;
 }
 
-/* Poll before sleeping, for a worker with more than one active transfer (see W_PROBE_ACKS)? */
+/* Poll before sleeping, for a worker with more than one active transfer (see IDLE_CHECK_MS)? */
 static int worker_polls_now(worker_t *w) {
   int mode = atomic_load_explicit(&spin_mode, memory_order_relaxed);
   if (mode != SPIN_AUTO) return mode == SPIN_ON;
-  return w->spare_core;
+  return atomic_load_explicit(&w->spare_core, memory_order_relaxed);
 }
 
 /* Threads runnable on the machine now (this one included): the 4th field of /proc/loadavg,
@@ -339,8 +341,8 @@ static void update_spare_core(worker_t *w, double now) {
   if (atomic_load_explicit(&spin_mode, memory_order_relaxed) != SPIN_AUTO) return;
   int running = procs_running();
   int spare = running > 0 && running <= ncores && nworkers < ncores;
-  if (spare != w->spare_core) atomic_fetch_add(&spin_switches, 1);
-  w->spare_core = spare;
+  if (spare != atomic_load_explicit(&w->spare_core, memory_order_relaxed)) atomic_fetch_add(&spin_switches, 1);
+  atomic_store_explicit(&w->spare_core, spare, memory_order_relaxed);
 }
 
 static void progress(transfer_t *t) {
@@ -945,8 +947,8 @@ static napi_value stream_stats(napi_env env, napi_callback_info info) {
   return r;
 }
 
-/* setSpin(mode): 'auto' (measure, the default), 'off' (always sleep), 'on' (always poll first)
-   for workers with more than one active transfer; see W_PROBE_ACKS. */
+/* setSpin(mode): 'auto' (poll while a core is spare, the default), 'off' (always sleep), 'on'
+   (always poll first) for workers with more than one active transfer; see IDLE_CHECK_MS. */
 static napi_value set_spin(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];

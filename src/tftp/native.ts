@@ -51,8 +51,9 @@ interface Addon {
 
 /**
  * Whether a pump thread with several transfers polls for SPIN_US before it sleeps (tftp.pump_poll):
- * 'auto' measures which of the two gives the shorter ACK round trips and keeps it (tftpdata.c,
- * W_PROBE_ACKS), 'off' always sleeps, 'on' always polls first.
+ * 'auto' polls only while the machine has no more runnable threads than cores (tftpdata.c,
+ * IDLE_CHECK_MS: polling then takes a core nobody else wants), 'off' always sleeps, 'on' always
+ * polls first.
  */
 export type PumpPoll = 'auto' | 'off' | 'on';
 
@@ -76,8 +77,8 @@ export interface NativeEngine {
   /** See PumpPoll. Per process. False when the addon predates it. */
   setPumpPoll(mode: PumpPoll): boolean;
   /**
-   * The pump's busy-poll policy since the addon loaded: workers polling now, how often a policy
-   * changed its mind, sleeps in epoll_wait and polling spells that found an ACK.
+   * The pump's busy-poll policy since the addon loaded: workers polling now, how often 'auto'
+   * changed its decision, sleeps in epoll_wait and polling spells that found an ACK.
    */
   pollStats(): { workersPolling: number; switches: number; sleeps: number; polls: number };
 }
