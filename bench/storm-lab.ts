@@ -94,6 +94,8 @@ export interface PxeherdOpts {
   namePattern?: string;
   /** tftp.max_transfers; the default 256 refuses the rest of an all-at-once storm with "busy". */
   tftpMaxTransfers?: number;
+  /** More keys for the tftp section, YAML flow style without braces (e.g. `streams: 0`). */
+  tftpExtra?: string;
 }
 
 export function writeStormConfig(lab: StormLab, o: PxeherdOpts): { config: string; statedir: string } {
@@ -105,7 +107,7 @@ export function writeStormConfig(lab: StormLab, o: PxeherdOpts): { config: strin
 interface: br0
 address: ${lab.serverIp}
 dhcp: { mode: full, range: [${lab.pool[0]}, ${lab.pool[1]}], netmask: 255.255.0.0, router: ${lab.serverIp}, lease_seconds: 3600, ipv6_ra: false }
-tftp: { port: 69${o.tftpMaxTransfers ? `, max_transfers: ${o.tftpMaxTransfers}` : ''} }
+tftp: { port: 69${o.tftpMaxTransfers ? `, max_transfers: ${o.tftpMaxTransfers}` : ''}${o.tftpExtra ? `, ${o.tftpExtra}` : ''} }
 http: { port: 8080 }
 provisiond: { port: 987 }
 admin: { port: 0 }
@@ -289,7 +291,7 @@ export function netCounters(ns: string): Record<string, number> {
     const v = lines[1]!.split(/\s+/);
     return Object.fromEntries(keys.map((k) => [k, Number(v[h.indexOf(k)] ?? 0)]));
   };
-  return { ...read('/proc/net/netstat', 'TcpExt:', ['ListenOverflows', 'ListenDrops']), ...read('/proc/net/snmp', 'Udp:', ['RcvbufErrors', 'InErrors']) };
+  return { ...read('/proc/net/netstat', 'TcpExt:', ['ListenOverflows', 'ListenDrops']), ...read('/proc/net/snmp', 'Udp:', ['RcvbufErrors', 'InErrors', 'InDatagrams', 'OutDatagrams', 'SndbufErrors']) };
 }
 
 export function diffCounters(a: Record<string, number>, b: Record<string, number>): Record<string, number> {

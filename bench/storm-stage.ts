@@ -5,10 +5,14 @@
  * reference once).
  *
  *   node --import tsx bench/storm-stage.ts --stage tftp|http|dhcp [--nodes 1000] [--rounds 3]
- *                    [--kernel-mib 1] [--initrd-mib 4] [--warm]
+ *                    [--kernel-mib 1] [--initrd-mib 4] [--warm] [--tftp "streams: 0"] [--detail]
  *
  * tftp: undionly.kpxe against dnsmasq; http: kernel then initrd against nginx; dhcp: DORA
  * against dnsmasq. `--warm` runs one unmeasured round on each server before the measured one.
+ * `--tftp` adds keys to pxeherd's tftp section (to compare settings). `--detail` adds, per round,
+ * where the time went: datagrams the server sent and received per transfer, its threads' CPU
+ * (pxeherd: main thread and TFTP pump apart), and the completion-time distribution with the
+ * client-side retries of the last 1 % of nodes.
  * Prints one line per round and server (stage p50/p99, all done, failures, datagrams the
  * server's kernel dropped, client and server CPU) and the median ratios (pxeherd / reference).
  * Needs root, dnsmasq and nginx, and a built dist/cli.js. Namespaces phstage*, 10.87.0.0/16.
@@ -43,6 +47,28 @@ const ROUNDS = Number(opt('rounds', '3'));
 const KERNEL = Math.round(Number(opt('kernel-mib', '1')) * 1048576);
 const INITRD = Math.round(Number(opt('initrd-mib', '4')) * 1048576);
 const WARM = process.argv.includes('--warm');
+const TFTP_EXTRA = opt('tftp', '');
+const DETAIL = process.argv.includes('--detail');
+
+/** CPU seconds per thread name of a process (pxeherd: its main thread, the TFTP pump, libuv's pool). */
+function threadCpu(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const name = Number(tid) === pid ? 'main' : fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+        out[name] = (out[name] ?? 0) + (Number(f[11]) + Number(f[12])) / 100;
+      } catch {
+        /* thread ended */
+      }
+    }
+  } catch {
+    /* process ended */
+  }
+  return out;
+}
 const say = (s: string) => process.stderr.write(s + '\n');
 
 interface Row {
@@ -54,6 +80,7 @@ interface Row {
   drops: number;
   clientCpu?: number;
   serverCpu?: number;
+  detail?: Record<string, unknown>;
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -71,7 +98,7 @@ async function main(): Promise<void> {
   const runs = ROUNDS * 2 * (WARM ? 2 : 1);
   const lab = createStormLab({ name: 'phstage', net16: '10.87', poolSize: STAGE === 'dhcp' ? Math.min(60000, NODES * runs + 64) : 64 });
   try {
-    const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: KERNEL, initrdBytes: INITRD });
+    const { config, statedir } = writeStormConfig(lab, { dir, kernelBytes: KERNEL, initrdBytes: INITRD, tftpExtra: TFTP_EXTRA || undefined });
     registerSyntheticVnfs(dir, config, KERNEL, INITRD);
     let tag = 0x50;
     const job = (server: string): StormJob => {
@@ -101,19 +128,40 @@ async function main(): Promise<void> {
           if (WARM) await runClients(lab, job(server));
           const before = netCounters(lab.ns);
           const w = watchProc(pid, 100);
+          const threads0 = DETAIL ? threadCpu(pid) : {};
           const r = await runClients(lab, job(server));
           const cpu = w.stop();
+          const threads1 = DETAIL ? threadCpu(pid) : {};
           const s = summarize(r.results);
+          const net = diffCounters(before, netCounters(lab.ns));
           const row: Row = {
             server,
             p50: s[key]?.p50 ?? NaN,
             p99: s[key]?.p99 ?? NaN,
             all: r.seconds,
             failures: r.results.filter((x) => !x.ok).length,
-            drops: diffCounters(before, netCounters(lab.ns)).RcvbufErrors ?? 0,
+            drops: net.RcvbufErrors ?? 0,
             clientCpu: r.clientCpuSeconds,
             serverCpu: cpu?.cpuSeconds,
           };
+          if (DETAIL) {
+            const done = r.results.filter((x) => x.ok && x.doneAt !== undefined).sort((a, b) => a.doneAt! - b.doneAt!);
+            const at = (q: number) => +(done[Math.min(done.length - 1, Math.floor(q * done.length))]!.doneAt! / 1000).toFixed(2);
+            const last = done.slice(Math.floor(done.length * 0.99));
+            const threads = Object.fromEntries(Object.keys(threads1).map((k) => [k, +(threads1[k]! - (threads0[k] ?? 0)).toFixed(2)]).filter(([, v]) => (v as number) > 0));
+            row.detail = {
+              serverOutPerTransfer: +((net.OutDatagrams ?? 0) / NODES).toFixed(1),
+              serverInPerTransfer: +((net.InDatagrams ?? 0) / NODES).toFixed(1),
+              sndbufErrors: net.SndbufErrors ?? 0,
+              serverCpuMsPerTransfer: cpu ? +((cpu.cpuSeconds * 1000) / NODES).toFixed(2) : undefined,
+              clientCpuMsPerTransfer: r.clientCpuSeconds !== undefined ? +((r.clientCpuSeconds * 1000) / NODES).toFixed(2) : undefined,
+              threads,
+              clientRetries: r.results.reduce((n, x) => n + x.retries, 0),
+              doneAt: { p10: at(0.1), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1 - 1e-9) },
+              last1pct: { retries: last.reduce((n, x) => n + x.retries, 0), stageSecondsMin: +(Math.min(...last.map((x) => x.stages.tftp ?? 0)) / 1000).toFixed(2) },
+            };
+            say(`  detail ${JSON.stringify(row.detail)}`);
+          }
           rows.push(row);
           const extra = STAGE === 'http' && s.initrd ? ` initrd p50 ${s.initrd.p50.toFixed(3)} p99 ${s.initrd.p99.toFixed(3)}` : '';
           say(

@@ -25,6 +25,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -69,6 +70,33 @@ typedef struct spin_policy {
   uint64_t n;
   double best_mean;    /* mean round trip of the last run phase */
 } spin_policy_t;
+
+/*
+ * The same choice for a worker with many transfers: before it sleeps in epoll_wait it may poll
+ * (epoll_wait with no timeout) for SPIN_US. Why: with tftp.streams, a few dozen lock-step
+ * transfers leave the worker idle between ACKs, so it sleeps and is woken for nearly every
+ * ACK. On a machine with idle cores each wake-up costs more than the ACK's work (a UDP
+ * ping-pong here: 80 us with idle cores, 7 us with busy ones), and the scheduler may wake the
+ * worker on the core of the client that sent the ACK, where the two (the worker at nice 5)
+ * take turns while another core idles. Measured on the quiet machine: all-at-once dnsmasq
+ * finished a 1000-node stage sooner than pxeherd's 32 streams, while under load pxeherd
+ * needs less CPU per transfer than dnsmasq (BENCHMARKS.md, tftp21c): the quiet-machine tail
+ * is idle time, not work. A polling worker keeps its own core and answers at once. (The
+ * quiet-machine gain is expected, not yet measured.) On a busy machine polling takes CPU from the clients and
+ * everything slows down, and the poller's own round trips do not show it (measured under
+ * load: a round-trip probe like a lone transfer's picked polling, which then cost the storm
+ * 15-25 % more server CPU and a longer stage): so 'auto' polls only while the machine has
+ * no more runnable threads than cores (/proc/loadavg's running count, read every
+ * IDLE_CHECK_MS), i.e. while the polling takes a core nobody else wants. setSpin() can force
+ * a mode (tests, and to compare).
+ */
+#define IDLE_CHECK_MS 20.0
+enum spin_mode { SPIN_AUTO = 0, SPIN_OFF = 1, SPIN_ON = 2 };
+static atomic_int spin_mode;
+static atomic_uint spin_switches;   /* times a worker's 'auto' decision changed */
+static int ncores;
+static atomic_ullong worker_wakes;  /* epoll_waits that slept (multi-transfer workers) */
+static atomic_ullong worker_polls;  /* polling spells that found an event before SPIN_US */
 
 static atomic_int active_transfers;
 static int spin_max_active; /* cores - 1, set at load */
@@ -147,6 +175,8 @@ typedef struct worker {
   transfer_t *active;  /* owned by the worker thread */
   transfer_t *queue, *queue_tail; /* gated transfers waiting for a stream, arrival order; worker-owned */
   atomic_int count;    /* pending + active, for picking the least busy worker */
+  atomic_int spare_core; /* 'auto': at the last look, no more runnable threads than cores (read by streamStats) */
+  double next_idle_check;
 } worker_t;
 
 #define MAX_WORKERS 4
@@ -280,6 +310,39 @@ static int send_next_window(transfer_t *t) {
   if (to > t->sent) t->sent = to;
   t->last_send = now_ms();
   return 0;
+}
+
+/* Poll before sleeping, for a worker with more than one active transfer (see IDLE_CHECK_MS)? */
+static int worker_polls_now(worker_t *w) {
+  int mode = atomic_load_explicit(&spin_mode, memory_order_relaxed);
+  if (mode != SPIN_AUTO) return mode == SPIN_ON;
+  return atomic_load_explicit(&w->spare_core, memory_order_relaxed);
+}
+
+/* Threads runnable on the machine now (this one included): the 4th field of /proc/loadavg,
+   "running/total"; -1 if unknown. */
+static int procs_running(void) {
+  char buf[256];
+  int fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  double l1, l5, l15;
+  int running, total;
+  return sscanf(buf, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) == 5 ? running : -1;
+}
+
+/* 'auto': look again every IDLE_CHECK_MS whether polling would take a core nobody else wants. */
+static void update_spare_core(worker_t *w, double now) {
+  if (now < w->next_idle_check) return;
+  w->next_idle_check = now + IDLE_CHECK_MS;
+  if (atomic_load_explicit(&spin_mode, memory_order_relaxed) != SPIN_AUTO) return;
+  int running = procs_running();
+  int spare = running > 0 && running <= ncores && nworkers < ncores;
+  if (spare != atomic_load_explicit(&w->spare_core, memory_order_relaxed)) atomic_fetch_add(&spin_switches, 1);
+  atomic_store_explicit(&w->spare_core, spare, memory_order_relaxed);
 }
 
 static void progress(transfer_t *t) {
@@ -466,7 +529,22 @@ static void *work(void *arg) {
       double left = next_check - now_ms();
       timeout = left <= 0 ? 0 : (int)left + 1;
     }
-    int n = epoll_wait(w->ep, evs, 128, timeout);
+    int n;
+    if (timeout != 0 && w->active && w->active->next) update_spare_core(w, now_ms());
+    if (timeout != 0 && w->active && w->active->next && worker_polls_now(w)) {
+      /* Poll for SPIN_US (not past the next deadline check), then sleep as usual. */
+      const double t0 = now_ms(), until = t0 + SPIN_US / 1e3 < next_check ? t0 + SPIN_US / 1e3 : next_check;
+      do n = epoll_wait(w->ep, evs, 128, 0);
+      while (n == 0 && now_ms() < until);
+      if (n > 0) atomic_fetch_add_explicit(&worker_polls, 1, memory_order_relaxed);
+      else {
+        atomic_fetch_add_explicit(&worker_wakes, 1, memory_order_relaxed);
+        n = epoll_wait(w->ep, evs, 128, timeout);
+      }
+    } else {
+      if (timeout != 0 && w->active && w->active->next) atomic_fetch_add_explicit(&worker_wakes, 1, memory_order_relaxed);
+      n = epoll_wait(w->ep, evs, 128, timeout);
+    }
     double now = now_ms();
     int check_all = 0;
     for (int i = 0; i < n; i++) {
@@ -860,12 +938,41 @@ static napi_value stream_stats(napi_env env, napi_callback_info info) {
   set_u32(env, r, "held", atomic_load(&streams_held));
   set_u32(env, r, "queued", atomic_load(&streams_queued));
   set_u32(env, r, "holdsExpired", atomic_load(&holds_expired));
+  int polling = 0;
+  for (int i = 0; i < nworkers; i++) polling += worker_polls_now(&workers[i]);
+  set_u32(env, r, "workersPolling", polling);
+  set_u32(env, r, "spinSwitches", atomic_load(&spin_switches));
+  set_u32(env, r, "sleeps", (double)atomic_load(&worker_wakes));
+  set_u32(env, r, "polls", (double)atomic_load(&worker_polls));
   return r;
+}
+
+/* setSpin(mode): 'auto' (poll while a core is spare, the default), 'off' (always sleep), 'on'
+   (always poll first) for workers with more than one active transfer; see IDLE_CHECK_MS. */
+static napi_value set_spin(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char mode[8];
+  size_t len;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1 ||
+      napi_get_value_string_utf8(env, argv[0], mode, sizeof mode, &len) != napi_ok) {
+    napi_throw_type_error(env, NULL, "setSpin('auto' | 'off' | 'on')");
+    return NULL;
+  }
+  if (!strcmp(mode, "auto")) atomic_store(&spin_mode, SPIN_AUTO);
+  else if (!strcmp(mode, "off")) atomic_store(&spin_mode, SPIN_OFF);
+  else if (!strcmp(mode, "on")) atomic_store(&spin_mode, SPIN_ON);
+  else {
+    napi_throw_range_error(env, NULL, "setSpin('auto' | 'off' | 'on')");
+    return NULL;
+  }
+  return NULL;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   spin_max_active = cores > 1 ? (int)cores - 1 : 0;
+  ncores = cores > 0 ? (int)cores : 1;
 
   napi_value fn;
   napi_create_function(env, "start", NAPI_AUTO_LENGTH, start, NULL, &fn);
@@ -878,6 +985,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "setStreams", fn);
   napi_create_function(env, "streamStats", NAPI_AUTO_LENGTH, stream_stats, NULL, &fn);
   napi_set_named_property(env, exports, "streamStats", fn);
+  napi_create_function(env, "setSpin", NAPI_AUTO_LENGTH, set_spin, NULL, &fn);
+  napi_set_named_property(env, exports, "setSpin", fn);
   napi_value max;
   napi_create_uint32(env, MAX_WINDOW, &max);
   napi_set_named_property(env, exports, "maxWindow", max);

@@ -127,6 +127,8 @@ export const configSchema = z
         threads: z.number().int().min(0).max(64).default(0),
         /** Who pumps DATA: 'native' (C addon native/tftpdata), 'js' (worker threads), 'auto' = native when built. */
         engine: z.enum(['auto', 'native', 'js']).default('auto'),
+        /** Native engine: a pump thread with several transfers polls briefly before it sleeps: 'auto' = when measured faster (idle cores), 'off', 'on'. */
+        pump_poll: z.enum(['auto', 'off', 'on']).default('auto'),
         /** seconds between retransmissions unless the client negotiates `timeout` */
         timeout_seconds: z.number().min(0.1).max(255).default(1),
         retries: z.number().int().min(1).max(50).default(5),

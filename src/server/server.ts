@@ -182,6 +182,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       maxWindowBytes: config.tftp.max_window_bytes,
       threads: config.tftp.threads || undefined,
       engine: config.tftp.engine,
+      pumpPoll: config.tftp.pump_poll,
       timeoutMs: config.tftp.timeout_seconds * 1000,
       retries: config.tftp.retries,
       generate: (req, peer) => boot.tftpGenerate(req, peer),

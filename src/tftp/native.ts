@@ -43,9 +43,19 @@ interface Addon {
   setWorkers(n: number): number;
   /** Absent in an addon built before the gate existed. */
   setStreams?(streams: number, holdMs: number, waitMs: number): void;
-  streamStats?(): { held: number; queued: number; holdsExpired: number };
+  streamStats?(): { held: number; queued: number; holdsExpired: number; workersPolling?: number; spinSwitches?: number; sleeps?: number; polls?: number };
+  /** Absent in an addon built before the busy-poll policy existed. */
+  setSpin?(mode: PumpPoll): void;
   maxWindow: number;
 }
+
+/**
+ * Whether a pump thread with several transfers polls for SPIN_US before it sleeps (tftp.pump_poll):
+ * 'auto' polls only while the machine has no more runnable threads than cores (tftpdata.c,
+ * IDLE_CHECK_MS: polling then takes a core nobody else wants), 'off' always sleeps, 'on' always
+ * polls first.
+ */
+export type PumpPoll = 'auto' | 'off' | 'on';
 
 export type AbortFn = (code: number, message: string, notifyClient: boolean) => void;
 
@@ -64,6 +74,13 @@ export interface NativeEngine {
   setStreams(streams: number, holdMs: number, waitMs: number): boolean;
   /** Transfers holding a stream, waiting for one, and holds that expired (since the addon loaded). */
   streamStats(): { held: number; queued: number; holdsExpired: number };
+  /** See PumpPoll. Per process. False when the addon predates it. */
+  setPumpPoll(mode: PumpPoll): boolean;
+  /**
+   * The pump's busy-poll policy since the addon loaded: workers polling now, how often 'auto'
+   * changed its decision, sleeps in epoll_wait and polling spells that found an ACK.
+   */
+  pollStats(): { workersPolling: number; switches: number; sleeps: number; polls: number };
 }
 
 /**
@@ -89,7 +106,19 @@ export function loadNativeEngine(workers?: number): NativeEngine | undefined {
       addon.setStreams(streams, holdMs, waitMs);
       return true;
     },
-    streamStats: () => addon.streamStats?.() ?? { held: 0, queued: 0, holdsExpired: 0 },
+    streamStats: () => {
+      const s = addon.streamStats?.();
+      return { held: s?.held ?? 0, queued: s?.queued ?? 0, holdsExpired: s?.holdsExpired ?? 0 };
+    },
+    setPumpPoll(mode) {
+      if (!addon.setSpin) return false;
+      addon.setSpin(mode);
+      return true;
+    },
+    pollStats: () => {
+      const s = addon.streamStats?.();
+      return { workersPolling: s?.workersPolling ?? 0, switches: s?.spinSwitches ?? 0, sleeps: s?.sleeps ?? 0, polls: s?.polls ?? 0 };
+    },
     start(spec, content, hooks) {
       // Set by abort() so the outcome carries the caller's code and message.
       let aborted: { code: number; message: string } | undefined;

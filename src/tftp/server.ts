@@ -21,7 +21,7 @@ import type { Outcome } from './session.js';
 import { BufferSource, FileCache, type FileCacheOptions, type Source } from './source.js';
 import { startTransfer, type RunningTransfer, type TransferCounters, type TransferSpec } from './transfer.js';
 import { WorkerPool } from './pool.js';
-import { loadNativeEngine, type NativeEngine } from './native.js';
+import { loadNativeEngine, type NativeEngine, type PumpPoll } from './native.js';
 import { deepenRecvBuffer } from '../util/sockopts.js';
 import { Fifo } from '../util/fifo.js';
 
@@ -103,6 +103,8 @@ export interface TftpServerOptions {
    * Files streamed from disk in chunks and windows above the addon's limit always run in JS.
    */
   engine?: 'auto' | 'native' | 'js';
+  /** Native engine: does a pump thread poll before it sleeps (config tftp.pump_poll, see PumpPoll)? Default 'auto'. */
+  pumpPoll?: PumpPoll;
 }
 
 export interface TftpStats {
@@ -159,13 +161,14 @@ export class TftpServer {
   private readonly cache: FileCache;
   private readonly mounts: Record<string, string>;
   private readonly mountGuard?: (prefix: string, rel: string) => Promise<string | undefined>;
-  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'mounts' | 'mountGuard' | 'address6'>> &
+  private readonly o: Required<Omit<TftpServerOptions, 'generate' | 'events' | 'cache' | 'threads' | 'engine' | 'pumpPoll' | 'mounts' | 'mountGuard' | 'address6'>> &
     Pick<TftpServerOptions, 'generate' | 'events' | 'address6'>;
   private sweepTimer: NodeJS.Timeout | undefined;
   private pool: WorkerPool | undefined;
   private readonly threads: number;
   private readonly threadsGiven: number | undefined;
   private readonly engine: 'auto' | 'native' | 'js';
+  private readonly pumpPoll: PumpPoll;
   private native: NativeEngine | undefined;
   /**
    * The native engine keeps the line (`streams`): requests go to it at once and wait in arrival
@@ -233,6 +236,7 @@ export class TftpServer {
     this.threads = Math.max(1, Math.floor(opts.threads ?? Math.min(4, availableParallelism())));
     this.threadsGiven = opts.threads;
     this.engine = opts.engine ?? 'auto';
+    this.pumpPoll = opts.pumpPoll ?? 'auto';
     // Worker threads see file contents through shared memory.
     this.cache = new FileCache({ ...opts.cache, shared: this.threads > 1 });
   }
@@ -247,6 +251,7 @@ export class TftpServer {
     if (this.native) {
       this.nativeGate = this.native.setStreams(this.o.streams, this.o.streamHoldMs, this.o.streamWaitMs) && this.o.streams > 0;
       this.nativeExpired0 = this.native.streamStats().holdsExpired;
+      this.native.setPumpPoll(this.pumpPoll);
     }
     const sock = dgram.createSocket({ type: 'udp4' });
     await new Promise<void>((resolve, reject) => {

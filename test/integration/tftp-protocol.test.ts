@@ -555,3 +555,37 @@ both('with tftp.streams 1 (and no wait limit), requests that arrive together are
     assert.deepEqual(kinds, ['tftp.start', 'tftp.done', 'tftp.start', 'tftp.done', 'tftp.start', 'tftp.done', 'tftp.start', 'tftp.done'], 'one transfer at a time');
   });
 });
+
+for (const mode of ['on', 'off'] as const) {
+  test(`[native] tftp.pump_poll ${mode}: concurrent transfers, some losing DATA or ACKs, all complete intact (pump ${mode === 'on' ? 'polls before it sleeps' : 'always sleeps'})`, { skip: nativeBuilt ? false : 'native/tftpdata not built (make -C native)' }, async () => {
+    engine = 'native';
+    const native = loadNativeEngine()!;
+    const before0 = native.pollStats();
+    await withServer({ pumpPoll: mode, streams: 4 }, async (port) => {
+      // Twelve at once over four streams: the pump always has several transfers; every third
+      // client loses one DATA and every fourth one ACK, so retransmission runs while it polls.
+      const got = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => {
+          let droppedData = false;
+          let droppedAck = false;
+          return tftpGet({
+            host: '127.0.0.1',
+            port,
+            file: 'small.bin',
+            options: { blksize: '1024' },
+            timeoutMs: 2000,
+            retries: 20,
+            deadlineMs: 120_000,
+            dropData: (b) => i % 3 === 0 && b === 7 && !droppedData && (droppedData = true),
+            dropAck: (b) => i % 4 === 0 && b === 11 && !droppedAck && (droppedAck = true),
+          });
+        }),
+      );
+      for (const g of got) assert.equal(sha(g.data), sha(files['small.bin']!));
+      assert.equal(native.pollStats().workersPolling, mode === 'on' ? native.workers : 0, 'the mode reached the pump');
+    });
+    const after0 = native.pollStats();
+    assert.ok(after0.sleeps + after0.polls > before0.sleeps + before0.polls, 'the pump ran its several-transfer loop');
+    if (mode === 'off') assert.equal(after0.polls, before0.polls, 'never polled when told not to');
+  });
+}
