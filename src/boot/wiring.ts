@@ -5,7 +5,7 @@ import type { Store } from '../store/store.js';
 import type { EventSink } from '../nodes/types.js';
 import { bootServiceFor, defaultTemplateDirs, type BootService } from './service.js';
 import { bootRouter } from '../http/boot.js';
-import { storeVnfsFiles, tftpHttpRouter, vnfsRouter, warmVnfsFiles } from '../http/vnfs.js';
+import { storeVnfsFiles, tftpHttpRouter, vnfsRouter } from '../http/vnfs.js';
 import { FileCache, SendGate } from '../http/files.js';
 import { nodeTokensFor, type NodeTokens } from '../security/tokens.js';
 import { httpAuthorizer, provisiondAuthorizer } from '../security/authorize.js';
@@ -69,16 +69,6 @@ export function bootParts(args: { config: Config; store: Store; serverAddress: s
     const mac = req.mac ?? (peer ? macAt(store, peer, now) : undefined);
     return req.kind === 'pxelinux' ? boot.renderPxelinux(mac) : boot.renderGrub(mac);
   };
-  // The first storm after a start gets its kernels and initrds from memory too (see warmVnfsFiles).
-  if (cache) {
-    let images: { name: string; kernel: string; initrd: string; nodes?: number }[] = [];
-    try {
-      images = store.vnfs.list();
-    } catch {
-      /* no images readable now: they are read on their first request */
-    }
-    void warmVnfsFiles(cache, path.join(config.statedir, 'vnfs'), images).catch(() => undefined);
-  }
   const artifacts = revisionArtifactsFor(config, store, events);
   return {
     boot,

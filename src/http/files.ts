@@ -183,21 +183,6 @@ export class FileCache {
     return done;
   }
 
-  /**
-   * Read these files (real paths that already passed resolveInside) into the cache, one after
-   * the other, skipping any that cannot be cached or would push the held bytes past `budget`
-   * (default: half of maxBytes, so the copies made while serving still fit). Never throws;
-   * resolves with how many copies it made. The same version rules as `load` apply.
-   */
-  async warm(files: { file: string; stat: fs.Stats }[], budget = this.maxBytes / 2): Promise<number> {
-    let made = 0;
-    for (const { file, stat } of files) {
-      if (!this.cacheable(stat) || this.held + stat.size > budget || this.entries.has(file)) continue;
-      if (await this.load(file, stat).catch(() => undefined)) made++;
-    }
-    return made;
-  }
-
   private async read(file: string, stat: fs.Stats): Promise<CacheEntry | undefined> {
     const fh = await fs.promises.open(file, 'r');
     const settled = Math.max(stat.mtimeMs, stat.ctimeMs) + this.settleMs;

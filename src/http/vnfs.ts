@@ -140,29 +140,6 @@ export function tftpHttpRouter(deps: TftpHttpRouterDeps): Router {
   return router;
 }
 
-/**
- * Read the kernels and initrds nodes boot from into the cache ahead of their first request, the
- * images used by the most nodes first. After a restart the first storm (all nodes power on
- * together, as after a power cut) otherwise waits for that read: the first requests of every
- * node queue behind one cold read of each file while the server is also accepting and parsing
- * hundreds of requests, and nginx's first bytes leave ~0.1 s earlier (bench/http-timeline.ts).
- * Confinement is checked as for a request (resolveInside); missing files are skipped; a
- * revision's files are still verified before they are served (the cache only holds bytes).
- */
-export async function warmVnfsFiles(cache: FileCache, vnfsRoot: string, images: { name: string; kernel: string; initrd: string; nodes?: number }[]): Promise<number> {
-  const files: { file: string; stat: import('node:fs').Stats }[] = [];
-  for (const v of [...images].sort((a, b) => (b.nodes ?? 0) - (a.nodes ?? 0))) {
-    if (nameError('vnfs', v.name)) continue;
-    for (const f of [v.kernel, v.initrd]) {
-      const chk = checkRelPath(f.split('/'));
-      if (!chk.ok) continue;
-      const r = resolveInside(path.join(vnfsRoot, v.name), chk.segments);
-      if (r.ok) files.push({ file: r.file, stat: r.stat });
-    }
-  }
-  return cache.warm(files);
-}
-
 /** VnfsFilesBackend over the store. */
 export function storeVnfsFiles(store: { vnfs: { get(name: string): { kernel: string; initrd: string } | undefined }; nodes: { nameByMac(mac: string): string | undefined } }): VnfsFilesBackend {
   // Only the name (one indexed read per kernel/initrd in a boot storm): not the node and its attributes.

@@ -6,7 +6,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { createHttpApp } from '../../src/http/app.js';
-import { vnfsRouter, tftpHttpRouter, warmVnfsFiles } from '../../src/http/vnfs.js';
+import { vnfsRouter, tftpHttpRouter } from '../../src/http/vnfs.js';
 import { FileCache, parseByteRange } from '../../src/http/files.js';
 import { curl, listen } from './http-curl.js';
 
@@ -224,36 +224,4 @@ test('concurrent first requests share one read of the file', async () => {
   } finally {
     await srv.close();
   }
-});
-
-test('warmVnfsFiles reads the images nodes boot from before any request; the first download is then a hit', async () => {
-  const warm = new FileCache({ settleMs: 0 });
-  const kernel = crypto.randomBytes(300_000);
-  fs.writeFileSync(path.join(img, 'vmlinuz-warm'), kernel);
-  // An image whose files are missing, one whose name is refused, and one whose file leads out of the root: skipped.
-  fs.mkdirSync(path.join(vnfsRoot, 'escape'), { recursive: true });
-  fs.rmSync(path.join(vnfsRoot, 'escape', 'vmlinuz'), { force: true });
-  fs.symlinkSync(path.join(dir, 'outside.txt'), path.join(vnfsRoot, 'escape', 'vmlinuz'));
-  const made = await warmVnfsFiles(warm, vnfsRoot, [
-    { name: 'gone', kernel: 'vmlinuz', initrd: 'initrd.img', nodes: 50 },
-    { name: '../img', kernel: 'vmlinuz-warm', initrd: 'initrd.img', nodes: 40 },
-    { name: 'escape', kernel: 'vmlinuz', initrd: '../img/initrd.img', nodes: 30 },
-    { name: 'img', kernel: 'vmlinuz-warm', initrd: 'initrd.img', nodes: 20 },
-  ]);
-  assert.equal(made, 2, 'the kernel and initrd of img, nothing else');
-  assert.equal(warm.size, 2);
-  assert.equal(warm.bytes, kernel.length + initrd.length);
-  const srv = await listen(createHttpApp({ routers: [vnfsRouter({ vnfsRoot, backend, events: noop, cache: warm })] }), 0);
-  try {
-    const r = await curl(`${srv.base}/vnfs/img/vmlinuz-warm?mac=52-54-00-00-00-01`);
-    assert.equal(r.status, 200);
-    assert.ok(r.body.equals(kernel));
-    assert.deepEqual({ loads: warm.stats.loads, hits: warm.stats.hits }, { loads: 2, hits: 1 }, 'served from the copy read ahead');
-  } finally {
-    await srv.close();
-  }
-  // A budget the next file would exceed: it is left for its first request.
-  const tiny = new FileCache({ settleMs: 0, maxBytes: 2 * (kernel.length + 1000) });
-  assert.equal(await warmVnfsFiles(tiny, vnfsRoot, [{ name: 'img', kernel: 'vmlinuz-warm', initrd: 'initrd.img' }]), 1);
-  assert.equal(tiny.bytes, kernel.length);
 });
