@@ -107,7 +107,9 @@ async function serve(o: { id: string; ns: string; address: string; iface: string
   const config = path.join(o.dir, `${o.id}.yaml`);
   fs.writeFileSync(config, serverConfig(o.lab, { statedir: o.statedir, address: o.address, iface: o.iface, database: o.url, serverId: o.id }));
   const log = path.join(o.dir, `${o.id}.log`);
-  const proc = spawnIn(o.ns, process.execPath, [CLI, 'serve', '--config', config], { log, env: o.env });
+  // PGSTORM_CPU_PROF=DIR: a V8 CPU profile of each server into DIR (written when it stops).
+  const prof = process.env.PGSTORM_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGSTORM_CPU_PROF}`, `--cpu-prof-name=${o.id}.cpuprofile`] : [];
+  const proc = spawnIn(o.ns, process.execPath, [...prof, CLI, 'serve', '--config', config], { log, env: o.env });
   await waitFor(`pxeherd serve ${o.id} to listen`, 60_000, () => {
     if (proc.exitCode !== null) throw new Error(`pxeherd serve ${o.id} exited: ${fs.existsSync(log) ? fs.readFileSync(log, 'utf8').slice(-2000) : ''}`);
     const u = sh('ss', ['-Hlnu', 'sport = :67 or sport = :69'], { ns: o.ns, allowFail: true });
@@ -130,7 +132,7 @@ async function serve(o: { id: string; ns: string; address: string; iface: string
     async stop() {
       if (exited()) return;
       process.kill(pid, 'SIGTERM');
-      await waitExit(10_000);
+      await waitExit(process.env.PGSTORM_CPU_PROF ? 60_000 : 10_000);
       if (!exited()) process.kill(pid, 'SIGKILL');
       await waitExit(5000);
     },

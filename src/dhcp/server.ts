@@ -426,7 +426,7 @@ const SLICE_MAX_PACKETS = 128;
  * Slices whose claims may be in the shared database at once (backend.confirm). Each later slice
  * decides against the replica as the earlier ones left it; the database refuses what conflicts.
  */
-const MAX_CONFIRMING = 4;
+const MAX_CONFIRMING = 8;
 /**
  * A slice that starts while others are being confirmed (PostgreSQL only: `confirming` stays 0
  * without backend.confirm) runs this many times sliceMs, up to this many datagrams.

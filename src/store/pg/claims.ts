@@ -205,21 +205,40 @@ async function sliceTx(
   if (gone.length) writes.push(tx`DELETE FROM leases WHERE mac = ANY(${tx.array(gone)}::text[])`);
   // (An address moving from one row to another within one slice can hit the unique key on ip
   // mid-way: that retries, and after the last attempt the caller falls back to one claim at a time.)
+  // One statement for the rows that existed and one for the new ones, whatever the slice's size
+  // (a statement per row made PostgreSQL's CPU per slice grow with it).
   const changed = [...dirty].sort().map((m) => byMac.get(m)!);
-  for (const l of changed) {
-    if (existed.has(l.mac)) {
-      writes.push(tx`UPDATE leases SET ip = ${l.ip}, expires_at = ${l.expiresAt}, hostname = ${l.hostname}, state = ${l.state},
-                     subnet = ${l.subnet}, updated_at = ${now}, server_id = ${serverId} WHERE mac = ${l.mac}`);
-    } else {
-      writes.push(
-        tx`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
-           VALUES (${l.mac}, ${l.ip}, ${l.expiresAt}, ${l.hostname}, ${l.state}, ${l.subnet}, ${now}, ${serverId})
-           ON CONFLICT DO NOTHING RETURNING mac`.then((r) => {
-          // Another server created this client's or this address's row meanwhile: decide again.
-          if (r.length === 0) throw new LostRace(`lease row of ${l.mac} (${l.ip}) created concurrently`);
-        }),
-      );
-    }
+  const cols = (ls: Lease[]) => [
+    tx.array(ls.map((l) => l.mac)),
+    tx.array(ls.map((l) => l.ip)),
+    tx.array(ls.map((l) => l.expiresAt)),
+    tx.array(ls.map((l) => l.hostname)),
+    tx.array(ls.map((l) => l.state)),
+    tx.array(ls.map((l) => l.subnet)),
+  ];
+  const updated = changed.filter((l) => existed.has(l.mac));
+  const created = changed.filter((l) => !existed.has(l.mac));
+  if (updated.length) {
+    const [m, ip, exp, host, st, sub] = cols(updated);
+    writes.push(tx`UPDATE leases SET ip = t.ip, expires_at = t.exp, hostname = t.host, state = t.st, subnet = t.sub, updated_at = ${now}, server_id = ${serverId}
+                   FROM unnest(${m}::text[], ${ip}::text[], ${exp}::bigint[], ${host}::text[], ${st}::text[], ${sub}::text[]) AS t(mac, ip, exp, host, st, sub)
+                   WHERE leases.mac = t.mac`);
+  }
+  if (created.length) {
+    const [m, ip, exp, host, st, sub] = cols(created);
+    writes.push(
+      tx<{ mac: string }[]>`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
+         SELECT mac, ip, exp, host, st, sub, ${now}, ${serverId}
+         FROM unnest(${m}::text[], ${ip}::text[], ${exp}::bigint[], ${host}::text[], ${st}::text[], ${sub}::text[]) AS t(mac, ip, exp, host, st, sub)
+         ON CONFLICT DO NOTHING RETURNING mac`.then((r) => {
+        // Another server created a client's or an address's row meanwhile: decide again.
+        if (r.length !== created.length) {
+          const got = new Set(r.map((x) => x.mac));
+          const l = created.find((x) => !got.has(x.mac))!;
+          throw new LostRace(`lease row of ${l.mac} (${l.ip}) created concurrently`);
+        }
+      }),
+    );
   }
   if (registered.size) {
     // No lock (see PostgresBackend.readEvents): the xid first (the nodes INSERT above assigned it
