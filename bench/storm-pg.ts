@@ -15,7 +15,8 @@
  *              mid-boot by the kill (their exchange was with b) reboot: a second round of the
  *              same machines, which server a alone finishes.
  *   pgrestart  `pg_ctl stop -m fast`, 2 s down, `pg_ctl start` once a third are registered: both
- *              servers reconnect, the storm completes (DHCP clients retransmit meanwhile).
+ *              servers reconnect; the machines whose 4 DISCOVERs all fell in the outage (no new
+ *              machine is registered without the database) reboot in a second round, as in kill9.
  * Checked IN THE DATABASE after each (checkPgStorm): every MAC one node and one node.register,
  * unique names, each client's lease the address it was last ACKed and no address held by two
  * clients, every node's events in one timeline by id with the server_id of the server that
@@ -44,7 +45,7 @@ export interface PgStormReport {
   ready: number;
   seconds: number;
   failures: Record<string, number>;
-  /** kill9: the second round (every machine boots again; the cut-off ones finish). */
+  /** kill9, pgrestart: the second round (every machine boots again; the cut-off ones finish). */
   rebooted?: { ready: number; seconds: number; failures: Record<string, number> };
   retries: number;
   stages: Record<string, { p50: number; p99: number }>;
@@ -338,11 +339,14 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
         await b.kill9();
         disruption = `kill -9 of storm-b at ${at} s (${third} nodes registered)`;
       } else {
+        // The whole outage is reported: under load `pg_ctl stop -m fast` itself (the shutdown
+        // checkpoint, with fsync) took ~10 s here, and until it returns nobody can connect.
+        const stopAt = Date.now();
         restarter.stop();
-        const down = Date.now();
+        const stopped = Date.now();
         await new Promise((r) => setTimeout(r, 2000));
         restarter.start();
-        disruption = `PostgreSQL stopped (pg_ctl stop -m fast) at ${at} s, started again ${((Date.now() - down) / 1000).toFixed(1)} s later`;
+        disruption = `PostgreSQL stopped (pg_ctl stop -m fast, ${((stopped - stopAt) / 1000).toFixed(1)} s) at ${at} s, started again (pg_ctl start -w returned) ${((Date.now() - stopAt) / 1000).toFixed(1)} s after the stop began`;
       }
       note(`storm-pg ${o.variant}: ${disruption}`);
     }
@@ -352,16 +356,20 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
     const readyFirst = first.results.filter((r) => r.ok);
     let final = first.results;
     let rebooted: PgStormReport['rebooted'];
-    if (o.variant === 'kill9') {
-      // The machines cut off by the kill reboot; so do the others (a second boot of every node:
-      // it must keep its name and address). Server a alone answers.
-      const again = await runClients(lab, { ...base, mode: 'full', nodes: o.nodes, macTag: o.macTag }, progressEvery('second round, server a alone'));
+    if (o.variant !== 'plain') {
+      // kill9: the machines cut off by the kill reboot; so do the others (a second boot of every
+      // node: it must keep its name and address). Server a alone answers.
+      // pgrestart: the same. A simulated PXE ROM gives up after 4 DISCOVERs over 30 s, and a new
+      // machine cannot be registered while PostgreSQL is away (by design), so the machines that
+      // spent their tries in the outage reboot (a ROM's "No DHCP offers" -> next boot attempt)
+      // and both servers, reconnected, boot them; every node boots again and keeps its name and address.
+      const again = await runClients(lab, { ...base, mode: 'full', nodes: o.nodes, macTag: o.macTag }, progressEvery(o.variant === 'kill9' ? 'second round, server a alone' : 'second round, after the restart'));
       const ready = again.results.filter((r) => r.ok);
       rebooted = { ready: ready.length, seconds: +(Math.max(0, ...ready.map((r) => r.doneAt ?? 0)) / 1000).toFixed(2), failures: failuresByReason(again.results) };
       const firstIp = new Map(readyFirst.map((r) => [r.mac, r.ip]));
       const moved = ready.filter((r) => firstIp.has(r.mac) && firstIp.get(r.mac) !== r.ip);
       final = again.results;
-      if (moved.length) note(`storm-pg kill9: ${moved.length} nodes got another address on their second boot`);
+      if (moved.length) note(`storm-pg ${o.variant}: ${moved.length} nodes got another address on their second boot`);
     }
     // Events are shipped in batches: wait until both servers' counts stop moving.
     let lastCount = -1;
@@ -432,7 +440,7 @@ async function main(): Promise<void> {
       reports.push(r);
       say(
         `\n${variant}: ${r.ready}/${nodes} ready in ${r.seconds} s, ${r.retries} retries${r.disruption ? `; ${r.disruption}` : ''}` +
-          `${r.rebooted ? `; second round (server a alone): ${r.rebooted.ready}/${nodes} ready in ${r.rebooted.seconds} s` : ''}` +
+          `${r.rebooted ? `; second round${variant === 'kill9' ? ' (server a alone)' : ''}: ${r.rebooted.ready}/${nodes} ready in ${r.rebooted.seconds} s` : ''}` +
           `\n  stages p50/p99 s: ${Object.entries(r.stages).map(([k, v]) => `${k} ${v.p50}/${v.p99}`).join(', ')}` +
           `\n  leases by server ${JSON.stringify(r.leasesByServer)}, events by server ${JSON.stringify(r.eventsByServer)}, nodes with events of both servers ${r.nodesWithBothServers}` +
           `\n  server CPU s ${JSON.stringify(r.cpuSeconds)}` +
