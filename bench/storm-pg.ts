@@ -45,6 +45,8 @@ export interface PgStormReport {
   ready: number;
   seconds: number;
   failures: Record<string, number>;
+  /** A few failed MACs per reason, of the last round. */
+  failedMacs?: Record<string, string[]>;
   /** kill9, pgrestart: the second round (every machine boots again; the cut-off ones finish). */
   rebooted?: { ready: number; seconds: number; failures: Record<string, number> };
   retries: number;
@@ -154,6 +156,17 @@ nodes: { default_vnfs: storm }
 nodescripts: { timeout_seconds: 60 }
 log: { level: ${process.env.PGSTORM_LOG ?? 'warn'} }
 `;
+}
+
+/** A few failed MACs per reason (the last round's), to look up in the servers' logs. */
+function failedExamples(rs: NodeResult[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const r of rs)
+    if (!r.ok) {
+      const k = (r.error ?? 'unknown').replace(/[0-9a-f]{2}(:[0-9a-f]{2}){5}/g, 'MAC').replace(/\d+\.\d+\.\d+\.\d+/g, 'IP').slice(0, 100);
+      if ((out[k] ??= []).length < 5) out[k]!.push(r.mac);
+    }
+  return out;
 }
 
 function failuresByReason(rs: NodeResult[]): Record<string, number> {
@@ -396,6 +409,7 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
       ready: readyFirst.length,
       seconds: +(Math.max(0, ...readyFirst.map((r) => r.doneAt ?? 0)) / 1000).toFixed(2),
       failures: failuresByReason(first.results),
+      failedMacs: failedExamples(final),
       rebooted,
       retries: first.results.reduce((n, r) => n + r.retries, 0),
       stages: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { p50: v.p50, p99: v.p99 }])),
@@ -445,6 +459,7 @@ async function main(): Promise<void> {
           `\n  leases by server ${JSON.stringify(r.leasesByServer)}, events by server ${JSON.stringify(r.eventsByServer)}, nodes with events of both servers ${r.nodesWithBothServers}` +
           `\n  server CPU s ${JSON.stringify(r.cpuSeconds)}` +
           `\n  failures (first round) ${JSON.stringify(r.failures)}${r.rebooted ? `, second round ${JSON.stringify(r.rebooted.failures)}` : ''}` +
+          `${Object.keys(r.failedMacs ?? {}).length ? `\n  failed MACs (last round) ${JSON.stringify(r.failedMacs)}` : ''}` +
           `\n  database check: ${r.problems.length ? r.problems.join(' | ') : 'every MAC one node and one node.register, no address twice, leases = last ACKs, every ready node\'s timeline complete'}`,
       );
     }
