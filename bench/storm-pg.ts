@@ -15,7 +15,8 @@
  *              mid-boot by the kill (their exchange was with b) reboot: a second round of the
  *              same machines, which server a alone finishes.
  *   pgrestart  `pg_ctl stop -m fast`, 2 s down, `pg_ctl start` once a third are registered: both
- *              servers reconnect, the storm completes (DHCP clients retransmit meanwhile).
+ *              servers reconnect; the machines whose 4 DISCOVERs all fell in the outage (no new
+ *              machine is registered without the database) reboot in a second round, as in kill9.
  * Checked IN THE DATABASE after each (checkPgStorm): every MAC one node and one node.register,
  * unique names, each client's lease the address it was last ACKed and no address held by two
  * clients, every node's events in one timeline by id with the server_id of the server that
@@ -44,7 +45,9 @@ export interface PgStormReport {
   ready: number;
   seconds: number;
   failures: Record<string, number>;
-  /** kill9: the second round (every machine boots again; the cut-off ones finish). */
+  /** A few failed MACs per reason, of the last round. */
+  failedMacs?: Record<string, string[]>;
+  /** kill9, pgrestart: the second round (every machine boots again; the cut-off ones finish). */
   rebooted?: { ready: number; seconds: number; failures: Record<string, number> };
   retries: number;
   stages: Record<string, { p50: number; p99: number }>;
@@ -107,7 +110,9 @@ async function serve(o: { id: string; ns: string; address: string; iface: string
   const config = path.join(o.dir, `${o.id}.yaml`);
   fs.writeFileSync(config, serverConfig(o.lab, { statedir: o.statedir, address: o.address, iface: o.iface, database: o.url, serverId: o.id }));
   const log = path.join(o.dir, `${o.id}.log`);
-  const proc = spawnIn(o.ns, process.execPath, [CLI, 'serve', '--config', config], { log, env: o.env });
+  // PGSTORM_CPU_PROF=DIR: a V8 CPU profile of each server into DIR (written when it stops).
+  const prof = process.env.PGSTORM_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.PGSTORM_CPU_PROF}`, `--cpu-prof-name=${o.id}.cpuprofile`] : [];
+  const proc = spawnIn(o.ns, process.execPath, [...prof, CLI, 'serve', '--config', config], { log, env: o.env });
   await waitFor(`pxeherd serve ${o.id} to listen`, 60_000, () => {
     if (proc.exitCode !== null) throw new Error(`pxeherd serve ${o.id} exited: ${fs.existsSync(log) ? fs.readFileSync(log, 'utf8').slice(-2000) : ''}`);
     const u = sh('ss', ['-Hlnu', 'sport = :67 or sport = :69'], { ns: o.ns, allowFail: true });
@@ -130,7 +135,7 @@ async function serve(o: { id: string; ns: string; address: string; iface: string
     async stop() {
       if (exited()) return;
       process.kill(pid, 'SIGTERM');
-      await waitExit(10_000);
+      await waitExit(process.env.PGSTORM_CPU_PROF ? 60_000 : 10_000);
       if (!exited()) process.kill(pid, 'SIGKILL');
       await waitExit(5000);
     },
@@ -151,6 +156,17 @@ nodes: { default_vnfs: storm }
 nodescripts: { timeout_seconds: 60 }
 log: { level: ${process.env.PGSTORM_LOG ?? 'warn'} }
 `;
+}
+
+/** A few failed MACs per reason (the last round's), to look up in the servers' logs. */
+function failedExamples(rs: NodeResult[]): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const r of rs)
+    if (!r.ok) {
+      const k = (r.error ?? 'unknown').replace(/[0-9a-f]{2}(:[0-9a-f]{2}){5}/g, 'MAC').replace(/\d+\.\d+\.\d+\.\d+/g, 'IP').slice(0, 100);
+      if ((out[k] ??= []).length < 5) out[k]!.push(r.mac);
+    }
+  return out;
 }
 
 function failuresByReason(rs: NodeResult[]): Record<string, number> {
@@ -336,11 +352,14 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
         await b.kill9();
         disruption = `kill -9 of storm-b at ${at} s (${third} nodes registered)`;
       } else {
+        // The whole outage is reported: under load `pg_ctl stop -m fast` itself (the shutdown
+        // checkpoint, with fsync) took ~10 s here, and until it returns nobody can connect.
+        const stopAt = Date.now();
         restarter.stop();
-        const down = Date.now();
+        const stopped = Date.now();
         await new Promise((r) => setTimeout(r, 2000));
         restarter.start();
-        disruption = `PostgreSQL stopped (pg_ctl stop -m fast) at ${at} s, started again ${((Date.now() - down) / 1000).toFixed(1)} s later`;
+        disruption = `PostgreSQL stopped (pg_ctl stop -m fast, ${((stopped - stopAt) / 1000).toFixed(1)} s) at ${at} s, started again (pg_ctl start -w returned) ${((Date.now() - stopAt) / 1000).toFixed(1)} s after the stop began`;
       }
       note(`storm-pg ${o.variant}: ${disruption}`);
     }
@@ -350,16 +369,20 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
     const readyFirst = first.results.filter((r) => r.ok);
     let final = first.results;
     let rebooted: PgStormReport['rebooted'];
-    if (o.variant === 'kill9') {
-      // The machines cut off by the kill reboot; so do the others (a second boot of every node:
-      // it must keep its name and address). Server a alone answers.
-      const again = await runClients(lab, { ...base, mode: 'full', nodes: o.nodes, macTag: o.macTag }, progressEvery('second round, server a alone'));
+    if (o.variant !== 'plain') {
+      // kill9: the machines cut off by the kill reboot; so do the others (a second boot of every
+      // node: it must keep its name and address). Server a alone answers.
+      // pgrestart: the same. A simulated PXE ROM gives up after 4 DISCOVERs over 30 s, and a new
+      // machine cannot be registered while PostgreSQL is away (by design), so the machines that
+      // spent their tries in the outage reboot (a ROM's "No DHCP offers" -> next boot attempt)
+      // and both servers, reconnected, boot them; every node boots again and keeps its name and address.
+      const again = await runClients(lab, { ...base, mode: 'full', nodes: o.nodes, macTag: o.macTag }, progressEvery(o.variant === 'kill9' ? 'second round, server a alone' : 'second round, after the restart'));
       const ready = again.results.filter((r) => r.ok);
       rebooted = { ready: ready.length, seconds: +(Math.max(0, ...ready.map((r) => r.doneAt ?? 0)) / 1000).toFixed(2), failures: failuresByReason(again.results) };
       const firstIp = new Map(readyFirst.map((r) => [r.mac, r.ip]));
       const moved = ready.filter((r) => firstIp.has(r.mac) && firstIp.get(r.mac) !== r.ip);
       final = again.results;
-      if (moved.length) note(`storm-pg kill9: ${moved.length} nodes got another address on their second boot`);
+      if (moved.length) note(`storm-pg ${o.variant}: ${moved.length} nodes got another address on their second boot`);
     }
     // Events are shipped in batches: wait until both servers' counts stop moving.
     let lastCount = -1;
@@ -386,6 +409,7 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
       ready: readyFirst.length,
       seconds: +(Math.max(0, ...readyFirst.map((r) => r.doneAt ?? 0)) / 1000).toFixed(2),
       failures: failuresByReason(first.results),
+      failedMacs: failedExamples(final),
       rebooted,
       retries: first.results.reduce((n, r) => n + r.retries, 0),
       stages: Object.fromEntries(Object.entries(summary).map(([k, v]) => [k, { p50: v.p50, p99: v.p99 }])),
@@ -430,11 +454,12 @@ async function main(): Promise<void> {
       reports.push(r);
       say(
         `\n${variant}: ${r.ready}/${nodes} ready in ${r.seconds} s, ${r.retries} retries${r.disruption ? `; ${r.disruption}` : ''}` +
-          `${r.rebooted ? `; second round (server a alone): ${r.rebooted.ready}/${nodes} ready in ${r.rebooted.seconds} s` : ''}` +
+          `${r.rebooted ? `; second round${variant === 'kill9' ? ' (server a alone)' : ''}: ${r.rebooted.ready}/${nodes} ready in ${r.rebooted.seconds} s` : ''}` +
           `\n  stages p50/p99 s: ${Object.entries(r.stages).map(([k, v]) => `${k} ${v.p50}/${v.p99}`).join(', ')}` +
           `\n  leases by server ${JSON.stringify(r.leasesByServer)}, events by server ${JSON.stringify(r.eventsByServer)}, nodes with events of both servers ${r.nodesWithBothServers}` +
           `\n  server CPU s ${JSON.stringify(r.cpuSeconds)}` +
           `\n  failures (first round) ${JSON.stringify(r.failures)}${r.rebooted ? `, second round ${JSON.stringify(r.rebooted.failures)}` : ''}` +
+          `${Object.keys(r.failedMacs ?? {}).length ? `\n  failed MACs (last round) ${JSON.stringify(r.failedMacs)}` : ''}` +
           `\n  database check: ${r.problems.length ? r.problems.join(' | ') : 'every MAC one node and one node.register, no address twice, leases = last ACKs, every ready node\'s timeline complete'}`,
       );
     }

@@ -42,8 +42,9 @@ export interface DhcpBackend {
    * claims (registrations, offers, leases) are made in the shared database, and only the replies
    * this resolves with are sent (a lost race drops its packet; the client retries). The next
    * slice waits for it. Absent (SQLite): the batch's commit is the confirmation, synchronously.
+   * `sendLater`: replies confirmed after the call resolved (a client another server held).
    */
-  confirm?(replies: Reply[], leases: Lease[]): Promise<Reply[]>;
+  confirm?(replies: Reply[], leases: Lease[], sendLater?: (replies: Reply[]) => void): Promise<Reply[]>;
   /** A node's attributes, group's overridden by the node's own (boot_loader chooses the chain); absent = none. */
   attrsFor?(node: Node): Record<string, string>;
   /** The firmware's architecture (option 93) as it asked, so the boot renderer knows the node's CPU. */

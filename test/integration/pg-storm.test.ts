@@ -9,7 +9,8 @@
  * - kill -9 of one server mid-storm: the machines cut off reboot and the other server finishes
  *   every one; the same checks;
  * - PostgreSQL restarted mid-storm (pg_ctl stop -m fast, start): both servers stay up and
- *   reconnect, every machine ready; the same checks (this caught an ACK given while the database
+ *   reconnect, every machine ready (those whose DHCP tries all fell in the outage after a
+ *   reboot, the second round); the same checks (this caught an ACK given while the database
  *   was away that PostgreSQL never recorded, and a server killed by a postgres.js write on a
  *   closed connection, and postgres.js connections wedged for good by that write: the pool is
  *   replaced, src/store/pg/connect.ts).
@@ -63,7 +64,11 @@ test('kill -9 of one server mid-storm: the other finishes it, no node lost or du
 test('PostgreSQL restarted mid-storm: both servers reconnect, the storm completes', { skip: why, timeout: 180_000 }, async () => {
   const r = await run('pgrestart', 0x73);
   report(r);
-  assert.deepEqual(r.failures, {}, `every machine boots (${r.problems.join(' | ') || 'the database check found nothing wrong'})`);
-  assert.equal(r.ready, NODES);
+  // A machine whose 4 DISCOVERs all fell into the outage (on a loaded machine `pg_ctl stop`
+  // alone took ~10 s) reboots: the second round, both servers reconnected. Every machine boots
+  // in one of the two rounds entirely (the first when the outage was short).
+  assert.ok(r.rebooted, 'a second round ran');
+  const seen = `first round ${JSON.stringify(r.failures)}, second ${JSON.stringify(r.rebooted!.failures)}; ${r.problems.join(' | ') || 'the database check found nothing wrong'}`;
+  assert.ok(r.ready === NODES || r.rebooted!.ready === NODES, `every machine boots (${seen})`);
   assert.deepEqual(r.problems, [], 'the database agrees with what the clients were told; both servers still run');
 });

@@ -106,13 +106,25 @@ async function sliceTx(
   const want = (mac: string, key: string) => (wanted.get(mac) ?? wanted.set(mac, [`m:${mac}`]).get(mac)!).push(key);
   for (const r of regs) want(r.mac, `n:${r.name}`);
   for (const c of claims) want(c.mac, c.kind === 'offer' || c.kind === 'allocate' ? `a:${c.ip}` : `m:${c.mac}`);
-  const keys = [...new Set([...wanted.values()].flat())];
-  const got = keys.length
-    ? await tx<{ k: string; ok: boolean }[]>`SELECT k, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k)) AS ok FROM unnest(${tx.array(keys)}::text[]) AS k`
+  // The client's own key (m:MAC) first, and its other keys only once that is this slice's: two
+  // servers' slices over the same clients would otherwise each get some of a client's keys and
+  // both leave it out (nobody answers it this round). One statement: the join makes each
+  // client's m: attempt come before the attempts on its other keys.
+  const otherKeys: { mac: string; key: string }[] = [];
+  for (const [mac, ks] of wanted) for (const key of new Set(ks)) if (key !== `m:${mac}`) otherKeys.push({ mac, key });
+  const clients = [...wanted.keys()];
+  const got = clients.length
+    ? await tx<{ mac: string; ok: boolean }[]>`
+        WITH own AS (
+          SELECT mac, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext('m:' || mac)) AS ok FROM unnest(${tx.array(clients)}::text[]) AS mac
+        ), other AS (
+          SELECT k.mac, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k.key)) AS ok
+          FROM unnest(${tx.array(otherKeys.map((k) => k.mac))}::text[], ${tx.array(otherKeys.map((k) => k.key))}::text[]) AS k(mac, key)
+          JOIN own ON own.mac = k.mac AND own.ok
+        )
+        SELECT mac, ok FROM own UNION ALL SELECT mac, ok FROM other`
     : [];
-  const held = new Set(got.filter((r) => !r.ok).map((r) => r.k));
-  const busy = new Set<string>();
-  if (held.size) for (const [mac, ks] of wanted) if (ks.some((k) => held.has(k))) busy.add(mac);
+  const busy = new Set(got.filter((r) => !r.ok).map((r) => r.mac));
   const allClaims = claims;
   if (busy.size) {
     regs = regs.filter((r) => !busy.has(r.mac));
@@ -193,21 +205,40 @@ async function sliceTx(
   if (gone.length) writes.push(tx`DELETE FROM leases WHERE mac = ANY(${tx.array(gone)}::text[])`);
   // (An address moving from one row to another within one slice can hit the unique key on ip
   // mid-way: that retries, and after the last attempt the caller falls back to one claim at a time.)
+  // One statement for the rows that existed and one for the new ones, whatever the slice's size
+  // (a statement per row made PostgreSQL's CPU per slice grow with it).
   const changed = [...dirty].sort().map((m) => byMac.get(m)!);
-  for (const l of changed) {
-    if (existed.has(l.mac)) {
-      writes.push(tx`UPDATE leases SET ip = ${l.ip}, expires_at = ${l.expiresAt}, hostname = ${l.hostname}, state = ${l.state},
-                     subnet = ${l.subnet}, updated_at = ${now}, server_id = ${serverId} WHERE mac = ${l.mac}`);
-    } else {
-      writes.push(
-        tx`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
-           VALUES (${l.mac}, ${l.ip}, ${l.expiresAt}, ${l.hostname}, ${l.state}, ${l.subnet}, ${now}, ${serverId})
-           ON CONFLICT DO NOTHING RETURNING mac`.then((r) => {
-          // Another server created this client's or this address's row meanwhile: decide again.
-          if (r.length === 0) throw new LostRace(`lease row of ${l.mac} (${l.ip}) created concurrently`);
-        }),
-      );
-    }
+  const cols = (ls: Lease[]) => [
+    tx.array(ls.map((l) => l.mac)),
+    tx.array(ls.map((l) => l.ip)),
+    tx.array(ls.map((l) => l.expiresAt)),
+    tx.array(ls.map((l) => l.hostname)),
+    tx.array(ls.map((l) => l.state)),
+    tx.array(ls.map((l) => l.subnet)),
+  ];
+  const updated = changed.filter((l) => existed.has(l.mac));
+  const created = changed.filter((l) => !existed.has(l.mac));
+  if (updated.length) {
+    const [m, ip, exp, host, st, sub] = cols(updated);
+    writes.push(tx`UPDATE leases SET ip = t.ip, expires_at = t.exp, hostname = t.host, state = t.st, subnet = t.sub, updated_at = ${now}, server_id = ${serverId}
+                   FROM unnest(${m}::text[], ${ip}::text[], ${exp}::bigint[], ${host}::text[], ${st}::text[], ${sub}::text[]) AS t(mac, ip, exp, host, st, sub)
+                   WHERE leases.mac = t.mac`);
+  }
+  if (created.length) {
+    const [m, ip, exp, host, st, sub] = cols(created);
+    writes.push(
+      tx<{ mac: string }[]>`INSERT INTO leases (mac, ip, expires_at, hostname, state, subnet, updated_at, server_id)
+         SELECT mac, ip, exp, host, st, sub, ${now}, ${serverId}
+         FROM unnest(${m}::text[], ${ip}::text[], ${exp}::bigint[], ${host}::text[], ${st}::text[], ${sub}::text[]) AS t(mac, ip, exp, host, st, sub)
+         ON CONFLICT DO NOTHING RETURNING mac`.then((r) => {
+        // Another server created a client's or an address's row meanwhile: decide again.
+        if (r.length !== created.length) {
+          const got = new Set(r.map((x) => x.mac));
+          const l = created.find((x) => !got.has(x.mac))!;
+          throw new LostRace(`lease row of ${l.mac} (${l.ip}) created concurrently`);
+        }
+      }),
+    );
   }
   if (registered.size) {
     // No lock (see PostgresBackend.readEvents): the xid first (the nodes INSERT above assigned it
@@ -231,17 +262,59 @@ async function sliceTx(
   return { registered, unregistered, outcomes: all, busy };
 }
 
+/** Claims whose client is retried when another server's slice holds it: no other server answers them. */
+const FINISHING: ReadonlySet<SliceClaim['kind']> = new Set(['allocate', 'release', 'decline']);
+
 /**
- * The addresses and last contact of the nodes a slice ACKed, in one statement (as
- * PostgresBackend.touchAddress, one per ACK): an address another node holds as its own leaves
- * the node's previous one.
+ * claimSlice, then the clients it left out as `busy` that only this server can finish — a
+ * REQUEST naming this server (allocate), a RELEASE, a DECLINE — again in later transactions
+ * (up to `attempts` more, `waitMs` × attempt apart: the other server's slice holds their keys
+ * for its transaction only). Without it a busy client's RELEASE or DECLINE was lost (the lease
+ * waited for its expiry) and its ACK waited for the client's retransmission. A busy client with
+ * an offer only stays busy: the server holding it answers its DISCOVER.
  */
-export async function touchAddresses(sql: Sql, bound: { mac: string; ip: string }[], now: number): Promise<void> {
-  if (!bound.length) return;
+export async function claimSliceFinishingBusy(
+  sql: Sql,
+  serverId: string,
+  policy: { defaultGroup: string; defaultVnfs: string },
+  regs: SliceRegistration[],
+  claims: SliceClaim[],
+  now: number,
+  o: { attempts?: number; waitMs?: number } = {},
+): Promise<SliceResult & { busyRetried: number }> {
+  const res = await claimSlice(sql, serverId, policy, regs, claims, now);
+  const out = { ...res, registered: new Map(res.registered), busy: new Set(res.busy), outcomes: [...res.outcomes], busyRetried: 0 };
+  const attempts = o.attempts ?? 3;
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const again = new Set(claims.filter((c) => out.busy.has(c.mac) && FINISHING.has(c.kind)).map((c) => c.mac));
+    if (!again.size) break;
+    await new Promise((r) => setTimeout(r, (o.waitMs ?? 50) * attempt));
+    out.busyRetried += again.size;
+    const idx = claims.flatMap((c, i) => (again.has(c.mac) ? [i] : []));
+    const r = await claimSlice(sql, serverId, policy, regs.filter((x) => again.has(x.mac)), idx.map((i) => claims[i]!), now);
+    out.retries += r.retries;
+    for (const [mac, name] of r.registered) out.registered.set(mac, name);
+    out.unregistered = [...out.unregistered.filter((m) => !again.has(m)), ...r.unregistered];
+    for (const mac of again) if (!r.busy.has(mac)) out.busy.delete(mac);
+    idx.forEach((i, j) => (out.outcomes[i] = r.outcomes[j]));
+  }
+  return out;
+}
+
+/**
+ * The addresses and last contact of ACKed nodes, in one statement (as
+ * PostgresBackend.touchAddress, one per ACK): an address another node holds as its own leaves
+ * the node's previous one. Each touch carries its own time (a later one never goes back).
+ * `whileBound`: only where the node's lease in the database is still that address, bound (a
+ * touch held through an outage and written afterwards: the lease may have moved meanwhile).
+ */
+export async function touchAddresses(sql: Sql, touches: { mac: string; ip: string; now: number }[], o: { whileBound?: boolean } = {}): Promise<void> {
+  if (!touches.length) return;
   await sql`
     UPDATE nodes SET
       ip = CASE WHEN NOT EXISTS (SELECT 1 FROM nodes o WHERE o.ip = t.ip AND o.mac <> nodes.mac) THEN t.ip ELSE nodes.ip END,
-      last_contact = ${now}, updated_at = ${now}
-    FROM unnest(${sql.array(bound.map((b) => b.mac))}::text[], ${sql.array(bound.map((b) => b.ip))}::text[]) AS t(mac, ip)
-    WHERE nodes.mac = t.mac`;
+      last_contact = GREATEST(COALESCE(nodes.last_contact, 0), t.now), updated_at = GREATEST(nodes.updated_at, t.now)
+    FROM unnest(${sql.array(touches.map((b) => b.mac))}::text[], ${sql.array(touches.map((b) => b.ip))}::text[], ${sql.array(touches.map((b) => b.now))}::bigint[]) AS t(mac, ip, now)
+    WHERE nodes.mac = t.mac
+      AND (${!!o.whileBound}::boolean IS FALSE OR EXISTS (SELECT 1 FROM leases l WHERE l.mac = t.mac AND l.ip = t.ip AND l.state = 'bound'))`;
 }
