@@ -71,20 +71,37 @@ async function admin(route: string): Promise<{ status: number; body: string }> {
 }
 
 test('while perfdhcp floods it with 10 000 new clients a second, serve answers a known node and its admin API, and counts what it sheds', { skip, timeout: 180_000 }, async () => {
-  const flood = nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', '10000', '-R', '1000000', '-p', '12', '10.79.0.1'], 60_000).catch(
-    (e: { stdout?: string }) => ({ stdout: String(e.stdout ?? ''), stderr: '' }),
-  );
+  let flooding = true;
+  const flood = nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', '10000', '-R', '1000000', '-p', '20', '10.79.0.1'], 60_000)
+    .catch((e: { stdout?: string }) => ({ stdout: String(e.stdout ?? ''), stderr: '' }))
+    .finally(() => (flooding = false));
   // Until the server is behind: its queue holds datagrams, or it has shed some.
   await waitFor('the DHCP queue to fill', 10_000, async () => {
     const m = await admin('/metrics');
     return /^pxeherd_dhcp_queue_length [1-9]/m.test(m.body) || /^pxeherd_dhcp_shed_total\{[^}]*\} [1-9]/m.test(m.body);
   }, 100);
 
-  const env = eventEnv(
-    (await nsExec(lab.client, 'busybox', ['udhcpc', '-f', '-q', '-n', '-t', '8', '-T', '1', '-i', 'eth0', '-s', writeEnvScript(dir)], 60_000)).stdout,
-    'bound',
-  );
-  assert.ok(env?.ip?.startsWith('10.79.'), `the known node got an address during the flood: ${JSON.stringify(env)}`);
+  // Past saturation datagrams are lost at random (the kernel's buffer overflows, the server sheds
+  // what aged): a known node's REQUEST can be among them. udhcpc -n gives up after 3 unanswered
+  // REQUESTs where a netbooting client starts over; so does this one, up to 4 runs, and the
+  // lease must come while the flood still runs.
+  const script = writeEnvScript(dir);
+  const failedRuns: string[] = [];
+  let env: ReturnType<typeof eventEnv> = undefined;
+  let boundDuringFlood = false;
+  for (let i = 0; i < 4 && !env; i++) {
+    const out = await nsExec(lab.client, 'busybox', ['udhcpc', '-f', '-q', '-n', '-t', '8', '-T', '1', '-i', 'eth0', '-s', script], 60_000).then(
+      (r) => r.stdout,
+      (e: Error) => {
+        failedRuns.push(e.message.split('\n').slice(-3).join(' / '));
+        return '';
+      },
+    );
+    env = eventEnv(out, 'bound');
+    boundDuringFlood = !!env && flooding;
+  }
+  assert.ok(env?.ip?.startsWith('10.79.'), `the known node got an address during the flood (runs that failed: ${failedRuns.join('; ') || 'none'}): ${JSON.stringify(env)}`);
+  assert.ok(boundDuringFlood, `the known node's lease came while perfdhcp was still flooding (udhcpc runs that failed first: ${failedRuns.length})`);
 
   const node = await admin('/api/v1/nodes/known0');
   assert.equal(node.status, 200, node.body);
