@@ -126,20 +126,17 @@ export class CliContext {
     if (!this._pg) return fn();
     // A command that fails after writing (a reinstall whose node failed) keeps what it wrote
     // and recorded, as on SQLite: commit either way, then report the command's own failure.
-    let failed = false;
-    let failure: unknown;
     try {
       await this._pg.run(fn);
     } catch (e) {
-      failed = true;
-      failure = e;
+      await this._pg.commit().catch(() => undefined); // the command's own failure is what it reports
+      throw e;
     }
     try {
       await this._pg.commit();
     } catch (e) {
-      if (!failed) throw new RuntimeFailure((e as Error).message);
+      throw new RuntimeFailure((e as Error).message);
     }
-    if (failed) throw failure;
   }
   get store(): Store {
     if (!this._store) {
