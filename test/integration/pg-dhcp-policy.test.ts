@@ -28,6 +28,7 @@ import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { PostgresBackend } from '../../src/store/pg/backend.js';
 import { releaseOfferTakenElsewhere } from '../../src/server/pg-serve.js';
+import { startPgServe } from '../lab/serve.js';
 import { innerPid } from '../lab/procs.js';
 
 const noPg = postgresUnavailable();
@@ -58,29 +59,12 @@ after(async () => {
 });
 
 async function serve(id: string, ns: string, address: string, url: string, answer: string): Promise<{ proc: ChildProcess; log: string }> {
-  const config = path.join(dir, `${id}.yaml`);
-  fs.writeFileSync(
-    config,
-    `statedir: ${path.join(dir, id)}
-database: "${url}"
-server_id: ${id}
-address: ${address}
-dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 60, ipv6_ra: false, ${answer} }
-tftp: { port: 0 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-`,
-  );
-  const log = path.join(dir, `${id}.log`);
-  const proc = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { ns, log });
-  procs.push(proc);
-  await waitFor(`${id} to answer DHCP`, 30_000, () => {
-    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-    if (proc.exitCode !== null) throw new Error(`pxeherd serve ${id} exited (${proc.exitCode}): ${text.slice(-2000)}`);
-    return /\bdhcp listening/.test(text);
+  const s = await startPgServe(lab, {
+    dir, id, ns, url, address,
+    yaml: `dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 60, ipv6_ra: false, ${answer} }`,
   });
-  return { proc, log };
+  procs.push(s.proc);
+  return s;
 }
 
 /** A udhcpc script that records each event with the lease's fields and configures the address (a renewal is unicast from it). */

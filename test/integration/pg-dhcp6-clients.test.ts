@@ -21,6 +21,7 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { CLI } from '../helpers/cli.js';
 import { connectPostgres, type Sql } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { startPgServe } from '../lab/serve.js';
 import { innerPid } from '../lab/procs.js';
 import { postgresRestarter, type PostgresRestarter } from '../lab/postgres-pgctl.js';
 
@@ -65,32 +66,17 @@ after(async () => {
 });
 
 async function serve(id: string, ns: string, iface: string, v4: string, v6: string): Promise<{ proc: ChildProcess; log: string }> {
-  const config = path.join(dir, `${id}.yaml`);
-  fs.writeFileSync(
-    config,
-    `statedir: ${path.join(dir, id)}
-database: "${pg.url()}"
-server_id: ${id}
-interface: ${iface}
-address: ${v4}
+  const s = await startPgServe(lab, {
+    dir, id, ns, url: pg.url(), address: v4,
+    yaml: `interface: ${iface}
 dhcp: { mode: off }
-dhcp6: { mode: full, address: '${v6}', prefix: '${PREFIX}/64', range: ['${PREFIX}1000', '${PREFIX}10ff'], lease_seconds: 600, ra: false, slaac: false }
-tftp: { port: 0 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-`,
-  );
-  const log = path.join(dir, `${id}.log`);
-  const proc = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { ns, log });
-  procs.push(proc);
-  await waitFor(`${id} to answer DHCPv6`, 60_000, () => {
-    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-    if (proc.exitCode !== null) throw new Error(`pxeherd serve ${id} exited (${proc.exitCode}): ${text.slice(-2000)}`);
-    if (/dhcp6: /.test(text) && /"level":50/.test(text)) throw new Error(`${id}: dhcp6 did not start: ${text.slice(-2000)}`);
-    return /dhcp6 listening/.test(text);
+dhcp6: { mode: full, address: '${v6}', prefix: '${PREFIX}/64', range: ['${PREFIX}1000', '${PREFIX}10ff'], lease_seconds: 600, ra: false, slaac: false }`,
+    services: ['dhcp6'],
+    timeoutMs: 60_000,
+    failOn: /dhcp6: [^\n]*"level":50|"level":50[^\n]*dhcp6: /,
   });
-  return { proc, log };
+  procs.push(s.proc);
+  return s;
 }
 
 /**

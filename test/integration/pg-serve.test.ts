@@ -22,6 +22,7 @@ import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/pos
 import { CLI, runClients, type StormLab } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { startPgServe } from '../lab/serve.js';
 import { innerPid } from '../lab/procs.js';
 
 const why = labUnavailable() ?? postgresUnavailable() ?? (fs.existsSync(CLI) ? undefined : `needs ${CLI} (npm run build)`);
@@ -48,31 +49,13 @@ after(async () => {
 });
 
 async function serve(id: string, ns: string, address: string, url: string): Promise<{ proc: ChildProcess; log: string }> {
-  const statedir = path.join(dir, id);
-  const config = path.join(dir, `${id}.yaml`);
-  fs.writeFileSync(
-    config,
-    `statedir: ${statedir}
-database: "${url}"
-server_id: ${id}
-address: ${address}
-dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 3600, ipv6_ra: false }
-tftp: { port: 0 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-log: { level: ${process.env.PGSERVE_LOG ?? "info"} }
-`,
-  );
-  const log = path.join(dir, `${id}.log`);
-  const proc = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { ns, log });
-  procs.push(proc);
-  await waitFor(`${id} to answer DHCP`, 30_000, () => {
-    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-    if (proc.exitCode !== null) throw new Error(`pxeherd serve ${id} exited (${proc.exitCode}): ${text.slice(-2000)}`);
-    return /\bdhcp listening/.test(text);
+  const s = await startPgServe(lab, {
+    dir, id, ns, url, address,
+    yaml: `dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 3600, ipv6_ra: false }
+log: { level: ${process.env.PGSERVE_LOG ?? 'info'} }`,
   });
-  return { proc, log };
+  procs.push(s.proc);
+  return s;
 }
 
 const stormLab = (): StormLab => ({ ...lab, net16: '', pool: [`${NET}.100`, `${NET}.199`], poolSize: 100 });
