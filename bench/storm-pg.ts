@@ -22,6 +22,12 @@
  * clients, every node's events in one timeline by id with the server_id of the server that
  * recorded them (both servers in the plain run), the boot's steps in it.
  *
+ * Environment: PGSTORM_LOG=debug (servers' log level: slice confirms), PGSTORM_METRICS=1 (both
+ * servers' DHCP/database metrics every second into metrics-<id>.log; needs curl),
+ * PGSTORM_CPU_PROF=DIR (V8 profiles). The report prints the client process's own health per
+ * round (DHCP replies that came after it gave up, its event-loop stalls): read it before
+ * blaming the servers for unanswered DHCP.
+ *
  * Needs root, PostgreSQL (Debian's postgresql), a built dist/cli.js. Namespaces phspg*, addresses
  * 10.86.0.0/16. Durable PostgreSQL (fsync on) unless --no-durable.
  */
