@@ -79,6 +79,14 @@ export interface StormResult {
   seconds: number;
   /** CPU the simulated clients used (user+system, seconds): on a small machine they compete with the server. */
   clientCpuSeconds?: number;
+  /**
+   * What the client process itself did to the exchanges (a harness's own stall is not the
+   * server's): DHCP replies that arrived for an attempt the client had already given up on
+   * (matched by xid and chaddr; `lateMs` the worst lateness), and the event loop's worst stall
+   * (timers and socket reads wait for the same loop: a stalled client times out on replies
+   * sitting in its own socket buffer).
+   */
+  clientHealth?: { dhcpLateReplies: number; dhcpLateMaxMs: number; loopStallMaxMs: number; loopStallsOver500ms: number; dhcpWaitsExtended: number };
   results: NodeResult[];
 }
 
@@ -89,10 +97,17 @@ export function macFor(tag: number, i: number): string {
 
 class StageError extends Error {}
 
+/** Period of the client's own stall tick (DhcpClients.stalledMs). */
+const TICK_MS = 100;
+
 /** One UDP socket on port 68 for all simulated machines; replies are matched by xid and chaddr. */
 class DhcpClients {
   private sock = dgram.createSocket({ type: 'udp4', reuseAddr: true });
   private waiting = new Map<number, { mac: Buffer; want: MessageType[]; resolve: (p: DhcpPacket) => void }>();
+  /** Attempts given up on (xid -> when): a reply for one of them came too late for the client. */
+  private gaveUp = new Map<number, { mac: Buffer; at: number }>();
+  lateReplies = 0;
+  lateMaxMs = 0;
   private nextXid = (Math.random() * 0x7fffffff) >>> 0;
 
   async open(): Promise<void> {
@@ -106,7 +121,15 @@ class DhcpClients {
       const d = decode(buf);
       if (!d.ok || d.packet.op !== 2) return;
       const w = this.waiting.get(d.packet.xid);
-      if (!w || !d.packet.chaddr.subarray(0, 6).equals(w.mac)) return;
+      if (!w) {
+        const g = this.gaveUp.get(d.packet.xid);
+        if (g && d.packet.chaddr.subarray(0, 6).equals(g.mac)) {
+          this.lateReplies++;
+          this.lateMaxMs = Math.max(this.lateMaxMs, performance.now() - g.at);
+        }
+        return;
+      }
+      if (!d.packet.chaddr.subarray(0, 6).equals(w.mac)) return;
       const t = d.packet.options.get(Opt.MessageType)?.[0];
       if (t === undefined || !w.want.includes(t)) return;
       this.waiting.delete(d.packet.xid);
@@ -114,16 +137,57 @@ class DhcpClients {
     });
   }
 
+  /**
+   * Milliseconds this process's event loop was stalled, summed (a 100 ms tick that came late).
+   * One process plays every machine: on a loaded machine its loop stalls for seconds (measured:
+   * up to 4.7 s, 18-20 stalls over 0.5 s per round at load 12-16 on 2 cores), and a timer that
+   * fires after such a stall runs BEFORE the loop reads the replies waiting in the socket (libuv
+   * runs timers, then I/O). Counted as the server's silence, that failed whole exchanges whose
+   * OFFERs had arrived in time (hundreds of late replies per round, clientHealth). A real PXE
+   * ROM has its own CPU: the time its simulation was not running is given back (ask()).
+   */
+  private stalledMs = 0;
+  private lastTick = performance.now();
+  private readonly ticker = setInterval(() => {
+    const now = performance.now();
+    const late = now - this.lastTick - TICK_MS;
+    if (late > 20) this.stalledMs += late;
+    this.lastTick = now;
+  }, TICK_MS).unref();
+
   close(): void {
+    clearInterval(this.ticker);
     this.sock.close();
   }
 
+  /**
+   * Send and wait up to `timeoutMs` of this process's own running time for a matching reply: a
+   * wait that ended late because the loop was stalled is extended by the stall (up to the
+   * timeout again), so the replies already in the socket are read before the client gives up.
+   */
   private ask(p: DhcpPacket, want: MessageType[], timeoutMs: number): Promise<DhcpPacket | undefined> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(p.xid);
-        resolve(undefined);
-      }, timeoutMs);
+      let given = 0;
+      let timer: NodeJS.Timeout;
+      const wait = (ms: number) => {
+        const due = performance.now() + ms;
+        const stalled0 = this.stalledMs;
+        timer = setTimeout(() => {
+          // What the loop's stalls ate of this wait: the ticks' account, or this timer's own lateness.
+          const owed = Math.max(this.stalledMs - stalled0, performance.now() - due);
+          if (owed > 50 && given < timeoutMs) {
+            const more = Math.min(owed, timeoutMs - given);
+            given += more;
+            this.stallExtensions++;
+            return wait(more);
+          }
+          this.waiting.delete(p.xid);
+          this.gaveUp.set(p.xid, { mac: p.chaddr.subarray(0, 6), at: performance.now() });
+          if (this.gaveUp.size > 100_000) this.gaveUp.delete(this.gaveUp.keys().next().value!);
+          resolve(undefined);
+        }, ms);
+      };
+      wait(timeoutMs);
       this.waiting.set(p.xid, {
         mac: p.chaddr.subarray(0, 6),
         want,
@@ -135,6 +199,8 @@ class DhcpClients {
       this.sock.send(encode(p), 67, '255.255.255.255');
     });
   }
+  /** Waits extended because the client's own loop had stalled (clientHealth). */
+  stallExtensions = 0;
 
   /**
    * A whole DORA exchange. Retransmits like a PXE ROM (timeouts doubling from 2 s, 4 tries per
@@ -384,6 +450,19 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   await dhcp?.open();
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
+  // The loop's stalls: a 100 ms tick that fires late by more than that was held up.
+  const stalls = { max: 0, over500: 0 };
+  let lastTick = performance.now();
+  const stallTimer = setInterval(() => {
+    const now = performance.now();
+    const stall = now - lastTick - 100;
+    lastTick = now;
+    if (stall > stalls.max) stalls.max = stall;
+    if (stall > 500) {
+      stalls.over500++;
+      if (process.env.STORM_CLIENT_STALLS) process.stderr.write(`storm-clients: event loop stalled ${stall.toFixed(0)} ms at ${((now - t0) / 1000).toFixed(1)} s\n`);
+    }
+  }, 100);
   const results: NodeResult[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < job.nodes; i++) {
@@ -413,6 +492,7 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   const deadline = (job.deadlineSeconds ?? 600) * 1000;
   await Promise.race([Promise.all(runs), new Promise((r) => setTimeout(r, deadline).unref())]);
   if (progress) clearInterval(progress);
+  clearInterval(stallTimer);
   dhcp?.close();
   const seen = new Set(results.map((r) => r.mac));
   for (let i = 0; i < job.nodes; i++) {
@@ -420,7 +500,10 @@ export async function runJob(job: StormJob): Promise<StormResult> {
     if (!seen.has(mac)) results.push({ mac, ok: false, error: 'deadline', stages: {}, retries: 0 });
   }
   const cpu = process.cpuUsage(cpu0);
-  return { mode: job.mode, nodes: job.nodes, seconds: (performance.now() - t0) / 1000, clientCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2), results };
+  return { mode: job.mode, nodes: job.nodes, seconds: (performance.now() - t0) / 1000, clientCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2),
+    clientHealth: { dhcpLateReplies: dhcp?.lateReplies ?? 0, dhcpLateMaxMs: Math.round(dhcp?.lateMaxMs ?? 0), loopStallMaxMs: Math.round(stalls.max), loopStallsOver500ms: stalls.over500, dhcpWaitsExtended: dhcp?.stallExtensions ?? 0 },
+    results,
+  };
 }
 
 /** A provisiond TCP request ("<state> nodeid=<MAC> [token=T]\n"); resolves with everything the server sent. */

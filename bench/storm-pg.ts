@@ -22,6 +22,12 @@
  * clients, every node's events in one timeline by id with the server_id of the server that
  * recorded them (both servers in the plain run), the boot's steps in it.
  *
+ * Environment: PGSTORM_LOG=debug (servers' log level: slice confirms), PGSTORM_METRICS=1 (both
+ * servers' DHCP/database metrics every second into metrics-<id>.log; needs curl),
+ * PGSTORM_CPU_PROF=DIR (V8 profiles). The report prints the client process's own health per
+ * round (DHCP replies that came after it gave up, its event-loop stalls): read it before
+ * blaming the servers for unanswered DHCP.
+ *
  * Needs root, PostgreSQL (Debian's postgresql), a built dist/cli.js. Namespaces phspg*, addresses
  * 10.86.0.0/16. Durable PostgreSQL (fsync on) unless --no-durable.
  */
@@ -31,6 +37,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { NodeResult, StormResult } from './storm-clients.js';
 import { CLI, createStormLab, pxeherdCli, registerSyntheticVnfs, runClients, stormUnavailable, summarize, watchProc, type StormLab } from './storm-lab.js';
+import { execFile } from 'node:child_process';
 import { sh, spawnIn, waitFor } from '../test/lab/lab.js';
 import { postgresUnavailable, startPostgres, type PostgresLab } from '../test/lab/postgres.js';
 import { postgresRestarter } from '../test/lab/postgres-pgctl.js';
@@ -61,6 +68,8 @@ export interface PgStormReport {
   /** What the database check found wrong (empty: all good). */
   problems: string[];
   cpuSeconds: Record<string, number | undefined>;
+  /** The simulated clients' own health per round (bench/storm-clients.ts clientHealth). */
+  clientHealth?: StormResult['clientHealth'][];
 }
 
 export function pgStormUnavailable(): string | undefined {
@@ -142,6 +151,28 @@ async function serve(o: { id: string; ns: string; address: string; iface: string
   };
 }
 
+/**
+ * PGSTORM_METRICS=1: every second, the DHCP and database lines of each server's /metrics
+ * (admin API on 127.0.0.1:8081 in its namespace) appended to `metrics-<id>.log` in the run's
+ * directory, with the time: where a datagram went (received, answered, shed as stale) when a
+ * client says it got no answer. Returns a stop function.
+ */
+function sampleMetrics(ns: string, id: string, dir: string): () => void {
+  if (!process.env.PGSTORM_METRICS) return () => undefined;
+  const file = path.join(dir, `metrics-${id}.log`);
+  let busy = false;
+  const t = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    execFile('ip', ['netns', 'exec', ns, 'curl', '-s', '-m', '2', 'http://127.0.0.1:8081/metrics'], (err, out) => {
+      busy = false;
+      const lines = err ? [`error ${err.message.split('\n')[0]}`] : out.split('\n').filter((l) => /^pxeherd_(dhcp_(shed|queue|messages)|database_(up|paused|races))/.test(l));
+      fs.appendFileSync(file, `${new Date().toISOString()} ${lines.join(' | ')}\n`);
+    });
+  }, 1000);
+  return () => clearInterval(t);
+}
+
 /** The storm's configuration (as bench/storm-lab.ts writeStormConfig) for one server of the pair. */
 function serverConfig(lab: StormLab, o: { statedir: string; address: string; iface: string; database?: string; serverId?: string }): string {
   return `statedir: ${o.statedir}
@@ -151,7 +182,7 @@ dhcp: { mode: full, range: [${lab.pool[0]}, ${lab.pool[1]}], netmask: 255.255.0.
 tftp: { port: 69 }
 http: { port: 8080 }
 provisiond: { port: 987 }
-admin: { port: 0 }
+admin: { port: ${process.env.PGSTORM_METRICS ? 8081 : 0} }
 nodes: { default_vnfs: storm }
 nodescripts: { timeout_seconds: 60 }
 log: { level: ${process.env.PGSTORM_LOG ?? 'warn'} }
@@ -321,10 +352,12 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
   const sql = connectPostgres(url, { max: 2, applicationName: 'storm-pg check' });
   const restarter = env.restarter;
   const servers: Server[] = [];
+  const stopSampling: (() => void)[] = [];
   try {
     servers.push(await serve({ id: 'storm-a', ns: lab.ns, address: lab.serverIp, iface: 'br0', url, statedir: stateA, dir, lab }));
     servers.push(await serve({ id: 'storm-b', ns: hostNs, address: '10.86.0.3', iface: 'eth0', url, statedir: stateB, dir, lab }));
     const [a, b] = servers as [Server, Server];
+    stopSampling.push(sampleMetrics(lab.ns, a.id, dir), sampleMetrics(hostNs, b.id, dir));
     const watchA = watchProc(a.pid);
     const watchB = watchProc(b.pid);
     const base = { server: lab.serverIp, httpPort: 8080, rampSeconds: 0, deadlineSeconds: 600 };
@@ -369,6 +402,7 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
     const readyFirst = first.results.filter((r) => r.ok);
     let final = first.results;
     let rebooted: PgStormReport['rebooted'];
+    let againHealth: StormResult['clientHealth'];
     if (o.variant !== 'plain') {
       // kill9: the machines cut off by the kill reboot; so do the others (a second boot of every
       // node: it must keep its name and address). Server a alone answers.
@@ -378,6 +412,7 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
       // and both servers, reconnected, boot them; every node boots again and keeps its name and address.
       const again = await runClients(lab, { ...base, mode: 'full', nodes: o.nodes, macTag: o.macTag }, progressEvery(o.variant === 'kill9' ? 'second round, server a alone' : 'second round, after the restart'));
       const ready = again.results.filter((r) => r.ok);
+      againHealth = again.clientHealth;
       rebooted = { ready: ready.length, seconds: +(Math.max(0, ...ready.map((r) => r.doneAt ?? 0)) / 1000).toFixed(2), failures: failuresByReason(again.results) };
       const firstIp = new Map(readyFirst.map((r) => [r.mac, r.ip]));
       const moved = ready.filter((r) => firstIp.has(r.mac) && firstIp.get(r.mac) !== r.ip);
@@ -419,8 +454,10 @@ export async function runPgStorm(env: PgStormEnv, o: { variant: PgStormVariant; 
       nodesWithBothServers: check.nodesWithBothServers,
       problems,
       cpuSeconds: { 'storm-a': cpuA?.cpuSeconds, 'storm-b': cpuB?.cpuSeconds },
+      clientHealth: [first.clientHealth, ...(againHealth ? [againHealth] : [])],
     };
   } finally {
+    for (const stop of stopSampling) stop();
     for (const s of servers) await s.stop().catch(() => undefined);
     await sql.end({ timeout: 5 }).catch(() => undefined);
   }
@@ -458,6 +495,7 @@ async function main(): Promise<void> {
           `\n  stages p50/p99 s: ${Object.entries(r.stages).map(([k, v]) => `${k} ${v.p50}/${v.p99}`).join(', ')}` +
           `\n  leases by server ${JSON.stringify(r.leasesByServer)}, events by server ${JSON.stringify(r.eventsByServer)}, nodes with events of both servers ${r.nodesWithBothServers}` +
           `\n  server CPU s ${JSON.stringify(r.cpuSeconds)}` +
+          `\n  clients (per round: DHCP replies that came after the client gave up, event-loop stalls) ${JSON.stringify(r.clientHealth)}` +
           `\n  failures (first round) ${JSON.stringify(r.failures)}${r.rebooted ? `, second round ${JSON.stringify(r.rebooted.failures)}` : ''}` +
           `${Object.keys(r.failedMacs ?? {}).length ? `\n  failed MACs (last round) ${JSON.stringify(r.failedMacs)}` : ''}` +
           `\n  database check: ${r.problems.length ? r.problems.join(' | ') : 'every MAC one node and one node.register, no address twice, leases = last ACKs, every ready node\'s timeline complete'}`,
