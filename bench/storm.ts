@@ -7,7 +7,15 @@
  * against pxeherd alone, and the ratios are printed.
  *
  *   npm run storm -- --nodes 1000 [--ramp SECONDS] [--kernel-mib 1] [--initrd-mib 4]
- *                    [--image-mib 0] [--tftp-max-transfers N] [--no-compare] [--json] [--keep]
+ *                    [--image-mib 0] [--tftp-max-transfers N] [--client-procs auto|N]
+ *                    [--no-compare] [--json] [--keep]
+ *
+ * --client-procs N: the simulated nodes run in N client processes (node i in process i % N),
+ * started together. Default auto = one per core, at most 4 (2 on a 2-core machine): a single
+ * Node.js process running 1000 TFTP clients is busy for the whole stage, so it, not the server,
+ * set the stage's time. `--client-procs 1` gives the single-process figures of earlier runs.
+ * The comparison lines show the busiest client process's CPU as a share of the stage's wall
+ * time ("client busy"): near 1.0 the clients were the limit.
  *
  * --image-mib N adds the stateless rootfs stage: after init, each node downloads an N MiB
  * image (/vnfs/storm/r1/rootfs.squashfs, as 10-vnfs-root's wget does). The comparison then
@@ -26,6 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { NodeResult, StormJob } from './storm-clients.js';
 import {
+  clientProcs,
   createStormLab,
   diffCounters,
   netCounters,
@@ -59,6 +68,7 @@ const COMPARE = !flag('no-compare');
 const JSON_OUT = flag('json');
 const KEEP = flag('keep');
 const TFTP_MAX = Number(opt('tftp-max-transfers', '0'));
+const CLIENT_PROCS = clientProcs(opt('client-procs', 'auto'));
 const say = (s: string) => process.stderr.write(s + '\n');
 
 /**
@@ -88,7 +98,7 @@ function progressLine(what: string, total: number): [(p: StormProgress) => void,
 async function runWithProgress(lab: Parameters<typeof runClients>[0], job: StormJob, what: string) {
   const [show, end] = progressLine(what, job.nodes);
   try {
-    return await runClients(lab, job, show);
+    return await runClients(lab, job, show, CLIENT_PROCS);
   } finally {
     end();
   }
@@ -116,6 +126,8 @@ interface StageRun {
   /** Requests the server's kernel dropped for a full socket buffer (each costs a retransmission). */
   serverDrops: number;
   clientCpuSeconds?: number;
+  /** The busiest client process's CPU / the stage's wall time (near 1: the clients were the limit). */
+  clientBusy?: number;
 }
 
 /** A synthetic image file of `bytes` (not zeros, so nothing on the way can compress it away). */
@@ -225,7 +237,7 @@ async function main(): Promise<void> {
     registerSyntheticVnfs(dir, config, KERNEL, INITRD);
     if (IMAGE) writeImageFile(path.join(statedir, 'vnfs', 'storm', 'r1', 'rootfs.squashfs'), IMAGE);
     const server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
-    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'}, kernel ${KERNEL} B, initrd ${INITRD} B${IMAGE ? `, image ${IMAGE} B` : ''}; pxeherd pid ${server.pid}, logs in ${dir}`);
+    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'} in ${CLIENT_PROCS} client process(es), kernel ${KERNEL} B, initrd ${INITRD} B${IMAGE ? `, image ${IMAGE} B` : ''}; pxeherd pid ${server.pid}, logs in ${dir}`);
     const base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'> = { server: lab.serverIp, httpPort: 8080, rampSeconds: RAMP, deadlineSeconds: 900, ...(IMAGE ? { imageBytes: IMAGE } : {}) };
 
     const watch = watchProc(server.pid);
@@ -256,6 +268,7 @@ async function main(): Promise<void> {
         stages: summarize(r.results),
         serverDrops: drops.RcvbufErrors ?? 0,
         clientCpuSeconds: r.clientCpuSeconds,
+        clientBusy: r.clientCpuMaxSeconds !== undefined ? +(r.clientCpuMaxSeconds / r.seconds).toFixed(2) : undefined,
       };
     };
     let imageReport: ImageReport | undefined;
@@ -306,8 +319,8 @@ async function main(): Promise<void> {
         const a = c.pxeherd.stages[k];
         const b = c.reference.stages[k];
         say(
-          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops}` +
-            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops}` +
+          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops} client busy ${c.pxeherd.clientBusy}` +
+            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops} client busy ${c.reference.clientBusy}` +
             ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
         );
       }
@@ -318,6 +331,7 @@ async function main(): Promise<void> {
 
     const summary = {
       nodes: NODES,
+      clientProcs: CLIENT_PROCS,
       ready: ready.length,
       failures: NODES - ready.length,
       seconds: +lastReady.toFixed(2),
@@ -329,7 +343,7 @@ async function main(): Promise<void> {
       initrdBytes: INITRD,
       server: proc,
       kernelDrops,
-      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds }])),
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds, pxeherdClientBusy: c.pxeherd.clientBusy, referenceClientBusy: c.reference.clientBusy }])),
       failureReasons: failuresByReason(storm.results),
       ...(imageReport ? { image: imageJson(imageReport) } : {}),
     };
