@@ -128,6 +128,8 @@ interface StageRun {
   clientCpuSeconds?: number;
   /** The busiest client process's CPU / the stage's wall time (near 1: the clients were the limit). */
   clientBusy?: number;
+  /** The server's CPU during the stage (process and children): per node, the CPU per request. */
+  serverCpuSeconds?: number;
 }
 
 /** A synthetic image file of `bytes` (not zeros, so nothing on the way can compress it away). */
@@ -257,9 +259,11 @@ async function main(): Promise<void> {
     say(`kernel drops during the storm: server namespace ${JSON.stringify(kernelDrops.server)}, client namespace ${JSON.stringify(kernelDrops.clients)}`);
 
     /** One stage alone, with the datagrams the server namespace dropped meanwhile. */
-    const stageRun = async (job: StormJob, ref = 'pxeherd'): Promise<StageRun> => {
+    const stageRun = async (job: StormJob, ref = 'pxeherd', pid?: number): Promise<StageRun> => {
       const before = netCounters(lab.ns);
+      const w = pid ? watchProc(pid, 100) : undefined;
       const r = await runWithProgress(lab, job, `${job.mode} alone against ${ref}`);
+      const cpu = w?.stop();
       const drops = diffCounters(before, netCounters(lab.ns));
       return {
         seconds: +r.seconds.toFixed(2),
@@ -269,6 +273,7 @@ async function main(): Promise<void> {
         serverDrops: drops.RcvbufErrors ?? 0,
         clientCpuSeconds: r.clientCpuSeconds,
         clientBusy: r.clientCpuMaxSeconds !== undefined ? +(r.clientCpuMaxSeconds / r.seconds).toFixed(2) : undefined,
+        serverCpuSeconds: cpu?.cpuSeconds,
       };
     };
     let imageReport: ImageReport | undefined;
@@ -278,20 +283,20 @@ async function main(): Promise<void> {
       const httpPaths = ['/vnfs/storm/vmlinuz?mac={mac}', '/vnfs/storm/initrd.img?mac={mac}'];
       // The same clients, one stage at a time, against pxeherd…
       const px = {
-        dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }),
-        tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }),
-        http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }),
-        image: IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x23, httpPaths: [`${IMAGE_PATH}?mac={mac}`], httpNames: ['image'] }) : undefined,
+        dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }, 'pxeherd', server.pid),
+        tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }, 'pxeherd', server.pid),
+        http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }, 'pxeherd', server.pid),
+        image: IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x23, httpPaths: [`${IMAGE_PATH}?mac={mac}`], httpNames: ['image'] }, 'pxeherd', server.pid) : undefined,
       };
       await server.stop();
       // …and against the references on the same bridge and pool.
       const dns = await startDnsmasq(lab, dir, tftpRoot);
-      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }, 'dnsmasq');
-      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }, 'dnsmasq');
+      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }, 'dnsmasq', dns.pid);
+      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }, 'dnsmasq', dns.pid);
       await stopProc(dns);
       const ngx = await startNginx(lab, dir, statedir);
-      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx');
-      const refImage = IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x33, httpPaths: [IMAGE_PATH], httpNames: ['image'] }, 'nginx') : undefined;
+      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx', ngx.pid);
+      const refImage = IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x33, httpPaths: [IMAGE_PATH], httpNames: ['image'] }, 'nginx', ngx.pid) : undefined;
       await stopProc(ngx);
       if (IMAGE && px.image && refImage) {
         const link = await measureLink(lab, dir, NODES, base);
@@ -319,8 +324,8 @@ async function main(): Promise<void> {
         const a = c.pxeherd.stages[k];
         const b = c.reference.stages[k];
         say(
-          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops} client busy ${c.pxeherd.clientBusy}` +
-            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops} client busy ${c.reference.clientBusy}` +
+          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops} client busy ${c.pxeherd.clientBusy} server CPU ${c.pxeherd.serverCpuSeconds ?? '?'}s` +
+            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops} client busy ${c.reference.clientBusy} server CPU ${c.reference.serverCpuSeconds ?? '?'}s` +
             ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
         );
       }
@@ -343,7 +348,7 @@ async function main(): Promise<void> {
       initrdBytes: INITRD,
       server: proc,
       kernelDrops,
-      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds, pxeherdClientBusy: c.pxeherd.clientBusy, referenceClientBusy: c.reference.clientBusy }])),
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds, pxeherdClientBusy: c.pxeherd.clientBusy, referenceClientBusy: c.reference.clientBusy, pxeherdServerCpuSeconds: c.pxeherd.serverCpuSeconds, referenceServerCpuSeconds: c.reference.serverCpuSeconds }])),
       failureReasons: failuresByReason(storm.results),
       ...(imageReport ? { image: imageJson(imageReport) } : {}),
     };
