@@ -54,6 +54,13 @@ export interface StormJob {
   dhcpTries?: number;
   /** Every this many ms, a `PROGRESS {"done","ok","failed","seconds"}` line on stderr. */
   progressEveryMs?: number;
+  /**
+   * This process runs only nodes i with i % count === index (several client processes share a
+   * storm so the clients' CPU is not the limit; bench/storm-lab.ts runClients starts them).
+   */
+  shard?: { index: number; count: number };
+  /** Print `READY` on stderr once set up, then start the clock when this file exists. */
+  startFile?: string;
 }
 
 export interface NodeResult {
@@ -118,6 +125,9 @@ class DhcpClients {
     this.sock.setBroadcast(true);
     this.sock.setRecvBufferSize(8 << 20);
     this.sock.on('message', (buf) => {
+      // Several client processes share port 68 and each sees every broadcast reply: skip the
+      // others' replies before decoding (xid at offset 4).
+      if (buf.length < 8 || !this.waiting.has(buf.readUInt32BE(4))) return;
       const d = decode(buf);
       if (!d.ok || d.packet.op !== 2) return;
       const w = this.waiting.get(d.packet.xid);
@@ -448,6 +458,19 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   const needDhcp = job.mode === 'full' || job.mode === 'dhcp' || job.mode === 'register';
   const dhcp = needDhcp ? new DhcpClients() : undefined;
   await dhcp?.open();
+  if (job.startFile) {
+    process.stderr.write('READY\n');
+    const file = job.startFile;
+    await new Promise<void>((go) => {
+      const t = setInterval(() => {
+        if (fs.existsSync(file)) {
+          clearInterval(t);
+          go();
+        }
+      }, 2);
+    });
+  }
+  const mine = (i: number) => !job.shard || i % job.shard.count === job.shard.index;
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   // The loop's stalls: a 100 ms tick that fires late by more than that was held up.
@@ -466,6 +489,7 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   const results: NodeResult[] = [];
   const runs: Promise<void>[] = [];
   for (let i = 0; i < job.nodes; i++) {
+    if (!mine(i)) continue;
     const mac = macFor(job.macTag, i);
     const delay = job.rampSeconds > 0 ? (job.rampSeconds * 1000 * i) / job.nodes : 0;
     runs.push(
@@ -496,6 +520,7 @@ export async function runJob(job: StormJob): Promise<StormResult> {
   dhcp?.close();
   const seen = new Set(results.map((r) => r.mac));
   for (let i = 0; i < job.nodes; i++) {
+    if (!mine(i)) continue;
     const mac = macFor(job.macTag, i);
     if (!seen.has(mac)) results.push({ mac, ok: false, error: 'deadline', stages: {}, retries: 0 });
   }

@@ -180,7 +180,6 @@ export async function startPxeherd(lab: StormLab, config: string, log: string, e
   };
 }
 
-/** Run simulated nodes inside the client namespace; resolves with their results. */
 let resultSeq = 0;
 
 /** How far a client run is (from the clients' PROGRESS lines, see StormJob.progressEveryMs). */
@@ -191,9 +190,85 @@ export interface StormProgress {
   seconds: number;
 }
 
-export function runClients(lab: StormLab, job: StormJob, onProgress?: (p: StormProgress) => void): Promise<StormResult> {
+/**
+ * Run simulated nodes inside the client namespace; resolves with their results.
+ *
+ * `procs` client processes share the nodes (node i goes to process i % procs), so that on a
+ * machine with spare cores the clients' own CPU is not what limits a stage: one Node.js
+ * process running a thousand TFTP clients uses about as much CPU as its wall time, whatever
+ * the server. The processes start the clock together (each prints READY once set up; a start
+ * file releases them all), their results are merged; `seconds` is the slowest one's wall time,
+ * `clientCpuSeconds` the sum and `clientCpuMaxSeconds` the busiest process's (close to
+ * `seconds` means the clients were the limit).
+ */
+/**
+ * `--client-procs` of the storm benches: a number, or `auto` = one client process per core
+ * (at most 4): on a 2-core machine two, so the clients can use a core each while the server
+ * runs; more processes than cores only adds context switches.
+ */
+export function clientProcs(v: string): number {
+  if (v === 'auto') return Math.max(1, Math.min(4, os.availableParallelism()));
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`--client-procs must be auto or a whole number 1-64, not ${v}`);
+  return n;
+}
+
+export interface ClientRun extends StormResult {
+  clientCpuMaxSeconds?: number;
+  clientProcs: number;
+}
+
+export async function runClients(lab: StormLab, job: StormJob, onProgress?: (p: StormProgress) => void, procs = 1): Promise<ClientRun> {
+  const n = Math.max(1, Math.min(procs, job.nodes));
+  if (n === 1) return runClientProc(lab, job, onProgress);
+  const startFile = path.join(os.tmpdir(), `phstorm-start-${process.pid}-${resultSeq++}`);
+  const progress: StormProgress[] = [];
+  const ready = new Set<number>();
+  const release = () => fs.writeFileSync(startFile, '');
+  try {
+    const runs = Array.from({ length: n }, (_, index) =>
+      runClientProc(
+        lab,
+        { ...job, shard: { index, count: n }, startFile },
+        onProgress
+          ? (p) => {
+              progress[index] = p;
+              const all = progress.filter(Boolean);
+              onProgress({ done: sum(all.map((x) => x.done)), ok: sum(all.map((x) => x.ok)), failed: sum(all.map((x) => x.failed)), seconds: Math.max(...all.map((x) => x.seconds)) });
+            }
+          : undefined,
+        () => {
+          ready.add(index);
+          if (ready.size === n) release();
+        },
+      ).catch((e: Error) => {
+        release(); // a process that failed before READY must not hold the others at the start
+        throw e;
+      }),
+    );
+    const settled = await Promise.allSettled(runs);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const rs = settled.map((r) => (r as PromiseFulfilledResult<ClientRun>).value);
+    return {
+      mode: job.mode,
+      nodes: job.nodes,
+      seconds: Math.max(...rs.map((r) => r.seconds)),
+      clientCpuSeconds: +sum(rs.map((r) => r.clientCpuSeconds ?? 0)).toFixed(2),
+      clientCpuMaxSeconds: Math.max(...rs.map((r) => r.clientCpuSeconds ?? 0)),
+      clientProcs: n,
+      results: rs.flatMap((r) => r.results),
+    };
+  } finally {
+    fs.rmSync(startFile, { force: true });
+  }
+}
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+function runClientProc(lab: StormLab, job: StormJob, onProgress?: (p: StormProgress) => void, onReady?: () => void): Promise<ClientRun> {
   const resultFile = path.join(os.tmpdir(), `phstorm-result-${process.pid}-${resultSeq++}.json`);
-  return new Promise<StormResult>((resolve, reject) => {
+  return new Promise<ClientRun>((resolve, reject) => {
     const args = JSON.stringify({ ...job, resultFile, ...(onProgress ? { progressEveryMs: job.progressEveryMs ?? 500 } : {}) });
     const p = spawnIn(lab.clientNs, process.execPath, ['--import', 'tsx', CLIENTS, args], { pipe: true, cwd: ROOT });
     let out = '';
@@ -211,13 +286,17 @@ export function runClients(lab: StormLab, job: StormJob, onProgress?: (p: StormP
           } catch {
             /* a torn line: the next one comes soon */
           }
-        } else err += line + '\n';
+        } else if (line === 'READY') onReady?.();
+        else err += line + '\n';
       }
     });
     p.on('exit', (code) => {
       try {
         if (code !== 0 || !out.includes('DONE')) reject(new Error(`storm clients exited ${code}: ${(err + partial).slice(-2000)}`));
-        else resolve(JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult);
+        else {
+          const r = JSON.parse(fs.readFileSync(resultFile, 'utf8')) as StormResult;
+          resolve({ ...r, clientCpuMaxSeconds: r.clientCpuSeconds, clientProcs: 1 });
+        }
       } catch (e) {
         reject(e as Error); // never throw from an event handler: the caller's cleanup must run
       } finally {

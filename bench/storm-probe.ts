@@ -54,7 +54,9 @@ function tcpProbe(p: Extract<Probe, { kind: 'tcp' }>): Promise<ProbeResult> {
 
 async function tftpProbe(p: Extract<Probe, { kind: 'tftp' }>): Promise<ProbeResult> {
   try {
-    const g = await tftpGet({ host: p.host, port: 69, file: p.file, options: p.options, timeoutMs: 500, retries: 4, deadlineMs: 15_000 });
+    // 1 s and 10 tries (a PXE ROM waits longer): a freshly started server on a loaded 2-core
+    // machine answered its first RRQ after more than the 2.5 s of the former 500 ms x 4.
+    const g = await tftpGet({ host: p.host, port: 69, file: p.file, options: p.options, timeoutMs: 1000, retries: 10, deadlineMs: 15_000 });
     return { probe: p, status: 0, body: g.data.toString('latin1'), oack: g.oack };
   } catch (e) {
     return { probe: p, status: e instanceof TftpClientError ? e.code : -1, body: '', error: (e as Error).message };

@@ -6,6 +6,7 @@
  *
  *   node --import tsx bench/storm-stage.ts --stage tftp|http|dhcp [--nodes 1000] [--rounds 3]
  *                    [--kernel-mib 1] [--initrd-mib 4] [--warm] [--tftp "streams: 0"] [--detail]
+ *                    [--client-procs auto|N]
  *
  * tftp: undionly.kpxe against dnsmasq; http: kernel then initrd against nginx; dhcp: DORA
  * against dnsmasq. `--warm` runs one unmeasured round on each server before the measured one.
@@ -15,6 +16,9 @@
  * client-side retries of the last 1 % of nodes.
  * Prints one line per round and server (stage p50/p99, all done, failures, datagrams the
  * server's kernel dropped, client and server CPU) and the median ratios (pxeherd / reference).
+ * `--client-procs`: how many client processes share the nodes (default auto = one per core, at
+ * most 4; see runClients): one process alone is the limit of a 1000-node TFTP stage on an idle
+ * machine. `--detail` shows each process's CPU against the stage's wall time.
  * Needs root, dnsmasq and nginx, and a built dist/cli.js. Namespaces phstage*, 10.87.0.0/16.
  */
 import fs from 'node:fs';
@@ -22,6 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { StormJob } from './storm-clients.js';
 import {
+  clientProcs,
   createStormLab,
   diffCounters,
   netCounters,
@@ -49,6 +54,7 @@ const INITRD = Math.round(Number(opt('initrd-mib', '4')) * 1048576);
 const WARM = process.argv.includes('--warm');
 const TFTP_EXTRA = opt('tftp', '');
 const DETAIL = process.argv.includes('--detail');
+const CLIENT_PROCS = clientProcs(opt('client-procs', 'auto'));
 
 /** CPU seconds per thread name of a process (pxeherd: its main thread, the TFTP pump, libuv's pool). */
 function threadCpu(pid: number): Record<string, number> {
@@ -110,7 +116,7 @@ async function main(): Promise<void> {
     };
     const key = STAGE === 'http' ? 'kernel' : STAGE;
     const rows: Row[] = [];
-    say(`storm-stage: ${STAGE} alone, ${NODES} clients, ${ROUNDS} round(s), pxeherd vs ${ref}${WARM ? ', one warm-up round per server start' : ''}; logs in ${dir}`);
+    say(`storm-stage: ${STAGE} alone, ${NODES} clients in ${CLIENT_PROCS} process(es), ${ROUNDS} round(s), pxeherd vs ${ref}${WARM ? ', one warm-up round per server start' : ''}; logs in ${dir}`);
     for (let round = 1; round <= ROUNDS; round++) {
       for (const server of ['pxeherd', ref]) {
         let pid: number;
@@ -125,11 +131,11 @@ async function main(): Promise<void> {
           stop = () => stopProc(p);
         }
         try {
-          if (WARM) await runClients(lab, job(server));
+          if (WARM) await runClients(lab, job(server), undefined, CLIENT_PROCS);
           const before = netCounters(lab.ns);
           const w = watchProc(pid, 100);
           const threads0 = DETAIL ? threadCpu(pid) : {};
-          const r = await runClients(lab, job(server));
+          const r = await runClients(lab, job(server), undefined, CLIENT_PROCS);
           const cpu = w.stop();
           const threads1 = DETAIL ? threadCpu(pid) : {};
           const s = summarize(r.results);
@@ -155,6 +161,9 @@ async function main(): Promise<void> {
               sndbufErrors: net.SndbufErrors ?? 0,
               serverCpuMsPerTransfer: cpu ? +((cpu.cpuSeconds * 1000) / NODES).toFixed(2) : undefined,
               clientCpuMsPerTransfer: r.clientCpuSeconds !== undefined ? +((r.clientCpuSeconds * 1000) / NODES).toFixed(2) : undefined,
+              // The busiest client process's CPU over the stage's wall time: near 1, the clients were the limit.
+              clientProcs: r.clientProcs,
+              busiestClientCpuOfWall: r.clientCpuMaxSeconds !== undefined ? +(r.clientCpuMaxSeconds / r.seconds).toFixed(2) : undefined,
               threads,
               clientRetries: r.results.reduce((n, x) => n + x.retries, 0),
               doneAt: { p10: at(0.1), p50: at(0.5), p90: at(0.9), p99: at(0.99), max: at(1 - 1e-9) },
@@ -175,7 +184,7 @@ async function main(): Promise<void> {
     }
     const of = (srv: string, k: 'p50' | 'p99' | 'all') => median(rows.filter((r) => r.server === srv).map((r) => r[k]));
     const ratio = (k: 'p50' | 'p99' | 'all') => +(of('pxeherd', k) / of(ref, k)).toFixed(2);
-    const summary = { stage: STAGE, nodes: NODES, rounds: ROUNDS, reference: ref, ratioP50: ratio('p50'), ratioP99: ratio('p99'), ratioTotal: ratio('all'), rows };
+    const summary = { stage: STAGE, nodes: NODES, rounds: ROUNDS, clientProcs: CLIENT_PROCS, reference: ref, ratioP50: ratio('p50'), ratioP99: ratio('p99'), ratioTotal: ratio('all'), rows };
     say(`median ratio (pxeherd / ${ref}; below 1 = pxeherd faster): p50 ${summary.ratioP50} p99 ${summary.ratioP99} total ${summary.ratioTotal}`);
     process.stdout.write(JSON.stringify(summary) + '\n');
   } finally {

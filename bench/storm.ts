@@ -7,7 +7,15 @@
  * against pxeherd alone, and the ratios are printed.
  *
  *   npm run storm -- --nodes 1000 [--ramp SECONDS] [--kernel-mib 1] [--initrd-mib 4]
- *                    [--image-mib 0] [--tftp-max-transfers N] [--no-compare] [--json] [--keep]
+ *                    [--image-mib 0] [--tftp-max-transfers N] [--client-procs auto|N]
+ *                    [--no-compare] [--json] [--keep]
+ *
+ * --client-procs N: the simulated nodes run in N client processes (node i in process i % N),
+ * started together. Default auto = one per core, at most 4 (2 on a 2-core machine): a single
+ * Node.js process running 1000 TFTP clients is busy for the whole stage, so it, not the server,
+ * set the stage's time. `--client-procs 1` gives the single-process figures of earlier runs.
+ * The comparison lines show the busiest client process's CPU as a share of the stage's wall
+ * time ("client busy"): near 1.0 the clients were the limit.
  *
  * --image-mib N adds the stateless rootfs stage: after init, each node downloads an N MiB
  * image (/vnfs/storm/r1/rootfs.squashfs, as 10-vnfs-root's wget does). The comparison then
@@ -26,6 +34,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { NodeResult, StormJob } from './storm-clients.js';
 import {
+  clientProcs,
   createStormLab,
   diffCounters,
   netCounters,
@@ -59,6 +68,7 @@ const COMPARE = !flag('no-compare');
 const JSON_OUT = flag('json');
 const KEEP = flag('keep');
 const TFTP_MAX = Number(opt('tftp-max-transfers', '0'));
+const CLIENT_PROCS = clientProcs(opt('client-procs', 'auto'));
 const say = (s: string) => process.stderr.write(s + '\n');
 
 /**
@@ -88,7 +98,7 @@ function progressLine(what: string, total: number): [(p: StormProgress) => void,
 async function runWithProgress(lab: Parameters<typeof runClients>[0], job: StormJob, what: string) {
   const [show, end] = progressLine(what, job.nodes);
   try {
-    return await runClients(lab, job, show);
+    return await runClients(lab, job, show, CLIENT_PROCS);
   } finally {
     end();
   }
@@ -116,6 +126,10 @@ interface StageRun {
   /** Requests the server's kernel dropped for a full socket buffer (each costs a retransmission). */
   serverDrops: number;
   clientCpuSeconds?: number;
+  /** The busiest client process's CPU / the stage's wall time (near 1: the clients were the limit). */
+  clientBusy?: number;
+  /** The server's CPU during the stage (process and children): per node, the CPU per request. */
+  serverCpuSeconds?: number;
 }
 
 /** A synthetic image file of `bytes` (not zeros, so nothing on the way can compress it away). */
@@ -225,7 +239,7 @@ async function main(): Promise<void> {
     registerSyntheticVnfs(dir, config, KERNEL, INITRD);
     if (IMAGE) writeImageFile(path.join(statedir, 'vnfs', 'storm', 'r1', 'rootfs.squashfs'), IMAGE);
     const server = await startPxeherd(lab, config, path.join(dir, 'pxeherd.log'));
-    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'}, kernel ${KERNEL} B, initrd ${INITRD} B${IMAGE ? `, image ${IMAGE} B` : ''}; pxeherd pid ${server.pid}, logs in ${dir}`);
+    say(`storm: ${NODES} nodes ${RAMP ? `arriving over ${RAMP} s` : 'all at once'} in ${CLIENT_PROCS} client process(es), kernel ${KERNEL} B, initrd ${INITRD} B${IMAGE ? `, image ${IMAGE} B` : ''}; pxeherd pid ${server.pid}, logs in ${dir}`);
     const base: Omit<StormJob, 'mode' | 'nodes' | 'macTag'> = { server: lab.serverIp, httpPort: 8080, rampSeconds: RAMP, deadlineSeconds: 900, ...(IMAGE ? { imageBytes: IMAGE } : {}) };
 
     const watch = watchProc(server.pid);
@@ -245,9 +259,11 @@ async function main(): Promise<void> {
     say(`kernel drops during the storm: server namespace ${JSON.stringify(kernelDrops.server)}, client namespace ${JSON.stringify(kernelDrops.clients)}`);
 
     /** One stage alone, with the datagrams the server namespace dropped meanwhile. */
-    const stageRun = async (job: StormJob, ref = 'pxeherd'): Promise<StageRun> => {
+    const stageRun = async (job: StormJob, ref = 'pxeherd', pid?: number): Promise<StageRun> => {
       const before = netCounters(lab.ns);
+      const w = pid ? watchProc(pid, 100) : undefined;
       const r = await runWithProgress(lab, job, `${job.mode} alone against ${ref}`);
+      const cpu = w?.stop();
       const drops = diffCounters(before, netCounters(lab.ns));
       return {
         seconds: +r.seconds.toFixed(2),
@@ -256,6 +272,8 @@ async function main(): Promise<void> {
         stages: summarize(r.results),
         serverDrops: drops.RcvbufErrors ?? 0,
         clientCpuSeconds: r.clientCpuSeconds,
+        clientBusy: r.clientCpuMaxSeconds !== undefined ? +(r.clientCpuMaxSeconds / r.seconds).toFixed(2) : undefined,
+        serverCpuSeconds: cpu?.cpuSeconds,
       };
     };
     let imageReport: ImageReport | undefined;
@@ -265,20 +283,20 @@ async function main(): Promise<void> {
       const httpPaths = ['/vnfs/storm/vmlinuz?mac={mac}', '/vnfs/storm/initrd.img?mac={mac}'];
       // The same clients, one stage at a time, against pxeherd…
       const px = {
-        dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }),
-        tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }),
-        http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }),
-        image: IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x23, httpPaths: [`${IMAGE_PATH}?mac={mac}`], httpNames: ['image'] }) : undefined,
+        dhcp: await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x20 }, 'pxeherd', server.pid),
+        tftp: await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x21, tftpFile: 'undionly.kpxe' }, 'pxeherd', server.pid),
+        http: await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x22, httpPaths }, 'pxeherd', server.pid),
+        image: IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x23, httpPaths: [`${IMAGE_PATH}?mac={mac}`], httpNames: ['image'] }, 'pxeherd', server.pid) : undefined,
       };
       await server.stop();
       // …and against the references on the same bridge and pool.
       const dns = await startDnsmasq(lab, dir, tftpRoot);
-      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }, 'dnsmasq');
-      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }, 'dnsmasq');
+      const refDhcp = await stageRun({ ...base, mode: 'dhcp', nodes: NODES, macTag: 0x30 }, 'dnsmasq', dns.pid);
+      const refTftp = await stageRun({ ...base, mode: 'tftp', nodes: NODES, macTag: 0x31, tftpFile: 'undionly.kpxe' }, 'dnsmasq', dns.pid);
       await stopProc(dns);
       const ngx = await startNginx(lab, dir, statedir);
-      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx');
-      const refImage = IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x33, httpPaths: [IMAGE_PATH], httpNames: ['image'] }, 'nginx') : undefined;
+      const refHttp = await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x32, httpPaths: httpPaths.map((p) => p.replace('?mac={mac}', '')) }, 'nginx', ngx.pid);
+      const refImage = IMAGE ? await stageRun({ ...base, mode: 'http', nodes: NODES, macTag: 0x33, httpPaths: [IMAGE_PATH], httpNames: ['image'] }, 'nginx', ngx.pid) : undefined;
       await stopProc(ngx);
       if (IMAGE && px.image && refImage) {
         const link = await measureLink(lab, dir, NODES, base);
@@ -306,8 +324,8 @@ async function main(): Promise<void> {
         const a = c.pxeherd.stages[k];
         const b = c.reference.stages[k];
         say(
-          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops}` +
-            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops}` +
+          `  ${k.padEnd(7)} pxeherd p50 ${a?.p50.toFixed(3)} p99 ${a?.p99.toFixed(3)} all ${c.pxeherd.seconds}s fail ${c.pxeherd.failures} drops ${c.pxeherd.serverDrops} client busy ${c.pxeherd.clientBusy} server CPU ${c.pxeherd.serverCpuSeconds ?? '?'}s` +
+            ` | ${c.ref.padEnd(7)} p50 ${b?.p50.toFixed(3)} p99 ${b?.p99.toFixed(3)} all ${c.reference.seconds}s fail ${c.reference.failures} drops ${c.reference.serverDrops} client busy ${c.reference.clientBusy} server CPU ${c.reference.serverCpuSeconds ?? '?'}s` +
             ` | ratio p50 ${c.ratioP50} p99 ${c.ratioP99} total ${c.ratioTotal}`,
         );
       }
@@ -318,6 +336,7 @@ async function main(): Promise<void> {
 
     const summary = {
       nodes: NODES,
+      clientProcs: CLIENT_PROCS,
       ready: ready.length,
       failures: NODES - ready.length,
       seconds: +lastReady.toFixed(2),
@@ -329,7 +348,7 @@ async function main(): Promise<void> {
       initrdBytes: INITRD,
       server: proc,
       kernelDrops,
-      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds }])),
+      compare: Object.fromEntries(Object.entries(comparisons).map(([k, c]) => [k, { ref: c.ref, ratioP50: c.ratioP50, ratioP99: c.ratioP99, ratioTotal: c.ratioTotal, pxeherdSeconds: c.pxeherd.seconds, referenceSeconds: c.reference.seconds, pxeherdFailures: c.pxeherd.failures, referenceFailures: c.reference.failures, pxeherdDrops: c.pxeherd.serverDrops, referenceDrops: c.reference.serverDrops, pxeherdClientCpuSeconds: c.pxeherd.clientCpuSeconds, referenceClientCpuSeconds: c.reference.clientCpuSeconds, pxeherdClientBusy: c.pxeherd.clientBusy, referenceClientBusy: c.reference.clientBusy, pxeherdServerCpuSeconds: c.pxeherd.serverCpuSeconds, referenceServerCpuSeconds: c.reference.serverCpuSeconds }])),
       failureReasons: failuresByReason(storm.results),
       ...(imageReport ? { image: imageJson(imageReport) } : {}),
     };

@@ -132,6 +132,8 @@ interface Transfer {
   file: string;
   /** The client acknowledged something: a repeated RRQ (after LATE_RRQ_MS) is then a new request. */
   progressed: boolean;
+  /** The request as it came (a byte-identical copy from the same TID is a retransmission: no decode needed). */
+  rrq?: Buffer;
   /** It holds one of the `streams` (given up at its end or after streamHoldMs). */
   holdsStream?: boolean;
   /** performance.now() when it started (was given its stream, or handed to the native gate). */
@@ -385,7 +387,21 @@ export class TftpServer {
     return { ...this.s, streamHoldsExpired, active: this.transfers.size, waiting };
   }
 
+  /** A retransmitted RRQ of a transfer that is running or waiting for a stream (see onRequest). */
+  private isRepeat(t: Transfer): boolean {
+    return !t.progressed || performance.now() - (t.progressedAt ?? 0) < LATE_RRQ_MS;
+  }
+
   private onRequest(msg: Buffer, peer: Peer): void {
+    const key = `${peer.address}:${peer.port}`;
+    const existing = this.transfers.get(key);
+    // Clients waiting for a stream repeat their RRQ every second (1-3 copies per transfer in a
+    // 1000-node storm): a byte-identical copy is recognised before decoding it.
+    if (existing?.rrq && existing.rrq.equals(msg) && this.isRepeat(existing)) {
+      this.s.requests++;
+      this.s.duplicateRequests++;
+      return;
+    }
     const op = msg.length >= 2 ? msg.readUInt16BE(0) : -1;
     const d = decode(msg);
     if (!d.ok) {
@@ -411,10 +427,8 @@ export class TftpServer {
       this.refuse(peer, file, ErrorCode.ILLEGAL_OPERATION, 'mail mode is not supported');
       return;
     }
-    const key = `${peer.address}:${peer.port}`;
-    const existing = this.transfers.get(key);
     if (existing) {
-      if (existing.file === file && (!existing.progressed || performance.now() - (existing.progressedAt ?? 0) < LATE_RRQ_MS)) {
+      if (existing.file === file && this.isRepeat(existing)) {
         // The client repeated its RRQ because our first answer is late or lost: the
         // running transfer's own retransmission covers it. Also a copy it sent just before
         // our OACK reached it and that arrives after its ACK (a request that waited for a
@@ -437,7 +451,7 @@ export class TftpServer {
       );
       return;
     }
-    const t: Transfer = { key, file, progressed: false };
+    const t: Transfer = { key, file, progressed: false, rrq: msg };
     this.transfers.set(key, t);
     // Its retransmitted RRQs find it in `transfers` (not progressed) and are not queued again.
     if (this.o.streams > 0 && !this.nativeGate && this.admitted >= this.o.streams) {
