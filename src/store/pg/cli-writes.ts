@@ -156,7 +156,8 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
       // in the pools' ranges.
       const pools = poolRanges(config);
       const inPools = pools.length
-        ? `(ip ~ '^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$' AND (${pools.map((_, i) => `ip::inet BETWEEN $${2 * i + 1}::inet AND $${2 * i + 2}::inet`).join(' OR ')}))`
+        ? // CASE: the cast only for an address (AND does not fix the order of evaluation).
+          `(CASE WHEN ip ~ '^[0-9]{1,3}(\\.[0-9]{1,3}){3}$' THEN (${pools.map((_, i) => `ip::inet BETWEEN $${2 * i + 1}::inet AND $${2 * i + 2}::inet`).join(' OR ')}) ELSE FALSE END)`
         : 'FALSE';
       const params = pools.flat();
       return {
