@@ -36,7 +36,9 @@ export interface CommonOpts {
 /**
  * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
  * their writes going to PostgreSQL; read-only node and group commands read only their rows
- * (src/store/pg/cli-reads.ts). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
+ * (src/store/pg/cli-reads.ts), writing commands, explain and script load only the rows they
+ * touch (src/store/pg/cli-writes.ts; the others, e.g. power, exec, stage1, the image commands
+ * and `node import -`, still load the whole database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
  * this machine's disk (the state directory), their revision records go to the database, and the
  * other servers fetch the bytes from an origin (images.origins) when a node needs them.
  */
@@ -167,7 +169,10 @@ export class CliContext {
       const held = this._held;
       this._held = undefined;
       const conflict = failure instanceof RuntimeFailure && failure.cause instanceof WriteRefused && failure.cause.status === 409;
-      if (conflict && attempt < 5) {
+      // Each round lost means another writer won a row: with N writers after one name, the last
+      // one wins at round N at the latest (bounded like PostgresBackend's REGISTER_ROUNDS).
+      if (conflict && attempt < 20) {
+        await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt, 5)));
         await this._pg.close();
         await this.openPgCli();
         continue;
@@ -223,6 +228,11 @@ export class CliContext {
   /** `group list`'s groups: on PostgreSQL with the node counts read there (no node rows). */
   groupList(): ReturnType<Store['groups']['list']> {
     return this._pgRead ? this._pgRead.groups() : this.store.groups.list();
+  }
+
+  /** How many nodes a group has (`group set`): on PostgreSQL counted there, in the command's snapshot (no node rows). */
+  groupNodeCount(name: string): number {
+    return this._pg?.scoped?.groupCounts?.get(name) ?? this.store.groups.get(name)!.nodes;
   }
 
   /** `vnfs list`'s images: on PostgreSQL with the node counts read there (no node rows). */

@@ -140,8 +140,9 @@ test('the PostgreSQL write path loads only the rows the command touches', { skip
   assert.ok((await counts(['node', 'add'], ['52:54:00:00:06:01'])).nodes <= 3, 'node add reads the MAC and the names between the free ones');
   assert.equal((await counts(['node', 'set'], ['boot', 'local', 'n00[10-12]'])).nodes, 3);
   assert.equal((await counts(['node', 'delete'], ['n0017'])).nodes, 1);
-  const g = await counts(['group', 'set'], ['gpu', 'vlan', '1']);
-  assert.ok(g.nodes > 0 && g.nodes < 20, `group set reads the group's nodes only (${g.nodes})`);
+  assert.equal((await counts(['group', 'set'], ['gpu', 'vlan', '1'])).nodes, 0, 'group set counts the group in PostgreSQL');
+  const g = await counts(['group', 'delete'], ['gpu']);
+  assert.ok(g.nodes > 0 && g.nodes < 20, `group delete reads the group's nodes only (${g.nodes})`);
 });
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -158,12 +159,13 @@ function run(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 test('concurrent node adds on PostgreSQL: distinct names of the pattern, one node per MAC', { skip, timeout: 300_000 }, async () => {
   const macs = Array.from({ length: 6 }, (_, i) => `52:54:00:00:08:0${i}`);
   const rs = await Promise.all([...macs.map((m) => run(['node', 'add', m, '--json'])), run(['node', 'add', '52:54:00:00:09:09']), run(['node', 'add', '52:54:00:00:09:09'])]);
-  for (const r of rs.slice(0, 6)) assert.equal(r.code, 0, r.stderr);
+  const all = rs.map((r) => `${r.code} ${r.stderr}`).join('\n');
+  for (const r of rs.slice(0, 6)) assert.equal(r.code, 0, all);
   const names = rs.slice(0, 6).map((r) => JSON.parse(r.stdout).name as string);
   assert.equal(new Set(names).size, 6, `distinct names: ${names.join(' ')}`);
   for (const n of names) assert.match(n, /^n\d{4}$/);
   // The same MAC twice: one adds it, the other is told it exists (as the second would be on SQLite).
-  assert.deepEqual(rs.slice(6).map((r) => r.code).sort(), [0, 2], rs[6]!.stderr + rs[7]!.stderr);
+  assert.deepEqual(rs.slice(6).map((r) => r.code).sort(), [0, 2], all);
   assert.match(rs[6]!.stderr + rs[7]!.stderr, /a node with MAC 52:54:00:00:09:09 exists already/);
   const sql = connectPostgres(url, { max: 1 });
   try {

@@ -16,7 +16,7 @@
  * - `group list` and `vnfs list`: the node count per group or VNFS, counted in PostgreSQL (no
  *   node rows at all); `vnfs show|revisions NAME`: the revision records and the nodes using NAME.
  * Every condition is per node, so the command's SQLite selection over this subset is the same as
- * over the whole table. Commands that write keep the whole-replica path (src/store/pg/cli-store.ts).
+ * over the whole table. Commands that write load only their rows too (src/store/pg/cli-writes.ts).
  */
 import type { Config } from '../../config/schema.js';
 import { openDatabase, type DB } from '../db.js';

@@ -48,6 +48,8 @@ export interface WriteScope {
   /** Lease rows (v4) to load: their condition; leases6 whole (explain --v6). */
   leases?: NodeCond;
   leases6?: boolean;
+  /** Count these groups' nodes in PostgreSQL (group set prints the count; no node rows). */
+  groupCounts?: string[];
   /** Run the command again on a fresh load when a unique key was taken meanwhile (409). */
   retryOnConflict?: boolean;
 }
@@ -138,6 +140,8 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
       return { nodes, retryOnConflict: true };
     }
     case 'group set':
+      // It prints the group's node count: counted in PostgreSQL.
+      return { nodes: [], groupCounts: [args[0] ?? ''] };
     case 'group delete':
       // The group's nodes: its node count, and what --move-to moves.
       return { nodes: [byKey('grp', args[0] ?? '')] };
@@ -204,7 +208,7 @@ function importRecords(text: string, format: string): { mac?: string; name?: str
  * Read the scope's rows (the caller's one snapshot), parents first, for fillRows; and, when names
  * are needed, the first free number of the pattern (the store's naming starts there).
  */
-export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Config): Promise<{ tables: [string, Row[]][]; firstNumber?: number }> {
+export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Config): Promise<{ tables: [string, Row[]][]; firstNumber?: number; groupCounts?: Map<string, number> }> {
   const tables: [string, Row[]][] = [];
   for (const t of SMALL) tables.push([t, (await tx.unsafe(`SELECT * FROM ${t}`)) as unknown as Row[]]);
   const nodes = new Map<string, Row>();
@@ -230,7 +234,12 @@ export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Confi
   }
   if (scope.leases) tables.push(['leases', (await tx.unsafe(`SELECT * FROM leases WHERE ${scope.leases.sql}`, scope.leases.params as never[])) as unknown as Row[]]);
   if (scope.leases6) tables.push(['leases6', (await tx.unsafe(`SELECT * FROM leases6`)) as unknown as Row[]]);
-  return { tables, firstNumber };
+  let groupCounts: Map<string, number> | undefined;
+  if (scope.groupCounts) {
+    groupCounts = new Map();
+    for (const r of await tx`SELECT g, (SELECT count(*) FROM nodes WHERE grp = g)::int AS n FROM unnest(${tx.array(scope.groupCounts)}::text[]) AS g`) groupCounts.set(r.g as string, Number(r.n));
+  }
+  return { tables, firstNumber, groupCounts };
 }
 
 /**
