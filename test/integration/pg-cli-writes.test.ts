@@ -94,6 +94,7 @@ const CASES = (dir: string): string[][] => [
   ['explain', '52:54:00:00:07:07'],
   ['node', 'plan', 'n0004'],
   ['script', 'list', 'n0004', '--json'],
+  ['power', 'status', 'n0004', '--timeout', '1'],
   ['node', 'release', 'n0016', '--wipe', '--timeout', '1'],
   ['node', 'export', '-', '--format', 'csv'],
 ];
@@ -107,7 +108,7 @@ test('writing commands, explain and plan on PostgreSQL print and leave what they
     if (want.code !== 0) refused++;
   }
   // Not vacuous: refusals and the gap-filling names happened.
-  assert.equal(refused, 10, 'the refusals (taken MAC, name and address, the group with nodes, no disks to plan, a failed power off) are refused on both');
+  assert.equal(refused, 11, 'the refusals (taken MAC, name and address, the group with nodes, no disks to plan, a failed power off, no power method) are refused on both');
   const list = pxeherd(['node', 'list', 'n00*', '--database', url], { config: lite.config }).stdout;
   assert.match(list, /n0003 +52:54:00:00:05:01/, 'node add took the first gap of the pattern');
   assert.match(list, /n0014 +52:54:00:00:04:01/, 'import took the gap left by node delete');

@@ -1,7 +1,7 @@
 /**
  * Writing CLI commands on PostgreSQL (`node add|set|delete|enable|disable|replace|import`,
- * `group set|delete`, `vnfs add|set|delete`, `node reinstall|rollback|locate|plan|release`) and
- * `explain`, `script list|render`: the command's in-memory replica holds only the rows the command
+ * `group set|delete`, `vnfs add|set|delete`, `node reinstall|rollback|locate|plan|release`,
+ * `power ACTION`) and `explain`, `script list|render`: the command's in-memory replica holds only the rows the command
  * reads or writes, not the whole database (issue 19: at 100 000 nodes a whole load costs seconds
  * per command).
  *
@@ -84,6 +84,8 @@ const USES = (vnfs: string): NodeCond => ({ sql: "vnfs = $1 OR starts_with(vnfs,
  * Throws InvalidInput for a bad NODES argument or file, as the command itself would.
  */
 export function writeScopeFor(path: string[], args: string[], opts: Record<string, unknown>, config: Config, readFile: (f: string) => string): WriteScope | undefined {
+  // `power ACTION NODES...`: the nodes and their rows (attributes say how to reach the BMC).
+  if (path[0] === 'power' && path.length === 2) return { nodes: selected(args) };
   switch (path.join(' ')) {
     case 'node add': {
       const [mac, name] = args;
