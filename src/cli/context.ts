@@ -20,8 +20,9 @@ export class RuntimeFailure extends Error {
   constructor(
     message: string,
     readonly exitCode = EXIT_FAILURE,
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
   }
 }
 
@@ -35,7 +36,9 @@ export interface CommonOpts {
 /**
  * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
  * their writes going to PostgreSQL; read-only node and group commands read only their rows
- * (src/store/pg/cli-reads.ts). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
+ * (src/store/pg/cli-reads.ts), writing commands, explain and script load only the rows they
+ * touch (src/store/pg/cli-writes.ts; the others, e.g. power, exec, stage1, the image commands
+ * and `node import -`, still load the whole database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
  * this machine's disk (the state directory), their revision records go to the database, and the
  * other servers fetch the bytes from an origin (images.origins) when a node needs them.
  */
@@ -48,13 +51,23 @@ export class CliContext {
   private _service?: NodeService;
   private _pg?: import('../store/pg/cli-store.js').PgCliStore;
   private _pgRead?: import('../store/pg/cli-reads.js').PgReadStore;
+  private _writeScope?: import('../store/pg/cli-writes.js').WriteScope;
+  private _namingFirst?: number;
+  /** Output held while a command that may be run again runs (see runCommand). */
+  private _held?: { out: string[]; err: string[] };
   constructor(
     readonly opts: CommonOpts,
-    readonly io: { out: (s: string) => void; err: (s: string) => void } = {
+    private readonly baseIo: { out: (s: string) => void; err: (s: string) => void } = {
       out: (s) => process.stdout.write(s),
       err: (s) => process.stderr.write(s),
     },
   ) {}
+
+  /** Where the command writes its output (held while it may still be run again). */
+  get io(): { out: (s: string) => void; err: (s: string) => void } {
+    const held = this._held;
+    return held ? { out: (s) => void held.out.push(s), err: (s) => void held.err.push(s) } : this.baseIo;
+  }
 
   get config(): Config {
     if (!this._config) {
@@ -94,14 +107,27 @@ export class CliContext {
       this._store = this._pgRead.store;
       return;
     }
+    // Writing commands, explain and script load only the rows they touch (src/store/pg/cli-writes.ts).
+    const { writeScopeFor } = await import('../store/pg/cli-writes.js');
+    this._writeScope = writeScopeFor(commandPath(command), leaf.args ?? [], leaf.opts?.() ?? {}, this.config, (f) => fs.readFileSync(f, 'utf8'));
+    await this.openPgCli();
+  }
+
+  /** The replica a writing command runs on: its scope's rows, or (not scoped) the whole database. */
+  private async openPgCli(): Promise<void> {
     const { openPgCliStore, PgCliError } = await import('../store/pg/cli-store.js');
     try {
-      this._pg = await openPgCliStore(this.config);
+      this._pg = await openPgCliStore(this.config, this._writeScope);
     } catch (e) {
       if (e instanceof PgCliError) throw new RuntimeFailure(e.message);
+      if (isConnectionLike(e)) throw new RuntimeFailure(`cannot read the database: ${(e as Error).message}`);
       throw e;
     }
     this._store = this._pg.store;
+    this._service = undefined;
+    // The pattern's free names start there in PostgreSQL (computed with SQLite's rule): the
+    // store's naming, over the rows loaded, gives the names SQLite would.
+    this._namingFirst = this._pg.scoped?.firstNumber;
   }
 
   /**
@@ -121,8 +147,44 @@ export class CliContext {
     return this._pg;
   }
 
-  /** Run the command; on PostgreSQL, its writes are in PostgreSQL when this resolves. */
+  /**
+   * Run the command; on PostgreSQL, its writes are in PostgreSQL when this resolves. A scoped
+   * command whose names or MACs another writer took between its load and its write (PostgreSQL's
+   * unique keys refused it: nothing was written) runs again on a fresh load, which sees the
+   * winner: it then takes the next free name, or fails as it would on SQLite. Its output is held
+   * until the run that counts.
+   */
   async runCommand(fn: () => void | Promise<void>): Promise<void> {
+    if (!this._pg) return fn();
+    if (!this._writeScope?.retryOnConflict) return this.runOnce(fn);
+    const { WriteRefused } = await import('../store/pg/writer.js');
+    for (let attempt = 1; ; attempt++) {
+      this._held = { out: [], err: [] };
+      let failure: unknown;
+      try {
+        await this.runOnce(fn);
+      } catch (e) {
+        failure = e;
+      }
+      const held = this._held;
+      this._held = undefined;
+      const conflict = failure instanceof RuntimeFailure && failure.cause instanceof WriteRefused && failure.cause.status === 409;
+      // Each round lost means another writer won a row: with N writers after one name, the last
+      // one wins at round N at the latest (bounded like PostgresBackend's REGISTER_ROUNDS).
+      if (conflict && attempt < 20) {
+        await new Promise((r) => setTimeout(r, Math.random() * 20 * Math.min(attempt, 5)));
+        await this._pg.close();
+        await this.openPgCli();
+        continue;
+      }
+      for (const s of held.out) this.baseIo.out(s);
+      for (const s of held.err) this.baseIo.err(s);
+      if (failure !== undefined) throw failure;
+      return;
+    }
+  }
+
+  private async runOnce(fn: () => void | Promise<void>): Promise<void> {
     if (!this._pg) return fn();
     // A command that fails after writing (a reinstall whose node failed) keeps what it wrote
     // and recorded, as on SQLite: commit either way, then report the command's own failure.
@@ -135,7 +197,7 @@ export class CliContext {
     try {
       await this._pg.commit();
     } catch (e) {
-      throw new RuntimeFailure((e as Error).message);
+      throw new RuntimeFailure((e as Error).message, EXIT_FAILURE, e);
     }
   }
   get store(): Store {
@@ -146,7 +208,12 @@ export class CliContext {
     return this._store;
   }
   get nodes(): NodeService {
-    return (this._service ??= new NodeService(this.store, this.config, queryContextFor(this.store)));
+    if (!this._service) {
+      const first = this._namingFirst;
+      const config = first === undefined ? this.config : { ...this.config, nodes: { ...this.config.nodes, first_number: first } };
+      this._service = new NodeService(this.store, config, queryContextFor(this.store));
+    }
+    return this._service;
   }
 
   /** Print `data` as JSON (stable schema) with --json, else the human text. */
@@ -163,6 +230,11 @@ export class CliContext {
     return this._pgRead ? this._pgRead.groups() : this.store.groups.list();
   }
 
+  /** How many nodes a group has (`group set`): on PostgreSQL counted there, in the command's snapshot (no node rows). */
+  groupNodeCount(name: string): number {
+    return this._pg?.scoped?.groupCounts?.get(name) ?? this.store.groups.get(name)!.nodes;
+  }
+
   /** `vnfs list`'s images: on PostgreSQL with the node counts read there (no node rows). */
   vnfsList(): ReturnType<Store['vnfs']['list']> {
     return this._pgRead ? this._pgRead.vnfs() : this.store.vnfs.list();
@@ -173,6 +245,11 @@ export class CliContext {
     if (this._pgRead) return this._pgRead.close();
     this._store?.close();
   }
+}
+
+function isConnectionLike(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return typeof code === 'string' && /^(ECONN|ENOENT|EPIPE|ETIMEDOUT|CONNECT_TIMEOUT|CONNECTION_)/.test(code);
 }
 
 /** The command words from the top: ['node', 'list']. */

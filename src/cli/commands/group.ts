@@ -59,7 +59,7 @@ export function groupCommand(run: Run): Command {
           key = key.slice(0, i);
         }
         const g = ctx.store.groups.set(name, key, value);
-        ctx.print(groupJson({ ...g, nodes: ctx.store.groups.get(name)!.nodes }), () => `group ${name}: ${key}=${shownValue(key, value!)}`);
+        ctx.print(groupJson({ ...g, nodes: ctx.groupNodeCount(name) }), () => `group ${name}: ${key}=${shownValue(key, value!)}`);
       }),
     );
   group

@@ -469,9 +469,12 @@ export class PostgresBackend implements StoreBackend {
         }
         const cols = Object.keys(c.new);
         const rest = cols.filter((k) => !c.pk.includes(k));
+        // An admin's new node is new: a MAC another writer registered meanwhile is a conflict
+        // (unique violation: the unit fails, 409), never an overwrite of that node.
+        const newNode = o.strict && !c.old && c.table === 'nodes';
         await t.unsafe(
-          `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (${c.pk.map(ident).join(', ')}) ` +
-            (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING'),
+          `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
+            (newNode ? '' : `ON CONFLICT (${c.pk.map(ident).join(', ')}) ` + (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING')),
           cols.map((k) => c.new![k]) as never[],
         );
         return true;

@@ -16,7 +16,7 @@
  * - `group list` and `vnfs list`: the node count per group or VNFS, counted in PostgreSQL (no
  *   node rows at all); `vnfs show|revisions NAME`: the revision records and the nodes using NAME.
  * Every condition is per node, so the command's SQLite selection over this subset is the same as
- * over the whole table. Commands that write keep the whole-replica path (src/store/pg/cli-store.ts).
+ * over the whole table. Commands that write load only their rows too (src/store/pg/cli-writes.ts).
  */
 import type { Config } from '../../config/schema.js';
 import { openDatabase, type DB } from '../db.js';
@@ -78,7 +78,7 @@ export function readScopeFor(path: string[], args: string[], json: boolean): Rea
   return undefined;
 }
 
-function nodesScope(args: string[], attrKeys: 'all' | string[]): ReadScope {
+export function nodesScope(args: string[], attrKeys: 'all' | string[]): ReadScope {
   if (args.length === 0) return { nodes: { kind: 'all' }, attrKeys, detail: false };
   const sel = parseSelector(args);
   if (sel.kind === 'query') {
@@ -152,7 +152,7 @@ export async function openPgReadStore(config: Config, scope: ReadScope): Promise
     await checkSchema(sql, url);
     const read = (await sql.begin('isolation level repeatable read read only', (tx) => readRows(tx, scope))) as Awaited<ReturnType<typeof readRows>>;
     const store = new Store(openDatabase(':memory:'), { serverId: config.server_id || undefined });
-    const counts = fill(store.db, read.tables);
+    const counts = fillRows(store.db, read.tables);
     return {
       store,
       counts,
@@ -202,7 +202,7 @@ async function readRows(tx: TxSql, scope: ReadScope): Promise<{ tables: [string,
 }
 
 /** Write the rows into the in-memory store, one transaction; only the columns it has. */
-function fill(db: DB, tables: [string, Row[]][]): Record<string, number> {
+export function fillRows(db: DB, tables: [string, Row[]][]): Record<string, number> {
   const counts: Record<string, number> = {};
   db.transaction(() => {
     for (const [table, rows] of tables) {

@@ -16,6 +16,7 @@ import { PgReplica } from './replica.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from './schema.js';
 import { redactUrl } from './url.js';
 import { WriteTag, WriteThrough } from './writer.js';
+import type { WriteScope } from './cli-writes.js';
 
 export class PgCliError extends Error {}
 
@@ -31,10 +32,16 @@ export interface PgCliStore {
   refreshNodes(macs: string[]): Promise<void>;
   /** The connection, for reading events. */
   backend: PostgresBackend;
+  /** Scoped load (src/store/pg/cli-writes.ts): rows read per table, and where the pattern's free names start. */
+  scoped?: { counts: Record<string, number>; firstNumber?: number; groupCounts?: Map<string, number> };
   close(): Promise<void>;
 }
 
-export async function openPgCliStore(config: Config): Promise<PgCliStore> {
+/**
+ * `scope`: load only the rows a writing command touches (src/store/pg/cli-writes.ts); without it
+ * the whole database (commands not scoped yet).
+ */
+export async function openPgCliStore(config: Config, scope?: WriteScope): Promise<PgCliStore> {
   const url = config.database;
   const pg = PostgresBackend.connect(url, config.server_id || os.hostname(), { max: 2 });
   let v: number;
@@ -63,7 +70,20 @@ export async function openPgCliStore(config: Config): Promise<PgCliStore> {
     isConnectionError,
   });
   replica = new PgReplica(store.db, pg.sql, { applying: (fn) => writer.suspended(fn) });
-  await replica.load();
+  let scoped: PgCliStore['scoped'];
+  try {
+    if (scope) {
+      const { readWriteScope } = await import('./cli-writes.js');
+      const { fillRows } = await import('./cli-reads.js');
+      const read = (await pg.sql.begin('isolation level repeatable read read only', (tx) => readWriteScope(tx, scope, config))) as Awaited<ReturnType<typeof readWriteScope>>;
+      scoped = { counts: writer.suspended(() => fillRows(store.db, read.tables)), firstNumber: read.firstNumber, groupCounts: read.groupCounts };
+    } else await replica.load();
+  } catch (e) {
+    await writer.close().catch(() => undefined);
+    store.close();
+    await pg.close().catch(() => undefined);
+    throw e;
+  }
   const events: BootEvent[] = [];
   store.events.subscribe((ev) => events.push(ev));
   const tag = new WriteTag();
@@ -74,6 +94,7 @@ export async function openPgCliStore(config: Config): Promise<PgCliStore> {
   return {
     store,
     backend: pg,
+    scoped,
     run: (fn) => writer.tagged(tag, fn),
     commit,
     flush: commit,
