@@ -22,6 +22,12 @@ export interface DhcpBackend {
   /** Node for a MAC. Unknown MAC: registers it (auto_register on) -> {node, registered:true}; off -> undefined. */
   lookupNode(mac: string, hint: { hostname?: string }): { node: Node; registered: boolean } | undefined;
   /**
+   * Why lookupNode just gave no node for this MAC, when the reason is not nodes.auto_register
+   * being off (e.g. on PostgreSQL: registrations wait while the database is unreachable), so the
+   * ignored event and `explain` name the real cause. Absent or undefined: auto_register is off.
+   */
+  unknownReason?(mac: string): string | undefined;
+  /**
    * Whether a MAC is a node already (no registration). Asked for each DISCOVER as it is read, so
    * it must be cheap; under overload a known node's DISCOVER goes before new MACs'. Absent: no
    * such priority.

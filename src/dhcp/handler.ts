@@ -564,7 +564,7 @@ export class DhcpHandler {
   private node(mac: string, hostname: string | undefined, meta: RequestMeta, now: number): { node: Node; registered: boolean } | undefined {
     const found = this.backend.lookupNode(mac, { hostname });
     if (!found) {
-      this.ignoredEvent(mac, 'unknown client and nodes.auto_register is off', meta, now);
+      this.ignoredEvent(mac, this.backend.unknownReason?.(mac) ?? 'unknown client and nodes.auto_register is off', meta, now);
       return undefined;
     }
     if (found.registered) meta.trace?.reasons.push(`unknown MAC: registered as node ${found.node.name} (nodes.auto_register)`);

@@ -47,6 +47,12 @@ export interface Dhcp6Backend {
   /** As DHCPv4's: an unknown MAC is registered when nodes.auto_register is on. */
   lookupNode(mac: string, hint: { hostname?: string }): { node: Node; registered: boolean } | undefined;
   /**
+   * Why lookupNode just gave no node for this MAC, when the reason is not nodes.auto_register
+   * being off (e.g. on PostgreSQL: registrations wait while the database is unreachable), so the
+   * ignored event and `explain` name the real cause. Absent or undefined: auto_register is off.
+   */
+  unknownReason?(mac: string): string | undefined;
+  /**
    * Last resort for a client whose DUID and link-local address carry no MAC: the kernel's
    * neighbour table for its source address. Optional (tests, explain).
    */

@@ -172,7 +172,7 @@ export class Dhcp6Handler {
     this.event(`dhcp6.${kind}`, mac, undefined, { xid: msg.xid, duid: duid || undefined, from: meta.from.address });
     if (!mac) return this.ignoredEvent(duid || meta.from.address, undefined, 'no MAC address in the DUID, the link-local address or the neighbour table: cannot tell which node this is', meta, now);
     const found = this.backend.lookupNode(mac, {});
-    if (!found) return this.ignoredEvent(duid, mac, 'unknown client and nodes.auto_register is off', meta, now);
+    if (!found) return this.ignoredEvent(duid, mac, this.backend.unknownReason?.(mac) ?? 'unknown client and nodes.auto_register is off', meta, now);
     if (found.registered) meta.trace?.reasons.push(`unknown MAC: registered as node ${found.node.name} (nodes.auto_register)`);
     const node = found.node;
     switch (msg.type) {

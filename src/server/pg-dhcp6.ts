@@ -33,7 +33,7 @@ import type { Reply6 } from '../dhcp6/handler.js';
 import type { Node } from '../nodes/types.js';
 import { claimSlice6, lease6Key, type Claim6 } from '../store/pg/leases6.js';
 import type { Logger } from '../util/log.js';
-import { inTime, isConnectionError, type PgServe } from './pg-serve.js';
+import { inTime, isConnectionError, REGISTRATION_WAITS, type PgServe } from './pg-serve.js';
 import type { NamingPolicy } from '../store/nodes.js';
 
 export interface PgDhcp6 {
@@ -73,6 +73,7 @@ export function coordinatedDhcp6Backend(base: Dhcp6Backend, pgs: Pick<PgServe, '
       if (r?.registered) registered.set(mac, r.node);
       return r;
     },
+    unknownReason: (mac) => (isUp() || prior.get(mac)?.known ? undefined : REGISTRATION_WAITS),
     bound: (mac, ip) => base.bound(mac, ip),
     async confirm(replies: Reply6[]): Promise<Reply6[]> {
       const reg = registered;

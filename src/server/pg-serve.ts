@@ -62,6 +62,9 @@ const EVENT_BUFFER_MAX = 50_000;
 
 export class PgServeError extends Error {}
 
+/** The ignored event's reason for a new MAC while PostgreSQL is unreachable (v4 and v6). */
+export const REGISTRATION_WAITS = 'new client while the database is unreachable: registrations wait for it (the client retries; known nodes are answered from the local replica)';
+
 /** What a server on PostgreSQL adds to the single-server wiring. */
 export interface PgServe {
   /** The local replica: what every protocol server reads. */
@@ -346,6 +349,7 @@ export function confirmedDhcpBackend(
       if (r?.registered) registered.set(mac, r.node);
       return r;
     },
+    unknownReason: (mac) => (o.isUp() || prior.get(mac)?.known ? undefined : REGISTRATION_WAITS),
     batch: base.batch ? (work) => quiet(() => base.batch!(work)) : undefined,
     bound: (mac, ip) => quiet(() => base.bound(mac, ip)),
     async confirm(replies: Reply[], leases: Lease[], sendLater?: (replies: Reply[]) => void): Promise<Reply[]> {

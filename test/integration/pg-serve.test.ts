@@ -145,6 +145,10 @@ test('two servers on one PostgreSQL answer one segment: each MAC registered once
     await waitFor('the ACKs given during the outage to reach PostgreSQL', 20_000, async () => Number((await sql`SELECT count(*)::int AS n FROM events WHERE kind = 'dhcp.ack' AND server_id = 'boot-a'`)[0]!.n) >= acksBefore + 33);
     phase('events shipped');
     assert.equal(Number((await sql`SELECT count(*)::int AS n FROM nodes`)[0]!.n), all.length + 3, 'each new machine registered once');
+    // Why they were turned away is on record in their timeline: the database, not auto_register.
+    const ignored = await sql`SELECT detail FROM events WHERE kind = 'dhcp.ignored' AND server_id = 'boot-a' AND mac = ANY(${fresh.results.map((r) => r.mac)})`;
+    assert.ok(ignored.length > 0, 'the new machines turned away during the outage have a dhcp.ignored event');
+    for (const e of ignored) assert.match(JSON.stringify(e.detail), /database is unreachable/, 'the ignored event names the database, not nodes.auto_register');
     process.stderr.write(`# pg-serve outage: 30 known nodes answered from the replica in ${known.seconds.toFixed(1)} s; 3 new ones waited, then registered after the reconnect\n`);
   } finally {
     await sql.end();
