@@ -21,7 +21,7 @@
  *
  * With --baseline CHECKOUT (a pxeherd checkout of the code before, `npm run build` done there,
  * e.g. /work/main at the branch point) the same queries also run through that code, on a copy
- * of the store without migration 8 (its indexes dropped, user_version 7), interleaved with
+ * of the store (without migration 8, its indexes dropped, when that code predates it), interleaved with
  * this code's runs: on a shared machine only such same-run ratios mean much.
  *
  *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg [--pg-baseline CHECKOUT]] [--json] [--keep DIR] [--baseline CHECKOUT]
@@ -138,8 +138,11 @@ if (baseline) {
     store.db.prepare('VACUUM INTO ?').run(path.join(baseDir, 'pxeherd.db'));
     const Database = (await import('better-sqlite3')).default;
     const old = new Database(path.join(baseDir, 'pxeherd.db'));
-    for (const ix of ['node_attrs_key_value', 'nodes_name_nocase', 'nodes_grp_nocase', 'nodes_vnfs_nocase', 'nodes_state_nocase']) old.exec(`DROP INDEX IF EXISTS ${ix}`);
-    old.pragma('user_version = 7');
+    // A baseline from before migration 8 gets the store as it was then; one with it (main since
+    // session 6) reads the same store.
+    const baseVersion = (await import(path.join(baseline, 'src/store/db.ts'))).SCHEMA_VERSION as number;
+    if (baseVersion < 8) for (const ix of ['node_attrs_key_value', 'nodes_name_nocase', 'nodes_grp_nocase', 'nodes_vnfs_nocase', 'nodes_state_nocase']) old.exec(`DROP INDEX IF EXISTS ${ix}`);
+    if (baseVersion < 8) old.pragma('user_version = 7');
     old.exec('ANALYZE');
     old.close();
     fs.writeFileSync(baseCfg, `statedir: ${baseDir}\n`);
