@@ -5,7 +5,8 @@
  *   - query:  NodeService.list([QUERY]) in this process (compiled SQL + rows to Node objects with
  *             all their attributes), wall and CPU time,
  *   - action: the whole `node list QUERY` command in this process (query, stale flags, table),
- *   - cli:    `node dist/cli.js node list QUERY` as a child process, start to exit (wall time; CPU
+ *   - cli:    `pxeherd node list QUERY` as a child process (bin/pxeherd, the launcher, where the
+ *             checkout has one, else `node dist/cli.js`), start to exit (wall time; CPU
  *             time user + system through /usr/bin/time when installed); cli_json: the same with --json,
  *   - pg:     PostgresBackend.listNodes(QUERY) on a private PostgreSQL holding a `db copy` of the
  *             same store (with --pg; test/lab/postgres.ts),
@@ -20,7 +21,7 @@
  *
  * With --baseline CHECKOUT (a pxeherd checkout of the code before, `npm run build` done there,
  * e.g. /work/main at the branch point) the same queries also run through that code, on a copy
- * of the store without migration 8 (its indexes dropped, user_version 7), interleaved with
+ * of the store (without migration 8, its indexes dropped, when that code predates it), interleaved with
  * this code's runs: on a shared machine only such same-run ratios mean much.
  *
  *   node --import tsx bench/query.ts [--nodes 100000] [--runs 15] [--pg [--pg-baseline CHECKOUT]] [--json] [--keep DIR] [--baseline CHECKOUT]
@@ -137,8 +138,11 @@ if (baseline) {
     store.db.prepare('VACUUM INTO ?').run(path.join(baseDir, 'pxeherd.db'));
     const Database = (await import('better-sqlite3')).default;
     const old = new Database(path.join(baseDir, 'pxeherd.db'));
-    for (const ix of ['node_attrs_key_value', 'nodes_name_nocase', 'nodes_grp_nocase', 'nodes_vnfs_nocase', 'nodes_state_nocase']) old.exec(`DROP INDEX IF EXISTS ${ix}`);
-    old.pragma('user_version = 7');
+    // A baseline from before migration 8 gets the store as it was then; one with it (main since
+    // session 6) reads the same store.
+    const baseVersion = (await import(path.join(baseline, 'src/store/db.ts'))).SCHEMA_VERSION as number;
+    if (baseVersion < 8) for (const ix of ['node_attrs_key_value', 'nodes_name_nocase', 'nodes_grp_nocase', 'nodes_vnfs_nocase', 'nodes_state_nocase']) old.exec(`DROP INDEX IF EXISTS ${ix}`);
+    if (baseVersion < 8) old.pragma('user_version = 7');
     old.exec('ANALYZE');
     old.close();
     fs.writeFileSync(baseCfg, `statedir: ${baseDir}\n`);
@@ -178,8 +182,11 @@ interface Row {
 const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 function cli(argv: string[], checkout = repo, keepOut = false): { wall: number; cpu?: number; stdout?: string } {
   const t = process.hrtime.bigint();
-  const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
-  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: ['ignore', keepOut ? 'pipe' : 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 30 });
+  // The installed command: bin/pxeherd (the launcher that starts from the CLI's snapshot) where the checkout has it.
+  const launcher = path.join(checkout, 'bin/pxeherd');
+  const pxeherd = fs.existsSync(launcher) ? [launcher] : [process.execPath, path.join(checkout, 'dist/cli.js')];
+  const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', ...pxeherd] : pxeherd;
+  const p = spawnSync(cmd[0]!, [...cmd.slice(1), ...argv], { stdio: ['ignore', keepOut ? 'pipe' : 'ignore', 'pipe'], encoding: 'utf8', maxBuffer: 1 << 30 });
   const wall = ms(t);
   if (p.status !== 0) throw new Error(`pxeherd ${argv.join(' ')}: exit ${p.status}: ${p.stderr}`);
   const m = /cpu ([\d.]+) ([\d.]+)/.exec(p.stderr);
@@ -242,10 +249,17 @@ base?.close();
 // Process start-up alone: what `--help` of the node command costs.
 const th: number[] = [];
 const ch: number[] = [];
+const bth: number[] = [];
+const bch: number[] = [];
 for (let i = 0; i < CLI_RUNS; i++) {
   const r = cli(['node', 'list', '--help']);
   th.push(r.wall);
   if (r.cpu !== undefined) ch.push(r.cpu);
+  if (base) {
+    const b = cli(['node', 'list', '--help'], baseline);
+    bth.push(b.wall);
+    if (b.cpu !== undefined) bch.push(b.cpu);
+  }
 }
 
 if (withPg) {
@@ -321,10 +335,10 @@ if (withPg) {
 }
 if (!keep) fs.rmSync(dir, { recursive: true, force: true });
 
-const summary = { nodes: N, runs: RUNS, cli_runs: CLI_RUNS, cpus: os.cpus().length, loadavg: os.loadavg().map(round), startup_help_ms: round(median(th)), startup_help_cpu_ms: ch.length ? round(median(ch)) : null, results };
+const summary = { nodes: N, runs: RUNS, cli_runs: CLI_RUNS, cpus: os.cpus().length, loadavg: os.loadavg().map(round), startup_help_ms: round(median(th)), startup_help_cpu_ms: ch.length ? round(median(ch)) : null, ...(base ? { base_startup_help_ms: round(median(bth)), base_startup_help_cpu_ms: bch.length ? round(median(bch)) : null } : {}), results };
 if (asJson) process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
 else {
-  process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${CLI_RUNS}), load ${summary.loadavg.join(' ')}; \`node dist/cli.js node list --help\` ${summary.startup_help_ms} ms (cpu ${summary.startup_help_cpu_ms ?? '-'} ms)\n`);
+  process.stdout.write(`${N} nodes, median of ${RUNS} runs (cli: ${CLI_RUNS}), load ${summary.loadavg.join(' ')}; \`pxeherd node list --help\` ${summary.startup_help_ms} ms (cpu ${summary.startup_help_cpu_ms ?? '-'} ms)${base ? `, before ${summary.base_startup_help_ms} ms (cpu ${summary.base_startup_help_cpu_ms ?? '-'} ms)` : ''}\n`);
   const cols = [
     'rows', 'query_ms', 'query_cpu_ms', 'action_ms', 'cli_ms', 'cli_cpu_ms', 'cli_json_ms', ...(withPg ? ['pg_ms', 'pg_cli_ms', 'pg_cli_cpu_ms', 'pg_cli_json_ms'] : []),
     ...(pgBaseline ? ['base_pg_cli_ms', 'base_pg_cli_cpu_ms', 'base_pg_cli_json_ms'] : []),

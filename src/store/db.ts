@@ -194,6 +194,11 @@ export function openDatabase(file: string): DB {
   db.pragma('foreign_keys = ON');
   // Two processes registering nodes at once wait for each other instead of failing.
   db.pragma('busy_timeout = 10000');
+  // Reads through a memory map instead of read() into SQLite's own 2 MB page cache: a query
+  // that touches 10 000 of 100 000 nodes and their attributes takes 20 % less CPU, both in a
+  // fresh CLI process and again in a server (measured: BENCHMARKS.md, issue 19, q100k19).
+  // Address space only; writes still go through the WAL.
+  db.pragma('mmap_size = 268435456');
   migrate(db);
   return db;
 }

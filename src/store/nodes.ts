@@ -36,6 +36,8 @@ export interface NodeRow {
 const WHERE_COLUMNS = ['mac', 'name', 'grp', 'vnfs', 'enabled', 'debug', 'state', 'ip', 'last_contact', 'boot', 'created_at', 'updated_at'];
 type WhereRow = [string, string, string, string, number, number, string, string, number | null, BootMode, number, number, Record<string, string>];
 
+const byName = (a: Node, b: Node) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
 /** A node from its row and its attributes. */
 export function nodeFromRow(r: NodeRow, attrs: Record<string, string>): Node {
   return {
@@ -211,7 +213,7 @@ export class NodeRepo {
       stmt = this.db
         .prepare<(string | number)[], string>(
           `SELECT json_group_array(json_array(${WHERE_COLUMNS.join(', ')},
-             (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac${only})) ORDER BY name)
+             (SELECT json_group_object(a.key, a.value) FROM node_attrs a WHERE a.mac = nodes.mac${only})))
            FROM nodes WHERE ${condition}`,
         )
         .pluck();
@@ -227,7 +229,11 @@ export class NodeRepo {
         lastContact: r[8], boot: r[9], attrs: r[12], createdAt: r[10], updatedAt: r[11],
       };
     }
-    return out;
+    // Sorted here rather than by the statement's ORDER BY name: SQLite sorts every row's JSON
+    // text (100 000 nodes, 10 000 rows: 8 of the statement's 45 ms), while the rows come in
+    // insertion order, mostly name order already, which this sort passes through in one run.
+    // Names are ASCII (validName), so code-unit order is SQLite's BINARY order; they are unique.
+    return out.sort(byName);
   }
   private readonly whereCache = new Map<string, Statement<(string | number)[], string>>();
 

@@ -6,6 +6,8 @@ import Database from 'better-sqlite3';
 
 export const ROOT = path.resolve(import.meta.dirname, '..', '..');
 export const CLI = path.join(ROOT, 'dist', 'cli.js');
+/** The installed `pxeherd` command: a launcher that starts node/group/vnfs/image from the CLI's snapshot, everything else from dist/cli.js. */
+export const LAUNCHER = path.join(ROOT, 'bin', 'pxeherd');
 
 export interface StateDir {
   dir: string;
@@ -32,7 +34,7 @@ export interface CliResult {
 export function pxeherd(args: string[], opts: { config?: string; input?: string; env?: NodeJS.ProcessEnv } = {}): CliResult {
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run "npm run build" first`);
   const full = opts.config ? [...args, '--config', opts.config] : args;
-  const r = spawnSync(process.execPath, [CLI, ...full], { encoding: 'utf8', input: opts.input, env: { ...process.env, ...opts.env } });
+  const r = spawnSync(LAUNCHER, full, { encoding: 'utf8', input: opts.input, env: { ...process.env, ...opts.env } });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 

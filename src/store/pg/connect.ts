@@ -274,7 +274,8 @@ export function isPostgresJsDeadSocketWrite(e: unknown): boolean {
   // afterwards ('error' with no listener: `read ECONNRESET at Pipe.onStreamRead`, nothing but
   // Node's own frames) is thrown as uncaught; it killed a server when PostgreSQL restarted.
   if (isOrphanSocketReset(e, stack)) return true;
-  if (!/postgres[\\/]src[\\/]\w+\.js/.test(stack)) return false;
+  // cjs/: the CommonJS build, which the CLI snapshot (src/cli/snapshot.ts) loads.
+  if (!/postgres[\\/](cjs[\\/])?src[\\/]\w+\.js/.test(stack)) return false;
   const code = (e as { code?: string }).code ?? '';
   // The #1208 write, or a lost connection's error that reached no caller (a rejection postgres.js
   // made for a query nobody waits on any more, a socket error after its listeners were removed).
