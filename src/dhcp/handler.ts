@@ -25,7 +25,7 @@ import {
   PxeSub,
 } from './options.js';
 import { buildPools, poolContains, selectPool, usableInNetwork, type DhcpConfig, type Pool } from './pools.js';
-import { answerPolicies, requestStep, silenceReason, type AnswerPolicy } from './policy.js';
+import { answerPolicies, clientBucket, requestStep, silenceReason, type AnswerPolicy, type BalanceView } from './policy.js';
 
 export interface DhcpCounters {
   received: number;
@@ -95,6 +95,12 @@ export interface HandlerOptions {
    * refuse to one of them (that client then waits for its retransmission).
    */
   sharedPools?: boolean;
+  /**
+   * `answer: balanced` (src/dhcp/policy.ts): the owner of a client's bucket among the live
+   * servers (src/store/pg/membership.ts); undefined, or an undefined answer: every client is
+   * this server's (one server alone, or the live set is not known).
+   */
+  balance?: (bucket: number) => BalanceView | undefined;
 }
 
 const BROADCAST = '255.255.255.255';
@@ -116,6 +122,7 @@ export class DhcpHandler {
   private readonly sharedPools: boolean;
   /** Several servers on one segment: who answers (src/dhcp/policy.ts). */
   private readonly answer: Map<Pool, AnswerPolicy>;
+  private readonly balance?: (bucket: number) => BalanceView | undefined;
 
   constructor(opts: HandlerOptions) {
     this.cfg = opts.config;
@@ -129,6 +136,7 @@ export class DhcpHandler {
     this.pools = buildPools(opts.config);
     this.answer = answerPolicies(opts.config, this.pools);
     this.sharedPools = opts.sharedPools ?? false;
+    this.balance = opts.balance;
     this.table = new LeaseTable(opts.backend.leases);
     this.offerHoldMs = (opts.offerHoldSeconds ?? 60) * 1000;
     this.declineHoldMs = (opts.declineHoldSeconds ?? 600) * 1000;
@@ -170,6 +178,13 @@ export class DhcpHandler {
     }
   }
 
+  /** `balanced`: the client's owner, keyed by its client identifier (option 61), else chaddr. */
+  private balanceOf(req: DhcpPacket, policy: AnswerPolicy | undefined): BalanceView | undefined {
+    if (policy?.mode !== 'balanced' || !this.balance) return undefined;
+    const id = req.options.get(Opt.ClientId);
+    return this.balance(clientBucket(id && id.length ? id : req.chaddr.subarray(0, 6)));
+  }
+
   // ---- full mode -------------------------------------------------------------------------
 
   private discover(req: DhcpPacket, mac: string, meta: RequestMeta, now: number): Outcome {
@@ -177,7 +192,8 @@ export class DhcpHandler {
     const pool = this.poolFor(req);
     this.event('dhcp.discover', mac, undefined, { xid: req.xid, giaddr: nz(req.giaddr), hostname });
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? 'this link' : `relay ${req.giaddr}`}`, meta, now);
-    const quiet = silenceReason(this.answer.get(pool), 'discover', req.secs, pool.name);
+    const policy = this.answer.get(pool);
+    const quiet = silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy));
     if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;
@@ -223,7 +239,8 @@ export class DhcpHandler {
     const renewing = sid === undefined && requested === undefined;
     const pool = this.poolFor(req, renewing ? ipInt : undefined);
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? ip : `relay ${req.giaddr}`}`, meta, now);
-    const quiet = silenceReason(this.answer.get(pool), requestStep(sid, requested), req.secs, pool.name);
+    const policy = this.answer.get(pool);
+    const quiet = silenceReason(policy, requestStep(sid, requested), req.secs, pool.name, this.balanceOf(req, policy));
     if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;

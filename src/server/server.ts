@@ -209,6 +209,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
       queueMaxAgeMs: config.dhcp.queue_max_age_ms,
       sharedPools: !!pgs,
+      balance: pgs?.balance,
     });
     dhcpQueue = dhcp;
     pgs?.onLease((mac, lease) => dhcp.noteLease(mac, lease)); // other servers' offers and leases
