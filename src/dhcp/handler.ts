@@ -190,10 +190,13 @@ export class DhcpHandler {
   private discover(req: DhcpPacket, mac: string, meta: RequestMeta, now: number): Outcome {
     const hostname = getString(req.options, Opt.Hostname);
     const pool = this.poolFor(req);
+    const policy = pool && this.answer.get(pool);
+    const quiet = pool && silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy));
+    // balanced: another server's client is that server's to record (its dhcp.discover, offer...);
+    // this one records only why it stays silent (dhcp.ignored, once a minute per client).
+    if (quiet && policy?.mode === 'balanced') return this.ignoredEvent(mac, quiet, meta, now);
     this.event('dhcp.discover', mac, undefined, { xid: req.xid, giaddr: nz(req.giaddr), hostname });
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? 'this link' : `relay ${req.giaddr}`}`, meta, now);
-    const policy = this.answer.get(pool);
-    const quiet = silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy));
     if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;
@@ -221,6 +224,11 @@ export class DhcpHandler {
     const sid = getIp(req.options, Opt.ServerId);
     const requested = getIp(req.options, Opt.RequestedIp);
     const hostname = getString(req.options, Opt.Hostname);
+    if (sid !== undefined && sid !== this.server && this.table.get(mac)?.state !== 'offered' && this.answer.get(this.poolFor(req)!)?.mode === 'balanced') {
+      // balanced: another server's client taking that server's offer; this one offered it
+      // nothing (no offer to free) and leaves the record of the exchange to that server.
+      return this.ignore();
+    }
     this.event('dhcp.request', mac, undefined, { xid: req.xid, ip: requested ?? nz(req.ciaddr), serverId: sid });
     if (sid !== undefined && sid !== this.server) {
       // SELECTING with another server chosen: our offer is free again (RFC 2131 §4.3.2).

@@ -119,6 +119,35 @@ test('two handlers on one live set: each client is offered by exactly one; by bo
   assert.equal(a.handle(discover(macN(6000)), meta).replies.length + b.handle(discover(macN(6000)), meta).replies.length, 2, 'unknown live set: both answer');
 });
 
+test("the server that does not own a client records only why it stayed silent, and ignores the client's REQUEST for its owner's offer without freeing anything", () => {
+  const live = ['boot-a', 'boot-b'];
+  let mac = '';
+  for (let i = 0; !mac; i++) if (bucketOwner(clientBucket(macToBuffer(macN(i))), live) === 'boot-a') mac = macN(i);
+  const backend = new MemoryDhcpBackend();
+  const chosen: string[] = [];
+  (backend as MemoryDhcpBackend & { otherServerChosen(mac: string): void }).otherServerChosen = (m) => chosen.push(m);
+  const b = new DhcpHandler({ config: config('balanced'), serverAddress: '10.0.0.3', httpPort: 8080, backend, balance: (bucket) => ({ self: 'boot-b', owner: bucketOwner(bucket, live)!, bucket }) });
+  b.load(T0);
+  assert.equal(b.handle(discover(mac), meta).replies.length, 0);
+  assert.deepEqual(backend.events.list.map((e) => e.kind), ['dhcp.ignored']);
+  assert.match(String(backend.events.list[0]!.detail!.reason), /bucket \d+ belongs to boot-a/);
+  const req = discover(mac);
+  req.options.set(Opt.MessageType, enc.u8(MessageType.Request));
+  req.options.set(Opt.ServerId, enc.ip('10.0.0.2'));
+  req.options.set(Opt.RequestedIp, enc.ip('10.0.0.50'));
+  assert.equal(b.handle(req, meta).replies.length, 0);
+  assert.deepEqual(chosen, [], 'nothing of boot-b to free');
+  assert.deepEqual(backend.events.list.map((e) => e.kind), ['dhcp.ignored'], 'no dhcp.request of another server\'s exchange');
+  // Under `all` the same REQUEST is recorded and this server's offer freed, as before.
+  const all = new MemoryDhcpBackend();
+  (all as MemoryDhcpBackend & { otherServerChosen(mac: string): void }).otherServerChosen = (m) => chosen.push(m);
+  const h = new DhcpHandler({ config: config('all'), serverAddress: '10.0.0.3', httpPort: 8080, backend: all });
+  h.load(T0);
+  h.handle(req, meta);
+  assert.deepEqual(chosen, [mac]);
+  assert.deepEqual(all.events.list.map((e) => e.kind), ['dhcp.request']);
+});
+
 test('config: balanced is accepted for dhcp.answer and dhcp.subnets[].answer', () => {
   assert.equal(config('balanced').answer, 'balanced');
   const c = configSchema.parse({ dhcp: { mode: 'full', range: ['10.0.0.10', '10.0.0.20'], subnets: [{ network: '10.2.0.0/24', range: ['10.2.0.10', '10.2.0.20'], answer: 'balanced' }] } });
