@@ -224,10 +224,14 @@ export class DhcpHandler {
     const sid = getIp(req.options, Opt.ServerId);
     const requested = getIp(req.options, Opt.RequestedIp);
     const hostname = getString(req.options, Opt.Hostname);
-    if (sid !== undefined && sid !== this.server && this.table.get(mac)?.state !== 'offered' && this.answer.get(this.poolFor(req)!)?.mode === 'balanced') {
-      // balanced: another server's client taking that server's offer; this one offered it
-      // nothing (no offer to free) and leaves the record of the exchange to that server.
-      return this.ignore();
+    if (sid !== undefined && sid !== this.server) {
+      // balanced: another server's client taking that server's offer. This one stayed silent to
+      // its DISCOVER (same bucket, same secs), so it has no offer to free, and the record of the
+      // exchange is that server's. (Had it offered under another view of the live set, its offer
+      // row simply expires.)
+      const pool = this.poolFor(req);
+      const policy = pool && this.answer.get(pool);
+      if (pool && policy?.mode === 'balanced' && silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy))) return this.ignore();
     }
     this.event('dhcp.request', mac, undefined, { xid: req.xid, ip: requested ?? nz(req.ciaddr), serverId: sid });
     if (sid !== undefined && sid !== this.server) {
