@@ -24,6 +24,8 @@ import { CLI } from '../../bench/storm-lab.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { ServerMembership } from '../../src/store/pg/membership.js';
+import { claimSlice } from '../../src/store/pg/claims.js';
+import { SLICE_LOCK_CLASS } from '../../src/store/pg/schema.js';
 import { bucketOwner, clientBucket } from '../../src/dhcp/policy.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
 import { innerPid } from '../lab/procs.js';
@@ -123,6 +125,41 @@ test('membership: two servers agree on every bucket; one that stops heartbeating
   } finally {
     await a.stop({ removeRow: false });
     await b.stop({ removeRow: false });
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+  }
+});
+
+test('a slice whose proposed name another slice holds (two balanced servers naming different new MACs alike) still offers: only the registration leaves the slice', { skip: noPg, timeout: 60_000 }, async () => {
+  const url = await pg.createDatabase('names');
+  const sql = connectPostgres(url, { max: 2 });
+  const other = connectPostgres(url, { max: 1 });
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let held!: () => void;
+  const holding = new Promise<void>((r) => (held = r));
+  try {
+    await migratePostgres(sql);
+    // The other server's slice registers ANOTHER MAC under n000001 and holds that name's key.
+    const done = other.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext('n:n000001'))`;
+      held();
+      await gate;
+    });
+    await holding;
+    const now = Date.now();
+    const mac = '02:84:00:00:01:01';
+    const res = await claimSlice(sql, 'boot-a', { defaultGroup: 'default', defaultVnfs: '' }, [{ mac, name: 'n000001' }], [{ mac, kind: 'offer', ip: '10.84.0.150', expiresAt: now + 60_000 }], now);
+    assert.deepEqual([...res.busy], [], 'the client is not busy');
+    assert.deepEqual(res.unregistered, [mac], 'its registration is left to registerNodes');
+    assert.equal(res.registered.size, 0);
+    assert.ok(res.outcomes[0]?.ok, 'its offer went in');
+    const [lease] = await sql<{ state: string; ip: string }[]>`SELECT state, ip FROM leases WHERE mac = ${mac}`;
+    assert.deepEqual(lease, { state: 'offered', ip: '10.84.0.150' });
+    release();
+    await done;
+  } finally {
+    release();
+    await other.end({ timeout: 1 }).catch(() => undefined);
     await sql.end({ timeout: 1 }).catch(() => undefined);
   }
 });
