@@ -237,9 +237,10 @@ export const configSchema = z
         /**
          * Several servers on one PostgreSQL (src/server/pg-dhcp6.ts): `all` answer every client;
          * `standby` answers a Solicit, Confirm or Information-request only once its Elapsed Time
-         * (option 8) reaches standby_secs (the primary is silent). Rebind: any server.
+         * (option 8) reaches standby_secs (the primary is silent); `balanced` as dhcp.answer,
+         * the client's DUID picking its bucket. Rebind: any server.
          */
-        answer: z.enum(['all', 'standby']).default('all'),
+        answer: z.enum(['all', 'standby', 'balanced']).default('all'),
         standby_secs: z.number().int().min(1).max(600).default(3),
       })
       .strict()

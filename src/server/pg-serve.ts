@@ -166,7 +166,7 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   // Not awaited: a server joining a database with a long history serves while it catches up.
   void startEventMirror(events, log, reachable);
   // `dhcp.answer: balanced` anywhere: heartbeats in PostgreSQL say which servers share the clients.
-  const balanced = config.dhcp.answer === 'balanced' || config.dhcp.subnets.some((s) => s.answer === 'balanced');
+  const balanced = config.dhcp.answer === 'balanced' || config.dhcp.subnets.some((s) => s.answer === 'balanced') || config.dhcp6.answer === 'balanced';
   const membership = balanced ? new ServerMembership(pg.sql, serverId, { onChange: (live) => log.info({ live }, `dhcp: balanced among ${live.length} live server(s): ${live.join(', ')}`) }) : undefined;
   void membership?.start();
 

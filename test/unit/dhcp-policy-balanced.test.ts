@@ -12,6 +12,9 @@ import { MemoryDhcpBackend } from '../../src/dhcp/memory-backend.js';
 import { enc, MessageType, Opt } from '../../src/dhcp/options.js';
 import { bucketOwner, clientBucket, silenceReason, type BalanceView } from '../../src/dhcp/policy.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
+import { standbySilence } from '../../src/dhcp6/handler.js';
+import { MsgType } from '../../src/dhcp6/codec.js';
+import { Opt6 } from '../../src/dhcp6/options.js';
 
 const T0 = 1_700_000_000_000;
 
@@ -153,4 +156,20 @@ test('config: balanced is accepted for dhcp.answer and dhcp.subnets[].answer', (
   const c = configSchema.parse({ dhcp: { mode: 'full', range: ['10.0.0.10', '10.0.0.20'], subnets: [{ network: '10.2.0.0/24', range: ['10.2.0.10', '10.2.0.20'], answer: 'balanced' }] } });
   assert.equal(c.dhcp.subnets[0]!.answer, 'balanced');
   assert.ok(!configSchema.safeParse({ dhcp: { answer: 'balance' } }).success);
+});
+
+test('dhcp6.answer balanced: the DUID picks the bucket; its owner answers a Solicit, another server once Elapsed Time reaches standby_secs, anyone when the live set is not known', () => {
+  const live = ['boot-a', 'boot-b'];
+  const duid = Buffer.from('000300015254000000aa', 'hex');
+  const owner = bucketOwner(clientBucket(duid), live)!;
+  const other = live.find((s) => s !== owner)!;
+  const solicit = (hundredths: number) => ({ type: MsgType.Solicit, xid: 1, options: [{ code: Opt6.ClientId, data: duid }, { code: Opt6.ElapsedTime, data: Buffer.from([hundredths >> 8, hundredths & 0xff]) }] });
+  const cfg = { answer: 'balanced' as const, standby_secs: 3 };
+  const as = (self: string) => (bucket: number) => ({ self, owner: bucketOwner(bucket, live)!, bucket });
+  assert.equal(standbySilence(cfg, solicit(0), as(owner)), undefined);
+  assert.match(standbySilence(cfg, solicit(0), as(other)) ?? '', new RegExp(`^dhcp6.answer balanced: bucket \\d+ belongs to ${owner}`));
+  assert.equal(standbySilence(cfg, solicit(300), as(other)), undefined, 'the owner is silent');
+  assert.equal(standbySilence(cfg, solicit(0), () => undefined), undefined, 'live set not known');
+  assert.equal(standbySilence(cfg, { ...solicit(0), type: MsgType.Rebind }, as(other)), undefined, 'rebinds: any server');
+  assert.equal(configSchema.parse({ dhcp6: { answer: 'balanced' } }).dhcp6.answer, 'balanced');
 });
