@@ -44,6 +44,8 @@
  *     server still hears them; the other servers drop it from their live set and take over its
  *     buckets for the clients they can reach.
  *   - One server alone (or SQLite, where the table holds just this server): it owns every bucket.
+ *   DHCPv6 (`dhcp6.answer: balanced`, src/dhcp6/handler.ts standbySilence): the same live set and
+ *   buckets, keyed by the client's DUID, the Elapsed Time option standing for `secs`.
  *   Every server on the segment must use `balanced` for the subnet and hear the same segment: a
  *   server counted live that does not serve the subnet leaves its share to standby_secs. Servers
  *   of different pxeherd versions must hash alike (the bucket function and table are fixed).
