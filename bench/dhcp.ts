@@ -28,6 +28,11 @@
  *                  (or a second ACK) finds no request left and is counted as an orphan, never as
  *                  a completed exchange; the orphans column shows them. A REQUEST names the
  *                  server whose OFFER came first (option 54); the other must not answer it.
+ *   pxeherd-pg2-balanced  the same two servers with `dhcp.answer: balanced` (src/dhcp/policy.ts):
+ *                  each client's bucket belongs to one of the two live servers (heartbeats in
+ *                  PostgreSQL), the other stays silent (perfdhcp's secs stay 0), so each DORA is
+ *                  worked once. The run starts once both heartbeat rows are in the database and
+ *                  a heartbeat period has passed (each server has read the other's).
  * With a PostgreSQL variant, the CPU each server (and the PostgreSQL cluster) used per 1000
  * completed exchanges is printed too: less noisy than throughput on a shared machine.
  * pxeherd-pg needs a built dist/cli.js (npm run build). Debugging knobs: BENCH_PXEHERD_LOG=debug
@@ -103,7 +108,7 @@ function pgCpuSeconds(): number | undefined {
  * `pxeherd serve` on PostgreSQL: `count` servers on one fresh database, the first in the server
  * namespace (10.79.0.1), the second in the lab's site namespace (10.79.0.3); DHCP only.
  */
-async function startPxeherdPg(lab: Lab, count: number, dir: string): Promise<{ pids: number[]; stop(): Promise<void> }> {
+async function startPxeherdPg(lab: Lab, count: number, dir: string, answer = 'all'): Promise<{ pids: number[]; stop(): Promise<void> }> {
   pg ??= await startPostgres({ durable: true });
   const url = await pg.createDatabase(`pxeherd${++pgDatabases}`);
   const sql = connectPostgres(url, { max: 1 });
@@ -140,7 +145,7 @@ async function startPxeherdPg(lab: Lab, count: number, dir: string): Promise<{ p
 database: "${url}"
 server_id: ${id}
 address: ${w.address}
-dhcp: { mode: full, range: [10.79.1.0, 10.79.255.254], netmask: 255.255.0.0, lease_seconds: 3600, ipv6_ra: false }
+dhcp: { mode: full, range: [10.79.1.0, 10.79.255.254], netmask: 255.255.0.0, lease_seconds: 3600, ipv6_ra: false, answer: ${answer} }
 tftp: { port: 0 }
 http: { port: 8080 }
 provisiond: { port: 0 }
@@ -159,6 +164,21 @@ log: { level: ${process.env.BENCH_PXEHERD_LOG ?? "warn"} }
       await waitPort(w.ns, 67, 30_000).catch((e) => {
         throw new Error(`pxeherd serve ${id} did not start: ${(e as Error).message}\n${existsSync(log) ? readFileSync(log, 'utf8').slice(-2000) : ''}`);
       });
+    }
+    if (answer === 'balanced' && count > 1) {
+      // Both servers' heartbeat rows, then one more heartbeat period (src/store/pg/membership.ts):
+      // each has read the other's row.
+      const q = connectPostgres(url, { max: 1 });
+      try {
+        const t0 = Date.now();
+        while (Number((await q`SELECT count(*)::int AS n FROM dhcp_servers`)[0]!.n) < count) {
+          if (Date.now() - t0 > 30_000) throw new Error('the balanced servers wrote no heartbeat rows in 30 s');
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      } finally {
+        await q.end();
+      }
+      await new Promise((r) => setTimeout(r, 1500));
     }
   } catch (e) {
     await stopAll();
@@ -219,8 +239,8 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
   let stop: () => Promise<unknown>;
   let shed: number | undefined;
   let pids: number[] = [];
-  if (server === 'pxeherd-pg' || server === 'pxeherd-pg2') {
-    const s = await startPxeherdPg(lab, server === 'pxeherd-pg2' ? 2 : 1, sdir);
+  if (server === 'pxeherd-pg' || server === 'pxeherd-pg2' || server === 'pxeherd-pg2-balanced') {
+    const s = await startPxeherdPg(lab, server === 'pxeherd-pg' ? 1 : 2, sdir, server === 'pxeherd-pg2-balanced' ? 'balanced' : 'all');
     pids = s.pids;
     stop = async () => {
       const t = Date.now();
@@ -259,7 +279,7 @@ async function runOne(lab: Lab, server: string, rate: number, dir: string): Prom
     const cpu0 = cpu();
     const pg0 = usesPg ? pgCpuSeconds() : undefined;
     // Two servers: to the broadcast address, so both see every message (see the header).
-    const target = server === 'pxeherd-pg2' || process.env.BENCH_DHCP_BROADCAST ? 'all' : '10.79.0.1';
+    const target = server.startsWith('pxeherd-pg2') || process.env.BENCH_DHCP_BROADCAST ? 'all' : '10.79.0.1';
     const { stdout } = await nsExec(lab.client, 'perfdhcp', ['-4', '-l', 'eth0', '-r', String(rate), '-R', String(CLIENTS), '-p', String(SECS), target], (SECS + 30) * 1000).catch(
       (e) => ({ stdout: String(e.stdout ?? '') + String(e.stderr ?? '') + String(e.message ?? '') }),
     );
@@ -288,7 +308,7 @@ async function main() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'phdhcp-bench-'));
   // pxeherd-pg2's second server lives in the site namespace on the same bridge.
   // Names carry the pid: another bench run at the same time must not remove this one's namespaces.
-  const lab = await createLab(`bn${process.pid}`, { site: SERVERS.includes('pxeherd-pg2') });
+  const lab = await createLab(`bn${process.pid}`, { site: SERVERS.some((s) => s.startsWith('pxeherd-pg2')) });
   const results: Result[] = [];
   try {
     // One /16 for the whole link: perfdhcp (acting as a relay, giaddr 10.79.0.2) and the servers.

@@ -40,7 +40,7 @@ const subnet = z
     /** Replaces dhcp.options entry by entry for this subnet's clients. */
     options: siteOptions.optional(),
     /** Several servers on one segment (src/dhcp/policy.ts): all answer, or this one only when the primary is silent; default dhcp.answer. */
-    answer: z.enum(['all', 'standby']).optional(),
+    answer: z.enum(['all', 'standby', 'balanced']).optional(),
     /** standby: answer once the client's secs field reaches this; default dhcp.standby_secs. */
     standby_secs: z.number().int().min(1).max(600).optional(),
   })
@@ -91,9 +91,11 @@ export const configSchema = z
         /**
          * Several servers on one segment (PostgreSQL, src/dhcp/policy.ts): `all` answer every
          * client; `standby` answers only a client whose secs field shows it has tried for
-         * standby_secs (the primary is silent). For the dhcp.range pool, and the subnets' default.
+         * standby_secs (the primary is silent); `balanced` answers only the clients whose hash
+         * bucket is this server's among the live servers (heartbeats in PostgreSQL), the others once
+         * their secs reach standby_secs. For the dhcp.range pool, and the subnets' default.
          */
-        answer: z.enum(['all', 'standby']).default('all'),
+        answer: z.enum(['all', 'standby', 'balanced']).default('all'),
         standby_secs: z.number().int().min(1).max(600).default(3),
         /** Boot loader file names by client kind. */
         boot_files: z
@@ -235,9 +237,10 @@ export const configSchema = z
         /**
          * Several servers on one PostgreSQL (src/server/pg-dhcp6.ts): `all` answer every client;
          * `standby` answers a Solicit, Confirm or Information-request only once its Elapsed Time
-         * (option 8) reaches standby_secs (the primary is silent). Rebind: any server.
+         * (option 8) reaches standby_secs (the primary is silent); `balanced` as dhcp.answer,
+         * the client's DUID picking its bucket. Rebind: any server.
          */
-        answer: z.enum(['all', 'standby']).default('all'),
+        answer: z.enum(['all', 'standby', 'balanced']).default('all'),
         standby_secs: z.number().int().min(1).max(600).default(3),
       })
       .strict()

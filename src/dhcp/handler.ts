@@ -25,7 +25,7 @@ import {
   PxeSub,
 } from './options.js';
 import { buildPools, poolContains, selectPool, usableInNetwork, type DhcpConfig, type Pool } from './pools.js';
-import { answerPolicies, requestStep, silenceReason, type AnswerPolicy } from './policy.js';
+import { answerPolicies, clientBucket, requestStep, silenceReason, type AnswerPolicy, type BalanceView } from './policy.js';
 
 export interface DhcpCounters {
   received: number;
@@ -95,6 +95,12 @@ export interface HandlerOptions {
    * refuse to one of them (that client then waits for its retransmission).
    */
   sharedPools?: boolean;
+  /**
+   * `answer: balanced` (src/dhcp/policy.ts): the owner of a client's bucket among the live
+   * servers (src/store/pg/membership.ts); undefined, or an undefined answer: every client is
+   * this server's (one server alone, or the live set is not known).
+   */
+  balance?: (bucket: number) => BalanceView | undefined;
 }
 
 const BROADCAST = '255.255.255.255';
@@ -116,6 +122,7 @@ export class DhcpHandler {
   private readonly sharedPools: boolean;
   /** Several servers on one segment: who answers (src/dhcp/policy.ts). */
   private readonly answer: Map<Pool, AnswerPolicy>;
+  private readonly balance?: (bucket: number) => BalanceView | undefined;
 
   constructor(opts: HandlerOptions) {
     this.cfg = opts.config;
@@ -129,6 +136,7 @@ export class DhcpHandler {
     this.pools = buildPools(opts.config);
     this.answer = answerPolicies(opts.config, this.pools);
     this.sharedPools = opts.sharedPools ?? false;
+    this.balance = opts.balance;
     this.table = new LeaseTable(opts.backend.leases);
     this.offerHoldMs = (opts.offerHoldSeconds ?? 60) * 1000;
     this.declineHoldMs = (opts.declineHoldSeconds ?? 600) * 1000;
@@ -170,14 +178,25 @@ export class DhcpHandler {
     }
   }
 
+  /** `balanced`: the client's owner, keyed by its client identifier (option 61), else chaddr. */
+  private balanceOf(req: DhcpPacket, policy: AnswerPolicy | undefined): BalanceView | undefined {
+    if (policy?.mode !== 'balanced' || !this.balance) return undefined;
+    const id = req.options.get(Opt.ClientId);
+    return this.balance(clientBucket(id && id.length ? id : req.chaddr.subarray(0, 6)));
+  }
+
   // ---- full mode -------------------------------------------------------------------------
 
   private discover(req: DhcpPacket, mac: string, meta: RequestMeta, now: number): Outcome {
     const hostname = getString(req.options, Opt.Hostname);
     const pool = this.poolFor(req);
+    const policy = pool && this.answer.get(pool);
+    const quiet = pool && silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy));
+    // balanced: another server's client is that server's to record (its dhcp.discover, offer...);
+    // this one records only why it stays silent (dhcp.ignored, once a minute per client).
+    if (quiet && policy?.mode === 'balanced') return this.ignoredEvent(mac, quiet, meta, now);
     this.event('dhcp.discover', mac, undefined, { xid: req.xid, giaddr: nz(req.giaddr), hostname });
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? 'this link' : `relay ${req.giaddr}`}`, meta, now);
-    const quiet = silenceReason(this.answer.get(pool), 'discover', req.secs, pool.name);
     if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;
@@ -205,6 +224,15 @@ export class DhcpHandler {
     const sid = getIp(req.options, Opt.ServerId);
     const requested = getIp(req.options, Opt.RequestedIp);
     const hostname = getString(req.options, Opt.Hostname);
+    if (sid !== undefined && sid !== this.server) {
+      // balanced: another server's client taking that server's offer. This one stayed silent to
+      // its DISCOVER (same bucket, same secs), so it has no offer to free, and the record of the
+      // exchange is that server's. (Had it offered under another view of the live set, its offer
+      // row simply expires.)
+      const pool = this.poolFor(req);
+      const policy = pool && this.answer.get(pool);
+      if (pool && policy?.mode === 'balanced' && silenceReason(policy, 'discover', req.secs, pool.name, this.balanceOf(req, policy))) return this.ignore();
+    }
     this.event('dhcp.request', mac, undefined, { xid: req.xid, ip: requested ?? nz(req.ciaddr), serverId: sid });
     if (sid !== undefined && sid !== this.server) {
       // SELECTING with another server chosen: our offer is free again (RFC 2131 §4.3.2).
@@ -223,7 +251,8 @@ export class DhcpHandler {
     const renewing = sid === undefined && requested === undefined;
     const pool = this.poolFor(req, renewing ? ipInt : undefined);
     if (!pool) return this.ignoredEvent(mac, `no subnet configured for ${req.giaddr === '0.0.0.0' ? ip : `relay ${req.giaddr}`}`, meta, now);
-    const quiet = silenceReason(this.answer.get(pool), requestStep(sid, requested), req.secs, pool.name);
+    const policy = this.answer.get(pool);
+    const quiet = silenceReason(policy, requestStep(sid, requested), req.secs, pool.name, this.balanceOf(req, policy));
     if (quiet) return this.ignoredEvent(mac, quiet, meta, now);
     const found = this.node(mac, hostname, meta, now);
     if (!found) return NONE;

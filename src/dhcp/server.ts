@@ -14,7 +14,7 @@
 import dgram from 'node:dgram';
 import type { DhcpBackend } from './backend.js';
 import { decode, encode, peekMessageType } from './codec.js';
-import { DhcpHandler, newCounters, type DhcpCounters, type Outcome, type Reply, type RequestMeta } from './handler.js';
+import { DhcpHandler, newCounters, type DhcpCounters, type HandlerOptions, type Outcome, type Reply, type RequestMeta } from './handler.js';
 import type { Lease } from '../nodes/types.js';
 import type { DhcpConfig } from './pools.js';
 import { deepenRecvBuffer, socketFd } from '../util/sockopts.js';
@@ -62,6 +62,8 @@ export interface DhcpServerOptions {
   sliceMs?: number;
   /** Several servers share the pools (PostgreSQL): random search starts; see HandlerOptions. */
   sharedPools?: boolean;
+  /** `answer: balanced`: the owner of a client bucket (HandlerOptions.balance). */
+  balance?: HandlerOptions['balance'];
   /** Clock for queue ages (tests). */
   clock?: () => number;
 }
@@ -129,6 +131,7 @@ export class DhcpServer {
         httpPort: this.opts.httpPort,
         backend: this.opts.backend,
         sharedPools: this.opts.sharedPools,
+        balance: this.opts.balance,
         counters: this.counters,
       });
     }

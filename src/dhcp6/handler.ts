@@ -5,6 +5,7 @@
  * leases. The MAC comes from the DUID (LL/LLT), the relay's link-layer option, the EUI-64
  * link-local source address, an earlier lease of the same DUID, or the neighbour table.
  */
+import { clientBucket, type BalanceView } from '../dhcp/policy.js';
 import type { Node } from '../nodes/types.js';
 import { ARCH_NAMES, decideBoot, type BootDecision, type BootFiles, type ClientKind } from '../dhcp/boot.js';
 import type { Dhcp6Backend, Lease6, LeaseClaim6 } from './backend.js';
@@ -90,6 +91,8 @@ export interface Handler6Options {
   offerHoldSeconds?: number;
   /** How long a declined address stays out of the pool. */
   declineHoldSeconds?: number;
+  /** `dhcp6.answer: balanced`: the owner of a client bucket among the live servers (src/dhcp/policy.ts). */
+  balance?: (bucket: number) => BalanceView | undefined;
 }
 
 const NONE: Outcome6 = Object.freeze({ replies: [], persist: [] }) as Outcome6;
@@ -163,7 +166,7 @@ export class Dhcp6Handler {
     }
     const duid = clientId?.toString('hex') ?? '';
     const kind = MSG_NAMES[msg.type]!.toLowerCase().replace('information-request', 'inform');
-    const silent = standbySilence(this.cfg, msg);
+    const silent = standbySilence(this.cfg, msg, this.opts.balance);
     if (silent) {
       meta.trace?.reasons.push(`ignored: ${silent}`);
       return this.ignore();
@@ -555,13 +558,22 @@ export class Dhcp6Handler {
  * ignore it already); a Rebind goes to any server, standby included: its server has been silent
  * from T1 to T2.
  */
-export function standbySilence(cfg: Pick<Dhcp6Config, 'answer' | 'standby_secs'>, msg: Dhcp6Message): string | undefined {
-  if (cfg.answer !== 'standby') return undefined;
+export function standbySilence(cfg: Pick<Dhcp6Config, 'answer' | 'standby_secs'>, msg: Dhcp6Message, balance?: (bucket: number) => BalanceView | undefined): string | undefined {
+  if (cfg.answer !== 'standby' && cfg.answer !== 'balanced') return undefined;
   if (msg.type !== MsgType.Solicit && msg.type !== MsgType.Confirm && msg.type !== MsgType.InformationRequest) return undefined;
+  // balanced (as DHCPv4's, src/dhcp/policy.ts): the client's DUID (option 1) picks its bucket; its
+  // owner answers at once; unknown live set (no database): answer.
+  let view: BalanceView | undefined;
+  if (cfg.answer === 'balanced') {
+    const duid = first(msg.options, Opt6.ClientId);
+    view = duid && duid.length && balance ? balance(clientBucket(duid)) : undefined;
+    if (!view || view.owner === view.self) return undefined;
+  }
   const e = first(msg.options, Opt6.ElapsedTime);
   const hundredths = e && e.length === 2 ? e.readUInt16BE(0) : 0;
   const need = (cfg.standby_secs ?? 3) * 100;
   if (hundredths >= need) return undefined;
+  if (view) return `dhcp6.answer balanced: bucket ${view.bucket} belongs to ${view.owner}, the client has tried for ${(hundredths / 100).toFixed(2)} s (Elapsed Time), under standby_secs ${need / 100} s: its owner answers`;
   return `dhcp6.answer standby: the client has tried for ${(hundredths / 100).toFixed(2)} s (Elapsed Time), under standby_secs ${need / 100} s: the primary answers`;
 }
 

@@ -21,7 +21,7 @@ export interface Dhcp6Config {
   ra: boolean;
   slaac: boolean;
   /** Several servers on one database: `standby` answers only clients the primary left waiting (handler.ts). */
-  answer?: 'all' | 'standby';
+  answer?: 'all' | 'standby' | 'balanced';
   standby_secs?: number;
 }
 

@@ -8,7 +8,7 @@
 import dgram from 'node:dgram';
 import type { Dhcp6Backend, Lease6 } from './backend.js';
 import { decode, encode } from './codec.js';
-import { Dhcp6Handler, newCounters6, type Dhcp6Counters, type Outcome6, type Reply6, type Request6Meta } from './handler.js';
+import { Dhcp6Handler, newCounters6, type Dhcp6Counters, type Handler6Options, type Outcome6, type Reply6, type Request6Meta } from './handler.js';
 import type { Dhcp6Config } from './pool.js';
 import type { BootFiles } from '../dhcp/boot.js';
 import type { BindToDevice, DhcpLogger } from '../dhcp/server.js';
@@ -19,6 +19,8 @@ export const ALL_DHCP_SERVERS = 'ff02::1:2';
 
 export interface Dhcp6ServerOptions {
   config: Dhcp6Config;
+  /** `dhcp6.answer: balanced` (Handler6Options.balance). */
+  balance?: Handler6Options['balance'];
   serverDuid: Buffer;
   /** IPv6 address clients reach pxeherd at (boot URLs). */
   serverAddress: string;
@@ -60,6 +62,7 @@ export class Dhcp6Server {
         bootFiles: this.opts.bootFiles,
         backend: this.opts.backend,
         counters: this.counters,
+        balance: this.opts.balance,
       });
     }
     return this.handler;

@@ -42,6 +42,7 @@ import { claimSlice, claimSliceFinishingBusy, touchAddresses, type SliceClaim } 
 import { nameError } from '../nodes/names.js';
 import { PgReplica } from '../store/pg/replica.js';
 import { PgEventMirror } from '../store/pg/event-feed.js';
+import { ServerMembership } from '../store/pg/membership.js';
 import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
@@ -87,6 +88,8 @@ export interface PgServe {
   onBootFlip(fn: (mac: string, name: string) => void): void;
   /** For /metrics. */
   database: { up(): boolean; readonly paused: Record<string, number>; readonly races: Record<string, number> };
+  /** `dhcp.answer: balanced`: the owner of a client bucket among the live servers (src/store/pg/membership.ts). */
+  balance?: (bucket: number) => ReturnType<ServerMembership['view']>;
   close(): Promise<void>;
 }
 
@@ -168,6 +171,10 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const events = new PgEventMirror(store.db, pg, { onError: (e) => log.debug({ err: e.message }, 'events: the feed cannot read the database, it catches up when it is back') });
   // Not awaited: a server joining a database with a long history serves while it catches up.
   void startEventMirror(events, log, reachable);
+  // `dhcp.answer: balanced` anywhere: heartbeats in PostgreSQL say which servers share the clients.
+  const balanced = config.dhcp.answer === 'balanced' || config.dhcp.subnets.some((s) => s.answer === 'balanced') || config.dhcp6.answer === 'balanced';
+  const membership = balanced ? new ServerMembership(pg.sql, serverId, { onChange: (live) => log.info({ live }, `dhcp: balanced among ${live.length} live server(s): ${live.join(', ')}`) }) : undefined;
+  void membership?.start();
 
   return {
     store,
@@ -182,9 +189,11 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
       if (up && replica.connected) await replica.kick();
     },
     database: { up: () => up && replica.connected, paused, races },
+    balance: membership && ((bucket) => membership.view(bucket)),
     dhcp: (base) =>
       confirmedDhcpBackend(base, store, pg, replica, policy, { isUp: () => up && replica.connected, paused, races, log, writer, noteLease: (mac, l) => leaseListeners.forEach((fn) => fn(mac, l)), heldTouches }),
     async close() {
+      await membership?.stop();
       await events.stop();
       await writer.close();
       await replica.stop();

@@ -209,6 +209,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
       logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },
       queueMaxAgeMs: config.dhcp.queue_max_age_ms,
       sharedPools: !!pgs,
+      balance: pgs?.balance,
     });
     dhcpQueue = dhcp;
     pgs?.onLease((mac, lease) => dhcp.noteLease(mac, lease)); // other servers' offers and leases
@@ -249,6 +250,7 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
           httpPort: config.http.port,
           bootFiles: config.dhcp.boot_files,
           backend: pg6 ? pg6.backend : dhcp6Backend(store, config, events),
+          balance: pgs?.balance,
           interface: config.interface,
           bindToDevice: loadBindToDevice(),
           logger: { info: (m) => log.info(m), warn: (m) => log.warn(m), error: (m) => log.error(m) },

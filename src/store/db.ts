@@ -180,6 +180,11 @@ const MIGRATIONS: string[] = [
   `
   ALTER TABLE leases6 ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   `,
+  // 11: pgbal19 — the servers sharing a PostgreSQL, by heartbeat (`dhcp.answer: balanced`,
+  // src/store/pg/membership.ts); on SQLite it stays empty (one server owns every client).
+  `
+  CREATE TABLE dhcp_servers (server_id TEXT PRIMARY KEY, last_seen INTEGER NOT NULL, started INTEGER NOT NULL);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -46,7 +46,10 @@ export type ClaimOutcome = { ok: true; lease: Lease } | { ok: false; holder: str
 export interface SliceResult {
   /** Registrations inserted by this transaction (MAC -> name). */
   registered: Map<string, string>;
-  /** Registrations that did not go in: resolve them with PostgresBackend.registerNodes. */
+  /**
+   * Registrations that did not go in (their MAC or name was there already, or their proposed
+   * name was held by another slice): resolve them with PostgresBackend.registerNodes.
+   */
   unregistered: string[];
   /**
    * Clients left out of this slice: a row of theirs (the MAC, the proposed name, a claimed
@@ -114,20 +117,26 @@ async function sliceTx(
   for (const [mac, ks] of wanted) for (const key of new Set(ks)) if (key !== `m:${mac}`) otherKeys.push({ mac, key });
   const clients = [...wanted.keys()];
   const got = clients.length
-    ? await tx<{ mac: string; ok: boolean }[]>`
+    ? await tx<{ mac: string; key: string; ok: boolean }[]>`
         WITH own AS (
           SELECT mac, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext('m:' || mac)) AS ok FROM unnest(${tx.array(clients)}::text[]) AS mac
         ), other AS (
-          SELECT k.mac, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k.key)) AS ok
+          SELECT k.mac, k.key, pg_try_advisory_xact_lock(${SLICE_LOCK_CLASS}, hashtext(k.key)) AS ok
           FROM unnest(${tx.array(otherKeys.map((k) => k.mac))}::text[], ${tx.array(otherKeys.map((k) => k.key))}::text[]) AS k(mac, key)
           JOIN own ON own.mac = k.mac AND own.ok
         )
-        SELECT mac, ok FROM own UNION ALL SELECT mac, ok FROM other`
+        SELECT mac, 'm:' || mac AS key, ok FROM own UNION ALL SELECT mac, key, ok FROM other`
     : [];
-  const busy = new Set(got.filter((r) => !r.ok).map((r) => r.mac));
+  // A proposed name another slice holds is not the client's own business: two servers' replicas
+  // name DIFFERENT new MACs alike (the same next name of the pattern), which `answer: balanced`
+  // does all the time. That registration leaves this slice (the caller registers it with the
+  // next free name, registerNodes) and the client's other claims go on; only its MAC or address
+  // held elsewhere makes it busy.
+  const nameHeld = new Set(got.filter((r) => !r.ok && r.key.startsWith('n:')).map((r) => r.mac));
+  const busy = new Set(got.filter((r) => !r.ok && !r.key.startsWith('n:')).map((r) => r.mac));
   const allClaims = claims;
-  if (busy.size) {
-    regs = regs.filter((r) => !busy.has(r.mac));
+  if (busy.size || nameHeld.size) {
+    regs = regs.filter((r) => !busy.has(r.mac) && !nameHeld.has(r.mac));
     claims = claims.filter((c) => !busy.has(c.mac));
   }
   // Rows are written in MAC order (and locked in address order) by every server.
@@ -150,7 +159,7 @@ async function sliceTx(
   const [rows, lockedRows] = await Promise.all([inserted, locked]);
 
   const registered = new Map(rows.map((r) => [r.mac, r.name]));
-  const unregistered = regs.filter((r) => !registered.has(r.mac)).map((r) => r.mac);
+  const unregistered = [...regs.filter((r) => !registered.has(r.mac)).map((r) => r.mac), ...[...nameHeld].filter((m) => !busy.has(m))];
 
   // Decide each claim against the locked rows, in order.
   const byMac = new Map<string, Lease>();

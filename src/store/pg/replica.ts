@@ -307,7 +307,9 @@ export class PgReplica {
         `INSERT INTO ${t.table} (${cols.join(', ')}) VALUES (${cols.map(() => '?').join(', ')}) ON CONFLICT (${t.pk.join(', ')}) ` +
           (set.length ? `DO UPDATE SET ${set.map((c) => `${c} = excluded.${c}`).join(', ')}` : 'DO NOTHING'),
       );
-      const clash = (t.unique ?? []).map((u) => ({ u, st: this.db.prepare(`DELETE FROM ${t.table} WHERE ${u} = ? AND NOT (${t.pk.map((c) => `${c} = ?`).join(' AND ')})`) }));
+      // `<> ''` spelled out: nodes_ip is a partial index (WHERE ip <> ''), which SQLite uses only
+      // when the query says so; without it every replicated node row scanned the whole nodes table.
+      const clash = (t.unique ?? []).map((u) => ({ u, st: this.db.prepare(`DELETE FROM ${t.table} WHERE ${u} = ? AND ${u} <> '' AND NOT (${t.pk.map((c) => `${c} = ?`).join(' AND ')})`) }));
       fn = (row: Row) => {
         for (const { u, st } of clash) if (row[u] !== '' && row[u] != null) st.run(row[u], ...t.pk.map((c) => row[c]));
         ins.run(...cols.map((c) => row[c] ?? null));

@@ -199,6 +199,12 @@ export const PG_MIGRATIONS: string[] = [
   ALTER TABLE leases6 ADD COLUMN server_id TEXT NOT NULL DEFAULT '';
   CREATE TRIGGER leases6_changes AFTER INSERT OR UPDATE OR DELETE ON leases6 FOR EACH ROW EXECUTE FUNCTION pxeherd_change('mac');
   `,
+  // 11: the servers on this database, by heartbeat (ms since epoch, the database's clock): the
+  // live set `dhcp.answer: balanced` shares clients among (src/store/pg/membership.ts). Not in
+  // the change log: no replica needs it.
+  `
+  CREATE TABLE dhcp_servers (server_id TEXT PRIMARY KEY, last_seen BIGINT NOT NULL, started BIGINT NOT NULL);
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */
