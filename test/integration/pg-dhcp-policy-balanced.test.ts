@@ -28,6 +28,7 @@ import { claimSlice } from '../../src/store/pg/claims.js';
 import { SLICE_LOCK_CLASS } from '../../src/store/pg/schema.js';
 import { bucketOwner, clientBucket } from '../../src/dhcp/policy.js';
 import { macToBuffer } from '../../src/nodes/mac.js';
+import { startPgServe } from '../lab/serve.js';
 import { innerPid } from '../lab/procs.js';
 
 const noPg = postgresUnavailable();
@@ -165,29 +166,12 @@ test('a slice whose proposed name another slice holds (two balanced servers nami
 });
 
 async function serve(id: string, ns: string, url: string): Promise<{ proc: ChildProcess; log: string }> {
-  const config = path.join(dir, `${id}.yaml`);
-  fs.writeFileSync(
-    config,
-    `statedir: ${path.join(dir, id)}
-database: "${url}"
-server_id: ${id}
-address: ${ADDRESS[id]}
-dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 600, ipv6_ra: false, answer: balanced, standby_secs: 600 }
-tftp: { port: 0 }
-http: { port: 8080 }
-provisiond: { port: 0 }
-admin: { port: 0 }
-`,
-  );
-  const log = path.join(dir, `${id}.log`);
-  const proc = lab.spawnInNs(process.execPath, [CLI, 'serve', '--config', config], { ns, log });
-  procs.push(proc);
-  await waitFor(`${id} to answer DHCP`, 30_000, () => {
-    const text = fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '';
-    if (proc.exitCode !== null) throw new Error(`pxeherd serve ${id} exited (${proc.exitCode}): ${text.slice(-2000)}`);
-    return /\bdhcp listening/.test(text);
+  const s = await startPgServe(lab, {
+    dir, id, ns, url, address: ADDRESS[id]!,
+    yaml: `dhcp: { mode: full, range: [${NET}.100, ${NET}.199], netmask: 255.255.255.0, router: ${NET}.1, lease_seconds: 600, ipv6_ra: false, answer: balanced, standby_secs: 600 }`,
   });
-  return { proc, log };
+  procs.push(s.proc);
+  return s;
 }
 
 const logSays = (log: string, re: RegExp) => fs.existsSync(log) && re.test(fs.readFileSync(log, 'utf8'));
