@@ -59,7 +59,8 @@ test('the fast path answers plain GET/HEAD of /vnfs files, first request (cache 
     const slow = await curl(`${srv.base}/vnfs/img/${file}?mac=${MAC}&x=1`, args);
     assert.equal(seenByExpress.length, 1, `${file}: express answered the second request`);
     assert.deepEqual(view(fast), view(slow), `${file} ${args.join(' ')}`);
-    assert.ok(fast.body.equals(slow.body), `${file} ${args.join(' ')}: fast ${fast.body.length} bytes, express ${slow.body.length} bytes`);
+    // (With -I curl prints the headers as the body: Date may differ, the headers were compared above.)
+    if (!args.includes('-I')) assert.ok(fast.body.equals(slow.body), `${file} ${args.join(' ')}: fast ${fast.body.length} bytes, express ${slow.body.length} bytes`);
   }
   assert.equal(expressContentType('x/notes.txt'), 'text/plain; charset=utf-8');
   assert.equal(expressContentType('vmlinuz'), 'application/octet-stream');
