@@ -1,6 +1,7 @@
 import fs from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
-import type { Request, Response } from 'express';
+import express, { type Request, type Response } from 'express';
 
 /**
  * Serving files that nodes download (kernels, initrds, boot loaders) from a directory they
@@ -251,7 +252,7 @@ export class SendGate {
   ) {}
 
   /** Run `start` once a slot is free; the slot is held until `res` ends or holdMs passes. */
-  admit(res: Response, start: () => void): void {
+  admit(res: ServerResponse, start: () => void): void {
     const go = () => {
       if (res.destroyed) return this.next();
       this.active++;
@@ -313,7 +314,18 @@ export interface SendOptions {
  * it for If-None-Match and If-Range. `done` runs once, when the response ends or aborts.
  */
 export function sendResolved(req: Request, res: Response, file: string, stat: fs.Stats, done?: (r: SendResult) => void, opts: SendOptions = {}): void {
-  const t0 = process.hrtime.bigint();
+  watchResponse(res, done);
+  if (gated(req, opts.gate, stat)) opts.gate!.admit(res, () => sendFrom(req, res, file, stat, opts));
+  else sendFrom(req, res, file, stat, opts);
+}
+
+/** Whether this response waits for a slot of `gate`: only whole GETs of large bodies do. */
+function gated(req: IncomingMessage, gate: SendGate | undefined, stat: fs.Stats): boolean {
+  return gate !== undefined && req.method === 'GET' && !req.headers.range && stat.size >= GATED_BYTES;
+}
+
+/** Call `done` once, when the response ends or aborts, with its status, body bytes and the time since t0. */
+function watchResponse(res: ServerResponse, done?: (r: SendResult) => void, t0 = process.hrtime.bigint()): void {
   const sock = res.socket;
   const before = sock?.bytesWritten ?? 0;
   let reported = false;
@@ -326,8 +338,74 @@ export function sendResolved(req: Request, res: Response, file: string, stat: fs
   };
   res.once('finish', () => report(false));
   res.once('close', () => report(!res.writableFinished));
-  if (opts.gate && req.method === 'GET' && !req.headers.range && stat.size >= GATED_BYTES) opts.gate.admit(res, () => sendFrom(req, res, file, stat, opts));
-  else sendFrom(req, res, file, stat, opts);
+}
+
+/** The Content-Type express's res.type(extension) sets (same code, no response needed). */
+export function expressContentType(file: string): string {
+  let type = 'application/octet-stream';
+  const probe = { set: express.response.set, setHeader: (_field: string, value: string) => void (type = value) };
+  (express.response.type as (this: unknown, t: string) => unknown).call(probe, path.extname(file));
+  return type;
+}
+
+/**
+ * The raw request path (no express) for the hot case of a boot storm: a GET or HEAD without
+ * Range or conditional headers of a file the cache holds or can hold. Returns false, having
+ * touched nothing, for anything else: the caller hands the request to express. On a cache
+ * miss the file is read into the cache first (concurrent first requests share the read), and
+ * if that read cannot make a copy (the file changed meanwhile) the request goes to express
+ * (`toExpress`), untouched, which streams it. The response is byte for byte what sendBuffer
+ * makes for the same request, and `done` gets the same report.
+ */
+export function sendFast(
+  req: IncomingMessage,
+  res: ServerResponse,
+  file: string,
+  stat: fs.Stats,
+  done: ((r: SendResult) => void) | undefined,
+  opts: SendOptions,
+  toExpress: () => void,
+): boolean {
+  const h = req.headers;
+  if (h.range !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined || h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined) return false;
+  const cache = opts.cache === undefined ? sharedFileCache : opts.cache;
+  if (!cache) return false;
+  const t0 = process.hrtime.bigint();
+  const hit = cache.lookup(file, stat);
+  if (hit) {
+    sendHit(req, res, file, stat, hit, done, opts, t0);
+    return true;
+  }
+  if (!cache.cacheable(stat)) return false;
+  cache.load(file, stat).then(
+    (e) => {
+      if (!e) return toExpress();
+      if (res.destroyed || req.socket.destroyed) return done?.({ status: res.statusCode, bytes: 0, ms: Math.round(Number(process.hrtime.bigint() - t0) / 1e5) / 10, aborted: true });
+      sendHit(req, res, file, stat, e, done, opts, t0);
+    },
+    () => toExpress(),
+  );
+  return true;
+}
+
+function sendHit(req: IncomingMessage, res: ServerResponse, file: string, stat: fs.Stats, e: CacheEntry, done: ((r: SendResult) => void) | undefined, opts: SendOptions, t0: bigint): void {
+  e.type ??= expressContentType(file);
+  watchResponse(res, done, t0);
+  if (gated(req, opts.gate, stat)) opts.gate!.admit(res, () => sendPlain(req, res, e));
+  else sendPlain(req, res, e);
+}
+
+/** sendBuffer's headers and body for a request without Range or conditionals (its Content-Type known). */
+function sendPlain(req: IncomingMessage, res: ServerResponse, e: CacheEntry): void {
+  if (res.headersSent) return void res.destroy();
+  res.setHeader('Accept-Ranges', 'bytes');
+  res.setHeader('Cache-Control', 'no-cache');
+  res.setHeader('Last-Modified', e.lastModified);
+  res.setHeader('ETag', e.etag);
+  res.setHeader('Content-Type', e.type!);
+  res.setHeader('Content-Length', e.body.length);
+  if (req.method === 'HEAD') return void res.end();
+  res.end(e.body);
 }
 
 function sendFrom(req: Request, res: Response, file: string, stat: fs.Stats, opts: SendOptions): void {

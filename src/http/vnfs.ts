@@ -6,7 +6,9 @@ import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
 import { parseGeneratedName, type GeneratedRequest } from '../tftp/generated.js';
 import { PEER_HEADER, revisionFileOf, type RevisionArtifacts } from '../peers/artifacts.js';
-import { checkRelPath, refuse, resolveInside, segmentsOf, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { checkRelPath, refuse, resolveInside, segmentsOf, sendFast, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
+import { FAST_PATH, type FastPath } from './app.js';
 
 /** What the VNFS router needs from the database (for naming events only). */
 export interface VnfsFilesBackend {
@@ -51,6 +53,17 @@ function errorHandler(err: Error & { status?: number }, _req: Request, res: Resp
  */
 export function vnfsRouter(deps: VnfsRouterDeps): Router {
   const router = Router();
+  // Naming the event takes database look-ups: done once the response is out, not before its first byte.
+  const recordSent = (mac: string | undefined, name: string, file: string, method: string | undefined, range: string | undefined, s: SendResult) => {
+    const v = deps.backend?.vnfs(name);
+    const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
+    deps.events.record({
+      mac,
+      node: mac ? deps.backend?.nodeName(mac) : undefined,
+      kind,
+      detail: { vnfs: name, file, method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: range ?? null },
+    });
+  };
   router.get('/vnfs/*path', (req, res) => {
     const segs = segmentsOf((req.params as Record<string, unknown>).path);
     const mac = macOf(req.query.mac);
@@ -78,22 +91,45 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
       const r = resolveInside(path.join(deps.vnfsRoot, name!), segments);
       if (!r.ok) return deny(r.status, r.reason);
       const file = segments.join('/');
-      // Naming the event takes database look-ups: done once the response is out, not before its first byte.
-      sendResolved(req, res, r.file, r.stat, (s: SendResult) => {
-        const v = deps.backend?.vnfs(name!);
-        const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
-        deps.events.record({
-          mac,
-          node: mac ? deps.backend?.nodeName(mac) : undefined,
-          kind,
-          detail: { vnfs: name, file, method: req.method, status: s.status, bytes: s.bytes, ms: s.ms, aborted: s.aborted, range: req.headers.range ?? null },
-        });
-      }, { highWaterMark: deps.highWaterMark, cache: deps.cache, gate: deps.gate });
+      sendResolved(req, res, r.file, r.stat, (s: SendResult) => recordSent(mac, name!, file, req.method, req.headers.range, s), {
+        highWaterMark: deps.highWaterMark,
+        cache: deps.cache,
+        gate: deps.gate,
+      });
     }
   });
   router.use(errorHandler);
-  return router;
+  // Ahead of express (createHttpApp): a plain GET/HEAD of a VNFS file whose copy is in the
+  // cache, which is what every node of a boot storm asks for. Anything this does not take
+  // (percent-escapes, other query keys, Range, conditionals, revision artifacts, refusals,
+  // a cache miss) goes to the route above untouched.
+  const fast: FastPath = (req: IncomingMessage, res: ServerResponse, toExpress: () => void) => {
+    if (deps.cache === false || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
+    const url = req.url!;
+    if (!url.startsWith('/vnfs/') || url.includes('%')) return false;
+    const q = url.indexOf('?');
+    let mac: string | undefined;
+    if (q !== -1) {
+      const m = FAST_QUERY.exec(url.slice(q + 1));
+      if (!m) return false;
+      mac = macOf(m[1]);
+    }
+    const segs = url.slice('/vnfs/'.length, q === -1 ? undefined : q).split('/');
+    if (segs.length < 2) return false;
+    const [name, ...rest] = segs;
+    if (nameError('vnfs', name!) || !checkRelPath(rest).ok) return false;
+    if (deps.artifacts && revisionFileOf(segs)) return false;
+    const r = resolveInside(path.join(deps.vnfsRoot, name!), rest);
+    if (!r.ok) return false;
+    const file = rest.join('/');
+    const method = req.method;
+    return sendFast(req, res, r.file, r.stat, (s) => recordSent(mac, name!, file, method, undefined, s), { cache: deps.cache, gate: deps.gate }, toExpress);
+  };
+  return Object.assign(router, { [FAST_PATH]: fast });
 }
+
+/** The one query the fast path reads: `mac=` once, in characters that need no decoding (else express reads it). */
+const FAST_QUERY = /^(?:mac=([0-9A-Za-z:.-]{0,64}))?$/;
 
 export interface TftpHttpRouterDeps {
   /** The TFTP root (boot loaders): served over HTTP for UEFI HTTP boot firmware. */
