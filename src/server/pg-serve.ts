@@ -46,7 +46,7 @@ import { ServerMembership } from '../store/pg/membership.js';
 import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
-import { onPoolRenewed, renewPoolNow } from '../store/pg/connect.js';
+import { onPoolRenewed } from '../store/pg/connect.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from '../dhcp/backend.js';
 import type { Reply } from '../dhcp/handler.js';
@@ -146,9 +146,6 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
     },
     onUp: () => {
       up = true;
-      // Fresh connections for everything after an outage (renewPoolNow says why); the old pool's
-      // queries in flight finish on it first.
-      renewPoolNow(pg.sql, 'the database is back after an outage: connections from before it are replaced');
       void writer.flush(); // node reports held during the outage
       void heldTouches.flush(); // addresses of ACKs just before it
       log.info({ database: redactUrl(url) }, 'database reachable again: replica reloaded, registrations and dynamic leases resume');

@@ -98,17 +98,6 @@ export function renewPool(sql: Sql, reason: string): void {
   pools.get(sql)?.renewSoon(reason);
 }
 
-/**
- * Replace `sql`'s pool now, letting the old pool's queries in flight finish for up to
- * `graceSeconds` before its connections are closed. For a database that is back after an outage:
- * a connection the outage wedged without a throw the guard sees (porsager/postgres#1208) would
- * otherwise surface only when a query lands on it, up to minutes later, as a CONNECT_TIMEOUT and a
- * second, spurious outage (measured: 10 s, ~110 s after PostgreSQL was back, in a 1000-node storm).
- */
-export function renewPoolNow(sql: Sql, reason: string, graceSeconds = 5): void {
-  pools.get(sql)?.renew(reason, graceSeconds);
-}
-
 /** Called with the reason each time `sql`'s pool is replaced (a log line), and how many times it was. */
 export function onPoolRenewed(sql: Sql, fn: (reason: string) => void): void {
   pools.get(sql)?.onRenew.push(fn);
@@ -223,15 +212,12 @@ class RenewablePool {
     this.pending.unref();
   }
 
-  /** graceSeconds: how long the old pool's queries in flight may finish (0: cut at once, a wedged pool). */
-  renew(reason: string, graceSeconds = 0): void {
+  private renew(reason: string): void {
     if (this.ended) return;
-    if (this.pending) clearTimeout(this.pending);
-    this.pending = undefined;
     const old = this.current;
     this.current = this.open();
     this.renewals++;
-    void old.end({ timeout: graceSeconds }).catch(() => undefined);
+    void old.end({ timeout: 0 }).catch(() => undefined);
     for (const l of this.listening) {
       l.handle = undefined;
       void this.relisten(l, 0);
