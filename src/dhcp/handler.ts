@@ -224,7 +224,7 @@ export class DhcpHandler {
     const sid = getIp(req.options, Opt.ServerId);
     const requested = getIp(req.options, Opt.RequestedIp);
     const hostname = getString(req.options, Opt.Hostname);
-    if (sid !== undefined && sid !== this.server) {
+    if (this.balance && sid !== undefined && sid !== this.server) {
       // balanced: another server's client taking that server's offer. This one stayed silent to
       // its DISCOVER (same bucket, same secs), so it has no offer to free, and the record of the
       // exchange is that server's. (Had it offered under another view of the live set, its offer
