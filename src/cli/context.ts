@@ -130,18 +130,6 @@ export class CliContext {
     this._namingFirst = this._pg.scoped?.firstNumber;
   }
 
-  /**
-   * On a database shared by several servers, a kernel+initrd VNFS (`vnfs add`, `stage1 build`)
-   * exists as files on this machine only: servers fetch image revisions from each other
-   * (images.origins), not these. Say so on stderr (the command still succeeds: this server uses them).
-   */
-  warnLocalVnfsFiles(name: string, dir: string): void {
-    if (!isPostgresUrl(this.config.database ?? '')) return;
-    this.io.err(
-      `pxeherd: warning: the files of VNFS ${name} are in ${dir} on this machine only: the other servers sharing the database do not fetch a kernel+initrd VNFS (only image revisions, from images.origins); copy ${dir} to the same place under each server's state directory, or run this command on each server\n`,
-    );
-  }
-
   /** The PostgreSQL replica a writing command runs on (undefined on SQLite). */
   get pgCli(): import('../store/pg/cli-store.js').PgCliStore | undefined {
     return this._pg;

@@ -5,7 +5,7 @@ import type { EventSink } from '../nodes/types.js';
 import { parseMac } from '../nodes/mac.js';
 import { nameError } from '../nodes/names.js';
 import { parseGeneratedName, type GeneratedRequest } from '../tftp/generated.js';
-import { PEER_HEADER, revisionFileOf, type RevisionArtifacts } from '../peers/artifacts.js';
+import { PEER_HEADER, revisionFileOf, vnfsRefOf, type RevisionArtifacts } from '../peers/artifacts.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { checkRelPath, refuse, resolveInside, segmentsOf, sendFast, sendResolved, type FileCache, type SendGate, type SendResult } from './files.js';
 import { FAST_PATH, type FastPath } from './app.js';
@@ -27,9 +27,10 @@ export interface VnfsRouterDeps {
   cache?: FileCache | false;
   gate?: SendGate;
   /**
-   * Revision artifacts (r<rev>/vmlinuz, initrd.img, rootfs.squashfs, manifest.json) are
-   * served only once verified against the database's manifest, fetched from peers when
-   * missing (issue 19). Absent: files are served as they are on disk.
+   * Revision artifacts (r<rev>/vmlinuz, initrd.img, rootfs.squashfs, manifest.json) and the
+   * kernel and initrd of a kernel+initrd VNFS are served only once verified against the sha256
+   * the database holds, fetched from peers when missing (issue 19). Absent: files are served as
+   * they are on disk.
    */
   artifacts?: RevisionArtifacts;
 }
@@ -78,11 +79,11 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
     const chk = checkRelPath(rest);
     if (!chk.ok) return deny(403, chk.reason);
     const segments = chk.segments;
-    const ref = deps.artifacts && revisionFileOf([name!, ...segments]);
+    const ref = deps.artifacts && vnfsRefOf([name!, ...segments]);
     if (ref) {
       deps.artifacts!.ensure(ref, { fetch: !req.headers[PEER_HEADER] }).then(
         (e) => (e.ok ? send() : deny(e.status, e.reason)),
-        (err: Error) => deny(500, `${ref.vnfs} r${ref.rev}/${ref.file}: ${err.message}`),
+        (err: Error) => deny(500, `${ref.vnfs}/${ref.rev === undefined ? '' : `r${ref.rev}/`}${ref.file}: ${err.message}`),
       );
       return;
     }
@@ -101,8 +102,8 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
   router.use(errorHandler);
   // Ahead of express (createHttpApp): a plain GET/HEAD of a VNFS file whose copy is in the
   // cache, which is what every node of a boot storm asks for. Anything this does not take
-  // (percent-escapes, other query keys, Range, conditionals, revision artifacts, refusals,
-  // a cache miss) goes to the route above untouched.
+  // (percent-escapes, other query keys, Range, conditionals, revision artifacts, a kernel or
+  // initrd this process has not verified yet, refusals, a cache miss) goes to the route above untouched.
   const fast: FastPath = (req: IncomingMessage, res: ServerResponse, toExpress: () => void) => {
     if (deps.cache === false || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
     const url = req.url!;
@@ -121,6 +122,8 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
     if (deps.artifacts && revisionFileOf(segs)) return false;
     const r = resolveInside(path.join(deps.vnfsRoot, name!), rest);
     if (!r.ok) return false;
+    // A kernel+initrd VNFS's file: only as this process verified it (one indexed read, no hashing).
+    if (deps.artifacts && rest.length === 1 && !deps.artifacts.servableNow({ vnfs: name!, file: rest[0]! }, r.stat)) return false;
     const file = rest.join('/');
     const method = req.method;
     return sendFast(req, res, r.file, r.stat, (s) => recordSent(mac, name!, file, method, undefined, s), { cache: deps.cache, gate: deps.gate }, toExpress);

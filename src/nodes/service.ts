@@ -11,6 +11,7 @@ import type { Node, Vnfs } from './types.js';
 import { formatNodes, parseNodes, type NodeFormat } from './io.js';
 import { compileQuery } from './query-sql.js';
 import { resolveVnfsRef, vnfsRefError } from '../images/resolve.js';
+import { sha256FileSync, writeMarker } from '../peers/verify.js';
 
 /**
  * The admin operations behind both the CLI and the REST API: one implementation, one set of
@@ -149,9 +150,11 @@ export class NodeService {
   }
 
   /**
-   * Copy kernel and initrd into <statedir>/vnfs/NAME/ and record them. Files are written
-   * under a temporary name and renamed, so a crash never leaves a half-copied image
-   * that nodes would boot.
+   * Copy kernel and initrd into <statedir>/vnfs/NAME/ and record them with their sha256 and
+   * size (issue 19: the other servers sharing the database fetch them from images.origins and
+   * verify them against it; src/peers/artifacts.ts). Files are written under a temporary name
+   * and renamed, so a crash never leaves a half-copied image that nodes would boot. The marker
+   * beside each file says this server need not hash it again.
    */
   addVnfs(opts: { name: string; kernel: string; initrd: string; cmdline?: string; attrs?: Record<string, string> }): Vnfs {
     validateName('vnfs', opts.name);
@@ -182,7 +185,15 @@ export class NodeService {
       fs.copyFileSync(src, tmp);
       fs.renameSync(tmp, dst);
     }
-    return this.store.vnfs.put({ name: opts.name, kernel, initrd, cmdline: opts.cmdline ?? '', attrs: opts.attrs });
+    const hashOf = (base: string) => {
+      const file = path.join(dir, base);
+      const st = fs.statSync(file);
+      const sha256 = sha256FileSync(file);
+      writeMarker(file, st, sha256);
+      return { sha256, size: st.size };
+    };
+    const hashes = { kernel: hashOf(kernel), initrd: hashOf(initrd) };
+    return this.store.vnfs.put({ name: opts.name, kernel, initrd, cmdline: opts.cmdline ?? '', attrs: opts.attrs, hashes });
   }
 
   deleteVnfs(name: string, keepFiles = false): void {

@@ -127,6 +127,19 @@ export function isBootOnceFlip(c: RowChange): boolean {
   return c.table === 'nodes' && !!c.old && !!c.new && c.old.boot === 'once' && c.new.boot === 'local';
 }
 
+const VNFS_HASH_COLUMNS = new Set(['kernel_sha256', 'kernel_size', 'initrd_sha256', 'initrd_size']);
+
+/**
+ * A server recording the hash of a kernel+initrd VNFS file that had none (VnfsRepo.recordFileHash):
+ * the change only fills NULL hash columns. Applied on PostgreSQL only where they are still NULL:
+ * a replica that has not yet seen a `vnfs add` elsewhere must not overwrite the hash it recorded.
+ */
+export function isHashFill(c: RowChange): boolean {
+  if (c.table !== 'vnfs' || !c.old || !c.new) return false;
+  const changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+  return changed.length > 0 && changed.every((k) => VNFS_HASH_COLUMNS.has(k) && c.old![k] === null);
+}
+
 /** A table or column name of pxeherd's schema, quoted (row changes name them from row keys). */
 export function sqlIdent(name: string): string {
   if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a column or table name: ${name}`);

@@ -185,6 +185,16 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE dhcp_servers (server_id TEXT PRIMARY KEY, last_seen INTEGER NOT NULL, started INTEGER NOT NULL);
   `,
+  // 12: vnfsfetch19 — the sha256 and size of a kernel+initrd VNFS's two files, recorded by
+  // `vnfs add` / `stage1 build`: a server lacking them fetches them from images.origins and
+  // verifies them, as it does a revision's artifacts (src/peers/artifacts.ts). NULL: added
+  // before this migration; the server holding the file hashes it when first asked and records it.
+  `
+  ALTER TABLE vnfs ADD COLUMN kernel_sha256 TEXT;
+  ALTER TABLE vnfs ADD COLUMN kernel_size INTEGER;
+  ALTER TABLE vnfs ADD COLUMN initrd_sha256 TEXT;
+  ALTER TABLE vnfs ADD COLUMN initrd_size INTEGER;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -80,6 +80,25 @@ interface VnfsRow {
   created_at: number;
   current_rev: number | null;
   arch: string;
+  kernel_sha256?: string | null;
+  kernel_size?: number | null;
+  initrd_sha256?: string | null;
+  initrd_size?: number | null;
+}
+
+/** The sha256 and size of one file of a kernel+initrd VNFS (migration 12). */
+export interface VnfsFileHash {
+  sha256: string;
+  size: number;
+}
+
+/**
+ * What the database says of NAME/FILE: `hash` undefined when FILE is the VNFS's kernel or
+ * initrd but no hash was recorded (a VNFS added before migration 12).
+ */
+export interface VnfsFileRecord {
+  role: 'kernel' | 'initrd';
+  hash?: VnfsFileHash;
 }
 
 /** One revision of a VNFS's root filesystem (migration 3). */
@@ -119,6 +138,9 @@ export class VnfsRepo {
     this.q = {
       attrs: db.prepare<[string], { key: string; value: string }>('SELECT key, value FROM vnfs_attrs WHERE vnfs = ? ORDER BY key'),
       row: db.prepare<[string], VnfsRow>('SELECT * FROM vnfs WHERE name = ?'),
+      files: db.prepare<[string], Pick<VnfsRow, 'kernel' | 'initrd' | 'kernel_sha256' | 'kernel_size' | 'initrd_sha256' | 'initrd_size'>>(
+        'SELECT kernel, initrd, kernel_sha256, kernel_size, initrd_sha256, initrd_size FROM vnfs WHERE name = ?',
+      ),
     };
   }
 
@@ -152,17 +174,23 @@ export class VnfsRepo {
       .map((r) => ({ ...this.fromRow(r), nodes: r.nodes }));
   }
 
-  /** Insert or replace the record (files are copied by the caller first). */
-  put(v: { name: string; kernel: string; initrd: string; cmdline: string; attrs?: Record<string, string> }): Vnfs {
+  /**
+   * Insert or replace the record (files are copied by the caller first). `hashes`: the files'
+   * sha256 and size as copied (servers lacking them fetch and verify against these); absent,
+   * none is recorded (the server holding the files records them when first asked).
+   */
+  put(v: { name: string; kernel: string; initrd: string; cmdline: string; attrs?: Record<string, string>; hashes?: { kernel: VnfsFileHash; initrd: VnfsFileHash } }): Vnfs {
     validateName('vnfs', v.name);
     for (const k of Object.keys(v.attrs ?? {})) validateAttrKey(k);
+    const h = v.hashes;
     this.db.transaction(() => {
       this.db
         .prepare(
-          `INSERT INTO vnfs (name, kernel, initrd, cmdline, created_at) VALUES (?, ?, ?, ?, ?)
-           ON CONFLICT (name) DO UPDATE SET kernel = excluded.kernel, initrd = excluded.initrd, cmdline = excluded.cmdline`,
+          `INSERT INTO vnfs (name, kernel, initrd, cmdline, created_at, kernel_sha256, kernel_size, initrd_sha256, initrd_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (name) DO UPDATE SET kernel = excluded.kernel, initrd = excluded.initrd, cmdline = excluded.cmdline,
+             kernel_sha256 = excluded.kernel_sha256, kernel_size = excluded.kernel_size, initrd_sha256 = excluded.initrd_sha256, initrd_size = excluded.initrd_size`,
         )
-        .run(v.name, v.kernel, v.initrd, v.cmdline, Date.now());
+        .run(v.name, v.kernel, v.initrd, v.cmdline, Date.now(), h?.kernel.sha256 ?? null, h?.kernel.size ?? null, h?.initrd.sha256 ?? null, h?.initrd.size ?? null);
       for (const [k, val] of Object.entries(v.attrs ?? {})) {
         this.db.prepare('INSERT INTO vnfs_attrs (vnfs, key, value) VALUES (?, ?, ?) ON CONFLICT (vnfs, key) DO UPDATE SET value = excluded.value').run(v.name, k, val);
       }
@@ -173,7 +201,10 @@ export class VnfsRepo {
   set(name: string, key: string, value: string): Vnfs {
     const v = this.get(name);
     if (!v) throw new NotFound(`no VNFS named "${name}"`);
-    if (key === 'cmdline' || key === 'kernel' || key === 'initrd') {
+    if (key === 'kernel' || key === 'initrd') {
+      // Another file of the directory: its hash is not known here (the server holding it records it when first asked).
+      this.db.prepare(`UPDATE vnfs SET ${key} = ?, ${key}_sha256 = CASE WHEN ${key} = ? THEN ${key}_sha256 END, ${key}_size = CASE WHEN ${key} = ? THEN ${key}_size END WHERE name = ?`).run(value, value, value, name);
+    } else if (key === 'cmdline') {
       this.db.prepare(`UPDATE vnfs SET ${key} = ? WHERE name = ?`).run(value, name);
     } else {
       validateAttrKey(key);
@@ -181,6 +212,29 @@ export class VnfsRepo {
       else this.db.prepare('INSERT INTO vnfs_attrs (vnfs, key, value) VALUES (?, ?, ?) ON CONFLICT (vnfs, key) DO UPDATE SET value = excluded.value').run(name, key, value);
     }
     return this.get(name)!;
+  }
+
+  /** NAME/FILE when FILE is the kernel or initrd of VNFS NAME, with its recorded hash; undefined for any other file (one indexed read: on the path of every kernel download). */
+  file(name: string, file: string): VnfsFileRecord | undefined {
+    const r = this.q.files.get(name);
+    if (!r || !file) return undefined;
+    const hash = (sha256: string | null | undefined, size: number | null | undefined) => (sha256 && size !== null && size !== undefined ? { sha256, size: Number(size) } : undefined);
+    if (file === r.kernel) return { role: 'kernel', hash: hash(r.kernel_sha256, r.kernel_size) };
+    if (file === r.initrd) return { role: 'initrd', hash: hash(r.initrd_sha256, r.initrd_size) };
+    return undefined;
+  }
+
+  /**
+   * Record the hash of a file whose VNFS has none (added before migration 12), by the server
+   * holding it: only while it is still that VNFS's kernel/initrd and still unrecorded, so a
+   * hash `vnfs add` recorded meanwhile is never overwritten (on PostgreSQL the write-through
+   * applies the same condition: PostgresBackend, isHashFill). True when recorded.
+   */
+  recordFileHash(name: string, file: string, hash: VnfsFileHash): boolean {
+    const role = this.file(name, file)?.role;
+    if (!role) return false;
+    const r = this.db.prepare(`UPDATE vnfs SET ${role}_sha256 = ?, ${role}_size = ? WHERE name = ? AND ${role} = ? AND ${role}_sha256 IS NULL`).run(hash.sha256, hash.size, name, file);
+    return r.changes === 1;
   }
 
   delete(name: string): void {

@@ -115,7 +115,6 @@ export function vnfsCommand(run: Run): Command {
     .action(
       run((ctx, name: string, o: { kernel: string; initrd: string; cmdline: string }) => {
         const v = ctx.nodes.addVnfs({ name, kernel: o.kernel, initrd: o.initrd, cmdline: o.cmdline });
-        ctx.warnLocalVnfsFiles(v.name, ctx.nodes.vnfsDir(v.name));
         ctx.print(vnfsJson(v), () => `added VNFS ${v.name} (${v.kernel}, ${v.initrd}) in ${ctx.nodes.vnfsDir(v.name)}`);
       }),
     );

@@ -56,7 +56,6 @@ export function stage1Command(run: Run): Command {
             // The VNFS's CPU: an attribute until the vnfs.arch column lands (see boot/loader.ts vnfsArch).
             ctx.nodes.addVnfs({ name, kernel: result.kernel, initrd: result.initrd, cmdline: existing?.cmdline ?? result.cmdline, attrs: { ...(existing?.attrs ?? {}), arch } });
             vnfsDir = ctx.nodes.vnfsDir(name);
-            ctx.warnLocalVnfsFiles(name, vnfsDir);
           }
           ctx.print(
             {

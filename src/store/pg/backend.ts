@@ -30,7 +30,7 @@ import { compileQuery, POSTGRES_DIALECT } from '../../nodes/query-sql.js';
 import { IPV4_RE } from '../../util/net.js';
 import { nodeFromRow, type NamingPolicy, type NodeRow } from '../nodes.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
-import { decideClaim, isBootOnceFlip, sqlIdent as ident, type LeaseRequest, type LeaseResult, type RowChange, type RowChangesResult, type StoreBackend, type StoredEvent } from '../backend.js';
+import { decideClaim, isBootOnceFlip, isHashFill, sqlIdent as ident, type LeaseRequest, type LeaseResult, type RowChange, type RowChangesResult, type StoreBackend, type StoredEvent } from '../backend.js';
 
 export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
@@ -415,7 +415,7 @@ export class PostgresBackend implements StoreBackend {
       // at a parent this batch creates, say) sends the batch to the per-row path with savepoints.
       const groups = new Map<string, RowChange[]>();
       for (const c of changes) {
-        if (!c.old || !c.new || isBootOnceFlip(c)) continue;
+        if (!c.old || !c.new || isBootOnceFlip(c) || isHashFill(c)) continue;
         const changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
         if (changed.length === 0) continue;
         const key = `${c.table}\0${changed.join(',')}`;
@@ -459,6 +459,15 @@ export class PostgresBackend implements StoreBackend {
             else out.flipsLost++;
             changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
             if (changed.length === 0) return true;
+          }
+          if (isHashFill(c)) {
+            // Only where still unrecorded (see isHashFill); a hash recorded meanwhile wins, and is not a conflict.
+            const r = await t.unsafe(
+              `UPDATE vnfs SET ${changed.map((k, i) => `${ident(k)} = $${i + 2}`).join(', ')} WHERE name = $1 AND kernel = $${changed.length + 2} AND initrd = $${changed.length + 3} AND ${changed.map((k) => `${ident(k)} IS NULL`).join(' AND ')}`,
+              [c.old.name, ...changed.map((k) => c.new![k]), c.old.kernel, c.old.initrd] as never[],
+            );
+            if (r.count === 0) out.dropped++;
+            return r.count === 1;
           }
           const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
           const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);

@@ -205,6 +205,14 @@ export const PG_MIGRATIONS: string[] = [
   `
   CREATE TABLE dhcp_servers (server_id TEXT PRIMARY KEY, last_seen BIGINT NOT NULL, started BIGINT NOT NULL);
   `,
+  // 12: the sha256 and size of a kernel+initrd VNFS's files (src/store/db.ts, same migration):
+  // replicated with the vnfs row (its trigger of migration 7 covers the new columns).
+  `
+  ALTER TABLE vnfs ADD COLUMN kernel_sha256 TEXT;
+  ALTER TABLE vnfs ADD COLUMN kernel_size BIGINT;
+  ALTER TABLE vnfs ADD COLUMN initrd_sha256 TEXT;
+  ALTER TABLE vnfs ADD COLUMN initrd_size BIGINT;
+  `,
 ];
 
 /** Any number fixed for pxeherd: the advisory lock every migrating server takes. */
