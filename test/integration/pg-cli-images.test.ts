@@ -5,8 +5,8 @@
  * that node's boot with it (`explain`, `script show`); B lacks the bytes, and `vnfs sync` at B
  * fetches them from A's running `serve` (images.origins) and verifies them against the manifest
  * the database holds. A write a command refuses (an unknown revision) changes nothing. A
- * kernel+initrd VNFS (`vnfs add`) is recorded for every server with a warning that its files
- * stay on this machine.
+ * kernel+initrd VNFS (`vnfs add`) is recorded for every server with its files' sha256, without
+ * a warning: servers fetch it as they fetch revisions (test/integration/pg-vnfs-fetch.test.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -84,13 +84,14 @@ test('a VNFS revision imported with the CLI on one server is visible to the CLI 
   assert.match(explain.stdout, /img/);
   const script = cli(['script', 'list', 'c1'], B);
   assert.equal(script.code, 0, script.stderr);
-  // A kernel+initrd VNFS is files on one machine only: recorded for all, with a warning saying so.
+  // A kernel+initrd VNFS: recorded for all with its files' hashes (other servers fetch and verify them).
   fs.writeFileSync(path.join(dir, 'vmlinuz'), 'kernel');
   fs.writeFileSync(path.join(dir, 'initrd.img'), 'initrd');
   const add = cli(['vnfs', 'add', 'plain', '--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img'), '--json'], B);
   assert.equal(add.code, 0, add.stderr);
   assert.equal((JSON.parse(add.stdout) as { name: string }).name, 'plain', '--json stays clean');
-  assert.match(add.stderr, /files of VNFS plain are in .* on this machine only: .*copy .* or run this command on each server/);
+  assert.equal(add.stderr, '', 'no warning: the files are fetched by the servers lacking them');
+  assert.equal((await sql`SELECT kernel_sha256 FROM vnfs WHERE name = 'plain'`)[0]!.kernel_sha256, crypto.createHash('sha256').update('kernel').digest('hex'));
   assert.ok((JSON.parse(cli(['vnfs', 'list', '--json'], A).stdout) as { vnfs: { name: string }[] }).vnfs.some((v) => v.name === 'plain'), "A's CLI lists it");
 
   // B fetches the bytes from A's server and checks them against the manifest in the database.
