@@ -131,8 +131,9 @@ const VNFS_HASH_COLUMNS = new Set(['kernel_sha256', 'kernel_size', 'initrd_sha25
 
 /**
  * A server recording the hash of a kernel+initrd VNFS file that had none (VnfsRepo.recordFileHash):
- * the change only fills NULL hash columns. Applied on PostgreSQL only where they are still NULL:
- * a replica that has not yet seen a `vnfs add` elsewhere must not overwrite the hash it recorded.
+ * the change only fills NULL hash columns. A server's (lenient) one is applied on PostgreSQL only
+ * where they are still NULL: a replica that has not yet seen a `vnfs add` elsewhere must not
+ * overwrite the hashes that command recorded.
  */
 export function isHashFill(c: RowChange): boolean {
   if (c.table !== 'vnfs' || !c.old || !c.new) return false;

@@ -227,8 +227,8 @@ export class VnfsRepo {
   /**
    * Record the hash of a file whose VNFS has none (added before migration 12), by the server
    * holding it: only while it is still that VNFS's kernel/initrd and still unrecorded, so a
-   * hash `vnfs add` recorded meanwhile is never overwritten (on PostgreSQL the write-through
-   * applies the same condition: PostgresBackend, isHashFill). True when recorded.
+   * hash `vnfs add` recorded meanwhile is never overwritten (on PostgreSQL the write-through of
+   * a server applies the same condition: PostgresBackend, isHashFill). True when recorded.
    */
   recordFileHash(name: string, file: string, hash: VnfsFileHash): boolean {
     const role = this.file(name, file)?.role;

@@ -19,28 +19,21 @@ import path from 'node:path';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
-import { CLI } from '../helpers/cli.js';
+import { CLI, pxeherd } from '../helpers/cli.js';
 import { tmpDir, waitFor } from '../lab/lab.js';
 import { postgresUnavailable, startPostgres } from '../lab/postgres.js';
 import { freePort } from '../lab/procs.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
+import { PostgresBackend } from '../../src/store/pg/backend.js';
 
 const has = (t: string) => spawnSync('sh', ['-c', `command -v ${t}`]).status === 0;
 const skip = postgresUnavailable() ?? (!has('curl') ? 'needs curl' : !fs.existsSync(CLI) ? 'needs npm run build (dist/cli.js)' : undefined);
 const run = promisify(execFile);
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.PXEHERD_DATABASE;
-  delete env.PXEHERD_CONFIG;
-  return env;
-}
-
-function cli(args: string[], config: string): { code: number; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args, '--config', config], { encoding: 'utf8', env: cleanEnv(), timeout: 120_000 });
-  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
-}
+/** The CLI with this test's configuration only (not the caller's database or config). */
+const NO_ENV = { PXEHERD_DATABASE: undefined, PXEHERD_CONFIG: undefined };
+const cli = (args: string[], config: string) => pxeherd(args, { config, env: NO_ENV });
 
 const sha = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
 
@@ -56,7 +49,7 @@ async function curl(url: string): Promise<{ status: number; body: Buffer }> {
 
 function startServe(config: string, log: string, procs: ChildProcess[]): ChildProcess {
   const out = fs.openSync(log, 'a');
-  const p = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', out, out], env: cleanEnv() });
+  const p = spawn(process.execPath, [CLI, 'serve', '--config', config], { stdio: ['ignore', out, out], env: { ...process.env, ...NO_ENV } });
   fs.closeSync(out);
   procs.push(p);
   return p;
@@ -333,4 +326,28 @@ test('SQLite, one server: vnfs add records the hashes and the server serves the 
   // Another file of the VNFS directory is no kernel or initrd: served as it is, as before.
   fs.writeFileSync(path.join(dir, 's', 'vnfs', 'one', 'notes.txt'), 'hello');
   assert.equal((await curl(`http://127.0.0.1:${port}/vnfs/one/notes.txt`)).body.toString(), 'hello');
+});
+
+test("on PostgreSQL a server's first-use hash record never overwrites a hash recorded meanwhile; an admin's write does", { skip, timeout: 120_000 }, async (t) => {
+  const pg = await startPostgres();
+  const be = PostgresBackend.connect(pg.url(), 'boot-x', { max: 1 });
+  t.after(async () => {
+    await be.close();
+    await pg.stop();
+  });
+  await migratePostgres(be.sql);
+  await be.sql`INSERT INTO vnfs (name, kernel, initrd, cmdline, created_at) VALUES ('v', 'vmlinuz', 'initrd.img', '', 0)`;
+  const row = { name: 'v', kernel: 'vmlinuz', initrd: 'initrd.img', cmdline: '', created_at: 0, current_rev: null, arch: 'x86_64', kernel_sha256: null, kernel_size: null, initrd_sha256: null, initrd_size: null };
+  const fill = (sha256: string) => ({ table: 'vnfs', pk: ['name'], old: row, new: { ...row, kernel_sha256: sha256, kernel_size: 5 } });
+  const kernelSha = async () => (await be.sql`SELECT kernel_sha256 FROM vnfs WHERE name = 'v'`)[0]!.kernel_sha256 as string | null;
+  // A server whose replica still says NULL records its hash: written.
+  assert.equal((await be.applyRowChanges([fill('a'.repeat(64))], { strict: false })).written, 1);
+  assert.equal(await kernelSha(), 'a'.repeat(64));
+  // Another server, whose replica has not seen it yet (a `vnfs add` elsewhere, say): dropped.
+  const r = await be.applyRowChanges([fill('b'.repeat(64))], { strict: false });
+  assert.deepEqual([r.written, r.dropped], [0, 1]);
+  assert.equal(await kernelSha(), 'a'.repeat(64), 'the hash recorded first stays');
+  // An admin's command (strict) writes what it recorded.
+  assert.equal((await be.applyRowChanges([fill('c'.repeat(64))], { strict: true })).written, 1);
+  assert.equal(await kernelSha(), 'c'.repeat(64));
 });

@@ -460,8 +460,9 @@ export class PostgresBackend implements StoreBackend {
             changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
             if (changed.length === 0) return true;
           }
-          if (isHashFill(c)) {
-            // Only where still unrecorded (see isHashFill); a hash recorded meanwhile wins, and is not a conflict.
+          if (!o.strict && isHashFill(c)) {
+            // A server's first-use record: only where still unrecorded (see isHashFill); a hash
+            // recorded meanwhile wins. (An admin's `vnfs add` is strict: it always writes its hashes.)
             const r = await t.unsafe(
               `UPDATE vnfs SET ${changed.map((k, i) => `${ident(k)} = $${i + 2}`).join(', ')} WHERE name = $1 AND kernel = $${changed.length + 2} AND initrd = $${changed.length + 3} AND ${changed.map((k) => `${ident(k)} IS NULL`).join(' AND ')}`,
               [c.old.name, ...changed.map((k) => c.new![k]), c.old.kernel, c.old.initrd] as never[],
