@@ -4,7 +4,11 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import { revisionFileOf, RevisionArtifacts } from '../../src/peers/artifacts.js';
+import { revisionFileOf, RevisionArtifacts, vnfsRefOf } from '../../src/peers/artifacts.js';
+import { revisionArtifactsFor } from '../../src/peers/wiring.js';
+import { loadConfig } from '../../src/config/load.js';
+import { Store } from '../../src/store/store.js';
+import { openDatabase } from '../../src/store/db.js';
 import { markerHolds } from '../../src/peers/verify.js';
 import { parseSyncTarget } from '../../src/cli/commands/sync.js';
 import type { BootEvent } from '../../src/nodes/types.js';
@@ -61,4 +65,55 @@ test('a local file is hashed once: later requests trust the marker until the fil
   assert.match((r as { reason: string }).reason, /^img r1\/initrd\.img on this server has sha256 [0-9a-f]{12}…, the manifest says [0-9a-f]{12}… and no images\.origins are configured to fetch it from$/);
   assert.equal(fs.existsSync(file), false, 'never served again under its name');
   assert.deepEqual(evs.map((e) => e.kind), ['vnfs.verify', 'vnfs.corrupt']);
+});
+
+test('NAME/FILE is a candidate kernel+initrd VNFS file (the database decides); dotfiles, deeper paths and bad names are not', () => {
+  assert.deepEqual(vnfsRefOf(['plain', 'vmlinuz-6.1']), { vnfs: 'plain', file: 'vmlinuz-6.1' });
+  assert.deepEqual(vnfsRefOf(['img', 'r2', 'vmlinuz']), { vnfs: 'img', rev: 2, file: 'vmlinuz' });
+  assert.equal(vnfsRefOf(['plain', '.verified-vmlinuz']), undefined);
+  assert.equal(vnfsRefOf(['plain', 'sub', 'x']), undefined);
+  assert.equal(vnfsRefOf(['../x', 'vmlinuz']), undefined);
+});
+
+test('a kernel+initrd VNFS on one SQLite server: served against the recorded sha256, recorded on first use when missing, forgotten by vnfs set kernel, refused when changed by hand', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'phvnfsfile-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = new Store(openDatabase(':memory:'));
+  const evs: BootEvent[] = [];
+  const cfgFile = path.join(dir, 'c.yaml');
+  fs.writeFileSync(cfgFile, `statedir: ${dir}\n`);
+  const artifacts = revisionArtifactsFor(loadConfig(cfgFile, {}), store, { record: (e) => evs.push(e) });
+  const k = crypto.randomBytes(4000);
+  const sha = crypto.createHash('sha256').update(k).digest('hex');
+  fs.mkdirSync(path.join(dir, 'vnfs', 'v'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'vnfs', 'v', 'vmlinuz'), k);
+  fs.writeFileSync(path.join(dir, 'vnfs', 'v', 'other'), k);
+  // No hash recorded (a VNFS from before migration 12): hashed here, recorded, served.
+  store.vnfs.put({ name: 'v', kernel: 'vmlinuz', initrd: 'initrd.img', cmdline: '' });
+  const ref = { vnfs: 'v', file: 'vmlinuz' };
+  assert.equal(((await artifacts.ensure(ref)) as { how: string }).how, 'recorded');
+  assert.deepEqual(store.vnfs.file('v', 'vmlinuz'), { role: 'kernel', hash: { sha256: sha, size: k.length } });
+  assert.equal(((await artifacts.ensure(ref)) as { how: string }).how, 'verified');
+  assert.equal(store.vnfs.recordFileHash('v', 'vmlinuz', { sha256: 'f'.repeat(64), size: 1 }), false, 'a recorded hash is never overwritten by a record');
+  // The initrd is on no disk and has no hash: refused, never fetched unverified.
+  const missing = await artifacts.ensure({ vnfs: 'v', file: 'initrd.img' });
+  assert.equal(missing.ok, false);
+  assert.match((missing as { reason: string }).reason, /^v\/initrd\.img is not on this server and the database records no sha256 for it/);
+  // A file the VNFS does not name is served as it is.
+  assert.equal(((await artifacts.ensure({ vnfs: 'v', file: 'other' })) as { how: string }).how, 'unmanaged');
+  // vnfs set kernel: another file, its hash unknown until recorded.
+  store.vnfs.set('v', 'kernel', 'other');
+  assert.deepEqual(store.vnfs.file('v', 'other'), { role: 'kernel', hash: undefined });
+  store.vnfs.set('v', 'kernel', 'vmlinuz');
+  assert.equal(((await artifacts.ensure(ref)) as { how: string }).how, 'recorded');
+  // Changed by hand after it was recorded: refused and kept aside (no origins to fetch it from).
+  const bad = Buffer.from(k);
+  bad[7] = bad[7]! ^ 1;
+  fs.writeFileSync(path.join(dir, 'vnfs', 'v', 'vmlinuz'), bad);
+  const r = await artifacts.ensure(ref);
+  assert.equal(r.ok, false);
+  assert.match((r as { reason: string }).reason, /^v\/vmlinuz on this server has sha256 [0-9a-f]{12}…, the database says [0-9a-f]{12}… and no images\.origins are configured/);
+  assert.ok(fs.existsSync(path.join(dir, 'vnfs', 'v', '.corrupt-vmlinuz')));
+  assert.deepEqual(evs.map((e) => e.kind), ['vnfs.record', 'vnfs.unverified', 'vnfs.record', 'vnfs.corrupt']);
+  store.close();
 });
