@@ -55,9 +55,10 @@ function errorHandler(err: Error & { status?: number }, _req: Request, res: Resp
 export function vnfsRouter(deps: VnfsRouterDeps): Router {
   const router = Router();
   // Naming the event takes database look-ups: done once the response is out, not before its first byte.
-  const recordSent = (mac: string | undefined, name: string, file: string, method: string | undefined, range: string | undefined, s: SendResult) => {
-    const v = deps.backend?.vnfs(name);
-    const kind = v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
+  // `role`: what the fast path's check already read (then no look-up here).
+  const recordSent = (mac: string | undefined, name: string, file: string, method: string | undefined, range: string | undefined, s: SendResult, role?: 'kernel' | 'initrd' | 'other') => {
+    const v = role ? undefined : deps.backend?.vnfs(name);
+    const kind = role ? (role === 'other' ? 'http.file' : `http.${role}`) : v && file === v.kernel ? 'http.kernel' : v && file === v.initrd ? 'http.initrd' : 'http.file';
     deps.events.record({
       mac,
       node: mac ? deps.backend?.nodeName(mac) : undefined,
@@ -122,11 +123,13 @@ export function vnfsRouter(deps: VnfsRouterDeps): Router {
     if (deps.artifacts && revisionFileOf(segs)) return false;
     const r = resolveInside(path.join(deps.vnfsRoot, name!), rest);
     if (!r.ok) return false;
-    // A kernel+initrd VNFS's file: only as this process verified it (one indexed read, no hashing).
-    if (deps.artifacts && rest.length === 1 && !deps.artifacts.servableNow({ vnfs: name!, file: rest[0]! }, r.stat)) return false;
+    // A kernel+initrd VNFS's file: only as this process verified it (one indexed read, no hashing;
+    // it also names the event, which then needs no look-up of its own).
+    const role = deps.artifacts && rest.length === 1 ? deps.artifacts.servableNow({ vnfs: name!, file: rest[0]! }, r.stat) : undefined;
+    if (role === false) return false;
     const file = rest.join('/');
     const method = req.method;
-    return sendFast(req, res, r.file, r.stat, (s) => recordSent(mac, name!, file, method, undefined, s), { cache: deps.cache, gate: deps.gate }, toExpress);
+    return sendFast(req, res, r.file, r.stat, (s) => recordSent(mac, name!, file, method, undefined, s, role), { cache: deps.cache, gate: deps.gate }, toExpress);
   };
   return Object.assign(router, { [FAST_PATH]: fast });
 }

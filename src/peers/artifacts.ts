@@ -149,14 +149,15 @@ export class RevisionArtifacts {
 
   /**
    * Whether NAME/FILE can be served at once, as it is on disk (`st`: its stat), without a
-   * check: not a file the database vouches for, or one this process verified with exactly this
-   * stat. The HTTP fast path asks; anything else takes the route that awaits `ensure`.
+   * check: 'other' when it is not a file the database vouches for, its role when this process
+   * verified it with exactly this stat (the caller names its event from that: no second
+   * look-up), false when it needs `ensure` first. The HTTP fast path asks.
    */
-  servableNow(ref: VnfsFileRef, st: fs.Stats): boolean {
+  servableNow(ref: VnfsFileRef, st: fs.Stats): 'kernel' | 'initrd' | 'other' | false {
     const rec = this.deps.vnfsFileOf?.(ref.vnfs, ref.file);
-    if (!rec) return true;
+    if (!rec) return 'other';
     const file = path.join(this.deps.vnfsRoot, ref.vnfs, ref.file);
-    return !!rec.hash && this.verified.get(file) === `${rec.hash.sha256} ${st.size} ${st.mtimeMs} ${st.ino}`;
+    return !!rec.hash && this.verified.get(file) === `${rec.hash.sha256} ${st.size} ${st.mtimeMs} ${st.ino}` && rec.role;
   }
 
   private ensureVnfsFile(ref: VnfsFileRef, opts: EnsureOptions, again = false): Promise<EnsureResult> {
