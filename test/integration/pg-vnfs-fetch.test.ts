@@ -351,3 +351,24 @@ test("on PostgreSQL a server's first-use hash record never overwrites a hash rec
   assert.equal((await be.applyRowChanges([fill('c'.repeat(64))], { strict: true })).written, 1);
   assert.equal(await kernelSha(), 'c'.repeat(64));
 });
+
+test('db copy carries the recorded hashes from SQLite to PostgreSQL', { skip, timeout: 120_000 }, async (t) => {
+  const pg = await startPostgres();
+  const dir = tmpDir('phvfcopy-');
+  const sql = connectPostgres(pg.url(), { max: 1 });
+  t.after(async () => {
+    await sql.end();
+    await pg.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const cfg = path.join(dir, 'c.yaml');
+  fs.writeFileSync(cfg, `statedir: ${path.join(dir, 's')}\n`);
+  const k = crypto.randomBytes(10_000);
+  fs.writeFileSync(path.join(dir, 'vmlinuz'), k);
+  fs.writeFileSync(path.join(dir, 'initrd.img'), 'initrd');
+  assert.equal(cli(['vnfs', 'add', 'one', '--kernel', path.join(dir, 'vmlinuz'), '--initrd', path.join(dir, 'initrd.img')], cfg).code, 0);
+  const copy = cli(['db', 'copy', '--from', `sqlite:${path.join(dir, 's', 'pxeherd.db')}`, '--to', pg.url()], cfg);
+  assert.equal(copy.code, 0, copy.stderr + copy.stdout);
+  const [row] = await sql`SELECT kernel_sha256, kernel_size, initrd_sha256, initrd_size FROM vnfs WHERE name = 'one'`;
+  assert.deepEqual({ ...row }, { kernel_sha256: sha(k), kernel_size: k.length, initrd_sha256: sha(Buffer.from('initrd')), initrd_size: 6 });
+});
