@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { createRequire } from 'node:module';
 import Database from 'better-sqlite3';
 
 export type DB = Database.Database;
@@ -199,9 +200,31 @@ const MIGRATIONS: string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** Where better-sqlite3's compiled addon is, found once (null: not looked up yet). */
+let sqliteAddonFile: string | undefined | null = null;
+
+/**
+ * better-sqlite3's compiled addon by its path, or undefined to let better-sqlite3 find it. Why:
+ * by default it asks the `bindings` package, which walks the call stack and tries a dozen
+ * candidate paths with their package.json files: ~15 ms of every CLI command's start on this
+ * machine (BENCHMARKS.md, `node list` at 100 000 nodes), more than the query of a few nodes.
+ */
+function sqliteAddon(): string | undefined {
+  if (sqliteAddonFile === null) {
+    try {
+      const pkg = createRequire(import.meta.url).resolve('better-sqlite3/package.json');
+      const file = path.join(path.dirname(pkg), 'build', 'Release', 'better_sqlite3.node');
+      sqliteAddonFile = fs.existsSync(file) ? file : undefined;
+    } catch {
+      sqliteAddonFile = undefined;
+    }
+  }
+  return sqliteAddonFile;
+}
+
 export function openDatabase(file: string): DB {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true });
-  const db = new Database(file);
+  const db = new Database(file, { nativeBinding: sqliteAddon() });
   // WAL: readers (CLI, API) never block the server's writers; NORMAL is durable against
   // process crashes (kill -9), which is the failure the reliability suite exercises.
   db.pragma('journal_mode = WAL');
