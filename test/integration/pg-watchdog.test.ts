@@ -7,6 +7,12 @@
  * forwards. Connections opened while it swallowed stay swallowed, as wedged ones do: only a new
  * pool gets through (pools of one connection, so a second connection cannot route around the
  * wedged one). Checked on what the client sees, no timing asserted beyond "answered".
+ *
+ * The second test is the outage case (issue 19, the 1000-node pgrestart storm): a connection the
+ * outage left open but silent must not stall a query after the database is back (the replica's
+ * onUp retires every connection from before the outage, renewAfterOutage). Without that, the
+ * pool pipelines a later burst onto the wedged connection: those queries never answer, and a
+ * replica round landing there would report a second, spurious outage.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

@@ -97,8 +97,8 @@ export class PoolRetired extends Error {
  * pg-feed never exited after SIGTERM once its pool had been replaced right after an outage). And
  * a connection the outage left open but silent keeps a query waiting until TCP gives up, minutes.
  * Once retired, no new socket is opened (the connection's query fails as a lost connection).
- * Hosts: libpq's several hosts are tried in turn, one more per socket (postgres.js itself only
- * rotates when it opens the socket).
+ * Hosts: libpq's several hosts are tried in turn, the next one for each new socket (postgres.js
+ * rotates hosts only for sockets it opens itself, not for a custom factory's).
  */
 class PoolSockets {
   private readonly live = new Set<net.Socket>();
