@@ -70,6 +70,12 @@ export interface Reply {
   maxSize: number;
   /** After sending: tell the backend this MAC now holds this address (ACKs). */
   bound?: { mac: string; ip: string };
+  /**
+   * The dhcp.offer / dhcp.ack / dhcp.nak event its decision recorded: the DHCP server counts the
+   * reply as sent of that type once it left (DhcpServer.sent; a reply the shared database's
+   * confirm refused, or whose lease could not be stored, never does).
+   */
+  counted?: 'offer' | 'ack' | 'nak';
 }
 
 export interface Outcome {
@@ -217,7 +223,7 @@ export class DhcpHandler {
     const reply = this.fullReply(req, MessageType.Offer, pick.ip, pool, node, kind, boot);
     this.counters.offers++;
     this.event('dhcp.offer', mac, node, { ip: pick.ip, source: pick.source, boot: boot.kind, file: boot.bootFile, subnet: pool.name });
-    return { replies: [this.addressed(req, reply, false)], persist: [] };
+    return { replies: [this.addressed(req, reply, false, 'offer')], persist: [] };
   }
 
   private request(req: DhcpPacket, mac: string, meta: RequestMeta, now: number): Outcome {
@@ -261,7 +267,7 @@ export class DhcpHandler {
     if (why) {
       this.counters.naks++;
       this.event('dhcp.nak', mac, node, { ip, reason: why });
-      return { replies: [this.addressed(req, this.nak(req, why), true)], persist: [] };
+      return { replies: [this.addressed(req, this.nak(req, why), true, 'nak')], persist: [] };
     }
     const lease: Lease = {
       mac,
@@ -279,7 +285,7 @@ export class DhcpHandler {
     if (req.ciaddr !== '0.0.0.0') reply.ciaddr = req.ciaddr;
     this.counters.acks++;
     this.event('dhcp.ack', mac, node, { ip, subnet: pool.name, leaseSeconds: pool.leaseSeconds, boot: boot.kind, file: boot.bootFile });
-    const r = this.addressed(req, reply, false);
+    const r = this.addressed(req, reply, false, 'ack');
     r.bound = { mac, ip };
     return { replies: [r], persist: [lease] };
   }
@@ -578,14 +584,14 @@ export class DhcpHandler {
   }
 
   /** RFC 2131 §4.1 destination rules. */
-  private addressed(req: DhcpPacket, packet: DhcpPacket, isNak: boolean): Reply {
+  private addressed(req: DhcpPacket, packet: DhcpPacket, isNak: boolean, counted?: Reply['counted']): Reply {
     let to: { address: string; port: number };
     if (req.giaddr !== '0.0.0.0') to = { address: req.giaddr, port: 67 };
     else if (isNak) to = { address: BROADCAST, port: 68 };
     else if (req.ciaddr !== '0.0.0.0') to = { address: req.ciaddr, port: 68 };
     // Unicast to yiaddr needs an ARP entry Node cannot create; broadcast reaches the client too.
     else to = { address: BROADCAST, port: 68 };
-    return { packet, to, via: 'dhcp', maxSize: maxSize(req) };
+    return { packet, to, via: 'dhcp', maxSize: maxSize(req), counted };
   }
 
   // ---- bookkeeping ------------------------------------------------------------------------

@@ -108,6 +108,13 @@ export class DhcpServer {
   private readsSinceDrain = 0;
   private readAheadTurns = 0;
   readonly shed: ShedCounts = {};
+  /**
+   * Offers, ACKs and NAKs that left (the socket took them), by type: what the metrics count as
+   * sent. The handler's events record decisions; on PostgreSQL a decided reply can still be
+   * withheld (its claim lost a race or the database is away), and a batch whose leases could not
+   * be stored is never sent.
+   */
+  readonly sent: Record<NonNullable<Reply['counted']>, number> = { offer: 0, ack: 0, nak: 0 };
   private readonly log: DhcpLogger;
   private readonly clock: () => number;
 
@@ -374,7 +381,7 @@ export class DhcpServer {
       if (err) {
         this.counters.sendErrors++;
         this.log.warn(`DHCP: sending to ${r.to.address}:${r.to.port} failed: ${err.message}`);
-      }
+      } else if (r.counted) this.sent[r.counted]++;
     });
   }
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type { BootEvent, Node } from '../nodes/types.js';
-import { Registry, type Counter, type Histogram } from './registry.js';
+import { Registry, type Counter, type Histogram, type Labels } from './registry.js';
 
 /** What metrics need from the store: the live event feed and the nodes (for per-state gauges). */
 export interface MetricsSource {
@@ -71,8 +71,12 @@ export interface MetricsOptions {
   readProcNetUdp?: () => string;
   /** The HTTP admission of kernels and initrds (http.streams). */
   httpStreams?: { now(): { active: number; waiting: number } };
-  /** The DHCP server's queue: datagrams waiting now, and those shed as stale by message type. */
-  dhcpQueue?: { queued(): number; readonly shed: Record<string, number> };
+  /**
+   * The DHCP server's queue: datagrams waiting now, those shed as stale by message type, and the
+   * offers/ACKs/NAKs that left (`sent`: then the metric's result="sent" counts those, not the
+   * dhcp.offer/ack/nak events, which record decisions a PostgreSQL confirm may still withhold).
+   */
+  dhcpQueue?: { queued(): number; readonly shed: Record<string, number>; readonly sent?: Record<string, number> };
   /** Several servers on PostgreSQL: whether it is reachable, and what paused while it was not. */
   database?: { up(): boolean; readonly paused: Record<string, number>; readonly races?: Record<string, number> };
   /** prom-client's process and Node.js runtime metrics (CPU, memory, event-loop lag, GC, heap). */
@@ -85,12 +89,28 @@ export interface MetricsOptions {
  * pxeherd's metrics are derived from the event stream: every protocol already records what
  * it did, so counting events keeps the servers free of metrics code and the numbers equal
  * to what the event log says. Node counts per state are read from the store at scrape time.
+ * One exception: DHCP replies sent are what the DHCP server's socket took (dhcpQueue.sent), since
+ * an event records the decision and a PostgreSQL confirm can still withhold the reply.
  */
 export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}): PxeherdMetrics {
   const r = new Registry({ processMetrics: opts.processMetrics, defaultLabels: opts.defaultLabels });
+  // pxeherd_dhcp_messages_total: counted from events, except result="sent" when the DHCP server
+  // counts what left (MetricsOptions.dhcpQueue.sent).
+  const dhcpSent = opts.dhcpQueue?.sent;
+  const dhcpSeen = new Map<string, { labels: Labels; n: number }>();
+  const countDhcp = (type: string, result: string) => {
+    if (result === 'sent' && dhcpSent) return;
+    const key = `${type}\0${result}`;
+    const s = dhcpSeen.get(key);
+    if (s) s.n++;
+    else dhcpSeen.set(key, { labels: { type, result }, n: 1 });
+  };
   const c = {
     events: r.counter('pxeherd_events_total', 'Boot events recorded, by protocol (first part of the event kind).', ['protocol']),
-    dhcp: r.counter('pxeherd_dhcp_messages_total', 'DHCP messages by type and result (received, sent, proxy, ignored).', ['type', 'result']),
+    dhcp: r.counter('pxeherd_dhcp_messages_total', 'DHCP messages by type and result (received, sent, proxy, ignored).', ['type', 'result'], (set) => {
+      for (const { labels, n } of dhcpSeen.values()) set(labels, n);
+      if (dhcpSent) for (const [type, n] of Object.entries(dhcpSent)) set({ type, result: 'sent' }, n);
+    }),
     dhcp6: r.counter('pxeherd_dhcp6_messages_total', 'DHCPv6 messages by type and result (received, sent, ignored).', ['type', 'result']),
     tftpTransfers: r.counter('pxeherd_tftp_transfers_total', 'TFTP transfers by result (ok, error, refused, probe = UEFI tsize probe).', ['result']),
     tftpBytes: r.counter('pxeherd_tftp_bytes_sent_total', 'Bytes sent by TFTP (finished and failed transfers).'),
@@ -181,10 +201,10 @@ export function createMetrics(source: MetricsSource, opts: MetricsOptions = {}):
     c.events.inc({ protocol: /^[a-z][a-z0-9]{0,15}$/.test(protocol) ? protocol : 'other' });
     switch (protocol) {
       case 'dhcp':
-        if (DHCP_RECEIVED.has(what)) c.dhcp.inc({ type: what, result: 'received' });
-        else if (DHCP_SENT.has(what)) c.dhcp.inc({ type: what, result: 'sent' });
-        else if (what === 'proxy') c.dhcp.inc({ type: typeof d.reply === 'string' ? d.reply.toLowerCase() : 'offer', result: 'proxy' });
-        else if (what === 'ignored') c.dhcp.inc({ type: 'any', result: 'ignored' });
+        if (DHCP_RECEIVED.has(what)) countDhcp(what, 'received');
+        else if (DHCP_SENT.has(what)) countDhcp(what, 'sent');
+        else if (what === 'proxy') countDhcp(typeof d.reply === 'string' ? d.reply.toLowerCase() : 'offer', 'proxy');
+        else if (what === 'ignored') countDhcp('any', 'ignored');
         break;
       case 'dhcp6':
         if (DHCP6_RECEIVED.has(what)) c.dhcp6.inc({ type: what, result: 'received' });

@@ -28,6 +28,7 @@
  * URLs are libpq's: `postgres://user:pass@host:port/db`, several hosts comma-separated, and a
  * unix socket as `?host=/run/postgresql` (postgres.js itself does not read `host=`).
  */
+import net from 'node:net';
 import postgres from 'postgres';
 import { InvalidInput } from '../../nodes/mac.js';
 import { isPostgresUrl, redactUrl } from './url.js';
@@ -55,8 +56,8 @@ export function pgOptions(url: string): { url: string; path?: string } {
   return { url: rest, path: `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}` };
 }
 
-/** postgres.js' own pool, as `postgres()` makes it. */
-function openPool(u: string, path: string | undefined, o: { max?: number; applicationName?: string }): Sql {
+/** postgres.js' own pool, as `postgres()` makes it, opening its sockets through `sockets`. */
+function openPool(u: string, path: string | undefined, o: { max?: number; applicationName?: string }, sockets: PoolSockets): Sql {
   return postgres(u, {
     path,
     max: o.max ?? 10,
@@ -71,7 +72,59 @@ function openPool(u: string, path: string | undefined, o: { max?: number; applic
     types: {
       bigint: { to: 20, from: [20], serialize: (x: number) => String(x), parse: (x: string) => Number(x) },
     },
+    // Not in postgres.js' types, documented in its README ("socket: custom socket"); it also
+    // reaches the pool's LISTEN connection (postgres.js spreads these options into it).
+    ...({ socket: (opts: SocketOptions) => sockets.open(opts) } as object),
   }) as unknown as Sql;
+}
+
+/** What postgres.js hands a custom socket factory (its parsed options). */
+interface SocketOptions {
+  path?: string | false;
+  host: string[];
+  port: number[];
+}
+
+/** A connection of a retired pool tried to open a socket (postgres.js reconnecting after its pool ended). */
+export class PoolRetired extends Error {
+  readonly code = 'CONNECTION_ENDED';
+}
+
+/**
+ * Every socket one postgres.js pool opened, so that retiring the pool closes them all. Ending a
+ * postgres.js 3.4.10 pool does not: a connection waiting out its reconnect backoff when the pool
+ * ends connects anyway afterwards and stays open for ever, idle (measured: the serve process of
+ * pg-feed never exited after SIGTERM once its pool had been replaced right after an outage). And
+ * a connection the outage left open but silent keeps a query waiting until TCP gives up, minutes.
+ * Once retired, no new socket is opened (the connection's query fails as a lost connection).
+ * Hosts: libpq's several hosts are tried in turn, the next one for each new socket (postgres.js
+ * rotates hosts only for sockets it opens itself, not for a custom factory's).
+ */
+class PoolSockets {
+  private readonly live = new Set<net.Socket>();
+  private retired = false;
+  private next = 0;
+
+  open(o: SocketOptions): net.Socket {
+    if (this.retired) throw new PoolRetired('this connection pool was replaced (the database was unreachable); the query goes to the new one next time');
+    let s: net.Socket;
+    if (o.path) s = net.connect(o.path);
+    else {
+      const i = this.next++ % o.host.length;
+      s = net.connect(o.port[i] ?? o.port[0] ?? 5432, o.host[i]);
+      Object.assign(s, { host: o.host[i], port: o.port[i] }); // postgres.js reads them (TLS servername, error messages)
+    }
+    this.live.add(s);
+    s.once('close', () => this.live.delete(s));
+    return s;
+  }
+
+  /** Close every socket of the pool now and open none again. */
+  retire(): void {
+    this.retired = true;
+    for (const s of this.live) s.destroy();
+    this.live.clear();
+  }
 }
 
 /**
@@ -85,7 +138,7 @@ function openPool(u: string, path: string | undefined, o: { max?: number; applic
  */
 export function connectPostgres(url: string, o: { max?: number; applicationName?: string } = {}): Sql {
   const { url: u, path } = pgOptions(url);
-  return new RenewablePool(() => openPool(u, path, o)).sql;
+  return new RenewablePool((sockets) => openPool(u, path, o, sockets)).sql;
 }
 
 /**
@@ -96,6 +149,20 @@ export function connectPostgres(url: string, o: { max?: number; applicationName?
  */
 export function renewPool(sql: Sql, reason: string): void {
   pools.get(sql)?.renewSoon(reason);
+}
+
+/**
+ * The database is back after an outage (the replica's round got through again): every connection
+ * from before it is retired, through a new pool. A connection the outage left open but silent
+ * (a query on it is never answered, never fails), or wedged by postgres.js' write after close
+ * without any throw the guard below sees, sits in the pool unnoticed until a burst of load needs
+ * every connection: in the 1000-node pgrestart storm that was ~110 s after PostgreSQL was back,
+ * a 10 s CONNECT_TIMEOUT and a second, spurious outage. The old pool's queries in flight get
+ * `graceSeconds` to finish, then fail as a lost connection and its sockets are closed. LISTENs
+ * move to the new pool (their `onlisten` runs: every listener catches up by id).
+ */
+export function renewAfterOutage(sql: Sql, graceSeconds = 5): void {
+  pools.get(sql)?.renew('the database is back after an outage: connections from before it are retired', graceSeconds);
 }
 
 /** Called with the reason each time `sql`'s pool is replaced (a log line), and how many times it was. */
@@ -150,12 +217,16 @@ class RenewablePool {
   renewals = 0;
   readonly onRenew: ((reason: string) => void)[] = [];
   private current: Sql;
+  private currentSockets: PoolSockets;
+  /** Pools replaced but not ended yet (their queries in flight finishing). */
+  private readonly retiring = new Set<Promise<void>>();
   private readonly listening = new Set<Listening>();
   private pending?: NodeJS.Timeout;
   private ended = false;
 
-  constructor(private readonly open: () => Sql) {
-    this.current = open();
+  constructor(private readonly open: (sockets: PoolSockets) => Sql) {
+    this.currentSockets = new PoolSockets();
+    this.current = open(this.currentSockets);
     const self = this;
     // The target only makes the proxy callable; everything is read from the current pool.
     this.sql = new Proxy(function sqlStandIn() {} as unknown as Sql, {
@@ -212,12 +283,22 @@ class RenewablePool {
     this.pending.unref();
   }
 
-  private renew(reason: string): void {
+  /** graceSeconds: how long the old pool's queries in flight may finish (0: cut at once, a wedged pool). */
+  renew(reason: string, graceSeconds = 0): void {
     if (this.ended) return;
+    if (this.pending) clearTimeout(this.pending);
+    this.pending = undefined;
     const old = this.current;
-    this.current = this.open();
+    const oldSockets = this.currentSockets;
+    this.currentSockets = new PoolSockets();
+    this.current = this.open(this.currentSockets);
     this.renewals++;
-    void old.end({ timeout: 0 }).catch(() => undefined);
+    const ending = old
+      .end({ timeout: graceSeconds })
+      .catch(() => undefined)
+      .then(() => oldSockets.retire());
+    this.retiring.add(ending);
+    void ending.then(() => this.retiring.delete(ending));
     for (const l of this.listening) {
       l.handle = undefined;
       void this.relisten(l, 0);
@@ -231,7 +312,12 @@ class RenewablePool {
     this.listening.clear();
     openPools.delete(this);
     deadSocketWrites.unwatch();
-    await this.current.end(opts);
+    try {
+      await this.current.end(opts);
+    } finally {
+      this.currentSockets.retire();
+      await Promise.all(this.retiring);
+    }
   }
 }
 
@@ -281,6 +367,7 @@ const deadSocketWrites = {
   watchers: 0,
   caught: 0,
   handler(e: Error): void {
+    if (e instanceof PoolRetired) return; // a retired pool's own query: nobody waits for it any more
     if (!isPostgresJsDeadSocketWrite(e)) throw e;
     deadSocketWrites.caught++;
     for (const p of openPools) p.renewSoon(`a postgres.js connection was wedged by a write after it closed (${e.message})`);

@@ -20,7 +20,7 @@
 import type { DB } from '../db.js';
 import type { Lease } from '../../nodes/types.js';
 import { leaseFromRow, type LeaseRow } from '../leases.js';
-import { POOL_WATCHDOG_MS, renewIfWedged, withPoolTimeout, type Sql } from './connect.js';
+import { POOL_WATCHDOG_MS, renewAfterOutage, renewIfWedged, withPoolTimeout, type Sql } from './connect.js';
 
 interface TableSpec {
   table: string;
@@ -264,6 +264,8 @@ export class PgReplica {
     if (!this.down) return;
     this.down = false;
     this.backoffMs = 0;
+    // No connection from before the outage may stall a later query (renewAfterOutage says why).
+    renewAfterOutage(this.sql);
     this.opts.onUp?.();
   }
 
