@@ -114,7 +114,12 @@ export class CliContext {
     const { writeScopeFor } = await import('../store/pg/cli-writes.js');
     const path = commandPath(command);
     let args = leaf.args ?? [];
-    if (path.join(' ') === 'exec') args = args.slice(0, args.length - (afterDashDash(command)?.length ?? 0));
+    if (path.join(' ') === 'exec') {
+      // Its NODES are the words before `--`; without a command exec refuses before it selects
+      // (so does this: no nodes, no NODES parsed).
+      const tail = afterDashDash(command);
+      args = tail?.length ? args.slice(0, args.length - tail.length) : [];
+    }
     this._writeScope = writeScopeFor(path, args, leaf.opts?.() ?? {}, this.config, (f) => this.readInput(f));
     await this.openPgCli();
   }

@@ -125,6 +125,9 @@ const CASES = (dir: string): Case[] => [
   { args: ['exec', '--json', 'n0002', 'n00[07-08]', '--', 'echo', 'hi'] },
   { args: ['exec', 'nosuch', '--', 'true'] },
   { args: ['exec', 'group:(ssh', '--', 'true'] },
+  // No command: refused before the NODES are read (a bad query included).
+  { args: ['exec', 'group:(ssh', 'uptime'] },
+  { args: ['exec', 'n0002', '--'] },
   // overlay render: the node's files (its /etc/hosts lists every node), one file, --json.
   { args: ['overlay', 'render', 'n0005'] },
   { args: ['overlay', 'render', 'imp2', '/etc/hosts'] },
@@ -177,7 +180,7 @@ test('node import -, exec, overlay render and the image commands on PostgreSQL p
     if (want.code !== 0) refused++;
   }
   // Not vacuous: the refusals happened, and the commands did what they say.
-  assert.equal(refused, 15, 'import refusals (5), the failed execs (4), overlay of an unknown node, rollback to an unknown revision and VNFS, a pinned revision not pruned, capture of an unknown node, a foreign CPU');
+  assert.equal(refused, 17, 'import refusals (5), the failed execs (6), overlay of an unknown node, rollback to an unknown revision and VNFS, a pinned revision not pruned, capture of an unknown node, a foreign CPU');
   const list = cli(['node', 'list'], pgConfig, url).stdout;
   assert.match(list, /n0004 +52:54:00:00:0b:01/, 'the import took the gap of the pattern');
   assert.match(cli(['exec', 'n0002', '--', 'true'], pgConfig, url).stderr, new RegExp(`admin@127\\.0\\.0\\.1:${closedPort}`), 'exec reached the node with its group attributes');

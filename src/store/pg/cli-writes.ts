@@ -170,7 +170,7 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
       return { nodes: nameOrMac(args[0] ?? '') };
     case 'exec':
       // `args`: the NODES before `--` (the caller strips the command); a query through its compiled SQL.
-      return { nodes: selected(args) };
+      return { nodes: args.length ? selected(args) : [] };
     case 'overlay render':
       return { nodes: nameOrMac(args[0] ?? ''), nodePlates: true };
     case 'stage1 build': {
