@@ -102,7 +102,7 @@ try {
       input: (r) => 'mac,group\n' + importMacs(r).map((m) => `${m},gpu\n`).join(''),
       cleanup: (r) => ['node', 'delete', ...importMacs(r)],
     },
-    { label: "exec 'group:gpu and attr:rack,r042' -- true (13 nodes, refused)", argv: () => ['exec', 'group:gpu and attr:rack,r042', '--config', cfg, '--', 'true'], ok: [1] },
+    { label: "exec 'group:gpu and attr:rack,r042' -- true (refused; 1 node in 750)", argv: () => ['exec', 'group:gpu and attr:rack,r042', '--config', cfg, '--', 'true'], ok: [1] },
     { label: 'exec NAME -- true (refused)', argv: () => ['exec', `n${String(mid).padStart(6, '0')}`, '--config', cfg, '--', 'true'], ok: [1] },
   ].filter((c) => ONLY.test(c.label));
   const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);
