@@ -10,7 +10,7 @@
  * `exec` (every group's SSH points at a closed port on loopback: each node refuses the connection
  * at once, so the figure is the command's own cost, not SSH's) are in the list too.
  *
- *   node --import tsx bench/cli-writes-pg.ts [--nodes 10000] [--runs 3] [--baseline CHECKOUT] [--baseline-runs 1] [--only REGEX] [--json]
+ *   node --import tsx bench/cli-writes-pg.ts [--nodes 10000] [--runs 3] [--baseline CHECKOUT] [--baseline-runs 1] [--only REGEX] [--import-nodes 100] [--json]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,6 +29,7 @@ const RUNS = Number(opt('--runs', '3'));
 const baseline = args.includes('--baseline') ? path.resolve(opt('--baseline', '')) : '';
 const BASE_RUNS = Number(opt('--baseline-runs', '1'));
 const ONLY = new RegExp(opt('--only', ''));
+const IMPORT = Number(opt('--import-nodes', '100'));
 const repo = path.resolve(import.meta.dirname, '..');
 const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
@@ -86,7 +87,7 @@ try {
 
   // Each run leaves the database as it found it (the added node is deleted again).
   const mid = Math.floor(N / 2);
-  const importMacs = (r: number) => Array.from({ length: 100 }, (_, i) => `02:01:${String(r % 100).padStart(2, '0')}:00:00:${i.toString(16).padStart(2, '0')}`);
+  const importMacs = (r: number) => Array.from({ length: IMPORT }, (_, i) => `02:01:${String(r % 100).padStart(2, '0')}:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`);
   const COMMANDS: { label: string; argv: (run: number) => string[]; ok?: number[]; input?: (run: number) => string; cleanup?: (run: number) => string[] }[] = [
     { label: 'node add MAC (name from the pattern)', argv: (r) => ['node', 'add', `02:00:00:00:${String(r % 100).padStart(2, '0')}:01`] },
     { label: 'node set attr.note=X NAME', argv: (r) => ['node', 'set', `attr.note=x${r}`, `n${String(mid).padStart(6, '0')}`] },
@@ -97,7 +98,7 @@ try {
     { label: 'explain MAC', argv: () => ['explain', macOf(mid)] },
     { label: 'script list NAME', argv: () => ['script', 'list', `n${String(mid).padStart(6, '0')}`] },
     {
-      label: 'node import - (100 new nodes, CSV on stdin, names from the pattern)',
+      label: `node import - (${IMPORT} new nodes, CSV on stdin, names from the pattern)`,
       argv: () => ['node', 'import', '-', '--format', 'csv'],
       input: (r) => 'mac,group\n' + importMacs(r).map((m) => `${m},gpu\n`).join(''),
       cleanup: (r) => ['node', 'delete', ...importMacs(r)],

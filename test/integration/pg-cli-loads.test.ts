@@ -120,6 +120,8 @@ const CASES = (dir: string): Case[] => [
   { args: ['node', 'import', '-'], input: 'mac\n52:54:00:00:0b:08\n' },
   { args: ['node', 'import', '-', '--format', 'csv'], input: 'mac,vnfs\n52:54:00:00:0b:09,nosuch\n' },
   { args: ['node', 'import', '-', '--format', 'ethers', '--json'], input: '52:54:00:00:0b:0a eth1\n52:54:00:00:0b:0b 10.7.1.2\n' },
+  // Many at once (PostgreSQL writes them as one INSERT per table), attributes and addresses included.
+  { args: ['node', 'import', '-', '--format', 'csv'], input: 'mac,ip,group,attr.rack,attr.slot\n' + Array.from({ length: 200 }, (_, i) => `52:54:00:00:0d:${i.toString(16).padStart(2, '0')},10.7.2.${i},gpu,r${i % 4},${i}\n`).join('') },
   // exec: by name, glob and query; every node refuses the connection (exit 1), line per node.
   { args: ['exec', '--parallel', '1', 'group:ssh and attr:rack,r1', '--', 'uptime'] },
   { args: ['exec', '--json', 'n0002', 'n00[07-08]', '--', 'echo', 'hi'] },
