@@ -13,9 +13,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
-import { pxeherd, type StateDir } from '../helpers/cli.js';
+import { CLI, pxeherd, type StateDir } from '../helpers/cli.js';
 import { pgCliFixture } from '../helpers/pg-fixture.js';
 import { postgresUnavailable } from '../lab/postgres.js';
 import { freePort } from '../lab/procs.js';
@@ -232,3 +232,44 @@ async function connectPostgresCount(u: string): Promise<{ nodes: number }> {
     await sql.end();
   }
 }
+
+function spawnCli(args: string[], input: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, ...args, '--config', pgConfig, '--database', url]);
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    p.stdin.end(input);
+  });
+}
+
+test('concurrent imports from standard input on PostgreSQL: names of the pattern once each, a MAC once, the loser changes nothing', { skip, timeout: 300_000 }, async () => {
+  const csv = (macs: string[]) => 'mac,group\n' + macs.map((m) => `${m},gpu\n`).join('');
+  const block = (b: number) => Array.from({ length: 40 }, (_, i) => `52:54:00:0e:0${b}:${i.toString(16).padStart(2, '0')}`);
+  const shared = '52:54:00:0e:09:09';
+  // Two imports share a MAC (one of them loses it, with nothing of it written); a third is disjoint.
+  const rs = await Promise.all([
+    spawnCli(['node', 'import', '-', '--format', 'csv', '--json'], csv([...block(1), shared])),
+    spawnCli(['node', 'import', '-', '--format', 'csv', '--json'], csv([...block(2), shared])),
+    spawnCli(['node', 'import', '-', '--format', 'csv', '--json'], csv(block(3))),
+  ]);
+  const all = rs.map((r) => `${r.code} ${r.stderr}`).join('\n');
+  assert.deepEqual(rs.slice(0, 2).map((r) => r.code).sort(), [0, 2], all);
+  assert.equal(rs[2]!.code, 0, all);
+  const loser = rs[0]!.code === 2 ? 0 : 1;
+  assert.match(rs[loser]!.stderr, /a node with MAC 52:54:00:0e:09:09 exists already/);
+  const sql = connectPostgres(url, { max: 1 });
+  try {
+    const rows = await sql`SELECT mac, name FROM nodes WHERE mac LIKE '52:54:00:0e:%'`;
+    const macs = new Set(rows.map((r) => r.mac as string));
+    assert.equal(rows.length, 81, 'two imports of 41 and 40 nodes');
+    for (const m of block(loser + 1)) assert.ok(!macs.has(m), `the losing import wrote nothing (${m})`);
+    assert.equal(new Set(rows.map((r) => r.name as string)).size, 81, 'distinct names');
+    const printed = [...rs.filter((r) => r.code === 0).flatMap((r) => JSON.parse(r.stdout).nodes as string[])].sort();
+    assert.deepEqual(printed, rows.map((r) => r.name as string).sort(), 'the names the winners printed are the names they have');
+  } finally {
+    await sql.end();
+  }
+});
