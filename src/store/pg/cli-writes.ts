@@ -4,7 +4,8 @@
  * `power ACTION`, `exec`), `explain`, `script list|render`, `overlay render`, `stage1 build` and
  * the image commands (`vnfs build|import|exec|shell|capture|rollback|prune`): the command's
  * in-memory replica holds only the rows the command reads or writes, not the whole database
- * (issue 19: at 100 000 nodes a whole load costs about a minute per command). `node import -`
+ * (issue 19: a whole load grows with the database, ~6 s CPU per command at 100 000 nodes,
+ * BENCHMARKS.md). `node import -`
  * too: the caller reads standard input once (CliContext.readInput).
  *
  * The command code stays the one SQLite runs, over an in-memory SQLite store, and what it writes
