@@ -6,7 +6,11 @@
  * baseline / this code. CPU is the CLI process's user + system (GNU time); PostgreSQL's own CPU is
  * not in it.
  *
- *   node --import tsx bench/cli-writes-pg.ts [--nodes 10000] [--runs 3] [--baseline CHECKOUT] [--baseline-runs 1] [--json]
+ * `node import -` (100 new nodes as CSV on standard input, deleted again after each run) and
+ * `exec` (every group's SSH points at a closed port on loopback: each node refuses the connection
+ * at once, so the figure is the command's own cost, not SSH's) are in the list too.
+ *
+ *   node --import tsx bench/cli-writes-pg.ts [--nodes 10000] [--runs 3] [--baseline CHECKOUT] [--baseline-runs 1] [--only REGEX] [--import-nodes 100] [--json]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -24,6 +28,8 @@ const N = Number(opt('--nodes', '10000'));
 const RUNS = Number(opt('--runs', '3'));
 const baseline = args.includes('--baseline') ? path.resolve(opt('--baseline', '')) : '';
 const BASE_RUNS = Number(opt('--baseline-runs', '1'));
+const ONLY = new RegExp(opt('--only', ''));
+const IMPORT = Number(opt('--import-nodes', '100'));
 const repo = path.resolve(import.meta.dirname, '..');
 const GNU_TIME = fs.existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
 
@@ -39,7 +45,11 @@ function build(dir: string): void {
   );
   const insAttr = db.prepare('INSERT INTO node_attrs (mac, key, value) VALUES (?, ?, ?)');
   db.transaction(() => {
-    for (const g of GROUPS) db.prepare('INSERT INTO groups (name, created_at) VALUES (?, ?)').run(g, now);
+    for (const g of GROUPS) {
+      db.prepare('INSERT INTO groups (name, created_at) VALUES (?, ?)').run(g, now);
+      // exec: SSH to a closed port on loopback (refused at once), never to the nodes' addresses.
+      db.prepare("INSERT INTO group_attrs (grp, key, value) VALUES (?, 'ssh_host', '127.0.0.1'), (?, 'ssh_port', '9')").run(g, g);
+    }
     for (let i = 0; i < N; i++) {
       const mac = macOf(i);
       insNode.run(mac, `n${String(i).padStart(6, '0')}`, GROUPS[i % GROUPS.length], `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, now - (i % 3600) * 1000, now, now);
@@ -51,10 +61,10 @@ function build(dir: string): void {
   store.close();
 }
 
-function cli(checkout: string, argv: string[], okCodes = [0]): { wall: number; cpu?: number } {
+function cli(checkout: string, argv: string[], okCodes = [0], input?: string): { wall: number; cpu?: number } {
   const t = process.hrtime.bigint();
   const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
-  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  const p = spawnSync(cmd[0]!, [...cmd.slice(1), path.join(checkout, 'dist/cli.js'), ...argv], { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'], input, encoding: 'utf8' });
   const wall = Number(process.hrtime.bigint() - t) / 1e6;
   if (!okCodes.includes(p.status ?? -1)) throw new Error(`${checkout}: pxeherd ${argv.join(' ')}: exit ${p.status}: ${p.stderr}`);
   const m = /cpu ([\d.]+) ([\d.]+)/.exec(p.stderr);
@@ -77,7 +87,8 @@ try {
 
   // Each run leaves the database as it found it (the added node is deleted again).
   const mid = Math.floor(N / 2);
-  const COMMANDS: { label: string; argv: (run: number) => string[]; ok?: number[] }[] = [
+  const importMacs = (r: number) => Array.from({ length: IMPORT }, (_, i) => `02:01:${String(r % 100).padStart(2, '0')}:00:${((i >> 8) & 255).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')}`);
+  const COMMANDS: { label: string; argv: (run: number) => string[]; ok?: number[]; input?: (run: number) => string; cleanup?: (run: number) => string[] }[] = [
     { label: 'node add MAC (name from the pattern)', argv: (r) => ['node', 'add', `02:00:00:00:${String(r % 100).padStart(2, '0')}:01`] },
     { label: 'node set attr.note=X NAME', argv: (r) => ['node', 'set', `attr.note=x${r}`, `n${String(mid).padStart(6, '0')}`] },
     { label: "node set boot local 'group:gpu and attr:rack,r042'", argv: () => ['node', 'set', 'boot', 'local', 'group:gpu and attr:rack,r042'] },
@@ -86,7 +97,15 @@ try {
     { label: 'group set gpu vlan N', argv: (r) => ['group', 'set', 'gpu', 'vlan', String(100 + r)] },
     { label: 'explain MAC', argv: () => ['explain', macOf(mid)] },
     { label: 'script list NAME', argv: () => ['script', 'list', `n${String(mid).padStart(6, '0')}`] },
-  ];
+    {
+      label: `node import - (${IMPORT} new nodes, CSV on stdin, names from the pattern)`,
+      argv: () => ['node', 'import', '-', '--format', 'csv'],
+      input: (r) => 'mac,group\n' + importMacs(r).map((m) => `${m},gpu\n`).join(''),
+      cleanup: (r) => ['node', 'delete', ...importMacs(r)],
+    },
+    { label: "exec 'group:gpu and attr:rack,r042' -- true (refused; 1 node in 750)", argv: () => ['exec', 'group:gpu and attr:rack,r042', '--config', cfg, '--', 'true'], ok: [1] },
+    { label: 'exec NAME -- true (refused)', argv: () => ['exec', `n${String(mid).padStart(6, '0')}`, '--config', cfg, '--', 'true'], ok: [1] },
+  ].filter((c) => ONLY.test(c.label));
   const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);
   const rows: { command: string; wall: number; cpu: number; baseWall?: number; baseCpu?: number }[] = [];
   const times = new Map<string, { w: number[]; c: number[]; bw: number[]; bc: number[] }>(COMMANDS.map((c) => [c.label, { w: [], c: [], bw: [], bc: [] }]));
@@ -94,7 +113,11 @@ try {
   for (let r = 0; r < RUNS; r++) {
     for (const who of baseline && r < BASE_RUNS ? [baseline, repo] : [repo]) {
       for (const c of COMMANDS) {
-        const x = cli(who, [...c.argv(r * 2 + (who === repo ? 1 : 0)), '--config', cfg], c.ok);
+        const run = r * 2 + (who === repo ? 1 : 0);
+        // exec's options go before its `--` (they are in its argv).
+        const argv = c.argv(run);
+        const x = cli(who, argv.includes('--') ? argv : [...argv, '--config', cfg], c.ok, c.input?.(run));
+        if (c.cleanup) cli(repo, [...c.cleanup(run), '--config', cfg]);
         const t = times.get(c.label)!;
         (who === repo ? t.w : t.bw).push(x.wall);
         (who === repo ? t.c : t.bc).push(x.cpu ?? NaN);

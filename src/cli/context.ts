@@ -37,8 +37,8 @@ export interface CommonOpts {
  * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
  * their writes going to PostgreSQL; read-only node and group commands read only their rows
  * (src/store/pg/cli-reads.ts), writing commands, explain and script load only the rows they
- * touch (src/store/pg/cli-writes.ts; the others, e.g. power, exec, stage1, the image commands
- * and `node import -`, still load the whole database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
+ * touch (src/store/pg/cli-writes.ts), power, exec, overlay, stage1 and the image commands too
+ * (what is left loads the whole database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
  * this machine's disk (the state directory), their revision records go to the database, and the
  * other servers fetch the bytes from an origin (images.origins) when a node needs them.
  */
@@ -53,6 +53,7 @@ export class CliContext {
   private _pgRead?: import('../store/pg/cli-reads.js').PgReadStore;
   private _writeScope?: import('../store/pg/cli-writes.js').WriteScope;
   private _namingFirst?: number;
+  private _inputs?: Map<string, string>;
   /** Output held while a command that may be run again runs (see runCommand). */
   private _held?: { out: string[]; err: string[] };
   constructor(
@@ -108,9 +109,33 @@ export class CliContext {
       return;
     }
     // Writing commands, explain and script load only the rows they touch (src/store/pg/cli-writes.ts).
+    // exec, overlay, stage1 and the image commands too; `node import -` reads standard input here,
+    // once, and the command gets the same text (readInput).
     const { writeScopeFor } = await import('../store/pg/cli-writes.js');
-    this._writeScope = writeScopeFor(commandPath(command), leaf.args ?? [], leaf.opts?.() ?? {}, this.config, (f) => fs.readFileSync(f, 'utf8'));
+    const path = commandPath(command);
+    let args = leaf.args ?? [];
+    if (path.join(' ') === 'exec') {
+      // Its NODES are the words before `--`; without a command exec refuses before it selects
+      // (so does this: no nodes, no NODES parsed).
+      const tail = afterDashDash(command);
+      args = tail?.length ? args.slice(0, args.length - tail.length) : [];
+    }
+    this._writeScope = writeScopeFor(path, args, leaf.opts?.() ?? {}, this.config, (f) => this.readInput(f));
     await this.openPgCli();
+  }
+
+  /**
+   * A command's input file, `-` for standard input: read once, so the PostgreSQL path can look
+   * at it (which rows to load) and the command then gets the same text. Throws what readFileSync throws.
+   */
+  readInput(file: string): string {
+    this._inputs ??= new Map();
+    let text = this._inputs.get(file);
+    if (text === undefined) {
+      text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+      this._inputs.set(file, text);
+    }
+    return text;
   }
 
   /** The replica a writing command runs on: its scope's rows, or (not scoped) the whole database. */
@@ -238,6 +263,15 @@ export class CliContext {
 function isConnectionLike(e: unknown): boolean {
   const code = (e as { code?: string }).code;
   return typeof code === 'string' && /^(ECONN|ENOENT|EPIPE|ETIMEDOUT|CONNECT_TIMEOUT|CONNECTION_)/.test(code);
+}
+
+/** The words after `--` on the command line (commander drops the marker itself). */
+export function afterDashDash(cmd: unknown): string[] | undefined {
+  let root = cmd as { parent: unknown };
+  while (root.parent) root = root.parent as typeof root;
+  const raw = (root as unknown as { rawArgs?: string[] }).rawArgs ?? [];
+  const i = raw.indexOf('--');
+  return i < 0 ? undefined : raw.slice(i + 1);
 }
 
 /** The command words from the top: ['node', 'list']. */

@@ -11,80 +11,72 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
-import { makeStateDir, pxeherd, type StateDir } from '../helpers/cli.js';
-import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
-import { connectPostgres } from '../../src/store/pg/connect.js';
-import { migratePostgres } from '../../src/store/pg/schema.js';
-import { copySqliteToPostgres } from '../../src/store/copy.js';
-import { Store } from '../../src/store/store.js';
+import { pxeherd, type StateDir } from '../helpers/cli.js';
+import { postgresUnavailable } from '../lab/postgres.js';
+import { pgCliFixture } from '../helpers/pg-fixture.js';
 import { parseInventory } from '../../src/inventory/inventory.js';
 import { parseConfig } from '../../src/config/load.js';
 import { openPgReadStore, readScopeFor } from '../../src/store/pg/cli-reads.js';
 
 const skip = postgresUnavailable();
 const hasMksquashfs = spawnSync('sh', ['-c', 'command -v mksquashfs']).status === 0;
-let pg: PostgresLab;
 let lite: StateDir;
 let url: string;
+let stop: (() => Promise<void>) | undefined;
 const N = 60;
 
 before(async () => {
   if (skip) return;
-  pg = await startPostgres();
-  lite = makeStateDir('server_id: reads\n');
-  // Written in-process (a CLI process per node costs seconds on a busy machine).
-  const store = Store.open(lite.statedir, { serverId: 'reads' });
-  const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'compute', defaultVnfs: '' };
-  store.nodes.addMany(
-    Array.from({ length: N }, (_, i) => ({
-      mac: `52:54:00:00:01:${i.toString(16).padStart(2, '0')}`,
-      group: ['compute', 'gpu', 'Zeta', 'alpha'][i % 4],
-      attrs: { rack: `r${i % 7}`, cores: String([16, 64, 128][i % 3]), ...(i % 5 === 0 ? { checkin_interval: '60' } : {}), ...(i % 9 === 0 ? { note: 'a "quoted", value' } : {}) },
-    })),
-    policy,
-  );
-  store.nodes.add({ mac: '52:54:00:00:02:01', name: 'Web1', group: 'web', attrs: { rack: 'r1' } }, policy);
-  store.nodes.add({ mac: '52:54:00:00:02:02', name: 'web2', group: '', ip: '10.0.0.2' }, policy);
-  store.groups.set('compute', 'vlan', '12');
-  store.groups.set('empty', 'head_node', 'h1');
-  store.groups.set('gpu', 'checkin_interval', '120');
-  const disks = [{ name: 'vda', size_bytes: 64e9, model: 'QEMU HARDDISK', serial: 'PXEHERDA', rotational: 1, removable: 0 }];
-  const inv = parseInventory(JSON.stringify({ version: 1, cpu: { model: 'QEMU Virtual CPU', count: 2 }, memory_kb: 4000000, disks, nics: [{ name: 'eth0', mac: '52:54:00:00:01:01', driver: 'e1000' }], firmware: 'uefi' }));
-  assert.ok(inv.ok);
-  store.inventory.save('52:54:00:00:01:01', inv.inventory, 1_780_000_000_000);
-  store.close();
-  // An image revision (vnfs import packs with mksquashfs), some nodes pinned to it, some following it.
-  if (hasMksquashfs) {
-    const tree = path.join(lite.dir, 'tree');
-    fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
-    fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'node\n');
-    const imp = pxeherd(['vnfs', 'import', 'img', tree], { config: lite.config });
-    assert.equal(imp.code, 0, imp.stderr);
-    for (const [field, value, nodes] of [['vnfs', 'img@1', 'n000[0-4]'], ['vnfs', 'img', 'n001[0-2]']]) {
-      const r = pxeherd(['node', 'set', field!, value!, nodes!], { config: lite.config });
-      assert.equal(r.code, 0, r.stderr);
-    }
-  }
-  // Contacts two and a half hours back (the table's "2h ago" cannot change between the two
-  // runs) and a week back (stale for nodes checking in every minute); states set.
-  const db = new Database(path.join(lite.statedir, 'pxeherd.db'));
-  const now = Date.now();
-  db.prepare("UPDATE nodes SET last_contact = ?, state = 'ready' WHERE CAST(substr(mac, 16, 2) AS INTEGER) % 2 = 0").run(now - 2.5 * 3_600_000);
-  db.prepare("UPDATE nodes SET last_contact = ?, state = 'install' WHERE mac LIKE '52:54:00:00:01:1%'").run(now - 7 * 86_400_000);
-  db.prepare("INSERT INTO health (mac, time, uptime, load, memfree_kb) VALUES ('52:54:00:00:01:01', ?, 3600, 0.25, 123456)").run(now - 7 * 86_400_000);
-  db.close();
-  url = await pg.createDatabase('reads');
-  const sql = connectPostgres(url, { max: 1 });
-  try {
-    await migratePostgres(sql);
-    await copySqliteToPostgres(path.join(lite.statedir, 'pxeherd.db'), sql);
-  } finally {
-    await sql.end();
-  }
+  ({ lite, url, stop } = await pgCliFixture({
+    name: 'reads',
+    serverId: 'reads',
+    yaml: 'server_id: reads\n',
+    fill: (store) => {
+      const policy = { pattern: 'n####', firstNumber: 0, defaultGroup: 'compute', defaultVnfs: '' };
+      store.nodes.addMany(
+        Array.from({ length: N }, (_, i) => ({
+          mac: `52:54:00:00:01:${i.toString(16).padStart(2, '0')}`,
+          group: ['compute', 'gpu', 'Zeta', 'alpha'][i % 4],
+          attrs: { rack: `r${i % 7}`, cores: String([16, 64, 128][i % 3]), ...(i % 5 === 0 ? { checkin_interval: '60' } : {}), ...(i % 9 === 0 ? { note: 'a "quoted", value' } : {}) },
+        })),
+        policy,
+      );
+      store.nodes.add({ mac: '52:54:00:00:02:01', name: 'Web1', group: 'web', attrs: { rack: 'r1' } }, policy);
+      store.nodes.add({ mac: '52:54:00:00:02:02', name: 'web2', group: '', ip: '10.0.0.2' }, policy);
+      store.groups.set('compute', 'vlan', '12');
+      store.groups.set('empty', 'head_node', 'h1');
+      store.groups.set('gpu', 'checkin_interval', '120');
+      const disks = [{ name: 'vda', size_bytes: 64e9, model: 'QEMU HARDDISK', serial: 'PXEHERDA', rotational: 1, removable: 0 }];
+      const inv = parseInventory(JSON.stringify({ version: 1, cpu: { model: 'QEMU Virtual CPU', count: 2 }, memory_kb: 4000000, disks, nics: [{ name: 'eth0', mac: '52:54:00:00:01:01', driver: 'e1000' }], firmware: 'uefi' }));
+      assert.ok(inv.ok);
+      store.inventory.save('52:54:00:00:01:01', inv.inventory, 1_780_000_000_000);
+    },
+    then: (lite) => {
+      // An image revision (vnfs import packs with mksquashfs), some nodes pinned to it, some following it.
+      if (hasMksquashfs) {
+        const tree = path.join(lite.dir, 'tree');
+        fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+        fs.writeFileSync(path.join(tree, 'etc', 'hostname'), 'node\n');
+        const imp = pxeherd(['vnfs', 'import', 'img', tree], { config: lite.config });
+        assert.equal(imp.code, 0, imp.stderr);
+        for (const [field, value, nodes] of [['vnfs', 'img@1', 'n000[0-4]'], ['vnfs', 'img', 'n001[0-2]']]) {
+          const r = pxeherd(['node', 'set', field!, value!, nodes!], { config: lite.config });
+          assert.equal(r.code, 0, r.stderr);
+        }
+      }
+      // Contacts two and a half hours back (the table's "2h ago" cannot change between the two
+      // runs) and a week back (stale for nodes checking in every minute); states set.
+      const db = new Database(path.join(lite.statedir, 'pxeherd.db'));
+      const now = Date.now();
+      db.prepare("UPDATE nodes SET last_contact = ?, state = 'ready' WHERE CAST(substr(mac, 16, 2) AS INTEGER) % 2 = 0").run(now - 2.5 * 3_600_000);
+      db.prepare("UPDATE nodes SET last_contact = ?, state = 'install' WHERE mac LIKE '52:54:00:00:01:1%'").run(now - 7 * 86_400_000);
+      db.prepare("INSERT INTO health (mac, time, uptime, load, memfree_kb) VALUES ('52:54:00:00:01:01', ?, 3600, 0.25, 123456)").run(now - 7 * 86_400_000);
+      db.close();
+    },
+  }));
 });
 after(async () => {
-  lite?.cleanup();
-  await pg?.stop();
+  await stop?.();
 });
 
 const CASES: string[][] = [

@@ -11,56 +11,48 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import Database from 'better-sqlite3';
-import { CLI, makeStateDir, pxeherd, type StateDir } from '../helpers/cli.js';
-import { postgresUnavailable, startPostgres, type PostgresLab } from '../lab/postgres.js';
+import { CLI, pxeherd, type StateDir } from '../helpers/cli.js';
+import { postgresUnavailable } from '../lab/postgres.js';
+import { pgCliFixture } from '../helpers/pg-fixture.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
-import { migratePostgres } from '../../src/store/pg/schema.js';
-import { copySqliteToPostgres } from '../../src/store/copy.js';
-import { Store } from '../../src/store/store.js';
 import { parseConfig } from '../../src/config/load.js';
 import { openPgCliStore } from '../../src/store/pg/cli-store.js';
 import { writeScopeFor } from '../../src/store/pg/cli-writes.js';
 
 const skip = postgresUnavailable();
-let pg: PostgresLab;
 let lite: StateDir;
 let url: string;
+let stop: (() => Promise<void>) | undefined;
 const N = 40;
 
 before(async () => {
   if (skip) return;
-  pg = await startPostgres();
-  lite = makeStateDir('server_id: writer-a\nnodes: { name_pattern: "n####", first_number: 1, default_group: compute }\ndhcp: { range: [10.9.0.100, 10.9.0.120], netmask: 255.255.255.0 }\n');
-  const store = Store.open(lite.statedir, { serverId: 'writer-a' });
-  const policy = { pattern: 'n####', firstNumber: 1, defaultGroup: 'compute', defaultVnfs: '' };
-  store.nodes.addMany(
-    Array.from({ length: N }, (_, i) => ({
-      mac: `52:54:00:00:03:${i.toString(16).padStart(2, '0')}`,
-      group: ['compute', 'gpu', 'alpha'][i % 3],
-      ...(i === 7 ? { ip: '10.9.0.7' } : i === 8 ? { ip: '10.9.0.100' } : {}),
-      attrs: { rack: `r${i % 5}`, ...(i % 4 === 0 ? { cores: '64' } : {}) },
-    })),
-    policy,
-  );
-  // Gaps in the names: n0003 and n0005..n0006 are free (SQLite fills them first).
-  store.nodes.delete(['52:54:00:00:03:02', '52:54:00:00:03:04', '52:54:00:00:03:05']);
-  store.groups.set('gpu', 'vlan', '20');
-  store.groups.set('beta', 'vlan', '30');
-  store.close();
-  url = await pg.createDatabase('writes');
-  const sql = connectPostgres(url, { max: 1 });
-  try {
-    await migratePostgres(sql);
-    await copySqliteToPostgres(path.join(lite.statedir, 'pxeherd.db'), sql);
-  } finally {
-    await sql.end();
-  }
+  ({ lite, url, stop } = await pgCliFixture({
+    name: 'writes',
+    serverId: 'writer-a',
+    yaml: 'server_id: writer-a\nnodes: { name_pattern: "n####", first_number: 1, default_group: compute }\ndhcp: { range: [10.9.0.100, 10.9.0.120], netmask: 255.255.255.0 }\n',
+    fill: (store) => {
+      const policy = { pattern: 'n####', firstNumber: 1, defaultGroup: 'compute', defaultVnfs: '' };
+      store.nodes.addMany(
+        Array.from({ length: N }, (_, i) => ({
+          mac: `52:54:00:00:03:${i.toString(16).padStart(2, '0')}`,
+          group: ['compute', 'gpu', 'alpha'][i % 3],
+          ...(i === 7 ? { ip: '10.9.0.7' } : i === 8 ? { ip: '10.9.0.100' } : {}),
+          attrs: { rack: `r${i % 5}`, ...(i % 4 === 0 ? { cores: '64' } : {}) },
+        })),
+        policy,
+      );
+      // Gaps in the names: n0003 and n0005..n0006 are free (SQLite fills them first).
+      store.nodes.delete(['52:54:00:00:03:02', '52:54:00:00:03:04', '52:54:00:00:03:05']);
+      store.groups.set('gpu', 'vlan', '20');
+      store.groups.set('beta', 'vlan', '30');
+    },
+  }));
   fs.writeFileSync(path.join(lite.dir, 'more.csv'), 'mac,name,group\n52:54:00:00:04:04,n0015,beta\n52:54:00:00:04:01,,gpu\n52:54:00:00:04:02,extra1,\n52:54:00:00:04:03,,\n');
   fs.writeFileSync(path.join(lite.dir, 'dup.csv'), 'mac,name\n52:54:00:00:04:09,\n52:54:00:00:03:00,\n');
 });
 after(async () => {
-  lite?.cleanup();
-  await pg?.stop();
+  await stop?.();
 });
 
 /** The time a row was written differs between the two runs (and nothing else may). */

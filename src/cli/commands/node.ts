@@ -255,7 +255,7 @@ export function nodeCommand(run: Run, extras: CommandFactory[] = []): Command {
         if (!['csv', 'json', 'ethers'].includes(f)) throw new InvalidInput(`--format must be csv, json or ethers, not "${f}"`, 'format');
         let text: string;
         try {
-          text = fs.readFileSync(file === '-' ? 0 : file, 'utf8');
+          text = ctx.readInput(file);
         } catch (e) {
           throw new InvalidInput(`cannot read ${file}: ${(e as Error).message}`, 'file');
         }

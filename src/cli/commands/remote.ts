@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import type { CliContext } from '../context.js';
-import { RuntimeFailure, table } from '../context.js';
+import { afterDashDash, RuntimeFailure, table } from '../context.js';
 import type { Run } from '../main.js';
 import { InvalidInput } from '../../nodes/mac.js';
 import { NotFound } from '../../nodes/select.js';
@@ -88,15 +88,6 @@ export interface ExecResult {
   stdout: string;
   stderr: string;
   error: string | null;
-}
-
-/** The words after `--` on the command line (commander drops the marker itself). */
-function afterDashDash(cmd: Command): string[] | undefined {
-  let root: Command = cmd;
-  while (root.parent) root = root.parent;
-  const raw = (root as unknown as { rawArgs: string[] }).rawArgs ?? [];
-  const i = raw.indexOf('--');
-  return i < 0 ? undefined : raw.slice(i + 1);
 }
 
 /** `pxeherd exec <NODES...> -- COMMAND` */

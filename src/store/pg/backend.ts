@@ -35,6 +35,7 @@ import { decideClaim, isBootOnceFlip, isHashFill, sqlIdent as ident, type LeaseR
 export type { RowChange };
 import { connectPostgres, type Sql, type TxSql } from './connect.js';
 import { SLICE_LOCK_CLASS } from './schema.js';
+import { REPLICATED } from './replica.js';
 
 
 export const EVENTS_CHANNEL = 'pxeherd_events';
@@ -443,58 +444,36 @@ export class PostgresBackend implements StoreBackend {
       }
       if (batched.size) changes = changes.filter((c) => !batched.has(c));
     }
-    for (const c of changes) {
-      const one = async (t: TxSql): Promise<boolean> => {
-        const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
-        if (!c.new) {
-          await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
-          return true;
+    // An admin's unit (strict) that adds many rows (`node import` of thousands of nodes): each run
+    // of new rows goes as one INSERT per table and column set, parents first, not one statement
+    // per row; the same unique keys refuse it (the unit fails, 409) as they refuse a row.
+    if (o.strict) {
+      let run: RowChange[] = [];
+      const flush = async () => {
+        for (const part of await this.insertBatches(tx, run)) {
+          if (part.length > 1) out.written += await this.insertBatch(tx, part);
+          else if (await this.applyOne(tx, part[0]!, o, out)) out.written++;
         }
-        if (c.old) {
-          let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
-          if (changed.length === 0) return true;
-          if (!o.strict && isBootOnceFlip(c)) {
-            const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
-            if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
-            else out.flipsLost++;
-            changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
-            if (changed.length === 0) return true;
-          }
-          if (!o.strict && isHashFill(c)) {
-            // A server's first-use record: only where still unrecorded (see isHashFill); a hash
-            // recorded meanwhile wins. (An admin's `vnfs add` is strict: it always writes its hashes.)
-            const r = await t.unsafe(
-              `UPDATE vnfs SET ${changed.map((k, i) => `${ident(k)} = $${i + 2}`).join(', ')} WHERE name = $1 AND kernel = $${changed.length + 2} AND initrd = $${changed.length + 3} AND ${changed.map((k) => `${ident(k)} IS NULL`).join(' AND ')}`,
-              [c.old.name, ...changed.map((k) => c.new![k]), c.old.kernel, c.old.initrd] as never[],
-            );
-            if (r.count === 0) out.dropped++;
-            return r.count === 1;
-          }
-          const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
-          const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
-          if (r.count === 1 || !o.strict) {
-            if (r.count === 0) out.dropped++;
-            return r.count === 1;
-          }
-        }
-        const cols = Object.keys(c.new);
-        const rest = cols.filter((k) => !c.pk.includes(k));
-        // An admin's new node is new: a MAC another writer registered meanwhile is a conflict
-        // (unique violation: the unit fails, 409), never an overwrite of that node.
-        const newNode = o.strict && !c.old && c.table === 'nodes';
-        await t.unsafe(
-          `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
-            (newNode ? '' : `ON CONFLICT (${c.pk.map(ident).join(', ')}) ` + (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING')),
-          cols.map((k) => c.new![k]) as never[],
-        );
-        return true;
+        run = [];
       };
+      for (const c of changes) {
+        if (c.new && !c.old) {
+          run.push(c);
+          continue;
+        }
+        await flush();
+        if (await this.applyOne(tx, c, o, out)) out.written++;
+      }
+      await flush();
+      return out;
+    }
+    for (const c of changes) {
       if (mode !== 'savepoints') {
-        if (await one(tx)) out.written++;
+        if (await this.applyOne(tx, c, o, out)) out.written++;
         continue;
       }
       try {
-        if (await tx.savepoint((sp) => one(sp as unknown as TxSql))) out.written++;
+        if (await tx.savepoint((sp) => this.applyOne(sp as unknown as TxSql, c, o, out))) out.written++;
       } catch (e) {
         const code = (e as { code?: string }).code ?? '';
         // Refused rows (a foreign key: the node is gone; a unique key) are dropped; anything
@@ -504,6 +483,98 @@ export class PostgresBackend implements StoreBackend {
       }
     }
     return out;
+  }
+
+  /**
+   * A run of new rows (strict) in statements: parents' tables first (the order of REPLICATED; a
+   * run touching another table keeps its order, one row per statement), then per table and
+   * column set. A part of one row, or with a primary key twice, or a value JSON cannot carry
+   * as is, goes row by row.
+   */
+  private async insertBatches(tx: TxSql, run: RowChange[]): Promise<RowChange[][]> {
+    const rank = new Map(REPLICATED.map((t, i) => [t.table, i]));
+    if (run.length < 2 || run.some((c) => !rank.has(c.table))) return run.map((c) => [c]);
+    const sorted = [...run].sort((a, b) => rank.get(a.table)! - rank.get(b.table)!); // stable
+    const parts = new Map<string, RowChange[]>();
+    for (const c of sorted) {
+      const key = `${c.table}\0${Object.keys(c.new!).join(',')}`;
+      (parts.get(key) ?? parts.set(key, []).get(key)!).push(c);
+    }
+    const out: RowChange[][] = [];
+    for (const part of parts.values()) {
+      const first = part[0]!;
+      const types = await this.typesOf(tx, first.table);
+      const cols = Object.keys(first.new!);
+      const pks = new Set(part.map((c) => JSON.stringify(c.pk.map((k) => c.new![k]))));
+      const plain = part.every((c) => Object.values(c.new!).every((v) => v === null || typeof v === 'string' || (typeof v === 'number' && Number.isFinite(v))));
+      if (part.length > 1 && pks.size === part.length && plain && cols.every((k) => types.has(k))) out.push(part);
+      else for (const c of part) out.push([c]);
+    }
+    return out;
+  }
+
+  /** One INSERT of new rows of one table and column set (see insertBatches); the rows written. */
+  private async insertBatch(tx: TxSql, part: RowChange[]): Promise<number> {
+    const first = part[0]!;
+    const types = await this.typesOf(tx, first.table);
+    const cols = Object.keys(first.new!);
+    const rest = cols.filter((k) => !first.pk.includes(k));
+    // As applyOne: a new node is new (a MAC taken meanwhile is a conflict, never an overwrite).
+    const conflict =
+      first.table === 'nodes' ? '' : `ON CONFLICT (${first.pk.map(ident).join(', ')}) ` + (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING');
+    await tx.unsafe(
+      `INSERT INTO ${ident(first.table)} (${cols.map(ident).join(', ')})
+       SELECT ${cols.map((k) => `v.${ident(k)}`).join(', ')} FROM json_to_recordset($1::text::json) AS v(${cols.map((k) => `${ident(k)} ${types.get(k)}`).join(', ')}) ${conflict}`,
+      [JSON.stringify(part.map((c) => c.new))],
+    );
+    return part.length;
+  }
+
+  /** One row change; false when it changed nothing. */
+  private async applyOne(t: TxSql, c: RowChange, o: { strict: boolean }, out: RowChangesResult): Promise<boolean> {
+    const where = c.pk.map((k, i) => `${ident(k)} = $${i + 1}`).join(' AND ');
+    if (!c.new) {
+      await t.unsafe(`DELETE FROM ${ident(c.table)} WHERE ${where}`, c.pk.map((k) => c.old![k]) as never[]);
+      return true;
+    }
+    if (c.old) {
+      let changed = Object.keys(c.new).filter((k) => c.new![k] !== c.old![k]);
+      if (changed.length === 0) return true;
+      if (!o.strict && isBootOnceFlip(c)) {
+        const [hit] = await t.unsafe<{ name: string }[]>(`UPDATE nodes SET boot = 'local', updated_at = $2 WHERE mac = $1 AND boot = 'once' RETURNING name`, [c.new.mac as string, Number(c.new.updated_at ?? Date.now())] as never[]);
+        if (hit) out.flipsWon.push({ mac: String(c.new.mac), name: hit.name });
+        else out.flipsLost++;
+        changed = changed.filter((k) => k !== 'boot' && k !== 'updated_at');
+        if (changed.length === 0) return true;
+      }
+      if (!o.strict && isHashFill(c)) {
+        // A server's first-use record: only where still unrecorded (see isHashFill); a hash
+        // recorded meanwhile wins. (An admin's `vnfs add` is strict: it always writes its hashes.)
+        const r = await t.unsafe(
+          `UPDATE vnfs SET ${changed.map((k, i) => `${ident(k)} = $${i + 2}`).join(', ')} WHERE name = $1 AND kernel = $${changed.length + 2} AND initrd = $${changed.length + 3} AND ${changed.map((k) => `${ident(k)} IS NULL`).join(' AND ')}`,
+          [c.old.name, ...changed.map((k) => c.new![k]), c.old.kernel, c.old.initrd] as never[],
+        );
+        if (r.count === 0) out.dropped++;
+        return r.count === 1;
+      }
+      const params = [...c.pk.map((k) => c.old![k]), ...changed.map((k) => c.new![k])];
+      const r = await t.unsafe(`UPDATE ${ident(c.table)} SET ${changed.map((k, i) => `${ident(k)} = $${c.pk.length + i + 1}`).join(', ')} WHERE ${where}`, params as never[]);
+      if (r.count === 1 || !o.strict) {
+        if (r.count === 0) out.dropped++;
+        return r.count === 1;
+      }
+    }
+    const cols = Object.keys(c.new);
+    const rest = cols.filter((k) => !c.pk.includes(k));
+    // An admin's new node is new: a MAC another writer registered meanwhile is a conflict
+    // (unique violation: the unit fails, 409), never an overwrite of that node.
+    const newNode = o.strict && !c.old && c.table === 'nodes';
+    await t.unsafe(
+      `INSERT INTO ${ident(c.table)} (${cols.map(ident).join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) ` +
+        (newNode ? '' : `ON CONFLICT (${c.pk.map(ident).join(', ')}) ` + (rest.length ? `DO UPDATE SET ${rest.map((k) => `${ident(k)} = excluded.${ident(k)}`).join(', ')}` : 'DO NOTHING')),
+      cols.map((k) => c.new![k]) as never[],
+    );
+    return true;
   }
 
   async close() {

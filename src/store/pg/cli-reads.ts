@@ -206,7 +206,7 @@ export function fillRows(db: DB, tables: [string, Row[]][]): Record<string, numb
   const counts: Record<string, number> = {};
   db.transaction(() => {
     for (const [table, rows] of tables) {
-      counts[table] = rows.length;
+      counts[table] = (counts[table] ?? 0) + rows.length;
       if (rows.length === 0) continue;
       const local = new Set(db.prepare<[], { name: string }>(`PRAGMA table_info("${table}")`).all().map((c) => c.name));
       const cols = Object.keys(rows[0]!).filter((c) => local.has(c));

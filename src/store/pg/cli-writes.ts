@@ -1,9 +1,12 @@
 /**
  * Writing CLI commands on PostgreSQL (`node add|set|delete|enable|disable|replace|import`,
  * `group set|delete`, `vnfs add|set|delete`, `node reinstall|rollback|locate|plan|release`,
- * `power ACTION`) and `explain`, `script list|render`: the command's in-memory replica holds only the rows the command
- * reads or writes, not the whole database (issue 19: at 100 000 nodes a whole load costs seconds
- * per command).
+ * `power ACTION`, `exec`), `explain`, `script list|render`, `overlay render`, `stage1 build` and
+ * the image commands (`vnfs build|import|exec|shell|capture|rollback|prune`): the command's
+ * in-memory replica holds only the rows the command reads or writes, not the whole database
+ * (issue 19: a whole load grows with the database, ~6 s CPU per command at 100 000 nodes,
+ * BENCHMARKS.md). `node import -`
+ * too: the caller reads standard input once (CliContext.readInput).
  *
  * The command code stays the one SQLite runs, over an in-memory SQLite store, and what it writes
  * goes to PostgreSQL through the write-through capture (src/store/pg/writer.ts: each command's rows
@@ -13,7 +16,10 @@
  * - the nodes the command names (NODES arguments as `node list` selects them, names, MACs), the
  *   nodes its checks read (the holder of a name or address it would take, a group's or a VNFS's
  *   nodes), each with all its own rows (attributes, inventory, health, installs, leases): a node's
- *   rows are what SQLite's cascades and the output read;
+ *   rows are what SQLite's cascades and the output read; `exec` and `power` over a query select
+ *   their nodes through the query's compiled SQL;
+ * - `overlay render`: every other node as a name plate (mac, name, ip, group) for the templates'
+ *   list of nodes, without their other rows;
  * - names from the pattern: PostgreSQL computes the first free numbers (SQLite's rule: the first
  *   free number at or after nodes.first_number, gaps first), the store's naming starts there
  *   (`firstNumber`) and only the nodes holding numbers between the free ones are loaded, so the
@@ -29,6 +35,7 @@ import { InvalidInput, normalizeMac, parseMac } from '../../nodes/mac.js';
 import { formatName, parseNamePattern } from '../../nodes/naming.js';
 import { parseSelector } from '../../nodes/select.js';
 import { formatFromName, parseNodes } from '../../nodes/io.js';
+import { discoveryVnfsFor, parseCpuArch } from '../../boot/loader.js';
 import { nodesScope } from './cli-reads.js';
 
 type Row = Record<string, unknown>;
@@ -52,6 +59,11 @@ export interface WriteScope {
   groupCounts?: string[];
   /** Run the command again on a fresh load when a unique key was taken meanwhile (409). */
   retryOnConflict?: boolean;
+  /**
+   * Every other node as a name plate only (mac, name, ip, group; no attributes or other rows):
+   * `overlay render` gives its templates the list of all nodes (/etc/hosts), nothing more of them.
+   */
+  nodePlates?: boolean;
 }
 
 /** Tables loaded whole: small, and any command's checks may read them. */
@@ -97,15 +109,18 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
       return { nodes, names: name === undefined ? 1 : 0, retryOnConflict: true };
     }
     case 'node import': {
+      // `-`: the caller's readFile reads standard input once and hands the command the same text.
       const file = args[0] ?? '';
-      if (file === '-') return undefined; // standard input can be read once: the command's own read
+      const format = formatOf(opts.format, file === '-' ? '' : file);
+      // The command refuses the format before it reads (standard input is not waited for).
+      if (!['csv', 'json', 'ethers'].includes(format)) return { nodes: [] };
       let text: string;
       try {
         text = readFile(file);
       } catch {
         return { nodes: [] }; // the command reports the unreadable file itself
       }
-      const recs = importRecords(text, formatOf(opts.format, file));
+      const recs = importRecords(text, format);
       if (!recs) return { nodes: [] }; // the command reports the bad file itself
       const macs = recs.map((r) => r.mac).filter((m): m is string => !!m);
       const names = recs.map((r) => r.name).filter((n): n is string => !!n);
@@ -154,6 +169,29 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
     case 'script list':
     case 'script render':
       return { nodes: nameOrMac(args[0] ?? '') };
+    case 'exec':
+      // `args`: the NODES before `--` (the caller strips the command); a query through its compiled SQL.
+      return { nodes: args.length ? selected(args) : [] };
+    case 'overlay render':
+      return { nodes: nameOrMac(args[0] ?? ''), nodePlates: true };
+    case 'stage1 build': {
+      // It registers (or keeps the command line of) one VNFS: as `vnfs add` does.
+      if (opts.register === false) return { nodes: [] };
+      const arch = parseCpuArch(typeof opts.arch === 'string' ? opts.arch : 'x86_64');
+      if (!arch) return { nodes: [] }; // the command refuses the --arch itself
+      return { nodes: [USES(typeof opts.name === 'string' ? opts.name : discoveryVnfsFor('stage1', arch))] };
+    }
+    // The image commands read and write one VNFS's records (small tables, loaded whole) and the
+    // nodes using it (which revision each pins: its field NAME@REV or attribute vnfs_rev).
+    case 'vnfs build':
+    case 'vnfs import':
+    case 'vnfs exec':
+    case 'vnfs shell':
+    case 'vnfs rollback':
+    case 'vnfs prune':
+      return { nodes: [USES(args[0] ?? '')] };
+    case 'vnfs capture':
+      return { nodes: [...nameOrMac(args[0] ?? ''), USES(args[1] ?? '')] };
     case 'explain': {
       const m = parseMac(args[0] ?? '');
       if (!m.ok) return { nodes: [] };
@@ -227,8 +265,11 @@ export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Confi
     for (const r of rows as unknown as Row[]) nodes.set(r.mac as string, r);
     firstNumber = naming?.first;
   }
-  tables.push(['nodes', [...nodes.values()]]);
   const macs = [...nodes.keys()];
+  if (scope.nodePlates) {
+    const plates = (await tx.unsafe(`SELECT mac, name, ip, grp, created_at, updated_at FROM nodes WHERE NOT (mac = ANY($1))`, [macs] as never[])) as unknown as Row[];
+    tables.push(['nodes', [...nodes.values()]], ['nodes', plates]);
+  } else tables.push(['nodes', [...nodes.values()]]);
   for (const t of NODE_ROWS) {
     if (t === 'leases' && scope.leases) continue;
     if (t === 'leases6' && scope.leases6) continue;
