@@ -157,7 +157,7 @@ export class RevisionArtifacts {
     const rec = this.deps.vnfsFileOf?.(ref.vnfs, ref.file);
     if (!rec) return 'other';
     const file = path.join(this.deps.vnfsRoot, ref.vnfs, ref.file);
-    return !!rec.hash && this.verified.get(file) === `${rec.hash.sha256} ${st.size} ${st.mtimeMs} ${st.ino}` && rec.role;
+    return !!rec.hash && this.verifiedAs(file, st, rec.hash.sha256) && rec.role;
   }
 
   private ensureVnfsFile(ref: VnfsFileRef, opts: EnsureOptions, again = false): Promise<EnsureResult> {
@@ -199,7 +199,7 @@ export class RevisionArtifacts {
   private ensureTarget(t: Target, opts: EnsureOptions): Promise<EnsureResult> {
     // The common case, without a promise chain: this process verified exactly this file.
     const st = fs.statSync(t.file, { throwIfNoEntry: false });
-    if (st && this.verified.get(t.file) === `${t.want.sha256} ${st.size} ${st.mtimeMs} ${st.ino}`) return Promise.resolve({ ok: true, file: t.file, how: 'verified' });
+    if (st && this.verifiedAs(t.file, st, t.want.sha256)) return Promise.resolve({ ok: true, file: t.file, how: 'verified' });
     return this.shared(`${t.file}\0${t.want.sha256}\0${opts.fetch === false ? 'local' : 'fetch'}`, () => this.settle(t, opts));
   }
 
@@ -305,14 +305,24 @@ export class RevisionArtifacts {
   }
 
   private remember(file: string, st: fs.Stats, want: Expected, how: 'verified' | 'checked' | 'fetched'): EnsureResult {
-    this.verified.set(file, `${want.sha256} ${st.size} ${st.mtimeMs} ${st.ino}`);
+    this.verified.set(file, verifiedKey(want.sha256, st));
     return { ok: true, file, how };
+  }
+
+  /** This process verified exactly this file (same sha256, and the same size, mtime and inode since). */
+  private verifiedAs(file: string, st: fs.Stats, sha256: string): boolean {
+    return this.verified.get(file) === verifiedKey(sha256, st);
   }
 
   private say(level: 'info' | 'warn', kind: string, detail: Record<string, unknown>, msg: string): void {
     this.deps.events.record({ kind, detail });
     this.deps.log?.(level, msg);
   }
+}
+
+/** Pure: what RevisionArtifacts remembers of a file it verified. */
+function verifiedKey(sha256: string, st: fs.Stats): string {
+  return `${sha256} ${st.size} ${st.mtimeMs} ${st.ino}`;
 }
 
 /** TFTP's vnfs/ mount: `rel` is NAME/rREV/FILE or NAME/FILE; undefined = serve, else why not (the TFTP error message). */
