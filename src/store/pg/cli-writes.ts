@@ -266,10 +266,11 @@ export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Confi
     firstNumber = naming?.first;
   }
   const macs = [...nodes.keys()];
+  tables.push(['nodes', [...nodes.values()]]);
   if (scope.nodePlates) {
     const plates = (await tx.unsafe(`SELECT mac, name, ip, grp, created_at, updated_at FROM nodes WHERE NOT (mac = ANY($1))`, [macs] as never[])) as unknown as Row[];
-    tables.push(['nodes', [...nodes.values()]], ['nodes', plates]);
-  } else tables.push(['nodes', [...nodes.values()]]);
+    tables.push(['nodes', plates]);
+  }
   for (const t of NODE_ROWS) {
     if (t === 'leases' && scope.leases) continue;
     if (t === 'leases6' && scope.leases6) continue;
