@@ -116,13 +116,15 @@ test('membership: two servers agree on every bucket; one that stops heartbeating
     assert.equal((await sql`SELECT 1 FROM dhcp_servers WHERE server_id = 'boot-a'`).length, 0);
 
     // No database: no live set (the server answers every client as `all`).
-    const nowhere = connectPostgres(`postgres://nobody@localhost/none?host=${encodeURIComponent(path.join(tmpDir('phpgbal-nodb-'), 'none'))}`, { max: 1 });
+    const noSocketDir = tmpDir('phpgbal-nodb-');
+    const nowhere = connectPostgres(`postgres://nobody@localhost/none?host=${encodeURIComponent(path.join(noSocketDir, 'none'))}`, { max: 1 });
     const c = new ServerMembership(nowhere, 'boot-c', o);
     await c.start();
     assert.ok(c.failures > 0);
     assert.equal(c.view(0), undefined);
     await c.stop({ removeRow: false });
     await nowhere.end({ timeout: 1 }).catch(() => undefined);
+    fs.rmSync(noSocketDir, { recursive: true, force: true });
   } finally {
     await a.stop({ removeRow: false });
     await b.stop({ removeRow: false });
