@@ -98,7 +98,7 @@ test('each script output leaves as soon as it is ready (streaming, not buffered)
   const firstAt = await new Promise<{ first: number; end: number; body: string }>((resolve, reject) => {
     let first = 0;
     let body = '';
-    http.get(`${BASE}/provision/init?mac=${MAC1}`, (res) => {
+    http.get(`${BASE}/provision/init?mac=${MAC1}`, { agent: false }, (res) => {
       res.setEncoding('utf8');
       res.on('data', (d: string) => {
         body += d;
@@ -198,19 +198,26 @@ test('hostile state words, MACs and parameters are refused with 4xx; nothing run
 test('a client that hangs up mid-stream stops the remaining scripts', async () => {
   backend.byMac(MAC1)!.attrs = { slow: '1' };
   rmSync(path.join(tmp, 'last-n0001'), { force: true });
-  await new Promise<void>((resolve) => {
-    const req = http.get(`${BASE}/provision/init?mac=${MAC1}`, (res) => {
-      let body = '';
+  await new Promise<void>((resolve, reject) => {
+    // A fresh connection (agent: false): a pooled keep-alive socket the server has just closed
+    // would fail this request before it starts. Every way the request can end settles the
+    // promise: a request that ends without the first script's output is a failure, not a hang.
+    let body = '';
+    let hungUp = false;
+    const req = http.get(`${BASE}/provision/init?mac=${MAC1}`, { agent: false }, (res) => {
       res.on('data', (d: Buffer) => {
         body += d.toString();
         // hang up while 20-slow runs: 30-fail must then never start
-        if (body.includes('echo hello')) {
+        if (!hungUp && body.includes('echo hello')) {
+          hungUp = true;
           req.destroy();
           resolve();
         }
       });
+      res.on('end', () => hungUp || reject(new Error(`the response ended before the first script's output: HTTP ${res.statusCode}, body ${JSON.stringify(body)}`)));
     });
-    req.on('error', () => {});
+    req.on('error', (e) => hungUp || reject(new Error(`the request failed before the first script's output: ${e.message}`)));
+    req.on('close', () => hungUp || reject(new Error(`the connection closed before the first script's output (body ${JSON.stringify(body)})`)));
   });
   // Wait for the request to end (the engine notices the hang-up), however loaded the machine is.
   let end: (typeof backend.log)[number] | undefined;

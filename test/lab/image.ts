@@ -64,6 +64,66 @@ function watchAndRemove(dir: string, pid: number): void {
   w.unref();
 }
 
+/**
+ * The first Debian archive in this machine's apt sources (what `vnfs build` installs from:
+ * src/images/debian.ts hostSources), else deb.debian.org.
+ */
+function aptArchiveUri(): string {
+  const found: string[] = [];
+  const read = (f: string) => {
+    try {
+      return fs.readFileSync(f, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  let listDir: string[] = [];
+  try {
+    listDir = fs.readdirSync('/etc/apt/sources.list.d').sort();
+  } catch {
+    /* no sources.list.d */
+  }
+  for (const f of listDir.filter((n) => n.endsWith('.sources')).map((n) => path.join('/etc/apt/sources.list.d', n))) {
+    for (const m of read(f).matchAll(/^URIs:\s*(\S+)/gm)) found.push(m[1]!);
+  }
+  for (const m of read('/etc/apt/sources.list').matchAll(/^deb\s+(?:\[[^\]]*\]\s+)?(\S+)/gm)) found.push(m[1]!);
+  return (found.find((u) => /^https?:/.test(u) && !/security/.test(u)) ?? 'http://deb.debian.org/debian').replace(/\/+$/, '');
+}
+
+/**
+ * Whether the Debian mirror `vnfs build` needs answers: its InRelease for the shared image's
+ * suite, fetched with apt's own downloader (apt's proxies and settings), within a minute.
+ * Asked once per test run and remembered for every suite of the run (they must agree: one
+ * suite building the image while another takes the offline path would hide a broken mirror),
+ * and said once on stderr with the reason.
+ */
+/** apt's first error line ("E: Failed to fetch URL  Temporary failure resolving 'host'"), without the "E: ". */
+function firstError(text: string): string | undefined {
+  return /^E: (.+)$/m.exec(text)?.[1]?.replace(/\s+/g, ' ');
+}
+
+export function mirrorReachable(): boolean {
+  const memoFile = path.join(os.tmpdir(), `pxeherd-mirror-${process.ppid}`);
+  try {
+    return fs.readFileSync(memoFile, 'utf8').startsWith('yes');
+  } catch {
+    /* not asked yet in this run */
+  }
+  const url = `${aptArchiveUri()}/dists/${SHARED_IMAGE_SUITE}/InRelease`;
+  const dest = `${memoFile}.InRelease`;
+  const r = spawnSync('timeout', ['60', '/usr/lib/apt/apt-helper', '-o', 'Acquire::Retries=0', 'download-file', url, dest], { encoding: 'utf8' });
+  fs.rmSync(dest, { force: true });
+  const ok = r.status === 0;
+  const why = ok ? '' : r.status === 124 ? 'no answer within 60 s' : firstError(`${r.stderr ?? ''}\n${r.stdout ?? ''}`) ?? r.error?.message ?? `exit ${r.status}`;
+  fs.writeFileSync(memoFile, ok ? 'yes\n' : `no: ${why}\n`);
+  watchAndRemove(memoFile, process.ppid);
+  process.stderr.write(`# Debian mirror ${url}: ${ok ? 'reachable (image suites build the shared image with vnfs build)' : `NOT reachable (${why}): suites that need it skip or take the offline image`}\n`);
+  return ok;
+}
+
+/** How long the shared image's build may take (it took 80-210 s on a 2-core machine). */
+const BUILD_LIMIT_MS = 20 * 60_000;
+
 let memo: Promise<SharedImage> | undefined;
 
 /** The shared image, building it when no suite of this run has yet. */
@@ -75,8 +135,12 @@ async function obtain(): Promise<SharedImage> {
   const root = cacheRoot();
   const done = path.join(root, 'done.json');
   const lock = `${root}.lock`;
+  // A build that failed in this run fails the later suites at once, with its reason, instead
+  // of each trying again for as long (a mirror that is down stays down for the run).
+  const failed = `${root}.failed`;
   for (;;) {
     if (fs.existsSync(done)) return { ...(JSON.parse(fs.readFileSync(done, 'utf8')) as SharedImage), buildSeconds: 0 };
+    if (fs.existsSync(failed)) throw new Error(`the shared image failed to build earlier in this run: ${fs.readFileSync(failed, 'utf8')}`);
     try {
       fs.mkdirSync(lock);
       break;
@@ -91,20 +155,41 @@ async function obtain(): Promise<SharedImage> {
   try {
     fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(root, { recursive: true });
-    if (!KEEP_DIR) watchAndRemove(root, process.ppid);
+    if (!KEEP_DIR) {
+      watchAndRemove(root, process.ppid);
+      watchAndRemove(failed, process.ppid);
+    }
     const statedir = path.join(root, 'var');
     const config = path.join(root, 'pxeherd.yaml');
     fs.writeFileSync(config, `statedir: ${statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { port: 0 }\n`);
     const t0 = Date.now();
-    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const r = await new Promise<{ code: number | null; out: string; err: string; timedOut: boolean }>((resolve) => {
       const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--packages', SHARED_IMAGE_PACKAGES, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       let err = '';
+      let timedOut = false;
+      // A mirror that answers at a crawl must not hold the run until CI's limit: the build
+      // gets what a slow machine needs several times over, then is stopped the way an admin's
+      // Ctrl-C would (vnfs build stops mmdebstrap and cleans up), then killed.
+      const limit = setTimeout(() => {
+        timedOut = true;
+        p.kill('SIGTERM');
+        setTimeout(() => p.kill('SIGKILL'), 60_000).unref();
+      }, BUILD_LIMIT_MS);
       p.stdout.on('data', (b: Buffer) => (out += b.toString()));
       p.stderr.on('data', (b: Buffer) => (err += b.toString()));
-      p.on('close', (code) => resolve({ code, out, err }));
+      p.on('close', (code) => {
+        clearTimeout(limit);
+        resolve({ code, out, err, timedOut });
+      });
     });
-    if (r.code !== 0) throw new Error(`pxeherd vnfs build ${SHARED_IMAGE_NAME} --debian ${SHARED_IMAGE_SUITE} failed (exit ${r.code}): ${r.err.trim()}`);
+    if (r.code !== 0) {
+      const why = r.timedOut
+        ? `pxeherd vnfs build ${SHARED_IMAGE_NAME} --debian ${SHARED_IMAGE_SUITE} did not finish in ${BUILD_LIMIT_MS / 60_000} min (a slow mirror?) and was stopped; its last words: ${r.err.trim().split('\n').slice(-5).join(' | ')}`
+        : `pxeherd vnfs build ${SHARED_IMAGE_NAME} --debian ${SHARED_IMAGE_SUITE} failed (exit ${r.code}): ${r.err.trim()}`;
+      if (!KEEP_DIR) fs.writeFileSync(failed, why);
+      throw new Error(why);
+    }
     const rev = (JSON.parse(r.out) as { rev: number }).rev;
     const img: SharedImage = { statedir, config, name: SHARED_IMAGE_NAME, rev, tree: path.join(statedir, 'images', SHARED_IMAGE_NAME, String(rev), 'tree'), buildSeconds: Math.round((Date.now() - t0) / 1000) };
     fs.writeFileSync(done, JSON.stringify(img));

@@ -11,14 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { which } from './lab.js';
 import { pxeherd } from '../helpers/cli.js';
 
-export function mirrorReachable(): boolean {
-  try {
-    execFileSync('getent', ['hosts', 'deb.debian.org'], { stdio: 'ignore', timeout: 10_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** Where the e2e decides between the shared image and this one. */
+export { mirrorReachable } from './image.js';
 
 /** Packages of the fallback image taken from apt's cache (/var/cache/apt/archives) over the host's. */
 const CACHED_DEBS = ['systemd', 'libsystemd-shared', 'libsystemd0', 'libudev1', 'udev', 'systemd-sysv', 'libpam-systemd', 'kmod'];
