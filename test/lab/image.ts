@@ -163,26 +163,15 @@ async function obtain(): Promise<SharedImage> {
     const config = path.join(root, 'pxeherd.yaml');
     fs.writeFileSync(config, `statedir: ${statedir}\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0 }\nadmin: { port: 0 }\n`);
     const t0 = Date.now();
-    const r = await new Promise<{ code: number | null; out: string; err: string; timedOut: boolean }>((resolve) => {
-      const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--packages', SHARED_IMAGE_PACKAGES, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      let timedOut = false;
-      // A mirror that answers at a crawl must not hold the run until CI's limit: the build
-      // gets what a slow machine needs several times over, then is stopped the way an admin's
-      // Ctrl-C would (vnfs build stops mmdebstrap and cleans up), then killed.
-      const limit = setTimeout(() => {
-        timedOut = true;
-        p.kill('SIGTERM');
-        setTimeout(() => p.kill('SIGKILL'), 60_000).unref();
-      }, BUILD_LIMIT_MS);
-      p.stdout.on('data', (b: Buffer) => (out += b.toString()));
-      p.stderr.on('data', (b: Buffer) => (err += b.toString()));
-      p.on('close', (code) => {
-        clearTimeout(limit);
-        resolve({ code, out, err, timedOut });
-      });
-    });
+    let r = await runSharedBuild(config);
+    // One more try when apt could not reach the mirror (a network hiccup; the build says so,
+    // src/images/debian.ts), not when the build itself failed or stalled.
+    if (r.code !== 0 && !r.timedOut && /could not reach the mirrors/.test(r.err)) {
+      process.stderr.write(`# shared image: vnfs build could not reach the mirror; trying once more in 30 s\n`);
+      await new Promise((res) => setTimeout(res, 30_000));
+      fs.rmSync(statedir, { recursive: true, force: true });
+      r = await runSharedBuild(config);
+    }
     if (r.code !== 0) {
       const why = r.timedOut
         ? `pxeherd vnfs build ${SHARED_IMAGE_NAME} --debian ${SHARED_IMAGE_SUITE} did not finish in ${BUILD_LIMIT_MS / 60_000} min (a slow mirror?) and was stopped; its last words: ${r.err.trim().split('\n').slice(-5).join(' | ')}`
@@ -197,6 +186,37 @@ async function obtain(): Promise<SharedImage> {
   } finally {
     fs.rmSync(lock, { recursive: true, force: true });
   }
+}
+
+interface BuildRun {
+  code: number | null;
+  out: string;
+  err: string;
+  timedOut: boolean;
+}
+
+/** `pxeherd vnfs build` of the shared image, stopped after BUILD_LIMIT_MS. */
+function runSharedBuild(config: string): Promise<BuildRun> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [CLI, 'vnfs', 'build', SHARED_IMAGE_NAME, '--debian', SHARED_IMAGE_SUITE, '--packages', SHARED_IMAGE_PACKAGES, '--comment', 'shared test image', '--json', '--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let timedOut = false;
+    // A mirror that answers at a crawl must not hold the run until CI's limit: the build
+    // gets what a slow machine needs several times over, then is stopped the way an admin's
+    // Ctrl-C would (vnfs build stops mmdebstrap and cleans up), then killed.
+    const limit = setTimeout(() => {
+      timedOut = true;
+      p.kill('SIGTERM');
+      setTimeout(() => p.kill('SIGKILL'), 60_000).unref();
+    }, BUILD_LIMIT_MS);
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    p.on('close', (code) => {
+      clearTimeout(limit);
+      resolve({ code, out, err, timedOut });
+    });
+  });
 }
 
 function alive(pid: number): boolean {
