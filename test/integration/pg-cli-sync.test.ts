@@ -18,7 +18,7 @@ import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { pxeherd, type StateDir } from '../helpers/cli.js';
-import { pgCliFixture } from '../helpers/pg-fixture.js';
+import { pgCliFixture, pgSideConfig } from '../helpers/pg-fixture.js';
 import { postgresUnavailable } from '../lab/postgres.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -91,10 +91,7 @@ before(async () => {
   for (const f of fs.readdirSync(lite.statedir, { recursive: true, encoding: 'utf8' })) {
     if (path.basename(f).startsWith('.verified-')) fs.rmSync(path.join(lite.statedir, f));
   }
-  const pgState = path.join(lite.dir, 'pgvar');
-  fs.cpSync(lite.statedir, pgState, { recursive: true });
-  pgConfig = path.join(lite.dir, 'pg.yaml');
-  fs.writeFileSync(pgConfig, fs.readFileSync(lite.config, 'utf8').replace(`statedir: ${lite.statedir}\n`, `statedir: ${pgState}\n`));
+  pgConfig = pgSideConfig(lite);
 });
 after(async () => {
   await stop?.();
