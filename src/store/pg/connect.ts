@@ -248,9 +248,9 @@ async function probeSession(url: string): Promise<{ readOnly: boolean; standby: 
  * Once retired, no new socket is opened (the connection's query fails as a lost connection).
  *
  * Several hosts (libpq's `postgres://h1,h2/db`; postgres.js sees only the first, see pgOptions):
- * each new connection takes the next host in turn, as postgres.js' own rotation did (a session
- * refused for target_session_attrs ends, and its reconnect gets the next host), hosts that
- * failed lately last; a host that refuses or does not answer in connect_timeout is skipped for
+ * each new connection takes the next host in turn, as postgres.js' own rotation did, hosts that
+ * failed lately last; a host that refuses or does not answer in connect_timeout, or whose
+ * session does not suit target_session_attrs (HostTable.suits: a probe session), is skipped for
  * the next one, within the same connection attempt. The last host's socket is handed over as it
  * connects: its error, if all fail, is the query's (postgres.js then backs off as for one host).
  */
