@@ -8,7 +8,9 @@
  *
  * `node import -` (100 new nodes as CSV on standard input, deleted again after each run) and
  * `exec` (every group's SSH points at a closed port on loopback: each node refuses the connection
- * at once, so the figure is the command's own cost, not SSH's) are in the list too.
+ * at once, so the figure is the command's own cost, not SSH's) are in the list too; `vnfs sync`
+ * (with and without a target) over an image of two revisions that every node uses, one node in
+ * ten pinned to its first revision (built with mksquashfs when the list has it).
  *
  *   node --import tsx bench/cli-writes-pg.ts [--nodes 10000] [--runs 3] [--baseline CHECKOUT] [--baseline-runs 1] [--only REGEX] [--import-nodes 100] [--json]
  */
@@ -61,6 +63,23 @@ function build(dir: string): void {
   store.close();
 }
 
+/** Image img with revisions 1 and 2 (current), nodes using it, one in ten pinned to r1 (SQLite, before the copy). */
+function image(dir: string): void {
+  const tree = `${dir}-tree`; // outside the state directory (import refuses one inside)
+  const cfg = path.join(dir, 'lite.yaml');
+  fs.writeFileSync(cfg, `statedir: ${dir}\nserver_id: bench\n`);
+  for (const r of [1, 2]) {
+    fs.mkdirSync(path.join(tree, 'etc'), { recursive: true });
+    fs.writeFileSync(path.join(tree, 'etc', 'hostname'), `r${r}\n`);
+    const p = spawnSync(process.execPath, [path.join(repo, 'dist/cli.js'), 'vnfs', 'import', 'img', tree, '--config', cfg], { encoding: 'utf8' });
+    if (p.status !== 0) throw new Error(`vnfs import: ${p.stderr}`);
+  }
+  const store = Store.open(dir, { serverId: 'bench' });
+  store.db.prepare("UPDATE nodes SET vnfs = CASE WHEN rowid % 10 = 0 THEN 'img@1' ELSE 'img' END").run();
+  store.close();
+  fs.rmSync(tree, { recursive: true, force: true });
+}
+
 function cli(checkout: string, argv: string[], okCodes = [0], input?: string): { wall: number; cpu?: number } {
   const t = process.hrtime.bigint();
   const cmd = GNU_TIME ? [GNU_TIME, '-f', 'cpu %U %S', process.execPath] : [process.execPath];
@@ -76,6 +95,7 @@ const pg = await startPostgres();
 try {
   const t0 = Date.now();
   build(dir);
+  if (ONLY.test('vnfs sync')) image(dir);
   const url = await pg.createDatabase('cliw');
   const sql = connectPostgres(url, { max: 1 });
   await migratePostgres(sql);
@@ -104,6 +124,8 @@ try {
       cleanup: (r) => ['node', 'delete', ...importMacs(r)],
     },
     { label: "exec 'group:gpu and attr:rack,r042' -- true (refused; 1 node in 750)", argv: () => ['exec', 'group:gpu and attr:rack,r042', '--config', cfg, '--', 'true'], ok: [1] },
+    { label: 'vnfs sync (current revisions and the pinned ones)', argv: () => ['vnfs', 'sync'] },
+    { label: 'vnfs sync img@1', argv: () => ['vnfs', 'sync', 'img@1'] },
     { label: 'exec NAME -- true (refused)', argv: () => ['exec', `n${String(mid).padStart(6, '0')}`, '--config', cfg, '--', 'true'], ok: [1] },
   ].filter((c) => ONLY.test(c.label));
   const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);

@@ -37,10 +37,11 @@ export interface CommonOpts {
  * Commands that run over PostgreSQL through an in-memory replica (src/store/pg/cli-store.ts),
  * their writes going to PostgreSQL; read-only node and group commands read only their rows
  * (src/store/pg/cli-reads.ts), writing commands, explain and script load only the rows they
- * touch (src/store/pg/cli-writes.ts), power, exec, overlay, stage1 and the image commands too
- * (what is left loads the whole database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on
- * this machine's disk (the state directory), their revision records go to the database, and the
- * other servers fetch the bytes from an origin (images.origins) when a node needs them.
+ * touch (src/store/pg/cli-writes.ts), power, exec, overlay, stage1 and the image commands too,
+ * `vnfs sync` its VNFS records and the revisions nodes pin (what is left loads the whole
+ * database). `db` and `serve` open PostgreSQL themselves. VNFS bytes stay on this machine's disk
+ * (the state directory), their revision records go to the database, and the other servers fetch
+ * the bytes from an origin (images.origins) when a node needs them.
  */
 const PG_COMMANDS = new Set(['node', 'group', 'vnfs', 'script', 'explain', 'stage1', 'power', 'exec', 'overlay']);
 
@@ -251,6 +252,19 @@ export class CliContext {
   /** `vnfs list`'s images: on PostgreSQL with the node counts read there (no node rows). */
   vnfsList(): ReturnType<Store['vnfs']['list']> {
     return this._pgRead ? this._pgRead.vnfs() : this.store.vnfs.list();
+  }
+
+  /**
+   * `vnfs sync`'s pins: the distinct NAME@REV values of the nodes' `vnfs` field, each in the order
+   * of the first node (by name) holding it. On PostgreSQL read by a query (no node rows loaded).
+   */
+  vnfsPins(): string[] {
+    const pins = this._pg?.scoped?.vnfsPins;
+    if (pins) return pins;
+    return this.store.db
+      .prepare<[], { vnfs: string }>("SELECT vnfs, min(name) AS first FROM nodes WHERE instr(vnfs, '@') > 0 GROUP BY vnfs ORDER BY first")
+      .all()
+      .map((r) => r.vnfs);
   }
 
   close(): void | Promise<void> {

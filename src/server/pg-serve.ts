@@ -46,7 +46,7 @@ import { ServerMembership } from '../store/pg/membership.js';
 import { WriteThrough } from '../store/pg/writer.js';
 import { PG_SCHEMA_VERSION, pgSchemaVersion } from '../store/pg/schema.js';
 import { redactUrl } from '../store/pg/url.js';
-import { onPoolRenewed } from '../store/pg/connect.js';
+import { onPoolHost, onPoolRenewed } from '../store/pg/connect.js';
 import type { BootEvent, Lease, Node } from '../nodes/types.js';
 import type { DhcpBackend } from '../dhcp/backend.js';
 import type { Reply } from '../dhcp/handler.js';
@@ -97,6 +97,12 @@ export async function openPgServe(config: Config, log: Logger): Promise<PgServe>
   const url = config.database;
   const serverId = config.server_id;
   const pg = PostgresBackend.connect(url, serverId, { max: 10 });
+  // Several hosts (postgres://h1,h2/db): which one the connections go through, and a host failing.
+  onPoolHost(pg.sql, (e) =>
+    e.kind === 'up'
+      ? log.info({ database: redactUrl(url), host: e.host }, `database: connected through host ${e.host}`)
+      : log.warn({ database: redactUrl(url), host: e.host }, `database: host ${e.host} failed (${e.reason}): the other hosts are tried first for 30 s`),
+  );
   const file = path.join(config.statedir, 'pg-replica.db');
   const hadReplica = fs.existsSync(file);
   let reachable = true;

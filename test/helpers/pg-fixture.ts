@@ -3,6 +3,7 @@
  * and on a real private PostgreSQL (a `db copy` of it, in-process), so one command line can run
  * on each backend and the outputs be compared byte for byte.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { makeStateDir, type StateDir } from './cli.js';
 import { startPostgres, type PostgresLab } from '../lab/postgres.js';
@@ -64,4 +65,17 @@ export async function pgCliFixture(o: {
     await stop();
     throw e;
   }
+}
+
+/**
+ * A configuration for the PostgreSQL side: lite's, with a state directory of its own (a copy of
+ * lite's, image files included), so a command writing files next to its database does so on each
+ * side. Returns its path.
+ */
+export function pgSideConfig(lite: StateDir): string {
+  const pgState = path.join(lite.dir, 'pgvar');
+  fs.cpSync(lite.statedir, pgState, { recursive: true });
+  const config = path.join(lite.dir, 'pg.yaml');
+  fs.writeFileSync(config, fs.readFileSync(lite.config, 'utf8').replace(`statedir: ${lite.statedir}\n`, `statedir: ${pgState}\n`));
+  return config;
 }

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import Database from 'better-sqlite3';
 import { CLI, pxeherd, type StateDir } from '../helpers/cli.js';
-import { pgCliFixture } from '../helpers/pg-fixture.js';
+import { pgCliFixture, pgSideConfig } from '../helpers/pg-fixture.js';
 import { postgresUnavailable } from '../lab/postgres.js';
 import { freePort } from '../lab/procs.js';
 import { connectPostgres } from '../../src/store/pg/connect.js';
@@ -74,10 +74,7 @@ before(async () => {
       }
     },
   }));
-  const pgState = path.join(lite.dir, 'pgvar');
-  fs.cpSync(lite.statedir, pgState, { recursive: true });
-  pgConfig = path.join(lite.dir, 'pg.yaml');
-  fs.writeFileSync(pgConfig, fs.readFileSync(lite.config, 'utf8').replace(`statedir: ${lite.statedir}\n`, `statedir: ${pgState}\n`));
+  pgConfig = pgSideConfig(lite);
 });
 after(async () => {
   await stop?.();

@@ -53,6 +53,8 @@ export interface PostgresLab {
   user: string;
   /** libpq-style URL of database `db` (default: the database made for this lab). */
   url(db?: string): string;
+  /** With `tcpPort`: where it listens on loopback (127.0.0.1:PORT), for URLs over TCP (multi-host). */
+  tcp?: { host: string; port: number };
   /** Run SQL through psql-free means: a fresh database for one test. */
   createDatabase(name: string): Promise<string>;
   /** The server's log so far (for failure messages). */
@@ -68,7 +70,7 @@ const USER = 'pxeherd';
  * `durable`: fsync and synchronous commit on, as a production server runs (benchmarks compare
  * servers on it); by default they are off, since a test cluster is thrown away.
  */
-export async function startPostgres(opts: { database?: string; durable?: boolean } = {}): Promise<PostgresLab> {
+export async function startPostgres(opts: { database?: string; durable?: boolean; tcpPort?: number } = {}): Promise<PostgresLab> {
   const reason = postgresUnavailable();
   if (reason) throw new Error(reason);
   const bin = postgresBinDir()!;
@@ -94,21 +96,23 @@ export async function startPostgres(opts: { database?: string; durable?: boolean
     if (owner) fs.fchownSync(fd, owner.uid, owner.gid);
     child = spawn(
       path.join(bin, 'postgres'),
-      ['-D', data, '-k', dir, '-c', "listen_addresses=", ...(opts.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']), '-c', 'max_connections=100', '-c', 'shared_buffers=32MB'],
+      // tcpPort: loopback only (and the socket is named after that port, .s.PGSQL.PORT).
+      ['-D', data, '-k', dir, '-c', `listen_addresses=${opts.tcpPort ? '127.0.0.1' : ''}`, ...(opts.tcpPort ? ['-p', String(opts.tcpPort)] : []), ...(opts.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']), '-c', 'max_connections=100', '-c', 'shared_buffers=32MB'],
       { ...asOwner, cwd: dir, stdio: ['ignore', fd, fd] },
     );
     fs.closeSync(fd);
     const proc = child;
     let exited = false;
     proc.on('exit', () => (exited = true));
-    const sock = path.join(dir, '.s.PGSQL.5432');
+    const pgPort = opts.tcpPort ?? 5432;
+    const sock = path.join(dir, `.s.PGSQL.${pgPort}`);
     const deadline = Date.now() + 30_000;
     // Ready when the socket exists and the postmaster accepts connections (pg_isready).
     for (;;) {
       if (exited) throw new Error(`postgres exited at start:\n${fs.readFileSync(logFile, 'utf8')}`);
       if (fs.existsSync(sock)) {
         try {
-          execFileSync(path.join(bin, 'pg_isready'), ['-q', '-h', dir, '-U', USER, '-d', 'postgres'], { stdio: 'ignore' });
+          execFileSync(path.join(bin, 'pg_isready'), ['-q', '-h', dir, '-p', String(pgPort), '-U', USER, '-d', 'postgres'], { stdio: 'ignore' });
           break;
         } catch {
           /* still starting */
@@ -117,17 +121,19 @@ export async function startPostgres(opts: { database?: string; durable?: boolean
       if (Date.now() > deadline) throw new Error(`postgres did not get ready in 30 s:\n${fs.readFileSync(logFile, 'utf8')}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    const url = (db = 'postgres') => `postgres://${USER}@localhost/${encodeURIComponent(db)}?host=${encodeURIComponent(dir)}`;
+    const hostPort = opts.tcpPort ? `localhost:${opts.tcpPort}` : 'localhost';
+    const url = (db = 'postgres') => `postgres://${USER}@${hostPort}/${encodeURIComponent(db)}?host=${encodeURIComponent(dir)}`;
     let stopped = false;
     const lab: PostgresLab = {
       dir,
       socketDir: dir,
       user: USER,
       process: proc,
+      tcp: opts.tcpPort ? { host: '127.0.0.1', port: opts.tcpPort } : undefined,
       url: (db) => url(db ?? opts.database ?? 'postgres'),
       async createDatabase(name) {
         if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`database name ${name}: use [a-z0-9_]`);
-        execFileSync(path.join(bin, 'createdb'), ['-h', dir, '-U', USER, name], { stdio: ['ignore', 'pipe', 'pipe'] });
+        execFileSync(path.join(bin, 'createdb'), ['-h', dir, '-p', String(pgPort), '-U', USER, name], { stdio: ['ignore', 'pipe', 'pipe'] });
         return url(name);
       },
       log: () => fs.readFileSync(logFile, 'utf8'),

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Store } from '../../src/store/store.js';
 import { SCHEMA_VERSION } from '../../src/store/db.js';
 import { parseConfig, loadConfig, ConfigError } from '../../src/config/load.js';
-import { pgOptions, redactUrl } from '../../src/store/pg/connect.js';
+import { pgOptions, redactUrl, suits } from '../../src/store/pg/connect.js';
 import { decideClaim } from '../../src/store/backend.js';
 import type { Lease } from '../../src/nodes/types.js';
 
@@ -25,7 +25,20 @@ test('config: database defaults to SQLite, server_id to the host name; bad value
 test('PostgreSQL URLs: libpq socket directory, multi-host kept for postgres.js, passwords redacted', () => {
   assert.deepEqual(pgOptions('postgres://pxeherd@localhost/db?host=%2Frun%2Fpostgresql'), { url: 'postgres://pxeherd@localhost/db', path: '/run/postgresql/.s.PGSQL.5432' });
   assert.deepEqual(pgOptions('postgres://u@localhost:5433/db?sslmode=disable&host=/tmp/pg'), { url: 'postgres://u@localhost:5433/db?sslmode=disable', path: '/tmp/pg/.s.PGSQL.5433' });
-  assert.deepEqual(pgOptions('postgres://u@h1:5432,h2:5432/db?target_session_attrs=primary'), { url: 'postgres://u@h1:5432,h2:5432/db?target_session_attrs=primary' });
+  // Several hosts: postgres.js sees the first only, without target_session_attrs; the socket factory the rest.
+  const m = pgOptions('postgres://u:pw@h1:5433,h2,[::1]:6000/db?target_session_attrs=primary&sslmode=disable');
+  assert.equal(m.url, 'postgres://u:pw@h1:5433/db?sslmode=disable');
+  assert.deepEqual(m.multi!.hosts, [{ host: 'h1', port: 5433 }, { host: 'h2', port: 5433 }, { host: '::1', port: 6000 }]);
+  assert.equal(m.multi!.attrs, 'primary');
+  assert.deepEqual([0, 1, 2].map((i) => m.multi!.urlOf(i)), ['postgres://u:pw@h1:5433/db?sslmode=disable', 'postgres://u:pw@h2:5433/db?sslmode=disable', 'postgres://u:pw@[::1]:6000/db?sslmode=disable']);
+  assert.equal(pgOptions('postgres://h1,h2/db').multi!.attrs, 'any');
+  assert.deepEqual(pgOptions('postgres://h1,h2/db').multi!.hosts, [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5432 }]);
+  assert.equal(pgOptions('postgres://u@h1/db?target_session_attrs=primary').multi, undefined, 'one host: postgres.js as before');
+  assert.throws(() => pgOptions('postgres://h1,h2/db?target_session_attrs=writable'), /target_session_attrs must be one of any, read-write/);
+  assert.deepEqual(
+    (['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'] as const).map((a) => [suits(a, { readOnly: true, standby: true }), suits(a, { readOnly: false, standby: false })]),
+    [[true, true], [false, true], [true, false], [false, true], [true, false], [true, true]],
+  );
   assert.throws(() => pgOptions('postgres://u@x/db?host=relative'), /host= must be a socket directory/);
   assert.throws(() => pgOptions('http://x/db'), /must start with postgres:\/\//);
   assert.equal(redactUrl('postgres://pxeherd:s3cret@db/pxeherd'), 'postgres://pxeherd:***@db/pxeherd');

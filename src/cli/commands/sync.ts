@@ -65,11 +65,15 @@ export function addSyncCommand(vnfs: Command, run: Run): void {
             if (!seen.has(`${name}@${rev}`) && store.vnfs.revision(name, rev)) addRev(name, rev);
             seen.add(`${name}@${rev}`);
           };
+          // The nodes' pins (NAME@REV), in the order of their first user by name: on PostgreSQL a
+          // query over the pin column, not every node row (issue 19).
+          const pins = ctx.vnfsPins();
           for (const v of store.vnfs.list()) {
             if (v.currentRev !== null && v.currentRev !== undefined) add(v.name, v.currentRev);
             else addPlain(v);
-            for (const u of store.vnfs.usersOf(v.name)) {
-              const m = /@([1-9][0-9]*)$/.exec(u.vnfs);
+            for (const p of pins) {
+              if (!p.startsWith(`${v.name}@`)) continue;
+              const m = /@([1-9][0-9]*)$/.exec(p);
               if (m) add(v.name, Number(m[1]));
             }
           }

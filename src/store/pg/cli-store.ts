@@ -33,7 +33,7 @@ export interface PgCliStore {
   /** The connection, for reading events. */
   backend: PostgresBackend;
   /** Scoped load (src/store/pg/cli-writes.ts): rows read per table, and where the pattern's free names start. */
-  scoped?: { counts: Record<string, number>; firstNumber?: number; groupCounts?: Map<string, number> };
+  scoped?: { counts: Record<string, number>; firstNumber?: number; groupCounts?: Map<string, number>; vnfsPins?: string[] };
   close(): Promise<void>;
 }
 
@@ -76,7 +76,7 @@ export async function openPgCliStore(config: Config, scope?: WriteScope): Promis
       const { readWriteScope } = await import('./cli-writes.js');
       const { fillRows } = await import('./cli-reads.js');
       const read = (await pg.sql.begin('isolation level repeatable read read only', (tx) => readWriteScope(tx, scope, config))) as Awaited<ReturnType<typeof readWriteScope>>;
-      scoped = { counts: writer.suspended(() => fillRows(store.db, read.tables)), firstNumber: read.firstNumber, groupCounts: read.groupCounts };
+      scoped = { counts: writer.suspended(() => fillRows(store.db, read.tables)), firstNumber: read.firstNumber, groupCounts: read.groupCounts, vnfsPins: read.vnfsPins };
     } else await replica.load();
   } catch (e) {
     await writer.close().catch(() => undefined);

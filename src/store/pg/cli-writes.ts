@@ -2,7 +2,7 @@
  * Writing CLI commands on PostgreSQL (`node add|set|delete|enable|disable|replace|import`,
  * `group set|delete`, `vnfs add|set|delete`, `node reinstall|rollback|locate|plan|release`,
  * `power ACTION`, `exec`), `explain`, `script list|render`, `overlay render`, `stage1 build` and
- * the image commands (`vnfs build|import|exec|shell|capture|rollback|prune`): the command's
+ * the image commands (`vnfs build|import|exec|shell|capture|rollback|prune|sync`): the command's
  * in-memory replica holds only the rows the command reads or writes, not the whole database
  * (issue 19: a whole load grows with the database, ~6 s CPU per command at 100 000 nodes,
  * BENCHMARKS.md). `node import -`
@@ -64,7 +64,20 @@ export interface WriteScope {
    * `overlay render` gives its templates the list of all nodes (/etc/hosts), nothing more of them.
    */
   nodePlates?: boolean;
+  /**
+   * `vnfs sync [NAME[@REV]]`: instead of the small tables whole, only the VNFS records it syncs
+   * (no groups): NAME's rows and revisions with a target; without one every VNFS, their current
+   * revisions and the revisions nodes pin, those pins read as distinct values (`pins`), no node rows.
+   */
+  vnfsSync?: { name?: string };
 }
+
+/**
+ * The distinct NAME@REV values of the nodes' `vnfs` field, each in the order of the first node
+ * (by name, SQLite's binary order) holding it: `vnfs sync` walks a VNFS's users in that order,
+ * and so adds the revisions they pin in the order SQLite's VnfsRepo.usersOf gives.
+ */
+export const PINS_SQL = `SELECT vnfs, min(name COLLATE "C") AS first FROM nodes WHERE strpos(vnfs, '@') > 0 GROUP BY vnfs`;
 
 /** Tables loaded whole: small, and any command's checks may read them. */
 const SMALL = ['groups', 'group_attrs', 'vnfs', 'vnfs_attrs', 'vnfs_revisions'];
@@ -183,6 +196,8 @@ export function writeScopeFor(path: string[], args: string[], opts: Record<strin
     }
     // The image commands read and write one VNFS's records (small tables, loaded whole) and the
     // nodes using it (which revision each pins: its field NAME@REV or attribute vnfs_rev).
+    case 'vnfs sync':
+      return { nodes: [], vnfsSync: args[0] === undefined ? {} : { name: args[0].split('@')[0]! } };
     case 'vnfs build':
     case 'vnfs import':
     case 'vnfs exec':
@@ -248,8 +263,17 @@ function importRecords(text: string, format: string): { mac?: string; name?: str
  * Read the scope's rows (the caller's one snapshot), parents first, for fillRows; and, when names
  * are needed, the first free number of the pattern (the store's naming starts there).
  */
-export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Config): Promise<{ tables: [string, Row[]][]; firstNumber?: number; groupCounts?: Map<string, number> }> {
+export async function readWriteScope(
+  tx: TxSql,
+  scope: WriteScope,
+  config: Config,
+): Promise<{ tables: [string, Row[]][]; firstNumber?: number; groupCounts?: Map<string, number>; vnfsPins?: string[] }> {
   const tables: [string, Row[]][] = [];
+  if (scope.vnfsSync) {
+    const { tables: t, pins } = await readVnfsSync(tx, scope.vnfsSync.name);
+    tables.push(...t);
+    return { tables, vnfsPins: pins };
+  }
   for (const t of SMALL) tables.push([t, (await tx.unsafe(`SELECT * FROM ${t}`)) as unknown as Row[]]);
   const nodes = new Map<string, Row>();
   for (const c of scope.nodes) {
@@ -284,6 +308,44 @@ export async function readWriteScope(tx: TxSql, scope: WriteScope, config: Confi
     for (const r of await tx`SELECT g, (SELECT count(*) FROM nodes WHERE grp = g)::int AS n FROM unnest(${tx.array(scope.groupCounts)}::text[]) AS g`) groupCounts.set(r.g as string, Number(r.n));
   }
   return { tables, firstNumber, groupCounts };
+}
+
+/**
+ * `vnfs sync`'s rows: with a target NAME its VNFS row, attributes and revisions (a missing one
+ * reads nothing: the command refuses it as on SQLite); without, every VNFS, the node pins (no node
+ * rows: a query over the pin column), and only the revisions it syncs: each VNFS's current one
+ * and the pinned ones (a pin NAME@REV names revision REV of every VNFS it starts with, as the
+ * command reads it).
+ */
+async function readVnfsSync(tx: TxSql, name: string | undefined): Promise<{ tables: [string, Row[]][]; pins?: string[] }> {
+  const rows = async (q: string, params: Params = []) => (await tx.unsafe(q, params as never[])) as unknown as Row[];
+  if (name !== undefined) {
+    return {
+      tables: [
+        ['vnfs', await rows('SELECT * FROM vnfs WHERE name = $1', [name])],
+        ['vnfs_attrs', await rows('SELECT * FROM vnfs_attrs WHERE vnfs = $1', [name])],
+        ['vnfs_revisions', await rows('SELECT * FROM vnfs_revisions WHERE vnfs = $1', [name])],
+      ],
+    };
+  }
+  const pinRows = (await rows(PINS_SQL)) as { vnfs: string; first: string }[];
+  // SQLite's ORDER BY name: binary (UTF-8 byte) order.
+  const pins = pinRows.sort((a, b) => Buffer.compare(Buffer.from(a.first), Buffer.from(b.first))).map((r) => r.vnfs);
+  return {
+    pins,
+    tables: [
+      ['vnfs', await rows('SELECT * FROM vnfs')],
+      ['vnfs_attrs', await rows('SELECT * FROM vnfs_attrs')],
+      [
+        'vnfs_revisions',
+        await rows(
+          `SELECT r.* FROM vnfs_revisions r WHERE r.rev = (SELECT current_rev FROM vnfs v WHERE v.name = r.vnfs)
+             OR EXISTS (SELECT 1 FROM unnest($1::text[]) p WHERE starts_with(p, r.vnfs || '@') AND right(p, length(r.rev::text) + 1) = '@' || r.rev::text)`,
+          [pins],
+        ),
+      ],
+    ],
+  };
 }
 
 /**

@@ -38,8 +38,36 @@ export type TxSql = postgres.TransactionSql<{ bigint: number }>;
 
 export { isPostgresUrl, redactUrl };
 
-/** postgres.js options from a libpq-style URL; throws InvalidInput naming what is wrong. */
-export function pgOptions(url: string): { url: string; path?: string } {
+/** One host of a multi-host URL. */
+export interface PgHost {
+  host: string;
+  port: number;
+}
+
+/** libpq's target_session_attrs, which sessions a multi-host URL accepts. */
+export type SessionAttrs = 'any' | 'read-write' | 'read-only' | 'primary' | 'standby' | 'prefer-standby';
+const SESSION_ATTRS: SessionAttrs[] = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'];
+
+/** A multi-host URL as PoolSockets uses it. */
+export interface MultiHost {
+  hosts: PgHost[];
+  /** Which sessions it accepts (`target_session_attrs`; postgres.js is not told, see pgOptions). */
+  attrs: SessionAttrs;
+  /** The URL naming host i only, without target_session_attrs (the probe of a host's session). */
+  urlOf(i: number): string;
+}
+
+/**
+ * postgres.js options from a libpq-style URL; throws InvalidInput naming what is wrong.
+ * Several hosts (`postgres://h1,h2:5433/db`): `multi` lists them and `url` names only the first,
+ * without target_session_attrs, since our socket factory, not postgres.js, chooses the host of
+ * each connection (PoolSockets). postgres.js 3.4.10 given several hosts swallows every error of
+ * a connection being set up while another host is listed and reconnects at once, for ever
+ * (measured with both hosts down: `node list` never ended, busy, where one host down gives
+ * "connection refused" at once); it checks target_session_attrs by ending the session, which
+ * fails the query when it sees one host (CONNECTION_DESTROYED).
+ */
+export function pgOptions(url: string): { url: string; path?: string; multi?: MultiHost } {
   if (!isPostgresUrl(url)) throw new InvalidInput(`database URL ${redactUrl(url)}: must start with postgres:// (e.g. postgres://pxeherd@db.example/pxeherd)`, 'database');
   let u: URL;
   try {
@@ -48,12 +76,34 @@ export function pgOptions(url: string): { url: string; path?: string } {
     throw new InvalidInput(`database URL ${redactUrl(url)}: ${(e as Error).message}`, 'database');
   }
   const socketDir = u.searchParams.get('host');
-  if (socketDir === null) return { url };
+  if (socketDir === null) {
+    const multi = multiHost(url);
+    if (!multi) return { url };
+    const attrs = (u.searchParams.get('target_session_attrs') ?? 'any') as SessionAttrs;
+    if (!SESSION_ATTRS.includes(attrs)) throw new InvalidInput(`database URL ${redactUrl(url)}: target_session_attrs must be one of ${SESSION_ATTRS.join(', ')}`, 'database');
+    return { url: multi.urlOf(0), multi: { ...multi, attrs } };
+  }
   if (!socketDir.startsWith('/')) throw new InvalidInput(`database URL ${redactUrl(url)}: host= must be a socket directory such as /run/postgresql`, 'database');
   const port = u.port || '5432';
   // Drop host= from the URL postgres.js sees (it would send it to the server as a setting).
   const rest = url.replace(/([?&])host=[^&]*(&|$)/, (_m, a: string, b: string) => (b ? a : '')).replace(/[?&]$/, '');
   return { url: rest, path: `${socketDir.replace(/\/$/, '')}/.s.PGSQL.${port}` };
+}
+
+/**
+ * Pure: the hosts of a multi-host URL and the URL of each alone, target_session_attrs dropped
+ * (nothing for one host). A host without a port takes the first host's, else 5432 (as
+ * postgres.js read these URLs).
+ */
+function multiHost(url: string): Omit<MultiHost, 'attrs'> | undefined {
+  const m = /^(postgres(?:ql)?:\/\/(?:[^@/?]*@)?)([^/?]*)(.*)$/i.exec(url);
+  if (!m || !m[2]!.includes(',')) return undefined;
+  const raw = m[2]!.split(',');
+  const parts = raw.map((h) => /^(\[[^\]]*\]|[^:]*)(?::(\d+))?$/.exec(decodeURIComponent(h))).map((x) => ({ host: x?.[1]?.replace(/^\[(.*)\]$/, '$1') ?? '', port: x?.[2] ? Number(x[2]) : undefined }));
+  const def = parts[0]!.port ?? 5432;
+  const hosts = parts.map((p) => ({ host: p.host || 'localhost', port: p.port ?? def }));
+  const rest = m[3]!.replace(/([?&])target_session_attrs=[^&]*(&|$)/, (_x, a: string, b: string) => (b ? a : '')).replace(/[?&]$/, '');
+  return { hosts, urlOf: (i) => `${m[1]}${/:\d+$/.test(raw[i]!) || i === 0 ? raw[i] : `${raw[i]}:${def}`}${rest}` };
 }
 
 /** postgres.js' own pool, as `postgres()` makes it, opening its sockets through `sockets`. */
@@ -62,7 +112,7 @@ function openPool(u: string, path: string | undefined, o: { max?: number; applic
     path,
     max: o.max ?? 10,
     onnotice: () => undefined, // "relation already exists, skipping" and friends
-    connect_timeout: 10,
+    connect_timeout: CONNECT_TIMEOUT_S,
     // postgres.js waits before reconnecting, growing with the failures of the whole pool (its
     // default reaches 20 s): after an outage the first queries would wait that long although the
     // database is back. The callers pace their own retries (the replica backs off, a DHCP claim
@@ -90,6 +140,105 @@ export class PoolRetired extends Error {
   readonly code = 'CONNECTION_ENDED';
 }
 
+const CONNECT_TIMEOUT_S = 10;
+/** A host that refused or timed out is tried after the others for this long. */
+const HOST_DOWN_MS = 30_000;
+
+/** Which host the connections go to (a log line): a host failed, or a host connected after none or a failure. */
+export type HostEvent = { kind: 'down'; host: string; reason: string } | { kind: 'up'; host: string };
+
+/** A session's state as target_session_attrs reads it (libpq: transaction_read_only, in recovery). */
+interface SessionState {
+  readOnly: boolean;
+  standby: boolean;
+  at: number;
+}
+/** How long a host's probed session state is trusted (a failover promotes a standby). */
+const STATE_MS = 10_000;
+
+/** Pure: does a session in this state suit target_session_attrs (prefer-standby: any; standbys are tried first). */
+export function suits(attrs: SessionAttrs, st: { readOnly: boolean; standby: boolean }): boolean {
+  if (attrs === 'read-write') return !st.readOnly;
+  if (attrs === 'read-only') return st.readOnly;
+  if (attrs === 'primary') return !st.standby;
+  if (attrs === 'standby') return st.standby;
+  return true;
+}
+
+/** The state of a multi-host URL's hosts, kept across the pools of one RenewablePool. */
+class HostTable {
+  readonly hosts: PgHost[];
+  readonly downSince = new Map<number, number>();
+  /** Connected at least once since it was last down (or ever): the 'up' line is said once. */
+  readonly up = new Set<number>();
+  readonly state = new Map<number, SessionState>();
+  /** The next host in turn: new connections spread over the hosts, as postgres.js' own rotation did. */
+  next = 0;
+  readonly listeners: ((e: HostEvent) => void)[] = [];
+  constructor(readonly multi: MultiHost) {
+    this.hosts = multi.hosts;
+  }
+
+  label(i: number): string {
+    const h = this.hosts[i]!;
+    return `${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`;
+  }
+
+  /** The hosts to try for one connection: in turn, those down lately last (prefer-standby: known standbys first). */
+  order(now: number): number[] {
+    const n = this.hosts.length;
+    const start = this.next++ % n;
+    const all = Array.from({ length: n }, (_, k) => (start + k) % n);
+    const fresh = (i: number) => (this.downSince.get(i) ?? -Infinity) + HOST_DOWN_MS < now;
+    const byHealth = [...all.filter(fresh), ...all.filter((i) => !fresh(i))];
+    if (this.multi.attrs !== 'prefer-standby') return byHealth;
+    const standby = (i: number) => this.state.get(i)?.standby === true;
+    return [...byHealth.filter(standby), ...byHealth.filter((i) => !standby(i))];
+  }
+
+  /** Whether host i's sessions suit target_session_attrs: probed with a session of its own, the answer kept STATE_MS. */
+  async suits(i: number): Promise<boolean> {
+    if (this.multi.attrs === 'any') return true;
+    let st = this.state.get(i);
+    if (!st || st.at + STATE_MS < Date.now()) {
+      st = { ...(await probeSession(this.multi.urlOf(i))), at: Date.now() };
+      this.state.set(i, st);
+    }
+    // prefer-standby takes any host; the order put the standbys first.
+    return suits(this.multi.attrs, st);
+  }
+
+  failed(i: number, reason: string): void {
+    const wasKnownDown = this.downSince.has(i) && !this.up.has(i);
+    this.downSince.set(i, Date.now());
+    this.up.delete(i);
+    this.state.delete(i);
+    if (!wasKnownDown) this.say({ kind: 'down', host: this.label(i), reason });
+  }
+
+  connected(i: number): void {
+    this.downSince.delete(i);
+    if (this.up.has(i)) return;
+    this.up.add(i);
+    this.say({ kind: 'up', host: this.label(i) });
+  }
+
+  private say(e: HostEvent): void {
+    for (const fn of this.listeners) fn(e);
+  }
+}
+
+/** One session of its own on `url` (one host): is it read-only, is the server a standby. */
+async function probeSession(url: string): Promise<{ readOnly: boolean; standby: boolean }> {
+  const sql = postgres(url, { max: 1, connect_timeout: CONNECT_TIMEOUT_S, fetch_types: false, onnotice: () => undefined, connection: { application_name: 'pxeherd probe' } });
+  try {
+    const [r] = await sql`SELECT current_setting('transaction_read_only') AS ro, pg_is_in_recovery() AS standby`;
+    return { readOnly: r!.ro === 'on', standby: r!.standby === true };
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+  }
+}
+
 /**
  * Every socket one postgres.js pool opened, so that retiring the pool closes them all. Ending a
  * postgres.js 3.4.10 pool does not: a connection waiting out its reconnect backoff when the pool
@@ -97,25 +246,98 @@ export class PoolRetired extends Error {
  * pg-feed never exited after SIGTERM once its pool had been replaced right after an outage). And
  * a connection the outage left open but silent keeps a query waiting until TCP gives up, minutes.
  * Once retired, no new socket is opened (the connection's query fails as a lost connection).
- * Hosts: libpq's several hosts are tried in turn, the next one for each new socket (postgres.js
- * rotates hosts only for sockets it opens itself, not for a custom factory's).
+ *
+ * Several hosts (libpq's `postgres://h1,h2/db`; postgres.js sees only the first, see pgOptions):
+ * each new connection takes the next host in turn, as postgres.js' own rotation did, hosts that
+ * failed lately last; a host that refuses or does not answer in connect_timeout, or whose
+ * session does not suit target_session_attrs (HostTable.suits: a probe session), is skipped for
+ * the next one, within the same connection attempt. The last host's socket is handed over as it
+ * connects: its error, if all fail, is the query's (postgres.js then backs off as for one host).
  */
 class PoolSockets {
   private readonly live = new Set<net.Socket>();
   private retired = false;
-  private next = 0;
 
-  open(o: SocketOptions): net.Socket {
+  constructor(private readonly table?: HostTable) {}
+
+  open(o: SocketOptions): net.Socket | Promise<net.Socket> {
     if (this.retired) throw new PoolRetired('this connection pool was replaced (the database was unreachable); the query goes to the new one next time');
-    let s: net.Socket;
-    if (o.path) s = net.connect(o.path);
-    else {
-      const i = this.next++ % o.host.length;
-      s = net.connect(o.port[i] ?? o.port[0] ?? 5432, o.host[i]);
-      Object.assign(s, { host: o.host[i], port: o.port[i] }); // postgres.js reads them (TLS servername, error messages)
-    }
+    if (o.path) return this.track(net.connect(o.path));
+    if (!this.table) return this.socketTo(o.host[0]!, o.port[0] ?? 5432);
+    return this.openMulti(this.table);
+  }
+
+  private socketTo(host: string, port: number): net.Socket {
+    const s = net.connect(port, host);
+    Object.assign(s, { host, port }); // postgres.js reads them (TLS servername, error messages)
+    return this.track(s);
+  }
+
+  private track(s: net.Socket): net.Socket {
     this.live.add(s);
     s.once('close', () => this.live.delete(s));
+    return s;
+  }
+
+  private async openMulti(t: HostTable): Promise<net.Socket> {
+    const order = t.order(Date.now());
+    const failures: string[] = [];
+    const retired = () => new PoolRetired('this connection pool was replaced (the database was unreachable); the query goes to the new one next time');
+    for (const [k, i] of order.entries()) {
+      if (this.retired) throw retired();
+      const last = k === order.length - 1;
+      let unsuitable = false;
+      if (t.multi.attrs !== 'any') {
+        // Not a session this URL wants (target_session_attrs): the next host. The last one's
+        // socket is handed over all the same, to fail the query (below).
+        try {
+          unsuitable = !(await t.suits(i));
+        } catch (e) {
+          if (!last) {
+            t.failed(i, (e as Error).message);
+            failures.push(`${t.label(i)}: ${(e as { code?: string }).code ?? (e as Error).message}`);
+            continue;
+          }
+        }
+        if (unsuitable && !last) {
+          failures.push(`${t.label(i)}: not ${t.multi.attrs}`);
+          continue;
+        }
+      }
+      if (this.retired) throw retired();
+      const { host, port } = t.hosts[i]!;
+      const s = this.socketTo(host, port);
+      if (last) return this.handOver(t, i, s, failures, unsuitable);
+      try {
+        await connected(s, CONNECT_TIMEOUT_S * 1000);
+        t.connected(i);
+        return s;
+      } catch (e) {
+        t.failed(i, (e as Error).message);
+        failures.push(`${t.label(i)}: ${(e as { code?: string }).code ?? (e as Error).message}`);
+      }
+    }
+    throw new Error('unreachable: a URL with several hosts has at least two');
+  }
+
+  /**
+   * The last host of a round, handed to postgres.js as it connects: its error, if it fails,
+   * fails the query (naming every host tried). `unsuitable` (target_session_attrs: no host has
+   * the session wanted): the socket is closed with that error as it connects (libpq: no
+   * suitable server), before postgres.js' session on it starts.
+   */
+  private handOver(t: HostTable, i: number, s: net.Socket, failures: string[], unsuitable: boolean): net.Socket {
+    let up = false;
+    s.prependOnceListener('error', (e: Error) => {
+      if (up && !unsuitable) return; // a connection lost later is the pool's business, not a host that failed
+      if (!up) t.failed(i, e.message);
+      if (failures.length) e.message = `${e.message} (and ${failures.join(', ')})`;
+    });
+    s.prependOnceListener('connect', () => {
+      up = true;
+      if (unsuitable) s.destroy(Object.assign(new Error(`no host of the database URL has a ${t.multi.attrs} session: ${t.label(i)}: not ${t.multi.attrs}`), { code: 'CONNECTION_REFUSED' }));
+      else t.connected(i);
+    });
     return s;
   }
 
@@ -125,6 +347,27 @@ class PoolSockets {
     for (const s of this.live) s.destroy();
     this.live.clear();
   }
+}
+
+/** `s` connected, or its error (CONNECT_TIMEOUT after `ms`, and `s` destroyed). */
+function connected(s: net.Socket, ms: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(Object.assign(new Error(`connect timeout ${(s as { host?: string }).host}:${(s as { port?: number }).port}`), { code: 'CONNECT_TIMEOUT' }));
+    }, ms);
+    const onError = (e: Error) => {
+      clearTimeout(timer);
+      s.destroy();
+      reject(e);
+    };
+    s.once('error', onError);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeListener('error', onError);
+      resolve();
+    });
+  });
 }
 
 /**
@@ -137,8 +380,16 @@ class PoolSockets {
  * (their `onlisten` runs, which is where every listener catches up by id).
  */
 export function connectPostgres(url: string, o: { max?: number; applicationName?: string } = {}): Sql {
-  const { url: u, path } = pgOptions(url);
-  return new RenewablePool((sockets) => openPool(u, path, o, sockets)).sql;
+  const { url: u, path, multi } = pgOptions(url);
+  return new RenewablePool((sockets) => openPool(u, path, o, sockets), multi && new HostTable(multi)).sql;
+}
+
+/**
+ * Called when a host of a multi-host URL fails or connects (first time, or again after failing):
+ * which host the connections go through, for the log. Nothing for one host.
+ */
+export function onPoolHost(sql: Sql, fn: (e: HostEvent) => void): void {
+  pools.get(sql)?.hosts?.listeners.push(fn);
 }
 
 /**
@@ -224,8 +475,11 @@ class RenewablePool {
   private pending?: NodeJS.Timeout;
   private ended = false;
 
-  constructor(private readonly open: (sockets: PoolSockets) => Sql) {
-    this.currentSockets = new PoolSockets();
+  constructor(
+    private readonly open: (sockets: PoolSockets) => Sql,
+    readonly hosts?: HostTable,
+  ) {
+    this.currentSockets = new PoolSockets(hosts);
     this.current = open(this.currentSockets);
     const self = this;
     // The target only makes the proxy callable; everything is read from the current pool.
@@ -290,7 +544,7 @@ class RenewablePool {
     this.pending = undefined;
     const old = this.current;
     const oldSockets = this.currentSockets;
-    this.currentSockets = new PoolSockets();
+    this.currentSockets = new PoolSockets(this.hosts);
     this.current = this.open(this.currentSockets);
     this.renewals++;
     const ending = old
