@@ -64,9 +64,10 @@ test('PostgreSQL restarted under a loaded pool: every connection and the LISTEN 
     messages.push(done);
     process.stderr.write(`# pg-reconnect: ${JSON.stringify(done)}\n`);
     assert.ok(done.done, `the pool recovered: ${JSON.stringify(done)}\n${stderr.slice(-2000)}`);
-    const d = done.done as { connections: number; listens: number };
+    const d = done.done as { connections: number; listens: number; workersDone: boolean };
     assert.equal(d.connections, 8, 'eight queries at once, eight distinct connections');
     assert.ok(d.listens >= 2, 'LISTEN was established again after the restart');
+    assert.equal(d.workersDone, true, 'every transaction in flight at the restart ended (none hangs once the pool answers again)');
     assert.equal(await exited, 0, stderr.slice(-2000));
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');

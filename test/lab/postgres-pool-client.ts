@@ -23,8 +23,12 @@ if (!url) {
 }
 const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Where the client is (said in the give-up line: which step never finished). */
+let phase = 'loading';
+/** The last error of a round (the give-up line says it). */
+let lastError = '';
 setTimeout(() => {
-  out({ error: 'gave up after 120 s', caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) });
+  out({ error: `gave up after 120 s while ${phase}`, lastError, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) });
   process.exit(1);
 }, 120_000).unref();
 
@@ -65,19 +69,27 @@ await new Promise<void>((resolve) => {
   });
 });
 const sinceRestart = committed;
+phase = 'stopping the workers';
 stop = true;
-await Promise.all(workers);
+// A worker's transaction can hang on a connection the restart wedged (no error, no answer):
+// repairing that is the rounds' job below (the watchdog), so they must not wait for every
+// worker first. Seen in CI: all 120 s spent here, caught 0, renewals 0.
+let workersDone = false;
+const allWorkers = Promise.all(workers).then(() => (workersDone = true));
+await Promise.race([allWorkers, sleep(2000)]);
 
 // Every connection of the pool answers: 8 queries at once each hold one connection (pg_sleep).
 let rounds = 0;
 let pids = 0;
 for (;;) {
   rounds++;
+  phase = `round ${rounds} of 8 queries at once`;
   try {
     const r = await withPoolTimeout(Promise.all(Array.from({ length: 8 }, () => sql`SELECT pg_backend_pid() AS pid, pg_sleep(0.2)`)));
     pids = new Set(r.map((x) => x[0]!.pid)).size;
     if (pids === 8) break;
   } catch (e) {
+    lastError = `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`.trim();
     // A connection still down or wedged: the next round. The rounds are this pool's watchdog,
     // with the rule `serve`'s replica applies to its own (renewIfWedged): a postgres.js
     // connection can be wedged without any throw the crash guard would see.
@@ -86,6 +98,7 @@ for (;;) {
   await sleep(250);
 }
 // LISTEN is back: a NOTIFY from another connection arrives.
+phase = 'waiting for a NOTIFY on the LISTEN';
 const other = connectPostgres(url, { max: 1, applicationName: 'pool-client notify' });
 const marker = `after-restart-${process.pid}`;
 while (!notified.includes(marker)) {
@@ -93,6 +106,8 @@ while (!notified.includes(marker)) {
   await sleep(250);
 }
 await other.end({ timeout: 1 });
-out({ done: { committedBeforeCheck: sinceRestart, failedDuringRestart: failed, rounds, connections: pids, listens, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) } });
+// Every worker ends once the pool answers again (a hung transaction fails when its pool is replaced).
+await Promise.race([allWorkers, sleep(10_000)]);
+out({ done: { committedBeforeCheck: sinceRestart, failedDuringRestart: failed, rounds, connections: pids, listens, workersDone, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) } });
 await sql.end({ timeout: 1 });
 process.exit(0);
