@@ -90,6 +90,11 @@ function aptArchiveUri(): string {
   return (found.find((u) => /^https?:/.test(u) && !/security/.test(u)) ?? 'http://deb.debian.org/debian').replace(/\/+$/, '');
 }
 
+/** apt's first error line ("E: Failed to fetch URL  Temporary failure resolving 'host'"), without the "E: ". */
+function firstError(text: string): string | undefined {
+  return /^E: (.+)$/m.exec(text)?.[1]?.replace(/\s+/g, ' ');
+}
+
 /**
  * Whether the Debian mirror `vnfs build` needs answers: its InRelease for the shared image's
  * suite, fetched with apt's own downloader (apt's proxies and settings), within a minute.
@@ -97,11 +102,6 @@ function aptArchiveUri(): string {
  * suite building the image while another takes the offline path would hide a broken mirror),
  * and said once on stderr with the reason.
  */
-/** apt's first error line ("E: Failed to fetch URL  Temporary failure resolving 'host'"), without the "E: ". */
-function firstError(text: string): string | undefined {
-  return /^E: (.+)$/m.exec(text)?.[1]?.replace(/\s+/g, ' ');
-}
-
 export function mirrorReachable(): boolean {
   const memoFile = path.join(os.tmpdir(), `pxeherd-mirror-${process.ppid}`);
   try {
