@@ -53,9 +53,16 @@ export function imageToolsMissing(): string | undefined {
 /** PXEHERD_SHARED_IMAGE_DIR keeps the image across runs (developing a suite); it is then never removed. */
 const KEEP_DIR = process.env.PXEHERD_SHARED_IMAGE_DIR;
 
+/**
+ * The process whose life is one test run: scripts/run-tests.mjs names itself (it starts one
+ * `node --test` per file, so a file's parent is not the run); under a bare `node --test` the
+ * runner is every suite's parent.
+ */
+const RUN_PID = Number(process.env.PXEHERD_TEST_RUN_PID) || process.ppid;
+
 function cacheRoot(): string {
-  // The test runner (node --test) is every suite's parent: one cache per `npm test` run.
-  return KEEP_DIR ? path.resolve(KEEP_DIR) : path.join(os.tmpdir(), `pxeherd-shared-image-${process.ppid}`);
+  // One cache per `npm test` run.
+  return KEEP_DIR ? path.resolve(KEEP_DIR) : path.join(os.tmpdir(), `pxeherd-shared-image-${RUN_PID}`);
 }
 
 function watchAndRemove(dir: string, pid: number): void {
@@ -103,7 +110,7 @@ function firstError(text: string): string | undefined {
  * and said once on stderr with the reason.
  */
 export function mirrorReachable(): boolean {
-  const memoFile = path.join(os.tmpdir(), `pxeherd-mirror-${process.ppid}`);
+  const memoFile = path.join(os.tmpdir(), `pxeherd-mirror-${RUN_PID}`);
   try {
     return fs.readFileSync(memoFile, 'utf8').startsWith('yes');
   } catch {
@@ -116,7 +123,7 @@ export function mirrorReachable(): boolean {
   const ok = r.status === 0;
   const why = ok ? '' : r.status === 124 ? 'no answer within 60 s' : firstError(`${r.stderr ?? ''}\n${r.stdout ?? ''}`) ?? r.error?.message ?? `exit ${r.status}`;
   fs.writeFileSync(memoFile, ok ? 'yes\n' : `no: ${why}\n`);
-  watchAndRemove(memoFile, process.ppid);
+  watchAndRemove(memoFile, RUN_PID);
   process.stderr.write(`# Debian mirror ${url}: ${ok ? 'reachable (image suites build the shared image with vnfs build)' : `NOT reachable (${why}): suites that need it skip or take the offline image`}\n`);
   return ok;
 }
@@ -156,8 +163,8 @@ async function obtain(): Promise<SharedImage> {
     fs.rmSync(root, { recursive: true, force: true });
     fs.mkdirSync(root, { recursive: true });
     if (!KEEP_DIR) {
-      watchAndRemove(root, process.ppid);
-      watchAndRemove(failed, process.ppid);
+      watchAndRemove(root, RUN_PID);
+      watchAndRemove(failed, RUN_PID);
     }
     const statedir = path.join(root, 'var');
     const config = path.join(root, 'pxeherd.yaml');
