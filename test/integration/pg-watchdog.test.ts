@@ -18,7 +18,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import path from 'node:path';
-import { connectPostgres, PoolTimeout, poolRenewals, renewIfWedged, withPoolTimeout } from '../../src/store/pg/connect.js';
+import { connectPostgres, onPoolRenewed, PoolTimeout, poolRenewals, renewIfWedged, withPoolTimeout } from '../../src/store/pg/connect.js';
 import { migratePostgres } from '../../src/store/pg/schema.js';
 import { PgReplica } from '../../src/store/pg/replica.js';
 import { openDatabase } from '../../src/store/db.js';
@@ -209,5 +209,46 @@ test('after an outage no pooled connection from before it stalls a later query, 
     await sql.end({ timeout: 1 }).catch(() => undefined);
     await direct.end({ timeout: 1 }).catch(() => undefined);
     store.close();
+  }
+});
+
+test('without any watchdog or replica, a pool whose connections the server closed retires the silent one left over once the database answers', { skip: why, timeout: 90_000 }, async () => {
+  const url = await pg.createDatabase('wedged_alone');
+  const direct = connectPostgres(url, { max: 1 });
+  const proxy = new WedgingProxy(path.join(pg.socketDir, '.s.PGSQL.5432'));
+  const port = await proxy.listen();
+  const sql = connectPostgres(`postgres://${pg.user}@127.0.0.1:${port}/wedged_alone`, { max: 3, applicationName: 'alone' });
+  const renewedFor: string[] = [];
+  onPoolRenewed(sql, (r) => renewedFor.push(r));
+  try {
+    await Promise.all([1, 2, 3].map(() => sql`SELECT pg_sleep(0.05)`));
+    const inflight = sql`SELECT pg_sleep(600)`.then(
+      () => 'answered',
+      (e: Error) => `failed (${e.message})`,
+    );
+    const pid = await waitFor('the long query to run', 10_000, async () => {
+      // This database's: the earlier test's pg_sleep(600) may still run on its server.
+      const [r] = await direct<{ pid: number }[]>`SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600)' AND datname = current_database()`;
+      return r?.pid;
+    });
+    // The other two connections are closed by the "server"; the long query's stays open, silent.
+    proxy.down(pid);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(proxy.wedgedOpen(), 1, 'one connection is left open and silent');
+    assert.equal(poolRenewals(sql), 0, 'nothing is renewed while the database is away');
+    proxy.up();
+    // Nobody but the pool itself: the query it left hanging fails as a lost connection once the
+    // database answers again, and the silent connection is closed.
+    const outcome = await Promise.race([inflight, new Promise((r) => setTimeout(() => r('still hanging'), 30_000))]);
+    assert.match(String(outcome), /^failed/, `the silent connection's query: ${outcome}`);
+    assert.equal(poolRenewals(sql), 1, renewedFor.join('; '));
+    assert.match(renewedFor[0]!, /closed a connection of the pool .* the database answers again/);
+    await waitFor('the silent connection to be closed by its retired pool', 10_000, () => proxy.wedgedOpen() === 0);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => withPoolTimeout(sql`SELECT 1 AS one`, 10_000).then(() => 'answered', (e: Error) => e.message)));
+    assert.deepEqual(answers, Array(6).fill('answered'));
+  } finally {
+    proxy.close();
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+    await direct.end({ timeout: 1 }).catch(() => undefined);
   }
 });

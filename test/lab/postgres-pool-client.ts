@@ -7,14 +7,16 @@
  *   node --import tsx test/lab/postgres-pool-client.ts URL
  *
  * Creates table pool_load, then transactions (insert + pg_notify) from 16 workers on a pool of 8,
- * LISTENing on pool_load. Prints JSON lines on stdout: {"loaded":n} once 200 committed; after a
- * line "restarted" on stdin, rounds of 8 concurrent queries until one round is answered by 8
- * distinct connections (each round also the pool's watchdog, as the replica's round is in
- * `serve`: renewIfWedged), then until a NOTIFY sent from another connection arrives, then
- * {"done":{...}} and exits 0. Gives up (exit 1, {"error":...}) after 120 s.
+ * LISTENing on pool_load, while a round of one query every 250 ms watches the pool as the
+ * replica's round does in `serve` (src/store/pg/replica.ts): a failed round applies the watchdog's
+ * rule (renewIfWedged), the first round through after failures retires every connection from
+ * before (renewAfterOutage). Prints JSON lines on stdout: {"loaded":n} once 200 committed; after
+ * a line "restarted" on stdin, checks of 8 concurrent queries until one is answered by 8 distinct
+ * connections, then until a NOTIFY sent from another connection arrives, then {"done":{...}} and
+ * exits 0. Gives up (exit 1, {"error":...}) after 120 s.
  */
 import readline from 'node:readline';
-import { connectPostgres, deadSocketWritesCaught, poolRenewals, renewIfWedged, withPoolTimeout } from '../../src/store/pg/connect.js';
+import { connectPostgres, deadSocketWritesCaught, onPoolRenewed, poolRenewals, renewAfterOutage, renewIfWedged, withPoolTimeout } from '../../src/store/pg/connect.js';
 
 const url = process.argv[2];
 if (!url) {
@@ -25,18 +27,44 @@ const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Where the client is (said in the give-up line: which step never finished). */
 let phase = 'loading';
-/** The last error of a round (the give-up line says it). */
+/** The last error of a check (the give-up line says it). */
 let lastError = '';
+/** Checks answered by fewer than 8 connections, and how many the last one was answered by. */
+let shortChecks = 0;
+let pids = 0;
 setTimeout(() => {
-  out({ error: `gave up after 120 s while ${phase}`, lastError, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) });
+  out({ error: `gave up after 120 s while ${phase}`, lastError, shortChecks, pids, outages, renewedFor, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) });
   process.exit(1);
 }, 120_000).unref();
 
 const sql = connectPostgres(url, { max: 8, applicationName: 'pool-client' });
+/** Why the pool was replaced, each time (the first words of connect.ts' reasons). */
+const renewedFor: string[] = [];
+onPoolRenewed(sql, (why) => renewedFor.push(why.split(/[(:]/)[0]!.trim()));
 await sql`CREATE TABLE IF NOT EXISTS pool_load (id bigserial PRIMARY KEY, at bigint NOT NULL)`;
 const notified: string[] = [];
 let listens = 0;
 await sql.listen('pool_load', (m) => notified.push(m), () => listens++);
+
+// The replica's round (`serve`): what notices the outage and retires the connections it left.
+let outages = 0;
+let downSince = 0;
+void (async () => {
+  for (;;) {
+    try {
+      await withPoolTimeout(sql`SELECT 1`);
+      if (downSince) {
+        outages++;
+        renewAfterOutage(sql, 5, downSince);
+        downSince = 0;
+      }
+    } catch (e) {
+      renewIfWedged(sql, e as Error, 'the pool client');
+      downSince ||= Date.now();
+    }
+    await sleep(250);
+  }
+})();
 
 let stop = false;
 let committed = 0;
@@ -80,20 +108,17 @@ await Promise.race([allWorkers, sleep(2000)]);
 
 // Every connection of the pool answers: 8 queries at once each hold one connection (pg_sleep).
 let rounds = 0;
-let pids = 0;
 for (;;) {
   rounds++;
-  phase = `round ${rounds} of 8 queries at once`;
+  phase = `check ${rounds} of 8 queries at once`;
   try {
     const r = await withPoolTimeout(Promise.all(Array.from({ length: 8 }, () => sql`SELECT pg_backend_pid() AS pid, pg_sleep(0.2)`)));
     pids = new Set(r.map((x) => x[0]!.pid)).size;
     if (pids === 8) break;
+    shortChecks++;
   } catch (e) {
+    // A connection still down or wedged: the next check (the watchdog round repairs the pool).
     lastError = `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`.trim();
-    // A connection still down or wedged: the next round. The rounds are this pool's watchdog,
-    // with the rule `serve`'s replica applies to its own (renewIfWedged): a postgres.js
-    // connection can be wedged without any throw the crash guard would see.
-    renewIfWedged(sql, e as Error, 'the pool client');
   }
   await sleep(250);
 }
@@ -108,6 +133,6 @@ while (!notified.includes(marker)) {
 await other.end({ timeout: 1 });
 // Every worker ends once the pool answers again (a hung transaction fails when its pool is replaced).
 await Promise.race([allWorkers, sleep(10_000)]);
-out({ done: { committedBeforeCheck: sinceRestart, failedDuringRestart: failed, rounds, connections: pids, listens, workersDone, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) } });
+out({ done: { committedBeforeCheck: sinceRestart, failedDuringRestart: failed, rounds, shortChecks, outages, connections: pids, listens, workersDone, renewedFor, caught: deadSocketWritesCaught(), renewals: poolRenewals(sql) } });
 await sql.end({ timeout: 1 });
 process.exit(0);

@@ -141,6 +141,10 @@ export class PoolRetired extends Error {
 }
 
 const CONNECT_TIMEOUT_S = 10;
+/** A connected socket closed after this long with nothing written was wedged (PoolSockets.track). */
+const WEDGED_SILENCE_MS = 1000;
+/** The least time between two renewals for lost connections (RenewablePool.recoverFromLoss). */
+const LOSS_RENEW_GAP_MS = 30_000;
 /** A host that refused or timed out is tried after the others for this long. */
 const HOST_DOWN_MS = 30_000;
 
@@ -253,12 +257,25 @@ async function probeSession(url: string): Promise<{ readOnly: boolean; standby: 
  * session does not suit target_session_attrs (HostTable.suits: a probe session), is skipped for
  * the next one, within the same connection attempt. The last host's socket is handed over as it
  * connects: its error, if all fail, is the query's (postgres.js then backs off as for one host).
+ *
+ * Two things the sockets see are said to the pool, whichever query they failed:
+ * - `wedged`: a socket that connected but was closed after a second or more with not one byte
+ *   written is a connection postgres.js wedged (see deadSocketWrites below: its startup message
+ *   is never flushed, so it times out connecting, again and again). A watchdog query may never
+ *   land on that connection while a share of every other caller's queries fails on it.
+ * - `lost`: the server closed a connection (PostgreSQL restarting, a backend terminated, a reset):
+ *   postgres.js can come out of that with a connection that takes no query any more and says
+ *   nothing, or a transaction that never ends holding one (seen: a pool of 8 answering with 5 or
+ *   7 for minutes after a restart, no error anywhere).
  */
-class PoolSockets {
+export class PoolSockets {
   private readonly live = new Set<net.Socket>();
   private retired = false;
 
-  constructor(private readonly table?: HostTable) {}
+  constructor(
+    private readonly table?: HostTable,
+    private readonly tell: { wedged(reason: string): void; lost(reason: string): void } = { wedged: () => undefined, lost: () => undefined },
+  ) {}
 
   open(o: SocketOptions): net.Socket | Promise<net.Socket> {
     if (this.retired) throw new PoolRetired('this connection pool was replaced (the database was unreachable); the query goes to the new one next time');
@@ -275,7 +292,22 @@ class PoolSockets {
 
   private track(s: net.Socket): net.Socket {
     this.live.add(s);
-    s.once('close', () => this.live.delete(s));
+    let connectedAt = 0;
+    let closedByServer = false;
+    s.once('connect', () => (connectedAt = Date.now()));
+    // The server's end of the stream before we ended ours: it closed the connection, not us.
+    s.once('end', () => (closedByServer = !s.writableEnded));
+    s.once('close', (hadError) => {
+      this.live.delete(s);
+      if (this.retired || !connectedAt) return;
+      // postgres.js writes its startup message in the same turn as the connect: a second of
+      // silence is no slow network, it is the wedge.
+      if (s.bytesWritten === 0 && Date.now() - connectedAt >= WEDGED_SILENCE_MS) {
+        this.tell.wedged(`a connection of the pool never sent its startup message in ${Math.round((Date.now() - connectedAt) / 1000)} s (wedged by postgres.js, porsager/postgres#1208)`);
+      } else if (closedByServer || hadError) {
+        this.tell.lost(hadError ? 'a connection of the pool failed' : 'the server closed a connection of the pool');
+      }
+    });
     return s;
   }
 
@@ -410,10 +442,15 @@ export function renewPool(sql: Sql, reason: string): void {
  * every connection: in the 1000-node pgrestart storm that was ~110 s after PostgreSQL was back,
  * a 10 s CONNECT_TIMEOUT and a second, spurious outage. The old pool's queries in flight get
  * `graceSeconds` to finish, then fail as a lost connection and its sockets are closed. LISTENs
- * move to the new pool (their `onlisten` runs: every listener catches up by id).
+ * move to the new pool (their `onlisten` runs: every listener catches up by id). Nothing when
+ * the pool already did so itself after `outageSince` (it saw its connections lost:
+ * RenewablePool.recoverFromLoss).
  */
-export function renewAfterOutage(sql: Sql, graceSeconds = 5): void {
-  pools.get(sql)?.renew('the database is back after an outage: connections from before it are retired', graceSeconds);
+export function renewAfterOutage(sql: Sql, graceSeconds = 5, outageSince?: number): void {
+  const pool = pools.get(sql);
+  // Already done: the pool renewed itself once the database answered (a lost connection).
+  if (!pool || (outageSince !== undefined && pool.recoveredAt >= outageSince)) return;
+  pool.renew('the database is back after an outage: connections from before it are retired', graceSeconds);
 }
 
 /** Called with the reason each time `sql`'s pool is replaced (a log line), and how many times it was. */
@@ -474,12 +511,17 @@ class RenewablePool {
   private readonly listening = new Set<Listening>();
   private pending?: NodeJS.Timeout;
   private ended = false;
+  /** A lost connection is being recovered from (recoverFromLoss), and when the last one ended in a renewal. */
+  private recovering = false;
+  private lastLossRenewal = 0;
+  /** When the pool last renewed itself once the database answered after a lost connection. */
+  recoveredAt = 0;
 
   constructor(
     private readonly open: (sockets: PoolSockets) => Sql,
     readonly hosts?: HostTable,
   ) {
-    this.currentSockets = new PoolSockets(hosts);
+    this.currentSockets = this.newSockets();
     this.current = open(this.currentSockets);
     const self = this;
     // The target only makes the proxy callable; everything is read from the current pool.
@@ -528,6 +570,49 @@ class RenewablePool {
     }
   }
 
+  /** Sockets for a new pool; what they see counts while they are the current pool's. */
+  private newSockets(): PoolSockets {
+    const sockets: PoolSockets = new PoolSockets(this.hosts, {
+      wedged: (why) => sockets === this.currentSockets && this.renewSoon(why),
+      lost: (why) => sockets === this.currentSockets && this.recoverFromLoss(why),
+    });
+    return sockets;
+  }
+
+  /**
+   * A connection of the current pool was lost: once the database answers a query again, every
+   * connection from before is retired through a new pool (renewAfterOutage, here for every pool
+   * and whichever caller saw the loss). Tried with backoff, 250 ms to 2 s, while the database
+   * is away; a try with no answer in POOL_WATCHDOG_MS applies the watchdog's rule. At most one
+   * such renewal per LOSS_RENEW_GAP_MS: a server that closes idle connections by policy
+   * (idle_session_timeout, a pooler) must not churn the pool.
+   */
+  private recoverFromLoss(why: string): void {
+    if (this.ended || this.recovering) return;
+    this.recovering = true;
+    const lostAt = Date.now();
+    void (async () => {
+      let wait = 250;
+      for (;;) {
+        if (this.ended) return;
+        try {
+          await withPoolTimeout(this.current`SELECT 1`);
+          break;
+        } catch (e) {
+          renewIfWedged(this.sql, e as Error, 'the pool, after a lost connection,');
+        }
+        await new Promise((r) => setTimeout(r, wait).unref());
+        wait = Math.min(wait * 2, 2000);
+      }
+      const gap = this.lastLossRenewal + LOSS_RENEW_GAP_MS - Date.now();
+      if (gap > 0) await new Promise((r) => setTimeout(r, gap).unref());
+      this.recovering = false;
+      if (this.ended) return;
+      this.lastLossRenewal = this.recoveredAt = Date.now();
+      this.renew(`${why} ${Math.round((Date.now() - lostAt) / 1000)} s ago and the database answers again: connections from before are retired`, 5);
+    })();
+  }
+
   renewSoon(reason: string): void {
     if (this.ended || this.pending) return;
     this.pending = setTimeout(() => {
@@ -544,7 +629,7 @@ class RenewablePool {
     this.pending = undefined;
     const old = this.current;
     const oldSockets = this.currentSockets;
-    this.currentSockets = new PoolSockets(this.hosts);
+    this.currentSockets = this.newSockets();
     this.current = this.open(this.currentSockets);
     this.renewals++;
     const ending = old

@@ -77,6 +77,8 @@ export class PgReplica {
   private again = false;
   private stopped = false;
   private down = false;
+  /** When the rounds started failing (the outage the next renewAfterOutage is about). */
+  private downSince = 0;
   private backoffMs = 0;
   private nextTryAt = 0;
   private unlisten?: () => Promise<void>;
@@ -265,7 +267,7 @@ export class PgReplica {
     this.down = false;
     this.backoffMs = 0;
     // No connection from before the outage may stall a later query (renewAfterOutage says why).
-    renewAfterOutage(this.sql);
+    renewAfterOutage(this.sql, 5, this.downSince);
     this.opts.onUp?.();
   }
 
@@ -276,6 +278,7 @@ export class PgReplica {
     this.nextTryAt = Date.now() + this.backoffMs;
     if (!this.down) {
       this.down = true;
+      this.downSince = Date.now();
       this.opts.onDown?.(e);
     }
   }
