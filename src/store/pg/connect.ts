@@ -141,7 +141,7 @@ export class PoolRetired extends Error {
 }
 
 const CONNECT_TIMEOUT_S = 10;
-/** A connected socket closed after this long with nothing written was wedged (PoolSockets.track). */
+/** A connected socket that wrote nothing for this long is wedged (PoolSockets.track). */
 const WEDGED_SILENCE_MS = 1000;
 /** The least time between two renewals for lost connections (RenewablePool.recoverFromLoss). */
 const LOSS_RENEW_GAP_MS = 30_000;
@@ -259,10 +259,10 @@ async function probeSession(url: string): Promise<{ readOnly: boolean; standby: 
  * connects: its error, if all fail, is the query's (postgres.js then backs off as for one host).
  *
  * Two things the sockets see are said to the pool, whichever query they failed:
- * - `wedged`: a socket that connected but was closed after a second or more with not one byte
- *   written is a connection postgres.js wedged (see deadSocketWrites below: its startup message
- *   is never flushed, so it times out connecting, again and again). A watchdog query may never
- *   land on that connection while a share of every other caller's queries fails on it.
+ * - `wedged`: a socket that connected and has not written one byte a second later is a
+ *   connection postgres.js wedged (see deadSocketWrites below: its startup message is never
+ *   flushed, so it would time out connecting, again and again); it is closed. A watchdog query
+ *   may never land on that connection while a share of every other caller's queries fails on it.
  * - `lost`: the server closed a connection (PostgreSQL restarting, a backend terminated, a reset):
  *   postgres.js can come out of that with a connection that takes no query any more and says
  *   nothing, or a transaction that never ends holding one (seen: a pool of 8 answering with 5 or
@@ -294,17 +294,26 @@ export class PoolSockets {
     this.live.add(s);
     let connectedAt = 0;
     let closedByServer = false;
-    s.once('connect', () => (connectedAt = Date.now()));
+    let wedged = false;
+    s.once('connect', () => {
+      connectedAt = Date.now();
+      // postgres.js writes its startup message in the same turn as the connect: a second of
+      // silence is no slow network, it is the wedge. Closed now rather than at connect_timeout.
+      const check = setTimeout(() => {
+        if (s.destroyed || s.bytesWritten > 0 || this.retired) return;
+        wedged = true;
+        this.tell.wedged(`a connection of the pool sent nothing in ${WEDGED_SILENCE_MS / 1000} s after connecting (its startup message never left: wedged by postgres.js, porsager/postgres#1208)`);
+        s.destroy();
+      }, WEDGED_SILENCE_MS);
+      check.unref();
+      s.once('close', () => clearTimeout(check));
+    });
     // The server's end of the stream before we ended ours: it closed the connection, not us.
     s.once('end', () => (closedByServer = !s.writableEnded));
     s.once('close', (hadError) => {
       this.live.delete(s);
-      if (this.retired || !connectedAt) return;
-      // postgres.js writes its startup message in the same turn as the connect: a second of
-      // silence is no slow network, it is the wedge.
-      if (s.bytesWritten === 0 && Date.now() - connectedAt >= WEDGED_SILENCE_MS) {
-        this.tell.wedged(`a connection of the pool never sent its startup message in ${Math.round((Date.now() - connectedAt) / 1000)} s (wedged by postgres.js, porsager/postgres#1208)`);
-      } else if (closedByServer || hadError) {
+      if (this.retired || !connectedAt || wedged) return;
+      if (closedByServer || hadError) {
         this.tell.lost(hadError ? 'a connection of the pool failed' : 'the server closed a connection of the pool');
       }
     });
