@@ -35,6 +35,10 @@ test('PostgreSQL URLs: libpq socket directory, multi-host kept for postgres.js, 
   assert.deepEqual(pgOptions('postgres://h1,h2/db').multi!.hosts, [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5432 }]);
   assert.equal(pgOptions('postgres://u@h1/db?target_session_attrs=primary').multi, undefined, 'one host: postgres.js as before');
   assert.throws(() => pgOptions('postgres://h1,h2/db?target_session_attrs=writable'), /target_session_attrs must be one of any, read-write/);
+  // PGTARGETSESSIONATTRS, as libpq: the default when the URL names none.
+  assert.equal(pgOptions('postgres://h1,h2/db', { PGTARGETSESSIONATTRS: 'read-write' }).multi!.attrs, 'read-write');
+  assert.equal(pgOptions('postgres://h1,h2/db?target_session_attrs=standby', { PGTARGETSESSIONATTRS: 'read-write' }).multi!.attrs, 'standby');
+  assert.throws(() => pgOptions('postgres://h1,h2/db', { PGTARGETSESSIONATTRS: 'writable' }), /^InvalidInput: PGTARGETSESSIONATTRS=writable \(environment\), used with database URL postgres:\/\/h1,h2\/db: target_session_attrs must be one of/);
   assert.deepEqual(
     (['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby'] as const).map((a) => [suits(a, { readOnly: true, standby: true }), suits(a, { readOnly: false, standby: false })]),
     [[true, true], [false, true], [true, false], [false, true], [true, false], [true, true]],

@@ -67,7 +67,7 @@ export interface MultiHost {
  * "connection refused" at once); it checks target_session_attrs by ending the session, which
  * fails the query when it sees one host (CONNECTION_DESTROYED).
  */
-export function pgOptions(url: string): { url: string; path?: string; multi?: MultiHost } {
+export function pgOptions(url: string, env: NodeJS.ProcessEnv = process.env): { url: string; path?: string; multi?: MultiHost } {
   if (!isPostgresUrl(url)) throw new InvalidInput(`database URL ${redactUrl(url)}: must start with postgres:// (e.g. postgres://pxeherd@db.example/pxeherd)`, 'database');
   let u: URL;
   try {
@@ -79,8 +79,13 @@ export function pgOptions(url: string): { url: string; path?: string; multi?: Mu
   if (socketDir === null) {
     const multi = multiHost(url);
     if (!multi) return { url };
-    const attrs = (u.searchParams.get('target_session_attrs') ?? 'any') as SessionAttrs;
-    if (!SESSION_ATTRS.includes(attrs)) throw new InvalidInput(`database URL ${redactUrl(url)}: target_session_attrs must be one of ${SESSION_ATTRS.join(', ')}`, 'database');
+    // As libpq: the URL's, else PGTARGETSESSIONATTRS from the environment.
+    const fromUrl = u.searchParams.get('target_session_attrs');
+    const attrs = (fromUrl ?? env.PGTARGETSESSIONATTRS ?? 'any') as SessionAttrs;
+    if (!SESSION_ATTRS.includes(attrs)) {
+      const where = fromUrl === null ? `PGTARGETSESSIONATTRS=${attrs} (environment), used with database URL ${redactUrl(url)}` : `database URL ${redactUrl(url)}`;
+      throw new InvalidInput(`${where}: target_session_attrs must be one of ${SESSION_ATTRS.join(', ')}`, 'database');
+    }
     return { url: multi.urlOf(0), multi: { ...multi, attrs } };
   }
   if (!socketDir.startsWith('/')) throw new InvalidInput(`database URL ${redactUrl(url)}: host= must be a socket directory such as /run/postgresql`, 'database');
