@@ -37,6 +37,7 @@ import { openPgServe, type PgServe } from './pg-serve.js';
 import { shareSecrets } from '../store/pg/secrets.js';
 import { coordinatedDhcp6Backend } from './pg-dhcp6.js';
 import { namingPolicy } from './backends.js';
+import { neighbourTableAdvice, rangeAddresses, readNeighbourLimits } from './neighbour-table.js';
 
 /** One listening service. start() rejects with a one-line reason; the others keep running. */
 export interface Service {
@@ -328,6 +329,11 @@ export async function startServer(config: Config, log: Logger): Promise<RunningS
     log.warn({ vnfs: discovery }, `the discovery image (VNFS ${discovery}) does not exist yet: unknown machines cannot boot until you run "pxeherd stage1 build"`);
   }
   if (config.dhcp.mode === 'off') log.info('dhcp is off (dhcp.mode: off); set dhcp.mode to full or proxy to answer PXE clients');
+  // A cluster larger than the kernel's neighbour table loses machines in a boot storm: say so now.
+  const limits = readNeighbourLimits();
+  const machines = Math.max(config.dhcp.mode === 'full' ? rangeAddresses([config.dhcp.range, ...config.dhcp.subnets.map((n) => n.range)]) : 0, store.nodes.count());
+  const advice = limits && neighbourTableAdvice(machines, limits);
+  if (advice) log.warn({ machines, ...limits }, advice);
 
   return {
     store,
