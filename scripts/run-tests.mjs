@@ -58,6 +58,8 @@ function plan(args) {
 const done = [];
 const totals = Object.fromEntries(SUMMARY_KEYS.map((k) => [k, 0]));
 let current = null;
+/** Each finished file's look for processes it left (runFile), awaited before the run ends. */
+const leftoverChecks = [];
 
 /** Runs one file; resolves with how it ended. Its TAP output goes to our stdout as it comes. */
 function runFile({ file, limit }) {
@@ -88,8 +90,17 @@ function runFile({ file, limit }) {
     child.on('close', (code, signal) => {
       clearTimeout(killTimer);
       current = null;
-      // Whatever the file started and left running (a daemon, a QEMU) would slow every later file.
-      if (killGroup(child, 'SIGKILL')) say(`${file}: left processes running when it ended: killed them`);
+      // Whatever the file started and left running (a daemon, a QEMU) would slow every later
+      // file. Looked at a second later: a helper that exits on its own as its parent goes
+      // (esbuild's service under tsx) is not one.
+      leftoverChecks.push(
+        new Promise((done) =>
+          setTimeout(() => {
+            if (killGroup(child, 'SIGKILL')) say(`${file}: left processes running a second after it ended: killed them`);
+            done();
+          }, 1000),
+        ),
+      );
       for (const k of SUMMARY_KEYS) totals[k] += counts[k] ?? 0;
       const ok = code === 0 && !killedForTime;
       const why = killedForTime ? `killed after ${limit + KILL_GRACE_S} s` : code === 0 ? 'ok' : `FAILED (exit ${code ?? signal})`;
@@ -155,6 +166,7 @@ async function main() {
     done.push(r);
     say(`[${i + 1}/${files.length}] ${r.file}: ${r.why} in ${secs(r.ms)} s (${countsText(r.counts)}) at +${elapsed()} s`);
   }
+  await Promise.all(leftoverChecks);
   const failed = done.filter((d) => !d.ok);
   summary(failed.length ? 'FAILED' : 'all passed');
   process.exit(failed.length ? 1 : 0);
