@@ -8,6 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { CLI, makeStateDir, pxeherd } from '../helpers/cli.js';
 import { waitFor } from '../lab/lab.js';
@@ -21,7 +22,14 @@ after(() => server?.kill('SIGKILL'));
 
 test('serve with 600 known nodes warns about the neighbour table with the numbers and the sysctl, or stays quiet where the table is big enough', { skip, timeout: 60_000 }, async () => {
   const sd = makeStateDir();
-  fs.writeFileSync(sd.config, `statedir: ${sd.statedir}\naddress: 127.0.0.1\ndhcp: { mode: off }\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: 0, listen: 127.0.0.1 }\nadmin: { port: 0, listen: 127.0.0.1 }\n`);
+  // One service on a free port (port 0 turns a service off, and serve with none exits).
+  const http = await new Promise<number>((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  fs.writeFileSync(sd.config, `statedir: ${sd.statedir}\naddress: 127.0.0.1\ndhcp: { mode: off }\ntftp: { port: 0 }\nprovisiond: { port: 0 }\nhttp: { port: ${http}, listen: 127.0.0.1 }\nadmin: { port: 0, listen: 127.0.0.1 }\n`);
   const csv = ['mac,name', ...Array.from({ length: 600 }, (_, i) => `52:54:00:aa:${(i >> 8).toString(16).padStart(2, '0')}:${(i & 255).toString(16).padStart(2, '0')},nb${i}`)].join('\n');
   const imp = pxeherd(['node', 'import', '-', '--format', 'csv'], { config: sd.config, input: csv + '\n' });
   assert.equal(imp.code, 0, imp.stderr);
@@ -32,7 +40,7 @@ test('serve with 600 known nodes warns about the neighbour table with the number
   const text = await waitFor('serve to start', 30_000, () => {
     const t = fs.readFileSync(logFile, 'utf8');
     if (server!.exitCode !== null) throw new Error(`serve exited: ${t}`);
-    return /dhcp is off/.test(t) && t;
+    return /http listening/.test(t) && /dhcp is off/.test(t) && t;
   });
   server.kill('SIGTERM');
   const warning = text.split('\n').find((l) => /neighbour \(ARP\) table/.test(l));
