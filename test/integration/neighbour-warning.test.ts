@@ -10,18 +10,24 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { CLI, makeStateDir, pxeherd } from '../helpers/cli.js';
+import { CLI, makeStateDir, pxeherd, type StateDir } from '../helpers/cli.js';
 import { waitFor } from '../lab/lab.js';
 import { readNeighbourLimits } from '../../src/server/neighbour-table.js';
 
 const limits = readNeighbourLimits();
 const skip = limits ? undefined : 'needs /proc/sys/net/ipv4/neigh/default (Linux)';
 let server: ChildProcess | undefined;
+let sd: StateDir | undefined;
+let exited: Promise<unknown> = Promise.resolve();
 
-after(() => server?.kill('SIGKILL'));
+after(async () => {
+  server?.kill('SIGKILL');
+  await exited;
+  sd?.cleanup();
+});
 
 test('serve with 600 known nodes warns about the neighbour table with the numbers and the sysctl, or stays quiet where the table is big enough', { skip, timeout: 60_000 }, async () => {
-  const sd = makeStateDir();
+  sd = makeStateDir();
   // One service on a free port (port 0 turns a service off, and serve with none exits).
   const http = await new Promise<number>((resolve) => {
     const probe = net.createServer().listen(0, '127.0.0.1', () => {
@@ -36,6 +42,7 @@ test('serve with 600 known nodes warns about the neighbour table with the number
   const logFile = path.join(sd.dir, 'serve.log');
   const log = fs.openSync(logFile, 'a');
   server = spawn(process.execPath, [CLI, 'serve', '--config', sd.config], { stdio: ['ignore', log, log] });
+  exited = new Promise((r) => server!.once('exit', r));
   fs.closeSync(log);
   const text = await waitFor('serve to start', 30_000, () => {
     const t = fs.readFileSync(logFile, 'utf8');
