@@ -13,7 +13,7 @@ import path from 'node:path';
 import { createLab, labUnavailable, sh, spawnIn, tmpDir, waitFor, type Lab } from '../test/lab/lab.js';
 import type { NodeResult, StormJob, StormResult } from './storm-clients.js';
 import { innerPid } from '../test/lab/procs.js';
-import { neighbourTableAdvice, readNeighbourLimits } from '../src/server/neighbour-table.js';
+import { limitsFor, readNeighbourLimits, sysctlSettings } from '../src/server/neighbour-table.js';
 
 export const ROOT = path.resolve(import.meta.dirname, '..');
 export const CLI = process.env.PXEHERD_CLI ?? path.join(ROOT, 'dist', 'cli.js');
@@ -59,10 +59,9 @@ function roomInNeighbourTable(poolSize: number): void {
   const limits = readNeighbourLimits();
   const wanted = 4 * poolSize; // two servers' entries, twice over
   if (!limits || limits.thresh3 >= wanted) return;
-  const advice = neighbourTableAdvice(wanted / 2, limits);
-  const set = advice && /sysctl -w (.*?) \(/.exec(advice)?.[1];
-  if (!set) return;
-  const r = spawnSync('sysctl', ['-q', '-w', ...set.split(' ')], { encoding: 'utf8' });
+  const settings = sysctlSettings(limitsFor(wanted / 2));
+  const set = settings.join(' ');
+  const r = spawnSync('sysctl', ['-q', '-w', ...settings], { encoding: 'utf8' });
   process.stderr.write(`storm lab: the host's neighbour table was ${limits.thresh1}/${limits.thresh2}/${limits.thresh3} (gc_thresh1/2/3): ${r.status === 0 ? `set ${set} (left so)` : `could not raise it (${r.stderr.trim()}): expect dropped replies above ${limits.thresh3} entries`}\n`);
 }
 

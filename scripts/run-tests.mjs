@@ -94,10 +94,10 @@ function runFile({ file, limit }) {
       // file. Looked at a second later: a helper that exits on its own as its parent goes
       // (esbuild's service under tsx) is not one.
       leftoverChecks.push(
-        new Promise((done) =>
+        new Promise((checked) =>
           setTimeout(() => {
             if (killGroup(child, 'SIGKILL')) say(`${file}: left processes running a second after it ended: killed them`);
-            done();
+            checked();
           }, 1000),
         ),
       );

@@ -41,16 +41,25 @@ export function rangeAddresses(ranges: Array<readonly [string, string] | undefin
   return total;
 }
 
+/** Pure: limits with room for `machines` (thresh3 the next power of two at or above twice them, at least 1024). */
+export function limitsFor(machines: number): NeighbourLimits {
+  let t3 = 1024;
+  while (t3 < machines * 2) t3 *= 2;
+  return { thresh1: t3 / 4, thresh2: t3 / 2, thresh3: t3 };
+}
+
+/** Pure: `limits` as sysctl's name=value arguments. */
+export function sysctlSettings(l: NeighbourLimits): string[] {
+  return [`net.ipv4.neigh.default.gc_thresh1=${l.thresh1}`, `net.ipv4.neigh.default.gc_thresh2=${l.thresh2}`, `net.ipv4.neigh.default.gc_thresh3=${l.thresh3}`];
+}
+
 /**
  * Pure: the warning for an admin when `machines` (the DHCP ranges' addresses, or the known nodes
- * if more) exceed the soft limit, with the sysctl that lifts it (thresh3 the next power of two
- * at or above twice the machines, thresh2 half of it, thresh1 a quarter); nothing when they fit.
+ * if more) exceed the soft limit, with the sysctl that lifts it (limitsFor); nothing when they fit.
  */
 export function neighbourTableAdvice(machines: number, l: NeighbourLimits): string | undefined {
   if (machines <= l.thresh2) return undefined;
-  let t3 = 1024;
-  while (t3 < machines * 2) t3 *= 2;
-  const set = `sysctl -w net.ipv4.neigh.default.gc_thresh1=${t3 / 4} net.ipv4.neigh.default.gc_thresh2=${t3 / 2} net.ipv4.neigh.default.gc_thresh3=${t3}`;
+  const set = `sysctl -w ${sysctlSettings(limitsFor(machines)).join(' ')}`;
   return (
     `this server may talk to ${machines} machines, but the kernel's neighbour (ARP) table starts evicting above ${l.thresh2} entries and refuses new ones at ${l.thresh3} ` +
     `(net.ipv4.neigh.default.gc_thresh2/3, one table for the whole host): in a boot storm, replies to the machines beyond it are dropped ("neighbour table overflow" in dmesg). ` +

@@ -297,11 +297,11 @@ export class PoolSockets {
 
   private track(s: net.Socket): net.Socket {
     this.live.add(s);
-    let connectedAt = 0;
+    let connected = false;
     let closedByServer = false;
     let wedged = false;
     s.once('connect', () => {
-      connectedAt = Date.now();
+      connected = true;
       // postgres.js writes its startup message in the same turn as the connect: a second of
       // silence is no slow network, it is the wedge. Closed now rather than at connect_timeout.
       const check = setTimeout(() => {
@@ -317,7 +317,7 @@ export class PoolSockets {
     s.once('end', () => (closedByServer = !s.writableEnded));
     s.once('close', (hadError) => {
       this.live.delete(s);
-      if (this.retired || !connectedAt || wedged) return;
+      if (this.retired || !connected || wedged) return;
       if (closedByServer || hadError) {
         this.tell.lost(hadError ? 'a connection of the pool failed' : 'the server closed a connection of the pool');
       }
@@ -525,9 +525,8 @@ class RenewablePool {
   private readonly listening = new Set<Listening>();
   private pending?: NodeJS.Timeout;
   private ended = false;
-  /** A lost connection is being recovered from (recoverFromLoss), and when the last one ended in a renewal. */
+  /** A lost connection is being recovered from (recoverFromLoss). */
   private recovering = false;
-  private lastLossRenewal = 0;
   /** When the pool last renewed itself once the database answered after a lost connection. */
   recoveredAt = 0;
 
@@ -618,11 +617,11 @@ class RenewablePool {
         await new Promise((r) => setTimeout(r, wait).unref());
         wait = Math.min(wait * 2, 2000);
       }
-      const gap = this.lastLossRenewal + LOSS_RENEW_GAP_MS - Date.now();
+      const gap = this.recoveredAt + LOSS_RENEW_GAP_MS - Date.now();
       if (gap > 0) await new Promise((r) => setTimeout(r, gap).unref());
       this.recovering = false;
       if (this.ended) return;
-      this.lastLossRenewal = this.recoveredAt = Date.now();
+      this.recoveredAt = Date.now();
       this.renew(`${why} ${Math.round((Date.now() - lostAt) / 1000)} s ago and the database answers again: connections from before are retired`, 5);
     })();
   }
